@@ -1,0 +1,70 @@
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{ConnectorError, Entitlement, Identity, Operation, Outcome};
+
+/// A boxed future, so that connectors can be held as `Arc<dyn Connector>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A target system provd provisions: one async method per operation kind.
+///
+/// `native_id` is the account's id on the target when provd knows it (it created or
+/// correlated the account before); `None` asks the connector to derive it from its
+/// Create Account specification or find it by correlation.
+///
+/// Every method is idempotent: adding what is there, removing what is not, creating an
+/// account that exists and correlates all succeed (as [`Outcome::Unchanged`] or
+/// [`Outcome::Correlated`]).
+pub trait Connector: Send + Sync {
+    fn create_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
+
+    fn add_entitlement<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        entitlement: &'a Entitlement,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
+
+    fn remove_entitlement<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        entitlement: &'a Entitlement,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
+
+    fn disable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
+
+    fn delete_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
+
+    /// Connects and authenticates, for `provd check --connect`.
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
+}
+
+/// Hands one operation to the method of its kind.
+pub async fn apply(
+    connector: &dyn Connector,
+    op: &Operation,
+    identity: &Identity,
+    native_id: Option<&str>,
+) -> Result<Outcome, ConnectorError> {
+    match op {
+        Operation::CreateAccount => connector.create_account(identity).await,
+        Operation::AddEntitlement(e) => connector.add_entitlement(identity, native_id, e).await,
+        Operation::RemoveEntitlement(e) => {
+            connector.remove_entitlement(identity, native_id, e).await
+        }
+        Operation::DisableAccount => connector.disable_account(identity, native_id).await,
+        Operation::DeleteAccount => connector.delete_account(identity, native_id).await,
+    }
+}

@@ -1,0 +1,338 @@
+//! The HTTP API (DESIGN §9 contract), shaped like SailPoint's Access Requests v1 so that
+//! existing clients can talk to it.
+
+pub mod auth;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::clock::{SharedClock, to_ms};
+use crate::config::Config;
+use crate::intake::validate::MAX_BODY;
+use crate::intake::{SubmitError, submit};
+use crate::store::status::StatusQuery;
+use crate::store::tasks::TaskFilter;
+use crate::store::{Replay, Store, StoreError, new_id};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub tokens: Arc<Vec<SecretString>>,
+    /// Woken after a request is stored, so dispatch starts at once.
+    pub wake: Arc<Notify>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/access-requests/v1", post(create))
+        .route("/access-requests/v1/cancel", post(cancel))
+        .route("/access-request-status/v1", get(status))
+        .route("/tasks/v1", get(tasks))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // The 1 MiB rule is enforced (with a 400 naming it) by reading the body ourselves.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The upstream's error shape: `{detailCode, trackingId, messages:[{locale, localeOrigin, text}]}`.
+pub fn error(status: StatusCode, detail: &str, texts: &[String]) -> Response {
+    let messages: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({ "locale": "en-US", "localeOrigin": "DEFAULT", "text": t }))
+        .collect();
+    let body = json!({ "detailCode": detail, "trackingId": new_id(), "messages": messages });
+    (status, axum::Json(body)).into_response()
+}
+
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "401 Unauthorized",
+        &["a valid bearer token is required".into()],
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::authorized(given, &state.tokens)
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "500.0 Internal Fault",
+        &["internal error; see the agent's log".into()],
+    )
+}
+
+async fn create(State(state): State<AppState>, req: Request) -> Response {
+    if !authorized(&state, req.headers()) {
+        return unauthorized();
+    }
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("api:{k}"));
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400.1 Bad request content",
+                &[format!("body: larger than {MAX_BODY} bytes (1 MiB)")],
+            );
+        }
+    };
+    let (config, store, now) = (state.config.clone(), state.store.clone(), state.clock.now());
+    let result = tokio::task::spawn_blocking(move || {
+        submit(&config, &store, now, &body, "api", key.as_deref())
+    })
+    .await;
+    match result {
+        Ok(Ok(replay)) => {
+            if let Replay::New(a) = &replay {
+                tracing::info!(request_id = %a.request_id, origin = "api", jobs = a.job_ids.len(), "request accepted");
+                state.wake.notify_one();
+            }
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(replay.accepted().response.clone()),
+            )
+                .into_response()
+        }
+        Ok(Err(SubmitError::Invalid(inv))) => {
+            let texts: Vec<String> = inv.0.iter().map(ToString::to_string).collect();
+            tracing::info!(origin = "api", error = %inv, "request refused");
+            error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
+        }
+        Ok(Err(SubmitError::Store(e))) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    #[serde(rename = "accessRequestId")]
+    access_request_id: Option<Value>,
+    comment: Option<Value>,
+}
+
+async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400.1 Bad request content",
+                &["body: larger than 1 MiB".into()],
+            );
+        }
+    };
+    let parsed: CancelBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400.1 Bad request content",
+                &[format!("body: malformed JSON: {e}")],
+            );
+        }
+    };
+    let mut problems = Vec::new();
+    let id = match parsed.access_request_id {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        _ => {
+            problems.push("accessRequestId: is required (a string)".to_string());
+            None
+        }
+    };
+    let comment = match parsed.comment {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        _ => {
+            problems.push("comment: is required (a string)".to_string());
+            None
+        }
+    };
+    let (Some(id), Some(comment)) = (id, comment) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "400.1 Bad request content",
+            &problems,
+        );
+    };
+    let now = to_ms(state.clock.now());
+    let rid = id.clone();
+    match state
+        .store
+        .call(move |s| s.cancel_request(&rid, now, &comment))
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(request_id = %id, jobs_canceled = n, "request canceled");
+            (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+        }
+        Err(StoreError::NotFound(m)) => error(
+            StatusCode::NOT_FOUND,
+            "404 Not found",
+            &[format!("accessRequestId: {m}")],
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusParams {
+    #[serde(rename = "requested-for")]
+    requested_for: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+fn number(name: &str, v: Option<&str>, default: usize, max: usize) -> Result<usize, String> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{name}: must be a whole number from 0 to {max}")),
+    }
+}
+
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<StatusParams>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let limit = number("limit", p.limit.as_deref(), 250, 250);
+    let offset = number("offset", p.offset.as_deref(), 0, usize::MAX);
+    let (limit, offset) = match (limit, offset) {
+        (Ok(l), Ok(o)) => (l, o),
+        (l, o) => {
+            let texts: Vec<String> = [l.err(), o.err()].into_iter().flatten().collect();
+            return error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts);
+        }
+    };
+    let q = StatusQuery {
+        request_id: None,
+        requested_for: p.requested_for,
+        limit,
+        offset,
+    };
+    match state.store.call(move |s| s.status(&q)).await {
+        Ok(items) => axum::Json(items).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct TaskParams {
+    source: Option<String>,
+    status: Option<String>,
+}
+
+async fn tasks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<TaskParams>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let open_only = match p.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400.1 Bad request content",
+                &[format!("status: must be open or all, not `{other}`")],
+            );
+        }
+    };
+    let f = TaskFilter {
+        source: p.source,
+        owner: None,
+        open_only,
+    };
+    match state.store.call(move |s| s.tasks(&f)).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.call(|s| s.ping()).await {
+        Ok(()) => axum::Json(
+            json!({ "store": "ok", "sources": state.config.sources.keys().collect::<Vec<_>>() }),
+        )
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "store": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let counts = state
+        .store
+        .call(|s| Ok((s.job_counts()?, s.open_task_count()?)))
+        .await;
+    let (jobs, open_tasks) = match counts {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let mut out =
+        String::from("# HELP provd_jobs Jobs by source and state.\n# TYPE provd_jobs gauge\n");
+    for (source, st, n) in &jobs {
+        out.push_str(&format!(
+            "provd_jobs{{source=\"{}\",state=\"{st}\"}} {n}\n",
+            prom_escape(source)
+        ));
+    }
+    let depth: i64 = jobs
+        .iter()
+        .filter(|(_, st, _)| st == "queued" || st == "retrying")
+        .map(|(_, _, n)| n)
+        .sum();
+    out.push_str(&format!("# HELP provd_queue_depth Jobs waiting to run.\n# TYPE provd_queue_depth gauge\nprovd_queue_depth {depth}\n"));
+    out.push_str(&format!("# HELP provd_manual_tasks_open Open manual tasks.\n# TYPE provd_manual_tasks_open gauge\nprovd_manual_tasks_open {open_tasks}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn prom_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,464 @@
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use provd_connector_core::Identity;
+
+use super::{Cli, CliError, Command, IdentitiesCommand, JobsCommand, TasksCommand};
+use crate::clock::{Clock, SystemClock, rfc3339_ms, to_ms};
+use crate::config::{self, Config};
+use crate::intake::validate::MAX_BODY;
+use crate::intake::{self, SubmitError};
+use crate::store::jobs::{JobFilter, JobState};
+use crate::store::status::StatusQuery;
+use crate::store::tasks::TaskFilter;
+use crate::store::{Store, StoreError};
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+fn store_err(e: StoreError) -> CliError {
+    match e {
+        StoreError::NotFound(m) | StoreError::Conflict(m) => CliError::Invalid(m),
+        other => failed(other),
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, CliError> {
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    Config::load(&path).map_err(|p| CliError::Invalid(format!("configuration has problems:\n{p}")))
+}
+
+fn open(config: &Config) -> Result<Store, CliError> {
+    Store::open(&config.agent.state_dir).map_err(failed)
+}
+
+/// Reads a request body from FILE or `-`, refusing more than 1 MiB without reading it all.
+fn read_body(file: &str) -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    let reader: Box<dyn Read> = if file == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| CliError::Invalid(format!("{file}: {e}")))?)
+    };
+    reader
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError::Invalid(format!("{file}: {e}")))?;
+    if buf.len() > MAX_BODY {
+        return Err(CliError::Invalid(format!(
+            "body: larger than {MAX_BODY} bytes (1 MiB)"
+        )));
+    }
+    Ok(buf)
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v).map_err(failed)?;
+    println!("{text}");
+    Ok(())
+}
+
+fn invalid_request(e: SubmitError) -> CliError {
+    match e {
+        SubmitError::Invalid(inv) => {
+            let lines: Vec<String> = inv
+                .0
+                .iter()
+                .map(|f| format!("invalid request: {f}"))
+                .collect();
+            CliError::Invalid(lines.join("\n"))
+        }
+        SubmitError::Store(e) => failed(e),
+    }
+}
+
+pub fn execute(cli: Cli) -> Result<(), CliError> {
+    let clock = SystemClock;
+    match &cli.command {
+        Command::Run => {
+            let config = load(&cli)?;
+            crate::logging::init(config.log.format, &config.log.level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(failed)?;
+            rt.block_on(crate::daemon::run(
+                config,
+                Arc::new(SystemClock),
+                crate::daemon::signals(),
+            ))
+            .map_err(failed)
+        }
+        Command::Check { connect } => check(&cli, *connect),
+        Command::Submit { file } => {
+            let body = read_body(file)?;
+            let config = load(&cli)?;
+            let store = open(&config)?;
+            let replay = intake::submit(&config, &store, clock.now(), &body, "cli", None)
+                .map_err(invalid_request)?;
+            print_json(&replay.accepted().response)
+        }
+        Command::Plan { file } => {
+            let body = read_body(file)?;
+            let config = load(&cli)?;
+            let store = open(&config)?;
+            let plan =
+                intake::dry_run(&config, &store, clock.now(), &body).map_err(invalid_request)?;
+            print_plan(&plan);
+            Ok(())
+        }
+        Command::Status { request_id } => {
+            let config = load(&cli)?;
+            let store = open(&config)?;
+            if !store.request_exists(request_id).map_err(failed)? {
+                return Err(CliError::Invalid(format!(
+                    "no access request `{request_id}`"
+                )));
+            }
+            let q = StatusQuery {
+                request_id: Some(request_id.clone()),
+                requested_for: None,
+                limit: 10_000,
+                offset: 0,
+            };
+            print_json(&store.status(&q).map_err(failed)?)
+        }
+        Command::Jobs(cmd) => jobs(&cli, cmd, &clock),
+        Command::Tasks(cmd) => tasks(&cli, cmd),
+        Command::Identities(IdentitiesCommand::Import { file }) => {
+            import_identities(&cli, file, &clock)
+        }
+    }
+}
+
+fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
+    let config = load(cli)?;
+    let problems = config.check_secrets();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(CliError::Invalid(format!(
+            "configuration has problems:\n{}",
+            lines.join("\n")
+        )));
+    }
+    let connectors = crate::connectors::build(&config).map_err(|p| {
+        CliError::Invalid(
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    if connect {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let mut bad = Vec::new();
+        for (id, c) in &connectors {
+            match rt.block_on(c.check()) {
+                Ok(()) => println!("{id}: connected"),
+                Err(e) => bad.push(format!("{id}: {e}")),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(failed(bad.join("\n")));
+        }
+    }
+    println!(
+        "{}: ok ({} sources, {} entitlements, {} identities)",
+        config.path.display(),
+        config.sources.len(),
+        config.catalog.entitlement_count(),
+        config.identities.len()
+    );
+    Ok(())
+}
+
+fn print_plan(plan: &crate::plan::Plan) {
+    for item in &plan.items {
+        let what = match &item.existing {
+            Some((_, req)) => {
+                format!("already held or pending (request {req}): not provisioned again")
+            }
+            None => format!(
+                "{} entitlement(s), {} job(s)",
+                item.entitlements.len(),
+                item.jobs.len()
+            ),
+        };
+        println!(
+            "{} {} {} ({}): {what}",
+            item.identity,
+            item.item.ty.as_str(),
+            item.item.id,
+            item.name
+        );
+    }
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let when = job
+            .not_before
+            .map(|t| format!(" not before {t}"))
+            .unwrap_or_default();
+        println!(
+            "job {}: {} on {} ({}){when}",
+            i + 1,
+            job.identity,
+            job.source,
+            job.kind.as_str()
+        );
+        for op in &job.ops {
+            match op.entitlement() {
+                Some(e) => println!("  {} {}={}", op.kind(), e.attribute, e.value),
+                None => println!("  {}", op.kind()),
+            }
+        }
+    }
+    if plan.jobs.is_empty() {
+        println!("no operations");
+    }
+}
+
+fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliError> {
+    let config = load(cli)?;
+    let store = open(&config)?;
+    let now = to_ms(clock.now());
+    match cmd {
+        JobsCommand::List { state, source } => {
+            let state = match state {
+                Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+                    CliError::Invalid(format!("--state: `{s}` is not one of queued, running, retrying, manual, succeeded, failed, canceled"))
+                })?),
+                None => None,
+            };
+            let list = store
+                .jobs(&JobFilter {
+                    state,
+                    source: source.clone(),
+                    ..Default::default()
+                })
+                .map_err(failed)?;
+            println!(
+                "{:>6}  {:<9}  {:<16}  {:<16}  {:<6}  {:>7}  {:<24}  REQUEST",
+                "ID", "STATE", "SOURCE", "IDENTITY", "KIND", "ATTEMPT", "NEXT ATTEMPT"
+            );
+            for j in list {
+                println!(
+                    "{:>6}  {:<9}  {:<16}  {:<16}  {:<6}  {:>3}/{:<3}  {:<24}  {}",
+                    j.id,
+                    j.state.as_str(),
+                    j.source,
+                    j.identity_id,
+                    j.kind,
+                    j.attempt,
+                    j.max_attempts,
+                    j.next_attempt_at.map(rfc3339_ms).unwrap_or_default(),
+                    j.request_id
+                );
+            }
+            Ok(())
+        }
+        JobsCommand::Show { id } => {
+            let j = store
+                .job(*id)
+                .map_err(failed)?
+                .ok_or_else(|| CliError::Invalid(format!("no job {id}")))?;
+            let events: Vec<serde_json::Value> = store
+                .job_events(*id)
+                .map_err(failed)?
+                .into_iter()
+                .map(|(at, kind, data)| {
+                    serde_json::json!({ "at": rfc3339_ms(at), "kind": kind,
+                        "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or_default() })
+                })
+                .collect();
+            print_json(&serde_json::json!({
+                "id": j.id, "requestId": j.request_id, "identity": j.identity_id, "source": j.source, "kind": j.kind,
+                "state": j.state, "attempt": j.attempt, "maxAttempts": j.max_attempts,
+                "nextAttemptAt": j.next_attempt_at.map(rfc3339_ms), "operations": j.ops, "opsDone": j.ops_done,
+                "leaseOwner": j.lease_owner, "leaseExpiresAt": j.lease_expires_at.map(rfc3339_ms),
+                "errors": j.errors, "created": rfc3339_ms(j.created_at), "finalized": j.finalized_at.map(rfc3339_ms),
+                "events": events,
+            }))
+        }
+        JobsCommand::Retry { id } => {
+            let job = store
+                .job(*id)
+                .map_err(failed)?
+                .ok_or_else(|| CliError::Invalid(format!("no job {id}")))?;
+            let max = config
+                .sources
+                .get(&job.source)
+                .map_or(10, |s| s.retry.max_attempts);
+            let j = store.retry_job(*id, now, max).map_err(store_err)?;
+            println!("job {} is {} again", j.id, j.state.as_str());
+            Ok(())
+        }
+        JobsCommand::Cancel { id, reason } => {
+            store.cancel_job(*id, now, reason).map_err(store_err)?;
+            println!("job {id} canceled");
+            Ok(())
+        }
+    }
+}
+
+fn open_only(status: &str) -> Result<bool, CliError> {
+    match status {
+        "open" => Ok(true),
+        "all" => Ok(false),
+        other => Err(CliError::Invalid(format!(
+            "--status: must be open or all, not `{other}`"
+        ))),
+    }
+}
+
+fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
+    let config = load(cli)?;
+    let store = open(&config)?;
+    match cmd {
+        TasksCommand::Export {
+            source,
+            owner,
+            status,
+            out,
+            excel,
+        } => {
+            if let Some(s) = source
+                && !config.sources.contains_key(s)
+            {
+                return Err(CliError::Invalid(format!("--source: no source `{s}`")));
+            }
+            let filter = TaskFilter {
+                source: source.clone(),
+                owner: owner.clone(),
+                open_only: open_only(status)?,
+            };
+            let rows = store.tasks(&filter).map_err(failed)?;
+            match out {
+                None => crate::tasks::csv_out::write(std::io::stdout().lock(), &rows, *excel)
+                    .map_err(failed),
+                Some(path) => write_atomically(path, |f| {
+                    crate::tasks::csv_out::write(f, &rows, *excel).map_err(failed)
+                }),
+            }?;
+            if let Some(path) = out {
+                eprintln!("{} task(s) written to {}", rows.len(), path.display());
+            }
+            Ok(())
+        }
+        TasksCommand::List { source, status } => {
+            let rows = store
+                .tasks(&TaskFilter {
+                    source: source.clone(),
+                    owner: None,
+                    open_only: open_only(status)?,
+                })
+                .map_err(failed)?;
+            println!(
+                "{:<8}  {:<12}  {:<7}  {:<18}  {:<20}  {:<30}  OWNER",
+                "TASK", "SOURCE", "STATUS", "OPERATION", "IDENTITY", "VALUE"
+            );
+            for t in rows {
+                println!(
+                    "{:<8}  {:<12}  {:<7}  {:<18}  {:<20}  {:<30}  {}",
+                    t.task_id, t.source, t.status, t.operation, t.identity_name, t.value, t.owner
+                );
+            }
+            Ok(())
+        }
+        TasksCommand::Import { .. } => {
+            Err(failed("tasks import is not available in this build yet"))
+        }
+    }
+}
+
+/// Writes to a temporary file beside `path` and renames it, so a reader never sees half a file.
+fn write_atomically(
+    path: &Path,
+    f: impl FnOnce(&mut std::fs::File) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let tmp = path.with_extension("tmp~");
+    let mut file = std::fs::File::create(&tmp)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", tmp.display())))?;
+    f(&mut file)?;
+    file.flush().and_then(|_| file.sync_all()).map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(format!("{}: {e}", path.display())))
+}
+
+fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Result<(), CliError> {
+    let config = load(cli)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+    let (ids, problems) = if text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('{')
+    {
+        parse_json_lines(&text)
+    } else {
+        let (m, p) = config::identities::parse_csv(text.as_bytes());
+        (m.into_values().collect(), p)
+    };
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("{}: {k}: {m}", file.display()))
+            .collect();
+        return Err(CliError::Invalid(format!(
+            "nothing imported:\n{}",
+            lines.join("\n")
+        )));
+    }
+    let store = open(&config)?;
+    let n = store
+        .import_identities(&ids, to_ms(clock.now()))
+        .map_err(failed)?;
+    println!("{n} identities imported");
+    Ok(())
+}
+
+/// One JSON object per line: `{"id": "...", "firstName": "...", ...}`; values must be strings.
+fn parse_json_lines(text: &str) -> (Vec<Identity>, Vec<(String, String)>) {
+    let mut out: BTreeMap<String, Identity> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim().trim_start_matches('\u{feff}');
+        let key = format!("line {}", i + 1);
+        if line.is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push((key, format!("not a JSON object: {e}")));
+                continue;
+            }
+        };
+        let mut attributes = BTreeMap::new();
+        let mut id = None;
+        for (k, v) in obj {
+            let Some(s) = v.as_str() else {
+                problems.push((key.clone(), format!("`{k}` must be a string")));
+                continue;
+            };
+            if k == "id" {
+                id = Some(s.to_string());
+            } else if !s.is_empty() {
+                attributes.insert(k, s.to_string());
+            }
+        }
+        match id.filter(|i| !i.trim().is_empty()) {
+            None => problems.push((key, "no `id`".into())),
+            Some(id) if out.contains_key(&id) => {
+                problems.push((key, format!("duplicate identity id `{id}`")))
+            }
+            Some(id) => {
+                out.insert(id.clone(), Identity { id, attributes });
+            }
+        }
+    }
+    (out.into_values().collect(), problems)
+}

@@ -1,0 +1,126 @@
+//! The `provd` command line (DESIGN §9 contract). Every command but `run` works on the
+//! store directly, whether or not the daemon is running.
+//! Exit codes: 0 success, 2 invalid input or usage, 1 anything else.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use commands::execute;
+
+#[derive(Debug, Parser)]
+#[command(name = "provd", version, about = "On-premises provisioning agent")]
+pub struct Cli {
+    /// Configuration file [default: $PROVD_CONFIG, else /etc/provd/provd.toml if it
+    /// exists, else ./config/provd.toml]
+    #[arg(long, global = true, env = "PROVD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: API, spool folder, dispatch.
+    Run,
+    /// Validate the configuration; with --connect, also reach every direct source.
+    Check {
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Submit an access request (JSON) from FILE, or from standard input with `-`.
+    Submit { file: String },
+    /// Print the operations a request would cause, changing nothing.
+    Plan { file: String },
+    /// Show the status of an access request.
+    Status { request_id: String },
+    /// Provisioning jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Manual tasks of flat-file sources.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Identities.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, oldest first.
+    List {
+        /// queued, running, retrying, manual, succeeded, failed or canceled
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Show one job with its attempts and audit events.
+    Show { id: i64 },
+    /// Run a failed job again with a fresh attempt budget, or a retrying one now.
+    Retry { id: i64 },
+    /// Cancel a job that has not been applied yet.
+    Cancel {
+        id: i64,
+        #[arg(long, default_value = "canceled by an operator")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Write the tasks as CSV for the source owner.
+    Export {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// open (default) or all
+        #[arg(long, default_value = "open")]
+        status: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Start with a UTF-8 byte order mark, for Excel.
+        #[arg(long)]
+        excel: bool,
+    },
+    /// List tasks on the terminal.
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        /// open (default) or all
+        #[arg(long, default_value = "open")]
+        status: String,
+    },
+    /// Apply an edited task CSV.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// Add or update identities from a CSV file (header with `id`) or JSON lines.
+    Import { file: PathBuf },
+}
+
+/// A failed command; the variant decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input or usage: exit 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The catalog of requestable items: roles → access profiles → entitlements (seed 002).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::files::{AccessProfileDef, CatalogFile, EntitlementDef, RoleDef};
+
+/// The three kinds of requestable item (request body `requestedItems[].type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ItemType {
+    Role,
+    AccessProfile,
+    Entitlement,
+}
+
+impl ItemType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemType::Role => "ROLE",
+            ItemType::AccessProfile => "ACCESS_PROFILE",
+            ItemType::Entitlement => "ENTITLEMENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ROLE" => Some(ItemType::Role),
+            "ACCESS_PROFILE" => Some(ItemType::AccessProfile),
+            "ENTITLEMENT" => Some(ItemType::Entitlement),
+            _ => None,
+        }
+    }
+}
+
+/// The loaded, cross-checked catalog.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    entitlements: BTreeMap<String, EntitlementDef>,
+    profiles: BTreeMap<String, AccessProfileDef>,
+    roles: BTreeMap<String, RoleDef>,
+}
+
+/// A problem found in the catalog: the key (`entitlement[2].source`) and what is wrong.
+pub type CatalogProblem = (String, String);
+
+impl Catalog {
+    /// Builds the catalog, reporting duplicate ids and dangling references (to unknown
+    /// sources, entitlements or access profiles) with the key that holds them.
+    pub fn build(
+        file: CatalogFile,
+        source_ids: &BTreeSet<String>,
+    ) -> (Catalog, Vec<CatalogProblem>) {
+        let mut problems = Vec::new();
+        let mut cat = Catalog::default();
+        for (i, e) in file.entitlement.into_iter().enumerate() {
+            if !source_ids.contains(&e.source) {
+                problems.push((
+                    format!("entitlement[{i}].source"),
+                    format!(
+                        "entitlement `{}` names source `{}`, which is not configured",
+                        e.id, e.source
+                    ),
+                ));
+            }
+            if e.id.trim().is_empty() {
+                problems.push((format!("entitlement[{i}].id"), "empty id".into()));
+            }
+            if cat.entitlements.contains_key(&e.id) {
+                problems.push((
+                    format!("entitlement[{i}].id"),
+                    format!("duplicate entitlement id `{}`", e.id),
+                ));
+            }
+            cat.entitlements.insert(e.id.clone(), e);
+        }
+        for (i, p) in file.access_profile.into_iter().enumerate() {
+            for (j, ent) in p.entitlements.iter().enumerate() {
+                if !cat.entitlements.contains_key(ent) {
+                    problems.push((
+                        format!("access_profile[{i}].entitlements[{j}]"),
+                        format!(
+                            "access profile `{}` names unknown entitlement `{ent}`",
+                            p.id
+                        ),
+                    ));
+                }
+            }
+            if cat.profiles.contains_key(&p.id) {
+                problems.push((
+                    format!("access_profile[{i}].id"),
+                    format!("duplicate access profile id `{}`", p.id),
+                ));
+            }
+            cat.profiles.insert(p.id.clone(), p);
+        }
+        for (i, r) in file.role.into_iter().enumerate() {
+            for (j, ap) in r.access_profiles.iter().enumerate() {
+                if !cat.profiles.contains_key(ap) {
+                    problems.push((
+                        format!("role[{i}].access_profiles[{j}]"),
+                        format!("role `{}` names unknown access profile `{ap}`", r.id),
+                    ));
+                }
+            }
+            for (j, ent) in r.entitlements.iter().enumerate() {
+                if !cat.entitlements.contains_key(ent) {
+                    problems.push((
+                        format!("role[{i}].entitlements[{j}]"),
+                        format!("role `{}` names unknown entitlement `{ent}`", r.id),
+                    ));
+                }
+            }
+            if cat.roles.contains_key(&r.id) {
+                problems.push((
+                    format!("role[{i}].id"),
+                    format!("duplicate role id `{}`", r.id),
+                ));
+            }
+            cat.roles.insert(r.id.clone(), r);
+        }
+        (cat, problems)
+    }
+
+    pub fn contains(&self, ty: ItemType, id: &str) -> bool {
+        match ty {
+            ItemType::Role => self.roles.contains_key(id),
+            ItemType::AccessProfile => self.profiles.contains_key(id),
+            ItemType::Entitlement => self.entitlements.contains_key(id),
+        }
+    }
+
+    /// The item's display name.
+    pub fn name(&self, ty: ItemType, id: &str) -> String {
+        let name = match ty {
+            ItemType::Role => self.roles.get(id).and_then(|r| r.name.clone()),
+            ItemType::AccessProfile => self.profiles.get(id).and_then(|p| p.name.clone()),
+            ItemType::Entitlement => self
+                .entitlements
+                .get(id)
+                .map(|e| e.name.clone().unwrap_or_else(|| e.value.clone())),
+        };
+        name.unwrap_or_else(|| id.to_string())
+    }
+
+    pub fn entitlement(&self, id: &str) -> Option<&EntitlementDef> {
+        self.entitlements.get(id)
+    }
+
+    /// Every entitlement the item grants, each once, in id order.
+    pub fn expand(&self, ty: ItemType, id: &str) -> Vec<&EntitlementDef> {
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
+        match ty {
+            ItemType::Entitlement => {
+                ids.insert(id);
+            }
+            ItemType::AccessProfile => {
+                if let Some(p) = self.profiles.get(id) {
+                    ids.extend(p.entitlements.iter().map(String::as_str));
+                }
+            }
+            ItemType::Role => {
+                if let Some(r) = self.roles.get(id) {
+                    ids.extend(r.entitlements.iter().map(String::as_str));
+                    for ap in &r.access_profiles {
+                        if let Some(p) = self.profiles.get(ap) {
+                            ids.extend(p.entitlements.iter().map(String::as_str));
+                        }
+                    }
+                }
+            }
+        }
+        ids.into_iter()
+            .filter_map(|i| self.entitlements.get(i))
+            .collect()
+    }
+
+    /// Entitlements per source, for `provd check` summaries.
+    pub fn entitlement_count(&self) -> usize {
+        self.entitlements.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> CatalogFile {
+        toml::from_str(
+            r#"
+            [[entitlement]]
+            id = "vpn"
+            source = "ldap"
+            attribute = "groups"
+            value = "cn=vpn"
+            [[entitlement]]
+            id = "git"
+            source = "ldap"
+            attribute = "groups"
+            value = "cn=git"
+            [[entitlement]]
+            id = "wiki"
+            source = "flat"
+            attribute = "groups"
+            value = "editors"
+            [[access_profile]]
+            id = "ap-eng"
+            entitlements = ["vpn", "git"]
+            [[role]]
+            id = "eng"
+            access_profiles = ["ap-eng"]
+            entitlements = ["wiki", "vpn"]
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn sources() -> BTreeSet<String> {
+        ["ldap", "flat"].into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn role_expands_through_profiles_once_each() {
+        let (cat, problems) = Catalog::build(file(), &sources());
+        assert!(problems.is_empty(), "{problems:?}");
+        let ids: Vec<_> = cat
+            .expand(ItemType::Role, "eng")
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
+        assert_eq!(ids, ["git", "vpn", "wiki"]);
+        let ids: Vec<_> = cat
+            .expand(ItemType::AccessProfile, "ap-eng")
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
+        assert_eq!(ids, ["git", "vpn"]);
+        assert!(cat.expand(ItemType::Role, "nope").is_empty());
+        assert_eq!(cat.name(ItemType::Entitlement, "vpn"), "cn=vpn");
+    }
+
+    #[test]
+    fn dangling_references_and_duplicates_are_reported_with_keys() {
+        let mut f = file();
+        f.entitlement[2].source = "gone".into();
+        f.access_profile[0].entitlements.push("nope".into());
+        f.role[0].access_profiles.push("ap-x".into());
+        let dup = f.entitlement[0].clone();
+        f.entitlement.push(dup);
+        let (_, problems) = Catalog::build(f, &sources());
+        let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "entitlement[2].source",
+                "entitlement[3].id",
+                "access_profile[0].entitlements[2]",
+                "role[0].access_profiles[1]"
+            ]
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The serde shapes of the configuration files (DESIGN §5 contract). Every struct denies
+//! unknown keys so that a typo is an error, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::duration::Dur;
+
+/// `provd.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvdFile {
+    /// Paths, time zone and worker count.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+    /// Retry defaults for every source.
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Directory of `provd.db` (SQLite); created if missing.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Every `*.toml` in it is one source.
+    #[serde(default = "default_sources_dir")]
+    pub sources_dir: PathBuf,
+    /// Roles, access profiles and entitlements.
+    #[serde(default = "default_catalog")]
+    pub catalog: PathBuf,
+    /// Identities known at start-up (CSV with an `id` column).
+    #[serde(default = "default_identities")]
+    pub identities: PathBuf,
+    /// Optional: `*.json` requests dropped here are taken in.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// IANA zone for bare dates without `clientMetadata.timeZone`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Jobs applied at the same time.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// On SIGTERM, how long in-flight connector calls may take to finish before their jobs
+    /// are released (without spending an attempt).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+    /// How long a claimed job is leased to this agent before another may take it over.
+    #[serde(default = "default_lease")]
+    pub lease: Dur,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+            sources_dir: default_sources_dir(),
+            catalog: default_catalog(),
+            identities: default_identities(),
+            spool_dir: None,
+            time_zone: default_time_zone(),
+            workers: default_workers(),
+            shutdown_grace: default_shutdown_grace(),
+            lease: default_lease(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("../var")
+}
+fn default_sources_dir() -> PathBuf {
+    PathBuf::from("sources")
+}
+fn default_catalog() -> PathBuf {
+    PathBuf::from("catalog.toml")
+}
+fn default_identities() -> PathBuf {
+    PathBuf::from("identities.csv")
+}
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_workers() -> usize {
+    8
+}
+fn default_shutdown_grace() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_lease() -> Dur {
+    Dur(std::time::Duration::from_secs(300))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// One bearer token per line (`#` comments and blank lines ignored). Created with one
+    /// random token (mode 0600) by `provd run` if it does not exist.
+    #[serde(default = "default_tokens_file")]
+    pub tokens_file: PathBuf,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tokens_file: default_tokens_file(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+fn default_tokens_file() -> PathBuf {
+    PathBuf::from("api-tokens")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`; unset: text on a terminal, JSON otherwise.
+    #[serde(default)]
+    pub format: Option<LogFormat>,
+    /// A tracing filter: `info`, `debug`, `provd=debug,info`.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// `[retry]` in `provd.toml` (defaults) and in a source file (overrides).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// First backoff interval (default 2s).
+    pub initial: Option<Dur>,
+    /// Growth factor between attempts (default 2.0).
+    pub factor: Option<f64>,
+    /// Cap on one interval (default 10m).
+    pub max_interval: Option<Dur>,
+    /// Attempts before the job fails (default 10).
+    pub max_attempts: Option<u32>,
+    /// Time from the first attempt after which the job fails (default 24h).
+    pub max_elapsed: Option<Dur>,
+    /// Consecutive retryable failures that open the source's breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker waits before probing the source again (default 30s).
+    pub breaker_cooldown: Option<Dur>,
+    /// Regexes: an error message matching one is retryable (sources only).
+    #[serde(default)]
+    pub retryable_errors: Vec<String>,
+}
+
+/// The keys every source file has; the rest belongs to its connector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceCommon {
+    /// Unique source id, referenced by catalog entitlements.
+    pub id: String,
+    /// `ldap`, `scim`, `rest` or `manual`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who owns the source: manual tasks are assigned to them.
+    pub owner: String,
+    /// Retry overrides.
+    #[serde(default)]
+    pub retry: Option<RetrySection>,
+}
+
+/// The connector part of a `type = "manual"` source.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualSettings {
+    /// Optional account naming: `native_id` is the account column of the task CSV.
+    #[serde(default)]
+    pub account: Option<ManualAccount>,
+    /// Tasks open longer than this are reported to operators (e.g. `3d`); also the
+    /// task's `due_at`.
+    #[serde(default)]
+    pub remind_after: Option<Dur>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualAccount {
+    /// Template of the account name on the source, e.g. `"{email}"`.
+    pub native_id: Option<String>,
+}
+
+/// `catalog.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    #[serde(default)]
+    pub entitlement: Vec<EntitlementDef>,
+    #[serde(default)]
+    pub access_profile: Vec<AccessProfileDef>,
+    #[serde(default)]
+    pub role: Vec<RoleDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementDef {
+    /// Unique entitlement id (what requests name).
+    pub id: String,
+    /// Display name (defaults to the value).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Source id the entitlement lives on.
+    pub source: String,
+    /// Account attribute (`groups` for memberships).
+    pub attribute: String,
+    /// The value: an LDAP group DN, a SCIM group, a REST role.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessProfileDef {
+    /// Unique access profile id.
+    pub id: String,
+    /// Display name (defaults to the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Entitlement ids it bundles.
+    pub entitlements: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDef {
+    /// Unique role id.
+    pub id: String,
+    /// Display name (defaults to the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Access profile ids it grants.
+    #[serde(default)]
+    pub access_profiles: Vec<String>,
+    /// Entitlement ids it grants directly.
+    #[serde(default)]
+    pub entitlements: Vec<String>,
+}

@@ -1,0 +1,307 @@
+//! Loading and checking the configuration (DESIGN §5 contract): `provd.toml` with
+//! `PROVD_SECTION__KEY` environment overrides, `sources/*.toml`, `catalog.toml` and
+//! `identities.csv`. Relative paths resolve against the directory of the file naming them.
+//!
+//! Loading collects every problem it can find (each with its file and key) instead of
+//! stopping at the first, so that `provd check` shows them all at once.
+
+pub mod catalog;
+pub mod duration;
+pub mod files;
+pub mod identities;
+mod sources;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use provd_connector_core::Identity;
+
+pub use catalog::{Catalog, ItemType};
+pub use files::LogFormat;
+pub use sources::{Source, SourceKind};
+
+use crate::dispatch::policy::{BreakerPolicy, RetryPolicy};
+use files::{CatalogFile, ProvdFile};
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found; loading fails if there is at least one.
+#[derive(Debug, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The agent's settings, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+    pub spool_dir: Option<PathBuf>,
+    pub time_zone: jiff::tz::TimeZone,
+    pub time_zone_name: String,
+    pub workers: usize,
+    pub shutdown_grace: Duration,
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub listen: SocketAddr,
+    pub tokens_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: Option<LogFormat>,
+    pub level: String,
+}
+
+/// Everything provd runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub agent: Agent,
+    pub api: Api,
+    pub log: Log,
+    pub sources: BTreeMap<String, Source>,
+    pub catalog: Catalog,
+    /// Identities from `identities.csv` (the store's imported identities take precedence).
+    pub identities: BTreeMap<String, Identity>,
+    pub catalog_path: PathBuf,
+    pub identities_path: PathBuf,
+}
+
+/// Where the configuration is: `--config`, else `$PROVD_CONFIG` (clap handles both), else
+/// `/etc/provd/provd.toml` if it exists, else `./config/provd.toml`.
+pub fn default_path() -> PathBuf {
+    let etc = PathBuf::from("/etc/provd/provd.toml");
+    if etc.exists() {
+        etc
+    } else {
+        PathBuf::from("config/provd.toml")
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `PROVD_AGENT__WORKERS=4` → `agent.workers`. Only variables with a `__` after the
+/// section are taken, so that `PROVD_CONFIG` (the path) is not mistaken for a key.
+fn env_overrides() -> std::collections::HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("PROVD_")
+                .is_some_and(|rest| rest.contains("__") && !rest.starts_with('_'))
+        })
+        .collect()
+}
+
+fn read_provd_toml(path: &Path) -> Result<ProvdFile, Problem> {
+    let problem = |key: &str, message: String| Problem {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    // Read it ourselves first: toml's errors carry line and column, the config crate's
+    // do not.
+    let text =
+        std::fs::read_to_string(path).map_err(|e| problem("", format!("cannot read: {e}")))?;
+    toml::from_str::<ProvdFile>(&text)
+        .map_err(|e| problem("", e.to_string().trim().to_string()))?;
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("PROVD")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_overrides())),
+        )
+        .build()
+        .map_err(|e| problem("", e.to_string()))?;
+    built
+        .try_deserialize::<ProvdFile>()
+        .map_err(|e| problem("", format!("{e} (after PROVD_* environment overrides)")))
+}
+
+impl Config {
+    /// Loads and cross-checks everything, or returns every problem found.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let mut problems = Vec::new();
+        let file = read_provd_toml(path).map_err(|p| Problems(vec![p]))?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let at = |key: &str, message: String| Problem {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+
+        let time_zone = match jiff::tz::TimeZone::get(&file.agent.time_zone) {
+            Ok(tz) => tz,
+            Err(e) => {
+                problems.push(at(
+                    "agent.time_zone",
+                    format!("unknown IANA time zone: {e}"),
+                ));
+                jiff::tz::TimeZone::UTC
+            }
+        };
+        if file.agent.workers == 0 {
+            problems.push(at("agent.workers", "must be at least 1".into()));
+        }
+        let defaults = match RetryPolicy::from_section(&RetryPolicy::default(), &file.retry) {
+            Ok(p) => p,
+            Err((key, msg)) => {
+                problems.push(at(&format!("retry.{key}"), msg));
+                RetryPolicy::default()
+            }
+        };
+        if !file.retry.retryable_errors.is_empty() {
+            problems.push(at(
+                "retry.retryable_errors",
+                "belongs in a source file's [retry] section".into(),
+            ));
+        }
+        let breaker = BreakerPolicy::default().with(&file.retry);
+
+        let sources_dir = resolve(&base, &file.agent.sources_dir);
+        let sources = sources::load_dir(&sources_dir, &defaults, &breaker, &mut problems);
+
+        let catalog_path = resolve(&base, &file.agent.catalog);
+        let source_ids: BTreeSet<String> = sources.keys().cloned().collect();
+        let catalog = match std::fs::read_to_string(&catalog_path) {
+            Err(e) => {
+                problems.push(Problem {
+                    file: catalog_path.clone(),
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                Catalog::default()
+            }
+            Ok(text) => match toml::from_str::<CatalogFile>(&text) {
+                Err(e) => {
+                    problems.push(Problem {
+                        file: catalog_path.clone(),
+                        key: String::new(),
+                        message: e.to_string().trim().to_string(),
+                    });
+                    Catalog::default()
+                }
+                Ok(cf) => {
+                    let (cat, found) = Catalog::build(cf, &source_ids);
+                    problems.extend(found.into_iter().map(|(key, message)| Problem {
+                        file: catalog_path.clone(),
+                        key,
+                        message,
+                    }));
+                    cat
+                }
+            },
+        };
+
+        let identities_path = resolve(&base, &file.agent.identities);
+        let identities = match std::fs::File::open(&identities_path) {
+            Err(e) => {
+                problems.push(Problem {
+                    file: identities_path.clone(),
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                BTreeMap::new()
+            }
+            Ok(f) => {
+                let (ids, found) = identities::parse_csv(std::io::BufReader::new(f));
+                problems.extend(found.into_iter().map(|(key, message)| Problem {
+                    file: identities_path.clone(),
+                    key,
+                    message,
+                }));
+                ids
+            }
+        };
+
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            agent: Agent {
+                state_dir: resolve(&base, &file.agent.state_dir),
+                spool_dir: file.agent.spool_dir.as_ref().map(|p| resolve(&base, p)),
+                time_zone,
+                time_zone_name: file.agent.time_zone.clone(),
+                workers: file.agent.workers,
+                shutdown_grace: file.agent.shutdown_grace.0,
+                lease: file.agent.lease.0,
+            },
+            api: Api {
+                listen: file.api.listen,
+                tokens_file: resolve(&base, &file.api.tokens_file),
+            },
+            log: Log {
+                format: file.log.format,
+                level: file.log.level.unwrap_or_else(|| "info".into()),
+            },
+            sources,
+            catalog,
+            identities,
+            catalog_path,
+            identities_path,
+        })
+    }
+
+    /// Checks that go beyond parsing: secret files readable, secret variables set.
+    /// Connecting to the sources is `provd check --connect`, done by the caller.
+    pub fn check_secrets(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for source in self.sources.values() {
+            problems.extend(source.check_secrets());
+        }
+        if self.api.tokens_file.exists()
+            && let Err(e) = std::fs::read_to_string(&self.api.tokens_file)
+        {
+            problems.push(Problem {
+                file: self.path.clone(),
+                key: "api.tokens_file".into(),
+                message: format!("cannot read {}: {e}", self.api.tokens_file.display()),
+            });
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! `sources/*.toml`: one file per source. The common keys (`id`, `type`, `owner`,
+//! `[retry]`) are read here; the rest of the file belongs to the source's connector and is
+//! kept as a table for it to read (so that adding a connector does not touch this file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use super::Problem;
+use super::files::{ManualSettings, SourceCommon};
+use crate::dispatch::policy::{BreakerPolicy, RetryPolicy};
+
+/// The kinds of source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Ldap,
+    Scim,
+    Rest,
+    Manual,
+}
+
+impl SourceKind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ldap" => Some(Self::Ldap),
+            "scim" => Some(Self::Scim),
+            "rest" => Some(Self::Rest),
+            "manual" => Some(Self::Manual),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ldap => "ldap",
+            Self::Scim => "scim",
+            Self::Rest => "rest",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// One configured source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: String,
+    pub kind: SourceKind,
+    pub owner: String,
+    /// The file it came from; its directory anchors relative paths in `settings`.
+    pub file: PathBuf,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
+    /// Messages matching one of these are retryable (DESIGN §6 rule 1).
+    pub retryable_errors: Vec<Regex>,
+    /// Everything but the common keys, for the connector.
+    pub settings: toml::Table,
+    /// Parsed settings of a manual source.
+    pub manual: Option<ManualSettings>,
+}
+
+impl Source {
+    /// A path from the source's settings, resolved against the source file's directory.
+    pub fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// Every `*_file` key must name a readable file and every `*_env` key a set variable.
+    /// The contents are never read into an error message.
+    pub fn check_secrets(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        walk(&self.settings, "", &mut |key, value| {
+            let Some(text) = value.as_str() else { return };
+            if key.ends_with("_file") {
+                let path = self.path(text);
+                if let Err(e) = std::fs::File::open(&path) {
+                    out.push(Problem {
+                        file: self.file.clone(),
+                        key: key.to_string(),
+                        message: format!("cannot read {}: {e}", path.display()),
+                    });
+                }
+            } else if key.ends_with("_env") && std::env::var_os(text).is_none() {
+                out.push(Problem {
+                    file: self.file.clone(),
+                    key: key.to_string(),
+                    message: format!("environment variable {text} is not set"),
+                });
+            }
+        });
+        out
+    }
+}
+
+fn walk(table: &toml::Table, prefix: &str, f: &mut dyn FnMut(&str, &toml::Value)) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => walk(t, &key, f),
+            other => f(&key, other),
+        }
+    }
+}
+
+const COMMON_KEYS: [&str; 4] = ["id", "type", "owner", "retry"];
+
+/// Reads every `*.toml` in `dir` (sorted by name), reporting problems per file and key.
+pub fn load_dir(
+    dir: &Path,
+    retry_defaults: &RetryPolicy,
+    breaker_defaults: &BreakerPolicy,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Source> {
+    let mut out: BTreeMap<String, Source> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            problems.push(Problem {
+                file: dir.to_path_buf(),
+                key: String::new(),
+                message: format!("cannot read the sources directory: {e}"),
+            });
+            return out;
+        }
+    };
+    files.sort();
+    for file in files {
+        if let Some(source) = load_one(&file, retry_defaults, breaker_defaults, problems) {
+            if let Some(first) = out.get(&source.id) {
+                problems.push(Problem {
+                    file: file.clone(),
+                    key: "id".into(),
+                    message: format!(
+                        "duplicate source id `{}` (also in {})",
+                        source.id,
+                        first.file.display()
+                    ),
+                });
+                continue;
+            }
+            out.insert(source.id.clone(), source);
+        }
+    }
+    out
+}
+
+fn load_one(
+    file: &Path,
+    retry_defaults: &RetryPolicy,
+    breaker_defaults: &BreakerPolicy,
+    problems: &mut Vec<Problem>,
+) -> Option<Source> {
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message,
+        })
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problem("", format!("cannot read: {e}"));
+            return None;
+        }
+    };
+    let mut table: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            problem("", e.to_string().trim().to_string());
+            return None;
+        }
+    };
+    let mut common = toml::Table::new();
+    for key in COMMON_KEYS {
+        if let Some(v) = table.remove(key) {
+            common.insert(key.to_string(), v);
+        }
+    }
+    let common: SourceCommon = match toml::Value::Table(common).try_into() {
+        Ok(c) => c,
+        Err(e) => {
+            problem("", e.to_string().trim().to_string());
+            return None;
+        }
+    };
+    let mut ok = true;
+    if common.id.trim().is_empty() {
+        problem("id", "empty source id".into());
+        ok = false;
+    }
+    let Some(kind) = SourceKind::parse(&common.kind) else {
+        problem(
+            "type",
+            format!(
+                "unknown source type `{}` (ldap, scim, rest or manual)",
+                common.kind
+            ),
+        );
+        return None;
+    };
+    let section = common.retry.clone().unwrap_or_default();
+    let retry = match RetryPolicy::from_section(retry_defaults, &section) {
+        Ok(r) => r,
+        Err((key, msg)) => {
+            problem(&format!("retry.{key}"), msg);
+            ok = false;
+            retry_defaults.clone()
+        }
+    };
+    let mut retryable_errors = Vec::new();
+    for (i, re) in section.retryable_errors.iter().enumerate() {
+        match Regex::new(re) {
+            Ok(r) => retryable_errors.push(r),
+            Err(e) => {
+                problem(
+                    &format!("retry.retryable_errors[{i}]"),
+                    format!("invalid regex: {e}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let manual = match kind {
+        SourceKind::Manual => {
+            match toml::Value::Table(table.clone()).try_into::<ManualSettings>() {
+                Ok(m) => {
+                    if let Some(t) = m.account.as_ref().and_then(|a| a.native_id.as_deref())
+                        && let Err(e) = provd_connector_core::template::placeholders(t)
+                    {
+                        problem("account.native_id", e.to_string());
+                        ok = false;
+                    }
+                    Some(m)
+                }
+                Err(e) => {
+                    problem("", e.to_string().trim().to_string());
+                    return None;
+                }
+            }
+        }
+        other => {
+            // The connector crates for these types come in their own issues; until then a
+            // source of that type is refused rather than silently never provisioned.
+            problem(
+                "type",
+                format!(
+                    "the `{}` connector is not part of this build yet",
+                    other.as_str()
+                ),
+            );
+            return None;
+        }
+    };
+    if !ok {
+        return None;
+    }
+    Some(Source {
+        id: common.id,
+        kind,
+        owner: common.owner,
+        file: file.to_path_buf(),
+        breaker: breaker_defaults.with(&section),
+        retry,
+        retryable_errors,
+        settings: table,
+        manual,
+    })
+}

@@ -1,0 +1,252 @@
+//! `provd run`: the store, the API, the spool watcher and dispatch, started in that order
+//! and stopped in the reverse; READY=1 goes to systemd only once all of them are up.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::api::{self, AppState};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::intake::spool::{self, Taken};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another provd is already running on {0} (its lock file is held)")]
+    Locked(PathBuf),
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] api::auth::TokenError),
+    #[error("api.listen {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("API server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// How often the spool folder is looked at.
+const SPOOL_POLL: Duration = Duration::from_millis(500);
+
+fn agent_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let state_dir = config.agent.state_dir.clone();
+    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::Lock {
+        path: state_dir.clone(),
+        source,
+    })?;
+    // One agent per state directory: holding this lock is what lets start-up take back
+    // every lease left by a previous (dead) agent at once.
+    let lock_path = state_dir.join("provd.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| DaemonError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match lock_file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(DaemonError::Locked(state_dir)),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(DaemonError::Lock {
+                path: lock_path,
+                source,
+            });
+        }
+    }
+
+    let store = Store::open(&state_dir)?;
+    let owner = agent_id();
+    let now = crate::clock::to_ms(clock.now());
+    for m in store.expire_leases(now, Some(&owner))? {
+        tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source, identity = %m.identity_id,
+            state = "queued", "job left running by a previous agent taken back");
+    }
+    let (tokens, created) = api::auth::load_or_create(&config.api.tokens_file)?;
+    if created {
+        tracing::warn!(path = %config.api.tokens_file.display(), "no API token file; created one with a random token");
+    }
+    let connectors = crate::connectors::build(&config).map_err(|p| {
+        DaemonError::Config(
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: config.api.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(DaemonError::Serve)?;
+    let app = api::router(AppState {
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+        tokens: Arc::new(tokens),
+        wake: wake.clone(),
+    });
+    let api_stop = stopped();
+    let api_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(api_stop)
+            .await
+    });
+
+    let spool_task = config.agent.spool_dir.clone().map(|dir| {
+        let (config, store, clock, wake, stop) = (
+            config.clone(),
+            store.clone(),
+            clock.clone(),
+            wake.clone(),
+            stopped(),
+        );
+        tokio::spawn(watch_spool(config, store, clock, wake, dir, stop))
+    });
+
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        config.clone(),
+        connectors,
+        clock.clone(),
+        owner.clone(),
+        wake.clone(),
+    );
+    let dispatch_task = tokio::spawn(dispatcher.run(stopped()));
+
+    tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %owner, sources = config.sources.len(),
+        workers = config.agent.workers, "provd ready");
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    match dispatch_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "dispatch stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "dispatch task failed"),
+    }
+    if let Some(t) = spool_task {
+        let _ = t.await;
+    }
+    match api_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DaemonError::Serve(e)),
+        Err(e) => tracing::error!(error = %e, "API task failed"),
+    }
+    drop(lock_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+async fn watch_spool(
+    config: Arc<Config>,
+    store: Store,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+    dir: PathBuf,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let (c, s, d, now) = (config.clone(), store.clone(), dir.clone(), clock.now());
+        match tokio::task::spawn_blocking(move || spool::scan(&c, &s, &d, now)).await {
+            Ok(Ok(taken)) => {
+                for t in taken {
+                    match t {
+                        Taken::Accepted {
+                            file,
+                            request_id,
+                            replayed,
+                        } => {
+                            tracing::info!(request_id = %request_id, origin = "spool", file = %file.display(), replayed, "request accepted");
+                            wake.notify_one();
+                        }
+                        Taken::Rejected { file, reason } => {
+                            tracing::warn!(origin = "spool", file = %file.display(), error = %reason, "request refused");
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, dir = %dir.display(), "spool scan failed"),
+            Err(e) => tracing::error!(error = %e, "spool task failed"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(SPOOL_POLL) => {}
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT. SIGHUP (reload) is logged and otherwise ignored until
+/// reloading is built.
+pub async fn signals() {
+    use futures_util::StreamExt;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    while let Some(sig) = signals.next().await {
+        match sig {
+            SIGHUP => tracing::warn!(
+                "SIGHUP: reloading is not supported yet; restart provd to apply configuration changes"
+            ),
+            _ => {
+                tracing::info!(signal = sig, "stop signal received");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Dispatch: a pool of `agent.workers` workers that claim due jobs from the store, hand
+//! each operation to its source's connector, and record what came back. Retry decisions
+//! ([`policy`]) and classification ([`classify`]) are pure and kept apart from the loop.
+
+pub mod breaker;
+pub mod classify;
+pub mod policy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use provd_connector_core::{ConnectorError, ErrorClass, apply};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::clock::{SharedClock, from_ms, rfc3339_ms, to_ms};
+use crate::config::{Config, SourceKind};
+use crate::connectors::Connectors;
+use crate::store::jobs::AttemptError;
+use crate::store::{Job, Store, StoreError};
+use breaker::{Breaker, BreakerState};
+use policy::{Decision, add, decide};
+
+/// How long one connector call may take before it counts as a (retryable) timeout.
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the store is looked at when nothing wakes the dispatcher: picks up jobs
+/// written by a CLI `provd submit` in another process.
+const POLL: Duration = Duration::from_millis(500);
+/// How often expired leases are looked for.
+const LEASE_SWEEP: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: Arc<Config>,
+    connectors: Connectors,
+    clock: SharedClock,
+    owner: String,
+    wake: Arc<Notify>,
+    breakers: Mutex<BTreeMap<String, Breaker>>,
+    probing: Mutex<BTreeSet<String>>,
+    running: Mutex<BTreeMap<i64, Job>>,
+    stopping: AtomicBool,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        connectors: Connectors,
+        clock: SharedClock,
+        owner: String,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                connectors,
+                clock,
+                owner,
+                wake,
+                breakers: Mutex::new(BTreeMap::new()),
+                probing: Mutex::new(BTreeSet::new()),
+                running: Mutex::new(BTreeMap::new()),
+                stopping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` completes; then stops claiming, lets in-flight jobs finish
+    /// within the grace period and releases the rest without spending their attempt.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        let me = &self.inner;
+        let workers = me.config.agent.workers.max(1);
+        let mut inflight: JoinSet<()> = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut last_sweep = Instant::now();
+        loop {
+            if last_sweep.elapsed() >= LEASE_SWEEP {
+                last_sweep = Instant::now();
+                let now = to_ms(me.clock.now());
+                for m in me.store.call(move |s| s.expire_leases(now, None)).await? {
+                    tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
+                        identity = %m.identity_id, state = "queued", "lease expired; job taken back");
+                }
+            }
+            let free = workers.saturating_sub(inflight.len());
+            if free > 0 {
+                for job in self.claim(free).await? {
+                    let d = self.clone();
+                    inflight.spawn(async move { d.run_job(job).await });
+                }
+            }
+            let wait = self.next_wait().await;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                _ = me.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        me.stopping.store(true, Ordering::SeqCst);
+        tracing::info!(
+            in_flight = inflight.len(),
+            grace_s = me.config.agent.shutdown_grace.as_secs(),
+            "stopping dispatch"
+        );
+        let grace = tokio::time::sleep(me.config.agent.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = inflight.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    inflight.abort_all();
+                    while inflight.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        let left: Vec<Job> = me
+            .running
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for job in left {
+            let now = to_ms(me.clock.now());
+            let owner = me.owner.clone();
+            let (id, rid, src) = (job.id, job.request_id.clone(), job.source.clone());
+            me.store.call(move |s| s.release(&job, &owner, now)).await?;
+            tracing::info!(job_id = id, request_id = %rid, source = %src, state = "queued", "released at shutdown");
+        }
+        Ok(())
+    }
+
+    async fn next_wait(&self) -> Duration {
+        let me = &self.inner;
+        let due = me.store.call(|s| s.next_due()).await.ok().flatten();
+        let now = to_ms(me.clock.now());
+        match due {
+            Some(at) if at <= now => Duration::from_millis(10),
+            Some(at) => Duration::from_millis((at - now) as u64).min(POLL),
+            None => POLL,
+        }
+    }
+
+    async fn claim(&self, free: usize) -> Result<Vec<Job>, StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let (mut skip, half_open) = {
+            let breakers = me.breakers.lock().map_err(|_| StoreError::Poisoned)?;
+            let mut skip = Vec::new();
+            let mut half = Vec::new();
+            for (source, b) in breakers.iter() {
+                match b.state(now) {
+                    BreakerState::Closed => {}
+                    BreakerState::Open { .. } => skip.push(source.clone()),
+                    BreakerState::HalfOpen => {
+                        skip.push(source.clone());
+                        half.push(source.clone());
+                    }
+                }
+            }
+            (skip, half)
+        };
+        let lease_until = to_ms(add(now, me.config.agent.lease));
+        let now_ms = to_ms(now);
+        let mut claimed = Vec::new();
+        for source in half_open {
+            let newly = me
+                .probing
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?
+                .insert(source.clone());
+            if !newly || claimed.len() >= free {
+                continue;
+            }
+            let owner = me.owner.clone();
+            let src = source.clone();
+            let got = me
+                .store
+                .call(move |s| s.claim(&owner, 1, now_ms, lease_until, &[], Some(&src)))
+                .await?;
+            if got.is_empty() {
+                me.probing
+                    .lock()
+                    .map_err(|_| StoreError::Poisoned)?
+                    .remove(&source);
+            } else {
+                tracing::info!(source = %source, "probing source after breaker cool-down");
+            }
+            claimed.extend(got);
+        }
+        skip.sort();
+        let owner = me.owner.clone();
+        let limit = free.saturating_sub(claimed.len());
+        claimed.extend(
+            me.store
+                .call(move |s| s.claim(&owner, limit, now_ms, lease_until, &skip, None))
+                .await?,
+        );
+        if let Ok(mut running) = me.running.lock() {
+            for j in &claimed {
+                running.insert(j.id, j.clone());
+            }
+        }
+        for j in &claimed {
+            tracing::info!(request_id = %j.request_id, job_id = j.id, source = %j.source, identity = %j.identity_id,
+                state = "running", attempt = j.attempt, "job claimed");
+        }
+        Ok(claimed)
+    }
+
+    async fn run_job(self, job: Job) {
+        let id = job.id;
+        let finished = match self.try_run_job(job).await {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::error!(job_id = id, error = %e, "job bookkeeping failed; the lease will expire and the job run again");
+                true
+            }
+        };
+        // A job stopped half-way by shutdown stays listed, for run() to release.
+        if finished && let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&id);
+        }
+    }
+
+    /// Ok(false): stopped half-way by shutdown; the job is still leased.
+    async fn try_run_job(&self, job: Job) -> Result<bool, StoreError> {
+        let me = &self.inner;
+        let Some(source) = me.config.sources.get(&job.source).cloned() else {
+            let err = ConnectorError::permanent(
+                None,
+                format!("source `{}` is not configured", job.source),
+            );
+            return self.failed_attempt(&job, None, &err).await.map(|_| true);
+        };
+        if source.kind == SourceKind::Manual {
+            return self.to_manual(job, &source).await.map(|_| true);
+        }
+        let Some(connector) = me.connectors.get(&job.source).cloned() else {
+            let err = ConnectorError::permanent(
+                None,
+                format!("source `{}` has no connector", job.source),
+            );
+            return self
+                .failed_attempt(&job, Some(&source), &err)
+                .await
+                .map(|_| true);
+        };
+        let (ident, src) = (job.identity_id.clone(), job.source.clone());
+        let mut native = me.store.call(move |s| s.native_id(&ident, &src)).await?;
+        for index in job.ops_done..job.ops.len() {
+            if me.stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let Some(op) = job.ops.get(index) else { break };
+            let started = Instant::now();
+            let result = match tokio::time::timeout(
+                OP_TIMEOUT,
+                apply(connector.as_ref(), op, &job.identity, native.as_deref()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ConnectorError::retryable(
+                    Some("timeout".into()),
+                    format!("no answer within {}s", OP_TIMEOUT.as_secs()),
+                )),
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(outcome) => {
+                    if let Some(n) = outcome.native_id() {
+                        native = Some(n.to_string());
+                    }
+                    self.breaker(&job.source, |b, _| b.on_success());
+                    tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), outcome = outcome.as_str(), elapsed_ms, "connector call");
+                    let now = to_ms(me.clock.now());
+                    let lease_until = to_ms(add(from_ms(now), me.config.agent.lease));
+                    let (j, owner, n, word) = (
+                        job.clone(),
+                        me.owner.clone(),
+                        outcome.native_id().map(str::to_string),
+                        outcome.as_str(),
+                    );
+                    me.store
+                        .call(move |s| {
+                            s.op_done(&j, &owner, index, word, n.as_deref(), now, lease_until)
+                        })
+                        .await?;
+                }
+                Err(err) => {
+                    tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), error = %err, elapsed_ms, "connector call failed");
+                    return self
+                        .failed_attempt(&job, Some(&source), &err)
+                        .await
+                        .map(|_| true);
+                }
+            }
+        }
+        let now = to_ms(me.clock.now());
+        let (j, owner) = (job.clone(), me.owner.clone());
+        me.store.call(move |s| s.succeed(&j, &owner, now)).await?;
+        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
+            state = "succeeded", attempt = job.attempt, "job succeeded");
+        Ok(true)
+    }
+
+    fn breaker(
+        &self,
+        source: &str,
+        f: impl FnOnce(&mut Breaker, &crate::dispatch::policy::BreakerPolicy),
+    ) {
+        let me = &self.inner;
+        let policy = me
+            .config
+            .sources
+            .get(source)
+            .map(|s| s.breaker.clone())
+            .unwrap_or_default();
+        if let Ok(mut b) = me.breakers.lock() {
+            f(b.entry(source.to_string()).or_default(), &policy);
+        }
+        if let Ok(mut p) = me.probing.lock() {
+            p.remove(source);
+        }
+    }
+
+    async fn failed_attempt(
+        &self,
+        job: &Job,
+        source: Option<&crate::config::Source>,
+        err: &ConnectorError,
+    ) -> Result<(), StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
+        if err.source_wide {
+            self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
+            tracing::warn!(source = %job.source, error = %err, "breaker opened: error affects every job of the source");
+        } else if class == ErrorClass::Retryable {
+            let mut opened = false;
+            self.breaker(&job.source, |b, p| opened = b.on_retryable(now, p));
+            if opened {
+                tracing::warn!(source = %job.source, "breaker opened after consecutive retryable failures");
+            }
+        } else {
+            self.breaker(&job.source, |b, _| b.on_success());
+        }
+        let policy = source.map(|s| s.retry.clone()).unwrap_or_default();
+        let policy = policy::RetryPolicy {
+            max_attempts: job.max_attempts,
+            ..policy
+        };
+        let window_start = from_ms(job.window_start.unwrap_or(to_ms(now)));
+        let decision = decide(
+            &policy,
+            class,
+            job.attempt,
+            window_start,
+            now,
+            err.retry_after,
+            fastrand::f64(),
+        );
+        let error = AttemptError {
+            at: rfc3339_ms(to_ms(now)),
+            attempt: job.attempt,
+            class: class.as_str().into(),
+            code: err.code.clone(),
+            message: err.message.clone(),
+        };
+        let now_ms = to_ms(now);
+        let (j, owner) = (job.clone(), me.owner.clone());
+        match decision {
+            Decision::Retry { at } => {
+                let at = to_ms(at);
+                me.store
+                    .call(move |s| s.fail_attempt(&j, &owner, now_ms, error, Some(at), None))
+                    .await?;
+                tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
+                    state = "retrying", attempt = job.attempt, next_attempt_at = %rfc3339_ms(at), error_class = class.as_str(),
+                    error = %err.message, "job will be retried");
+            }
+            Decision::Fail { reason } => {
+                let r = reason.clone();
+                me.store
+                    .call(move |s| s.fail_attempt(&j, &owner, now_ms, error, None, Some(&r)))
+                    .await?;
+                tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
+                    state = "failed", attempt = job.attempt, error_class = class.as_str(), error = %err.message, reason = %reason, "job failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn to_manual(&self, job: Job, source: &crate::config::Source) -> Result<(), StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let (ident, src) = (job.identity_id.clone(), job.source.clone());
+        let native = me.store.call(move |s| s.native_id(&ident, &src)).await?;
+        let tasks = crate::tasks::for_job(&job, source, native.as_deref(), now);
+        let count = tasks.len();
+        let (j, owner, now_ms) = (job.clone(), me.owner.clone(), to_ms(now));
+        me.store
+            .call(move |s| s.open_tasks(&j, &owner, &tasks, now_ms))
+            .await?;
+        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
+            state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, "job waits on manual tasks");
+        Ok(())
+    }
+}

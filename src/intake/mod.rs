@@ -1,0 +1,138 @@
+//! Intake: every way a request comes in (HTTP, CLI, spool folder; upstream pulls later)
+//! goes through [`submit`]: one validation path, one planning path, one transaction.
+
+pub mod dates;
+pub mod spool;
+pub mod validate;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use provd_connector_core::Identity;
+
+use crate::config::{Config, ItemType};
+use crate::store::accept::Context;
+use crate::store::{Replay, Store, StoreError};
+use validate::{Invalid, Known};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request broke a rule; nothing was stored.
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where identities come from: imported ones in the store first, then `identities.csv`.
+pub struct Directory<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    error: RefCell<Option<StoreError>>,
+}
+
+impl<'a> Directory<'a> {
+    pub fn new(config: &'a Config, store: &'a Store) -> Self {
+        Self {
+            config,
+            store,
+            error: RefCell::new(None),
+        }
+    }
+
+    pub fn lookup(&self, id: &str) -> Result<Option<Identity>, StoreError> {
+        if let Some(found) = self.store.identity(id)? {
+            return Ok(Some(found));
+        }
+        Ok(self.config.identities.get(id).cloned())
+    }
+}
+
+impl Known for Directory<'_> {
+    fn identity_exists(&self, id: &str) -> bool {
+        match self.lookup(id) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                false
+            }
+        }
+    }
+
+    fn item_exists(&self, ty: ItemType, id: &str) -> bool {
+        self.config.catalog.contains(ty, id)
+    }
+}
+
+/// Validates, plans and stores a request body. `Ok` means the request is on disk.
+pub fn submit(
+    config: &Config,
+    store: &Store,
+    now: Timestamp,
+    body: &[u8],
+    origin: &str,
+    idempotency_key: Option<&str>,
+) -> Result<Replay, SubmitError> {
+    if let Some(key) = idempotency_key
+        && let Some(found) = store.by_idempotency_key(key)?
+    {
+        return Ok(Replay::Replayed(found));
+    }
+    let dir = Directory::new(config, store);
+    let checked = validate::validate(body, &dir, &config.agent.time_zone, now);
+    if let Some(e) = dir.error.borrow_mut().take() {
+        return Err(SubmitError::Store(e));
+    }
+    let req = checked?;
+    let mut identities = BTreeMap::new();
+    for id in &req.requested_for {
+        if let Some(found) = dir.lookup(id)? {
+            identities.insert(id.clone(), found);
+        }
+    }
+    let ctx = Context {
+        catalog: &config.catalog,
+        sources: &config.sources,
+        identities: &identities,
+    };
+    let text = String::from_utf8_lossy(body);
+    Ok(store.accept(&req, &text, origin, idempotency_key, &ctx, now)?)
+}
+
+/// Plans a request without storing anything (`provd plan`).
+pub fn dry_run(
+    config: &Config,
+    store: &Store,
+    now: Timestamp,
+    body: &[u8],
+) -> Result<crate::plan::Plan, SubmitError> {
+    let dir = Directory::new(config, store);
+    let checked = validate::validate(body, &dir, &config.agent.time_zone, now);
+    if let Some(e) = dir.error.borrow_mut().take() {
+        return Err(SubmitError::Store(e));
+    }
+    let req = checked?;
+    let snapshot = store.snapshot(&req.requested_for)?;
+    Ok(crate::plan::plan(&req, &config.catalog, &snapshot))
+}
+
+/// FNV-1a, 64 bits: a stable content hash (spool idempotency keys, attribute hashes).
+/// Not for anything an attacker must not forge.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(super::fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

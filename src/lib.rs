@@ -1,0 +1,16 @@
+//! provd: an on-premises provisioning agent. The modules follow the flow of DESIGN §1:
+//! `intake` → `plan` → `store` → `dispatch` → connectors, with `tasks` for manual sources,
+//! `api` and `cli` for operators, and `daemon` tying the running service together.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod connectors;
+pub mod daemon;
+pub mod dispatch;
+pub mod intake;
+pub mod logging;
+pub mod plan;
+pub mod store;
+pub mod tasks;

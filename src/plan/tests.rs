@@ -1,0 +1,407 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use provd_connector_core::{Entitlement, Operation};
+
+use super::*;
+use crate::config::files::CatalogFile;
+use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
+
+fn catalog() -> Catalog {
+    let f: CatalogFile = toml::from_str(
+        r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "ldap"
+        attribute = "groups"
+        value = "cn=vpn"
+        [[entitlement]]
+        id = "git"
+        source = "ldap"
+        attribute = "groups"
+        value = "cn=git"
+        [[entitlement]]
+        id = "wiki"
+        source = "flat"
+        attribute = "groups"
+        value = "editors"
+        [[access_profile]]
+        id = "ap-eng"
+        entitlements = ["vpn", "git"]
+        [[access_profile]]
+        id = "ap-remote"
+        entitlements = ["vpn"]
+        [[role]]
+        id = "eng"
+        access_profiles = ["ap-eng"]
+        entitlements = ["wiki"]
+        "#,
+    )
+    .unwrap();
+    let sources: BTreeSet<String> = ["ldap", "flat"].into_iter().map(String::from).collect();
+    Catalog::build(f, &sources).0
+}
+
+fn item(ty: ItemType, id: &str) -> ValidItem {
+    ValidItem {
+        ty,
+        id: id.into(),
+        comment: Some("c".into()),
+        start_at: None,
+        remove_at: None,
+        client_metadata: BTreeMap::new(),
+    }
+}
+
+fn req(kind: RequestType, who: &[&str], items: Vec<ValidItem>) -> ValidRequest {
+    ValidRequest {
+        request_type: kind,
+        requested_for: who.iter().map(|s| s.to_string()).collect(),
+        items,
+        client_metadata: BTreeMap::new(),
+    }
+}
+
+fn add(v: &str) -> Operation {
+    Operation::AddEntitlement(Entitlement {
+        attribute: "groups".into(),
+        value: v.into(),
+    })
+}
+
+fn remove(v: &str) -> Operation {
+    Operation::RemoveEntitlement(Entitlement {
+        attribute: "groups".into(),
+        value: v.into(),
+    })
+}
+
+fn live(
+    id: i64,
+    ty: ItemType,
+    item: &str,
+    state: AssignmentState,
+    cat: &Catalog,
+) -> LiveAssignment {
+    LiveAssignment {
+        id,
+        identity: "u1".into(),
+        ty,
+        item_id: item.into(),
+        state,
+        request_id: format!("req{id}"),
+        entitlements: granted(cat, ty, item),
+    }
+}
+
+#[test]
+fn a_role_expands_to_one_job_per_source_with_account_creation_first() {
+    let cat = catalog();
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![item(ItemType::Role, "eng")],
+        ),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(p.jobs.len(), 2);
+    let flat = p.jobs.iter().find(|j| j.source == "flat").unwrap();
+    assert_eq!(flat.ops, [Operation::CreateAccount, add("editors")]);
+    let ldap = p.jobs.iter().find(|j| j.source == "ldap").unwrap();
+    assert_eq!(
+        ldap.ops,
+        [Operation::CreateAccount, add("cn=git"), add("cn=vpn")]
+    );
+    assert_eq!(p.items[0].effect, Effect::Grant);
+    assert_eq!(p.items[0].jobs.len(), 2);
+}
+
+#[test]
+fn two_identities_get_their_own_jobs() {
+    let cat = catalog();
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1", "u2"],
+            vec![item(ItemType::Entitlement, "vpn")],
+        ),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(p.jobs.len(), 2);
+    assert_eq!(p.items.len(), 2);
+    assert_ne!(p.jobs[0].identity, p.jobs[1].identity);
+}
+
+#[test]
+fn an_existing_account_is_not_created_again() {
+    let cat = catalog();
+    let mut snap = Snapshot::default();
+    snap.accounts.insert(("u1".into(), "ldap".into()));
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![item(ItemType::Entitlement, "vpn")],
+        ),
+        &cat,
+        &snap,
+    );
+    assert_eq!(p.jobs[0].ops, [add("cn=vpn")]);
+}
+
+#[test]
+fn items_sharing_an_entitlement_in_one_request_add_it_once() {
+    let cat = catalog();
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![
+                item(ItemType::AccessProfile, "ap-eng"),
+                item(ItemType::AccessProfile, "ap-remote"),
+            ],
+        ),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(p.jobs.len(), 1);
+    assert_eq!(
+        p.jobs[0].ops,
+        [Operation::CreateAccount, add("cn=git"), add("cn=vpn")]
+    );
+    assert_eq!(
+        p.items[1].jobs,
+        [0],
+        "the second item is carried by the same job"
+    );
+}
+
+#[test]
+fn a_held_or_pending_item_is_a_duplicate_and_moves_its_remove_date() {
+    let cat = catalog();
+    for state in [AssignmentState::Active, AssignmentState::Pending] {
+        let snap = Snapshot {
+            assignments: vec![live(7, ItemType::Role, "eng", state, &cat)],
+            accounts: BTreeSet::new(),
+        };
+        let mut it = item(ItemType::Role, "eng");
+        it.remove_at = Some("2031-01-01T00:00:00Z".parse().unwrap());
+        let p = plan(
+            &req(RequestType::Grant, &["u1"], vec![it.clone()]),
+            &cat,
+            &snap,
+        );
+        assert!(p.jobs.is_empty(), "{state:?}");
+        assert_eq!(p.items[0].existing, Some((7, "req7".to_string())));
+        assert_eq!(
+            p.items[0].effect,
+            Effect::SetRemoveDate {
+                assignment: 7,
+                remove_at: it.remove_at
+            }
+        );
+    }
+}
+
+#[test]
+fn entitlements_already_active_through_another_item_get_no_operation() {
+    let cat = catalog();
+    let snap = Snapshot {
+        assignments: vec![live(
+            1,
+            ItemType::AccessProfile,
+            "ap-remote",
+            AssignmentState::Active,
+            &cat,
+        )],
+        accounts: [("u1".to_string(), "ldap".to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![item(ItemType::AccessProfile, "ap-eng")],
+        ),
+        &cat,
+        &snap,
+    );
+    assert_eq!(
+        p.jobs[0].ops,
+        [add("cn=git")],
+        "vpn is already provisioned by ap-remote"
+    );
+    assert_eq!(
+        p.items[0].entitlements.len(),
+        2,
+        "the assignment still records both"
+    );
+}
+
+#[test]
+fn a_revoke_keeps_what_another_assignment_still_grants() {
+    let cat = catalog();
+    let snap = Snapshot {
+        assignments: vec![
+            live(
+                1,
+                ItemType::AccessProfile,
+                "ap-eng",
+                AssignmentState::Active,
+                &cat,
+            ),
+            live(
+                2,
+                ItemType::AccessProfile,
+                "ap-remote",
+                AssignmentState::Active,
+                &cat,
+            ),
+        ],
+        accounts: BTreeSet::new(),
+    };
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![item(ItemType::AccessProfile, "ap-eng")],
+        ),
+        &cat,
+        &snap,
+    );
+    assert_eq!(p.jobs.len(), 1);
+    assert_eq!(
+        p.jobs[0].ops,
+        [remove("cn=git")],
+        "cn=vpn stays: ap-remote grants it"
+    );
+    assert_eq!(p.jobs[0].kind, JobKind::Revoke);
+    assert_eq!(
+        p.items[0].effect,
+        Effect::Revoke {
+            assignment: Some(1)
+        }
+    );
+}
+
+#[test]
+fn revoking_both_holders_in_one_request_removes_the_shared_value() {
+    let cat = catalog();
+    let snap = Snapshot {
+        assignments: vec![
+            live(
+                1,
+                ItemType::AccessProfile,
+                "ap-eng",
+                AssignmentState::Active,
+                &cat,
+            ),
+            live(
+                2,
+                ItemType::AccessProfile,
+                "ap-remote",
+                AssignmentState::Active,
+                &cat,
+            ),
+        ],
+        accounts: BTreeSet::new(),
+    };
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![
+                item(ItemType::AccessProfile, "ap-eng"),
+                item(ItemType::AccessProfile, "ap-remote"),
+            ],
+        ),
+        &cat,
+        &snap,
+    );
+    assert_eq!(p.jobs[0].ops, [remove("cn=git"), remove("cn=vpn")]);
+}
+
+#[test]
+fn a_revoke_with_remove_date_schedules_instead() {
+    let cat = catalog();
+    let snap = Snapshot {
+        assignments: vec![live(
+            1,
+            ItemType::Role,
+            "eng",
+            AssignmentState::Active,
+            &cat,
+        )],
+        accounts: BTreeSet::new(),
+    };
+    let mut it = item(ItemType::Role, "eng");
+    let at: jiff::Timestamp = "2031-01-01T00:00:00Z".parse().unwrap();
+    it.remove_at = Some(at);
+    let p = plan(
+        &req(RequestType::Revoke, &["u1"], vec![it.clone()]),
+        &cat,
+        &snap,
+    );
+    assert!(p.jobs.is_empty());
+    assert_eq!(
+        p.items[0].effect,
+        Effect::ScheduleRemoval {
+            assignment: 1,
+            remove_at: at
+        }
+    );
+    let p = plan(
+        &req(RequestType::Revoke, &["u1"], vec![it]),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(
+        p.items[0].effect,
+        Effect::Nothing,
+        "nothing held: nothing to schedule"
+    );
+}
+
+#[test]
+fn a_revoke_of_an_item_not_held_still_cleans_up_its_values() {
+    let cat = catalog();
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![item(ItemType::Entitlement, "wiki")],
+        ),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(p.jobs[0].ops, [remove("editors")]);
+    assert_eq!(p.items[0].effect, Effect::Revoke { assignment: None });
+}
+
+#[test]
+fn a_start_date_holds_the_job_and_splits_it_from_immediate_grants() {
+    let cat = catalog();
+    let mut later = item(ItemType::Entitlement, "git");
+    later.start_at = Some("2031-01-01T00:00:00Z".parse().unwrap());
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![item(ItemType::Entitlement, "vpn"), later.clone()],
+        ),
+        &cat,
+        &Snapshot::default(),
+    );
+    assert_eq!(p.jobs.len(), 2);
+    assert_eq!(p.jobs[0].not_before, None);
+    assert_eq!(p.jobs[0].ops, [Operation::CreateAccount, add("cn=vpn")]);
+    assert_eq!(p.jobs[1].not_before, later.start_at);
+    assert_eq!(
+        p.jobs[1].ops,
+        [add("cn=git")],
+        "the account is created by the earlier job of the lane"
+    );
+}

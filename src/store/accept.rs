@@ -1,0 +1,419 @@
+//! Accepting a request: snapshot, plan and write in ONE immediate transaction, so that two
+//! concurrent requests for the same identity cannot both miss each other's assignment, and
+//! a crash leaves either the whole request or nothing.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use provd_connector_core::{Identity, Operation};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+
+use super::events::{self, Event};
+use super::{Result, Store, StoreError, new_id};
+use crate::clock::to_ms;
+use crate::config::{Catalog, ItemType, Source};
+use crate::intake::validate::ValidRequest;
+use crate::plan::{self, AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
+
+/// A request on disk.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub request_id: String,
+    /// The 202 body: `{"newRequests":[…],"existingRequests":[…]}`.
+    pub response: Value,
+    pub job_ids: Vec<i64>,
+}
+
+/// Whether [`Store::accept`] stored the request or found it stored under the same
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    New(Accepted),
+    Replayed(Accepted),
+}
+
+impl Replay {
+    pub fn accepted(&self) -> &Accepted {
+        match self {
+            Replay::New(a) | Replay::Replayed(a) => a,
+        }
+    }
+}
+
+/// What `accept` needs from the configuration.
+pub struct Context<'a> {
+    pub catalog: &'a Catalog,
+    pub sources: &'a BTreeMap<String, Source>,
+    /// The identities the request names, as they are now (snapshotted into the jobs).
+    pub identities: &'a BTreeMap<String, Identity>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn snapshot(tx: &Transaction<'_>, identities: &[String]) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
+         WHERE identity_id = ? AND state IN ('pending','active')",
+    )?;
+    let mut acc = tx.prepare_cached("SELECT source FROM accounts WHERE identity_id = ?")?;
+    for identity in identities {
+        let rows = stmt.query_map([identity], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, identity, ty, item_id, state, request_id, ents) = row?;
+            let ty = ItemType::parse(&ty)
+                .ok_or_else(|| corrupt(format!("assignment {id}: type {ty}")))?;
+            let entitlements: Vec<Granted> = serde_json::from_str(&ents).map_err(corrupt)?;
+            snap.assignments.push(LiveAssignment {
+                id,
+                identity,
+                ty,
+                item_id,
+                state: if state == "active" {
+                    AssignmentState::Active
+                } else {
+                    AssignmentState::Pending
+                },
+                request_id,
+                entitlements,
+            });
+        }
+        for source in acc.query_map([identity], |r| r.get::<_, String>(0))? {
+            snap.accounts.insert((identity.clone(), source?));
+        }
+    }
+    Ok(snap)
+}
+
+/// A stable 32-bit hash of what an entry asks for, for the upstream's `attributesHash`.
+fn attributes_hash(identity: &str, ty: ItemType, id: &str, remove_at: Option<i64>) -> i32 {
+    let text = format!("{identity}\u{0}{}\u{0}{id}\u{0}{remove_at:?}", ty.as_str());
+    crate::intake::fnv1a64(text.as_bytes()) as i32
+}
+
+fn response(request_id: &str, plan: &Plan) -> Value {
+    let mut new = Vec::new();
+    let mut existing = Vec::new();
+    for item in &plan.items {
+        let remove_at = item.item.remove_at.map(to_ms);
+        let entry = |ids: Vec<&str>| {
+            json!({
+                "requestedFor": item.identity,
+                "requestedItemsDetails": [{ "type": item.item.ty.as_str(), "id": item.item.id }],
+                "attributesHash": attributes_hash(&item.identity, item.item.ty, &item.item.id, remove_at),
+                "accessRequestIds": ids,
+            })
+        };
+        match &item.existing {
+            Some((_, original)) => existing.push(entry(vec![original.as_str()])),
+            None => new.push(entry(vec![request_id])),
+        }
+    }
+    json!({ "newRequests": new, "existingRequests": existing })
+}
+
+impl Store {
+    /// The stored answer for an idempotency key, if that request was accepted before.
+    pub fn by_idempotency_key(&self, key: &str) -> Result<Option<Accepted>> {
+        self.with(|c| lookup_key(c, key))
+    }
+
+    /// Plans and stores a valid request; with an idempotency key already stored, returns
+    /// the first answer instead and stores nothing.
+    pub fn accept(
+        &self,
+        req: &ValidRequest,
+        body: &str,
+        origin: &str,
+        idempotency_key: Option<&str>,
+        ctx: &Context<'_>,
+        now: Timestamp,
+    ) -> Result<Replay> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(key) = idempotency_key
+                && let Some(found) = lookup_key(&tx, key)?
+            {
+                return Ok(Replay::Replayed(found));
+            }
+            let snap = snapshot(&tx, &req.requested_for)?;
+            let plan = plan::plan(req, ctx.catalog, &snap);
+            let request_id = new_id();
+            let response = response(&request_id, &plan);
+            let job_ids = write(
+                &tx,
+                req,
+                body,
+                origin,
+                idempotency_key,
+                ctx,
+                &plan,
+                &request_id,
+                &response,
+                now,
+            )?;
+            tx.commit()?;
+            Ok(Replay::New(Accepted {
+                request_id,
+                response,
+                job_ids,
+            }))
+        })
+    }
+}
+
+fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
+    let row: Option<(String, String)> = c
+        .prepare_cached("SELECT id, response FROM requests WHERE idempotency_key = ?")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((request_id, response)) = row else {
+        return Ok(None);
+    };
+    let job_ids = c
+        .prepare_cached("SELECT id FROM jobs WHERE request_id = ? ORDER BY id")?
+        .query_map([&request_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(Some(Accepted {
+        request_id,
+        response: serde_json::from_str(&response).map_err(corrupt)?,
+        job_ids,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    tx: &Transaction<'_>,
+    req: &ValidRequest,
+    body: &str,
+    origin: &str,
+    idempotency_key: Option<&str>,
+    ctx: &Context<'_>,
+    plan: &Plan,
+    request_id: &str,
+    response: &Value,
+    now: Timestamp,
+) -> Result<Vec<i64>> {
+    let now_ms = to_ms(now);
+    tx.prepare_cached(
+        "INSERT INTO requests (id, idempotency_key, origin, request_type, body, response, received_at)
+         VALUES (?,?,?,?,?,?,?)",
+    )?
+    .execute(params![request_id, idempotency_key, origin, req.request_type.as_str(), body, response.to_string(), now_ms])?;
+    events::append(
+        tx,
+        now_ms,
+        &Event {
+            kind: "request_accepted",
+            request_id: Some(request_id),
+            data: json!({ "origin": origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+            ..Default::default()
+        },
+    )?;
+
+    let mut job_ids = Vec::with_capacity(plan.jobs.len());
+    for job in &plan.jobs {
+        let identity = ctx.identities.get(&job.identity).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "identity `{}` vanished while planning",
+                job.identity
+            ))
+        })?;
+        let max_attempts = ctx
+            .sources
+            .get(&job.source)
+            .map_or(10, |s| s.retry.max_attempts);
+        tx.prepare_cached(
+            "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
+                               next_attempt_at, created_at, updated_at)
+             VALUES (?,?,?,?,?,?,'queued',?,?,?,?)",
+        )?
+        .execute(params![
+            request_id,
+            job.identity,
+            job.source,
+            job.kind.as_str(),
+            serde_json::to_string(identity).map_err(corrupt)?,
+            serde_json::to_string(&job.ops).map_err(corrupt)?,
+            max_attempts,
+            job.not_before.map(to_ms),
+            now_ms,
+            now_ms
+        ])?;
+        let id = tx.last_insert_rowid();
+        if job.ops.contains(&Operation::CreateAccount) {
+            tx.prepare_cached(
+                "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES (?,?,'pending',?,?)
+                 ON CONFLICT(identity_id, source) DO NOTHING",
+            )?
+            .execute(params![job.identity, job.source, id, now_ms])?;
+        }
+        events::append(
+            tx,
+            now_ms,
+            &Event {
+                kind: "job_queued",
+                request_id: Some(request_id),
+                job_id: Some(id),
+                source: Some(&job.source),
+                identity: Some(&job.identity),
+                data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+            },
+        )?;
+        job_ids.push(id);
+    }
+
+    for item in &plan.items {
+        let assignment = apply_effect(tx, item, request_id, now_ms)?;
+        let (disposition, existing_request) = match &item.existing {
+            Some((_, r)) => ("existing", Some(r.as_str())),
+            None => ("new", None),
+        };
+        let effect = match item.effect {
+            Effect::Grant => "grant",
+            Effect::SetRemoveDate { .. } => "set_remove_date",
+            Effect::Revoke { .. } => "revoke",
+            Effect::ScheduleRemoval { .. } => "schedule_removal",
+            Effect::Nothing => "nothing",
+        };
+        let mut meta = req.client_metadata.clone();
+        meta.extend(item.item.client_metadata.clone());
+        tx.prepare_cached(
+            "INSERT INTO request_items (request_id, identity_id, item_type, item_id, name, disposition,
+                existing_request_id, assignment_id, effect, comment, start_at, remove_at, client_metadata)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )?
+        .execute(params![
+            request_id,
+            item.identity,
+            item.item.ty.as_str(),
+            item.item.id,
+            item.name,
+            disposition,
+            existing_request,
+            assignment,
+            effect,
+            item.item.comment,
+            item.item.start_at.map(to_ms),
+            item.item.remove_at.map(to_ms),
+            serde_json::to_string(&meta).map_err(corrupt)?
+        ])?;
+        let item_row = tx.last_insert_rowid();
+        for j in &item.jobs {
+            if let Some(job_id) = job_ids.get(*j) {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO item_jobs (item_id, job_id) VALUES (?,?)",
+                )?
+                .execute(params![item_row, job_id])?;
+            }
+        }
+    }
+    Ok(job_ids)
+}
+
+/// Writes what an item does to the assignments; returns the assignment it concerns.
+fn apply_effect(
+    tx: &Transaction<'_>,
+    item: &plan::PlannedItem,
+    request_id: &str,
+    now_ms: i64,
+) -> Result<Option<i64>> {
+    Ok(match item.effect {
+        Effect::Grant => {
+            // Nothing left to provision (another active assignment holds it all): active now.
+            let state = if item.jobs.is_empty() {
+                "active"
+            } else {
+                "pending"
+            };
+            tx.prepare_cached(
+                "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
+                    start_at, remove_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            )?
+            .execute(params![
+                item.identity,
+                item.item.ty.as_str(),
+                item.item.id,
+                state,
+                request_id,
+                serde_json::to_string(&item.entitlements).map_err(corrupt)?,
+                item.item.start_at.map(to_ms),
+                item.item.remove_at.map(to_ms),
+                now_ms,
+                now_ms
+            ])?;
+            Some(tx.last_insert_rowid())
+        }
+        Effect::SetRemoveDate {
+            assignment,
+            remove_at,
+        } => {
+            set_remove_at(tx, assignment, remove_at.map(to_ms), request_id, now_ms)?;
+            Some(assignment)
+        }
+        Effect::ScheduleRemoval {
+            assignment,
+            remove_at,
+        } => {
+            set_remove_at(tx, assignment, Some(to_ms(remove_at)), request_id, now_ms)?;
+            Some(assignment)
+        }
+        Effect::Revoke { assignment } => {
+            if let Some(a) = assignment {
+                let state = if item.jobs.is_empty() {
+                    "removed"
+                } else {
+                    "revoking"
+                };
+                tx.prepare_cached("UPDATE assignments SET state = ?, updated_at = ? WHERE id = ?")?
+                    .execute(params![state, now_ms, a])?;
+            }
+            assignment
+        }
+        Effect::Nothing => None,
+    })
+}
+
+fn set_remove_at(
+    tx: &Transaction<'_>,
+    assignment: i64,
+    remove_at: Option<i64>,
+    request_id: &str,
+    now_ms: i64,
+) -> Result<()> {
+    tx.prepare_cached("UPDATE assignments SET remove_at = ?, updated_at = ? WHERE id = ?")?
+        .execute(params![remove_at, now_ms, assignment])?;
+    events::append(
+        tx,
+        now_ms,
+        &Event {
+            kind: "remove_date_set",
+            request_id: Some(request_id),
+            data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+            ..Default::default()
+        },
+    )
+}
+
+impl Store {
+    /// What the identities hold now (for `provd plan`).
+    pub fn snapshot(&self, identities: &[String]) -> Result<Snapshot> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            snapshot(&tx, identities)
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Versioned schema migrations, applied in order inside one transaction each; the
+//! database's `user_version` records the last one applied. Never edit a released
+//! migration: add the next one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE requests (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT UNIQUE,
+        origin TEXT NOT NULL,
+        request_type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        response TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        canceled_at INTEGER,
+        cancel_comment TEXT
+    );
+
+    CREATE TABLE assignments (
+        id INTEGER PRIMARY KEY,
+        identity_id TEXT NOT NULL,
+        item_type TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending','active','revoking','removed','failed','canceled')),
+        request_id TEXT NOT NULL,
+        entitlements TEXT NOT NULL,
+        start_at INTEGER,
+        remove_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    -- At most one live assignment per (identity, item): the duplicate rule relies on it.
+    -- A 'revoking' one is no longer live: granting the item again makes a new one.
+    CREATE UNIQUE INDEX assignments_live ON assignments(identity_id, item_type, item_id)
+        WHERE state IN ('pending','active');
+    CREATE INDEX assignments_remove_at ON assignments(remove_at) WHERE remove_at IS NOT NULL;
+
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        identity_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        operations TEXT NOT NULL,
+        ops_done INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('queued','running','retrying','manual','succeeded','failed','canceled')),
+        attempt INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        lease_owner TEXT,
+        lease_expires_at INTEGER,
+        errors TEXT NOT NULL DEFAULT '[]',
+        created_at INTEGER NOT NULL,
+        window_start INTEGER,
+        updated_at INTEGER NOT NULL,
+        finalized_at INTEGER
+    );
+    CREATE INDEX jobs_ready ON jobs(state, next_attempt_at);
+    CREATE INDEX jobs_lane ON jobs(identity_id, source, id);
+    CREATE INDEX jobs_request ON jobs(request_id);
+
+    -- Which items of a request a job carries, and which assignments it grants or revokes.
+    CREATE TABLE request_items (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        identity_id TEXT NOT NULL,
+        item_type TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        disposition TEXT NOT NULL CHECK (disposition IN ('new','existing')),
+        existing_request_id TEXT,
+        assignment_id INTEGER,
+        effect TEXT NOT NULL,
+        comment TEXT,
+        start_at INTEGER,
+        remove_at INTEGER,
+        client_metadata TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX request_items_request ON request_items(request_id);
+    CREATE INDEX request_items_identity ON request_items(identity_id);
+    CREATE TABLE item_jobs (
+        item_id INTEGER NOT NULL,
+        job_id INTEGER NOT NULL,
+        PRIMARY KEY (item_id, job_id)
+    );
+    CREATE INDEX item_jobs_job ON item_jobs(job_id);
+
+    CREATE TABLE accounts (
+        identity_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        native_id TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending','active')),
+        job_id INTEGER,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (identity_id, source)
+    );
+
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        op_index INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        identity_id TEXT NOT NULL,
+        identity_name TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        account TEXT NOT NULL,
+        attribute TEXT NOT NULL DEFAULT '',
+        value TEXT NOT NULL DEFAULT '',
+        request_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        due_at INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('open','done','failed','canceled')),
+        resolution TEXT,
+        resolved_by TEXT,
+        note TEXT,
+        resolved_at INTEGER,
+        UNIQUE (job_id, op_index)
+    );
+    CREATE INDEX tasks_status ON tasks(status, source);
+
+    CREATE TABLE identities (
+        id TEXT PRIMARY KEY,
+        attributes TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    -- The audit trail: append-only, enforced by the database itself.
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        request_id TEXT,
+        job_id INTEGER,
+        source TEXT,
+        identity_id TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_request ON events(request_id);
+    CREATE INDEX events_job ON events(job_id);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    "#,
+];

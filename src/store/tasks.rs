@@ -1,0 +1,211 @@
+//! Manual tasks for sources provd cannot reach (DESIGN §7): one per operation, assigned to
+//! the source's owner; the job waits in `manual` until they are resolved.
+
+use rusqlite::{Row, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::events::{self, Event};
+use super::jobs::Job;
+use super::{Result, Store, StoreError};
+use crate::clock::rfc3339_ms;
+
+/// A task to open for operation `op_index` of a job.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub op_index: usize,
+    pub owner: String,
+    pub identity_name: String,
+    pub operation: String,
+    pub account: String,
+    pub attribute: String,
+    pub value: String,
+    pub due_at: Option<i64>,
+}
+
+/// One task, with the columns of the CSV contract in their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRow {
+    pub task_id: String,
+    pub source: String,
+    pub owner: String,
+    pub identity_id: String,
+    pub identity_name: String,
+    pub operation: String,
+    pub account: String,
+    pub attribute: String,
+    pub value: String,
+    pub request_id: String,
+    pub created_at: String,
+    pub due_at: String,
+    pub status: String,
+    pub resolution: String,
+    pub resolved_by: String,
+    pub note: String,
+}
+
+/// The header of the task CSV (DESIGN §7 contract).
+pub const COLUMNS: [&str; 16] = [
+    "task_id",
+    "source",
+    "owner",
+    "identity_id",
+    "identity_name",
+    "operation",
+    "account",
+    "attribute",
+    "value",
+    "request_id",
+    "created_at",
+    "due_at",
+    "status",
+    "resolution",
+    "resolved_by",
+    "note",
+];
+
+impl TaskRow {
+    pub fn cells(&self) -> [&str; 16] {
+        [
+            &self.task_id,
+            &self.source,
+            &self.owner,
+            &self.identity_id,
+            &self.identity_name,
+            &self.operation,
+            &self.account,
+            &self.attribute,
+            &self.value,
+            &self.request_id,
+            &self.created_at,
+            &self.due_at,
+            &self.status,
+            &self.resolution,
+            &self.resolved_by,
+            &self.note,
+        ]
+    }
+}
+
+fn row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+    let opt_ms = |i: usize| -> rusqlite::Result<String> {
+        Ok(r.get::<_, Option<i64>>(i)?
+            .map(rfc3339_ms)
+            .unwrap_or_default())
+    };
+    let opt = |i: usize| -> rusqlite::Result<String> {
+        Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
+    };
+    Ok(TaskRow {
+        task_id: format!("T{}", r.get::<_, i64>(0)?),
+        source: r.get(1)?,
+        owner: r.get(2)?,
+        identity_id: r.get(3)?,
+        identity_name: r.get(4)?,
+        operation: r.get(5)?,
+        account: r.get(6)?,
+        attribute: r.get(7)?,
+        value: r.get(8)?,
+        request_id: r.get(9)?,
+        created_at: rfc3339_ms(r.get(10)?),
+        due_at: opt_ms(11)?,
+        status: r.get::<_, String>(12)?.to_uppercase(),
+        resolution: opt(13)?,
+        resolved_by: opt(14)?,
+        note: opt(15)?,
+    })
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub source: Option<String>,
+    pub owner: Option<String>,
+    /// Only open tasks (the default of `tasks export`).
+    pub open_only: bool,
+}
+
+impl Store {
+    /// Moves a claimed job of a manual source to `manual`, opening one task per operation.
+    /// Re-running it after a crash opens no second task for the same operation.
+    pub fn open_tasks(&self, job: &Job, owner: &str, tasks: &[NewTask], now: i64) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+                     WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                )?
+                .execute(params![now, job.id, owner])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("job {} is no longer leased to this agent", job.id)));
+            }
+            let mut opened = Vec::new();
+            for t in tasks {
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+                            account, attribute, value, request_id, created_at, due_at, status)
+                         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open')",
+                    )?
+                    .execute(params![
+                        job.id,
+                        t.op_index as i64,
+                        job.source,
+                        t.owner,
+                        job.identity_id,
+                        t.identity_name,
+                        t.operation,
+                        t.account,
+                        t.attribute,
+                        t.value,
+                        job.request_id,
+                        now,
+                        t.due_at
+                    ])?;
+                if inserted > 0 {
+                    opened.push(tx.last_insert_rowid());
+                }
+            }
+            events::append(
+                &tx,
+                now,
+                &Event {
+                    kind: "job_manual",
+                    request_id: Some(&job.request_id),
+                    job_id: Some(job.id),
+                    source: Some(&job.source),
+                    identity: Some(&job.identity_id),
+                    data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+                },
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Tasks, oldest first.
+    pub fn tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRow>> {
+        self.with(|c| {
+            Ok(c.prepare(
+                "SELECT id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
+                        created_at, due_at, status, resolution, resolved_by, note
+                 FROM tasks WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR owner = ?2) AND (?3 = 0 OR status = 'open')
+                 ORDER BY created_at, id",
+            )?
+            .query_map(params![f.source, f.owner, f.open_only as i64], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Open tasks of a job, for status `manualWorkItemDetails`.
+    pub fn open_task_count(&self) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE status = 'open'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+}

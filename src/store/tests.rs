@@ -1,0 +1,440 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use provd_connector_core::Identity;
+
+use super::accept::Context;
+use super::jobs::{AttemptError, JobFilter, JobState};
+use super::status::StatusQuery;
+use super::*;
+use crate::config::files::CatalogFile;
+use crate::config::{Catalog, ItemType};
+use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    catalog: Catalog,
+    identities: BTreeMap<String, Identity>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let f: CatalogFile = toml::from_str(
+        r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "flat"
+        attribute = "groups"
+        value = "VPN"
+        [[entitlement]]
+        id = "git"
+        source = "flat"
+        attribute = "groups"
+        value = "GIT"
+        [[access_profile]]
+        id = "ap-eng"
+        entitlements = ["vpn", "git"]
+        [[access_profile]]
+        id = "ap-remote"
+        entitlements = ["vpn"]
+        "#,
+    )
+    .unwrap();
+    let catalog = Catalog::build(f, &BTreeSet::from(["flat".to_string()])).0;
+    let identities = ["u1", "u2"]
+        .into_iter()
+        .map(|i| {
+            (
+                i.to_string(),
+                Identity {
+                    id: i.into(),
+                    attributes: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    Fixture {
+        _dir: dir,
+        store,
+        catalog,
+        identities,
+    }
+}
+
+impl Fixture {
+    fn submit(
+        &self,
+        kind: RequestType,
+        who: &str,
+        ty: ItemType,
+        id: &str,
+        key: Option<&str>,
+        now: i64,
+    ) -> Replay {
+        let req = ValidRequest {
+            request_type: kind,
+            requested_for: vec![who.into()],
+            items: vec![ValidItem {
+                ty,
+                id: id.into(),
+                comment: Some("because".into()),
+                start_at: None,
+                remove_at: None,
+                client_metadata: BTreeMap::new(),
+            }],
+            client_metadata: BTreeMap::new(),
+        };
+        let ctx = Context {
+            catalog: &self.catalog,
+            sources: &BTreeMap::new(),
+            identities: &self.identities,
+        };
+        self.store
+            .accept(&req, "{}", "test", key, &ctx, crate::clock::from_ms(now))
+            .unwrap()
+    }
+
+    fn grant(&self, who: &str, profile: &str, now: i64) -> String {
+        self.submit(
+            RequestType::Grant,
+            who,
+            ItemType::AccessProfile,
+            profile,
+            None,
+            now,
+        )
+        .accepted()
+        .request_id
+        .clone()
+    }
+
+    fn claim(&self, owner: &str, now: i64) -> Vec<Job> {
+        self.store
+            .claim(owner, 10, now, now + 60_000, &[], None)
+            .unwrap()
+    }
+
+    fn state_of(&self, request: &str) -> String {
+        let q = StatusQuery {
+            request_id: Some(request.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        self.store.status(&q).unwrap()[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn assignment_states(&self) -> Vec<String> {
+        self.store
+            .with(|c| {
+                Ok(c.prepare("SELECT state FROM assignments ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?)
+            })
+            .unwrap()
+    }
+}
+
+fn err(attempt: u32) -> AttemptError {
+    AttemptError {
+        at: "2030-01-01T00:00:00Z".into(),
+        attempt,
+        class: "retryable".into(),
+        code: None,
+        message: "down".into(),
+    }
+}
+
+#[test]
+fn migrations_are_recorded_and_reopening_is_harmless() {
+    let f = fixture();
+    let path = f.store.path().to_path_buf();
+    drop(f.store);
+    let again = Store::open_file(&path).unwrap();
+    let v: i64 = again
+        .with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(v, schema::MIGRATIONS.len() as i64);
+    let mode: String = again
+        .with(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn one_lane_runs_one_job_at_a_time_in_acceptance_order() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    f.grant("u1", "ap-remote", 1_001);
+    f.grant("u2", "ap-eng", 1_002);
+    let first = f.claim("a", 2_000);
+    let lanes: Vec<(&str, i64)> = first
+        .iter()
+        .map(|j| (j.identity_id.as_str(), j.id))
+        .collect();
+    assert_eq!(
+        lanes,
+        [("u1", 1), ("u2", 3)],
+        "u1's second job waits for its first"
+    );
+    assert!(f.claim("a", 2_001).is_empty());
+    f.store.succeed(&first[0], "a", 2_002).unwrap();
+    let next = f.claim("a", 2_003);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id, 2);
+}
+
+#[test]
+fn an_expired_lease_returns_the_job_with_its_history_and_fences_the_old_owner() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    let job = f
+        .store
+        .claim("dead", 10, 2_000, 3_000, &[], None)
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.attempt, 1);
+    assert!(
+        f.store.expire_leases(2_500, None).unwrap().is_empty(),
+        "not yet expired"
+    );
+    assert_eq!(f.store.expire_leases(3_001, None).unwrap().len(), 1);
+    let again = f.claim("alive", 3_002).remove(0);
+    assert_eq!(again.id, job.id);
+    assert_eq!(again.attempt, 2, "the first attempt still counts");
+    assert_eq!(again.errors.len(), 1);
+    assert_eq!(again.errors[0].class, "lease");
+    assert!(
+        matches!(
+            f.store.succeed(&job, "dead", 3_003),
+            Err(StoreError::Conflict(_))
+        ),
+        "stale owner is fenced"
+    );
+    f.store.succeed(&again, "alive", 3_004).unwrap();
+    assert_eq!(
+        f.store.job(job.id).unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[test]
+fn start_up_takes_back_every_foreign_lease_at_once() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    f.store
+        .claim("dead", 10, 2_000, 999_999, &[], None)
+        .unwrap();
+    assert!(f.store.expire_leases(2_001, Some("me")).unwrap().len() == 1);
+    assert_eq!(f.claim("me", 2_002).len(), 1);
+}
+
+#[test]
+fn release_spends_no_attempt() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    let job = f.claim("a", 2_000).remove(0);
+    f.store.release(&job, "a", 2_001).unwrap();
+    let j = f.store.job(job.id).unwrap().unwrap();
+    assert_eq!((j.state, j.attempt), (JobState::Queued, 0));
+}
+
+#[test]
+fn retrying_then_failing_keeps_every_attempt_error() {
+    let f = fixture();
+    let rid = f.grant("u1", "ap-eng", 1_000);
+    let job = f.claim("a", 2_000).remove(0);
+    f.store
+        .fail_attempt(&job, "a", 2_001, err(1), Some(5_000), None)
+        .unwrap();
+    assert!(f.claim("a", 4_999).is_empty(), "not due yet");
+    assert_eq!(f.store.next_due().unwrap(), Some(5_000));
+    let job = f.claim("a", 5_000).remove(0);
+    assert_eq!(job.attempt, 2);
+    f.store
+        .fail_attempt(&job, "a", 5_001, err(2), None, Some("gave up"))
+        .unwrap();
+    let j = f.store.job(job.id).unwrap().unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.errors.len(), 2);
+    assert_eq!(f.state_of(&rid), "PROVISIONING_FAILED");
+    assert_eq!(f.assignment_states(), ["failed"]);
+    f.store.retry_job(job.id, 6_000, 10).unwrap();
+    let j = f.store.job(job.id).unwrap().unwrap();
+    assert_eq!((j.state, j.max_attempts), (JobState::Queued, 12));
+    assert_eq!(f.assignment_states(), ["pending"]);
+    assert_eq!(f.state_of(&rid), "EXECUTING");
+}
+
+#[test]
+fn success_activates_the_assignment_and_a_duplicate_is_reported_existing() {
+    let f = fixture();
+    let rid = f.grant("u1", "ap-eng", 1_000);
+    let job = f.claim("a", 2_000).remove(0);
+    f.store.succeed(&job, "a", 2_001).unwrap();
+    assert_eq!(f.assignment_states(), ["active"]);
+    assert_eq!(f.state_of(&rid), "REQUEST_COMPLETED");
+    let dup = f.submit(
+        RequestType::Grant,
+        "u1",
+        ItemType::AccessProfile,
+        "ap-eng",
+        None,
+        3_000,
+    );
+    let a = dup.accepted();
+    assert!(a.job_ids.is_empty());
+    assert_eq!(a.response["newRequests"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        a.response["existingRequests"][0]["accessRequestIds"][0],
+        rid.as_str()
+    );
+}
+
+#[test]
+fn a_revoke_settles_the_assignment_as_removed() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    f.grant("u1", "ap-remote", 1_001);
+    for t in [2_000, 2_002] {
+        let j = f.claim("a", t).remove(0);
+        f.store.succeed(&j, "a", t + 1).unwrap();
+    }
+    let r = f.submit(
+        RequestType::Revoke,
+        "u1",
+        ItemType::AccessProfile,
+        "ap-eng",
+        None,
+        3_000,
+    );
+    let job = f.store.job(r.accepted().job_ids[0]).unwrap().unwrap();
+    assert_eq!(
+        job.ops.len(),
+        1,
+        "only GIT goes: VPN is still granted by ap-remote"
+    );
+    assert_eq!(f.assignment_states(), ["revoking", "active"]);
+    let j = f.claim("a", 3_001).remove(0);
+    f.store.succeed(&j, "a", 3_002).unwrap();
+    assert_eq!(f.assignment_states(), ["removed", "active"]);
+}
+
+#[test]
+fn the_same_idempotency_key_stores_once() {
+    let f = fixture();
+    let a = f.submit(
+        RequestType::Grant,
+        "u1",
+        ItemType::AccessProfile,
+        "ap-eng",
+        Some("k1"),
+        1_000,
+    );
+    let b = f.submit(
+        RequestType::Grant,
+        "u1",
+        ItemType::AccessProfile,
+        "ap-eng",
+        Some("k1"),
+        1_001,
+    );
+    assert!(matches!(a, Replay::New(_)));
+    assert!(matches!(b, Replay::Replayed(_)));
+    assert_eq!(a.accepted().request_id, b.accepted().request_id);
+    assert_eq!(a.accepted().response, b.accepted().response);
+    assert_eq!(f.store.jobs(&JobFilter::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn canceling_a_request_cancels_what_has_not_run() {
+    let f = fixture();
+    let rid = f.grant("u1", "ap-eng", 1_000);
+    assert_eq!(
+        f.store.cancel_request(&rid, 1_500, "not needed").unwrap(),
+        1
+    );
+    assert_eq!(f.state_of(&rid), "CANCELLED");
+    assert_eq!(f.assignment_states(), ["canceled"]);
+    assert!(f.claim("a", 2_000).is_empty());
+    assert!(matches!(
+        f.store.cancel_request("nope", 1, "x"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_running_or_finished_job_cannot_be_canceled() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    let job = f.claim("a", 2_000).remove(0);
+    assert!(matches!(
+        f.store.cancel_job(job.id, 2_001, "x"),
+        Err(StoreError::Conflict(_))
+    ));
+    f.store.succeed(&job, "a", 2_002).unwrap();
+    assert!(matches!(
+        f.store.cancel_job(job.id, 2_003, "x"),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[test]
+fn events_are_append_only() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    let upd = f
+        .store
+        .with(|c| Ok(c.execute("UPDATE events SET kind = 'x'", [])?));
+    assert!(upd.is_err());
+    let del = f.store.with(|c| Ok(c.execute("DELETE FROM events", [])?));
+    assert!(del.is_err());
+    let n: i64 = f
+        .store
+        .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(n, 2, "request_accepted + job_queued");
+}
+
+#[test]
+fn manual_jobs_open_one_task_per_operation_once() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    let job = f.claim("a", 2_000).remove(0);
+    let tasks: Vec<tasks::NewTask> = job
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| tasks::NewTask {
+            op_index: i,
+            owner: "o@x".into(),
+            identity_name: "U One".into(),
+            operation: op.kind().as_str().into(),
+            account: "u1".into(),
+            attribute: String::new(),
+            value: String::new(),
+            due_at: None,
+        })
+        .collect();
+    f.store.open_tasks(&job, "a", &tasks, 2_001).unwrap();
+    assert_eq!(
+        f.store.job(job.id).unwrap().unwrap().state,
+        JobState::Manual
+    );
+    let rows = f
+        .store
+        .tasks(&tasks::TaskFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 3, "create + two entitlements");
+    assert_eq!(rows[0].operation, "CREATE_ACCOUNT");
+    assert!(matches!(
+        f.store.open_tasks(&job, "a", &tasks, 2_002),
+        Err(StoreError::Conflict(_))
+    ));
+}

@@ -1,0 +1,55 @@
+//! Manual tasks for flat-file sources: what the owner is asked to do, and the CSV they do
+//! it in (DESIGN §7).
+
+pub mod csv_out;
+
+use jiff::Timestamp;
+use provd_connector_core::{Operation, template};
+
+use crate::clock::to_ms;
+use crate::config::Source;
+use crate::dispatch::policy::add;
+use crate::store::Job;
+use crate::store::tasks::NewTask;
+
+/// One task per operation of the job, from operation `job.ops_done` on.
+pub fn for_job(
+    job: &Job,
+    source: &Source,
+    native_id: Option<&str>,
+    now: Timestamp,
+) -> Vec<NewTask> {
+    let settings = source.manual.clone().unwrap_or_default();
+    let account = native_id.map(str::to_string).unwrap_or_else(|| {
+        settings
+            .account
+            .as_ref()
+            .and_then(|a| a.native_id.as_deref())
+            .and_then(|t| template::fill(t, &job.identity, template::verbatim).ok())
+            .unwrap_or_else(|| job.identity.id.clone())
+    });
+    let due_at = settings.remind_after.map(|d| to_ms(add(now, d.0)));
+    job.ops
+        .iter()
+        .enumerate()
+        .skip(job.ops_done)
+        .map(|(i, op)| {
+            let (attribute, value) = match op {
+                Operation::AddEntitlement(e) | Operation::RemoveEntitlement(e) => {
+                    (e.attribute.clone(), e.value.clone())
+                }
+                _ => (String::new(), String::new()),
+            };
+            NewTask {
+                op_index: i,
+                owner: source.owner.clone(),
+                identity_name: job.identity.display_name(),
+                operation: op.kind().as_str().to_string(),
+                account: account.clone(),
+                attribute,
+                value,
+                due_at,
+            }
+        })
+        .collect()
+}
