@@ -1,0 +1,267 @@
+//! Spawns the real `provd` binary on a throwaway configuration and a free port, waits for
+//! `/healthz`, and kills it on drop. Everything polls with a deadline; nothing sleeps and
+//! hopes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_provd");
+
+/// Polls `f` until it returns Some, or panics after `secs` with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A configuration directory: two manual sources, a catalog and identities.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sources")).unwrap();
+        std::fs::write(
+            d.join("provd.toml"),
+            "[agent]\nstate_dir = \"state\"\nspool_dir = \"spool\"\nshutdown_grace = \"5s\"\n[api]\ntokens_file = \"tokens\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("tokens"),
+            "# test token\nt0ken-for-tests-1234567890\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("sources/flat.toml"),
+            "id = \"flat\"\ntype = \"manual\"\nowner = \"flat-owner@example.com\"\nremind_after = \"3d\"\n[account]\nnative_id = \"{email}\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("sources/badges.toml"),
+            "id = \"badges\"\ntype = \"manual\"\nowner = \"facilities@example.com\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("catalog.toml"),
+            r#"
+[[entitlement]]
+id = "ent-view"
+source = "flat"
+attribute = "groups"
+value = "VIEW"
+[[entitlement]]
+id = "ent-admin"
+source = "flat"
+attribute = "groups"
+value = "=ADMIN"
+[[entitlement]]
+id = "ent-hq"
+source = "badges"
+attribute = "zones"
+value = "HQ"
+[[access_profile]]
+id = "ap-basic"
+entitlements = ["ent-view", "ent-hq"]
+[[access_profile]]
+id = "ap-view"
+entitlements = ["ent-view"]
+[[role]]
+id = "role-staff"
+access_profiles = ["ap-basic"]
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("identities.csv"),
+            "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\ngrace,Grace,Hopper,grace@example.com\nmallory,@Mal,-lory,mal@example.com\n",
+        )
+        .unwrap();
+        Env {
+            dir,
+            port: free_port(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("provd.toml")
+    }
+
+    pub fn token(&self) -> &'static str {
+        "t0ken-for-tests-1234567890"
+    }
+
+    /// Runs a CLI command against this configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, None)
+    }
+
+    pub fn cli_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn store(&self) -> provd::store::Store {
+        provd::store::Store::open(&self.path().join("state")).unwrap()
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.store()
+            .with(|c| Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?))
+            .unwrap()
+    }
+
+    pub fn write_request(&self, name: &str, body: &serde_json::Value) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, body.to_string()).unwrap();
+        p
+    }
+
+    pub async fn start(&self) -> Agent {
+        Agent::start(self).await
+    }
+}
+
+/// A running `provd run`; killed on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub base: String,
+    pub log: PathBuf,
+    pub http: reqwest::Client,
+    token: String,
+}
+
+impl Agent {
+    pub async fn start(env: &Env) -> Agent {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = env.path().join(format!("agent-{n}.log"));
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(env.config())
+            .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", env.port))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Agent {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{}", env.port),
+            log,
+            http: reqwest::Client::new(),
+            token: env.token().to_string(),
+        };
+        let url = format!("{}/healthz", agent.base);
+        let http = agent.http.clone();
+        eventually(20, "provd /healthz", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit status.
+    pub async fn signal_and_wait(&mut self, signal: &str, secs: u64) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut child = self.child.take().unwrap();
+        eventually(secs, "provd to exit", || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

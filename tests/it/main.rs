@@ -1,0 +1,9 @@
+//! provd's integration tests: ONE test binary (every extra tests/*.rs is another slow link
+//! on 2 cores), spawning the real `provd` through the harness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod dispatch;
+mod harness;
+mod intake;
+mod lifecycle;
+mod operator;
