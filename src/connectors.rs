@@ -18,6 +18,21 @@ pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
     for source in config.sources.values() {
         match source.kind {
             SourceKind::Manual => {}
+            SourceKind::Ldap => {
+                let base = source.file.parent().unwrap_or(std::path::Path::new("."));
+                match provd_connector_ldap::LdapConnector::build(&source.settings, base) {
+                    Ok(c) => {
+                        out.insert(source.id.clone(), Arc::new(c));
+                    }
+                    Err(found) => {
+                        problems.extend(found.into_iter().map(|(key, message)| Problem {
+                            file: source.file.clone(),
+                            key,
+                            message,
+                        }))
+                    }
+                }
+            }
             other => problems.push(Problem {
                 file: source.file.clone(),
                 key: "type".into(),
@@ -29,7 +44,6 @@ pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
         }
     }
     if problems.is_empty() {
-        let _ = &mut out;
         Ok(out)
     } else {
         Err(problems)

@@ -7,12 +7,13 @@ use provd_connector_core::Identity;
 
 /// Reads identities from CSV. Problems name the line. Empty cells are left out, so that a
 /// template naming them fails with "missing attribute" instead of filling in nothing.
+/// Values are kept exactly (a leading space is part of a name and of the DN made from it).
 pub fn parse_csv(reader: impl Read) -> (BTreeMap<String, Identity>, Vec<(String, String)>) {
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(strip_bom(reader));
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),

@@ -251,6 +251,16 @@ fn load_one(
                 }
             }
         }
+        SourceKind::Ldap => {
+            let base = file.parent().unwrap_or(Path::new("."));
+            if let Err(found) = provd_connector_ldap::parse(&table, base) {
+                for (key, msg) in found {
+                    problem(&key, msg);
+                }
+                ok = false;
+            }
+            None
+        }
         other => {
             // The connector crates for these types come in their own issues; until then a
             // source of that type is refused rather than silently never provisioned.

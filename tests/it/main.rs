@@ -5,5 +5,7 @@
 mod dispatch;
 mod harness;
 mod intake;
+mod ldap;
 mod lifecycle;
 mod operator;
+mod slapd;

@@ -7,6 +7,7 @@
 //! them one operation at a time and decides what to do with the answer.
 
 mod connector;
+pub mod duration;
 mod error;
 mod operation;
 pub mod template;

@@ -117,6 +117,8 @@ pub enum Outcome {
     Created { native_id: String },
     /// The account already existed and was linked by its correlation attribute.
     Correlated { native_id: String },
+    /// The account now lives under a new native id (an LDAP entry moved to another OU).
+    Moved { native_id: String },
     /// The change was made.
     Applied,
     /// Nothing to do: the target was already in the wanted state.
@@ -126,7 +128,9 @@ pub enum Outcome {
 impl Outcome {
     pub fn native_id(&self) -> Option<&str> {
         match self {
-            Outcome::Created { native_id } | Outcome::Correlated { native_id } => Some(native_id),
+            Outcome::Created { native_id }
+            | Outcome::Correlated { native_id }
+            | Outcome::Moved { native_id } => Some(native_id),
             _ => None,
         }
     }
@@ -136,6 +140,7 @@ impl Outcome {
         match self {
             Outcome::Created { .. } => "created",
             Outcome::Correlated { .. } => "correlated",
+            Outcome::Moved { .. } => "moved",
             Outcome::Applied => "applied",
             Outcome::Unchanged => "unchanged",
         }

@@ -1,0 +1,462 @@
+//! provd's LDAP connector (`type = "ldap"`): OpenLDAP, 389-DS, Active Directory.
+//!
+//! Accounts are entries created from the source's `[account]` specification (DN and
+//! attribute templates), found first by their correlation attribute under the DN's parent
+//! so that an existing account is linked rather than duplicated. Group entitlements
+//! (`attribute = "groups"`, value = the group's DN) are values of the group's member
+//! attribute; any other attribute is a value on the account entry itself. Every operation
+//! is idempotent: "already there" and "already gone" answers are successes.
+
+mod error;
+pub mod escape;
+mod pool;
+pub mod settings;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnSettings, Mod, Scope, SearchEntry};
+use provd_connector_core::template::{self, TemplateError};
+use provd_connector_core::{BoxFuture, Connector, ConnectorError, Entitlement, Identity, Outcome};
+use secrecy::SecretString;
+
+use error::{from_ldap, from_result, is_transport};
+use escape::{dn_value, filter_value, split_dn};
+use pool::Pool;
+pub use settings::LdapSettings;
+
+/// Problems in a source's LDAP settings, each with its key.
+pub type SettingsProblems = Vec<(String, String)>;
+
+pub struct LdapConnector {
+    s: LdapSettings,
+    pool: Pool,
+    op_timeout: Duration,
+}
+
+/// Parses and validates the settings without reading secrets or connecting (`provd check`).
+pub fn parse(table: &toml::Table, base: &Path) -> Result<LdapSettings, SettingsProblems> {
+    let s: LdapSettings = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| vec![(String::new(), e.to_string().trim().to_string())])?;
+    let problems = settings::validate(&s, base);
+    if problems.is_empty() {
+        Ok(s)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read_password(s: &LdapSettings, base: &Path) -> Result<SecretString, SettingsProblems> {
+    if let Some(f) = &s.bind_password_file {
+        let path = settings::resolve(base, f);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            vec![(
+                "bind_password_file".to_string(),
+                format!("cannot read {}: {e}", path.display()),
+            )]
+        })?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        return Ok(SecretString::from(first));
+    }
+    if let Some(var) = &s.bind_password_env {
+        return std::env::var(var).map(SecretString::from).map_err(|_| {
+            vec![(
+                "bind_password_env".to_string(),
+                format!("environment variable {var} is not set"),
+            )]
+        });
+    }
+    Err(vec![(
+        "bind_password_file".into(),
+        "no bind password configured".into(),
+    )])
+}
+
+fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn template_error(e: TemplateError) -> ConnectorError {
+    ConnectorError::permanent(Some("template".into()), e.to_string())
+}
+
+impl LdapConnector {
+    /// Builds the connector from the source file's table; `base` is the file's directory.
+    pub fn build(table: &toml::Table, base: &Path) -> Result<Self, SettingsProblems> {
+        let s = parse(table, base)?;
+        let password = read_password(&s, base)?;
+        let mut conn = LdapConnSettings::new().set_starttls(s.starttls);
+        if let Some(ca) = &s.tls_ca_file {
+            let cfg = tls_config(&settings::resolve(base, ca))
+                .map_err(|e| vec![("tls_ca_file".to_string(), e)])?;
+            conn = conn.set_config(cfg);
+        }
+        let connect_timeout = settings::parse_duration(&s.connect_timeout)
+            .map_err(|e| vec![("connect_timeout".to_string(), e)])?;
+        let op_timeout = settings::parse_duration(&s.operation_timeout)
+            .map_err(|e| vec![("operation_timeout".to_string(), e)])?;
+        let pool = Pool::new(
+            s.url.clone(),
+            conn,
+            s.bind_dn.clone(),
+            password,
+            connect_timeout,
+            s.pool_size,
+        );
+        Ok(Self {
+            s,
+            pool,
+            op_timeout,
+        })
+    }
+
+    /// Runs `f` on a pooled connection. A transport failure on a connection that sat in the
+    /// pool (the server may have closed it) is tried once more on a fresh one.
+    async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ConnectorError>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, ConnectorError>>,
+    {
+        for round in 0..2 {
+            let conn = self.pool.get().await?;
+            let result = match tokio::time::timeout(self.op_timeout, f(conn.ldap.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectorError::retryable(
+                    Some("timeout".into()),
+                    format!("{what}: no answer within {:?}", self.op_timeout),
+                )),
+            };
+            match result {
+                Ok(v) => {
+                    self.pool.release(conn);
+                    return Ok(v);
+                }
+                Err(e) if is_transport(&e) => {
+                    self.pool.clear();
+                    if conn.reused && round == 0 {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.pool.release(conn);
+                    return Err(e);
+                }
+            }
+        }
+        Err(ConnectorError::retryable(
+            Some("connection".into()),
+            format!("{what}: no usable connection"),
+        ))
+    }
+
+    fn account_dn(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<String, ConnectorError> {
+        match native_id {
+            Some(dn) => Ok(dn.to_string()),
+            None => template::fill(&self.s.account.native_id, identity, dn_value)
+                .map_err(template_error),
+        }
+    }
+
+    fn correlation_value(&self, identity: &Identity) -> Result<String, ConnectorError> {
+        let t = self
+            .s
+            .account
+            .attributes
+            .get(&self.s.account.correlation)
+            .ok_or_else(|| {
+                ConnectorError::permanent(
+                    None,
+                    format!(
+                        "correlation attribute `{}` has no template",
+                        self.s.account.correlation
+                    ),
+                )
+            })?;
+        template::fill(t, identity, template::verbatim).map_err(template_error)
+    }
+
+    /// The value written into a group's member attribute for this account.
+    fn member_value(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<String, ConnectorError> {
+        if self.s.groups.member_attribute == "memberUid" {
+            self.correlation_value(identity)
+        } else {
+            self.account_dn(identity, native_id)
+        }
+    }
+
+    async fn create(&self, identity: &Identity) -> Result<Outcome, ConnectorError> {
+        let dn = self.account_dn(identity, None)?;
+        let mut attrs: Vec<(String, HashSet<String>)> = vec![(
+            "objectClass".into(),
+            self.s.account.object_classes.iter().cloned().collect(),
+        )];
+        for (name, t) in &self.s.account.attributes {
+            let v = template::fill(t, identity, template::verbatim).map_err(template_error)?;
+            attrs.push((name.clone(), HashSet::from([v])));
+        }
+        let filter = format!(
+            "({}={})",
+            self.s.account.correlation,
+            filter_value(&self.correlation_value(identity)?)
+        );
+        let parent = split_dn(&dn).1.to_string();
+        self.run("create account", |mut ldap| {
+            let (dn, attrs, filter, parent) = (dn.clone(), attrs.clone(), filter.clone(), parent.clone());
+            async move {
+                let (entries, _) = ldap
+                    .search(&parent, Scope::Subtree, &filter, vec!["1.1"])
+                    .await
+                    .and_then(|r| r.success())
+                    .map_err(|e| from_ldap("search", e))?;
+                match entries.len() {
+                    0 => {}
+                    1 => {
+                        let found = entries.into_iter().next().map(|e| SearchEntry::construct(e).dn).unwrap_or_default();
+                        return Ok(Outcome::Correlated { native_id: found });
+                    }
+                    n => {
+                        return Err(ConnectorError::permanent(
+                            Some("ambiguous".into()),
+                            format!("correlation {filter} matches {n} entries under {parent}; refusing to guess"),
+                        ));
+                    }
+                }
+                let r = ldap.add(&dn, attrs).await.map_err(|e| from_ldap("add", e))?;
+                match r.rc {
+                    0 => Ok(Outcome::Created { native_id: dn }),
+                    // Created between our search and our add: it is there, link it.
+                    68 => Ok(Outcome::Correlated { native_id: dn }),
+                    _ => Err(from_result("add", &r)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Adds (`add = true`) or removes one value of `attr` on `dn`, idempotently.
+    async fn change_value(
+        &self,
+        dn: &str,
+        attr: &str,
+        value: &str,
+        add: bool,
+    ) -> Result<Outcome, ConnectorError> {
+        let placeholder = self.s.groups.placeholder_member.clone();
+        let is_group = attr == self.s.groups.member_attribute;
+        self.run(if add { "add value" } else { "remove value" }, |mut ldap| {
+            let (dn, attr, value, placeholder) = (dn.to_string(), attr.to_string(), value.to_string(), placeholder.clone());
+            async move {
+                let m = if add {
+                    Mod::Add(attr.clone(), HashSet::from([value.clone()]))
+                } else {
+                    Mod::Delete(attr.clone(), HashSet::from([value.clone()]))
+                };
+                let r = ldap.modify(&dn, vec![m]).await.map_err(|e| from_ldap("modify", e))?;
+                match (r.rc, add) {
+                    (0, _) => Ok(Outcome::Applied),
+                    (20, true) | (16, false) => Ok(Outcome::Unchanged),
+                    // groupOfNames must keep a member: put the placeholder in, atomically.
+                    (65, false) if is_group => match placeholder {
+                        Some(p) => {
+                            let r = ldap
+                                .modify(&dn, vec![Mod::Add(attr.clone(), HashSet::from([p])), Mod::Delete(attr, HashSet::from([value]))])
+                                .await
+                                .map_err(|e| from_ldap("modify", e))?;
+                            if r.rc == 0 { Ok(Outcome::Applied) } else { Err(from_result("modify", &r)) }
+                        }
+                        None => {
+                            let mut e = from_result("modify", &r);
+                            e.message.push_str(" (the group would be left empty; set [groups] placeholder_member)");
+                            Err(e)
+                        }
+                    },
+                    _ => Err(from_result("modify", &r)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn entitlement(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        e: &Entitlement,
+        add: bool,
+    ) -> Result<Outcome, ConnectorError> {
+        if e.attribute == "groups" {
+            let member = self.member_value(identity, native_id)?;
+            self.change_value(
+                &e.value,
+                &self.s.groups.member_attribute.clone(),
+                &member,
+                add,
+            )
+            .await
+        } else {
+            let dn = self.account_dn(identity, native_id)?;
+            self.change_value(&dn, &e.attribute, &e.value, add).await
+        }
+    }
+
+    async fn disable(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<Outcome, ConnectorError> {
+        let dn = self.account_dn(identity, native_id)?;
+        let Some(d) = self.s.account.disable.clone() else {
+            return Err(ConnectorError::permanent(
+                None,
+                "no [account.disable] configured for this source",
+            ));
+        };
+        if let Some(target) = d.move_to {
+            let rdn = split_dn(&dn).0.to_string();
+            let new_dn = format!("{rdn},{target}");
+            if new_dn == dn {
+                return Ok(Outcome::Unchanged);
+            }
+            return self
+                .run("move account", |mut ldap| {
+                    let (dn, rdn, target, new_dn) =
+                        (dn.clone(), rdn.clone(), target.clone(), new_dn.clone());
+                    async move {
+                        let r = ldap
+                            .modifydn(&dn, &rdn, true, Some(&target))
+                            .await
+                            .map_err(|e| from_ldap("modifydn", e))?;
+                        match r.rc {
+                            0 => Ok(Outcome::Moved { native_id: new_dn }),
+                            // Moved before (a retried attempt): it is where it should be.
+                            32 | 68 => Ok(Outcome::Moved { native_id: new_dn }),
+                            _ => Err(from_result("modifydn", &r)),
+                        }
+                    }
+                })
+                .await;
+        }
+        let (Some(attr), Some(value)) = (d.attribute, d.value) else {
+            return Err(ConnectorError::permanent(
+                None,
+                "[account.disable] needs attribute + value or move_to",
+            ));
+        };
+        self.run("disable account", |mut ldap| {
+            let (dn, attr, value) = (dn.clone(), attr.clone(), value.clone());
+            async move {
+                let r = ldap
+                    .modify(&dn, vec![Mod::Replace(attr, HashSet::from([value]))])
+                    .await
+                    .map_err(|e| from_ldap("modify", e))?;
+                if r.rc == 0 {
+                    Ok(Outcome::Applied)
+                } else {
+                    Err(from_result("modify", &r))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<Outcome, ConnectorError> {
+        let dn = self.account_dn(identity, native_id)?;
+        self.run("delete account", |mut ldap| {
+            let dn = dn.clone();
+            async move {
+                let r = ldap.delete(&dn).await.map_err(|e| from_ldap("delete", e))?;
+                match r.rc {
+                    0 => Ok(Outcome::Applied),
+                    32 => Ok(Outcome::Unchanged),
+                    _ => Err(from_result("delete", &r)),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Connector for LdapConnector {
+    fn create_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.create(identity))
+    }
+
+    fn add_entitlement<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        e: &'a Entitlement,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.entitlement(identity, native_id, e, true))
+    }
+
+    fn remove_entitlement<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        e: &'a Entitlement,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.entitlement(identity, native_id, e, false))
+    }
+
+    fn disable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.disable(identity, native_id))
+    }
+
+    fn delete_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.delete(identity, native_id))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let conn = self.pool.get().await?;
+            self.pool.release(conn);
+            Ok(())
+        })
+    }
+}

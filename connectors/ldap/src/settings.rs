@@ -1,0 +1,243 @@
+//! The `type = "ldap"` part of a source file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSettings {
+    /// `ldap://host:port` (plain, or with `starttls = true`) or `ldaps://host:port`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the CA that signed the server's certificate (a private CA); without it
+    /// the system's trust store is used.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// The DN provd binds as.
+    pub bind_dn: String,
+    /// File holding the bind password (first line); or
+    #[serde(default)]
+    pub bind_password_file: Option<String>,
+    /// the environment variable holding it.
+    #[serde(default)]
+    pub bind_password_env: Option<String>,
+    /// Time to connect (and bind) before the attempt fails as retryable (default 5s).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Time one LDAP operation may take (default 30s).
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout: String,
+    /// Connections kept open to the server (default 4).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// The Create Account specification.
+    pub account: AccountSettings,
+    /// How group entitlements (`attribute = "groups"`) are written.
+    #[serde(default)]
+    pub groups: GroupSettings,
+}
+
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+fn default_operation_timeout() -> String {
+    "30s".into()
+}
+fn default_pool_size() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// DN template, e.g. `uid={id},ou=people,dc=example,dc=com`; values are RFC 4514-escaped.
+    pub native_id: String,
+    /// Attribute an existing account is found by under the DN's parent (e.g. `uid`); its
+    /// value is the one `attributes` gives it.
+    pub correlation: String,
+    /// objectClass values of a new entry.
+    pub object_classes: Vec<String>,
+    /// Attribute templates of a new entry: `cn = "{firstName} {lastName}"`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// How to disable an account.
+    #[serde(default)]
+    pub disable: Option<DisableSettings>,
+}
+
+/// Disable by setting an attribute (`nsAccountLock = TRUE`, `pwdAccountLockedTime =
+/// 000001010000Z`, AD `userAccountControl = 514`) or by moving the entry to another OU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableSettings {
+    /// Attribute to replace.
+    #[serde(default)]
+    pub attribute: Option<String>,
+    /// Its value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// DN of the container disabled accounts are moved to.
+    #[serde(default)]
+    pub move_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSettings {
+    /// `member` (groupOfNames, default), `uniqueMember` (groupOfUniqueNames) or
+    /// `memberUid` (posixGroup: the account's correlation value, not its DN).
+    #[serde(default = "default_member_attribute")]
+    pub member_attribute: String,
+    /// A DN kept in every group so that removing the last real member of a groupOfNames
+    /// (which must have one) succeeds.
+    #[serde(default)]
+    pub placeholder_member: Option<String>,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            member_attribute: default_member_attribute(),
+            placeholder_member: None,
+        }
+    }
+}
+
+fn default_member_attribute() -> String {
+    "member".into()
+}
+
+/// Problems with the settings, each with its key.
+pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !(s.url.starts_with("ldap://") || s.url.starts_with("ldaps://")) {
+        out.push((
+            "url".into(),
+            format!("`{}` must start with ldap:// or ldaps://", s.url),
+        ));
+    }
+    if s.starttls && s.url.starts_with("ldaps://") {
+        out.push((
+            "starttls".into(),
+            "StartTLS is for ldap:// URLs; ldaps:// is already TLS".into(),
+        ));
+    }
+    match (&s.bind_password_file, &s.bind_password_env) {
+        (None, None) => out.push((
+            "bind_password_file".into(),
+            "set bind_password_file or bind_password_env".into(),
+        )),
+        (Some(_), Some(_)) => out.push((
+            "bind_password_env".into(),
+            "set only one of bind_password_file and bind_password_env".into(),
+        )),
+        _ => {}
+    }
+    for (key, v) in [
+        ("connect_timeout", &s.connect_timeout),
+        ("operation_timeout", &s.operation_timeout),
+    ] {
+        if let Err(e) = parse_duration(v) {
+            out.push((key.into(), e));
+        }
+    }
+    if s.pool_size == 0 {
+        out.push(("pool_size".into(), "must be at least 1".into()));
+    }
+    if let Err(e) = provd_connector_core::template::placeholders(&s.account.native_id) {
+        out.push(("account.native_id".into(), e.to_string()));
+    }
+    for (k, t) in &s.account.attributes {
+        if let Err(e) = provd_connector_core::template::placeholders(t) {
+            out.push((format!("account.attributes.{k}"), e.to_string()));
+        }
+    }
+    if !s.account.attributes.contains_key(&s.account.correlation) {
+        out.push((
+            "account.correlation".into(),
+            format!(
+                "`{}` must also be one of [account.attributes] (its value is what is searched for)",
+                s.account.correlation
+            ),
+        ));
+    }
+    if s.account.object_classes.is_empty() {
+        out.push((
+            "account.object_classes".into(),
+            "must name at least one objectClass".into(),
+        ));
+    }
+    if let Some(d) = &s.account.disable {
+        let attr = d.attribute.is_some() && d.value.is_some();
+        if attr == d.move_to.is_some() {
+            out.push((
+                "account.disable".into(),
+                "set either attribute + value, or move_to".into(),
+            ));
+        }
+    }
+    if !["member", "uniqueMember", "memberUid"].contains(&s.groups.member_attribute.as_str()) {
+        out.push((
+            "groups.member_attribute".into(),
+            "must be member, uniqueMember or memberUid".into(),
+        ));
+    }
+    if let Some(ca) = &s.tls_ca_file
+        && std::fs::File::open(resolve(base, ca)).is_err()
+    {
+        out.push((
+            "tls_ca_file".into(),
+            format!("cannot read {}", resolve(base, ca).display()),
+        ));
+    }
+    out
+}
+
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+pub use provd_connector_core::duration::parse as parse_duration;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Vec<(String, String)> {
+        let text = format!(
+            "url = \"ldap://h:389\"\nbind_dn = \"cn=a\"\nbind_password_env = \"X\"\n{extra}\n[account]\nnative_id = \"uid={{id}},dc=x\"\ncorrelation = \"uid\"\nobject_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{id}}\"\n"
+        );
+        let s: LdapSettings = toml::from_str(&text).unwrap();
+        validate(&s, Path::new("."))
+    }
+
+    #[test]
+    fn a_minimal_source_is_valid() {
+        assert!(parse("").is_empty(), "{:?}", parse(""));
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let keys = |extra: &str| parse(extra).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys("bind_password_file = \"f\""), ["bind_password_env"]);
+        assert_eq!(keys("pool_size = 0"), ["pool_size"]);
+        assert_eq!(keys("connect_timeout = \"soon\""), ["connect_timeout"]);
+        assert_eq!(
+            keys("tls_ca_file = \"/nonexistent/ca.pem\""),
+            ["tls_ca_file"]
+        );
+        assert_eq!(
+            keys("[groups]\nmember_attribute = \"members\""),
+            ["groups.member_attribute"]
+        );
+    }
+}

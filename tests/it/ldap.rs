@@ -1,0 +1,505 @@
+//! The LDAP connector end to end: the real provd binary against a real slapd.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, eventually};
+use crate::slapd::{PASSWORD, Slapd};
+
+const PEOPLE: &str = "ou=people,dc=example,dc=com";
+const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
+const GIT: &str = "cn=git,ou=groups,dc=example,dc=com";
+const SOLO: &str = "cn=solo,ou=groups,dc=example,dc=com";
+const ADMIN_MEMBER: &str = "cn=admin,dc=example,dc=com";
+const PLACEHOLDER: &str = "cn=placeholder,dc=example,dc=com";
+
+/// A source file for `slapd`; `extra` is appended (e.g. a [groups] or [retry] section),
+/// top-level keys in it go before the first table.
+fn source(id: &str, url: &str, extra: &str) -> String {
+    let (top, tables) = match extra.find('[') {
+        Some(i) => extra.split_at(i),
+        None => (extra, ""),
+    };
+    format!(
+        r#"id = "{id}"
+{top}
+type = "ldap"
+owner = "directory-team@example.com"
+url = "{url}"
+bind_dn = "cn=admin,dc=example,dc=com"
+bind_password_file = "../ldap-password"
+connect_timeout = "2s"
+operation_timeout = "5s"
+[account]
+native_id = "uid={{id}},ou=people,dc=example,dc=com"
+correlation = "uid"
+object_classes = ["inetOrgPerson"]
+[account.attributes]
+uid = "{{id}}"
+cn = "{{firstName}} {{lastName}}"
+sn = "{{lastName}}"
+mail = "{{email}}"
+{tables}
+"#
+    )
+}
+
+/// An Env whose only source is the LDAP `corp` source (plus `extra_sources` files).
+fn ldap_env(url: &str, extra: &str, extra_sources: &[(&str, String)]) -> Env {
+    let env = Env::new();
+    let d = env.path();
+    for f in ["flat.toml", "badges.toml"] {
+        std::fs::remove_file(d.join("sources").join(f)).unwrap();
+    }
+    std::fs::write(d.join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(d.join("sources/corp.toml"), source("corp", url, extra)).unwrap();
+    for (name, text) in extra_sources {
+        std::fs::write(d.join("sources").join(name), text).unwrap();
+    }
+    std::fs::write(
+        d.join("catalog.toml"),
+        format!(
+            r#"
+[[entitlement]]
+id = "ent-vpn"
+source = "corp"
+attribute = "groups"
+value = "{VPN}"
+[[entitlement]]
+id = "ent-git"
+source = "corp"
+attribute = "groups"
+value = "{GIT}"
+[[entitlement]]
+id = "ent-solo"
+source = "corp"
+attribute = "groups"
+value = "{SOLO}"
+[[entitlement]]
+id = "ent-title"
+source = "corp"
+attribute = "title"
+value = "Engineer"
+[[access_profile]]
+id = "ap-eng"
+entitlements = ["ent-vpn", "ent-git"]
+[[access_profile]]
+id = "ap-remote"
+entitlements = ["ent-vpn"]
+[[role]]
+id = "role-engineer"
+access_profiles = ["ap-eng"]
+entitlements = ["ent-title"]
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("identities.csv"),
+        "id,firstName,lastName,email\n\
+         ada,Ada,Lovelace,ada@example.com\n\
+         bob,Bob,Builder,bob@example.com\n\
+         \" #Doe, John+Jr=\"\"x\"\";<y>\\z \",John,\"Doe, Jr.\",john@example.com\n",
+    )
+    .unwrap();
+    env
+}
+
+fn submit(env: &Env, body: Value) -> String {
+    let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["newRequests"][0]["accessRequestIds"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn grant(who: &str, ty: &str, id: &str) -> Value {
+    json!({ "requestedFor": [who], "requestedItems": [{ "type": ty, "id": id }] })
+}
+
+fn revoke(who: &str, ty: &str, id: &str) -> Value {
+    json!({ "requestedFor": [who], "requestType": "REVOKE_ACCESS",
+            "requestedItems": [{ "type": ty, "id": id, "comment": "no longer needed" }] })
+}
+
+/// Waits until every job of the request has ended; returns them. A request's jobs are
+/// written in the same transaction as the request, so none means none will come.
+async fn settled(env: &Env, request: &str) -> Vec<provd::store::Job> {
+    let store = env.store();
+    let rid = request.to_string();
+    eventually(30, "the request's jobs to end", || {
+        let jobs = store
+            .jobs(&provd::store::jobs::JobFilter {
+                request_id: Some(rid.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        async move { jobs.iter().all(|j| j.state.is_final()).then_some(jobs) }
+    })
+    .await
+}
+
+fn all_succeeded(jobs: &[provd::store::Job]) {
+    for j in jobs {
+        assert_eq!(
+            j.state.as_str(),
+            "succeeded",
+            "job {} errors: {:?}",
+            j.id,
+            j.errors
+        );
+    }
+}
+
+#[tokio::test]
+async fn granting_a_role_creates_the_account_with_mapped_attributes_and_memberships() {
+    let slapd = Slapd::start().await;
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let _agent = env.start().await;
+    let rid = submit(&env, grant("ada", "ROLE", "role-engineer"));
+    all_succeeded(&settled(&env, &rid).await);
+    let dn = "uid=ada,ou=people,dc=example,dc=com";
+    let e = slapd.search(PEOPLE, "(uid=ada)").await;
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].dn, dn);
+    assert_eq!(e[0].attrs["cn"], ["Ada Lovelace"]);
+    assert_eq!(e[0].attrs["sn"], ["Lovelace"]);
+    assert_eq!(e[0].attrs["mail"], ["ada@example.com"]);
+    assert_eq!(
+        e[0].attrs["title"],
+        ["Engineer"],
+        "a non-group entitlement is a value on the account"
+    );
+    assert!(slapd.values(VPN, "member").await.contains(&dn.to_string()));
+    assert!(slapd.values(GIT, "member").await.contains(&dn.to_string()));
+    assert_eq!(
+        env.store().native_id("ada", "corp").unwrap().as_deref(),
+        Some(dn)
+    );
+
+    // Granting it again is a duplicate; revoking removes the memberships.
+    let rid = submit(&env, revoke("ada", "ROLE", "role-engineer"));
+    all_succeeded(&settled(&env, &rid).await);
+    assert_eq!(slapd.values(VPN, "member").await, [ADMIN_MEMBER]);
+    assert_eq!(slapd.values(GIT, "member").await, [ADMIN_MEMBER]);
+    assert!(slapd.values(dn, "title").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_membership_granted_twice_survives_the_revoke_of_one_grant() {
+    let slapd = Slapd::start().await;
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let _agent = env.start().await;
+    let a = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-eng"));
+    all_succeeded(&settled(&env, &a).await);
+    let b = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-remote"));
+    assert!(
+        settled(&env, &b).await.is_empty(),
+        "vpn is already provisioned: nothing to do"
+    );
+    let r = submit(&env, revoke("ada", "ACCESS_PROFILE", "ap-eng"));
+    all_succeeded(&settled(&env, &r).await);
+    let dn = "uid=ada,ou=people,dc=example,dc=com".to_string();
+    assert!(
+        slapd.values(VPN, "member").await.contains(&dn),
+        "ap-remote still grants vpn"
+    );
+    assert!(
+        !slapd.values(GIT, "member").await.contains(&dn),
+        "git went with ap-eng"
+    );
+}
+
+#[tokio::test]
+async fn special_characters_in_attributes_make_a_correct_dn() {
+    let slapd = Slapd::start().await;
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let _agent = env.start().await;
+    let who = " #Doe, John+Jr=\"x\";<y>\\z ";
+    let rid = submit(&env, grant(who, "ENTITLEMENT", "ent-vpn"));
+    all_succeeded(&settled(&env, &rid).await);
+    // Found by an RFC 4515-escaped filter on the exact value.
+    let found = slapd
+        .search(PEOPLE, "(uid= #Doe, John+Jr=\"x\";<y>\\5cz )")
+        .await;
+    assert_eq!(found.len(), 1, "exactly one entry with the exact uid");
+    assert_eq!(found[0].attrs["uid"], [who]);
+    assert_eq!(found[0].attrs["sn"], ["Doe, Jr."]);
+    let dn = found[0].dn.clone();
+    assert!(dn.ends_with(",ou=people,dc=example,dc=com"), "{dn}");
+    assert!(
+        slapd
+            .values(VPN, "member")
+            .await
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&dn)),
+        "{dn}"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_account_is_correlated_not_duplicated() {
+    let slapd = Slapd::start().await;
+    slapd.ldapadd(
+        "dn: cn=Bob The Builder,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: Bob The Builder\nsn: Builder\nuid: bob\n",
+    );
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let _agent = env.start().await;
+    let rid = submit(&env, grant("bob", "ENTITLEMENT", "ent-git"));
+    all_succeeded(&settled(&env, &rid).await);
+    let found = slapd.search(PEOPLE, "(uid=bob)").await;
+    assert_eq!(found.len(), 1, "no second account");
+    let existing = "cn=Bob The Builder,ou=people,dc=example,dc=com";
+    assert_eq!(
+        env.store().native_id("bob", "corp").unwrap().as_deref(),
+        Some(existing)
+    );
+    assert!(
+        slapd
+            .values(GIT, "member")
+            .await
+            .contains(&existing.to_string()),
+        "the membership uses the correlated DN"
+    );
+    let events = env.cli(&["jobs", "show", "1"]);
+    assert!(String::from_utf8_lossy(&events.stdout).contains("\"correlated\""));
+}
+
+#[tokio::test]
+async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
+    let mut slapd = Slapd::start().await;
+    let env = ldap_env(
+        &slapd.url(),
+        "[retry]\ninitial = \"100ms\"\nmax_interval = \"500ms\"\nbreaker_cooldown = \"500ms\"\n",
+        &[],
+    );
+    let _agent = env.start().await;
+    slapd.stop();
+    let rid = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-eng"));
+    let store = env.store();
+    let retrying = eventually(20, "the job to be retrying", || {
+        let jobs = store.jobs(&Default::default()).unwrap();
+        async move {
+            jobs.into_iter()
+                .find(|j| j.state.as_str() == "retrying" && j.attempt >= 2)
+        }
+    })
+    .await;
+    assert_eq!(retrying.errors[0].class, "retryable");
+    assert_eq!(
+        retrying.errors[0].code.as_deref(),
+        Some("ConnectionRefused"),
+        "{:?}",
+        retrying.errors
+    );
+    slapd.restart().await;
+    all_succeeded(&settled(&env, &rid).await);
+    assert!(
+        slapd
+            .values(VPN, "member")
+            .await
+            .contains(&"uid=ada,ou=people,dc=example,dc=com".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_bind_password_fails_quickly_with_the_code_and_never_shows_the_password() {
+    let slapd = Slapd::start().await;
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let wrong = "Wr0ng-Pa55word-xyz";
+    std::fs::write(env.path().join("ldap-password"), format!("{wrong}\n")).unwrap();
+    let agent = env.start().await;
+    let rid = submit(&env, grant("ada", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "failed");
+    assert_eq!(jobs[0].attempt, 1, "permanent: no retries");
+    assert_eq!(jobs[0].errors[0].code.as_deref(), Some("49"));
+    assert!(
+        jobs[0].errors[0].message.contains("invalidCredentials"),
+        "{:?}",
+        jobs[0].errors
+    );
+    let status: Value = agent
+        .get("/access-request-status/v1?requested-for=ada")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status[0]["state"], "PROVISIONING_FAILED");
+    assert!(
+        status[0]["errorMessages"][0][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("49")
+    );
+    let check = env.cli(&["check", "--connect"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("invalidCredentials"));
+    for text in [
+        agent.log_text(),
+        status.to_string(),
+        String::from_utf8_lossy(&check.stderr).into_owned(),
+        env.cli(&["jobs", "show", "1"])
+            .stdout
+            .iter()
+            .map(|b| *b as char)
+            .collect(),
+    ] {
+        assert!(!text.contains(wrong), "the bind password leaked");
+    }
+    assert!(
+        agent.log_text().contains("breaker opened"),
+        "a bad password stops the source"
+    );
+}
+
+#[tokio::test]
+async fn starttls_and_ldaps_work_against_a_private_ca() {
+    let slapd = Slapd::start_tls().await;
+    let ca = slapd.certs.as_ref().unwrap().ca.display().to_string();
+    let ldaps = source(
+        "secure",
+        &slapd.ldaps_url(),
+        &format!("tls_ca_file = \"{ca}\"\n"),
+    );
+    let env = ldap_env(
+        &slapd.url(),
+        &format!("starttls = true\ntls_ca_file = \"{ca}\"\n"),
+        &[("secure.toml", ldaps)],
+    );
+    let cat = std::fs::read_to_string(env.path().join("catalog.toml")).unwrap()
+        + "[[entitlement]]\nid = \"ent-git-tls\"\nsource = \"secure\"\nattribute = \"groups\"\nvalue = \"cn=git,ou=groups,dc=example,dc=com\"\n";
+    std::fs::write(env.path().join("catalog.toml"), cat).unwrap();
+    let check = env.cli(&["check", "--connect"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("corp: connected") && out.contains("secure: connected"),
+        "{out}"
+    );
+    let _agent = env.start().await;
+    let a = submit(&env, grant("ada", "ENTITLEMENT", "ent-vpn"));
+    let b = submit(&env, grant("ada", "ENTITLEMENT", "ent-git-tls"));
+    all_succeeded(&settled(&env, &a).await);
+    all_succeeded(&settled(&env, &b).await);
+    let dn = "uid=ada,ou=people,dc=example,dc=com".to_string();
+    assert!(
+        slapd.values(VPN, "member").await.contains(&dn),
+        "over StartTLS"
+    );
+    assert!(
+        slapd.values(GIT, "member").await.contains(&dn),
+        "over ldaps"
+    );
+
+    // Without the CA the server's certificate is not trusted: a permanent TLS error.
+    let untrusted = ldap_env(&slapd.url(), "starttls = true\n", &[]);
+    let check = untrusted.cli(&["check", "--connect"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[tokio::test]
+async fn removing_the_last_real_member_of_a_group_of_names_keeps_a_placeholder() {
+    let slapd = Slapd::start().await;
+    let strict = source("strict", &slapd.url(), "");
+    let env = ldap_env(
+        &slapd.url(),
+        &format!("[groups]\nplaceholder_member = \"{PLACEHOLDER}\"\n"),
+        &[("strict.toml", strict)],
+    );
+    let cat = std::fs::read_to_string(env.path().join("catalog.toml")).unwrap()
+        + &format!(
+            "[[entitlement]]\nid = \"ent-solo-strict\"\nsource = \"strict\"\nattribute = \"groups\"\nvalue = \"{SOLO}\"\n"
+        );
+    std::fs::write(env.path().join("catalog.toml"), cat).unwrap();
+    let _agent = env.start().await;
+
+    // Without a placeholder the directory refuses (65) and the job fails with that code.
+    let g = submit(&env, grant("ada", "ENTITLEMENT", "ent-solo-strict"));
+    all_succeeded(&settled(&env, &g).await);
+    let r = submit(&env, revoke("ada", "ENTITLEMENT", "ent-solo-strict"));
+    let jobs = settled(&env, &r).await;
+    assert_eq!(jobs[0].state.as_str(), "failed");
+    assert_eq!(jobs[0].errors[0].code.as_deref(), Some("65"));
+    assert!(jobs[0].errors[0].message.contains("placeholder_member"));
+
+    // With one, the member goes and the placeholder keeps the group valid.
+    let g = submit(&env, grant("ada", "ENTITLEMENT", "ent-solo"));
+    all_succeeded(&settled(&env, &g).await);
+    let r = submit(&env, revoke("ada", "ENTITLEMENT", "ent-solo"));
+    all_succeeded(&settled(&env, &r).await);
+    assert_eq!(slapd.values(SOLO, "member").await, [PLACEHOLDER]);
+}
+
+#[tokio::test]
+async fn unique_member_and_member_uid_groups_work() {
+    let slapd = Slapd::start().await;
+    let uniq = source(
+        "uniq",
+        &slapd.url(),
+        "[groups]\nmember_attribute = \"uniqueMember\"\n",
+    );
+    let posix = source(
+        "posix",
+        &slapd.url(),
+        "[groups]\nmember_attribute = \"memberUid\"\n",
+    );
+    let env = ldap_env(
+        &slapd.url(),
+        "",
+        &[("uniq.toml", uniq), ("posix.toml", posix)],
+    );
+    let cat = std::fs::read_to_string(env.path().join("catalog.toml")).unwrap()
+        + "[[entitlement]]\nid = \"ent-uniq\"\nsource = \"uniq\"\nattribute = \"groups\"\nvalue = \"cn=uniq,ou=groups,dc=example,dc=com\"\n\
+           [[entitlement]]\nid = \"ent-staff\"\nsource = \"posix\"\nattribute = \"groups\"\nvalue = \"cn=staff,ou=groups,dc=example,dc=com\"\n\
+           [[access_profile]]\nid = \"ap-both\"\nentitlements = [\"ent-uniq\", \"ent-staff\"]\n";
+    std::fs::write(env.path().join("catalog.toml"), cat).unwrap();
+    let _agent = env.start().await;
+    let g = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-both"));
+    all_succeeded(&settled(&env, &g).await);
+    assert_eq!(
+        slapd.search(PEOPLE, "(uid=ada)").await.len(),
+        1,
+        "two sources, one directory entry (correlated)"
+    );
+    assert!(
+        slapd
+            .values("cn=uniq,ou=groups,dc=example,dc=com", "uniqueMember")
+            .await
+            .contains(&"uid=ada,ou=people,dc=example,dc=com".to_string())
+    );
+    assert_eq!(
+        slapd
+            .values("cn=staff,ou=groups,dc=example,dc=com", "memberUid")
+            .await,
+        ["ada"]
+    );
+    let r = submit(&env, revoke("ada", "ACCESS_PROFILE", "ap-both"));
+    all_succeeded(&settled(&env, &r).await);
+    assert!(
+        slapd
+            .values("cn=staff,ou=groups,dc=example,dc=com", "memberUid")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        slapd
+            .values("cn=uniq,ou=groups,dc=example,dc=com", "uniqueMember")
+            .await,
+        [ADMIN_MEMBER]
+    );
+}
