@@ -503,3 +503,141 @@ async fn unique_member_and_member_uid_groups_work() {
         [ADMIN_MEMBER]
     );
 }
+
+/// The connector on its own, for the operations no request plans yet (disable, delete).
+async fn connector(
+    slapd: &Slapd,
+    extra: &str,
+) -> (tempfile::TempDir, provd_connector_ldap::LdapConnector) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
+    let text = source("c", &slapd.url(), extra).replace("../ldap-password", "pw");
+    let mut table: toml::Table = toml::from_str(&text).unwrap();
+    for k in ["id", "type", "owner"] {
+        table.remove(k);
+    }
+    let c = provd_connector_ldap::LdapConnector::build(&table, dir.path()).unwrap();
+    (dir, c)
+}
+
+fn person(id: &str) -> provd_connector_core::Identity {
+    let attributes = [
+        ("firstName", "Grace"),
+        ("lastName", "Hopper"),
+        ("email", "grace@example.com"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    provd_connector_core::Identity {
+        id: id.into(),
+        attributes,
+    }
+}
+
+#[tokio::test]
+async fn disable_by_attribute_or_by_move_and_delete_are_idempotent() {
+    use provd_connector_core::{Connector, Outcome};
+    let slapd = Slapd::start().await;
+    let (_d, c) = connector(
+        &slapd,
+        "[account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n",
+    )
+    .await;
+    let who = person("grace");
+    let created = c.create_account(&who).await.unwrap();
+    assert_eq!(
+        created,
+        Outcome::Created {
+            native_id: "uid=grace,ou=people,dc=example,dc=com".into()
+        }
+    );
+    assert!(
+        matches!(
+            c.create_account(&who).await.unwrap(),
+            Outcome::Correlated { .. }
+        ),
+        "creating again links"
+    );
+    let dn = created.native_id().unwrap().to_string();
+    assert_eq!(
+        c.disable_account(&who, Some(&dn)).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        c.disable_account(&who, Some(&dn)).await.unwrap(),
+        Outcome::Applied,
+        "replace is idempotent"
+    );
+    assert_eq!(slapd.values(&dn, "employeeType").await, ["disabled"]);
+
+    let (_d2, mover) = connector(
+        &slapd,
+        "[account.disable]\nmove_to = \"ou=disabled,dc=example,dc=com\"\n",
+    )
+    .await;
+    let moved_dn = "uid=grace,ou=disabled,dc=example,dc=com".to_string();
+    assert_eq!(
+        mover.disable_account(&who, Some(&dn)).await.unwrap(),
+        Outcome::Moved {
+            native_id: moved_dn.clone()
+        }
+    );
+    assert_eq!(
+        mover.disable_account(&who, Some(&dn)).await.unwrap(),
+        Outcome::Moved {
+            native_id: moved_dn.clone()
+        },
+        "moved before"
+    );
+    assert_eq!(
+        slapd
+            .search("ou=disabled,dc=example,dc=com", "(uid=grace)")
+            .await
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        c.delete_account(&who, Some(&moved_dn)).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        c.delete_account(&who, Some(&moved_dn)).await.unwrap(),
+        Outcome::Unchanged
+    );
+    assert!(
+        slapd
+            .search(crate::slapd::BASE, "(uid=grace)")
+            .await
+            .is_empty()
+    );
+
+    // A template naming an attribute the identity lacks is a permanent error naming it.
+    let mut nameless = person("nameless");
+    nameless.attributes.remove("lastName");
+    let e = c.create_account(&nameless).await.unwrap_err();
+    assert_eq!(e.class, provd_connector_core::ErrorClass::Permanent);
+    assert!(e.message.contains("`lastName`"), "{e}");
+}
+
+#[test]
+fn the_shipped_openldap_and_active_directory_examples_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    for f in ["openldap.toml", "active-directory.toml"] {
+        let mut table: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
+        for k in ["id", "type", "owner", "retry"] {
+            table.remove(k);
+        }
+        let problems = match provd_connector_ldap::parse(&table, &dir) {
+            Ok(_) => vec![],
+            Err(p) => p,
+        };
+        // Only the CA file, which is the operator's own, may be missing here.
+        assert!(
+            problems.iter().all(|(k, _)| k == "tls_ca_file"),
+            "{f}: {problems:?}"
+        );
+    }
+}
