@@ -1,7 +1,9 @@
-//! Builds the connector of every direct source. Adding a connector type means one arm
-//! here and a crate under `connectors/`; the dispatcher only sees `dyn Connector`.
+//! Builds the connector of every direct source. Adding a connector type means an arm in
+//! `validate` and `build_one` here and a crate under `connectors/`; the dispatcher only
+//! sees `dyn Connector`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use provd_connector_core::Connector;
@@ -10,37 +12,54 @@ use crate::config::{Config, Problem, SourceKind};
 
 pub type Connectors = BTreeMap<String, Arc<dyn Connector>>;
 
+type Problems = Vec<(String, String)>;
+
+/// Checks a direct source's connector settings without reading secrets or connecting.
+pub fn validate(kind: SourceKind, table: &toml::Table, base: &Path) -> Result<(), Problems> {
+    match kind {
+        SourceKind::Ldap => provd_connector_ldap::parse(table, base).map(|_| ()),
+        SourceKind::Scim => provd_connector_scim::parse(table).map(|_| ()),
+        SourceKind::Rest => provd_connector_rest::parse(table).map(|_| ()),
+        SourceKind::Manual => Ok(()),
+    }
+}
+
+fn build_one(
+    kind: SourceKind,
+    table: &toml::Table,
+    base: &Path,
+) -> Result<Option<Arc<dyn Connector>>, Problems> {
+    Ok(match kind {
+        SourceKind::Manual => None,
+        SourceKind::Ldap => Some(Arc::new(provd_connector_ldap::LdapConnector::build(
+            table, base,
+        )?)),
+        SourceKind::Scim => Some(Arc::new(provd_connector_scim::ScimConnector::build(
+            table, base,
+        )?)),
+        SourceKind::Rest => Some(Arc::new(provd_connector_rest::RestConnector::build(
+            table, base,
+        )?)),
+    })
+}
+
 /// One connector per direct source; manual sources have none (their operations become
-/// tasks).
+/// tasks). Secrets are read here.
 pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
     let mut out = Connectors::new();
     let mut problems = Vec::new();
     for source in config.sources.values() {
-        match source.kind {
-            SourceKind::Manual => {}
-            SourceKind::Ldap => {
-                let base = source.file.parent().unwrap_or(std::path::Path::new("."));
-                match provd_connector_ldap::LdapConnector::build(&source.settings, base) {
-                    Ok(c) => {
-                        out.insert(source.id.clone(), Arc::new(c));
-                    }
-                    Err(found) => {
-                        problems.extend(found.into_iter().map(|(key, message)| Problem {
-                            file: source.file.clone(),
-                            key,
-                            message,
-                        }))
-                    }
-                }
+        let base = source.file.parent().unwrap_or(Path::new("."));
+        match build_one(source.kind, &source.settings, base) {
+            Ok(Some(c)) => {
+                out.insert(source.id.clone(), c);
             }
-            other => problems.push(Problem {
+            Ok(None) => {}
+            Err(found) => problems.extend(found.into_iter().map(|(key, message)| Problem {
                 file: source.file.clone(),
-                key: "type".into(),
-                message: format!(
-                    "the `{}` connector is not part of this build yet",
-                    other.as_str()
-                ),
-            }),
+                key,
+                message,
+            })),
         }
     }
     if problems.is_empty() {

@@ -251,27 +251,15 @@ fn load_one(
                 }
             }
         }
-        SourceKind::Ldap => {
+        SourceKind::Ldap | SourceKind::Scim | SourceKind::Rest => {
             let base = file.parent().unwrap_or(Path::new("."));
-            if let Err(found) = provd_connector_ldap::parse(&table, base) {
+            if let Err(found) = crate::connectors::validate(kind, &table, base) {
                 for (key, msg) in found {
                     problem(&key, msg);
                 }
                 ok = false;
             }
             None
-        }
-        other => {
-            // The connector crates for these types come in their own issues; until then a
-            // source of that type is refused rather than silently never provisioned.
-            problem(
-                "type",
-                format!(
-                    "the `{}` connector is not part of this build yet",
-                    other.as_str()
-                ),
-            );
-            return None;
         }
     };
     if !ok {

@@ -191,7 +191,7 @@ impl Agent {
             child: Some(child),
             base: format!("http://127.0.0.1:{}", env.port),
             log,
-            http: reqwest::Client::new(),
+            http: crate::harness::client(),
             token: env.token().to_string(),
         };
         let url = format!("{}/healthz", agent.base);
@@ -264,4 +264,11 @@ impl Drop for Agent {
             let _ = c.wait();
         }
     }
+}
+
+/// An HTTP client for tests (reqwest shares the connectors' rustls, which needs its
+/// crypto provider installed first).
+pub fn client() -> reqwest::Client {
+    provd_connector_core::http::init_tls();
+    reqwest::Client::new()
 }

@@ -1,7 +1,8 @@
 //! The LDAP connector end to end: the real provd binary against a real slapd.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::flow::{all_succeeded, grant, revoke, settled, submit};
 use crate::harness::{Env, eventually};
 use crate::slapd::{PASSWORD, Slapd};
 
@@ -102,58 +103,6 @@ entitlements = ["ent-title"]
     )
     .unwrap();
     env
-}
-
-fn submit(env: &Env, body: Value) -> String {
-    let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["newRequests"][0]["accessRequestIds"][0]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn grant(who: &str, ty: &str, id: &str) -> Value {
-    json!({ "requestedFor": [who], "requestedItems": [{ "type": ty, "id": id }] })
-}
-
-fn revoke(who: &str, ty: &str, id: &str) -> Value {
-    json!({ "requestedFor": [who], "requestType": "REVOKE_ACCESS",
-            "requestedItems": [{ "type": ty, "id": id, "comment": "no longer needed" }] })
-}
-
-/// Waits until every job of the request has ended; returns them. A request's jobs are
-/// written in the same transaction as the request, so none means none will come.
-async fn settled(env: &Env, request: &str) -> Vec<provd::store::Job> {
-    let store = env.store();
-    let rid = request.to_string();
-    eventually(30, "the request's jobs to end", || {
-        let jobs = store
-            .jobs(&provd::store::jobs::JobFilter {
-                request_id: Some(rid.clone()),
-                ..Default::default()
-            })
-            .unwrap();
-        async move { jobs.iter().all(|j| j.state.is_final()).then_some(jobs) }
-    })
-    .await
-}
-
-fn all_succeeded(jobs: &[provd::store::Job]) {
-    for j in jobs {
-        assert_eq!(
-            j.state.as_str(),
-            "succeeded",
-            "job {} errors: {:?}",
-            j.id,
-            j.errors
-        );
-    }
 }
 
 #[tokio::test]

@@ -3,9 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod dispatch;
+mod flow;
 mod harness;
+mod httpservers;
 mod intake;
 mod ldap;
 mod lifecycle;
 mod operator;
+mod rest;
+mod scim;
 mod slapd;

@@ -1,0 +1,507 @@
+//! The HTTP layer the SCIM and REST connectors share: one reqwest client per source
+//! (rustls), timeouts, authentication (a static bearer token, or OAuth 2.0 client
+//! credentials renewed before expiry and once on a 401), classification of failures
+//! (DESIGN §6) and `Retry-After`. Secrets live in `SecretString`s and are only exposed
+//! while building a request header or a token request; no error or log line carries them.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use reqwest::Method;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::{ConnectorError, classify_http_status};
+
+/// The shared connection settings of an HTTP source (`base_url`, auth, TLS, timeout).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where the API lives; paths are appended to it.
+    pub base_url: String,
+    /// File holding a static bearer token (first line); or
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// the environment variable holding it; or
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// OAuth 2.0 client credentials.
+    #[serde(default)]
+    pub oauth: Option<OAuthSettings>,
+    /// PEM file of a private CA; without it the system trust store is used.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// Time one request may take (default 30s).
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+}
+
+fn default_timeout() -> String {
+    "30s".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Token endpoint (`grant_type=client_credentials`, form-encoded).
+    pub token_url: String,
+    pub client_id: String,
+    /// File holding the client secret (first line); or
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// the environment variable holding it.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Space-separated scopes to ask for.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// The keys of [`HttpSettings`], which sit at the top level of an HTTP source's file.
+const HTTP_KEYS: [&str; 6] = [
+    "base_url",
+    "token_file",
+    "token_env",
+    "oauth",
+    "tls_ca_file",
+    "timeout",
+];
+
+/// Splits a source's table into the shared HTTP settings and the connector's own keys
+/// (serde's `flatten` cannot be combined with `deny_unknown_fields`).
+pub fn split_settings(
+    table: &toml::Table,
+) -> Result<(HttpSettings, toml::Table), (String, String)> {
+    let mut http = toml::Table::new();
+    let mut rest = table.clone();
+    for k in HTTP_KEYS {
+        if let Some(v) = rest.remove(k) {
+            http.insert(k.to_string(), v);
+        }
+    }
+    let settings = toml::Value::Table(http)
+        .try_into()
+        .map_err(|e: toml::de::Error| (String::new(), e.to_string().trim().to_string()))?;
+    Ok((settings, rest))
+}
+
+/// Reads a secret from `file` (first line, relative to `base`) or the variable `env`.
+/// The error names the key and the path, never the content.
+pub fn read_secret(
+    base: &Path,
+    file: Option<&str>,
+    env: Option<&str>,
+    key: &str,
+) -> Result<SecretString, (String, String)> {
+    match (file, env) {
+        (Some(f), None) => {
+            let path = if Path::new(f).is_absolute() {
+                Path::new(f).to_path_buf()
+            } else {
+                base.join(f)
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Ok(SecretString::from(
+                text.lines().next().unwrap_or("").trim().to_string(),
+            ))
+        }
+        (None, Some(v)) => std::env::var(v).map(SecretString::from).map_err(|_| {
+            (
+                format!("{key}_env"),
+                format!("environment variable {v} is not set"),
+            )
+        }),
+        (Some(_), Some(_)) => Err((
+            format!("{key}_env"),
+            format!("set only one of {key}_file and {key}_env"),
+        )),
+        (None, None) => Err((
+            format!("{key}_file"),
+            format!("set {key}_file or {key}_env"),
+        )),
+    }
+}
+
+static TLS_INIT: Once = Once::new();
+
+/// rustls needs one process-wide crypto provider; ring is the one this build carries.
+/// Idempotent; anything else in the process that builds a reqwest client calls it first.
+pub fn init_tls() {
+    TLS_INIT.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+enum Auth {
+    None,
+    Bearer(SecretString),
+    OAuth(OAuth),
+}
+
+struct OAuth {
+    token_url: String,
+    client_id: String,
+    secret: SecretString,
+    scope: Option<String>,
+    current: Mutex<Option<(SecretString, Instant)>>,
+}
+
+/// Renew this long before the token's stated expiry.
+const RENEW_EARLY: Duration = Duration::from_secs(30);
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// A response: status, `Retry-After`, and the body as JSON (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// A classified error for this response: 408/429/502/503/504 retryable (with
+    /// `Retry-After`), the rest permanent; the target's own `detail` / `scimType` /
+    /// `message` / `error` go into the message.
+    pub fn error(&self, what: &str) -> ConnectorError {
+        let code = self.status.as_u16();
+        let mut detail = Vec::new();
+        for key in [
+            "scimType",
+            "detail",
+            "message",
+            "error",
+            "error_description",
+        ] {
+            if let Some(v) = self.body.get(key).and_then(Value::as_str) {
+                detail.push(format!("{key}: {v}"));
+            }
+        }
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", detail.join("; "))
+        };
+        let mut e = ConnectorError::new(
+            classify_http_status(code),
+            Some(code.to_string()),
+            format!("{what}: HTTP {code}{detail}"),
+        )
+        .with_retry_after(self.retry_after);
+        if code == 401 || code == 403 {
+            // Bad credentials fail every job of the source the same way.
+            e = e.source_wide();
+        }
+        e
+    }
+}
+
+/// One source's HTTP client.
+pub struct HttpClient {
+    client: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+impl HttpClient {
+    /// Builds the client; `base` is the directory secret and CA paths are relative to.
+    pub fn new(s: &HttpSettings, base: &Path) -> Result<Self, (String, String)> {
+        init_tls();
+        let timeout = crate::duration::parse(&s.timeout).map_err(|e| ("timeout".to_string(), e))?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
+        if let Some(ca) = &s.tls_ca_file {
+            let path = if Path::new(ca).is_absolute() {
+                Path::new(ca).to_path_buf()
+            } else {
+                base.join(ca)
+            };
+            let pem = std::fs::read(&path).map_err(|e| {
+                (
+                    "tls_ca_file".to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ("tls_ca_file".to_string(), e.to_string()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| {
+            (
+                "base_url".to_string(),
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
+        let auth = match (&s.oauth, &s.token_file, &s.token_env) {
+            (Some(o), None, None) => Auth::OAuth(OAuth {
+                token_url: o.token_url.clone(),
+                client_id: o.client_id.clone(),
+                secret: read_secret(
+                    base,
+                    o.client_secret_file.as_deref(),
+                    o.client_secret_env.as_deref(),
+                    "oauth.client_secret",
+                )?,
+                scope: o.scope.clone(),
+                current: Mutex::new(None),
+            }),
+            (None, None, None) => Auth::None,
+            (None, f, e) => Auth::Bearer(read_secret(base, f.as_deref(), e.as_deref(), "token")?),
+            (Some(_), _, _) => {
+                return Err((
+                    "oauth".into(),
+                    "set either [oauth] or token_file / token_env, not both".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            client,
+            base: s.base_url.trim_end_matches('/').to_string(),
+            auth,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn token(&self, oauth: &OAuth, renew: bool) -> Result<SecretString, ConnectorError> {
+        let mut current = oauth.current.lock().await;
+        if !renew
+            && let Some((token, until)) = current.as_ref()
+            && Instant::now() + RENEW_EARLY < *until
+        {
+            return Ok(token.clone());
+        }
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", oauth.client_id.clone()),
+        ];
+        form.push(("client_secret", oauth.secret.expose_secret().to_string()));
+        if let Some(scope) = &oauth.scope {
+            form.push(("scope", scope.clone()));
+        }
+        let resp = self
+            .client
+            .post(&oauth.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport("token request", &e))?;
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers(), SystemTime::now());
+        if !status.is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let r = Response {
+                status,
+                retry_after,
+                body,
+            };
+            let mut e = r.error("token request");
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
+                e = e.source_wide();
+            }
+            return Err(e);
+        }
+        let t: TokenResponse = resp.json().await.map_err(|e| {
+            ConnectorError::permanent(
+                Some("token".into()),
+                format!("token response is not a token: {e}"),
+            )
+        })?;
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600));
+        let token = SecretString::from(t.access_token);
+        *current = Some((token.clone(), Instant::now() + lifetime));
+        tracing::debug!(token_url = %oauth.token_url, expires_in_s = lifetime.as_secs(), "OAuth token obtained");
+        Ok(token)
+    }
+
+    /// Sends a request and returns any HTTP answer as a [`Response`]; transport failures
+    /// are classified errors. With OAuth, a 401 renews the token once and tries again.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ConnectorError> {
+        let mut renewed = false;
+        loop {
+            let mut req = self
+                .client
+                .request(method.clone(), self.url(path))
+                .header("Accept", "application/scim+json, application/json");
+            if let Some(b) = body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string());
+            }
+            match &self.auth {
+                Auth::None => {}
+                Auth::Bearer(t) => req = req.bearer_auth(t.expose_secret()),
+                Auth::OAuth(o) => {
+                    req = req.bearer_auth(self.token(o, renewed).await?.expose_secret())
+                }
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| transport(&format!("{method} {path}"), &e))?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !renewed && matches!(self.auth, Auth::OAuth(_))
+            {
+                renewed = true;
+                tracing::info!(path, "401: renewing the OAuth token once");
+                continue;
+            }
+            let retry_after = retry_after(resp.headers(), SystemTime::now());
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| transport(&format!("{method} {path}"), &e))?;
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Ok(Response {
+                status,
+                retry_after,
+                body,
+            });
+        }
+    }
+}
+
+/// A failure before any HTTP answer: refused, reset, timeout, DNS → retryable.
+fn transport(what: &str, e: &reqwest::Error) -> ConnectorError {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    // reqwest's Display includes the URL, never headers: no token in it.
+    ConnectorError::retryable(Some(code.into()), format!("{what}: {e}"))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    parse_retry_after(v, now)
+}
+
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+/// Percent-encodes a value for a URL path segment or query component (RFC 3986
+/// unreserved characters stay as they are).
+pub fn url_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn encoding_for_paths() {
+        assert_eq!(url_encode("a b/c?d&e=é"), "a%20b%2Fc%3Fd%26e%3D%C3%A9");
+        assert_eq!(url_encode("A-z_0.9~"), "A-z_0.9~");
+    }
+
+    #[test]
+    fn response_errors_are_classified_with_the_targets_detail() {
+        let r = Response {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(Duration::from_secs(7)),
+            body: Value::Null,
+        };
+        let e = r.error("POST /Users");
+        assert_eq!(e.class, crate::ErrorClass::Retryable);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        let body = serde_json::json!({ "scimType": "uniqueness", "detail": "userName taken" });
+        let e = Response {
+            status: StatusCode::CONFLICT,
+            retry_after: None,
+            body,
+        }
+        .error("POST /Users");
+        assert_eq!(e.class, crate::ErrorClass::Permanent);
+        assert_eq!(
+            e.message,
+            "POST /Users: HTTP 409 (scimType: uniqueness; detail: userName taken)"
+        );
+        let e = Response {
+            status: StatusCode::UNAUTHORIZED,
+            retry_after: None,
+            body: Value::Null,
+        }
+        .error("x");
+        assert!(e.source_wide);
+    }
+
+    #[test]
+    fn secrets_come_from_files_or_variables_and_errors_never_hold_them() {
+        let dir = std::env::temp_dir().join(format!("provd-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "hunter2\nignored\n").unwrap();
+        let s = read_secret(&dir, Some("s"), None, "token").unwrap();
+        assert_eq!(s.expose_secret(), "hunter2");
+        let e = read_secret(&dir, Some("nope"), None, "token").unwrap_err();
+        assert_eq!(e.0, "token_file");
+        let e = read_secret(&dir, None, None, "oauth.client_secret").unwrap_err();
+        assert_eq!(e.0, "oauth.client_secret_file");
+        assert!(format!("{s:?}").contains("REDACTED") || !format!("{s:?}").contains("hunter2"));
+    }
+}
