@@ -12,5 +12,6 @@ pub mod dispatch;
 pub mod intake;
 pub mod logging;
 pub mod plan;
+pub mod schedule;
 pub mod store;
 pub mod tasks;

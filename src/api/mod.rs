@@ -32,6 +32,8 @@ pub struct AppState {
     pub tokens: Arc<Vec<SecretString>>,
     /// Woken after a request is stored, so dispatch starts at once.
     pub wake: Arc<Notify>,
+    /// Woken too, in case the request set an earlier removeDate.
+    pub schedule_wake: Arc<Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -116,6 +118,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             if let Replay::New(a) = &replay {
                 tracing::info!(request_id = %a.request_id, origin = "api", jobs = a.job_ids.len(), "request accepted");
                 state.wake.notify_one();
+                state.schedule_wake.notify_one();
             }
             (
                 StatusCode::ACCEPTED,
@@ -328,6 +331,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .sum();
     out.push_str(&format!("# HELP provd_queue_depth Jobs waiting to run.\n# TYPE provd_queue_depth gauge\nprovd_queue_depth {depth}\n"));
     out.push_str(&format!("# HELP provd_manual_tasks_open Open manual tasks.\n# TYPE provd_manual_tasks_open gauge\nprovd_manual_tasks_open {open_tasks}\n"));
+    crate::schedule::FIRE_LAG.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

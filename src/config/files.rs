@@ -196,6 +196,18 @@ pub struct ManualSettings {
     /// task's `due_at`.
     #[serde(default)]
     pub remind_after: Option<Dur>,
+    /// When an identity's last entitlement here is removed: `remove_entitlement` (a
+    /// REMOVE_ENTITLEMENT task, the default) or `disable_account` (one DISABLE_ACCOUNT task).
+    #[serde(default)]
+    pub on_last_removal: OnLastRemoval,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLastRemoval {
+    #[default]
+    RemoveEntitlement,
+    DisableAccount,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -97,6 +97,8 @@ pub struct Config {
     pub identities: BTreeMap<String, Identity>,
     pub catalog_path: PathBuf,
     pub identities_path: PathBuf,
+    /// Sources whose last entitlement's removal disables the account instead.
+    pub disable_on_last: BTreeSet<String>,
 }
 
 /// Where the configuration is: `--config`, else `$PROVD_CONFIG` (clap handles both), else
@@ -256,7 +258,17 @@ impl Config {
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
+        let disable_on_last = sources
+            .values()
+            .filter(|s| {
+                s.manual
+                    .as_ref()
+                    .is_some_and(|m| m.on_last_removal == files::OnLastRemoval::DisableAccount)
+            })
+            .map(|s| s.id.clone())
+            .collect();
         Ok(Config {
+            disable_on_last,
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),

@@ -105,6 +105,7 @@ pub async fn run(
     })?;
 
     let wake = Arc::new(Notify::new());
+    let schedule_wake = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -126,6 +127,7 @@ pub async fn run(
         clock: clock.clone(),
         tokens: Arc::new(tokens),
         wake: wake.clone(),
+        schedule_wake: schedule_wake.clone(),
     });
     let api_stop = stopped();
     let api_task = tokio::spawn(async move {
@@ -135,14 +137,10 @@ pub async fn run(
     });
 
     let spool_task = config.agent.spool_dir.clone().map(|dir| {
-        let (config, store, clock, wake, stop) = (
-            config.clone(),
-            store.clone(),
-            clock.clone(),
-            wake.clone(),
-            stopped(),
-        );
-        tokio::spawn(watch_spool(config, store, clock, wake, dir, stop))
+        let wakers = (wake.clone(), schedule_wake.clone());
+        let (config, store, clock, stop) =
+            (config.clone(), store.clone(), clock.clone(), stopped());
+        tokio::spawn(watch_spool(config, store, clock, wakers, dir, stop))
     });
 
     let dispatcher = Dispatcher::new(
@@ -154,6 +152,14 @@ pub async fn run(
         wake.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.run(stopped()));
+    let scheduler = crate::schedule::Scheduler {
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+        wake: schedule_wake.clone(),
+        dispatch: wake.clone(),
+    };
+    let schedule_task = tokio::spawn(scheduler.run(stopped()));
 
     tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %owner, sources = config.sources.len(),
         workers = config.agent.workers, "provd ready");
@@ -163,6 +169,11 @@ pub async fn run(
     tracing::info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    match schedule_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "scheduler stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "scheduler task failed"),
+    }
     match dispatch_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "dispatch stopped with an error"),
@@ -191,7 +202,7 @@ async fn watch_spool(
     config: Arc<Config>,
     store: Store,
     clock: SharedClock,
-    wake: Arc<Notify>,
+    (wake, schedule_wake): (Arc<Notify>, Arc<Notify>),
     dir: PathBuf,
     stop: impl Future<Output = ()>,
 ) {
@@ -209,6 +220,7 @@ async fn watch_spool(
                         } => {
                             tracing::info!(request_id = %request_id, origin = "spool", file = %file.display(), replayed, "request accepted");
                             wake.notify_one();
+                            schedule_wake.notify_one();
                         }
                         Taken::Rejected { file, reason } => {
                             tracing::warn!(origin = "spool", file = %file.display(), error = %reason, "request refused");

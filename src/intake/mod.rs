@@ -95,9 +95,17 @@ pub fn submit(
         catalog: &config.catalog,
         sources: &config.sources,
         identities: &identities,
+        disable_on_last: &config.disable_on_last,
     };
     let text = String::from_utf8_lossy(body);
-    Ok(store.accept(&req, &text, origin, idempotency_key, &ctx, now)?)
+    let replay = store.accept(&req, &text, origin, idempotency_key, &ctx, now)?;
+    if let Replay::New(a) = &replay {
+        for r in &a.removals {
+            tracing::info!(request_id = %a.request_id, identity = %r.identity, item = %r.item, assignment = r.assignment,
+                change = r.change, due = r.remove_at.map(crate::clock::rfc3339_ms).unwrap_or_default(), "removeDate {}", r.change);
+        }
+    }
+    Ok(replay)
 }
 
 /// Plans a request without storing anything (`provd plan`).
@@ -114,7 +122,12 @@ pub fn dry_run(
     }
     let req = checked?;
     let snapshot = store.snapshot(&req.requested_for)?;
-    Ok(crate::plan::plan(&req, &config.catalog, &snapshot))
+    Ok(crate::plan::plan(
+        &req,
+        &config.catalog,
+        &snapshot,
+        &config.disable_on_last,
+    ))
 }
 
 /// FNV-1a, 64 bits: a stable content hash (spool idempotency keys, attribute hashes).

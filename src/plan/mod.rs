@@ -182,7 +182,14 @@ impl JobBuilder {
     }
 }
 
-pub fn plan(req: &ValidRequest, catalog: &Catalog, snapshot: &Snapshot) -> Plan {
+/// `disable_on_last`: sources where removing an identity's last entitlement is done by
+/// disabling the account instead (a manual source's owner gets one DISABLE_ACCOUNT task).
+pub fn plan(
+    req: &ValidRequest,
+    catalog: &Catalog,
+    snapshot: &Snapshot,
+    disable_on_last: &BTreeSet<String>,
+) -> Plan {
     let mut jobs = JobBuilder::default();
     let mut items = Vec::new();
     let mut accounts = snapshot.accounts.clone();
@@ -280,6 +287,18 @@ pub fn plan(req: &ValidRequest, catalog: &Catalog, snapshot: &Snapshot) -> Plan 
                 }
             }
             items.push(planned);
+        }
+        if req.request_type == RequestType::Revoke && !disable_on_last.is_empty() {
+            let kept: BTreeSet<&str> = live
+                .iter()
+                .filter(|a| !revoked_here.contains(&(a.ty, a.item_id.as_str())))
+                .flat_map(|a| a.entitlements.iter().map(|g| g.source.as_str()))
+                .collect();
+            for job in jobs.jobs.iter_mut().filter(|j| &j.identity == identity) {
+                if disable_on_last.contains(&job.source) && !kept.contains(job.source.as_str()) {
+                    job.ops = vec![Operation::DisableAccount];
+                }
+            }
         }
     }
     Plan {

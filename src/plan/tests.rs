@@ -104,6 +104,7 @@ fn a_role_expands_to_one_job_per_source_with_account_creation_first() {
         ),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs.len(), 2);
     let flat = p.jobs.iter().find(|j| j.source == "flat").unwrap();
@@ -128,6 +129,7 @@ fn two_identities_get_their_own_jobs() {
         ),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs.len(), 2);
     assert_eq!(p.items.len(), 2);
@@ -147,6 +149,7 @@ fn an_existing_account_is_not_created_again() {
         ),
         &cat,
         &snap,
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs[0].ops, [add("cn=vpn")]);
 }
@@ -165,6 +168,7 @@ fn items_sharing_an_entitlement_in_one_request_add_it_once() {
         ),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs.len(), 1);
     assert_eq!(
@@ -192,6 +196,7 @@ fn a_held_or_pending_item_is_a_duplicate_and_moves_its_remove_date() {
             &req(RequestType::Grant, &["u1"], vec![it.clone()]),
             &cat,
             &snap,
+            &BTreeSet::new(),
         );
         assert!(p.jobs.is_empty(), "{state:?}");
         assert_eq!(p.items[0].existing, Some((7, "req7".to_string())));
@@ -228,6 +233,7 @@ fn entitlements_already_active_through_another_item_get_no_operation() {
         ),
         &cat,
         &snap,
+        &BTreeSet::new(),
     );
     assert_eq!(
         p.jobs[0].ops,
@@ -271,6 +277,7 @@ fn a_revoke_keeps_what_another_assignment_still_grants() {
         ),
         &cat,
         &snap,
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs.len(), 1);
     assert_eq!(
@@ -320,6 +327,7 @@ fn revoking_both_holders_in_one_request_removes_the_shared_value() {
         ),
         &cat,
         &snap,
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs[0].ops, [remove("cn=git"), remove("cn=vpn")]);
 }
@@ -344,6 +352,7 @@ fn a_revoke_with_remove_date_schedules_instead() {
         &req(RequestType::Revoke, &["u1"], vec![it.clone()]),
         &cat,
         &snap,
+        &BTreeSet::new(),
     );
     assert!(p.jobs.is_empty());
     assert_eq!(
@@ -357,6 +366,7 @@ fn a_revoke_with_remove_date_schedules_instead() {
         &req(RequestType::Revoke, &["u1"], vec![it]),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(
         p.items[0].effect,
@@ -376,6 +386,7 @@ fn a_revoke_of_an_item_not_held_still_cleans_up_its_values() {
         ),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs[0].ops, [remove("editors")]);
     assert_eq!(p.items[0].effect, Effect::Revoke { assignment: None });
@@ -394,6 +405,7 @@ fn a_start_date_holds_the_job_and_splits_it_from_immediate_grants() {
         ),
         &cat,
         &Snapshot::default(),
+        &BTreeSet::new(),
     );
     assert_eq!(p.jobs.len(), 2);
     assert_eq!(p.jobs[0].not_before, None);
@@ -403,5 +415,45 @@ fn a_start_date_holds_the_job_and_splits_it_from_immediate_grants() {
         p.jobs[1].ops,
         [add("cn=git")],
         "the account is created by the earlier job of the lane"
+    );
+}
+
+#[test]
+fn removing_the_last_entitlement_on_a_disable_on_last_source_disables_the_account() {
+    let cat = catalog();
+    let flat = BTreeSet::from(["flat".to_string(), "ldap".to_string()]);
+    let snap = Snapshot {
+        assignments: vec![
+            live(1, ItemType::Role, "eng", AssignmentState::Active, &cat),
+            live(
+                2,
+                ItemType::AccessProfile,
+                "ap-remote",
+                AssignmentState::Active,
+                &cat,
+            ),
+        ],
+        accounts: BTreeSet::new(),
+    };
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![item(ItemType::Role, "eng")],
+        ),
+        &cat,
+        &snap,
+        &flat,
+    );
+    let on = |s: &str| p.jobs.iter().find(|j| j.source == s).unwrap().ops.clone();
+    assert_eq!(
+        on("flat"),
+        [Operation::DisableAccount],
+        "wiki was the last entitlement on flat"
+    );
+    assert_eq!(
+        on("ldap"),
+        [remove("cn=git")],
+        "ap-remote keeps vpn on ldap: only git goes"
     );
 }

@@ -23,6 +23,19 @@ pub struct Accepted {
     /// The 202 body: `{"newRequests":[…],"existingRequests":[…]}`.
     pub response: Value,
     pub job_ids: Vec<i64>,
+    /// removeDates this request scheduled, moved or cleared (for the log).
+    pub removals: Vec<RemovalChange>,
+}
+
+/// A change to when an assignment is removed.
+#[derive(Debug, Clone)]
+pub struct RemovalChange {
+    pub identity: String,
+    pub item: String,
+    pub assignment: Option<i64>,
+    /// `scheduled`, `moved` or `cleared`.
+    pub change: &'static str,
+    pub remove_at: Option<i64>,
 }
 
 /// Whether [`Store::accept`] stored the request or found it stored under the same
@@ -47,6 +60,8 @@ pub struct Context<'a> {
     pub sources: &'a BTreeMap<String, Source>,
     /// The identities the request names, as they are now (snapshotted into the jobs).
     pub identities: &'a BTreeMap<String, Identity>,
+    /// Sources where removing an identity's last entitlement disables the account instead.
+    pub disable_on_last: &'a std::collections::BTreeSet<String>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -144,35 +159,50 @@ impl Store {
     ) -> Result<Replay> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(key) = idempotency_key
-                && let Some(found) = lookup_key(&tx, key)?
-            {
-                return Ok(Replay::Replayed(found));
-            }
-            let snap = snapshot(&tx, &req.requested_for)?;
-            let plan = plan::plan(req, ctx.catalog, &snap);
-            let request_id = new_id();
-            let response = response(&request_id, &plan);
-            let job_ids = write(
-                &tx,
-                req,
-                body,
-                origin,
-                idempotency_key,
-                ctx,
-                &plan,
-                &request_id,
-                &response,
-                now,
-            )?;
+            let r = accept_in(&tx, req, body, origin, idempotency_key, ctx, now)?;
             tx.commit()?;
-            Ok(Replay::New(Accepted {
-                request_id,
-                response,
-                job_ids,
-            }))
+            Ok(r)
         })
     }
+}
+
+/// Plans and writes a request inside the caller's (immediate) transaction.
+pub(crate) fn accept_in(
+    tx: &Transaction<'_>,
+    req: &ValidRequest,
+    body: &str,
+    origin: &str,
+    idempotency_key: Option<&str>,
+    ctx: &Context<'_>,
+    now: Timestamp,
+) -> Result<Replay> {
+    if let Some(key) = idempotency_key
+        && let Some(found) = lookup_key(tx, key)?
+    {
+        return Ok(Replay::Replayed(found));
+    }
+    let snap = snapshot(tx, &req.requested_for)?;
+    let plan = plan::plan(req, ctx.catalog, &snap, ctx.disable_on_last);
+    let request_id = new_id();
+    let response = response(&request_id, &plan);
+    let (job_ids, removals) = write(
+        tx,
+        req,
+        body,
+        origin,
+        idempotency_key,
+        ctx,
+        &plan,
+        &request_id,
+        &response,
+        now,
+    )?;
+    Ok(Replay::New(Accepted {
+        request_id,
+        response,
+        job_ids,
+        removals,
+    }))
 }
 
 fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
@@ -191,6 +221,7 @@ fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
         request_id,
         response: serde_json::from_str(&response).map_err(corrupt)?,
         job_ids,
+        removals: Vec::new(),
     }))
 }
 
@@ -206,8 +237,9 @@ fn write(
     request_id: &str,
     response: &Value,
     now: Timestamp,
-) -> Result<Vec<i64>> {
+) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
     let now_ms = to_ms(now);
+    let mut removals = Vec::new();
     tx.prepare_cached(
         "INSERT INTO requests (id, idempotency_key, origin, request_type, body, response, received_at)
          VALUES (?,?,?,?,?,?,?)",
@@ -278,6 +310,26 @@ fn write(
 
     for item in &plan.items {
         let assignment = apply_effect(tx, item, request_id, now_ms)?;
+        let change = match item.effect {
+            Effect::Grant if item.item.remove_at.is_some() => Some("scheduled"),
+            Effect::ScheduleRemoval { .. } => Some("scheduled"),
+            Effect::SetRemoveDate {
+                remove_at: Some(_), ..
+            } => Some("moved"),
+            Effect::SetRemoveDate {
+                remove_at: None, ..
+            } => Some("cleared"),
+            _ => None,
+        };
+        if let Some(change) = change {
+            removals.push(RemovalChange {
+                identity: item.identity.clone(),
+                item: item.item.id.clone(),
+                assignment,
+                change,
+                remove_at: item.item.remove_at.map(to_ms),
+            });
+        }
         let (disposition, existing_request) = match &item.existing {
             Some((_, r)) => ("existing", Some(r.as_str())),
             None => ("new", None),
@@ -321,7 +373,7 @@ fn write(
             }
         }
     }
-    Ok(job_ids)
+    Ok((job_ids, removals))
 }
 
 /// Writes what an item does to the assignments; returns the assignment it concerns.

@@ -627,3 +627,38 @@ fn unsettle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
     .execute(params![now, job_id])?;
     Ok(())
 }
+
+/// Ends a job waiting on manual tasks (guarded on `manual`); returns its state after.
+pub(crate) fn finish_manual(
+    tx: &Connection,
+    job_id: i64,
+    now: i64,
+    state: &str,
+    error: Option<AttemptError>,
+) -> Result<String> {
+    let Some(job) = get(tx, job_id)? else {
+        return Err(StoreError::NotFound(format!("no job {job_id}")));
+    };
+    if job.state != JobState::Manual {
+        return Ok(job.state.as_str().to_string());
+    }
+    let mut errors = job.errors.clone();
+    errors.extend(error.clone());
+    let errors = serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.prepare_cached("UPDATE jobs SET state = ?, errors = ?, ops_done = CASE WHEN ? = 'succeeded' THEN json_array_length(operations) ELSE ops_done END, finalized_at = ?, updated_at = ? WHERE id = ? AND state = 'manual'")?
+        .execute(params![state, errors, state, now, now, job_id])?;
+    // A manual job that created the account: the account now exists on the source.
+    if state == "succeeded" {
+        tx.prepare_cached("UPDATE accounts SET state = 'active', updated_at = ? WHERE job_id = ? AND state = 'pending'")?
+            .execute(params![now, job_id])?;
+    }
+    event(
+        tx,
+        now,
+        &format!("job_{state}"),
+        &job,
+        json!({ "by": "manual tasks", "error": error }),
+    )?;
+    settle(tx, job_id, now)?;
+    Ok(state.to_string())
+}

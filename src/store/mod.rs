@@ -9,6 +9,7 @@ pub mod accept;
 mod events;
 mod identities;
 pub mod jobs;
+pub mod schedule;
 mod schema;
 pub mod status;
 pub mod tasks;

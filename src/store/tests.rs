@@ -89,6 +89,7 @@ impl Fixture {
             catalog: &self.catalog,
             sources: &BTreeMap::new(),
             identities: &self.identities,
+            disable_on_last: &BTreeSet::new(),
         };
         self.store
             .accept(&req, "{}", "test", key, &ctx, crate::clock::from_ms(now))

@@ -45,7 +45,7 @@ mail = "{{email}}"
 }
 
 /// An Env whose only source is the LDAP `corp` source (plus `extra_sources` files).
-fn ldap_env(url: &str, extra: &str, extra_sources: &[(&str, String)]) -> Env {
+pub fn ldap_env(url: &str, extra: &str, extra_sources: &[(&str, String)]) -> Env {
     let env = Env::new();
     let d = env.path();
     for f in ["flat.toml", "badges.toml"] {

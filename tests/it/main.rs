@@ -11,5 +11,6 @@ mod ldap;
 mod lifecycle;
 mod operator;
 mod rest;
+mod schedule;
 mod scim;
 mod slapd;

@@ -1,0 +1,156 @@
+//! The removeDate scheduler. It sleeps until the earliest removeDate in the store (an
+//! indexed MIN, never a scan), is woken early when a request sets an earlier one, and
+//! fires every due removal exactly once, oldest first — also those that came due while
+//! the agent was down. Firing writes a REVOKE through the normal planning path; dispatch
+//! then removes the access (direct sources) or opens removal tasks (manual sources).
+//!
+//! startDate needs no scheduler of its own: a grant's job is written with its first
+//! `next_attempt_at` at the startDate, and dispatch sleeps until the earliest one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use provd_connector_core::Identity;
+use tokio::sync::Notify;
+
+use crate::clock::{SharedClock, rfc3339_ms, to_ms};
+use crate::config::Config;
+use crate::intake::Directory;
+use crate::store::accept::Context;
+use crate::store::schedule::Fired;
+use crate::store::{Store, StoreError};
+
+/// How long the scheduler waits at most before looking at the store again: only writes
+/// from another process (a CLI `provd submit`) can change the next date without waking it.
+const RECHECK: Duration = Duration::from_secs(1);
+/// Removals fired per transaction.
+const BATCH: usize = 500;
+
+/// Fire lag (seconds between a removeDate and its firing), as a Prometheus histogram.
+pub struct LagHistogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    total: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 60.0, 3600.0];
+
+pub static FIRE_LAG: LagHistogram = LagHistogram {
+    counts: [const { AtomicU64::new(0) }; BUCKETS.len()],
+    total: AtomicU64::new(0),
+    sum_ms: AtomicU64::new(0),
+};
+
+impl LagHistogram {
+    pub fn observe(&self, lag_ms: i64) {
+        let lag_ms = lag_ms.max(0) as u64;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if lag_ms as f64 / 1000.0 <= *b {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(lag_ms, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP provd_schedule_fire_lag_seconds Time from a removeDate to its removal being fired.\n");
+        out.push_str("# TYPE provd_schedule_fire_lag_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "provd_schedule_fire_lag_seconds_bucket{{le=\"{b}\"}} {}\n",
+                self.counts[i].load(Ordering::Relaxed)
+            ));
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "provd_schedule_fire_lag_seconds_bucket{{le=\"+Inf\"}} {total}\n"
+        ));
+        out.push_str(&format!(
+            "provd_schedule_fire_lag_seconds_sum {}\n",
+            self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        ));
+        out.push_str(&format!("provd_schedule_fire_lag_seconds_count {total}\n"));
+    }
+}
+
+pub struct Scheduler {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    /// Woken when a request sets or moves a removeDate.
+    pub wake: Arc<Notify>,
+    /// Woken after firing, so the revoke jobs start at once.
+    pub dispatch: Arc<Notify>,
+}
+
+impl Scheduler {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        loop {
+            self.fire_due().await?;
+            let now = to_ms(self.clock.now());
+            let wait = match self.store.call(|s| s.next_removal()).await? {
+                Some(at) => Duration::from_millis((at - now).max(0) as u64).min(RECHECK),
+                None => RECHECK,
+            };
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Fires everything due now, in batches, oldest first.
+    pub async fn fire_due(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let now = self.clock.now();
+            let config = self.config.clone();
+            let fired: Vec<Fired> = self
+                .store
+                .call(move |s| {
+                    let due = s.due_removals(to_ms(now), BATCH)?;
+                    if due.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let dir = Directory::new(&config, s);
+                    let mut identities = BTreeMap::new();
+                    for d in &due {
+                        // An identity gone from the directory still loses its access.
+                        let found = dir.lookup(&d.identity)?.unwrap_or_else(|| Identity {
+                            id: d.identity.clone(),
+                            attributes: BTreeMap::new(),
+                        });
+                        identities.insert(d.identity.clone(), found);
+                    }
+                    let ctx = Context {
+                        catalog: &config.catalog,
+                        sources: &config.sources,
+                        identities: &identities,
+                        disable_on_last: &config.disable_on_last,
+                    };
+                    s.fire(&due, &ctx, now)
+                })
+                .await?;
+            if fired.is_empty() {
+                return Ok(total);
+            }
+            for f in &fired {
+                FIRE_LAG.observe(f.lag_ms);
+                tracing::info!(request_id = %f.request_id, identity = %f.due.identity, item = %f.due.item_id,
+                    due = %rfc3339_ms(f.due.remove_at), lag_ms = f.lag_ms, jobs = f.jobs, "removeDate reached: removal fired");
+            }
+            total += fired.len();
+            self.dispatch.notify_one();
+            if fired.len() < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
