@@ -80,6 +80,9 @@ impl Store {
         // FULL: a committed transaction survives power loss, which is what a 202 promises.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The hot paths use a few dozen distinct statements; the default cache of 16 would
+        // have them re-prepared over and over.
+        conn.set_prepared_statement_cache_capacity(256);
         migrate(&mut conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),

@@ -146,4 +146,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     "#,
+    // 2: the scheduler's index holds only live assignments, so finding the next due
+    // removal never walks past ones already fired (which keep their remove_at).
+    r#"
+    DROP INDEX assignments_remove_at;
+    CREATE INDEX assignments_due ON assignments(remove_at)
+        WHERE remove_at IS NOT NULL AND state IN ('pending','active');
+    "#,
 ];
