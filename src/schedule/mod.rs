@@ -20,14 +20,17 @@ use crate::clock::{SharedClock, rfc3339_ms, to_ms};
 use crate::config::Config;
 use crate::intake::Directory;
 use crate::store::accept::Context;
-use crate::store::schedule::Fired;
+use crate::store::schedule::{Fired, Planned};
 use crate::store::{Store, StoreError};
 
 /// How long the scheduler waits at most before looking at the store again: only writes
 /// from another process (a CLI `provd submit`) can change the next date without waking it.
 const RECHECK: Duration = Duration::from_secs(1);
-/// Removals fired per transaction.
+/// Removals recorded per transaction (phase 1: cheap).
 const BATCH: usize = 500;
+/// Revokes planned per transaction (phase 2: a request each). Small, so that newly due
+/// removals are recorded between two planning batches instead of waiting for all of them.
+const PLAN_BATCH: usize = 100;
 
 /// Fire lag (seconds between a removeDate and its firing), as a Prometheus histogram.
 pub struct LagHistogram {
@@ -106,51 +109,78 @@ impl Scheduler {
         }
     }
 
-    /// Fires everything due now, in batches, oldest first.
+    /// Records every removal due now (oldest first), then plans the revokes of what was
+    /// recorded, one small batch at a time with recording in between: recording is what
+    /// must happen on time. Returns how many removals were recorded.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let now = self.clock.now();
-            let config = self.config.clone();
-            let fired: Vec<Fired> = self
-                .store
-                .call(move |s| {
-                    let due = s.due_removals(to_ms(now), BATCH)?;
-                    if due.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let dir = Directory::new(&config, s);
-                    let mut identities = BTreeMap::new();
-                    for d in &due {
-                        // An identity gone from the directory still loses its access.
-                        let found = dir.lookup(&d.identity)?.unwrap_or_else(|| Identity {
-                            id: d.identity.clone(),
-                            attributes: BTreeMap::new(),
-                        });
-                        identities.insert(d.identity.clone(), found);
-                    }
-                    let ctx = Context {
-                        catalog: &config.catalog,
-                        sources: &config.sources,
-                        identities: &identities,
-                        disable_on_last: &config.disable_on_last,
-                    };
-                    s.fire(&due, &ctx, now)
-                })
-                .await?;
-            if fired.is_empty() {
-                return Ok(total);
+            loop {
+                let now = to_ms(self.clock.now());
+                let fired: Vec<Fired> = self.store.call(move |s| s.fire(now, BATCH)).await?;
+                for f in &fired {
+                    FIRE_LAG.observe(f.lag_ms);
+                    tracing::info!(identity = %f.identity, item = %f.item_id, assignment = f.assignment,
+                        due = %rfc3339_ms(f.remove_at), lag_ms = f.lag_ms, "removeDate reached: removal fired");
+                }
+                total += fired.len();
+                if fired.len() < BATCH {
+                    break;
+                }
             }
-            for f in &fired {
-                FIRE_LAG.observe(f.lag_ms);
-                tracing::info!(request_id = %f.request_id, identity = %f.due.identity, item = %f.due.item_id,
-                    due = %rfc3339_ms(f.due.remove_at), lag_ms = f.lag_ms, jobs = f.jobs, "removeDate reached: removal fired");
-            }
-            total += fired.len();
-            self.dispatch.notify_one();
-            if fired.len() < BATCH {
+            if self.plan_fired().await? == 0 {
                 return Ok(total);
             }
         }
+    }
+
+    /// Phase 2: a revoke request for up to PLAN_BATCH fired removals not planned yet
+    /// (also those a crash left between the phases); returns how many.
+    async fn plan_fired(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let config = self.config.clone();
+        let planned: Vec<Planned> = self
+            .store
+            .call(move |s| {
+                let fired = s.unplanned(PLAN_BATCH)?;
+                if fired.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let dir = Directory::new(&config, s);
+                let mut identities = BTreeMap::new();
+                for f in &fired {
+                    // An identity gone from the directory still loses its access.
+                    let found = dir.lookup(&f.identity)?.unwrap_or_else(|| Identity {
+                        id: f.identity.clone(),
+                        attributes: BTreeMap::new(),
+                    });
+                    identities.insert(f.identity.clone(), found);
+                }
+                let ctx = Context {
+                    catalog: &config.catalog,
+                    sources: &config.sources,
+                    identities: &identities,
+                    disable_on_last: &config.disable_on_last,
+                };
+                s.plan_fired(&fired, &ctx, now)
+            })
+            .await?;
+        if planned.is_empty() {
+            return Ok(0);
+        }
+        for p in &planned {
+            match &p.request_id {
+                Some(rid) => {
+                    tracing::info!(request_id = %rid, identity = %p.identity, item = %p.item_id,
+                        assignment = p.assignment, jobs = p.jobs, "removal planned")
+                }
+                None => {
+                    tracing::info!(identity = %p.identity, item = %p.item_id, assignment = p.assignment,
+                        "removal superseded: the item was granted again")
+                }
+            }
+        }
+        self.dispatch.notify_one();
+        Ok(planned.len())
     }
 }

@@ -68,15 +68,17 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn snapshot(tx: &Transaction<'_>, identities: &[String]) -> Result<Snapshot> {
+/// `include`: an assignment to count as held although it is no longer live (a removal
+/// fired a moment ago, whose revoke is being planned now).
+fn snapshot(tx: &Transaction<'_>, identities: &[String], include: Option<i64>) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
     let mut stmt = tx.prepare_cached(
         "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
-         WHERE identity_id = ? AND state IN ('pending','active')",
+         WHERE identity_id = ?1 AND (state IN ('pending','active') OR id = ?2)",
     )?;
     let mut acc = tx.prepare_cached("SELECT source FROM accounts WHERE identity_id = ?")?;
     for identity in identities {
-        let rows = stmt.query_map([identity], |r| {
+        let rows = stmt.query_map(params![identity, include], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -159,7 +161,7 @@ impl Store {
     ) -> Result<Replay> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let r = accept_in(&tx, req, body, origin, idempotency_key, ctx, now)?;
+            let r = accept_in(&tx, req, body, origin, idempotency_key, ctx, now, None)?;
             tx.commit()?;
             Ok(r)
         })
@@ -167,6 +169,7 @@ impl Store {
 }
 
 /// Plans and writes a request inside the caller's (immediate) transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn accept_in(
     tx: &Transaction<'_>,
     req: &ValidRequest,
@@ -175,13 +178,14 @@ pub(crate) fn accept_in(
     idempotency_key: Option<&str>,
     ctx: &Context<'_>,
     now: Timestamp,
+    include: Option<i64>,
 ) -> Result<Replay> {
     if let Some(key) = idempotency_key
         && let Some(found) = lookup_key(tx, key)?
     {
         return Ok(Replay::Replayed(found));
     }
-    let snap = snapshot(tx, &req.requested_for)?;
+    let snap = snapshot(tx, &req.requested_for, include)?;
     let plan = plan::plan(req, ctx.catalog, &snap, ctx.disable_on_last);
     let request_id = new_id();
     let response = response(&request_id, &plan);
@@ -465,7 +469,7 @@ impl Store {
     pub fn snapshot(&self, identities: &[String]) -> Result<Snapshot> {
         self.with(|c| {
             let tx = c.transaction()?;
-            snapshot(&tx, identities)
+            snapshot(&tx, identities, None)
         })
     }
 }

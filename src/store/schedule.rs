@@ -1,9 +1,17 @@
-//! Time-bound access in the store: which assignments are due for removal, and firing one —
-//! a REVOKE planned and written by the same code as any request (so refcounting, status and
-//! settling need nothing special), in the same transaction that re-checks the assignment
-//! is still live and still due at that moment. Its idempotency key is the assignment and
-//! its due time: a fire that was recorded is never recorded again, and one that was not
-//! left nothing behind (a crash between the two is impossible: it is one transaction).
+//! Time-bound access in the store. A removal fires in two phases:
+//!
+//! 1. **Record** (at the due moment): one batched UPDATE moves due assignments to
+//!    `revoking` with `fired_at`, and one audit event lists them. From here on they no
+//!    longer count for reference counting, and granting the item again makes a new
+//!    assignment. This is cheap (a few index entries per removal), so a burst of removals
+//!    is recorded on time.
+//! 2. **Plan** (right behind): each fired assignment becomes a REVOKE planned and written by
+//!    the same code as any request (refcounting, status and settling unchanged), keyed
+//!    `schedule:<assignment>:<due>`. If the same item was granted again in between, the
+//!    new grant wins and the fired assignment is simply closed.
+//!
+//! Each phase is one transaction per batch; a crash after phase 1 leaves `revoke_planned
+//! = 0` rows that phase 2 picks up at the next start. Nothing fires twice.
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -16,23 +24,30 @@ use crate::clock::{rfc3339_ms, to_ms};
 use crate::config::ItemType;
 use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
 
-/// An assignment whose removeDate has come.
+/// A fired removal (phase 1).
 #[derive(Debug, Clone)]
-pub struct Due {
+pub struct Fired {
     pub assignment: i64,
     pub identity: String,
     pub ty: ItemType,
     pub item_id: String,
     pub remove_at: i64,
+    pub lag_ms: i64,
 }
 
-/// A fired removal.
+/// A planned removal (phase 2).
 #[derive(Debug, Clone)]
-pub struct Fired {
-    pub due: Due,
-    pub request_id: String,
+pub struct Planned {
+    pub assignment: i64,
+    pub identity: String,
+    pub item_id: String,
+    /// None: superseded by a newer grant of the same item.
+    pub request_id: Option<String>,
     pub jobs: usize,
-    pub lag_ms: i64,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
 impl Store {
@@ -44,51 +59,114 @@ impl Store {
         })
     }
 
-    /// Due removals, oldest first.
-    pub fn due_removals(&self, now: i64, limit: usize) -> Result<Vec<Due>> {
+    /// Phase 1: records up to `limit` due removals, oldest first.
+    pub fn fire(&self, now: i64, limit: usize) -> Result<Vec<Fired>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows = tx
+                .prepare_cached(
+                    "UPDATE assignments SET state = 'revoking', fired_at = ?1, revoke_planned = 0, updated_at = ?1
+                     WHERE id IN (SELECT id FROM assignments WHERE remove_at IS NOT NULL AND remove_at <= ?1
+                                  AND state IN ('pending','active') ORDER BY remove_at, id LIMIT ?2)
+                     RETURNING id, identity_id, item_type, item_id, remove_at",
+                )?
+                .query_map(params![now, limit as i64], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut fired: Vec<Fired> = rows
+                .into_iter()
+                .filter_map(|(assignment, identity, ty, item_id, remove_at)| {
+                    ItemType::parse(&ty).map(|ty| Fired { assignment, identity, ty, item_id, remove_at, lag_ms: now - remove_at })
+                })
+                .collect();
+            fired.sort_by_key(|f| (f.remove_at, f.assignment));
+            if !fired.is_empty() {
+                let list: Vec<serde_json::Value> = fired
+                    .iter()
+                    .map(|f| json!({ "assignment": f.assignment, "identity": f.identity, "item": f.item_id, "due": rfc3339_ms(f.remove_at), "lagMs": f.lag_ms }))
+                    .collect();
+                events::append(&tx, now, &Event { kind: "removals_fired", data: json!({ "removals": list }), ..Default::default() })?;
+            }
+            tx.commit()?;
+            Ok(fired)
+        })
+    }
+
+    /// Fired removals whose revoke is not planned yet, oldest first.
+    pub fn unplanned(&self, limit: usize) -> Result<Vec<Fired>> {
         self.with(|c| {
             let rows = c
                 .prepare_cached(
                     "SELECT id, identity_id, item_type, item_id, remove_at FROM assignments
-                     WHERE remove_at IS NOT NULL AND remove_at <= ? AND state IN ('pending','active')
-                     ORDER BY remove_at, id LIMIT ?",
+                     WHERE revoke_planned = 0 ORDER BY fired_at, id LIMIT ?",
                 )?
-                .query_map(params![now, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?))
-                })?
+                .query_map([limit as i64], row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(assignment, identity, ty, item_id, remove_at)| {
-                    ItemType::parse(&ty).map(|ty| Due { assignment, identity, ty, item_id, remove_at })
+                    ItemType::parse(&ty).map(|ty| Fired {
+                        assignment,
+                        identity,
+                        ty,
+                        item_id,
+                        remove_at,
+                        lag_ms: 0,
+                    })
                 })
                 .collect())
         })
     }
 
-    /// Fires `due` removals in one transaction; ones that changed meanwhile (moved,
-    /// cleared, already revoked) are skipped.
-    pub fn fire(&self, due: &[Due], ctx: &Context<'_>, now: Timestamp) -> Result<Vec<Fired>> {
+    /// Phase 2: plans the revoke of each fired removal, in one transaction.
+    pub fn plan_fired(
+        &self,
+        fired: &[Fired],
+        ctx: &Context<'_>,
+        now: Timestamp,
+    ) -> Result<Vec<Planned>> {
         let now_ms = to_ms(now);
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut fired = Vec::new();
-            for d in due {
-                let still: Option<(String, Option<i64>)> = tx
-                    .prepare_cached("SELECT state, remove_at FROM assignments WHERE id = ?")?
-                    .query_row([d.assignment], |r| Ok((r.get(0)?, r.get(1)?)))
+            let mut out = Vec::new();
+            for f in fired {
+                let pending: Option<i64> = tx
+                    .prepare_cached("SELECT revoke_planned FROM assignments WHERE id = ?")?
+                    .query_row([f.assignment], |r| r.get(0))
                     .optional()?;
-                let live = matches!(&still, Some((state, Some(at))) if (state == "active" || state == "pending") && *at == d.remove_at && *at <= now_ms);
-                if !live {
+                if pending != Some(0) {
                     continue;
                 }
-                let comment = format!("removeDate {} reached", rfc3339_ms(d.remove_at));
+                let regranted: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT id FROM assignments WHERE identity_id = ? AND item_type = ? AND item_id = ?
+                         AND state IN ('pending','active') LIMIT 1",
+                    )?
+                    .query_row(params![f.identity, f.ty.as_str(), f.item_id], |r| r.get(0))
+                    .optional()?;
+                let mut planned = Planned { assignment: f.assignment, identity: f.identity.clone(), item_id: f.item_id.clone(), request_id: None, jobs: 0 };
+                if let Some(newer) = regranted {
+                    tx.prepare_cached("UPDATE assignments SET state = 'removed', revoke_planned = 1, updated_at = ? WHERE id = ?")?
+                        .execute(params![now_ms, f.assignment])?;
+                    events::append(
+                        &tx,
+                        now_ms,
+                        &Event {
+                            kind: "removal_superseded",
+                            identity: Some(&f.identity),
+                            data: json!({ "assignment": f.assignment, "by": newer }),
+                            ..Default::default()
+                        },
+                    )?;
+                    out.push(planned);
+                    continue;
+                }
+                let comment = format!("removeDate {} reached", rfc3339_ms(f.remove_at));
                 let req = ValidRequest {
                     request_type: RequestType::Revoke,
-                    requested_for: vec![d.identity.clone()],
+                    requested_for: vec![f.identity.clone()],
                     items: vec![ValidItem {
-                        ty: d.ty,
-                        id: d.item_id.clone(),
+                        ty: f.ty,
+                        id: f.item_id.clone(),
                         comment: Some(comment.clone()),
                         start_at: None,
                         remove_at: None,
@@ -96,29 +174,21 @@ impl Store {
                     }],
                     client_metadata: Default::default(),
                 };
-                let body = json!({ "requestedFor": [d.identity], "requestType": "REVOKE_ACCESS",
-                    "requestedItems": [{ "type": d.ty.as_str(), "id": d.item_id, "comment": comment }] })
+                let body = json!({ "requestedFor": [f.identity], "requestType": "REVOKE_ACCESS",
+                    "requestedItems": [{ "type": f.ty.as_str(), "id": f.item_id, "comment": comment }] })
                 .to_string();
-                let key = format!("schedule:{}:{}", d.assignment, d.remove_at);
-                let Replay::New(Accepted { request_id, job_ids, .. }) = accept_in(&tx, &req, &body, "schedule", Some(&key), ctx, now)? else {
-                    continue;
-                };
-                let lag_ms = now_ms - d.remove_at;
-                events::append(
-                    &tx,
-                    now_ms,
-                    &Event {
-                        kind: "removal_fired",
-                        request_id: Some(&request_id),
-                        identity: Some(&d.identity),
-                        data: json!({ "assignment": d.assignment, "due": rfc3339_ms(d.remove_at), "lagMs": lag_ms, "jobs": job_ids.len() }),
-                        ..Default::default()
-                    },
-                )?;
-                fired.push(Fired { due: d.clone(), request_id, jobs: job_ids.len(), lag_ms });
+                let key = format!("schedule:{}:{}", f.assignment, f.remove_at);
+                if let Replay::New(Accepted { request_id, job_ids, .. }) =
+                    accept_in(&tx, &req, &body, "schedule", Some(&key), ctx, now, Some(f.assignment))?
+                {
+                    planned.request_id = Some(request_id);
+                    planned.jobs = job_ids.len();
+                }
+                tx.prepare_cached("UPDATE assignments SET revoke_planned = 1 WHERE id = ?")?.execute([f.assignment])?;
+                out.push(planned);
             }
             tx.commit()?;
-            Ok(fired)
+            Ok(out)
         })
     }
 }

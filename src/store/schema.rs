@@ -153,4 +153,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX assignments_due ON assignments(remove_at)
         WHERE remove_at IS NOT NULL AND state IN ('pending','active');
     "#,
+    // 3: removals fire in two phases: recorded at the due moment (fired_at, state
+    // 'revoking'), planned into a revoke request right behind (revoke_planned).
+    r#"
+    ALTER TABLE assignments ADD COLUMN fired_at INTEGER;
+    ALTER TABLE assignments ADD COLUMN revoke_planned INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX assignments_unplanned ON assignments(fired_at) WHERE revoke_planned = 0;
+    "#,
 ];

@@ -439,3 +439,98 @@ fn manual_jobs_open_one_task_per_operation_once() {
         Err(StoreError::Conflict(_))
     ));
 }
+
+fn schedule_ctx<'a>(
+    f: &'a Fixture,
+    sources: &'a BTreeMap<String, crate::config::Source>,
+    none: &'a BTreeSet<String>,
+) -> Context<'a> {
+    Context {
+        catalog: &f.catalog,
+        sources,
+        identities: &f.identities,
+        disable_on_last: none,
+    }
+}
+
+fn granted_until(f: &Fixture, profile: &str, remove_at: i64, now: i64) -> String {
+    let rid = f.grant("u1", profile, now);
+    f.store
+        .with(|c| {
+            Ok(c.execute(
+                "UPDATE assignments SET remove_at = ? WHERE request_id = ?",
+                rusqlite::params![remove_at, rid],
+            )?)
+        })
+        .unwrap();
+    let job = f.claim("a", now + 1).remove(0);
+    f.store.succeed(&job, "a", now + 2).unwrap();
+    rid
+}
+
+#[test]
+fn a_removal_fires_once_and_its_revoke_is_planned_after_a_crash_between_the_phases() {
+    let f = fixture();
+    granted_until(&f, "ap-eng", 5_000, 1_000);
+    assert!(f.store.fire(4_999, 10).unwrap().is_empty(), "not due yet");
+    let fired = f.store.fire(5_100, 10).unwrap();
+    assert_eq!((fired.len(), fired[0].lag_ms), (1, 100));
+    assert!(f.store.fire(6_000, 10).unwrap().is_empty(), "never twice");
+    assert_eq!(f.assignment_states(), ["revoking"]);
+    // The agent died here: a new store on the same file finds the unplanned removal.
+    let again = Store::open_file(f.store.path()).unwrap();
+    let todo = again.unplanned(10).unwrap();
+    assert_eq!(todo.len(), 1);
+    let (sources, none) = (BTreeMap::new(), BTreeSet::new());
+    let planned = again
+        .plan_fired(
+            &todo,
+            &schedule_ctx(&f, &sources, &none),
+            crate::clock::from_ms(6_100),
+        )
+        .unwrap();
+    assert_eq!(planned[0].jobs, 1);
+    assert!(again.unplanned(10).unwrap().is_empty());
+    assert!(
+        again
+            .plan_fired(
+                &todo,
+                &schedule_ctx(&f, &sources, &none),
+                crate::clock::from_ms(6_200)
+            )
+            .unwrap()
+            .is_empty(),
+        "planned once"
+    );
+    let job = f.claim("a", 6_300).remove(0);
+    assert_eq!(job.kind, "revoke");
+    assert_eq!(job.ops.len(), 2, "both of ap-eng's values go");
+    f.store.succeed(&job, "a", 6_400).unwrap();
+    assert_eq!(f.assignment_states(), ["removed"]);
+}
+
+#[test]
+fn a_grant_made_between_firing_and_planning_supersedes_the_removal() {
+    let f = fixture();
+    granted_until(&f, "ap-eng", 5_000, 1_000);
+    f.store.fire(5_000, 10).unwrap();
+    // Granted again before the revoke was planned: it must not be taken away.
+    f.grant("u1", "ap-eng", 5_001);
+    let (sources, none) = (BTreeMap::new(), BTreeSet::new());
+    let todo = f.store.unplanned(10).unwrap();
+    let planned = f
+        .store
+        .plan_fired(
+            &todo,
+            &schedule_ctx(&f, &sources, &none),
+            crate::clock::from_ms(5_002),
+        )
+        .unwrap();
+    assert_eq!(planned[0].request_id, None, "superseded");
+    assert_eq!(f.assignment_states(), ["removed", "pending"]);
+    let jobs = f.store.jobs(&JobFilter::default()).unwrap();
+    assert!(
+        jobs.iter().all(|j| j.kind == "grant"),
+        "no revoke job was written"
+    );
+}

@@ -25,26 +25,15 @@ fn grant_until(who: &str, ent: &str, remove: &str) -> Value {
     json!({ "requestedFor": [who], "requestedItems": [{ "type": "ENTITLEMENT", "id": ent, "removeDate": remove }] })
 }
 
-/// The `removal_fired` events: (due, lag in ms).
-fn fired(env: &Env) -> Vec<(String, i64)> {
+/// The fired removals: (assignment, lag in ms), from the store's own record.
+fn fired(env: &Env) -> Vec<(i64, i64)> {
     env.store()
         .with(|c| {
-            Ok(
-                c.prepare("SELECT data FROM events WHERE kind = 'removal_fired' ORDER BY id")?
-                    .query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?,
-            )
+            Ok(c.prepare("SELECT id, fired_at - remove_at FROM assignments WHERE fired_at IS NOT NULL ORDER BY id")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .unwrap()
-        .into_iter()
-        .map(|d| {
-            let v: Value = serde_json::from_str(&d).unwrap();
-            (
-                v["due"].as_str().unwrap().to_string(),
-                v["lagMs"].as_i64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 async fn member_until(slapd: &Slapd, group: &str, present: bool, secs: u64) {
