@@ -331,6 +331,33 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .sum();
     out.push_str(&format!("# HELP provd_queue_depth Jobs waiting to run.\n# TYPE provd_queue_depth gauge\nprovd_queue_depth {depth}\n"));
     out.push_str(&format!("# HELP provd_manual_tasks_open Open manual tasks.\n# TYPE provd_manual_tasks_open gauge\nprovd_manual_tasks_open {open_tasks}\n"));
+    let (store, config, now) = (
+        state.store.clone(),
+        state.config.clone(),
+        state.clock.now().as_millisecond(),
+    );
+    if let Ok(overdue) = store
+        .call(move |s| crate::tasks::remind::overdue(s, &config, now))
+        .await
+    {
+        out.push_str("# HELP provd_manual_tasks_overdue Open manual tasks older than their source's remind_after.\n# TYPE provd_manual_tasks_overdue gauge\n");
+        let mut per_source: std::collections::BTreeMap<String, i64> = state
+            .config
+            .sources
+            .values()
+            .filter(|s| s.manual.as_ref().is_some_and(|m| m.remind_after.is_some()))
+            .map(|s| (s.id.clone(), 0))
+            .collect();
+        for o in overdue {
+            *per_source.entry(o.source).or_default() += o.count;
+        }
+        for (source, n) in per_source {
+            out.push_str(&format!(
+                "provd_manual_tasks_overdue{{source=\"{}\"}} {n}\n",
+                prom_escape(&source)
+            ));
+        }
+    }
     crate::schedule::FIRE_LAG.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -369,8 +369,33 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        TasksCommand::Import { .. } => {
-            Err(failed("tasks import is not available in this build yet"))
+        TasksCommand::Import { file } => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+            let now = to_ms(SystemClock.now());
+            let report = crate::tasks::import::import(&store, &bytes, now).map_err(failed)?;
+            println!(
+                "{}: {} resolved, {} already so, {} left open, {} bad row(s)",
+                file.display(),
+                report.applied,
+                report.unchanged,
+                report.left_open,
+                report.bad.len()
+            );
+            if report.bad.is_empty() {
+                Ok(())
+            } else {
+                let lines: Vec<String> = report
+                    .bad
+                    .iter()
+                    .map(|b| format!("{}: {b}", file.display()))
+                    .collect();
+                Err(CliError::Invalid(format!(
+                    "{} bad row(s), the other rows were applied:\n{}",
+                    report.bad.len(),
+                    lines.join("\n")
+                )))
+            }
         }
     }
 }

@@ -160,6 +160,12 @@ pub async fn run(
         dispatch: wake.clone(),
     };
     let schedule_task = tokio::spawn(scheduler.run(stopped()));
+    let remind_task = tokio::spawn(crate::tasks::remind::run(
+        store.clone(),
+        config.clone(),
+        clock.clone(),
+        stopped(),
+    ));
 
     tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %owner, sources = config.sources.len(),
         workers = config.agent.workers, "provd ready");
@@ -169,6 +175,7 @@ pub async fn run(
     tracing::info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    let _ = remind_task.await;
     match schedule_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "scheduler stopped with an error"),

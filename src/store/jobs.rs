@@ -647,6 +647,11 @@ pub(crate) fn finish_manual(
     let errors = serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.prepare_cached("UPDATE jobs SET state = ?, errors = ?, ops_done = CASE WHEN ? = 'succeeded' THEN json_array_length(operations) ELSE ops_done END, finalized_at = ?, updated_at = ? WHERE id = ? AND state = 'manual'")?
         .execute(params![state, errors, state, now, now, job_id])?;
+    // The job failed: its other open tasks are moot, take them off the owner's list.
+    if state == "failed" {
+        tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = 'the job failed' WHERE job_id = ? AND status = 'open'")?
+            .execute(params![now, job_id])?;
+    }
     // A manual job that created the account: the account now exists on the source.
     if state == "succeeded" {
         tx.prepare_cached("UPDATE accounts SET state = 'active', updated_at = ? WHERE job_id = ? AND state = 'pending'")?

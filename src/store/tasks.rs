@@ -289,3 +289,50 @@ impl Store {
         })
     }
 }
+
+/// What the import needs to know about a task.
+#[derive(Debug, Clone)]
+pub struct TaskBrief {
+    pub source: String,
+    pub owner: String,
+}
+
+/// Open tasks older than a source's `remind_after`, per owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub source: String,
+    pub owner: String,
+    pub count: i64,
+    pub oldest_created: i64,
+}
+
+impl Store {
+    pub fn task_brief(&self, task: i64) -> Result<Option<TaskBrief>> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT source, owner FROM tasks WHERE id = ?")?
+                    .query_row([task], |r| {
+                        Ok(TaskBrief {
+                            source: r.get(0)?,
+                            owner: r.get(1)?,
+                        })
+                    })
+                    .optional()?,
+            )
+        })
+    }
+
+    /// Open tasks of `source` created at or before `older_than`, counted per owner.
+    pub fn overdue_tasks(&self, source: &str, older_than: i64) -> Result<Vec<Overdue>> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT owner, COUNT(*), MIN(created_at) FROM tasks WHERE status = 'open' AND source = ? AND created_at <= ?
+                 GROUP BY owner ORDER BY owner",
+            )?
+            .query_map(params![source, older_than], |r| {
+                Ok(Overdue { source: source.to_string(), owner: r.get(0)?, count: r.get(1)?, oldest_created: r.get(2)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}

@@ -1,7 +1,10 @@
 //! Manual tasks for flat-file sources: what the owner is asked to do, and the CSV they do
 //! it in (DESIGN §7).
 
+pub mod csv_in;
 pub mod csv_out;
+pub mod import;
+pub mod remind;
 
 use jiff::Timestamp;
 use provd_connector_core::{Operation, template};

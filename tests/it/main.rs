@@ -14,3 +14,4 @@ mod rest;
 mod schedule;
 mod scim;
 mod slapd;
+mod tasks;

@@ -1,0 +1,144 @@
+//! Reminders for tasks owners have left open longer than their source's `remind_after`:
+//! logged once a day per owner (count and oldest age), so operators can chase them.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+
+use crate::store::tasks::Overdue;
+
+/// Per owner: open overdue tasks across sources, and the oldest one's creation time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminder {
+    pub owner: String,
+    pub count: i64,
+    pub oldest_created: i64,
+    pub sources: Vec<String>,
+}
+
+/// Remembers which owners were reminded on which day.
+#[derive(Debug, Default)]
+pub struct Reminders {
+    last: BTreeMap<String, Date>,
+}
+
+impl Reminders {
+    /// The reminders to log now: one per owner with overdue tasks, at most once per day.
+    pub fn due(&mut self, overdue: &[Overdue], today: Date) -> Vec<Reminder> {
+        let mut per_owner: BTreeMap<&str, Reminder> = BTreeMap::new();
+        for o in overdue {
+            let r = per_owner.entry(&o.owner).or_insert_with(|| Reminder {
+                owner: o.owner.clone(),
+                count: 0,
+                oldest_created: o.oldest_created,
+                sources: Vec::new(),
+            });
+            r.count += o.count;
+            r.oldest_created = r.oldest_created.min(o.oldest_created);
+            r.sources.push(o.source.clone());
+        }
+        per_owner
+            .into_values()
+            .filter(|r| {
+                if self.last.get(&r.owner) == Some(&today) {
+                    return false;
+                }
+                self.last.insert(r.owner.clone(), today);
+                true
+            })
+            .collect()
+    }
+}
+
+/// Open tasks past `remind_after`, for every manual source that sets it.
+pub fn overdue(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    now_ms: i64,
+) -> Result<Vec<Overdue>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for s in config.sources.values() {
+        if let Some(after) = s.manual.as_ref().and_then(|m| m.remind_after) {
+            out.extend(store.overdue_tasks(&s.id, now_ms - after.0.as_millis() as i64)?);
+        }
+    }
+    Ok(out)
+}
+
+/// How often the agent looks for overdue tasks.
+pub const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Logs overdue tasks once a day per owner until `stop`.
+pub async fn run(
+    store: crate::store::Store,
+    config: std::sync::Arc<crate::config::Config>,
+    clock: crate::clock::SharedClock,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut reminders = Reminders::default();
+    loop {
+        let now = clock.now();
+        let (s, c) = (store.clone(), config.clone());
+        let found = s
+            .call(move |st| overdue(st, &c, now.as_millisecond()))
+            .await;
+        match found {
+            Ok(list) => {
+                let today = now.to_zoned(config.agent.time_zone.clone()).date();
+                for r in reminders.due(&list, today) {
+                    let age_h = (now.as_millisecond() - r.oldest_created) / 3_600_000;
+                    tracing::warn!(owner = %r.owner, open_tasks = r.count, oldest_age_h = age_h, sources = %r.sources.join(","),
+                        "manual tasks overdue: the owner has not resolved them");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "looking for overdue tasks failed"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(source: &str, owner: &str, count: i64, oldest: i64) -> Overdue {
+        Overdue {
+            source: source.into(),
+            owner: owner.into(),
+            count,
+            oldest_created: oldest,
+        }
+    }
+
+    #[test]
+    fn once_a_day_per_owner_summed_across_sources() {
+        let mut r = Reminders::default();
+        let day1 = jiff::civil::date(2030, 1, 1);
+        let all = [
+            o("a", "ann", 2, 50),
+            o("b", "ann", 1, 10),
+            o("a", "bob", 4, 70),
+        ];
+        let got = r.due(&all, day1);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0],
+            Reminder {
+                owner: "ann".into(),
+                count: 3,
+                oldest_created: 10,
+                sources: vec!["a".into(), "b".into()]
+            }
+        );
+        assert!(r.due(&all, day1).is_empty(), "not twice the same day");
+        assert_eq!(
+            r.due(&all, jiff::civil::date(2030, 1, 2)).len(),
+            2,
+            "again the next day"
+        );
+    }
+}

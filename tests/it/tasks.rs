@@ -1,0 +1,369 @@
+//! The manual-task CSV round trip with source owners: export, edit as a spreadsheet would,
+//! import; formula injection; idempotent re-import; overdue tasks.
+
+use serde_json::{Value, json};
+
+use crate::flow::submit;
+use crate::harness::{Env, eventually};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn open_tasks(env: &Env, n: usize) {
+    let store = env.store();
+    eventually(10, &format!("{n} open tasks"), || {
+        let t = store
+            .tasks(&provd::store::tasks::TaskFilter {
+                open_only: true,
+                ..Default::default()
+            })
+            .unwrap();
+        async move { (t.len() == n).then_some(()) }
+    })
+    .await;
+}
+
+/// Reads an exported file into (header, rows of cells), as a spreadsheet would show it.
+fn read_export(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let bytes = std::fs::read(path).unwrap();
+    let bytes = bytes
+        .strip_prefix("\u{feff}".as_bytes())
+        .unwrap_or(&bytes)
+        .to_vec();
+    let mut rdr = csv::Reader::from_reader(&bytes[..]);
+    let header = rdr.headers().unwrap().iter().map(String::from).collect();
+    let rows = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+/// Writes rows back as a spreadsheet saves them: BOM, CRLF, trailing empty rows.
+fn write_like_a_spreadsheet(path: &std::path::Path, header: &[&str], rows: &[Vec<String>]) {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(header).unwrap();
+    for r in rows {
+        w.write_record(r).unwrap();
+    }
+    w.write_record(vec![""; header.len()]).unwrap();
+    w.write_record(vec![""; header.len()]).unwrap();
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(w.into_inner().unwrap());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn export_edit_import_applies_good_rows_reports_bad_ones_and_is_idempotent() {
+    let env = Env::new();
+    let agent = env.start().await;
+    let ada = submit(
+        &env,
+        json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ROLE", "id": "role-staff" }] }),
+    );
+    let grace = submit(
+        &env,
+        json!({ "requestedFor": ["grace"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
+    );
+    submit(
+        &env,
+        json!({ "requestedFor": ["mallory"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-hq" }] }),
+    );
+    open_tasks(&env, 8).await;
+
+    let export = env.path().join("tasks.csv");
+    let out = env.cli(&[
+        "tasks",
+        "export",
+        "--excel",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (header, rows) = read_export(&export);
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let (id, src, who, op, res, by, note) = (
+        col("task_id"),
+        col("source"),
+        col("identity_id"),
+        col("operation"),
+        col("resolution"),
+        col("resolved_by"),
+        col("note"),
+    );
+
+    // The owner's edits, in a reordered layout with an extra column.
+    let new_header = [
+        "resolution",
+        "note",
+        "task_id",
+        "source",
+        "comments",
+        "resolved_by",
+        "identity_id",
+        "operation",
+    ];
+    let mut edited = Vec::new();
+    for r in &rows {
+        let (resolution, n, b) = match (r[who].as_str(), r[op].as_str(), r[src].as_str()) {
+            ("ada", _, _) => ("DONE", "", "payroll clerk"),
+            ("grace", "CREATE_ACCOUNT", _) => ("failed", "no such employee in payroll", ""),
+            _ => ("", "", ""),
+        };
+        assert!(r[res].is_empty() && r[by].is_empty() && r[note].is_empty());
+        edited.push(vec![
+            resolution.into(),
+            n.into(),
+            r[id].clone(),
+            r[src].clone(),
+            "whatever".into(),
+            b.into(),
+            r[who].clone(),
+            r[op].clone(),
+        ]);
+    }
+    let mallory_badge = rows
+        .iter()
+        .find(|r| r[who] == "mallory" && r[op] == "ADD_ENTITLEMENT")
+        .unwrap();
+    let bad_start = edited.len() + 2;
+    edited.push(vec![
+        "DONE".into(),
+        String::new(),
+        "T999".into(),
+        "flat".into(),
+        String::new(),
+        String::new(),
+        "x".into(),
+        String::new(),
+    ]);
+    edited.push(vec![
+        "MAYBE".into(),
+        String::new(),
+        mallory_badge[id].clone(),
+        "badges".into(),
+        String::new(),
+        String::new(),
+        "mallory".into(),
+        String::new(),
+    ]);
+    edited.push(vec![
+        "DONE".into(),
+        String::new(),
+        mallory_badge[id].clone(),
+        "flat".into(),
+        String::new(),
+        String::new(),
+        "mallory".into(),
+        String::new(),
+    ]);
+    let back = env.path().join("tasks-back.csv");
+    write_like_a_spreadsheet(&back, &new_header, &edited);
+
+    let out = env.cli(&["tasks", "import", back.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad rows → exit 2: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("5 resolved, 0 already so, 3 left open, 3 bad row(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {bad_start}: unknown task T999")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "line {}: resolution `MAYBE` is not DONE, FAILED or blank",
+            bad_start + 1
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "line {}: task {} belongs to source `badges`, not `flat`",
+            bad_start + 2,
+            mallory_badge[id]
+        )),
+        "{err}"
+    );
+
+    // Ada's tasks are all done: her jobs succeed and her role is complete.
+    let status: Value = agent
+        .get("/access-request-status/v1?requested-for=ada")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status[0]["accessRequestId"], ada.as_str());
+    assert_eq!(status[0]["state"], "REQUEST_COMPLETED", "{status}");
+    // Grace's failed task fails her job, with the owner's note; her other task is withdrawn.
+    let status: Value = agent
+        .get("/access-request-status/v1?requested-for=grace")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status[0]["accessRequestId"], grace.as_str());
+    assert_eq!(status[0]["state"], "PROVISIONING_FAILED");
+    assert_eq!(
+        status[0]["errorMessages"][0][0]["text"],
+        "no such employee in payroll"
+    );
+    open_tasks(&env, 2).await; // mallory's two, still open
+    let by: Vec<String> = env
+        .store()
+        .with(|c| {
+            Ok(c.prepare("SELECT json_extract(data, '$.resolvedBy') FROM events WHERE kind = 'task_resolved' ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .unwrap();
+    let mut by = by;
+    by.sort();
+    assert_eq!(
+        by,
+        [
+            "flat-owner@example.com",
+            "payroll clerk",
+            "payroll clerk",
+            "payroll clerk",
+            "payroll clerk"
+        ],
+        "a blank resolved_by is the task's owner"
+    );
+
+    // The same file again: nothing changes.
+    let events_before = env.count("events");
+    let again = env.cli(&["tasks", "import", back.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stdout(&again).contains("0 resolved, 5 already so"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        env.count("events"),
+        events_before,
+        "a re-import records nothing"
+    );
+
+    // A closed task answered differently is refused.
+    let ada_task = rows.iter().find(|r| r[who] == "ada").unwrap()[id].clone();
+    std::fs::write(
+        env.path().join("flip.csv"),
+        format!("task_id,resolution\n{ada_task},FAILED\n"),
+    )
+    .unwrap();
+    let flip = env.cli(&[
+        "tasks",
+        "import",
+        env.path().join("flip.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(flip.status.code(), Some(2));
+    assert!(
+        stderr(&flip).contains("line 2:") && stderr(&flip).contains("already done"),
+        "{}",
+        stderr(&flip)
+    );
+}
+
+#[tokio::test]
+async fn no_exported_cell_can_become_a_formula_and_values_survive_the_round_trip() {
+    let env = Env::new();
+    let dangerous = ["=SUM(A1:A9)", "+1+1", "-2-2", "@SUM(1)", "\tTAB", "\rCR"];
+    let mut ids = String::from("id,firstName,lastName,email\n");
+    let mut catalog = String::new();
+    for (i, d) in dangerous.iter().enumerate() {
+        ids.push_str(&format!("p{i},\"{d}\",X,\"{d}@example.com\"\n"));
+        catalog.push_str(&format!("[[entitlement]]\nid = \"e{i}\"\nsource = \"flat\"\nattribute = \"groups\"\nvalue = {}\n", toml::Value::String(d.to_string())));
+    }
+    std::fs::write(env.path().join("identities.csv"), ids).unwrap();
+    std::fs::write(env.path().join("catalog.toml"), catalog).unwrap();
+    let _agent = env.start().await;
+    for i in 0..dangerous.len() {
+        submit(
+            &env,
+            json!({ "requestedFor": [format!("p{i}")], "requestedItems": [{ "type": "ENTITLEMENT", "id": format!("e{i}") }] }),
+        );
+    }
+    open_tasks(&env, 2 * dangerous.len()).await;
+    let out = env.cli(&["tasks", "export"]);
+    assert!(out.status.success());
+    let mut rdr = csv::Reader::from_reader(&out.stdout[..]);
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let (name, value, account) = (
+        header.iter().position(|h| h == "identity_name").unwrap(),
+        header.iter().position(|h| h == "value").unwrap(),
+        header.iter().position(|h| h == "account").unwrap(),
+    );
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        for cell in rec.iter() {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "dangerous cell {cell:?}"
+            );
+        }
+        names.push(provd::tasks::csv_out::unescape_cell(&rec[name]).to_string());
+        values.push(provd::tasks::csv_out::unescape_cell(&rec[value]).to_string());
+        assert!(
+            rec[account].starts_with('\''),
+            "the account (email) starts dangerously too: {:?}",
+            &rec[account]
+        );
+    }
+    for d in dangerous {
+        assert!(
+            names.iter().any(|n| n == &format!("{d} X")),
+            "name {d:?} did not survive: {names:?}"
+        );
+        assert!(
+            values.iter().any(|v| v == d),
+            "value {d:?} did not survive: {values:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn overdue_tasks_are_counted_per_source() {
+    let env = Env::new();
+    let flat = env.path().join("sources/flat.toml");
+    std::fs::write(
+        &flat,
+        std::fs::read_to_string(&flat)
+            .unwrap()
+            .replace("remind_after = \"3d\"", "remind_after = \"1ms\""),
+    )
+    .unwrap();
+    let agent = env.start().await;
+    submit(
+        &env,
+        json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
+    );
+    open_tasks(&env, 2).await;
+    let http = agent.http.clone();
+    let url = format!("{}/metrics", agent.base);
+    eventually(10, "the overdue metric", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+            text.contains("provd_manual_tasks_overdue{source=\"flat\"} 2")
+                .then_some(())
+        }
+    })
+    .await;
+}
