@@ -15,3 +15,4 @@ pub mod plan;
 pub mod schedule;
 pub mod store;
 pub mod tasks;
+pub mod upstream;

@@ -294,10 +294,17 @@ async fn tasks(
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.call(|s| s.ping()).await {
-        Ok(()) => axum::Json(
-            json!({ "store": "ok", "sources": state.config.sources.keys().collect::<Vec<_>>() }),
-        )
+    match state
+        .store
+        .call(|s| s.ping().and_then(|_| s.upstream_health()))
+        .await
+    {
+        // Upstream health is reported, not failed on: the agent still serves what it has.
+        Ok(upstreams) => axum::Json(json!({
+            "store": "ok",
+            "sources": state.config.sources.keys().collect::<Vec<_>>(),
+            "upstreams": upstreams,
+        }))
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

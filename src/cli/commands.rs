@@ -114,9 +114,35 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             let config = load(&cli)?;
             let store = open(&config)?;
             if !store.request_exists(request_id).map_err(failed)? {
-                return Err(CliError::Invalid(format!(
-                    "no access request `{request_id}`"
-                )));
+                // An upstream request id: show what became of it.
+                return match store.upstream_request(request_id).map_err(failed)? {
+                    Some(crate::store::upstream::Pulled {
+                        request_id: Some(rid),
+                        ..
+                    }) => {
+                        let q = StatusQuery {
+                            request_id: Some(rid),
+                            requested_for: None,
+                            limit: 10_000,
+                            offset: 0,
+                        };
+                        print_json(&store.status(&q).map_err(failed)?)
+                    }
+                    Some(crate::store::upstream::Pulled {
+                        upstream,
+                        reason,
+                        received_at,
+                        ..
+                    }) => print_json(&serde_json::json!([{
+                        "id": request_id, "upstream": upstream, "state": "PROVISIONING_FAILED",
+                        "created": rfc3339_ms(received_at),
+                        "errorMessages": [[{ "locale": "en-US", "localeOrigin": "DEFAULT",
+                            "text": format!("rejected: {}", reason.unwrap_or_default()) }]],
+                    }])),
+                    None => Err(CliError::Invalid(format!(
+                        "no access request `{request_id}`"
+                    ))),
+                };
             }
             let q = StatusQuery {
                 request_id: Some(request_id.clone()),

@@ -24,6 +24,56 @@ pub struct ProvdFile {
     /// Retry defaults for every source.
     #[serde(default)]
     pub retry: RetrySection,
+    /// Governance services approved requests are pulled from.
+    #[serde(default)]
+    pub upstream: Vec<UpstreamSection>,
+}
+
+/// `[[upstream]]`: an Okta-style governance service to pull approved requests from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Unique name; requests pulled from it have origin `upstream:NAME`.
+    pub name: String,
+    /// The API dialect: `okta`.
+    pub kind: String,
+    /// The service's base URL.
+    pub base_url: String,
+    /// Time between polls (default 30s).
+    #[serde(default = "default_poll")]
+    pub poll_interval: Dur,
+    /// identities.csv column matched with `requestedFor.externalId` (default `id`).
+    #[serde(default = "default_identity_attribute")]
+    pub identity_attribute: String,
+    /// A static token (first line of the file), sent with `token_scheme`; or [oauth].
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// `Bearer` (default) or `SSWS`.
+    #[serde(default)]
+    pub token_scheme: Option<String>,
+    /// OAuth 2.0 client credentials, renewed before expiry and once on 401.
+    #[serde(default)]
+    pub oauth: Option<provd_connector_core::http::OAuthSettings>,
+    /// Upstream catalog entry id (`requested.entryId`) → provd access item.
+    #[serde(default)]
+    pub items: std::collections::BTreeMap<String, UpstreamItem>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamItem {
+    /// ROLE, ACCESS_PROFILE or ENTITLEMENT.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The item's id in the catalog.
+    pub id: String,
+}
+
+fn default_poll() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_identity_attribute() -> String {
+    "id".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,6 +99,8 @@ pub struct Config {
     pub identities_path: PathBuf,
     /// Sources whose last entitlement's removal disables the account instead.
     pub disable_on_last: BTreeSet<String>,
+    /// Governance services to pull approved requests from.
+    pub upstreams: Vec<files::UpstreamSection>,
 }
 
 /// Where the configuration is: `--config`, else `$PROVD_CONFIG` (clap handles both), else
@@ -258,6 +260,43 @@ impl Config {
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
+        let mut names = BTreeSet::new();
+        for (i, u) in file.upstream.iter().enumerate() {
+            if u.kind != "okta" {
+                problems.push(at(
+                    &format!("upstream[{i}].kind"),
+                    format!("`{}` is not a supported kind (okta)", u.kind),
+                ));
+            }
+            if !names.insert(u.name.clone()) {
+                problems.push(at(
+                    &format!("upstream[{i}].name"),
+                    format!("duplicate upstream name `{}`", u.name),
+                ));
+            }
+            if u.oauth.is_some() == u.token_file.is_some() {
+                problems.push(at(
+                    &format!("upstream[{i}]"),
+                    "set either token_file or [upstream.oauth]".into(),
+                ));
+            }
+            for (entry, item) in &u.items {
+                match ItemType::parse(&item.ty) {
+                    None => problems.push(at(
+                        &format!("upstream[{i}].items.{entry}.type"),
+                        format!("`{}` is not ROLE, ACCESS_PROFILE or ENTITLEMENT", item.ty),
+                    )),
+                    Some(ty) if !catalog.contains(ty, &item.id) => problems.push(at(
+                        &format!("upstream[{i}].items.{entry}.id"),
+                        format!("no {} `{}` in the catalog", item.ty, item.id),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
         let disable_on_last = sources
             .values()
             .filter(|s| {
@@ -269,6 +308,7 @@ impl Config {
             .collect();
         Ok(Config {
             disable_on_last,
+            upstreams: file.upstream.clone(),
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),

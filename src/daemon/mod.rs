@@ -160,6 +160,19 @@ pub async fn run(
         dispatch: wake.clone(),
     };
     let schedule_task = tokio::spawn(scheduler.run(stopped()));
+    let upstream_tasks = {
+        let s = stopped.clone();
+        let stop_fn =
+            move || -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> { Box::pin(s()) };
+        crate::upstream::start(
+            &config,
+            &store,
+            &clock,
+            (wake.clone(), schedule_wake.clone()),
+            stop_fn,
+        )
+        .map_err(DaemonError::Config)?
+    };
     let remind_task = tokio::spawn(crate::tasks::remind::run(
         store.clone(),
         config.clone(),
@@ -176,6 +189,9 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
+    for t in upstream_tasks {
+        let _ = t.await;
+    }
     match schedule_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "scheduler stopped with an error"),

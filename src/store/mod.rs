@@ -13,6 +13,7 @@ pub mod schedule;
 mod schema;
 pub mod status;
 pub mod tasks;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -160,4 +160,27 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE assignments ADD COLUMN revoke_planned INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX assignments_unplanned ON assignments(fired_at) WHERE revoke_planned = 0;
     "#,
+    // 4: pulling from upstream governance services: a checkpoint per upstream, and each
+    // pulled request with its outcome and whether the write-back was accepted.
+    r#"
+    CREATE TABLE upstream_state (
+        name TEXT PRIMARY KEY,
+        cursor TEXT,
+        healthy INTEGER NOT NULL DEFAULT 1,
+        last_error TEXT,
+        last_poll_at INTEGER,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE upstream_requests (
+        upstream TEXT NOT NULL,
+        upstream_id TEXT NOT NULL,
+        request_id TEXT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted','rejected')),
+        reason TEXT,
+        received_at INTEGER NOT NULL,
+        written_at INTEGER,
+        PRIMARY KEY (upstream, upstream_id)
+    );
+    CREATE INDEX upstream_requests_unwritten ON upstream_requests(upstream) WHERE written_at IS NULL;
+    "#,
 ];

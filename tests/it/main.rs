@@ -9,6 +9,7 @@ mod httpservers;
 mod intake;
 mod ldap;
 mod lifecycle;
+mod okta;
 mod operator;
 mod rest;
 mod schedule;

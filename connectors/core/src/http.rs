@@ -32,6 +32,9 @@ pub struct HttpSettings {
     /// OAuth 2.0 client credentials.
     #[serde(default)]
     pub oauth: Option<OAuthSettings>,
+    /// How a static token is sent: `Bearer` (default) or `SSWS` (Okta API tokens).
+    #[serde(default)]
+    pub token_scheme: Option<String>,
     /// PEM file of a private CA; without it the system trust store is used.
     #[serde(default)]
     pub tls_ca_file: Option<String>,
@@ -143,7 +146,7 @@ pub fn init_tls() {
 
 enum Auth {
     None,
-    Bearer(SecretString),
+    Bearer(SecretString, String),
     OAuth(OAuth),
 }
 
@@ -171,6 +174,8 @@ pub struct Response {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub body: Value,
+    /// The response headers (Link, rate-limit headers).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Response {
@@ -265,7 +270,10 @@ impl HttpClient {
                 current: Mutex::new(None),
             }),
             (None, None, None) => Auth::None,
-            (None, f, e) => Auth::Bearer(read_secret(base, f.as_deref(), e.as_deref(), "token")?),
+            (None, f, e) => Auth::Bearer(
+                read_secret(base, f.as_deref(), e.as_deref(), "token")?,
+                s.token_scheme.clone().unwrap_or_else(|| "Bearer".into()),
+            ),
             (Some(_), _, _) => {
                 return Err((
                     "oauth".into(),
@@ -315,6 +323,7 @@ impl HttpClient {
                 status,
                 retry_after,
                 body,
+                headers: Default::default(),
             };
             let mut e = r.error("token request");
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
@@ -356,7 +365,12 @@ impl HttpClient {
             }
             match &self.auth {
                 Auth::None => {}
-                Auth::Bearer(t) => req = req.bearer_auth(t.expose_secret()),
+                Auth::Bearer(t, scheme) if scheme == "Bearer" => {
+                    req = req.bearer_auth(t.expose_secret())
+                }
+                Auth::Bearer(t, scheme) => {
+                    req = req.header("Authorization", format!("{scheme} {}", t.expose_secret()))
+                }
                 Auth::OAuth(o) => {
                     req = req.bearer_auth(self.token(o, renewed).await?.expose_secret())
                 }
@@ -373,6 +387,7 @@ impl HttpClient {
                 continue;
             }
             let retry_after = retry_after(resp.headers(), SystemTime::now());
+            let headers = resp.headers().clone();
             let bytes = resp
                 .bytes()
                 .await
@@ -382,6 +397,7 @@ impl HttpClient {
                 status,
                 retry_after,
                 body,
+                headers,
             });
         }
     }
@@ -466,6 +482,7 @@ mod tests {
             status: StatusCode::TOO_MANY_REQUESTS,
             retry_after: Some(Duration::from_secs(7)),
             body: Value::Null,
+            headers: Default::default(),
         };
         let e = r.error("POST /Users");
         assert_eq!(e.class, crate::ErrorClass::Retryable);
@@ -475,6 +492,7 @@ mod tests {
             status: StatusCode::CONFLICT,
             retry_after: None,
             body,
+            headers: Default::default(),
         }
         .error("POST /Users");
         assert_eq!(e.class, crate::ErrorClass::Permanent);
@@ -486,6 +504,7 @@ mod tests {
             status: StatusCode::UNAUTHORIZED,
             retry_after: None,
             body: Value::Null,
+            headers: Default::default(),
         }
         .error("x");
         assert!(e.source_wide);

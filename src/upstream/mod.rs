@@ -1,0 +1,468 @@
+//! Pulling approved requests from an upstream governance service (Okta Identity
+//! Governance's request API, seed 003), provisioning them, and writing the outcome back.
+//!
+//! - The listing (`status eq "APPROVED"`, `limit=200`) is followed through its
+//!   `Link: <…>; rel="next"` pages; the id of the last request read is the checkpoint,
+//!   kept in the store, so the next poll asks only for what came after it.
+//! - Each upstream request id is the idempotency key of the provd request made from it:
+//!   pulled again (next poll, restart, crash) it is never provisioned twice.
+//! - A request whose entry or identity provd does not know is recorded as rejected with
+//!   the reason — never dropped — and does not hold up the rest.
+//! - 429 waits until `X-Rate-Limit-Reset`; 5xx and transport errors back off; a 401 that
+//!   survives one token renewal marks the upstream unhealthy (`/readyz`, the log).
+//! - When nothing more can happen without a person (every job ended, or waits on a manual
+//!   task), one message summarising the outcome is posted to the request; until the
+//!   upstream accepts it, it is tried again on every poll.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provd_connector_core::http::{HttpClient, HttpSettings, Method, Response, url_encode};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::config::files::UpstreamSection;
+use crate::intake::{SubmitError, submit};
+use crate::store::upstream::Unwritten;
+use crate::store::{Store, StoreError};
+
+const LIST: &str = "/governance/api/v2/requests";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("rate limited until {0}")]
+    RateLimited(i64),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Transient(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Puller {
+    pub cfg: UpstreamSection,
+    http: HttpClient,
+    store: Store,
+    config: Arc<Config>,
+    clock: SharedClock,
+    wake: (Arc<Notify>, Arc<Notify>),
+}
+
+/// The path and query of a `Link: <URL>; rel="next"` header, if there is one.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| {
+            p.trim().trim_matches('"') == "rel=\"next\""
+                || p.trim() == "rel=next"
+                || p.trim() == "rel=\"next\""
+        }) {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        // Keep the path and query: the client adds its own base URL.
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        Some(
+            after_scheme
+                .find('/')
+                .map_or("/".to_string(), |i| after_scheme[i..].to_string()),
+        )
+    })
+}
+
+/// The one message written back for a request, or None while provd is still working on it.
+pub fn summary(
+    outcome: &str,
+    reason: Option<&str>,
+    jobs: &[(String, String, Option<String>)],
+) -> Option<String> {
+    if outcome == "rejected" {
+        return Some(format!(
+            "provd: not provisioned: {}",
+            reason.unwrap_or("rejected")
+        ));
+    }
+    if jobs
+        .iter()
+        .any(|(s, _, _)| matches!(s.as_str(), "queued" | "running" | "retrying"))
+    {
+        return None;
+    }
+    let failed: Vec<String> = jobs
+        .iter()
+        .filter(|(s, _, _)| s == "failed")
+        .map(|(_, src, e)| format!("{src}: {}", e.as_deref().unwrap_or("failed")))
+        .collect();
+    let manual: Vec<&str> = jobs
+        .iter()
+        .filter(|(s, _, _)| s == "manual")
+        .map(|(_, src, _)| src.as_str())
+        .collect();
+    Some(if !failed.is_empty() {
+        format!("provd: provisioning failed: {}", failed.join("; "))
+    } else if !manual.is_empty() {
+        format!("provd: waiting for a manual task on {}", manual.join(", "))
+    } else if jobs.iter().all(|(s, _, _)| s == "canceled") && !jobs.is_empty() {
+        "provd: canceled".to_string()
+    } else {
+        "provd: access granted".to_string()
+    })
+}
+
+impl Puller {
+    pub fn new(
+        cfg: UpstreamSection,
+        base: &Path,
+        store: Store,
+        config: Arc<Config>,
+        clock: SharedClock,
+        wake: (Arc<Notify>, Arc<Notify>),
+    ) -> Result<Self, (String, String)> {
+        let settings = HttpSettings {
+            base_url: cfg.base_url.clone(),
+            token_file: cfg.token_file.clone(),
+            token_env: None,
+            token_scheme: cfg.token_scheme.clone(),
+            oauth: cfg.oauth.clone(),
+            tls_ca_file: None,
+            timeout: "30s".into(),
+        };
+        let http = HttpClient::new(&settings, base)?;
+        Ok(Self {
+            cfg,
+            http,
+            store,
+            config,
+            clock,
+            wake,
+        })
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().as_millisecond()
+    }
+
+    /// Polls, writes back, sleeps; until `stop`.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut failures: u32 = 0;
+        loop {
+            let wait = match self.poll().await {
+                Ok(n) => {
+                    failures = 0;
+                    let _ = self
+                        .store
+                        .set_upstream_health(&self.cfg.name, true, None, self.now());
+                    if n > 0 {
+                        tracing::info!(upstream = %self.cfg.name, pulled = n, "approved requests pulled");
+                    }
+                    self.cfg.poll_interval.0
+                }
+                Err(PollError::RateLimited(reset)) => {
+                    let ms = (reset * 1000 - self.now()).max(0) as u64;
+                    tracing::warn!(upstream = %self.cfg.name, wait_ms = ms, "rate limited: waiting for X-Rate-Limit-Reset");
+                    Duration::from_millis(ms)
+                }
+                Err(PollError::Unauthorized(e)) => {
+                    tracing::error!(upstream = %self.cfg.name, error = %e, "upstream refuses our credentials (after renewing the token): unhealthy");
+                    let _ =
+                        self.store
+                            .set_upstream_health(&self.cfg.name, false, Some(&e), self.now());
+                    self.cfg.poll_interval.0
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = crate::dispatch::policy::RetryPolicy::default()
+                        .ceiling(failures)
+                        .min(self.cfg.poll_interval.0.max(Duration::from_secs(1)) * 10);
+                    tracing::warn!(upstream = %self.cfg.name, error = %e, retry_in_ms = wait.as_millis() as u64, "pull failed; backing off");
+                    let _ = self.store.set_upstream_health(
+                        &self.cfg.name,
+                        false,
+                        Some(&e.to_string()),
+                        self.now(),
+                    );
+                    wait
+                }
+            };
+            if let Err(e) = self.write_back().await {
+                tracing::warn!(upstream = %self.cfg.name, error = %e, "write-back failed; tried again next poll");
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn classify(&self, r: &Response) -> PollError {
+        match r.status.as_u16() {
+            429 => {
+                let reset = r
+                    .headers
+                    .get("X-Rate-Limit-Reset")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok());
+                PollError::RateLimited(reset.unwrap_or(self.now() / 1000 + 60))
+            }
+            401 | 403 => PollError::Unauthorized(r.error("list requests").message),
+            _ => PollError::Transient(r.error("list requests").message),
+        }
+    }
+
+    /// One pass over the listing, from the checkpoint to the end. Returns how many new
+    /// requests were taken in (accepted or rejected).
+    pub async fn poll(&self) -> Result<usize, PollError> {
+        let name = self.cfg.name.clone();
+        let filter = url_encode("status eq \"APPROVED\"");
+        let mut path = match self.store.upstream_cursor(&name)? {
+            Some(c) => format!("{LIST}?filter={filter}&limit=200&after={}", url_encode(&c)),
+            None => format!("{LIST}?filter={filter}&limit=200"),
+        };
+        let mut taken = 0;
+        loop {
+            let r = self
+                .http
+                .send(Method::GET, &path, None)
+                .await
+                .map_err(|e| match e.code.as_deref() {
+                    Some("401") | Some("403") => PollError::Unauthorized(e.message),
+                    _ => PollError::Transient(e.message),
+                })?;
+            if !r.is_success() {
+                return Err(self.classify(&r));
+            }
+            let data = r
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in &data {
+                taken += usize::from(self.take(item).await?);
+            }
+            if let Some(last) = data
+                .last()
+                .and_then(|d| d.get("id"))
+                .and_then(Value::as_str)
+            {
+                self.store.set_upstream_cursor(&name, last, self.now())?;
+            }
+            let link = r
+                .headers
+                .get_all("link")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",");
+            match next_link(&link) {
+                Some(next) if !data.is_empty() => path = next,
+                _ => return Ok(taken),
+            }
+        }
+    }
+
+    /// Takes in one listed request; true if it was new.
+    async fn take(&self, item: &Value) -> Result<bool, PollError> {
+        let name = &self.cfg.name;
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        // The filter asks for APPROVED only; a server that sends others anyway is not obeyed.
+        if item.get("status").and_then(Value::as_str) != Some("APPROVED")
+            || self.store.upstream_seen(name, id)?
+        {
+            return Ok(false);
+        }
+        let now = self.now();
+        let external = item
+            .pointer("/requestedFor/externalId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let entry = item
+            .pointer("/requested/entryId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let reject = |reason: String| -> Result<bool, PollError> {
+            tracing::warn!(upstream = %name, upstream_id = id, reason = %reason, "pulled request rejected");
+            self.store
+                .record_upstream(name, id, None, Some(&reason), now)?;
+            Ok(true)
+        };
+        let Some(target) = self.cfg.items.get(entry) else {
+            return reject(format!(
+                "unknown catalog entry `{entry}` (not in [upstream.items])"
+            ));
+        };
+        let Some(identity) = self.identity(external)? else {
+            return reject(format!(
+                "no identity with {} = `{external}`",
+                self.cfg.identity_attribute
+            ));
+        };
+        let body = json!({
+            "requestedFor": [identity],
+            "requestType": "GRANT_ACCESS",
+            "requestedItems": [{ "type": target.ty, "id": target.id, "comment": format!("{name} request {id}") }],
+            "clientMetadata": { "upstream": name, "upstreamRequestId": id },
+        })
+        .to_string();
+        let key = format!("upstream:{name}:{id}");
+        let (config, store, origin, clock) = (
+            self.config.clone(),
+            self.store.clone(),
+            format!("upstream:{name}"),
+            self.clock.clone(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            submit(
+                &config,
+                &store,
+                clock.now(),
+                body.as_bytes(),
+                &origin,
+                Some(&key),
+            )
+        })
+        .await
+        .map_err(|e| PollError::Transient(e.to_string()))?;
+        match result {
+            Ok(replay) => {
+                let rid = replay.accepted().request_id.clone();
+                self.store
+                    .record_upstream(name, id, Some(&rid), None, now)?;
+                tracing::info!(upstream = %name, upstream_id = id, request_id = %rid, "pulled request accepted");
+                self.wake.0.notify_one();
+                self.wake.1.notify_one();
+                Ok(true)
+            }
+            Err(SubmitError::Invalid(inv)) => reject(inv.to_string()),
+            Err(SubmitError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
+        let attr = &self.cfg.identity_attribute;
+        if attr == "id" {
+            let known = self.config.identities.contains_key(external)
+                || self.store.identity(external)?.is_some();
+            return Ok(known.then(|| external.to_string()));
+        }
+        if let Some(id) = self.store.identity_by_attribute(attr, external)? {
+            return Ok(Some(id));
+        }
+        Ok(self
+            .config
+            .identities
+            .values()
+            .find(|i| i.attributes.get(attr).map(String::as_str) == Some(external))
+            .map(|i| i.id.clone()))
+    }
+
+    /// Posts the outcome of every request that reached one and was not written back yet.
+    pub async fn write_back(&self) -> Result<usize, PollError> {
+        let pending: Vec<Unwritten> = self.store.unwritten(&self.cfg.name)?;
+        let mut written = 0;
+        for p in pending {
+            let jobs = match &p.request_id {
+                Some(rid) => self.store.request_jobs(rid)?,
+                None => Vec::new(),
+            };
+            let Some(message) = summary(&p.outcome, p.reason.as_deref(), &jobs) else {
+                continue;
+            };
+            let path = format!("{LIST}/{}/messages", url_encode(&p.upstream_id));
+            let r = self
+                .http
+                .send(Method::POST, &path, Some(&json!({ "message": message })))
+                .await
+                .map_err(|e| PollError::Transient(e.message))?;
+            if r.is_success() {
+                self.store
+                    .mark_written(&self.cfg.name, &p.upstream_id, &message, self.now())?;
+                written += 1;
+            } else if r.status.as_u16() == 429 {
+                return Err(self.classify(&r));
+            } else {
+                tracing::warn!(upstream = %self.cfg.name, upstream_id = %p.upstream_id, error = %r.error("write back").message, "write-back refused; tried again next poll");
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Starts one puller per `[[upstream]]`.
+pub fn start(
+    config: &Arc<Config>,
+    store: &Store,
+    clock: &SharedClock,
+    wake: (Arc<Notify>, Arc<Notify>),
+    stop: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let base = config.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut tasks = Vec::new();
+    for u in &config.upstreams {
+        let p = Puller::new(
+            u.clone(),
+            &base,
+            store.clone(),
+            config.clone(),
+            clock.clone(),
+            wake.clone(),
+        )
+        .map_err(|(k, m)| format!("{}: upstream `{}`: {k}: {m}", config.path.display(), u.name))?;
+        tasks.push(tokio::spawn(p.run(stop())));
+    }
+    Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        let l = "<https://x.okta.com/governance/api/v2/requests?limit=2&after=req1>; rel=\"next\", <https://x.okta.com/governance/api/v2/requests?limit=2>; rel=\"self\"";
+        assert_eq!(
+            next_link(l).as_deref(),
+            Some("/governance/api/v2/requests?limit=2&after=req1")
+        );
+        assert_eq!(next_link("<https://x/a>; rel=\"self\""), None);
+        assert_eq!(next_link(""), None);
+    }
+
+    #[test]
+    fn summaries() {
+        let j = |s: &str| (s.to_string(), "src".to_string(), Some("boom".to_string()));
+        assert_eq!(
+            summary("rejected", Some("unknown entry"), &[]).unwrap(),
+            "provd: not provisioned: unknown entry"
+        );
+        assert_eq!(
+            summary("accepted", None, &[j("succeeded"), j("running")]),
+            None
+        );
+        assert_eq!(
+            summary("accepted", None, &[j("succeeded")]).unwrap(),
+            "provd: access granted"
+        );
+        assert_eq!(
+            summary("accepted", None, &[]).unwrap(),
+            "provd: access granted",
+            "a duplicate: already held"
+        );
+        assert_eq!(
+            summary("accepted", None, &[j("succeeded"), j("failed")]).unwrap(),
+            "provd: provisioning failed: src: boom"
+        );
+        assert_eq!(
+            summary("accepted", None, &[j("manual")]).unwrap(),
+            "provd: waiting for a manual task on src"
+        );
+    }
+}
