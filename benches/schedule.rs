@@ -95,6 +95,7 @@ fn main() {
             clock: Arc::new(SystemClock),
             wake: Arc::new(Notify::new()),
             dispatch: Arc::new(Notify::new()),
+            liveness: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {

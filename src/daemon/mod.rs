@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+pub mod watchdog;
+
 use crate::api::{self, AppState};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -151,6 +153,8 @@ pub async fn run(
         owner.clone(),
         wake.clone(),
     );
+    let live = watchdog::Liveness::new();
+    let dispatcher = dispatcher.with_liveness(live.clone());
     let dispatch_task = tokio::spawn(dispatcher.run(stopped()));
     let scheduler = crate::schedule::Scheduler {
         store: store.clone(),
@@ -158,6 +162,7 @@ pub async fn run(
         clock: clock.clone(),
         wake: schedule_wake.clone(),
         dispatch: wake.clone(),
+        liveness: Some(live.clone()),
     };
     let schedule_task = tokio::spawn(scheduler.run(stopped()));
     let upstream_tasks = {
@@ -183,12 +188,14 @@ pub async fn run(
     tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %owner, sources = config.sources.len(),
         workers = config.agent.workers, "provd ready");
     notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog_task = tokio::spawn(watchdog::run(live.clone(), store.clone(), stopped()));
 
     shutdown.await;
     tracing::info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
+    let _ = watchdog_task.await;
     for t in upstream_tasks {
         let _ = t.await;
     }

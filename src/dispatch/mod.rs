@@ -48,6 +48,7 @@ struct Inner {
     probing: Mutex<BTreeSet<String>>,
     running: Mutex<BTreeMap<i64, Job>>,
     stopping: AtomicBool,
+    liveness: Option<Arc<crate::daemon::watchdog::Liveness>>,
 }
 
 impl Dispatcher {
@@ -71,7 +72,21 @@ impl Dispatcher {
                 probing: Mutex::new(BTreeSet::new()),
                 running: Mutex::new(BTreeMap::new()),
                 stopping: AtomicBool::new(false),
+                liveness: None,
             }),
+        }
+    }
+
+    /// Beats `live` on every pass of the loop (for the systemd watchdog).
+    pub fn with_liveness(self, live: Arc<crate::daemon::watchdog::Liveness>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.liveness = Some(live);
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Self { inner },
         }
     }
 
@@ -84,6 +99,9 @@ impl Dispatcher {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
         loop {
+            if let Some(l) = &me.liveness {
+                l.beat_dispatch();
+            }
             if last_sweep.elapsed() >= LEASE_SWEEP {
                 last_sweep = Instant::now();
                 let now = to_ms(me.clock.now());

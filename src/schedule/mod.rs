@@ -89,12 +89,15 @@ pub struct Scheduler {
     pub wake: Arc<Notify>,
     /// Woken after firing, so the revoke jobs start at once.
     pub dispatch: Arc<Notify>,
+    /// Beaten on every pass (for the systemd watchdog).
+    pub liveness: Option<Arc<crate::daemon::watchdog::Liveness>>,
 }
 
 impl Scheduler {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         tokio::pin!(shutdown);
         loop {
+            self.beat();
             self.fire_due().await?;
             let now = to_ms(self.clock.now());
             let wait = match self.store.call(|s| s.next_removal()).await? {
@@ -106,6 +109,12 @@ impl Scheduler {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    fn beat(&self) {
+        if let Some(l) = &self.liveness {
+            l.beat_schedule();
         }
     }
 
@@ -128,6 +137,7 @@ impl Scheduler {
                     break;
                 }
             }
+            self.beat();
             if self.plan_fired().await? == 0 {
                 return Ok(total);
             }

@@ -175,6 +175,11 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(env: &Env) -> Agent {
+        Self::start_with(env, &[]).await
+    }
+
+    /// Starts with extra environment variables (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
+    pub async fn start_with(env: &Env, vars: &[(&str, String)]) -> Agent {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = env.path().join(format!("agent-{n}.log"));
@@ -183,6 +188,7 @@ impl Agent {
             .arg("--config")
             .arg(env.config())
             .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", env.port))
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

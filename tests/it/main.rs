@@ -14,5 +14,6 @@ mod operator;
 mod rest;
 mod schedule;
 mod scim;
+mod service;
 mod slapd;
 mod tasks;
