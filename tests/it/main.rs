@@ -2,6 +2,7 @@
 //! on 2 cores), spawning the real `provd` through the harness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod crash;
 mod dispatch;
 mod flow;
 mod harness;

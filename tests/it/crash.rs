@@ -1,0 +1,127 @@
+//! Crash safety: `kill -9` at random moments while a few hundred grants flow to a real
+//! slapd; after restarts, every accepted request is provisioned exactly once in effect —
+//! one entry per identity, one membership each, every job succeeded.
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Agent, eventually};
+use crate::ldap::ldap_env;
+use crate::slapd::Slapd;
+
+const N: usize = 200;
+const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
+
+fn random_ms(lo: u64, hi: u64) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(lo);
+    lo + h.finish() % (hi - lo)
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
+    let slapd = Slapd::start().await;
+    let env = ldap_env(
+        &slapd.url(),
+        "[retry]\ninitial = \"100ms\"\nmax_interval = \"500ms\"\n",
+        &[],
+    );
+    let mut ids = String::from("id,firstName,lastName,email\n");
+    for i in 0..N {
+        ids.push_str(&format!("c{i},C{i},L{i},c{i}@example.com\n"));
+    }
+    std::fs::write(env.path().join("identities.csv"), ids).unwrap();
+
+    let mut agent = Agent::start(&env).await;
+    let http = crate::harness::client();
+    let base = agent.base.clone();
+    let token = env.token().to_string();
+    // The client: one grant per identity, retried (same Idempotency-Key) until a 202.
+    let submitter = tokio::spawn(async move {
+        let mut accepted = BTreeSet::new();
+        for i in 0..N {
+            let body = json!({ "requestedFor": [format!("c{i}")], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-vpn" }] });
+            loop {
+                let r = http
+                    .post(format!("{base}/access-requests/v1"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("crash-c{i}"))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 202 => {
+                        let v: serde_json::Value = r.json().await.unwrap();
+                        accepted.insert(
+                            v["newRequests"][0]["accessRequestIds"][0]
+                                .as_str()
+                                .unwrap()
+                                .to_string(),
+                        );
+                        break;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        accepted
+    });
+
+    // Kill the agent at random moments while requests arrive and jobs run.
+    let mut kills = 0;
+    while !submitter.is_finished() || kills < 3 {
+        tokio::time::sleep(Duration::from_millis(random_ms(150, 600))).await;
+        let status = agent.signal_and_wait("KILL", 10).await;
+        assert_eq!(status.code(), None);
+        kills += 1;
+        agent = Agent::start(&env).await;
+    }
+    let accepted = submitter.await.unwrap();
+    assert_eq!(
+        accepted.len(),
+        N,
+        "one request per identity, retries deduplicated by the key"
+    );
+
+    // Every accepted request is on disk and ends with all its jobs succeeded.
+    let store = env.store();
+    let jobs = eventually(60, "every job to succeed", || {
+        let jobs = store.jobs(&Default::default()).unwrap();
+        async move {
+            (jobs.len() >= N && jobs.iter().all(|j| j.state.as_str() == "succeeded"))
+                .then_some(jobs)
+        }
+    })
+    .await;
+    let requests: BTreeSet<String> = jobs.iter().map(|j| j.request_id.clone()).collect();
+    assert_eq!(
+        requests, accepted,
+        "no accepted request lost, none invented"
+    );
+    assert_eq!(jobs.len(), N, "one job per grant");
+
+    // The directory holds exactly one entry and one membership per identity.
+    let entries = slapd
+        .search("ou=people,dc=example,dc=com", "(uid=c*)")
+        .await;
+    let uids: BTreeSet<String> = entries.iter().map(|e| e.attrs["uid"][0].clone()).collect();
+    assert_eq!(entries.len(), N, "no duplicate accounts");
+    assert_eq!(uids.len(), N);
+    let members = slapd.values(VPN, "member").await;
+    assert_eq!(
+        members.len(),
+        N + 1,
+        "every identity a member once (+ the seed member)"
+    );
+    let retried = jobs
+        .iter()
+        .filter(|j| j.errors.iter().any(|e| e.class == "lease"))
+        .count();
+    eprintln!(
+        "crash test: {kills} kill -9, {retried} jobs taken back from a dead agent, all {N} provisioned once"
+    );
+    drop(agent);
+}
