@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod intake;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod schedule;
 pub mod store;

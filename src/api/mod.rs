@@ -366,6 +366,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     crate::schedule::FIRE_LAG.render(&mut out);
+    let sources: Vec<String> = state.config.sources.keys().cloned().collect();
+    crate::metrics::render(&mut out, &sources);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

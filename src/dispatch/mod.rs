@@ -295,6 +295,7 @@ impl Dispatcher {
                 )),
             };
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            crate::metrics::call(&job.source, started.elapsed());
             match result {
                 Ok(outcome) => {
                     if let Some(n) = outcome.native_id() {
@@ -328,6 +329,7 @@ impl Dispatcher {
         let now = to_ms(me.clock.now());
         let (j, owner) = (job.clone(), me.owner.clone());
         me.store.call(move |s| s.succeed(&j, &owner, now)).await?;
+        crate::metrics::attempt(&job.source, "succeeded");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
             state = "succeeded", attempt = job.attempt, "job succeeded");
         Ok(true)
@@ -346,7 +348,14 @@ impl Dispatcher {
             .map(|s| s.breaker.clone())
             .unwrap_or_default();
         if let Ok(mut b) = me.breakers.lock() {
-            f(b.entry(source.to_string()).or_default(), &policy);
+            let breaker = b.entry(source.to_string()).or_default();
+            f(breaker, &policy);
+            let state = match breaker.state(me.clock.now()) {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open { .. } => 2,
+            };
+            crate::metrics::breaker(source, state);
         }
         if let Ok(mut p) = me.probing.lock() {
             p.remove(source);
@@ -362,6 +371,7 @@ impl Dispatcher {
         let me = &self.inner;
         let now = me.clock.now();
         let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
+        crate::metrics::attempt(&job.source, class.as_str());
         if err.source_wide {
             self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
             tracing::warn!(source = %job.source, error = %err, "breaker opened: error affects every job of the source");
@@ -431,6 +441,7 @@ impl Dispatcher {
         me.store
             .call(move |s| s.open_tasks(&j, &owner, &tasks, now_ms))
             .await?;
+        crate::metrics::attempt(&job.source, "manual");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
             state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, "job waits on manual tasks");
         Ok(())

@@ -152,7 +152,15 @@ impl Puller {
         tokio::pin!(stop);
         let mut failures: u32 = 0;
         loop {
-            let wait = match self.poll().await {
+            let result = self.poll().await;
+            let word = match &result {
+                Ok(_) => "ok",
+                Err(PollError::RateLimited(_)) => "rate_limited",
+                Err(PollError::Unauthorized(_)) => "unauthorized",
+                Err(_) => "error",
+            };
+            crate::metrics::poll(&self.cfg.name, word);
+            let wait = match result {
                 Ok(n) => {
                     failures = 0;
                     let _ = self

@@ -364,6 +364,23 @@ async fn hundreds_of_pulled_requests_provision_once_each_and_are_written_back_on
         .await
         .unwrap();
     assert_eq!(ready["upstreams"][0]["healthy"], true, "{ready}");
+    let metrics = mut_agent
+        .http
+        .get(format!("{}/metrics", mut_agent.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("provd_upstream_polls_total{upstream=\"okta\",result=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provd_upstream_polls_total{upstream=\"okta\",result=\"ok\"}"),
+        "{metrics}"
+    );
 
     // Restart: nothing pulled or written back again.
     assert_eq!(mut_agent.signal_and_wait("TERM", 15).await.code(), Some(0));

@@ -1,0 +1,133 @@
+//! Counters and histograms for `/metrics` that the running loops update: connector attempts
+//! by source and outcome, connector call latency, breaker state, upstream poll results.
+//! (Gauges read from the store — jobs by state, queue depth, open tasks — are computed by
+//! the API handler when scraped.)
+
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    total: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Registry {
+    attempts: BTreeMap<(String, String), u64>,
+    latency: BTreeMap<String, Histogram>,
+    breaker: BTreeMap<String, u8>,
+    polls: BTreeMap<(String, String), u64>,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
+
+fn with(f: impl FnOnce(&mut Registry)) {
+    if let Ok(mut r) = REGISTRY.lock() {
+        f(&mut r);
+    }
+}
+
+/// An attempt ended: `succeeded`, `retryable`, `permanent` or `manual`.
+pub fn attempt(source: &str, outcome: &str) {
+    with(|r| {
+        *r.attempts
+            .entry((source.to_string(), outcome.to_string()))
+            .or_default() += 1
+    });
+}
+
+/// One connector call took `d`.
+pub fn call(source: &str, d: Duration) {
+    let secs = d.as_secs_f64();
+    with(|r| {
+        let h = r.latency.entry(source.to_string()).or_default();
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.total += 1;
+        h.sum += secs;
+    });
+}
+
+/// Breaker state: 0 closed, 1 half-open, 2 open.
+pub fn breaker(source: &str, state: u8) {
+    with(|r| {
+        r.breaker.insert(source.to_string(), state);
+    });
+}
+
+/// An upstream poll ended: `ok`, `rate_limited`, `unauthorized` or `error`.
+pub fn poll(upstream: &str, result: &str) {
+    with(|r| {
+        *r.polls
+            .entry((upstream.to_string(), result.to_string()))
+            .or_default() += 1
+    });
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text for everything above; `sources` get a breaker line even before any call.
+pub fn render(out: &mut String, sources: &[String]) {
+    let Ok(r) = REGISTRY.lock() else { return };
+    out.push_str("# HELP provd_attempts_total Connector attempts by source and outcome.\n# TYPE provd_attempts_total counter\n");
+    for ((s, o), n) in &r.attempts {
+        out.push_str(&format!(
+            "provd_attempts_total{{source=\"{}\",outcome=\"{}\"}} {n}\n",
+            esc(s),
+            esc(o)
+        ));
+    }
+    out.push_str("# HELP provd_connector_call_seconds Connector call latency.\n# TYPE provd_connector_call_seconds histogram\n");
+    for (s, h) in &r.latency {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "provd_connector_call_seconds_bucket{{source=\"{}\",le=\"{b}\"}} {}\n",
+                esc(s),
+                h.counts[i]
+            ));
+        }
+        out.push_str(&format!(
+            "provd_connector_call_seconds_bucket{{source=\"{}\",le=\"+Inf\"}} {}\n",
+            esc(s),
+            h.total
+        ));
+        out.push_str(&format!(
+            "provd_connector_call_seconds_sum{{source=\"{}\"}} {}\n",
+            esc(s),
+            h.sum
+        ));
+        out.push_str(&format!(
+            "provd_connector_call_seconds_count{{source=\"{}\"}} {}\n",
+            esc(s),
+            h.total
+        ));
+    }
+    out.push_str("# HELP provd_breaker_state Per-source circuit breaker: 0 closed, 1 half-open, 2 open.\n# TYPE provd_breaker_state gauge\n");
+    for s in sources {
+        out.push_str(&format!(
+            "provd_breaker_state{{source=\"{}\"}} {}\n",
+            esc(s),
+            r.breaker.get(s).copied().unwrap_or(0)
+        ));
+    }
+    out.push_str("# HELP provd_upstream_polls_total Upstream polls by result.\n# TYPE provd_upstream_polls_total counter\n");
+    for ((u, res), n) in &r.polls {
+        out.push_str(&format!(
+            "provd_upstream_polls_total{{upstream=\"{}\",result=\"{}\"}} {n}\n",
+            esc(u),
+            esc(res)
+        ));
+    }
+}
