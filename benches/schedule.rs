@@ -53,7 +53,8 @@ fn main() {
         ids.push_str(&format!("u{i},U{i}\n"));
     }
     std::fs::write(d.join("identities.csv"), ids).unwrap();
-    let config = Arc::new(Config::load(&d.join("provd.toml")).unwrap());
+    let live = provd::config::Live::new(Config::load(&d.join("provd.toml")).unwrap());
+    let config = live.get();
     let store = Store::open(&config.agent.state_dir).unwrap();
 
     // Setup (not measured): N active assignments, due evenly over the window, starting
@@ -91,7 +92,7 @@ fn main() {
     rt.block_on(async {
         let scheduler = Scheduler {
             store: store.clone(),
-            config: config.clone(),
+            live: live.clone(),
             clock: Arc::new(SystemClock),
             wake: Arc::new(Notify::new()),
             dispatch: Arc::new(Notify::new()),

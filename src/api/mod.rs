@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::clock::{SharedClock, to_ms};
-use crate::config::Config;
 use crate::intake::validate::MAX_BODY;
 use crate::intake::{SubmitError, submit};
 use crate::store::status::StatusQuery;
@@ -27,7 +26,8 @@ use crate::store::{Replay, Store, StoreError, new_id};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub config: Arc<Config>,
+    /// The configuration in force (replaced on reload).
+    pub live: Arc<crate::config::Live>,
     pub clock: SharedClock,
     pub tokens: Arc<Vec<SecretString>>,
     /// Woken after a request is stored, so dispatch starts at once.
@@ -108,7 +108,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
-    let (config, store, now) = (state.config.clone(), state.store.clone(), state.clock.now());
+    let (config, store, now) = (state.live.get(), state.store.clone(), state.clock.now());
     let result = tokio::task::spawn_blocking(move || {
         submit(&config, &store, now, &body, "api", key.as_deref())
     })
@@ -302,7 +302,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         // Upstream health is reported, not failed on: the agent still serves what it has.
         Ok(upstreams) => axum::Json(json!({
             "store": "ok",
-            "sources": state.config.sources.keys().collect::<Vec<_>>(),
+            "sources": state.live.get().sources.keys().collect::<Vec<_>>(),
             "upstreams": upstreams,
         }))
         .into_response(),
@@ -340,7 +340,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     out.push_str(&format!("# HELP provd_manual_tasks_open Open manual tasks.\n# TYPE provd_manual_tasks_open gauge\nprovd_manual_tasks_open {open_tasks}\n"));
     let (store, config, now) = (
         state.store.clone(),
-        state.config.clone(),
+        state.live.get(),
         state.clock.now().as_millisecond(),
     );
     if let Ok(overdue) = store
@@ -349,7 +349,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     {
         out.push_str("# HELP provd_manual_tasks_overdue Open manual tasks older than their source's remind_after.\n# TYPE provd_manual_tasks_overdue gauge\n");
         let mut per_source: std::collections::BTreeMap<String, i64> = state
-            .config
+            .live
+            .get()
             .sources
             .values()
             .filter(|s| s.manual.as_ref().is_some_and(|m| m.remind_after.is_some()))
@@ -366,7 +367,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     crate::schedule::FIRE_LAG.render(&mut out);
-    let sources: Vec<String> = state.config.sources.keys().cloned().collect();
+    let sources: Vec<String> = state.live.get().sources.keys().cloned().collect();
     crate::metrics::render(&mut out, &sources);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

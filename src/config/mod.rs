@@ -357,3 +357,29 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// The configuration in force, replaced as a whole on reload (SIGHUP). Readers take a
+/// snapshot (`get`) and keep using it for the work at hand, so a job or a request in
+/// flight finishes on the configuration it started with.
+#[derive(Debug)]
+pub struct Live(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl Live {
+    pub fn new(config: Config) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::RwLock::new(std::sync::Arc::new(config))))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, config: Config) {
+        match self.0.write() {
+            Ok(mut c) => *c = std::sync::Arc::new(config),
+            Err(p) => *p.into_inner() = std::sync::Arc::new(config),
+        }
+    }
+}

@@ -57,7 +57,9 @@ pub async fn run(
     clock: SharedClock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let config = Arc::new(config);
+    let path = config.path.clone();
+    let current = crate::config::Live::new(config);
+    let config = current.get();
     let state_dir = config.agent.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::Lock {
         path: state_dir.clone(),
@@ -125,7 +127,7 @@ pub async fn run(
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let app = api::router(AppState {
         store: store.clone(),
-        config: config.clone(),
+        live: current.clone(),
         clock: clock.clone(),
         tokens: Arc::new(tokens),
         wake: wake.clone(),
@@ -140,14 +142,14 @@ pub async fn run(
 
     let spool_task = config.agent.spool_dir.clone().map(|dir| {
         let wakers = (wake.clone(), schedule_wake.clone());
-        let (config, store, clock, stop) =
-            (config.clone(), store.clone(), clock.clone(), stopped());
-        tokio::spawn(watch_spool(config, store, clock, wakers, dir, stop))
+        let (current, store, clock, stop) =
+            (current.clone(), store.clone(), clock.clone(), stopped());
+        tokio::spawn(watch_spool(current, store, clock, wakers, dir, stop))
     });
 
     let dispatcher = Dispatcher::new(
         store.clone(),
-        config.clone(),
+        current.clone(),
         connectors,
         clock.clone(),
         owner.clone(),
@@ -155,10 +157,10 @@ pub async fn run(
     );
     let live = watchdog::Liveness::new();
     let dispatcher = dispatcher.with_liveness(live.clone());
-    let dispatch_task = tokio::spawn(dispatcher.run(stopped()));
+    let dispatch_task = tokio::spawn(dispatcher.clone().run(stopped()));
     let scheduler = crate::schedule::Scheduler {
         store: store.clone(),
-        config: config.clone(),
+        live: current.clone(),
         clock: clock.clone(),
         wake: schedule_wake.clone(),
         dispatch: wake.clone(),
@@ -170,7 +172,7 @@ pub async fn run(
         let stop_fn =
             move || -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> { Box::pin(s()) };
         crate::upstream::start(
-            &config,
+            &current,
             &store,
             &clock,
             (wake.clone(), schedule_wake.clone()),
@@ -180,7 +182,7 @@ pub async fn run(
     };
     let remind_task = tokio::spawn(crate::tasks::remind::run(
         store.clone(),
-        config.clone(),
+        current.clone(),
         clock.clone(),
         stopped(),
     ));
@@ -190,11 +192,14 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog_task = tokio::spawn(watchdog::run(live.clone(), store.clone(), stopped()));
 
+    let reload_task = tokio::spawn(reloads(path, current.clone(), dispatcher, stopped()));
+
     shutdown.await;
     tracing::info!("shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
+    let _ = reload_task.await;
     let _ = watchdog_task.await;
     for t in upstream_tasks {
         let _ = t.await;
@@ -229,7 +234,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 async fn watch_spool(
-    config: Arc<Config>,
+    current: Arc<crate::config::Live>,
     store: Store,
     clock: SharedClock,
     (wake, schedule_wake): (Arc<Notify>, Arc<Notify>),
@@ -238,7 +243,7 @@ async fn watch_spool(
 ) {
     tokio::pin!(stop);
     loop {
-        let (c, s, d, now) = (config.clone(), store.clone(), dir.clone(), clock.now());
+        let (c, s, d, now) = (current.get(), store.clone(), dir.clone(), clock.now());
         match tokio::task::spawn_blocking(move || spool::scan(&c, &s, &d, now)).await {
             Ok(Ok(taken)) => {
                 for t in taken {
@@ -268,27 +273,89 @@ async fn watch_spool(
     }
 }
 
-/// Completes on SIGTERM or SIGINT. SIGHUP (reload) is logged and otherwise ignored until
-/// reloading is built.
+/// Completes on SIGTERM or SIGINT (SIGHUP is handled by the running agent: reload).
 pub async fn signals() {
     use futures_util::StreamExt;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
             return std::future::pending().await;
         }
     };
-    while let Some(sig) = signals.next().await {
-        match sig {
-            SIGHUP => tracing::warn!(
-                "SIGHUP: reloading is not supported yet; restart provd to apply configuration changes"
-            ),
-            _ => {
-                tracing::info!(signal = sig, "stop signal received");
-                return;
-            }
+    if let Some(sig) = signals.next().await {
+        tracing::info!(signal = sig, "stop signal received");
+    }
+}
+
+/// SIGHUP: reload sources, catalog and identities (the whole configuration file set) as
+/// one. An invalid new set is refused with a log line naming every problem, and the old
+/// one keeps serving. Jobs already running finish on the connector they started with.
+/// Settings that need a restart (listen address, state directory, upstreams) are reported.
+async fn reloads(
+    path: PathBuf,
+    current: Arc<crate::config::Live>,
+    dispatcher: Dispatcher,
+    stop: impl Future<Output = ()>,
+) {
+    use futures_util::StreamExt;
+    let mut hups = match signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload by restarting");
+            return;
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(_) = hups.next() => reload(&path, &current, &dispatcher).await,
         }
     }
+}
+
+async fn reload(path: &std::path::Path, current: &crate::config::Live, dispatcher: &Dispatcher) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let config = Config::load(&p).map_err(|e| e.to_string())?;
+        let connectors = crate::connectors::build(&config).map_err(|e| {
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        Ok::<_, String>((config, connectors))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match loaded {
+        Ok((config, connectors)) => {
+            let old = current.get();
+            if old.api.listen != config.api.listen
+                || old.agent.state_dir != config.agent.state_dir
+                || old.upstreams.len() != config.upstreams.len()
+            {
+                tracing::warn!(
+                    "api.listen, agent.state_dir and [[upstream]] changes take effect at the next restart"
+                );
+            }
+            let (sources, entitlements, identities) = (
+                config.sources.len(),
+                config.catalog.entitlement_count(),
+                config.identities.len(),
+            );
+            current.set(config);
+            dispatcher.set_connectors(connectors);
+            tracing::info!(sources, entitlements, identities, "configuration reloaded");
+        }
+        Err(problems) => {
+            tracing::error!(problems = %problems, "new configuration refused; the previous one stays in force");
+        }
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
 }

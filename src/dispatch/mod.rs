@@ -39,8 +39,8 @@ pub struct Dispatcher {
 
 struct Inner {
     store: Store,
-    config: Arc<Config>,
-    connectors: Connectors,
+    live: Arc<crate::config::Live>,
+    connectors: std::sync::RwLock<Arc<Connectors>>,
     clock: SharedClock,
     owner: String,
     wake: Arc<Notify>,
@@ -54,7 +54,7 @@ struct Inner {
 impl Dispatcher {
     pub fn new(
         store: Store,
-        config: Arc<Config>,
+        live: Arc<crate::config::Live>,
         connectors: Connectors,
         clock: SharedClock,
         owner: String,
@@ -63,8 +63,8 @@ impl Dispatcher {
         Self {
             inner: Arc::new(Inner {
                 store,
-                config,
-                connectors,
+                live,
+                connectors: std::sync::RwLock::new(Arc::new(connectors)),
                 clock,
                 owner,
                 wake,
@@ -75,6 +75,17 @@ impl Dispatcher {
                 liveness: None,
             }),
         }
+    }
+
+    /// Jobs claimed from now on use these connectors; running ones keep theirs.
+    pub fn set_connectors(&self, connectors: Connectors) {
+        if let Ok(mut c) = self.inner.connectors.write() {
+            *c = Arc::new(connectors);
+        }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.inner.live.get()
     }
 
     /// Beats `live` on every pass of the loop (for the systemd watchdog).
@@ -94,7 +105,7 @@ impl Dispatcher {
     /// within the grace period and releases the rest without spending their attempt.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         let me = &self.inner;
-        let workers = me.config.agent.workers.max(1);
+        let workers = self.config().agent.workers.max(1);
         let mut inflight: JoinSet<()> = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
@@ -128,10 +139,10 @@ impl Dispatcher {
         me.stopping.store(true, Ordering::SeqCst);
         tracing::info!(
             in_flight = inflight.len(),
-            grace_s = me.config.agent.shutdown_grace.as_secs(),
+            grace_s = self.config().agent.shutdown_grace.as_secs(),
             "stopping dispatch"
         );
-        let grace = tokio::time::sleep(me.config.agent.shutdown_grace);
+        let grace = tokio::time::sleep(self.config().agent.shutdown_grace);
         tokio::pin!(grace);
         loop {
             tokio::select! {
@@ -188,7 +199,7 @@ impl Dispatcher {
             }
             (skip, half)
         };
-        let lease_until = to_ms(add(now, me.config.agent.lease));
+        let lease_until = to_ms(add(now, self.config().agent.lease));
         let now_ms = to_ms(now);
         let mut claimed = Vec::new();
         for source in half_open {
@@ -254,7 +265,8 @@ impl Dispatcher {
     /// Ok(false): stopped half-way by shutdown; the job is still leased.
     async fn try_run_job(&self, job: Job) -> Result<bool, StoreError> {
         let me = &self.inner;
-        let Some(source) = me.config.sources.get(&job.source).cloned() else {
+        let config = self.config();
+        let Some(source) = config.sources.get(&job.source).cloned() else {
             let err = ConnectorError::permanent(
                 None,
                 format!("source `{}` is not configured", job.source),
@@ -264,7 +276,8 @@ impl Dispatcher {
         if source.kind == SourceKind::Manual {
             return self.to_manual(job, &source).await.map(|_| true);
         }
-        let Some(connector) = me.connectors.get(&job.source).cloned() else {
+        let connectors = me.connectors.read().map(|c| c.clone()).unwrap_or_default();
+        let Some(connector) = connectors.get(&job.source).cloned() else {
             let err = ConnectorError::permanent(
                 None,
                 format!("source `{}` has no connector", job.source),
@@ -304,7 +317,7 @@ impl Dispatcher {
                     self.breaker(&job.source, |b, _| b.on_success());
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), outcome = outcome.as_str(), elapsed_ms, "connector call");
                     let now = to_ms(me.clock.now());
-                    let lease_until = to_ms(add(from_ms(now), me.config.agent.lease));
+                    let lease_until = to_ms(add(from_ms(now), self.config().agent.lease));
                     let (j, owner, n, word) = (
                         job.clone(),
                         me.owner.clone(),
@@ -341,8 +354,8 @@ impl Dispatcher {
         f: impl FnOnce(&mut Breaker, &crate::dispatch::policy::BreakerPolicy),
     ) {
         let me = &self.inner;
-        let policy = me
-            .config
+        let policy = self
+            .config()
             .sources
             .get(source)
             .map(|s| s.breaker.clone())

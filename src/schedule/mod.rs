@@ -17,7 +17,6 @@ use provd_connector_core::Identity;
 use tokio::sync::Notify;
 
 use crate::clock::{SharedClock, rfc3339_ms, to_ms};
-use crate::config::Config;
 use crate::intake::Directory;
 use crate::store::accept::Context;
 use crate::store::schedule::{Fired, Planned};
@@ -83,7 +82,8 @@ impl LagHistogram {
 
 pub struct Scheduler {
     pub store: Store,
-    pub config: Arc<Config>,
+    /// The configuration in force (replaced on reload).
+    pub live: Arc<crate::config::Live>,
     pub clock: SharedClock,
     /// Woken when a request sets or moves a removeDate.
     pub wake: Arc<Notify>,
@@ -148,7 +148,7 @@ impl Scheduler {
     /// (also those a crash left between the phases); returns how many.
     async fn plan_fired(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let config = self.config.clone();
+        let config = self.live.get();
         let planned: Vec<Planned> = self
             .store
             .call(move |s| {

@@ -71,7 +71,7 @@ pub const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// Logs overdue tasks once a day per owner until `stop`.
 pub async fn run(
     store: crate::store::Store,
-    config: std::sync::Arc<crate::config::Config>,
+    live: std::sync::Arc<crate::config::Live>,
     clock: crate::clock::SharedClock,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -79,6 +79,7 @@ pub async fn run(
     let mut reminders = Reminders::default();
     loop {
         let now = clock.now();
+        let config = live.get();
         let (s, c) = (store.clone(), config.clone());
         let found = s
             .call(move |st| overdue(st, &c, now.as_millisecond()))

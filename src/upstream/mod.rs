@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
-use crate::config::Config;
 use crate::config::files::UpstreamSection;
 use crate::intake::{SubmitError, submit};
 use crate::store::upstream::Unwritten;
@@ -48,7 +47,7 @@ pub struct Puller {
     pub cfg: UpstreamSection,
     http: HttpClient,
     store: Store,
-    config: Arc<Config>,
+    live: Arc<crate::config::Live>,
     clock: SharedClock,
     wake: (Arc<Notify>, Arc<Notify>),
 }
@@ -119,7 +118,7 @@ impl Puller {
         cfg: UpstreamSection,
         base: &Path,
         store: Store,
-        config: Arc<Config>,
+        live: Arc<crate::config::Live>,
         clock: SharedClock,
         wake: (Arc<Notify>, Arc<Notify>),
     ) -> Result<Self, (String, String)> {
@@ -137,7 +136,7 @@ impl Puller {
             cfg,
             http,
             store,
-            config,
+            live,
             clock,
             wake,
         })
@@ -322,7 +321,7 @@ impl Puller {
         .to_string();
         let key = format!("upstream:{name}:{id}");
         let (config, store, origin, clock) = (
-            self.config.clone(),
+            self.live.get(),
             self.store.clone(),
             format!("upstream:{name}"),
             self.clock.clone(),
@@ -357,7 +356,7 @@ impl Puller {
     fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
         let attr = &self.cfg.identity_attribute;
         if attr == "id" {
-            let known = self.config.identities.contains_key(external)
+            let known = self.live.get().identities.contains_key(external)
                 || self.store.identity(external)?.is_some();
             return Ok(known.then(|| external.to_string()));
         }
@@ -365,7 +364,8 @@ impl Puller {
             return Ok(Some(id));
         }
         Ok(self
-            .config
+            .live
+            .get()
             .identities
             .values()
             .find(|i| i.attributes.get(attr).map(String::as_str) == Some(external))
@@ -406,12 +406,13 @@ impl Puller {
 
 /// Starts one puller per `[[upstream]]`.
 pub fn start(
-    config: &Arc<Config>,
+    live: &Arc<crate::config::Live>,
     store: &Store,
     clock: &SharedClock,
     wake: (Arc<Notify>, Arc<Notify>),
     stop: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let config = live.get();
     let base = config.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut tasks = Vec::new();
     for u in &config.upstreams {
@@ -419,7 +420,7 @@ pub fn start(
             u.clone(),
             &base,
             store.clone(),
-            config.clone(),
+            live.clone(),
             clock.clone(),
             wake.clone(),
         )

@@ -143,7 +143,8 @@ fn rig(connector: Scripted, source_toml: &str, agent_toml: &str) -> Rig {
     std::fs::write(&provd, text).unwrap();
     let mut config = Config::load(&provd).unwrap();
     config.sources.get_mut("flat").unwrap().kind = SourceKind::Ldap;
-    let config = Arc::new(config);
+    let live = provd::config::Live::new(config);
+    let config = live.get();
     let store = Store::open(&config.agent.state_dir).unwrap();
     let clock = Arc::new(ManualClock::new(
         jiff::Timestamp::from_second(1_900_000_000).unwrap(),
@@ -155,7 +156,7 @@ fn rig(connector: Scripted, source_toml: &str, agent_toml: &str) -> Rig {
     let shared: SharedClock = clock.clone();
     let d = Dispatcher::new(
         store.clone(),
-        config.clone(),
+        live.clone(),
         connectors,
         shared,
         "test-agent".into(),

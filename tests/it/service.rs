@@ -103,3 +103,84 @@ fn the_unit_verifies_and_rates_2_or_lower() {
         .unwrap_or_else(|| panic!("no score in: {text}"));
     assert!(score <= 2.0, "exposure {score}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_catalog_and_refuses_an_invalid_set() {
+    let env = Env::new();
+    let path = env.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let agent = Agent::start_with(&env, &[("NOTIFY_SOCKET", path.display().to_string())]).await;
+    let mut seen = Vec::new();
+    wait_for(&sock, &mut seen, "READY=1", 10);
+    let body = |who: &str| {
+        serde_json::json!({ "requestedFor": [who], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-new" }] }).to_string()
+    };
+    assert_eq!(
+        agent
+            .post("/access-requests/v1", &body("ada"))
+            .await
+            .status(),
+        400,
+        "not in the catalog yet"
+    );
+
+    let catalog = env.path().join("catalog.toml");
+    let good = std::fs::read_to_string(&catalog).unwrap()
+        + "[[entitlement]]\nid = \"ent-new\"\nsource = \"flat\"\nattribute = \"groups\"\nvalue = \"NEW\"\n";
+    std::fs::write(&catalog, &good).unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &agent.pid().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hup().success());
+    wait_for(&sock, &mut seen, "RELOADING=1", 10);
+    let (a, u) = (
+        agent.http.clone(),
+        format!("{}/access-requests/v1", agent.base),
+    );
+    crate::harness::eventually(10, "ent-new to be requestable", || {
+        let (a, u, b) = (a.clone(), u.clone(), body("ada"));
+        async move {
+            let r = a
+                .post(&u)
+                .bearer_auth("t0ken-for-tests-1234567890")
+                .body(b)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 202).then_some(())
+        }
+    })
+    .await;
+    assert!(agent.log_text().contains("configuration reloaded"));
+
+    // A broken set is refused, naming the problem; the old one keeps serving.
+    std::fs::write(
+        &catalog,
+        good.replace(
+            "source = \"flat\"\nattribute = \"groups\"\nvalue = \"NEW\"",
+            "source = \"nowhere\"\nattribute = \"groups\"\nvalue = \"NEW\"",
+        ),
+    )
+    .unwrap();
+    assert!(hup().success());
+    crate::harness::eventually(10, "the refusal to be logged", || {
+        let log = agent.log_text();
+        async move { log.contains("new configuration refused").then_some(()) }
+    })
+    .await;
+    let log = agent.log_text();
+    assert!(log.contains("names source `nowhere`"), "{log}");
+    assert_eq!(
+        agent
+            .post("/access-requests/v1", &body("grace"))
+            .await
+            .status(),
+        202,
+        "the old catalog still serves"
+    );
+}
