@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::clock::{SharedClock, from_ms, rfc3339_ms, to_ms};
 use crate::config::{Config, SourceKind};
 use crate::connectors::Connectors;
-use crate::store::jobs::AttemptError;
+use crate::store::jobs::{AttemptError, OpRecord};
 use crate::store::{Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
 use policy::{Decision, add, decide};
@@ -271,7 +271,10 @@ impl Dispatcher {
                 None,
                 format!("source `{}` is not configured", job.source),
             );
-            return self.failed_attempt(&job, None, &err).await.map(|_| true);
+            return self
+                .failed_attempt(&job, None, &err, Vec::new())
+                .await
+                .map(|_| true);
         };
         if source.kind == SourceKind::Manual {
             return self.to_manual(job, &source).await.map(|_| true);
@@ -283,12 +286,13 @@ impl Dispatcher {
                 format!("source `{}` has no connector", job.source),
             );
             return self
-                .failed_attempt(&job, Some(&source), &err)
+                .failed_attempt(&job, Some(&source), &err, Vec::new())
                 .await
                 .map(|_| true);
         };
         let (ident, src) = (job.identity_id.clone(), job.source.clone());
         let mut native = me.store.call(move |s| s.native_id(&ident, &src)).await?;
+        let mut records: Vec<OpRecord> = Vec::new();
         for index in job.ops_done..job.ops.len() {
             if me.stopping.load(Ordering::SeqCst) {
                 return Ok(false);
@@ -316,24 +320,16 @@ impl Dispatcher {
                     }
                     self.breaker(&job.source, |b, _| b.on_success());
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), outcome = outcome.as_str(), elapsed_ms, "connector call");
-                    let now = to_ms(me.clock.now());
-                    let lease_until = to_ms(add(from_ms(now), self.config().agent.lease));
-                    let (j, owner, n, word) = (
-                        job.clone(),
-                        me.owner.clone(),
-                        outcome.native_id().map(str::to_string),
-                        outcome.as_str(),
-                    );
-                    me.store
-                        .call(move |s| {
-                            s.op_done(&j, &owner, index, word, n.as_deref(), now, lease_until)
-                        })
-                        .await?;
+                    records.push(OpRecord {
+                        index,
+                        outcome: outcome.as_str(),
+                        native_id: outcome.native_id().map(str::to_string),
+                    });
                 }
                 Err(err) => {
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), error = %err, elapsed_ms, "connector call failed");
                     return self
-                        .failed_attempt(&job, Some(&source), &err)
+                        .failed_attempt(&job, Some(&source), &err, records)
                         .await
                         .map(|_| true);
                 }
@@ -341,7 +337,9 @@ impl Dispatcher {
         }
         let now = to_ms(me.clock.now());
         let (j, owner) = (job.clone(), me.owner.clone());
-        me.store.call(move |s| s.succeed(&j, &owner, now)).await?;
+        me.store
+            .call(move |s| s.succeed(&j, &owner, now, &records))
+            .await?;
         crate::metrics::attempt(&job.source, "succeeded");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
             state = "succeeded", attempt = job.attempt, "job succeeded");
@@ -380,6 +378,7 @@ impl Dispatcher {
         job: &Job,
         source: Option<&crate::config::Source>,
         err: &ConnectorError,
+        records: Vec<OpRecord>,
     ) -> Result<(), StoreError> {
         let me = &self.inner;
         let now = me.clock.now();
@@ -425,7 +424,9 @@ impl Dispatcher {
             Decision::Retry { at } => {
                 let at = to_ms(at);
                 me.store
-                    .call(move |s| s.fail_attempt(&j, &owner, now_ms, error, Some(at), None))
+                    .call(move |s| {
+                        s.fail_attempt(&j, &owner, now_ms, error, Some(at), None, &records)
+                    })
                     .await?;
                 tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
                     state = "retrying", attempt = job.attempt, next_attempt_at = %rfc3339_ms(at), error_class = class.as_str(),
@@ -434,7 +435,9 @@ impl Dispatcher {
             Decision::Fail { reason } => {
                 let r = reason.clone();
                 me.store
-                    .call(move |s| s.fail_attempt(&j, &owner, now_ms, error, None, Some(&r)))
+                    .call(move |s| {
+                        s.fail_attempt(&j, &owner, now_ms, error, None, Some(&r), &records)
+                    })
                     .await?;
                 tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
                     state = "failed", attempt = job.attempt, error_class = class.as_str(), error = %err.message, reason = %reason, "job failed");

@@ -134,6 +134,44 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// How one connector call of an attempt went, recorded with the attempt's outcome. The
+/// calls are not committed one by one: every operation is idempotent, so after a crash
+/// the job simply does them again, and the attempt costs one commit instead of one per call.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    pub index: usize,
+    pub outcome: &'static str,
+    pub native_id: Option<String>,
+}
+
+/// Writes an attempt's calls: progress, the account's native id, one audit event each.
+fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64) -> Result<()> {
+    let Some(last) = ops.last() else {
+        return Ok(());
+    };
+    tx.prepare_cached("UPDATE jobs SET ops_done = ? WHERE id = ?")?
+        .execute(params![(last.index + 1) as i64, job.id])?;
+    for op in ops {
+        if let Some(native) = &op.native_id {
+            tx.prepare_cached(
+                "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at) VALUES (?,?,?,'active',?,?)
+                 ON CONFLICT(identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
+                    updated_at = excluded.updated_at",
+            )?
+            .execute(params![job.identity_id, job.source, native, job.id, now])?;
+        }
+        let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
+        event(
+            tx,
+            now,
+            "connector_call",
+            job,
+            json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id }),
+        )?;
+    }
+    Ok(())
+}
+
 /// A job that moved, for the log line the caller writes.
 #[derive(Debug, Clone)]
 pub struct Moved {
@@ -260,44 +298,6 @@ impl Store {
         })
     }
 
-    /// Records that operation `index` succeeded, extends the lease, and links the account.
-    #[allow(clippy::too_many_arguments)]
-    pub fn op_done(
-        &self,
-        job: &Job,
-        owner: &str,
-        index: usize,
-        outcome: &str,
-        native_id: Option<&str>,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET ops_done = ?, lease_expires_at = ?, updated_at = ?
-                     WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                )?
-                .execute(params![(index + 1) as i64, lease_until, now, job.id, owner])?;
-            if n == 0 {
-                return Err(lost(job.id));
-            }
-            if let Some(native) = native_id {
-                tx.prepare_cached(
-                    "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at) VALUES (?,?,?,'active',?,?)
-                     ON CONFLICT(identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
-                        updated_at = excluded.updated_at",
-                )?
-                .execute(params![job.identity_id, job.source, native, job.id, now])?;
-            }
-            let op = job.ops.get(index).map(|o| o.kind().as_str());
-            event(&tx, now, "connector_call", job, json!({ "op": op, "index": index, "outcome": outcome, "nativeId": native_id }))?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
     /// The account's native id on the job's source, if provd knows it.
     pub fn native_id(&self, identity: &str, source: &str) -> Result<Option<String>> {
         self.with(|c| {
@@ -310,8 +310,9 @@ impl Store {
         })
     }
 
-    pub fn succeed(&self, job: &Job, owner: &str, now: i64) -> Result<()> {
-        self.finish(job, owner, now, "succeeded", None)
+    /// The job's operations all succeeded (`ops` says how each went).
+    pub fn succeed(&self, job: &Job, owner: &str, now: i64, ops: &[OpRecord]) -> Result<()> {
+        self.finish(job, owner, now, "succeeded", None, ops)
     }
 
     /// Records a failed attempt: `retry_at` Some → `retrying`, None → `failed`.
@@ -323,6 +324,7 @@ impl Store {
         error: AttemptError,
         retry_at: Option<i64>,
         reason: Option<&str>,
+        ops: &[OpRecord],
     ) -> Result<()> {
         let mut errors = job.errors.clone();
         errors.push(error.clone());
@@ -341,11 +343,12 @@ impl Store {
                 if n == 0 {
                     return Err(lost(job.id));
                 }
+                record_ops(&tx, job, ops, now)?;
                 event(&tx, now, "job_retrying", job, json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(at) }))?;
                 tx.commit()?;
                 Ok(())
             }),
-            None => self.finish(job, owner, now, "failed", Some((errors, error, reason.unwrap_or("")))),
+            None => self.finish(job, owner, now, "failed", Some((errors, error, reason.unwrap_or(""))), ops),
         }
     }
 
@@ -356,6 +359,7 @@ impl Store {
         now: i64,
         state: &str,
         failure: Option<(String, AttemptError, &str)>,
+        ops: &[OpRecord],
     ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -370,6 +374,7 @@ impl Store {
             if n == 0 {
                 return Err(lost(job.id));
             }
+            record_ops(&tx, job, ops, now)?;
             let data = match &failure {
                 Some((_, e, reason)) => json!({ "attempt": job.attempt, "error": e, "reason": reason }),
                 None => json!({ "attempt": job.attempt }),

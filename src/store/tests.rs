@@ -182,7 +182,7 @@ fn one_lane_runs_one_job_at_a_time_in_acceptance_order() {
         "u1's second job waits for its first"
     );
     assert!(f.claim("a", 2_001).is_empty());
-    f.store.succeed(&first[0], "a", 2_002).unwrap();
+    f.store.succeed(&first[0], "a", 2_002, &[]).unwrap();
     let next = f.claim("a", 2_003);
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].id, 2);
@@ -210,12 +210,12 @@ fn an_expired_lease_returns_the_job_with_its_history_and_fences_the_old_owner() 
     assert_eq!(again.errors[0].class, "lease");
     assert!(
         matches!(
-            f.store.succeed(&job, "dead", 3_003),
+            f.store.succeed(&job, "dead", 3_003, &[]),
             Err(StoreError::Conflict(_))
         ),
         "stale owner is fenced"
     );
-    f.store.succeed(&again, "alive", 3_004).unwrap();
+    f.store.succeed(&again, "alive", 3_004, &[]).unwrap();
     assert_eq!(
         f.store.job(job.id).unwrap().unwrap().state,
         JobState::Succeeded
@@ -249,14 +249,14 @@ fn retrying_then_failing_keeps_every_attempt_error() {
     let rid = f.grant("u1", "ap-eng", 1_000);
     let job = f.claim("a", 2_000).remove(0);
     f.store
-        .fail_attempt(&job, "a", 2_001, err(1), Some(5_000), None)
+        .fail_attempt(&job, "a", 2_001, err(1), Some(5_000), None, &[])
         .unwrap();
     assert!(f.claim("a", 4_999).is_empty(), "not due yet");
     assert_eq!(f.store.next_due().unwrap(), Some(5_000));
     let job = f.claim("a", 5_000).remove(0);
     assert_eq!(job.attempt, 2);
     f.store
-        .fail_attempt(&job, "a", 5_001, err(2), None, Some("gave up"))
+        .fail_attempt(&job, "a", 5_001, err(2), None, Some("gave up"), &[])
         .unwrap();
     let j = f.store.job(job.id).unwrap().unwrap();
     assert_eq!(j.state, JobState::Failed);
@@ -275,7 +275,7 @@ fn success_activates_the_assignment_and_a_duplicate_is_reported_existing() {
     let f = fixture();
     let rid = f.grant("u1", "ap-eng", 1_000);
     let job = f.claim("a", 2_000).remove(0);
-    f.store.succeed(&job, "a", 2_001).unwrap();
+    f.store.succeed(&job, "a", 2_001, &[]).unwrap();
     assert_eq!(f.assignment_states(), ["active"]);
     assert_eq!(f.state_of(&rid), "REQUEST_COMPLETED");
     let dup = f.submit(
@@ -302,7 +302,7 @@ fn a_revoke_settles_the_assignment_as_removed() {
     f.grant("u1", "ap-remote", 1_001);
     for t in [2_000, 2_002] {
         let j = f.claim("a", t).remove(0);
-        f.store.succeed(&j, "a", t + 1).unwrap();
+        f.store.succeed(&j, "a", t + 1, &[]).unwrap();
     }
     let r = f.submit(
         RequestType::Revoke,
@@ -320,7 +320,7 @@ fn a_revoke_settles_the_assignment_as_removed() {
     );
     assert_eq!(f.assignment_states(), ["revoking", "active"]);
     let j = f.claim("a", 3_001).remove(0);
-    f.store.succeed(&j, "a", 3_002).unwrap();
+    f.store.succeed(&j, "a", 3_002, &[]).unwrap();
     assert_eq!(f.assignment_states(), ["removed", "active"]);
 }
 
@@ -376,7 +376,7 @@ fn a_running_or_finished_job_cannot_be_canceled() {
         f.store.cancel_job(job.id, 2_001, "x"),
         Err(StoreError::Conflict(_))
     ));
-    f.store.succeed(&job, "a", 2_002).unwrap();
+    f.store.succeed(&job, "a", 2_002, &[]).unwrap();
     assert!(matches!(
         f.store.cancel_job(job.id, 2_003, "x"),
         Err(StoreError::Conflict(_))
@@ -464,7 +464,7 @@ fn granted_until(f: &Fixture, profile: &str, remove_at: i64, now: i64) -> String
         })
         .unwrap();
     let job = f.claim("a", now + 1).remove(0);
-    f.store.succeed(&job, "a", now + 2).unwrap();
+    f.store.succeed(&job, "a", now + 2, &[]).unwrap();
     rid
 }
 
@@ -505,7 +505,7 @@ fn a_removal_fires_once_and_its_revoke_is_planned_after_a_crash_between_the_phas
     let job = f.claim("a", 6_300).remove(0);
     assert_eq!(job.kind, "revoke");
     assert_eq!(job.ops.len(), 2, "both of ap-eng's values go");
-    f.store.succeed(&job, "a", 6_400).unwrap();
+    f.store.succeed(&job, "a", 6_400, &[]).unwrap();
     assert_eq!(f.assignment_states(), ["removed"]);
 }
 

@@ -1,0 +1,231 @@
+//! provd against OpenLDAP's own `ldapmodify`, side by side on one throwaway slapd:
+//! N grants (create the account, add it to a group). The baseline is ldapmodify with 4
+//! connections in parallel; provd runs the release binary on a store preloaded with the N
+//! requests and is timed from start until every job has succeeded.
+//!
+//!     cargo bench --bench ldap_throughput            # N = 1000 and 10000
+//!     cargo bench --bench ldap_throughput -- 1000
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cn=admin,dc=example,dc=com";
+const PW: &str = "secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn slapd(dir: &Path, port: u16) -> Child {
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("slapd.conf"),
+        format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\ninclude /etc/ldap/schema/inetorgperson.schema\n\
+             modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {d}/slapd.pid\ndatabase mdb\nmaxsize 1073741824\n\
+             suffix \"dc=example,dc=com\"\nrootdn \"{ADMIN}\"\nrootpw {PW}\ndirectory {d}/db\nindex objectClass,uid,member eq\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/slapd")
+        .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
+        .arg(dir.join("slapd.conf"))
+        .args(["-d", "0"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("ldap://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("ldapwhoami")
+        .args(["-x", "-H", &url, "-D", ADMIN, "-w", PW])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "slapd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ldap(
+        &url,
+        "ldapadd",
+        "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\no: x\ndc: example\n\n\
+        dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n\
+        dn: cn=base,dc=example,dc=com\nobjectClass: groupOfNames\ncn: base\nmember: cn=admin,dc=example,dc=com\n\n\
+        dn: cn=vpn,dc=example,dc=com\nobjectClass: groupOfNames\ncn: vpn\nmember: cn=admin,dc=example,dc=com\n",
+    );
+    child
+}
+
+fn ldap(url: &str, tool: &str, ldif: &str) {
+    use std::io::Write;
+    let mut c = Command::new(tool)
+        .args(["-x", "-H", url, "-D", ADMIN, "-w", PW])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(ldif.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "{tool} failed");
+}
+
+/// The baseline: the same operations, 4 ldapmodify processes in parallel.
+fn baseline(dir: &Path, url: &str, n: usize) -> Duration {
+    let mut files = Vec::new();
+    for k in 0..4 {
+        let mut ldif = String::new();
+        for i in (k..n).step_by(4) {
+            ldif.push_str(&format!(
+                "dn: uid=b{i},ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: inetOrgPerson\nuid: b{i}\ncn: B{i} L{i}\nsn: L{i}\n\n\
+                 dn: cn=base,dc=example,dc=com\nchangetype: modify\nadd: member\nmember: uid=b{i},ou=people,dc=example,dc=com\n\n"
+            ));
+        }
+        let f = dir.join(format!("base{k}.ldif"));
+        std::fs::write(&f, ldif).unwrap();
+        files.push(f);
+    }
+    let t = Instant::now();
+    let children: Vec<Child> = files
+        .iter()
+        .map(|f| {
+            Command::new("ldapmodify")
+                .args(["-x", "-H", url, "-D", ADMIN, "-w", PW, "-f"])
+                .arg(f)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    t.elapsed()
+}
+
+fn provd_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd");
+    assert!(p.exists(), "build it first: cargo build --release");
+    p
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// provd on the same server: N requests preloaded, then the agent started and timed.
+fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64) {
+    let c = dir.join("cfg");
+    std::fs::create_dir_all(c.join("sources")).unwrap();
+    std::fs::write(c.join("pw"), PW).unwrap();
+    std::fs::write(c.join("tokens"), "bench-token\n").unwrap();
+    std::fs::write(
+        c.join("provd.toml"),
+        format!("[agent]\nstate_dir = \"state\"\nworkers = 8\n[api]\nlisten = \"127.0.0.1:{}\"\ntokens_file = \"tokens\"\n[log]\nlevel = \"warn\"\n", free_port()),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("sources/corp.toml"),
+        format!(
+            "id = \"corp\"\ntype = \"ldap\"\nowner = \"o\"\nurl = \"{url}\"\nbind_dn = \"{ADMIN}\"\nbind_password_file = \"../pw\"\npool_size = 4\n\
+             [account]\nnative_id = \"uid={{id}},ou=people,dc=example,dc=com\"\ncorrelation = \"uid\"\nobject_classes = [\"inetOrgPerson\"]\n\
+             [account.attributes]\nuid = \"{{id}}\"\ncn = \"{{firstName}} {{lastName}}\"\nsn = \"{{lastName}}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(c.join("catalog.toml"), "[[entitlement]]\nid = \"vpn\"\nsource = \"corp\"\nattribute = \"groups\"\nvalue = \"cn=vpn,dc=example,dc=com\"\n").unwrap();
+    let mut ids = String::from("id,firstName,lastName\n");
+    for i in 0..n {
+        ids.push_str(&format!("p{i},P{i},L{i}\n"));
+    }
+    std::fs::write(c.join("identities.csv"), ids).unwrap();
+    let config = provd::config::Config::load(&c.join("provd.toml")).unwrap();
+    let store = provd::store::Store::open(&config.agent.state_dir).unwrap();
+    let now = jiff::Timestamp::now();
+    for i in 0..n {
+        let body = format!(
+            "{{\"requestedFor\":[\"p{i}\"],\"requestedItems\":[{{\"type\":\"ENTITLEMENT\",\"id\":\"vpn\"}}]}}"
+        );
+        provd::intake::submit(&config, &store, now, body.as_bytes(), "bench", None).unwrap();
+    }
+    let t = Instant::now();
+    let mut agent = Command::new(provd_bin())
+        .args(["run", "--config"])
+        .arg(c.join("provd.toml"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        let done: i64 = store
+            .with(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        if done as usize >= n {
+            break;
+        }
+        let failed: i64 = store
+            .with(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state IN ('failed','retrying')",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(failed, 0, "jobs failed");
+    }
+    let elapsed = t.elapsed();
+    let rss = rss_kib(agent.id());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    (elapsed, rss)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if args.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        args
+    };
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = slapd(dir.path(), port);
+        let url = format!("ldap://127.0.0.1:{port}");
+        let base = baseline(dir.path(), &url, n);
+        let (p, rss) = provd(dir.path(), &url, n);
+        println!(
+            "ldap throughput: N={n}: ldapmodify x4 {:.2}s, provd {:.2}s, ratio {:.2}; provd peak RSS {} MiB",
+            base.as_secs_f64(),
+            p.as_secs_f64(),
+            p.as_secs_f64() / base.as_secs_f64(),
+            rss / 1024
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}
