@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::clock::{SharedClock, from_ms, rfc3339_ms, to_ms};
 use crate::config::{Config, SourceKind};
 use crate::connectors::Connectors;
-use crate::store::jobs::{AttemptError, OpRecord};
+use crate::store::jobs::{AttemptError, Ending, Finish, OpRecord};
 use crate::store::{Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
 use policy::{Decision, add, decide};
@@ -49,6 +49,40 @@ struct Inner {
     running: Mutex<BTreeMap<i64, Job>>,
     stopping: AtomicBool,
     liveness: Option<Arc<crate::daemon::watchdog::Liveness>>,
+    /// Attempts' ends go to one committer, which writes all that are waiting in one
+    /// transaction (group commit): while one fsync runs, the next batch gathers.
+    commits: tokio::sync::mpsc::UnboundedSender<Commit>,
+    commit_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Commit>>>,
+}
+
+type Commit = (Finish, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
+
+/// Commits attempts' ends in batches until the channel closes.
+async fn committer(store: Store, mut queue: tokio::sync::mpsc::UnboundedReceiver<Commit>) {
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
+        match store.call(move |s| s.finish_all(&items)).await {
+            Ok(results) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Conflict(msg.clone())));
+                }
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -60,6 +94,7 @@ impl Dispatcher {
         owner: String,
         wake: Arc<Notify>,
     ) -> Self {
+        let (commits, commit_queue) = tokio::sync::mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -73,8 +108,21 @@ impl Dispatcher {
                 running: Mutex::new(BTreeMap::new()),
                 stopping: AtomicBool::new(false),
                 liveness: None,
+                commits,
+                commit_queue: Mutex::new(Some(commit_queue)),
             }),
         }
+    }
+
+    /// Records how an attempt ended (group-committed with others); returns once on disk.
+    async fn end(&self, f: Finish) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .commits
+            .send((f, tx))
+            .map_err(|_| StoreError::Conflict("the committer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Conflict("the committer has stopped".into()))?
     }
 
     /// Jobs claimed from now on use these connectors; running ones keep theirs.
@@ -106,6 +154,12 @@ impl Dispatcher {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         let me = &self.inner;
         let workers = self.config().agent.workers.max(1);
+        let queue = me
+            .commit_queue
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .take();
+        let committer = queue.map(|q| tokio::spawn(committer(me.store.clone(), q)));
         let mut inflight: JoinSet<()> = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
@@ -165,6 +219,9 @@ impl Dispatcher {
             let (id, rid, src) = (job.id, job.request_id.clone(), job.source.clone());
             me.store.call(move |s| s.release(&job, &owner, now)).await?;
             tracing::info!(job_id = id, request_id = %rid, source = %src, state = "queued", "released at shutdown");
+        }
+        if let Some(c) = committer {
+            c.abort();
         }
         Ok(())
     }
@@ -336,10 +393,14 @@ impl Dispatcher {
             }
         }
         let now = to_ms(me.clock.now());
-        let (j, owner) = (job.clone(), me.owner.clone());
-        me.store
-            .call(move |s| s.succeed(&j, &owner, now, &records))
-            .await?;
+        self.end(Finish {
+            job: job.clone(),
+            owner: me.owner.clone(),
+            now,
+            ops: records,
+            ending: Ending::Succeeded,
+        })
+        .await?;
         crate::metrics::attempt(&job.source, "succeeded");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
             state = "succeeded", attempt = job.attempt, "job succeeded");
@@ -423,22 +484,30 @@ impl Dispatcher {
         match decision {
             Decision::Retry { at } => {
                 let at = to_ms(at);
-                me.store
-                    .call(move |s| {
-                        s.fail_attempt(&j, &owner, now_ms, error, Some(at), None, &records)
-                    })
-                    .await?;
+                self.end(Finish {
+                    job: j,
+                    owner,
+                    now: now_ms,
+                    ops: records,
+                    ending: Ending::Retry { at, error },
+                })
+                .await?;
                 tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
                     state = "retrying", attempt = job.attempt, next_attempt_at = %rfc3339_ms(at), error_class = class.as_str(),
                     error = %err.message, "job will be retried");
             }
             Decision::Fail { reason } => {
-                let r = reason.clone();
-                me.store
-                    .call(move |s| {
-                        s.fail_attempt(&j, &owner, now_ms, error, None, Some(&r), &records)
-                    })
-                    .await?;
+                self.end(Finish {
+                    job: j,
+                    owner,
+                    now: now_ms,
+                    ops: records,
+                    ending: Ending::Failed {
+                        error,
+                        reason: reason.clone(),
+                    },
+                })
+                .await?;
                 tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
                     state = "failed", attempt = job.attempt, error_class = class.as_str(), error = %err.message, reason = %reason, "job failed");
             }

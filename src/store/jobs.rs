@@ -144,6 +144,74 @@ pub struct OpRecord {
     pub native_id: Option<String>,
 }
 
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    Succeeded,
+    /// Retryable: try again at `at`.
+    Retry {
+        at: i64,
+        error: AttemptError,
+    },
+    /// Given up.
+    Failed {
+        error: AttemptError,
+        reason: String,
+    },
+}
+
+/// One attempt's end, to be committed (alone or with others).
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub job: Job,
+    pub owner: String,
+    pub now: i64,
+    pub ops: Vec<OpRecord>,
+    pub ending: Ending,
+}
+
+/// Writes one attempt's end inside the caller's transaction, guarded on the lease.
+fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
+    let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
+    let errors_with = |e: &AttemptError| {
+        let mut errors = job.errors.clone();
+        errors.push(e.clone());
+        serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let (state, next_at, errors, data) = match &f.ending {
+        Ending::Succeeded => ("succeeded", None, None, json!({ "attempt": job.attempt })),
+        Ending::Retry { at, error } => (
+            "retrying",
+            Some(*at),
+            Some(errors_with(error)?),
+            json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
+        ),
+        Ending::Failed { error, reason } => (
+            "failed",
+            None,
+            Some(errors_with(error)?),
+            json!({ "attempt": job.attempt, "error": error, "reason": reason }),
+        ),
+    };
+    let finalized = (state != "retrying").then_some(now);
+    let n = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = ?, next_attempt_at = ?, errors = COALESCE(?, errors), lease_owner = NULL,
+                lease_expires_at = NULL, finalized_at = ?, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ?",
+        )?
+        .execute(params![state, next_at, errors, finalized, now, job.id, owner])?;
+    if n == 0 {
+        return Err(lost(job.id));
+    }
+    record_ops(tx, job, &f.ops, now)?;
+    event(tx, now, &format!("job_{state}"), job, data)?;
+    if state != "retrying" {
+        settle(tx, job.id, now)?;
+    }
+    Ok(())
+}
+
 /// Writes an attempt's calls: progress, the account's native id, one audit event each.
 fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64) -> Result<()> {
     let Some(last) = ops.last() else {
@@ -312,7 +380,13 @@ impl Store {
 
     /// The job's operations all succeeded (`ops` says how each went).
     pub fn succeed(&self, job: &Job, owner: &str, now: i64, ops: &[OpRecord]) -> Result<()> {
-        self.finish(job, owner, now, "succeeded", None, ops)
+        self.end_attempt(&Finish {
+            job: job.clone(),
+            owner: owner.into(),
+            now,
+            ops: ops.to_vec(),
+            ending: Ending::Succeeded,
+        })
     }
 
     /// Records a failed attempt: `retry_at` Some → `retrying`, None → `failed`.
@@ -324,65 +398,55 @@ impl Store {
         error: AttemptError,
         retry_at: Option<i64>,
         reason: Option<&str>,
-        ops: &[OpRecord],
     ) -> Result<()> {
-        let mut errors = job.errors.clone();
-        errors.push(error.clone());
-        let errors =
-            serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        match retry_at {
-            Some(at) => self.with(|c| {
-                let tx = c.transaction()?;
-                let n = tx
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'retrying', next_attempt_at = ?, errors = ?, lease_owner = NULL,
-                            lease_expires_at = NULL, updated_at = ?
-                         WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                    )?
-                    .execute(params![at, errors, now, job.id, owner])?;
-                if n == 0 {
-                    return Err(lost(job.id));
-                }
-                record_ops(&tx, job, ops, now)?;
-                event(&tx, now, "job_retrying", job, json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(at) }))?;
-                tx.commit()?;
-                Ok(())
-            }),
-            None => self.finish(job, owner, now, "failed", Some((errors, error, reason.unwrap_or(""))), ops),
-        }
+        let ending = match retry_at {
+            Some(at) => Ending::Retry { at, error },
+            None => Ending::Failed {
+                error,
+                reason: reason.unwrap_or("").into(),
+            },
+        };
+        self.end_attempt(&Finish {
+            job: job.clone(),
+            owner: owner.into(),
+            now,
+            ops: Vec::new(),
+            ending,
+        })
     }
 
-    fn finish(
-        &self,
-        job: &Job,
-        owner: &str,
-        now: i64,
-        state: &str,
-        failure: Option<(String, AttemptError, &str)>,
-        ops: &[OpRecord],
-    ) -> Result<()> {
+    /// Records how one attempt ended, in its own transaction.
+    pub fn end_attempt(&self, f: &Finish) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let errors = failure.as_ref().map(|f| f.0.clone());
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET state = ?, errors = COALESCE(?, errors), lease_owner = NULL, lease_expires_at = NULL,
-                        finalized_at = ?, updated_at = ?
-                     WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                )?
-                .execute(params![state, errors, now, now, job.id, owner])?;
-            if n == 0 {
-                return Err(lost(job.id));
-            }
-            record_ops(&tx, job, ops, now)?;
-            let data = match &failure {
-                Some((_, e, reason)) => json!({ "attempt": job.attempt, "error": e, "reason": reason }),
-                None => json!({ "attempt": job.attempt }),
-            };
-            event(&tx, now, &format!("job_{state}"), job, data)?;
-            settle(&tx, job.id, now)?;
+            end_in(&tx, f)?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    /// Group commit: records how many attempts ended, in ONE transaction (one fsync).
+    /// Each attempt is still guarded on its own: one whose lease was taken over gets its
+    /// error back and writes nothing, the others commit.
+    pub fn finish_all(&self, items: &[Finish]) -> Result<Vec<Result<()>>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(items.len());
+            for f in items {
+                tx.execute_batch("SAVEPOINT attempt")?;
+                match end_in(&tx, f) {
+                    Ok(()) => {
+                        tx.execute_batch("RELEASE attempt")?;
+                        out.push(Ok(()));
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO attempt; RELEASE attempt")?;
+                        out.push(Err(e));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
         })
     }
 

@@ -249,14 +249,14 @@ fn retrying_then_failing_keeps_every_attempt_error() {
     let rid = f.grant("u1", "ap-eng", 1_000);
     let job = f.claim("a", 2_000).remove(0);
     f.store
-        .fail_attempt(&job, "a", 2_001, err(1), Some(5_000), None, &[])
+        .fail_attempt(&job, "a", 2_001, err(1), Some(5_000), None)
         .unwrap();
     assert!(f.claim("a", 4_999).is_empty(), "not due yet");
     assert_eq!(f.store.next_due().unwrap(), Some(5_000));
     let job = f.claim("a", 5_000).remove(0);
     assert_eq!(job.attempt, 2);
     f.store
-        .fail_attempt(&job, "a", 5_001, err(2), None, Some("gave up"), &[])
+        .fail_attempt(&job, "a", 5_001, err(2), None, Some("gave up"))
         .unwrap();
     let j = f.store.job(job.id).unwrap().unwrap();
     assert_eq!(j.state, JobState::Failed);
