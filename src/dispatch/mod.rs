@@ -29,6 +29,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the store is looked at when nothing wakes the dispatcher: picks up jobs
 /// written by a CLI `provd submit` in another process.
 const POLL: Duration = Duration::from_millis(500);
+/// Jobs claimed per worker ahead of need (leased, waiting in a local queue).
+const CLAIM_AHEAD: usize = 4;
 /// How often expired leases are looked for.
 const LEASE_SWEEP: Duration = Duration::from_secs(5);
 
@@ -161,6 +163,7 @@ impl Dispatcher {
             .take();
         let committer = queue.map(|q| tokio::spawn(committer(me.store.clone(), q)));
         let mut inflight: JoinSet<()> = JoinSet::new();
+        let mut ready: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
         loop {
@@ -175,12 +178,24 @@ impl Dispatcher {
                         identity = %m.identity_id, state = "queued", "lease expired; job taken back");
                 }
             }
-            let free = workers.saturating_sub(inflight.len());
-            if free > 0 {
-                for job in self.claim(free).await? {
-                    let d = self.clone();
-                    inflight.spawn(async move { d.run_job(job).await });
+            // Claim in batches into a local queue: one claim transaction then feeds many
+            // workers, instead of one fsync per job as workers free up one by one.
+            if ready.len() < workers {
+                ready.extend(self.claim(workers * CLAIM_AHEAD - ready.len()).await?);
+            }
+            while inflight.len() < workers {
+                let Some(job) = ready.pop_front() else { break };
+                if self.held_by_breaker(&job.source) {
+                    // Claimed before its source's breaker opened: give it back unspent.
+                    let (owner, now, id) = (me.owner.clone(), to_ms(me.clock.now()), job.id);
+                    me.store.call(move |s| s.release(&job, &owner, now)).await?;
+                    if let Ok(mut running) = me.running.lock() {
+                        running.remove(&id);
+                    }
+                    continue;
                 }
+                let d = self.clone();
+                inflight.spawn(async move { d.run_job(job).await });
             }
             let wait = self.next_wait().await;
             tokio::select! {
@@ -224,6 +239,18 @@ impl Dispatcher {
             c.abort();
         }
         Ok(())
+    }
+
+    fn held_by_breaker(&self, source: &str) -> bool {
+        let now = self.inner.clock.now();
+        self.inner
+            .breakers
+            .lock()
+            .map(|b| {
+                b.get(source)
+                    .is_some_and(|b| matches!(b.state(now), BreakerState::Open { .. }))
+            })
+            .unwrap_or(false)
     }
 
     async fn next_wait(&self) -> Duration {
