@@ -224,7 +224,7 @@ async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
     let mut slapd = Slapd::start().await;
     let env = ldap_env(
         &slapd.url(),
-        "[retry]\ninitial = \"100ms\"\nmax_interval = \"500ms\"\nbreaker_cooldown = \"500ms\"\n",
+        "[retry]\ninitial = \"100ms\"\nmax_interval = \"500ms\"\nbreaker_cooldown = \"500ms\"\nmax_attempts = 200\n",
         &[],
     );
     let _agent = env.start().await;

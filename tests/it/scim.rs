@@ -29,6 +29,8 @@ displayName = "{{firstName}} {{lastName}}"
 initial = "100ms"
 max_interval = "500ms"
 breaker_cooldown = "500ms"
+# Outlasts a slow restart of the server on a loaded machine (the point is recovery).
+max_attempts = 200
 "#
     )
 }
