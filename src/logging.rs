@@ -1,5 +1,5 @@
 //! Logs go to stderr as key/value fields: text on a terminal, one JSON object per line
-//! otherwise (journald, files) or with `log.format = "json"`.
+//! otherwise (journald, files) or always with `log.format = "json"`.
 
 use std::io::IsTerminal;
 
@@ -9,11 +9,9 @@ use crate::config::LogFormat;
 
 pub fn init(format: Option<LogFormat>, level: &str) {
     let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let json = match format {
-        Some(LogFormat::Json) => true,
-        Some(LogFormat::Text) => false,
-        None => !std::io::stderr().is_terminal(),
-    };
+    // DESIGN §9: text when stderr is a terminal, JSON otherwise or with format = "json".
+    // "text" (or unset) therefore still gives JSON lines under systemd or in a file.
+    let json = format == Some(LogFormat::Json) || !std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -188,7 +188,7 @@ pub enum LogFormat {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    /// `text` or `json`; unset: text on a terminal, JSON otherwise.
+    /// `json`: always JSON lines; `text` (the default): text on a terminal, JSON otherwise.
     #[serde(default)]
     pub format: Option<LogFormat>,
     /// A tracing filter: `info`, `debug`, `provd=debug,info`.

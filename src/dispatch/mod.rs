@@ -349,8 +349,9 @@ impl Dispatcher {
     /// Ok(false): stopped half-way by shutdown; the job is still leased.
     async fn try_run_job(&self, job: Job) -> Result<bool, StoreError> {
         let me = &self.inner;
+        // One snapshot for the whole job: no clone of the source (settings, regexes) per job.
         let config = self.config();
-        let Some(source) = config.sources.get(&job.source).cloned() else {
+        let Some(source) = config.sources.get(&job.source) else {
             let err = ConnectorError::permanent(
                 None,
                 format!("source `{}` is not configured", job.source),
@@ -361,7 +362,7 @@ impl Dispatcher {
                 .map(|_| true);
         };
         if source.kind == SourceKind::Manual {
-            return self.to_manual(job, &source).await.map(|_| true);
+            return self.to_manual(job, source).await.map(|_| true);
         }
         let connectors = me.connectors.read().map(|c| c.clone()).unwrap_or_default();
         let Some(connector) = connectors.get(&job.source).cloned() else {
@@ -370,7 +371,7 @@ impl Dispatcher {
                 format!("source `{}` has no connector", job.source),
             );
             return self
-                .failed_attempt(&job, Some(&source), &err, Vec::new())
+                .failed_attempt(&job, Some(source), &err, Vec::new())
                 .await
                 .map(|_| true);
         };
@@ -413,7 +414,7 @@ impl Dispatcher {
                 Err(err) => {
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), error = %err, elapsed_ms, "connector call failed");
                     return self
-                        .failed_attempt(&job, Some(&source), &err, records)
+                        .failed_attempt(&job, Some(source), &err, records)
                         .await
                         .map(|_| true);
                 }

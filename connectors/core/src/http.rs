@@ -314,7 +314,7 @@ impl HttpClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transport("token request", &e))?;
+            .map_err(|e| transport("token request", e))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         if !status.is_success() {
@@ -378,7 +378,7 @@ impl HttpClient {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| transport(&format!("{method} {path}"), &e))?;
+                .map_err(|e| transport(&format!("{method} {path}"), e))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !renewed && matches!(self.auth, Auth::OAuth(_))
             {
@@ -391,7 +391,7 @@ impl HttpClient {
             let bytes = resp
                 .bytes()
                 .await
-                .map_err(|e| transport(&format!("{method} {path}"), &e))?;
+                .map_err(|e| transport(&format!("{method} {path}"), e))?;
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Ok(Response {
                 status,
@@ -404,7 +404,7 @@ impl HttpClient {
 }
 
 /// A failure before any HTTP answer: refused, reset, timeout, DNS → retryable.
-fn transport(what: &str, e: &reqwest::Error) -> ConnectorError {
+fn transport(what: &str, e: reqwest::Error) -> ConnectorError {
     let code = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -412,7 +412,9 @@ fn transport(what: &str, e: &reqwest::Error) -> ConnectorError {
     } else {
         "transport"
     };
-    // reqwest's Display includes the URL, never headers: no token in it.
+    // Without the URL: a base_url with userinfo or a token in a query string must not
+    // reach a job's error or the log. `what` already names the method and path.
+    let e = e.without_url();
     ConnectorError::retryable(Some(code.into()), format!("{what}: {e}"))
 }
 
@@ -522,5 +524,27 @@ mod tests {
         let e = read_secret(&dir, None, None, "oauth.client_secret").unwrap_err();
         assert_eq!(e.0, "oauth.client_secret_file");
         assert!(format!("{s:?}").contains("REDACTED") || !format!("{s:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn transport_errors_do_not_carry_credentials_from_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Nothing listens there any more: the connection is refused.
+        let s: HttpSettings = toml::from_str(&format!(
+            "base_url = \"http://svc:pa55w0rd@127.0.0.1:{port}/api?key=K3Y\""
+        ))
+        .unwrap();
+        let client = HttpClient::new(&s, Path::new(".")).unwrap();
+        let e = client.send(Method::GET, "/Users", None).await.unwrap_err();
+        assert_eq!(e.class, crate::ErrorClass::Retryable);
+        assert!(e.message.starts_with("GET /Users:"), "{e}");
+        assert!(
+            !e.message.contains("pa55w0rd") && !e.message.contains("K3Y"),
+            "{e}"
+        );
     }
 }
