@@ -110,10 +110,24 @@ fn baseline(dir: &Path, url: &str, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// The release binary, or `BENCH_BIN` (e.g. `target/profiling/provd` for perf).
 fn provd_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd");
+    let p = std::env::var_os("BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd"));
     assert!(p.exists(), "build it first: cargo build --release");
     p
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -128,7 +142,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// provd on the same server: N requests preloaded, then the agent started and timed.
-fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64) {
+fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
     let c = dir.join("cfg");
     std::fs::create_dir_all(c.join("sources")).unwrap();
     std::fs::write(c.join("pw"), PW).unwrap();
@@ -163,7 +177,11 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64) {
         provd::intake::submit(&config, &store, now, body.as_bytes(), "bench", None).unwrap();
     }
     let t = Instant::now();
-    let mut agent = Command::new(provd_bin())
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words: Vec<String> = wrap.split_whitespace().map(String::from).collect();
+    words.push(provd_bin().display().to_string());
+    let mut agent = Command::new(&words[0])
+        .args(&words[1..])
         .args(["run", "--config"])
         .arg(c.join("provd.toml"))
         .stderr(Stdio::null())
@@ -196,9 +214,17 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64) {
     }
     let elapsed = t.elapsed();
     let rss = rss_kib(agent.id());
-    let _ = agent.kill();
+    let cpu = cpu_s(agent.id());
+    if wrap.is_empty() {
+        let _ = agent.kill();
+    } else {
+        // A profiler wrapping the agent must be let write its data: stop the agent only.
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &agent.id().to_string()])
+            .status();
+    }
     let _ = agent.wait();
-    (elapsed, rss)
+    (elapsed, rss, cpu)
 }
 
 fn main() {
@@ -216,14 +242,23 @@ fn main() {
         let port = free_port();
         let mut server = slapd(dir.path(), port);
         let url = format!("ldap://127.0.0.1:{port}");
+        let cpu0 = cpu_s(server.id());
         let base = baseline(dir.path(), &url, n);
-        let (p, rss) = provd(dir.path(), &url, n);
+        let cpu1 = cpu_s(server.id());
+        let (p, rss, pcpu) = provd(dir.path(), &url, n);
+        let cpu2 = cpu_s(server.id());
         println!(
             "ldap throughput: N={n}: ldapmodify x4 {:.2}s, provd {:.2}s, ratio {:.2}; provd peak RSS {} MiB",
             base.as_secs_f64(),
             p.as_secs_f64(),
             p.as_secs_f64() / base.as_secs_f64(),
             rss / 1024
+        );
+        println!(
+            "  cpu: slapd {:.2}s under ldapmodify, {:.2}s under provd; provd itself {:.2}s",
+            cpu1 - cpu0,
+            cpu2 - cpu1,
+            pcpu
         );
         let _ = server.kill();
         let _ = server.wait();

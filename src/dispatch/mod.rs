@@ -4,11 +4,12 @@
 
 pub mod breaker;
 pub mod classify;
+mod commit;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use crate::connectors::Connectors;
 use crate::store::jobs::{AttemptError, Ending, Finish, OpRecord};
 use crate::store::{Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
+use commit::Commit;
 use policy::{Decision, add, decide};
 
 /// How long one connector call may take before it counts as a (retryable) timeout.
@@ -52,39 +54,21 @@ struct Inner {
     stopping: AtomicBool,
     liveness: Option<Arc<crate::daemon::watchdog::Liveness>>,
     /// Attempts' ends go to one committer, which writes all that are waiting in one
-    /// transaction (group commit): while one fsync runs, the next batch gathers.
+    /// transaction (group commit): see [`commit`].
     commits: tokio::sync::mpsc::UnboundedSender<Commit>,
     commit_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Commit>>>,
+    /// Jobs between claim and hand-off to the committer (for its batching window).
+    busy: AtomicUsize,
 }
 
-type Commit = (Finish, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
-
-/// Commits attempts' ends in batches until the channel closes.
-async fn committer(store: Store, mut queue: tokio::sync::mpsc::UnboundedReceiver<Commit>) {
-    const MAX_BATCH: usize = 256;
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
-        let (items, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
-        match store.call(move |s| s.finish_all(&items)).await {
-            Ok(results) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Conflict(msg.clone())));
-                }
-            }
-        }
-    }
+/// Where a job stands when its worker lets go of it.
+enum After {
+    /// Its end is with the committer, which forgets the job once that is on disk.
+    Committing,
+    /// Written already (manual tasks opened).
+    Done,
+    /// Stopped half-way by shutdown: still leased, for `run` to release.
+    Stopped,
 }
 
 impl Dispatcher {
@@ -112,19 +96,18 @@ impl Dispatcher {
                 liveness: None,
                 commits,
                 commit_queue: Mutex::new(Some(commit_queue)),
+                busy: AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Records how an attempt ended (group-committed with others); returns once on disk.
-    async fn end(&self, f: Finish) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    /// Hands how an attempt ended to the committer (see [`commit`]).
+    fn end(&self, f: Finish) -> Result<After, StoreError> {
         self.inner
             .commits
-            .send((f, tx))
+            .send(Commit::End(Box::new(f)))
             .map_err(|_| StoreError::Conflict("the committer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Conflict("the committer has stopped".into()))?
+        Ok(After::Committing)
     }
 
     /// Jobs claimed from now on use these connectors; running ones keep theirs.
@@ -161,7 +144,17 @@ impl Dispatcher {
             .lock()
             .map_err(|_| StoreError::Poisoned)?
             .take();
-        let committer = queue.map(|q| tokio::spawn(committer(me.store.clone(), q)));
+        let committer = queue.map(|q| {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let shared = commit::Shared {
+                    store: &inner.store,
+                    busy: &inner.busy,
+                    running: &inner.running,
+                };
+                commit::run(shared, q).await;
+            })
+        });
         let mut inflight: JoinSet<()> = JoinSet::new();
         let mut ready: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -197,7 +190,12 @@ impl Dispatcher {
                 let d = self.clone();
                 inflight.spawn(async move { d.run_job(job).await });
             }
-            let wait = self.next_wait().await;
+            // With jobs waiting locally, a finishing one wakes the loop: no store read.
+            let wait = if ready.is_empty() {
+                self.next_wait().await
+            } else {
+                POLL
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
@@ -222,6 +220,11 @@ impl Dispatcher {
                     break;
                 }
             }
+        }
+        // Ends handed over before the stop are written before anything is released.
+        let (flushed, on_disk) = tokio::sync::oneshot::channel();
+        if me.commits.send(Commit::Flush(flushed)).is_ok() {
+            let _ = on_disk.await;
         }
         let left: Vec<Job> = me
             .running
@@ -333,21 +336,23 @@ impl Dispatcher {
 
     async fn run_job(self, job: Job) {
         let id = job.id;
-        let finished = match self.try_run_job(job).await {
-            Ok(finished) => finished,
+        self.inner.busy.fetch_add(1, Ordering::SeqCst);
+        let after = self.try_run_job(job).await;
+        self.inner.busy.fetch_sub(1, Ordering::SeqCst);
+        let forget = match after {
+            Ok(After::Committing | After::Stopped) => false,
+            Ok(After::Done) => true,
             Err(e) => {
                 tracing::error!(job_id = id, error = %e, "job bookkeeping failed; the lease will expire and the job run again");
                 true
             }
         };
-        // A job stopped half-way by shutdown stays listed, for run() to release.
-        if finished && let Ok(mut running) = self.inner.running.lock() {
+        if forget && let Ok(mut running) = self.inner.running.lock() {
             running.remove(&id);
         }
     }
 
-    /// Ok(false): stopped half-way by shutdown; the job is still leased.
-    async fn try_run_job(&self, job: Job) -> Result<bool, StoreError> {
+    async fn try_run_job(&self, job: Job) -> Result<After, StoreError> {
         let me = &self.inner;
         // One snapshot for the whole job: no clone of the source (settings, regexes) per job.
         let config = self.config();
@@ -356,13 +361,10 @@ impl Dispatcher {
                 None,
                 format!("source `{}` is not configured", job.source),
             );
-            return self
-                .failed_attempt(&job, None, &err, Vec::new())
-                .await
-                .map(|_| true);
+            return self.failed_attempt(&job, None, &err, Vec::new());
         };
         if source.kind == SourceKind::Manual {
-            return self.to_manual(job, source).await.map(|_| true);
+            return self.to_manual(job, source).await.map(|_| After::Done);
         }
         let connectors = me.connectors.read().map(|c| c.clone()).unwrap_or_default();
         let Some(connector) = connectors.get(&job.source).cloned() else {
@@ -370,17 +372,13 @@ impl Dispatcher {
                 None,
                 format!("source `{}` has no connector", job.source),
             );
-            return self
-                .failed_attempt(&job, Some(source), &err, Vec::new())
-                .await
-                .map(|_| true);
+            return self.failed_attempt(&job, Some(source), &err, Vec::new());
         };
-        let (ident, src) = (job.identity_id.clone(), job.source.clone());
-        let mut native = me.store.call(move |s| s.native_id(&ident, &src)).await?;
+        let mut native = job.account.clone();
         let mut records: Vec<OpRecord> = Vec::new();
         for index in job.ops_done..job.ops.len() {
             if me.stopping.load(Ordering::SeqCst) {
-                return Ok(false);
+                return Ok(After::Stopped);
             }
             let Some(op) = job.ops.get(index) else { break };
             let started = Instant::now();
@@ -413,26 +411,19 @@ impl Dispatcher {
                 }
                 Err(err) => {
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), error = %err, elapsed_ms, "connector call failed");
-                    return self
-                        .failed_attempt(&job, Some(source), &err, records)
-                        .await
-                        .map(|_| true);
+                    return self.failed_attempt(&job, Some(source), &err, records);
                 }
             }
         }
+        crate::metrics::attempt(&job.source, "succeeded");
         let now = to_ms(me.clock.now());
         self.end(Finish {
-            job: job.clone(),
+            job,
             owner: me.owner.clone(),
             now,
             ops: records,
             ending: Ending::Succeeded,
         })
-        .await?;
-        crate::metrics::attempt(&job.source, "succeeded");
-        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-            state = "succeeded", attempt = job.attempt, "job succeeded");
-        Ok(true)
     }
 
     fn breaker(
@@ -462,13 +453,13 @@ impl Dispatcher {
         }
     }
 
-    async fn failed_attempt(
+    fn failed_attempt(
         &self,
         job: &Job,
         source: Option<&crate::config::Source>,
         err: &ConnectorError,
         records: Vec<OpRecord>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<After, StoreError> {
         let me = &self.inner;
         let now = me.clock.now();
         let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
@@ -507,48 +498,26 @@ impl Dispatcher {
             code: err.code.clone(),
             message: err.message.clone(),
         };
-        let now_ms = to_ms(now);
-        let (j, owner) = (job.clone(), me.owner.clone());
-        match decision {
-            Decision::Retry { at } => {
-                let at = to_ms(at);
-                self.end(Finish {
-                    job: j,
-                    owner,
-                    now: now_ms,
-                    ops: records,
-                    ending: Ending::Retry { at, error },
-                })
-                .await?;
-                tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-                    state = "retrying", attempt = job.attempt, next_attempt_at = %rfc3339_ms(at), error_class = class.as_str(),
-                    error = %err.message, "job will be retried");
-            }
-            Decision::Fail { reason } => {
-                self.end(Finish {
-                    job: j,
-                    owner,
-                    now: now_ms,
-                    ops: records,
-                    ending: Ending::Failed {
-                        error,
-                        reason: reason.clone(),
-                    },
-                })
-                .await?;
-                tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-                    state = "failed", attempt = job.attempt, error_class = class.as_str(), error = %err.message, reason = %reason, "job failed");
-            }
-        }
-        Ok(())
+        let ending = match decision {
+            Decision::Retry { at } => Ending::Retry {
+                at: to_ms(at),
+                error,
+            },
+            Decision::Fail { reason } => Ending::Failed { error, reason },
+        };
+        self.end(Finish {
+            job: job.clone(),
+            owner: me.owner.clone(),
+            now: to_ms(now),
+            ops: records,
+            ending,
+        })
     }
 
     async fn to_manual(&self, job: Job, source: &crate::config::Source) -> Result<(), StoreError> {
         let me = &self.inner;
         let now = me.clock.now();
-        let (ident, src) = (job.identity_id.clone(), job.source.clone());
-        let native = me.store.call(move |s| s.native_id(&ident, &src)).await?;
-        let tasks = crate::tasks::for_job(&job, source, native.as_deref(), now);
+        let tasks = crate::tasks::for_job(&job, source, job.account.as_deref(), now);
         let count = tasks.len();
         let (j, owner, now_ms) = (job.clone(), me.owner.clone(), to_ms(now));
         me.store

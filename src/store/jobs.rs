@@ -92,6 +92,9 @@ pub struct Job {
     pub window_start: Option<i64>,
     pub updated_at: i64,
     pub finalized_at: Option<i64>,
+    /// The account's native id on the job's source, read with the claim (None elsewhere):
+    /// the lane rule keeps it from changing while the job waits to run.
+    pub account: Option<String>,
 }
 
 const COLUMNS: &str = "id, request_id, identity_id, source, kind, identity, operations, ops_done, state, attempt,
@@ -131,6 +134,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         window_start: r.get(16)?,
         updated_at: r.get(17)?,
         finalized_at: r.get(18)?,
+        account: if r.as_ref().column_count() > 19 {
+            r.get(19)?
+        } else {
+            None
+        },
     })
 }
 
@@ -344,7 +352,8 @@ impl Store {
                           AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id AND p.source = j.source
                                           AND p.id < j.id AND p.state IN ('queued','running','retrying','manual'))
                         ORDER BY j.id LIMIT ?6)
-                     RETURNING {COLUMNS}"
+                     RETURNING {COLUMNS},
+                        (SELECT a.native_id FROM accounts a WHERE a.identity_id = jobs.identity_id AND a.source = jobs.source)"
                 ))?
                 .query_map(params![owner, lease_until, now, skip, only_source, limit as i64], from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -433,14 +442,15 @@ impl Store {
             let tx = c.transaction()?;
             let mut out = Vec::with_capacity(items.len());
             for f in items {
-                tx.execute_batch("SAVEPOINT attempt")?;
+                tx.prepare_cached("SAVEPOINT attempt")?.execute([])?;
                 match end_in(&tx, f) {
                     Ok(()) => {
-                        tx.execute_batch("RELEASE attempt")?;
+                        tx.prepare_cached("RELEASE attempt")?.execute([])?;
                         out.push(Ok(()));
                     }
                     Err(e) => {
-                        tx.execute_batch("ROLLBACK TO attempt; RELEASE attempt")?;
+                        tx.prepare_cached("ROLLBACK TO attempt")?.execute([])?;
+                        tx.prepare_cached("RELEASE attempt")?.execute([])?;
                         out.push(Err(e));
                     }
                 }

@@ -84,6 +84,13 @@ impl Store {
         // The hot paths use a few dozen distinct statements; the default cache of 16 would
         // have them re-prepared over and over.
         conn.set_prepared_statement_cache_capacity(256);
+        // Plans must not depend on bound values: otherwise SQLite (built with STAT4)
+        // re-prepares some cached statements on every new binding, which cost a tenth of
+        // the dispatcher's CPU.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&mut conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),

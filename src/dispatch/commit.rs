@@ -1,0 +1,130 @@
+//! Group commit of attempts' ends. Workers hand how an attempt ended to one committer and
+//! go on with the next job; the committer writes everything waiting in ONE transaction
+//! (one fsync), then logs each end and lets go of the job.
+//!
+//! Handing off before the write is durable is safe: until the end is committed the job
+//! stays `running` and leased, so nothing else in its lane can start, and if the agent
+//! dies first the job is taken back and run again (every operation is idempotent).
+//! What is promised durable — an accepted request — is written elsewhere, at once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::rfc3339_ms;
+use crate::store::jobs::{Ending, Finish};
+use crate::store::{Job, Store};
+
+/// At most this many ends in one transaction.
+const MAX_BATCH: usize = 512;
+/// How long the committer waits for more ends while connector calls are still running:
+/// fewer, larger transactions cost the directory's own disk less than one fsync a job.
+const WINDOW: Duration = Duration::from_millis(10);
+
+pub enum Commit {
+    End(Box<Finish>),
+    /// Answered once everything sent before it is on disk (shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The committer's view of the dispatcher: who is still running, and whom to forget.
+pub struct Shared<'a> {
+    pub store: &'a Store,
+    /// Connector calls in progress: while there are none, waiting for more ends is pointless.
+    pub busy: &'a AtomicUsize,
+    pub running: &'a Mutex<BTreeMap<i64, Job>>,
+}
+
+/// Commits ends in batches until the channel closes.
+pub async fn run(shared: Shared<'_>, mut queue: mpsc::UnboundedReceiver<Commit>) {
+    while let Some(first) = queue.recv().await {
+        let mut ends: Vec<Finish> = Vec::new();
+        let mut flushes = Vec::new();
+        let take = |c: Commit, ends: &mut Vec<Finish>, flushes: &mut Vec<_>| match c {
+            Commit::End(f) => ends.push(*f),
+            Commit::Flush(tx) => flushes.push(tx),
+        };
+        take(first, &mut ends, &mut flushes);
+        let deadline = tokio::time::Instant::now() + WINDOW;
+        while ends.len() < MAX_BATCH && flushes.is_empty() {
+            let next = match queue.try_recv() {
+                Ok(c) => Some(c),
+                Err(_) if shared.busy.load(Ordering::SeqCst) == 0 => None,
+                Err(_) => tokio::time::timeout_at(deadline, queue.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            match next {
+                Some(c) => take(c, &mut ends, &mut flushes),
+                None => break,
+            }
+        }
+        if !ends.is_empty() {
+            commit(&shared, ends).await;
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
+    let count = ends.len();
+    let done = shared
+        .store
+        .call(move |s| {
+            let r = s.finish_all(&ends);
+            Ok((ends, r))
+        })
+        .await;
+    let (ends, all) = match done {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, jobs = count, "recording jobs' ends failed; their leases will expire and they run again");
+            return;
+        }
+    };
+    let results: Vec<Result<(), String>> = match all {
+        Ok(rs) => rs
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect(),
+        Err(e) => vec![Err(e.to_string()); count],
+    };
+    if let Ok(mut running) = shared.running.lock() {
+        for f in &ends {
+            running.remove(&f.job.id);
+        }
+    }
+    for (f, r) in ends.iter().zip(results) {
+        match r {
+            Ok(()) => log_end(f),
+            Err(e) => tracing::error!(job_id = f.job.id, error = %e,
+                "job bookkeeping failed; the lease will expire and the job run again"),
+        }
+    }
+}
+
+fn log_end(f: &Finish) {
+    let j = &f.job;
+    match &f.ending {
+        Ending::Succeeded => {
+            tracing::info!(request_id = %j.request_id, job_id = j.id, source = %j.source,
+            identity = %j.identity_id, state = "succeeded", attempt = j.attempt, "job succeeded")
+        }
+        Ending::Retry { at, error } => {
+            tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
+            identity = %j.identity_id, state = "retrying", attempt = j.attempt, next_attempt_at = %rfc3339_ms(*at),
+            error_class = %error.class, error = %error.message, "job will be retried")
+        }
+        Ending::Failed { error, reason } => {
+            tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
+            identity = %j.identity_id, state = "failed", attempt = j.attempt, error_class = %error.class,
+            error = %error.message, reason = %reason, "job failed")
+        }
+    }
+}
