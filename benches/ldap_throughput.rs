@@ -177,6 +177,7 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         provd::intake::submit(&config, &store, now, body.as_bytes(), "bench", None).unwrap();
     }
     let t = Instant::now();
+    let t0_ms = jiff::Timestamp::now().as_millisecond();
     let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
     let mut words: Vec<String> = wrap.split_whitespace().map(String::from).collect();
     words.push(provd_bin().display().to_string());
@@ -213,6 +214,20 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         assert_eq!(failed, 0, "jobs failed");
     }
     let elapsed = t.elapsed();
+    let (first, last): (i64, i64) = store
+        .with(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(at) FILTER (WHERE kind = 'job_running'), MAX(at) FILTER (WHERE kind = 'job_succeeded') FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .unwrap();
+    println!(
+        "  provd: first claim {} ms after start, last end written at {} ms",
+        first - t0_ms,
+        last - t0_ms
+    );
     let rss = rss_kib(agent.id());
     let cpu = cpu_s(agent.id());
     if wrap.is_empty() {

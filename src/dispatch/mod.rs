@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use provd_connector_core::{ConnectorError, ErrorClass, apply};
+use provd_connector_core::{ConnectorError, ErrorClass, Operation, apply};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -60,6 +60,9 @@ struct Inner {
     /// Jobs between claim and hand-off to the committer (for its batching window).
     busy: AtomicUsize,
 }
+
+/// Done once a batch correlation lookup for the job's source has answered.
+type Lookup = tokio::sync::watch::Receiver<bool>;
 
 /// Where a job stands when its worker lets go of it.
 enum After {
@@ -156,7 +159,8 @@ impl Dispatcher {
             })
         });
         let mut inflight: JoinSet<()> = JoinSet::new();
-        let mut ready: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+        let mut ready: std::collections::VecDeque<(Job, Option<Lookup>)> =
+            std::collections::VecDeque::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
         loop {
@@ -174,10 +178,13 @@ impl Dispatcher {
             // Claim in batches into a local queue: one claim transaction then feeds many
             // workers, instead of one fsync per job as workers free up one by one.
             if ready.len() < workers {
-                ready.extend(self.claim(workers * CLAIM_AHEAD - ready.len()).await?);
+                let claimed = self.claim(workers * CLAIM_AHEAD - ready.len()).await?;
+                ready.extend(self.prefetch(claimed));
             }
             while inflight.len() < workers {
-                let Some(job) = ready.pop_front() else { break };
+                let Some((job, lookup)) = ready.pop_front() else {
+                    break;
+                };
                 if self.held_by_breaker(&job.source) {
                     // Claimed before its source's breaker opened: give it back unspent.
                     let (owner, now, id) = (me.owner.clone(), to_ms(me.clock.now()), job.id);
@@ -188,7 +195,7 @@ impl Dispatcher {
                     continue;
                 }
                 let d = self.clone();
-                inflight.spawn(async move { d.run_job(job).await });
+                inflight.spawn(async move { d.run_job(job, lookup).await });
             }
             // With jobs waiting locally, a finishing one wakes the loop: no store read.
             let wait = if ready.is_empty() {
@@ -334,9 +341,57 @@ impl Dispatcher {
         Ok(claimed)
     }
 
-    async fn run_job(self, job: Job) {
+    /// Starts one correlation lookup per source for the claimed jobs that begin by
+    /// creating an account (see `Connector::prefetch`); each waits for its source's.
+    fn prefetch(&self, jobs: Vec<Job>) -> Vec<(Job, Option<Lookup>)> {
+        let creates = |j: &Job| {
+            j.account.is_none() && matches!(j.ops.get(j.ops_done), Some(Operation::CreateAccount))
+        };
+        let mut groups: BTreeMap<&str, Vec<provd_connector_core::Identity>> = BTreeMap::new();
+        for j in jobs.iter().filter(|j| creates(j)) {
+            groups
+                .entry(&j.source)
+                .or_default()
+                .push(j.identity.clone());
+        }
+        let connectors = self
+            .inner
+            .connectors
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let mut lookups: BTreeMap<String, Lookup> = BTreeMap::new();
+        for (source, identities) in groups {
+            let Some(connector) = connectors.get(source).cloned() else {
+                continue;
+            };
+            if identities.len() < 2 {
+                continue;
+            }
+            let (done, lookup) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                connector.prefetch(identities).await;
+                let _ = done.send(true);
+            });
+            lookups.insert(source.to_string(), lookup);
+        }
+        jobs.into_iter()
+            .map(|j| {
+                let lookup = creates(&j)
+                    .then(|| lookups.get(&j.source).cloned())
+                    .flatten();
+                (j, lookup)
+            })
+            .collect()
+    }
+
+    async fn run_job(self, job: Job, lookup: Option<Lookup>) {
         let id = job.id;
         self.inner.busy.fetch_add(1, Ordering::SeqCst);
+        if let Some(mut lookup) = lookup {
+            // Ends when the lookup does, or at once if its task is gone.
+            let _ = tokio::time::timeout(OP_TIMEOUT, lookup.wait_for(|done| *done)).await;
+        }
         let after = self.try_run_job(job).await;
         self.inner.busy.fetch_sub(1, Ordering::SeqCst);
         let forget = match after {

@@ -220,6 +220,51 @@ async fn an_existing_account_is_correlated_not_duplicated() {
 }
 
 #[tokio::test]
+async fn creates_claimed_together_share_one_correlation_search() {
+    let slapd = Slapd::start().await;
+    slapd.ldapadd(
+        "dn: cn=Bob The Builder,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: Bob The Builder\nsn: Builder\nuid: bob\n",
+    );
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let john = " #Doe, John+Jr=\"x\";<y>\\z ";
+    // Queued before the agent starts, so that one claim takes all three.
+    let rid = submit(
+        &env,
+        serde_json::json!({ "requestedFor": ["ada", "bob", john],
+            "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-git" }] }),
+    );
+    let agent = env.start().await;
+    all_succeeded(&settled(&env, &rid).await);
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("correlation looked up in one search"))
+        .unwrap_or_else(|| panic!("no batch lookup: {log}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["accounts"], 3, "{line}");
+    assert_eq!(v["answered"], 3, "{line}");
+    // Bob was found by the batch (other RDN, same uid): linked, not duplicated.
+    assert_eq!(slapd.search(PEOPLE, "(uid=bob)").await.len(), 1);
+    let existing = "cn=Bob The Builder,ou=people,dc=example,dc=com";
+    assert_eq!(
+        env.store().native_id("bob", "corp").unwrap().as_deref(),
+        Some(existing)
+    );
+    // The others were known absent and created, once, with the escaped filter and DN.
+    assert_eq!(slapd.search(PEOPLE, "(uid=ada)").await.len(), 1);
+    assert_eq!(
+        slapd
+            .search(PEOPLE, "(uid=\\20#Doe, John+Jr=\"x\";<y>\\5cz\\20)")
+            .await
+            .len(),
+        1
+    );
+    let members = slapd.values(GIT, "member").await;
+    assert!(members.contains(&existing.to_string()), "{members:?}");
+    assert_eq!(members.len(), 4, "admin + three: {members:?}");
+}
+
+#[tokio::test]
 async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
     let mut slapd = Slapd::start().await;
     let env = ldap_env(

@@ -49,6 +49,15 @@ pub trait Connector: Send + Sync {
 
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// Accounts about to be created: a connector may look up in one round trip what
+    /// `create_account` would correlate each with, so that the creates that follow skip
+    /// their own lookups. Only an optimisation: errors are the creates' to report, and
+    /// the default does nothing (every create looks for itself).
+    fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {
+        let _ = identities;
+        Box::pin(async {})
+    }
 }
 
 /// Hands one operation to the method of its kind.

@@ -4,12 +4,14 @@
 //! attribute templates), found first by their correlation attribute under the DN's parent
 //! so that an existing account is linked rather than duplicated. Group entitlements
 //! (`attribute = "groups"`, value = the group's DN) are values of the group's member
-//! attribute; any other attribute is a value on the account entry itself. Every operation
-//! is idempotent: "already there" and "already gone" answers are successes.
+//! attribute; any other attribute is a value on the account entry itself. Creates about
+//! to run may have their correlation looked up together first ([`Connector::prefetch`]).
+//! Every operation is idempotent: "already there" and "already gone" answers are successes.
 
 mod error;
 pub mod escape;
 mod pool;
+mod prefetch;
 pub mod settings;
 
 use std::collections::HashSet;
@@ -35,6 +37,8 @@ pub struct LdapConnector {
     s: LdapSettings,
     pool: Pool,
     op_timeout: Duration,
+    /// Correlation answers looked up for a batch of creates (see [`prefetch`]).
+    prefetched: prefetch::Cache,
 }
 
 /// Parses and validates the settings without reading secrets or connecting (`provd check`).
@@ -123,11 +127,13 @@ impl LdapConnector {
             password,
             connect_timeout,
             s.pool_size,
+            s.pipeline,
         );
         Ok(Self {
             s,
             pool,
             op_timeout,
+            prefetched: prefetch::Cache::default(),
         })
     }
 
@@ -153,8 +159,9 @@ impl LdapConnector {
                     return Ok(v);
                 }
                 Err(e) if is_transport(&e) => {
-                    self.pool.clear();
-                    if conn.reused && round == 0 {
+                    let reused = conn.reused;
+                    self.pool.clear(conn);
+                    if reused && round == 0 {
                         continue;
                     }
                     return Err(e);
@@ -224,20 +231,30 @@ impl LdapConnector {
             let v = template::fill(t, identity, template::verbatim).map_err(template_error)?;
             attrs.push((name.clone(), HashSet::from([v])));
         }
-        let filter = format!(
-            "({}={})",
-            self.s.account.correlation,
-            filter_value(&self.correlation_value(identity)?)
-        );
+        let value = self.correlation_value(identity)?;
+        let filter = format!("({}={})", self.s.account.correlation, filter_value(&value));
         let parent = split_dn(&dn).1.to_string();
+        // A batch lookup may have answered already (see `prefetch`).
+        let known = self
+            .prefetched
+            .take(&parent, &value, std::time::Instant::now());
+        if let Some(prefetch::Known::Found(found)) = known {
+            return Ok(Outcome::Correlated { native_id: found });
+        }
+        let search = known.is_none();
         self.run("create account", |mut ldap| {
             let (dn, attrs, filter, parent) = (dn.clone(), attrs.clone(), filter.clone(), parent.clone());
             async move {
-                let (entries, _) = ldap
+                let entries = if !search {
+                    Vec::new()
+                } else {
+                    ldap
                     .search(&parent, Scope::Subtree, &filter, vec!["1.1"])
                     .await
                     .and_then(|r| r.success())
-                    .map_err(|e| from_ldap("search", e))?;
+                    .map_err(|e| from_ldap("search", e))?
+                    .0
+                };
                 match entries.len() {
                     0 => {}
                     1 => {
@@ -261,6 +278,72 @@ impl LdapConnector {
             }
         })
         .await
+    }
+
+    /// One search per search base (and [`prefetch::CHUNK`] values) for many creates.
+    async fn prefetch_many(&self, identities: Vec<Identity>) {
+        let mut by_base: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for identity in &identities {
+            let (Ok(dn), Ok(value)) = (
+                self.account_dn(identity, None),
+                self.correlation_value(identity),
+            ) else {
+                continue;
+            };
+            by_base
+                .entry(split_dn(&dn).1.to_string())
+                .or_default()
+                .push(value);
+        }
+        let attr = self.s.account.correlation.clone();
+        for (base, values) in by_base {
+            for chunk in values.chunks(prefetch::CHUNK) {
+                if chunk.len() < 2 {
+                    continue; // no better than the create's own search
+                }
+                let terms: String = chunk
+                    .iter()
+                    .map(|v| format!("({attr}={})", filter_value(v)))
+                    .collect();
+                let filter = format!("(|{terms})");
+                let found = self
+                    .run("prefetch", |mut ldap| {
+                        let (base, filter, attr) = (base.clone(), filter.clone(), attr.clone());
+                        async move {
+                            let (entries, _) = ldap
+                                .search(&base, Scope::Subtree, &filter, vec![attr.as_str()])
+                                .await
+                                .and_then(|r| r.success())
+                                .map_err(|e| from_ldap("search", e))?;
+                            Ok(entries
+                                .into_iter()
+                                .map(|e| {
+                                    let e = SearchEntry::construct(e);
+                                    let vals = e
+                                        .attrs
+                                        .iter()
+                                        .filter(|(k, _)| k.eq_ignore_ascii_case(&attr))
+                                        .flat_map(|(_, v)| v.iter().cloned())
+                                        .collect();
+                                    (e.dn, vals)
+                                })
+                                .collect::<Vec<_>>())
+                        }
+                    })
+                    .await;
+                match found {
+                    Ok(entries) => {
+                        let answers = prefetch::resolve(chunk, &entries);
+                        tracing::debug!(base = %base, accounts = chunk.len(), entries = entries.len(),
+                            answered = answers.len(), "correlation looked up in one search");
+                        self.prefetched
+                            .put(&base, answers, std::time::Instant::now());
+                    }
+                    // The creates will search for themselves and report what is wrong.
+                    Err(e) => tracing::debug!(error = %e, "correlation prefetch failed"),
+                }
+            }
+        }
     }
 
     /// Adds (`add = true`) or removes one value of `attr` on `dn`, idempotently.
@@ -450,6 +533,10 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         Box::pin(self.delete(identity, native_id))
+    }
+
+    fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {
+        Box::pin(self.prefetch_many(identities))
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {

@@ -1,5 +1,11 @@
 //! A small pool of bound connections per source: no socket per job, and a dropped
 //! connection is replaced on the next use.
+//!
+//! LDAP lets a client send several operations on one connection before the first answer
+//! comes back (RFC 4511 §3.1, message ids); each connection carries up to `pipeline` at
+//! once, so the server always has the next operation waiting while provd records the
+//! last — a connection used strictly one operation at a time sits idle for a round trip
+//! and provd's own bookkeeping after every answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,14 +23,19 @@ pub struct Pool {
     bind_dn: String,
     password: SecretString,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Ldap>>,
+    /// One entry per connection; `None` until (re)connected. The async lock makes one
+    /// task connect while the others sharing that connection wait for it.
+    conns: Vec<tokio::sync::Mutex<Option<Ldap>>>,
+    /// Free lanes: `pool_size × pipeline` of them, lane `k` on connection `k % pool_size`.
+    free: Mutex<Vec<usize>>,
     slots: Arc<Semaphore>,
 }
 
-/// A connection on loan; give it back with [`Conn::release`] when it is still good.
+/// An operation lane on loan; give it back with [`Pool::release`] when it is still good.
 pub struct Conn {
     pub ldap: Ldap,
     pub reused: bool,
+    lane: usize,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -36,19 +47,24 @@ impl Pool {
         password: SecretString,
         connect_timeout: Duration,
         size: usize,
+        pipeline: usize,
     ) -> Self {
+        let size = size.max(1);
+        let lanes = size * pipeline.max(1);
         Self {
             url,
             settings,
             bind_dn,
             password,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(size.max(1))),
+            conns: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            // Popped from the end: the first lanes taken are on different connections.
+            free: Mutex::new((0..lanes).collect()),
+            slots: Arc::new(Semaphore::new(lanes)),
         }
     }
 
-    /// A bound connection: an idle one if there is one, else a new one.
+    /// A lane on a bound connection: an open one if there is one, else a new one.
     pub async fn get(&self) -> Result<Conn, ConnectorError> {
         let permit = self
             .slots
@@ -56,41 +72,64 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| ConnectorError::permanent(None, "connection pool closed"))?;
-        loop {
-            let next = self.idle.lock().ok().and_then(|mut v| v.pop());
-            match next {
-                Some(mut ldap) => {
-                    if !ldap.is_closed() {
-                        return Ok(Conn {
-                            ldap,
-                            reused: true,
-                            _permit: permit,
-                        });
-                    }
-                }
-                None => break,
+        let lane = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop())
+            .ok_or_else(|| {
+                ConnectorError::permanent(None, "connection pool lost track of its lanes")
+            })?;
+        let result = self.connection(lane % self.conns.len()).await;
+        match result {
+            Ok((ldap, reused)) => Ok(Conn {
+                ldap,
+                reused,
+                lane,
+                _permit: permit,
+            }),
+            Err(e) => {
+                self.give_back(lane);
+                Err(e)
             }
         }
+    }
+
+    async fn connection(&self, index: usize) -> Result<(Ldap, bool), ConnectorError> {
+        let Some(slot) = self.conns.get(index) else {
+            return Err(ConnectorError::permanent(None, "no such connection"));
+        };
+        let mut slot = slot.lock().await;
+        if let Some(ldap) = slot.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok((ldap.clone(), true));
+        }
         let ldap = self.connect().await?;
-        Ok(Conn {
-            ldap,
-            reused: false,
-            _permit: permit,
-        })
+        *slot = Some(ldap.clone());
+        Ok((ldap, false))
     }
 
-    /// Puts a healthy connection back for the next operation.
+    fn give_back(&self, lane: usize) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(lane);
+        }
+    }
+
+    /// Gives a lane back for the next operation.
     pub fn release(&self, conn: Conn) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn.ldap);
-        }
+        self.give_back(conn.lane);
     }
 
-    /// Drops every idle connection (after the server went away).
-    pub fn clear(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+    /// Forgets the lane's connection (it failed; the next use connects anew) and gives
+    /// the lane back. Operations in flight on it fail on their own and come here too.
+    pub fn clear(&self, conn: Conn) {
+        if let Some(slot) = self.conns.get(conn.lane % self.conns.len())
+            && let Ok(mut s) = slot.try_lock()
+        {
+            *s = None;
         }
+        self.give_back(conn.lane);
     }
 
     async fn connect(&self) -> Result<Ldap, ConnectorError> {

@@ -34,6 +34,10 @@ pub struct LdapSettings {
     /// Connections kept open to the server (default 4).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Operations sent on one connection before the first answer is back (default 2;
+    /// 1 = strictly one at a time, for a server that mishandles more).
+    #[serde(default = "default_pipeline")]
+    pub pipeline: usize,
     /// The Create Account specification.
     pub account: AccountSettings,
     /// How group entitlements (`attribute = "groups"`) are written.
@@ -49,6 +53,9 @@ fn default_operation_timeout() -> String {
 }
 fn default_pool_size() -> usize {
     4
+}
+fn default_pipeline() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +154,9 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
     }
     if s.pool_size == 0 {
         out.push(("pool_size".into(), "must be at least 1".into()));
+    }
+    if s.pipeline == 0 {
+        out.push(("pipeline".into(), "must be at least 1".into()));
     }
     if let Err(e) = provd_connector_core::template::placeholders(&s.account.native_id) {
         out.push(("account.native_id".into(), e.to_string()));
