@@ -22,7 +22,7 @@ use crate::store::{Job, Store};
 const MAX_BATCH: usize = 512;
 /// How long the committer waits for more ends while connector calls are still running:
 /// fewer, larger transactions cost the directory's own disk less than one fsync a job.
-const WINDOW: Duration = Duration::from_millis(10);
+const WINDOW: Duration = Duration::from_millis(25);
 
 pub enum Commit {
     End(Box<Finish>),
