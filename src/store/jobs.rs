@@ -323,7 +323,11 @@ impl Store {
 
     /// Claims up to `limit` jobs that are due, leasing them to `owner` until `lease_until`.
     /// A job is claimed only when no earlier job of the same (identity, source) is still
-    /// open: that lane runs one job at a time, in acceptance order.
+    /// open: that lane runs one job at a time, in acceptance order (the `lane_head` flag,
+    /// kept by triggers: schema migration 5). Jobs are taken in the order they came due
+    /// (`next_attempt_at`, else acceptance time), then by id; the partial index
+    /// `jobs_claimable` holds only lane heads that may run, so the cost of a claim does
+    /// not grow with the number of jobs waiting behind them.
     pub fn claim(
         &self,
         owner: &str,
@@ -344,14 +348,12 @@ impl Store {
                     "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, attempt = attempt + 1,
                         window_start = COALESCE(window_start, ?3), next_attempt_at = NULL, updated_at = ?3
                      WHERE id IN (
-                        SELECT j.id FROM jobs j
-                        WHERE j.state IN ('queued','retrying')
-                          AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= ?3)
+                        SELECT j.id FROM jobs j INDEXED BY jobs_claimable
+                        WHERE j.lane_head = 1 AND j.state IN ('queued','retrying')
+                          AND COALESCE(j.next_attempt_at, j.created_at) <= ?3
                           AND j.source NOT IN (SELECT value FROM json_each(?4))
                           AND (?5 IS NULL OR j.source = ?5)
-                          AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id AND p.source = j.source
-                                          AND p.id < j.id AND p.state IN ('queued','running','retrying','manual'))
-                        ORDER BY j.id LIMIT ?6)
+                        ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id LIMIT ?6)
                      RETURNING {COLUMNS},
                         (SELECT a.native_id FROM accounts a WHERE a.identity_id = jobs.identity_id AND a.source = jobs.source)"
                 ))?
@@ -369,7 +371,8 @@ impl Store {
     pub fn next_due(&self) -> Result<Option<i64>> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('queued','retrying')",
+                "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM jobs INDEXED BY jobs_claimable
+                 WHERE lane_head = 1 AND state IN ('queued','retrying')",
             )?
             .query_row([], |r| r.get(0))?)
         })
@@ -681,10 +684,10 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
         .execute(params![to, now, assignment, from])?;
     }
     tx.prepare_cached(
-        "DELETE FROM accounts WHERE job_id = ? AND state = 'pending'
-         AND (SELECT state FROM jobs WHERE id = ?) IN ('failed','canceled')",
+        "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
+         AND (SELECT state FROM jobs WHERE id = ?1) IN ('failed','canceled')",
     )?
-    .execute(params![job_id, job_id])?;
+    .execute(params![job_id])?;
     Ok(())
 }
 

@@ -183,11 +183,44 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX upstream_requests_unwritten ON upstream_requests(upstream) WHERE written_at IS NULL;
     "#,
-    // 5: a job's events are found through its job id (sequential, cheap to index); only
-    // request-level events need the request id indexed. Request ids are random, so
-    // indexing every job event by them dirtied a random index page per event.
+    // 5: throughput and scale.
+    // - A job's events are found through its job id (sequential, cheap to index); only
+    //   request-level events need the request id indexed. Request ids are random, so
+    //   indexing every job event by them dirtied a random index page per event.
+    // - Pending accounts are looked up by the job creating them when it ends.
+    // - The lane rule (one open job per identity and source, oldest first) is kept as a
+    //   flag, `lane_head`, maintained by triggers whenever a job opens or closes, instead
+    //   of a NOT EXISTS per candidate at every claim; claiming is then a walk of a partial
+    //   index of claimable jobs in due order that stops after the batch, however many
+    //   jobs wait.
     r#"
     DROP INDEX events_request;
     CREATE INDEX events_request ON events(request_id) WHERE job_id IS NULL;
+    CREATE INDEX accounts_pending ON accounts(job_id) WHERE state = 'pending';
+
+    ALTER TABLE jobs ADD COLUMN lane_head INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_open_lane ON jobs(identity_id, source, id)
+        WHERE state IN ('queued','running','retrying','manual');
+    UPDATE jobs SET lane_head = 1 WHERE state IN ('queued','running','retrying','manual')
+        AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = jobs.identity_id AND p.source = jobs.source
+                        AND p.state IN ('queued','running','retrying','manual') AND p.id < jobs.id);
+    CREATE INDEX jobs_claimable ON jobs(COALESCE(next_attempt_at, created_at), id)
+        WHERE lane_head = 1 AND state IN ('queued','retrying');
+    CREATE TRIGGER jobs_lane_insert AFTER INSERT ON jobs
+        WHEN NEW.state IN ('queued','running','retrying','manual')
+    BEGIN
+        UPDATE jobs SET lane_head = 1 WHERE id = NEW.id
+            AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = NEW.identity_id AND p.source = NEW.source
+                            AND p.state IN ('queued','running','retrying','manual') AND p.id < NEW.id);
+    END;
+    CREATE TRIGGER jobs_lane_update AFTER UPDATE OF state ON jobs
+        WHEN (OLD.state IN ('queued','running','retrying','manual')) <> (NEW.state IN ('queued','running','retrying','manual'))
+    BEGIN
+        UPDATE jobs SET lane_head = (id = (SELECT MIN(p.id) FROM jobs p
+                WHERE p.identity_id = NEW.identity_id AND p.source = NEW.source
+                  AND p.state IN ('queued','running','retrying','manual')))
+            WHERE identity_id = NEW.identity_id AND source = NEW.source
+              AND state IN ('queued','running','retrying','manual');
+    END;
     "#,
 ];

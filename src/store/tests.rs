@@ -189,6 +189,68 @@ fn one_lane_runs_one_job_at_a_time_in_acceptance_order() {
 }
 
 #[test]
+fn a_failed_job_retried_heads_its_lane_again() {
+    let f = fixture();
+    f.grant("u1", "ap-eng", 1_000);
+    f.grant("u1", "ap-remote", 1_001);
+    let first = f.claim("a", 2_000).remove(0);
+    f.store
+        .fail_attempt(&first, "a", 2_001, err(1), None, Some("permanent"))
+        .unwrap();
+    // The operator retries job 1 before job 2 ran: job 1 goes first again.
+    f.store.retry_job(first.id, 2_002, 3).unwrap();
+    let next = f.claim("a", 2_003);
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
+    f.store.succeed(&next[0], "a", 2_004, &[]).unwrap();
+    assert_eq!(
+        f.claim("a", 2_005).iter().map(|j| j.id).collect::<Vec<_>>(),
+        [2]
+    );
+}
+
+#[test]
+fn the_lane_flags_are_computed_for_jobs_written_before_migration_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for (i, sql) in schema::MIGRATIONS.iter().take(4).enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        for (id, who, state) in [
+            (1, "u1", "succeeded"),
+            (2, "u1", "running"),
+            (3, "u1", "queued"),
+            (4, "u2", "queued"),
+        ] {
+            c.execute(
+                "INSERT INTO jobs (id, request_id, identity_id, source, kind, identity, operations, state, max_attempts, created_at, updated_at)
+                 VALUES (?1, 'r', ?2, 'flat', 'grant', '{\"id\":\"x\",\"attributes\":{}}', '[]', ?3, 5, 1000, 1000)",
+                rusqlite::params![id, who, state],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open_file(&path).unwrap();
+    let heads: Vec<(i64, i64)> = store
+        .with(|c| {
+            let mut st = c.prepare("SELECT id, lane_head FROM jobs ORDER BY id")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .unwrap();
+    assert_eq!(heads, [(1, 0), (2, 1), (3, 0), (4, 1)]);
+    let claimed = store.claim("a", 10, 2_000, 3_000, &[], None).unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [4],
+        "3 waits behind running 2"
+    );
+}
+
+#[test]
 fn an_expired_lease_returns_the_job_with_its_history_and_fences_the_old_owner() {
     let f = fixture();
     f.grant("u1", "ap-eng", 1_000);

@@ -389,8 +389,15 @@ async fn an_open_breaker_holds_other_jobs_without_spending_attempts() {
         "waiting spends no attempt"
     );
     r.advance(60);
-    r.until(a, "a probed after the cool-down", |j| j.attempt == 2)
+    // One probe, taken in due order: c came due (accepted) before a's and b's retries.
+    r.until(c_id, "c probed after the cool-down", |j| j.attempt == 1)
         .await;
+    assert_eq!(
+        r.connector.calls.load(Ordering::SeqCst),
+        calls + 1,
+        "one probe"
+    );
+    assert_eq!(r.store.job(a).unwrap().unwrap().attempt, 1);
     r.stop().await;
 }
 
