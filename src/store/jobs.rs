@@ -605,11 +605,15 @@ impl Store {
     }
 
     /// Counts of jobs by (source, state), for metrics and the status line.
+    /// Jobs per (source, state), from the trigger-kept `job_counts` table: read every few
+    /// seconds (STATUS=, /metrics), it must not count a million rows each time.
     pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
-            Ok(c.prepare_cached("SELECT source, state, COUNT(*) FROM jobs GROUP BY source, state ORDER BY source, state")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(c.prepare_cached(
+                "SELECT source, state, n FROM job_counts WHERE n > 0 ORDER BY source, state",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 }

@@ -193,6 +193,9 @@ pub const MIGRATIONS: &[&str] = &[
     //   of a NOT EXISTS per candidate at every claim; claiming is then a walk of a partial
     //   index of claimable jobs in due order that stops after the batch, however many
     //   jobs wait.
+    // - Jobs per (source, state) are counted by triggers too: the watchdog's STATUS= and
+    //   /metrics read them every few seconds, and a GROUP BY over every job held the
+    //   store for most of a second at a million jobs.
     r#"
     DROP INDEX events_request;
     CREATE INDEX events_request ON events(request_id) WHERE job_id IS NULL;
@@ -221,6 +224,26 @@ pub const MIGRATIONS: &[&str] = &[
                   AND p.state IN ('queued','running','retrying','manual')))
             WHERE identity_id = NEW.identity_id AND source = NEW.source
               AND state IN ('queued','running','retrying','manual');
+    END;
+
+    CREATE TABLE job_counts (
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (source, state)
+    ) WITHOUT ROWID;
+    INSERT INTO job_counts (source, state, n) SELECT source, state, COUNT(*) FROM jobs GROUP BY source, state;
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_counts (source, state, n) VALUES (NEW.source, NEW.state, 1)
+            ON CONFLICT (source, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE source = OLD.source AND state = OLD.state;
+        INSERT INTO job_counts (source, state, n) VALUES (NEW.source, NEW.state, 1)
+            ON CONFLICT (source, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE source = OLD.source AND state = OLD.state;
     END;
     "#,
 ];

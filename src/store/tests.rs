@@ -242,11 +242,35 @@ fn the_lane_flags_are_computed_for_jobs_written_before_migration_5() {
         })
         .unwrap();
     assert_eq!(heads, [(1, 0), (2, 1), (3, 0), (4, 1)]);
+    let counts = store.job_counts().unwrap();
+    let s = |a: &str, b: &str, n: i64| (a.to_string(), b.to_string(), n);
+    assert_eq!(
+        counts,
+        [
+            s("flat", "queued", 2),
+            s("flat", "running", 1),
+            s("flat", "succeeded", 1)
+        ],
+        "counted from the existing rows"
+    );
     let claimed = store.claim("a", 10, 2_000, 3_000, &[], None).unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
         [4],
         "3 waits behind running 2"
+    );
+    let direct: Vec<(String, String, i64)> = store
+        .with(|c| {
+            let mut st =
+                c.prepare("SELECT source, state, COUNT(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .unwrap();
+    assert_eq!(
+        store.job_counts().unwrap(),
+        direct,
+        "the counters follow state changes"
     );
 }
 
