@@ -3,7 +3,7 @@
 //! connections in parallel; provd runs the release binary on a store preloaded with the N
 //! requests and is timed from start until every job has succeeded.
 //!
-//!     cargo bench --bench ldap_throughput            # N = 1000 and 10000, 3 rounds
+//!     cargo bench --bench ldap_throughput            # N = 1000 and 10000, 5 rounds each
 //!     cargo bench --bench ldap_throughput -- 1000 --rounds 5
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -277,7 +277,7 @@ fn round(n: usize, provd_first: bool) -> (f64, f64) {
 
 fn main() {
     let mut sizes = Vec::new();
-    let mut rounds = 3;
+    let mut rounds = 5;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--rounds" {
