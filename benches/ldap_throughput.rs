@@ -7,20 +7,15 @@
 //!     cargo bench --bench ldap_throughput -- 1000 --rounds 5
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{free_port, rss_kib};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "cn=admin,dc=example,dc=com";
 const PW: &str = "secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn slapd(dir: &Path, port: u16) -> Child {
     std::fs::create_dir_all(dir.join("db")).unwrap();
@@ -128,17 +123,6 @@ fn cpu_s(pid: u32) -> f64 {
     let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }
 
 /// provd on the same server: N requests preloaded, then the agent started and timed.

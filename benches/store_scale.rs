@@ -11,6 +11,9 @@
 //! in ten is the second of its (identity, source) lane, so the lane rule has work to do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{free_port, rss_kib};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,14 +22,6 @@ use provd::store::Store;
 
 const CLAIM_BATCH: usize = 32;
 const CLAIMS: usize = 50;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(dir: &Path, port: u16) -> PathBuf {
     let c = dir.join("cfg");
@@ -119,17 +114,6 @@ fn claim_cost(store: &Store, now: i64) -> Duration {
         .collect();
     times.sort();
     times[times.len() / 2]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }
 
 fn ready(port: u16) -> bool {
