@@ -470,7 +470,6 @@ impl Dispatcher {
                 }
             }
         }
-        crate::metrics::attempt(&job.source, "succeeded");
         let now = to_ms(me.clock.now());
         self.end(Finish {
             job,

@@ -367,7 +367,9 @@ impl Store {
         })
     }
 
-    /// The earliest `next_attempt_at` of a waiting job, so the dispatcher can sleep until then.
+    /// When the next claimable job comes due (a lane head's `next_attempt_at`, else its
+    /// acceptance time), so the dispatcher can sleep until then. Jobs waiting behind
+    /// another in their lane do not count: they cannot run when their time comes.
     pub fn next_due(&self) -> Result<Option<i64>> {
         self.with(|c| {
             Ok(c.prepare_cached(
@@ -604,7 +606,6 @@ impl Store {
         })
     }
 
-    /// Counts of jobs by (source, state), for metrics and the status line.
     /// Jobs per (source, state), from the trigger-kept `job_counts` table: read every few
     /// seconds (STATUS=, /metrics), it must not count a million rows each time.
     pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {

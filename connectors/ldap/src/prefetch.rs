@@ -27,22 +27,39 @@ pub enum Known {
     Found(String),
 }
 
-/// The answer for each requested value that the entries settle beyond doubt. Matching
-/// is done case-insensitively, then trusted only when unambiguous: a value one entry
-/// holds exactly → Found; a value no entry holds in any case → Absent; anything else
-/// (two entries, or only a case-variant, whose meaning depends on the attribute's
-/// matching rule) is left to the create's own search.
+/// Values compared roughly as a directory's caseIgnoreMatch does (RFC 4518: case folded,
+/// surrounding spaces dropped, inner runs of spaces as one), so that "jdoe" and " JDoe "
+/// count as the same account rather than as proof that one of them is absent.
+fn fold(v: &str) -> String {
+    v.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// The answer for each requested value that the entries settle beyond doubt. The server
+/// matched with its own rules; provd only trusts what they cannot contradict:
+/// - Found: exactly one entry holds a value that folds like the requested one, and holds
+///   the requested value exactly;
+/// - Absent: no entry folds like it, and every entry the search returned is explained by
+///   some requested value (an entry matched by rules provd does not model — a numeric or
+///   telephone match, say — might be this value's account);
+/// - anything else (two holders, a variant spelling) is left to the create's own search.
 pub fn resolve(requested: &[String], entries: &[(String, Vec<String>)]) -> Vec<(String, Known)> {
+    let wanted: Vec<String> = requested.iter().map(|v| fold(v)).collect();
+    let all_explained = entries
+        .iter()
+        .all(|(_, vals)| vals.iter().any(|x| wanted.contains(&fold(x))));
     requested
         .iter()
-        .filter_map(|v| {
-            let folded = v.to_lowercase();
+        .zip(&wanted)
+        .filter_map(|(v, folded)| {
             let holders: Vec<&(String, Vec<String>)> = entries
                 .iter()
-                .filter(|(_, vals)| vals.iter().any(|x| x.to_lowercase() == folded))
+                .filter(|(_, vals)| vals.iter().any(|x| fold(x) == *folded))
                 .collect();
             match holders.as_slice() {
-                [] => Some((v.clone(), Known::Absent)),
+                [] if all_explained => Some((v.clone(), Known::Absent)),
                 [(dn, vals)] if vals.iter().any(|x| x == v) => {
                     Some((v.clone(), Known::Found(dn.clone())))
                 }
@@ -125,6 +142,29 @@ mod tests {
             got,
             vec![("John.Doe".into(), Known::Found("uid=j,ou=p".into()))]
         );
+    }
+
+    #[test]
+    fn spacing_variants_are_the_same_account_not_an_absence() {
+        // caseIgnoreMatch: " jdoe " finds uid=jdoe, so it must not be called absent.
+        let entries = [e("uid=jdoe,ou=p", &["jdoe"])];
+        let got = resolve(&req(&[" jdoe ", "ann", "jdoe"]), &entries);
+        assert_eq!(
+            got,
+            vec![
+                ("ann".into(), Known::Absent),
+                ("jdoe".into(), Known::Found("uid=jdoe,ou=p".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_entry_no_requested_value_explains_forbids_absent_answers() {
+        // The server matched "+1 555 0100" by a rule provd does not model: which
+        // requested value it belongs to is unknown, so none is declared absent.
+        let entries = [e("cn=x,ou=p", &["+1 555 0100"]), e("uid=a,ou=p", &["a"])];
+        let got = resolve(&req(&["a", "+15550100", "b"]), &entries);
+        assert_eq!(got, vec![("a".into(), Known::Found("uid=a,ou=p".into()))]);
     }
 
     #[test]
