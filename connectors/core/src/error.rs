@@ -79,6 +79,13 @@ impl ConnectorError {
         self
     }
 
+    /// The same error with every secret `r` knows scrubbed from its message, and the
+    /// message capped; connectors call it on everything a target said.
+    pub fn redacted(mut self, r: &crate::redact::Redactor) -> Self {
+        self.message = crate::redact::cap_to(&r.redact(&self.message), 1024);
+        self
+    }
+
     fn describe(&self) -> String {
         match &self.code {
             Some(code) => format!("{} ({code}): {}", self.class.as_str(), self.message),

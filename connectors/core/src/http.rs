@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::redact::{self, Redactor};
 use crate::{ConnectorError, classify_http_status};
 
 /// The shared connection settings of an HTTP source (`base_url`, auth, TLS, timeout).
@@ -65,11 +66,12 @@ pub struct OAuthSettings {
 }
 
 /// The keys of [`HttpSettings`], which sit at the top level of an HTTP source's file.
-const HTTP_KEYS: [&str; 6] = [
+pub const HTTP_KEYS: [&str; 7] = [
     "base_url",
     "token_file",
     "token_env",
     "oauth",
+    "token_scheme",
     "tls_ca_file",
     "timeout",
 ];
@@ -197,7 +199,7 @@ impl Response {
             "error_description",
         ] {
             if let Some(v) = self.body.get(key).and_then(Value::as_str) {
-                detail.push(format!("{key}: {v}"));
+                detail.push(format!("{key}: {}", redact::cap_to(v, 256)));
             }
         }
         let detail = if detail.is_empty() {
@@ -224,6 +226,8 @@ pub struct HttpClient {
     client: reqwest::Client,
     base: String,
     auth: Auth,
+    /// Every secret this client holds, scrubbed from whatever the target says back.
+    redactor: Redactor,
 }
 
 impl HttpClient {
@@ -281,11 +285,26 @@ impl HttpClient {
                 ));
             }
         };
+        let mut secrets = redact::url_secrets(&s.base_url);
+        match &auth {
+            Auth::None => {}
+            Auth::Bearer(t, _) => secrets.push(t.clone()),
+            Auth::OAuth(o) => {
+                secrets.push(o.secret.clone());
+                secrets.extend(redact::url_secrets(&o.token_url));
+            }
+        }
         Ok(Self {
             client,
             base: s.base_url.trim_end_matches('/').to_string(),
             auth,
+            redactor: Redactor::new(secrets),
         })
+    }
+
+    /// `text` without any secret this client holds.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -314,11 +333,12 @@ impl HttpClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transport("token request", e))?;
+            .map_err(|e| self.transport("token request", &oauth.token_url, e))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         if !status.is_success() {
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let mut body: Value = resp.json().await.unwrap_or(Value::Null);
+            self.redactor.redact_json(&mut body);
             let r = Response {
                 status,
                 retry_after,
@@ -339,6 +359,7 @@ impl HttpClient {
         })?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600));
         let token = SecretString::from(t.access_token);
+        self.redactor.add_issued(&token);
         *current = Some((token.clone(), Instant::now() + lifetime));
         tracing::debug!(token_url = %oauth.token_url, expires_in_s = lifetime.as_secs(), "OAuth token obtained");
         Ok(token)
@@ -375,10 +396,11 @@ impl HttpClient {
                     req = req.bearer_auth(self.token(o, renewed).await?.expose_secret())
                 }
             }
+            let label = format!("{method} {}", redact::strip_query(path));
             let resp = req
                 .send()
                 .await
-                .map_err(|e| transport(&format!("{method} {path}"), e))?;
+                .map_err(|e| self.transport(&label, &self.url(path), e))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !renewed && matches!(self.auth, Auth::OAuth(_))
             {
@@ -391,8 +413,10 @@ impl HttpClient {
             let bytes = resp
                 .bytes()
                 .await
-                .map_err(|e| transport(&format!("{method} {path}"), e))?;
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                .map_err(|e| self.transport(&label, &self.url(path), e))?;
+            let mut body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            // Before any connector builds an error from it: the target may echo a secret.
+            self.redactor.redact_json(&mut body);
             return Ok(Response {
                 status,
                 retry_after,
@@ -403,19 +427,46 @@ impl HttpClient {
     }
 }
 
-/// A failure before any HTTP answer: refused, reset, timeout, DNS → retryable.
-fn transport(what: &str, e: reqwest::Error) -> ConnectorError {
-    let code = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "transport"
-    };
-    // Without the URL: a base_url with userinfo or a token in a query string must not
-    // reach a job's error or the log. `what` already names the method and path.
-    let e = e.without_url();
-    ConnectorError::retryable(Some(code.into()), format!("{what}: {e}"))
+impl HttpClient {
+    /// A failure before any HTTP answer: refused, reset, timeout, DNS → retryable. The
+    /// message names the peer (scheme, host, port; never userinfo or a query) and the
+    /// root cause (`connection refused`), redacted.
+    fn transport(&self, what: &str, url: &str, e: reqwest::Error) -> ConnectorError {
+        let code = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "transport"
+        };
+        let e = e.without_url();
+        let cause = root_cause(&e);
+        let peer = redact::safe_url(url);
+        let msg = match code {
+            "connect" => format!("{what}: cannot connect to {peer}: {cause}"),
+            "timeout" => format!("{what}: {peer}: timed out ({cause})"),
+            _ => format!("{what}: {peer}: {cause}"),
+        };
+        ConnectorError::retryable(Some(code.into()), redact::cap(&self.redact(&msg)))
+    }
+}
+
+/// The innermost cause of an error chain (`Connection refused (os error 111)`), which is
+/// what an operator needs; reqwest's own text is only "error sending request".
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let top = e.to_string();
+    let mut inner = None;
+    let mut next = e.source();
+    while let Some(cause) = next {
+        inner = Some(cause.to_string());
+        next = cause.source();
+    }
+    match inner {
+        None => top,
+        Some(inner) if top.starts_with("error sending request") || top.contains(&inner) => inner,
+        // A TLS failure names the certificate problem at the top, the io error below.
+        Some(inner) => format!("{top}: {inner}"),
+    }
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -546,5 +597,72 @@ mod tests {
             !e.message.contains("pa55w0rd") && !e.message.contains("K3Y"),
             "{e}"
         );
+        // Where and why: the peer and the cause, not only "error sending request".
+        assert!(e.message.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(e.message.to_lowercase().contains("refused"), "{e}");
+    }
+
+    /// A one-shot HTTP server answering every request with `status` and `body`.
+    async fn answer_with(status: u16, body: String) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = c.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = c.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn secrets_a_target_echoes_are_redacted_and_its_text_capped() {
+        let dir = tempfile_dir("echo");
+        std::fs::write(dir.join("token"), "tok-S3CRET-123\n").unwrap();
+        std::fs::write(dir.join("cs"), "client-S3CRET-456\n").unwrap();
+        let long = "x".repeat(5000);
+        let body = format!(
+            r#"{{"detail":"unauthorized: Bearer tok-S3CRET-123 for key QK3Y-789 {long}"}}"#
+        );
+        let port = answer_with(401, body).await;
+        let s: HttpSettings = toml::from_str(&format!(
+            "base_url = \"http://127.0.0.1:{port}/api?api_key=QK3Y-789\"\ntoken_file = \"token\""
+        ))
+        .unwrap();
+        let client = HttpClient::new(&s, &dir).unwrap();
+        let r = client.send(Method::GET, "/Users", None).await.unwrap();
+        let e = r.error("GET /Users");
+        assert!(e.source_wide);
+        assert!(!e.message.contains("tok-S3CRET-123"), "{e}");
+        assert!(!e.message.contains("QK3Y-789"), "{e}");
+        assert!(e.message.contains("Bearer [REDACTED]"), "{e}");
+        assert!(e.message.len() < 600, "{}", e.message.len());
+
+        // A token endpoint that echoes the client secret.
+        let body = r#"{"error":"invalid_client","error_description":"bad client_secret client-S3CRET-456"}"#;
+        let port = answer_with(401, body.to_string()).await;
+        let s: HttpSettings = toml::from_str(&format!(
+            "base_url = \"http://127.0.0.1:{port}\"\n[oauth]\ntoken_url = \"http://127.0.0.1:{port}/oauth/token\"\nclient_id = \"c\"\nclient_secret_file = \"cs\""
+        ))
+        .unwrap();
+        let client = HttpClient::new(&s, &dir).unwrap();
+        let e = client.send(Method::GET, "/Users", None).await.unwrap_err();
+        assert!(!e.message.contains("client-S3CRET-456"), "{e}");
+        assert!(e.message.contains("bad client_secret [REDACTED]"), "{e}");
+    }
+
+    fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("provd-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

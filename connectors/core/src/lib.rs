@@ -11,6 +11,7 @@ pub mod duration;
 mod error;
 pub mod http;
 mod operation;
+pub mod redact;
 pub mod template;
 
 pub use connector::{BoxFuture, Connector, apply};

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnSettings, Mod, Scope, SearchEntry};
+use provd_connector_core::redact::Redactor;
 use provd_connector_core::template::{self, TemplateError};
 use provd_connector_core::{BoxFuture, Connector, ConnectorError, Entitlement, Identity, Outcome};
 use secrecy::SecretString;
@@ -39,6 +40,8 @@ pub struct LdapConnector {
     op_timeout: Duration,
     /// Correlation answers looked up for a batch of creates (see [`prefetch`]).
     prefetched: prefetch::Cache,
+    /// The bind password, scrubbed from whatever the server says back.
+    redactor: Redactor,
 }
 
 /// Parses and validates the settings without reading secrets or connecting (`provd check`).
@@ -120,6 +123,7 @@ impl LdapConnector {
             .map_err(|e| vec![("connect_timeout".to_string(), e)])?;
         let op_timeout = settings::parse_duration(&s.operation_timeout)
             .map_err(|e| vec![("operation_timeout".to_string(), e)])?;
+        let redactor = Redactor::new([password.clone()]);
         let pool = Pool::new(
             s.url.clone(),
             conn,
@@ -130,6 +134,7 @@ impl LdapConnector {
             s.pipeline,
         );
         Ok(Self {
+            redactor,
             s,
             pool,
             op_timeout,
@@ -498,7 +503,11 @@ impl Connector for LdapConnector {
         &'a self,
         identity: &'a Identity,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.create(identity))
+        Box::pin(async move {
+            self.create(identity)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
     }
 
     fn add_entitlement<'a>(
@@ -507,7 +516,11 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.entitlement(identity, native_id, e, true))
+        Box::pin(async move {
+            self.entitlement(identity, native_id, e, true)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
     }
 
     fn remove_entitlement<'a>(
@@ -516,7 +529,11 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.entitlement(identity, native_id, e, false))
+        Box::pin(async move {
+            self.entitlement(identity, native_id, e, false)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
     }
 
     fn disable_account<'a>(
@@ -524,7 +541,11 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.disable(identity, native_id))
+        Box::pin(async move {
+            self.disable(identity, native_id)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
     }
 
     fn delete_account<'a>(
@@ -532,7 +553,11 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.delete(identity, native_id))
+        Box::pin(async move {
+            self.delete(identity, native_id)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
     }
 
     fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {
@@ -541,7 +566,11 @@ impl Connector for LdapConnector {
 
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
-            let conn = self.pool.get().await?;
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| e.redacted(&self.redactor))?;
             self.pool.release(conn);
             Ok(())
         })

@@ -136,7 +136,10 @@ impl Pool {
         let settings = self.settings.clone().set_conn_timeout(self.connect_timeout);
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
             .await
-            .map_err(|e| from_ldap("connect", e))?;
+            .map_err(|e| {
+                let peer = provd_connector_core::redact::safe_url(&self.url);
+                from_ldap(&format!("connect to {peer}"), e)
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!(error = %e, "LDAP connection closed");

@@ -101,6 +101,25 @@ enum Done {
     Already,
 }
 
+/// Fills a recipe's path. A value that is empty, `.` or `..` would change which resource
+/// the path names (`/users/{id}` with `..` is `/`; URL parsers treat `%2E%2E` as `..` too),
+/// so it is refused with a permanent error instead of being sent.
+fn fill_path(path: &str, v: &Identity) -> Result<String, ConnectorError> {
+    for name in template::placeholders(path).map_err(template_error)? {
+        if let Some(value) = v.get(&name)
+            && matches!(value, "" | "." | "..")
+        {
+            return Err(ConnectorError::permanent(
+                Some("path".into()),
+                format!(
+                    "path \"{path}\": the value of `{name}` ({value:?}) is not allowed in a URL path (empty, `.` and `..` would change the path)"
+                ),
+            ));
+        }
+    }
+    template::fill(path, v, url_encode).map_err(template_error)
+}
+
 impl RestConnector {
     pub fn build(table: &toml::Table, base: &Path) -> Result<Self, SettingsProblems> {
         let s = parse(table)?;
@@ -117,7 +136,7 @@ impl RestConnector {
         body: Option<&str>,
         v: &Identity,
     ) -> Result<Response, ConnectorError> {
-        let path = template::fill(path, v, url_encode).map_err(template_error)?;
+        let path = fill_path(path, v)?;
         let body = match body {
             Some(b) => {
                 let json: Value = serde_json::from_str(b).map_err(|e| {
@@ -348,5 +367,35 @@ impl Connector for RestConnector {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: &str) -> Identity {
+        Identity {
+            id: id.into(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn dot_segments_never_change_the_path() {
+        for id in ["..", ".", ""] {
+            let e = fill_path("/users/{id}", &who(id)).unwrap_err();
+            assert_eq!(e.class, provd_connector_core::ErrorClass::Permanent);
+            assert!(e.message.contains("`id`"), "{e}");
+        }
+        assert_eq!(fill_path("/users/{id}", &who("a.b")).unwrap(), "/users/a.b");
+        assert_eq!(
+            fill_path("/users/{id}", &who("../x")).unwrap(),
+            "/users/..%2Fx"
+        );
+        assert_eq!(
+            fill_path("/users/{id}", &who("%2e%2e")).unwrap(),
+            "/users/%252e%252e"
+        );
     }
 }
