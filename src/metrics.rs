@@ -22,6 +22,7 @@ struct Registry {
     latency: BTreeMap<String, Histogram>,
     breaker: BTreeMap<String, u8>,
     polls: BTreeMap<(String, String), u64>,
+    auth_failures: u64,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
@@ -70,6 +71,11 @@ pub fn poll(upstream: &str, result: &str) {
             .entry((upstream.to_string(), result.to_string()))
             .or_default() += 1
     });
+}
+
+/// A request to the API presented no valid token.
+pub fn auth_failure() {
+    with(|r| r.auth_failures += 1);
 }
 
 fn esc(s: &str) -> String {
@@ -122,6 +128,10 @@ pub fn render(out: &mut String, sources: &[String]) {
             r.breaker.get(s).copied().unwrap_or(0)
         ));
     }
+    out.push_str(&format!(
+        "# HELP provd_api_auth_failures_total API requests refused for want of a valid token.\n# TYPE provd_api_auth_failures_total counter\nprovd_api_auth_failures_total {}\n",
+        r.auth_failures
+    ));
     out.push_str("# HELP provd_upstream_polls_total Upstream polls by result.\n# TYPE provd_upstream_polls_total counter\n");
     for ((u, res), n) in &r.polls {
         out.push_str(&format!(

@@ -63,6 +63,55 @@ pub fn parse(text: &str) -> Vec<SecretString> {
         .collect()
 }
 
+/// At most one log line per this many milliseconds for refused tokens: a client retrying
+/// with a stale token, or someone guessing, must not flood the journal.
+pub const FAILURE_LOG_EVERY_MS: i64 = 10_000;
+
+/// Rate limit for "authentication failed" log lines.
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    last_ms: Option<i64>,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    pub const fn new() -> Self {
+        Self {
+            last_ms: None,
+            suppressed: 0,
+        }
+    }
+
+    /// A failure at `now_ms`: `Some(n)` when it should be logged, `n` being how many were
+    /// left unlogged since the last line.
+    pub fn note(&mut self, now_ms: i64) -> Option<u64> {
+        match self.last_ms {
+            Some(last) if now_ms - last < FAILURE_LOG_EVERY_MS => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_ms = Some(now_ms);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What the presented `Authorization` header was, for the log: never the token itself.
+pub fn describe_presented(header: Option<&str>) -> &'static str {
+    match header {
+        None => "none",
+        Some(h) => match h.split_once(' ') {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => {
+                "bearer token not accepted"
+            }
+            Some(_) => "another scheme",
+            None => "malformed",
+        },
+    }
+}
+
 /// Compares in time independent of where the two differ.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -74,9 +123,11 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// Is the `Authorization` header a valid bearer token? Every configured token is compared,
 /// so the time taken does not tell which one matched.
 pub fn authorized(header: Option<&str>, tokens: &[SecretString]) -> bool {
+    // The scheme is case-insensitive (RFC 7235 §2.1): `bearer x` is as good as `Bearer x`.
     let Some(given) = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
     else {
         return false;
     };
@@ -101,6 +152,25 @@ mod tests {
         assert!(!authorized(Some("Basic abc"), &tokens));
         assert!(!authorized(None, &tokens));
         assert!(!authorized(Some("Bearer "), &parse("")));
+        assert!(authorized(Some("bearer abc"), &tokens));
+        assert!(authorized(Some("BEARER abc"), &tokens));
+        assert!(!authorized(Some("Bearerabc"), &tokens));
+    }
+
+    #[test]
+    fn failures_are_logged_at_most_once_per_period() {
+        let mut f = FailureLog::default();
+        assert_eq!(f.note(0), Some(0));
+        assert_eq!(f.note(1), None);
+        assert_eq!(f.note(9_999), None);
+        assert_eq!(f.note(10_000), Some(2));
+        assert_eq!(f.note(10_001), None);
+        assert_eq!(
+            describe_presented(Some("Bearer x")),
+            "bearer token not accepted"
+        );
+        assert_eq!(describe_presented(Some("Basic x")), "another scheme");
+        assert_eq!(describe_presented(None), "none");
     }
 
     #[test]

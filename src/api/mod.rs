@@ -2,6 +2,7 @@
 //! existing clients can talk to it.
 
 pub mod auth;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -77,7 +78,28 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    auth::authorized(given, &state.tokens)
+    if auth::authorized(given, &state.tokens) {
+        return true;
+    }
+    crate::metrics::auth_failure();
+    static LOG: std::sync::Mutex<auth::FailureLog> = std::sync::Mutex::new(auth::FailureLog::new());
+    let logged = LOG
+        .lock()
+        .ok()
+        .and_then(|mut l| l.note(to_ms(state.clock.now())));
+    if let Some(suppressed) = logged {
+        let presented = if headers.contains_key(header::AUTHORIZATION) && given.is_none() {
+            "unreadable"
+        } else {
+            auth::describe_presented(given)
+        };
+        tracing::warn!(
+            presented,
+            unlogged_since_last = suppressed,
+            "API authentication failed"
+        );
+    }
+    false
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -93,11 +115,16 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
     if !authorized(&state, req.headers()) {
         return unauthorized();
     }
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|k| format!("api:{k}"));
+    let key = match idempotency_key(req.headers()) {
+        Ok(k) => k.map(|k| format!("api:{k}")),
+        Err(text) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400.1 Bad request content",
+                &[text],
+            );
+        }
+    };
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -131,9 +158,45 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             tracing::info!(origin = "api", error = %inv, "request refused");
             error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
         }
+        Ok(Err(e @ SubmitError::KeyReused { .. })) => {
+            tracing::info!(origin = "api", error = %e, "request refused");
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "422 Idempotency key reused",
+                &[e.to_string()],
+            )
+        }
         Ok(Err(SubmitError::Store(e))) => internal(e),
         Err(e) => internal(e),
     }
+}
+
+/// The longest `Idempotency-Key` taken (Stripe allows 255).
+const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header: absent, or 1–255 printable ASCII characters. A key that
+/// is present but unusable is refused rather than ignored: ignoring it would turn the
+/// client's retry into a second request.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| "Idempotency-Key: must be printable ASCII".to_string())?
+        .trim();
+    if k.is_empty() {
+        return Err("Idempotency-Key: must not be empty".into());
+    }
+    if k.len() > MAX_KEY_LEN {
+        return Err(format!(
+            "Idempotency-Key: longer than {MAX_KEY_LEN} characters"
+        ));
+    }
+    if !k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err("Idempotency-Key: must be printable ASCII".into());
+    }
+    Ok(Some(k.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -157,16 +220,17 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             );
         }
     };
-    let parsed: CancelBody = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "400.1 Bad request content",
-                &[format!("body: malformed JSON: {e}")],
-            );
-        }
-    };
+    let parsed: CancelBody =
+        match crate::intake::json::parse_strict(&bytes).and_then(serde_json::from_value) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "400.1 Bad request content",
+                    &[format!("body: malformed JSON: {e}")],
+                );
+            }
+        };
     let mut problems = Vec::new();
     let id = match parsed.access_request_id {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
@@ -237,7 +301,9 @@ async fn status(
         return unauthorized();
     }
     let limit = number("limit", p.limit.as_deref(), 250, 250);
-    let offset = number("offset", p.offset.as_deref(), 0, usize::MAX);
+    // The store counts in i64: a larger offset would wrap to -1, which SQLite reads as
+    // "no offset" and answers with the first page.
+    let offset = number("offset", p.offset.as_deref(), 0, i64::MAX as usize);
     let (limit, offset) = match (limit, offset) {
         (Ok(l), Ok(o)) => (l, o),
         (l, o) => {
@@ -294,9 +360,23 @@ async fn tasks(
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    let now = to_ms(state.clock.now());
     match state
         .store
-        .call(|s| s.ping().and_then(|_| s.upstream_health()))
+        .call(move |s| {
+            s.ping()?;
+            s.check_free_space()?;
+            // A store that reads but cannot commit (full disk, read-only file system)
+            // is not ready: every POST would fail. One fsync'd write at most a second,
+            // so polling /readyz cannot load the store.
+            use std::sync::atomic::{AtomicI64, Ordering};
+            static LAST_OK: AtomicI64 = AtomicI64::new(i64::MIN);
+            if now.saturating_sub(LAST_OK.load(Ordering::Relaxed)) >= 1_000 {
+                s.probe_write(now)?;
+                LAST_OK.store(now, Ordering::Relaxed);
+            }
+            s.upstream_health()
+        })
         .await
     {
         // Upstream health is reported, not failed on: the agent still serves what it has.

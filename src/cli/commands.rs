@@ -71,6 +71,7 @@ fn invalid_request(e: SubmitError) -> CliError {
                 .collect();
             CliError::Invalid(lines.join("\n"))
         }
+        e @ SubmitError::KeyReused { .. } => CliError::Invalid(e.to_string()),
         SubmitError::Store(e) => failed(e),
     }
 }

@@ -160,6 +160,14 @@ pub struct ApiSection {
     /// random token (mode 0600) by `provd run` if it does not exist.
     #[serde(default = "default_tokens_file")]
     pub tokens_file: PathBuf,
+    /// Connections served at once; more wait in the listen backlog. Keeps file
+    /// descriptors for the store, the spool and the connectors (default 512).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client that has not sent a request's headers within this time is disconnected
+    /// (default 10s): idle, half-sent requests cannot hold connections for ever.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Dur,
 }
 
 impl Default for ApiSection {
@@ -167,8 +175,17 @@ impl Default for ApiSection {
         Self {
             listen: default_listen(),
             tokens_file: default_tokens_file(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+fn default_header_read_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
 }
 
 fn default_listen() -> SocketAddr {

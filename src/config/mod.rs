@@ -76,6 +76,8 @@ pub struct Agent {
 pub struct Api {
     pub listen: SocketAddr,
     pub tokens_file: PathBuf,
+    pub max_connections: usize,
+    pub header_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +324,8 @@ impl Config {
             api: Api {
                 listen: file.api.listen,
                 tokens_file: resolve(&base, &file.api.tokens_file),
+                max_connections: file.api.max_connections.max(1),
+                header_read_timeout: file.api.header_read_timeout.0,
             },
             log: Log {
                 format: file.log.format,

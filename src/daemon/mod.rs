@@ -89,6 +89,8 @@ pub async fn run(
     }
 
     let store = Store::open(&state_dir)?;
+    // A damaged file is refused before anything is dispatched from it.
+    store.quick_check()?;
     let owner = agent_id();
     let now = crate::clock::to_ms(clock.now());
     for m in store.expire_leases(now, Some(&owner))? {
@@ -134,11 +136,11 @@ pub async fn run(
         schedule_wake: schedule_wake.clone(),
     });
     let api_stop = stopped();
-    let api_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(api_stop)
-            .await
-    });
+    let limits = api::serve::Limits {
+        max_connections: config.api.max_connections,
+        header_read_timeout: config.api.header_read_timeout,
+    };
+    let api_task = tokio::spawn(api::serve::serve(listener, app, limits, api_stop));
 
     let spool_task = config.agent.spool_dir.clone().map(|dir| {
         let wakers = (wake.clone(), schedule_wake.clone());
@@ -217,10 +219,8 @@ pub async fn run(
     if let Some(t) = spool_task {
         let _ = t.await;
     }
-    match api_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DaemonError::Serve(e)),
-        Err(e) => tracing::error!(error = %e, "API task failed"),
+    if let Err(e) = api_task.await {
+        tracing::error!(error = %e, "API task failed");
     }
     drop(lock_file);
     tracing::info!("stopped");

@@ -2,6 +2,7 @@
 //! goes through [`submit`]: one validation path, one planning path, one transaction.
 
 pub mod dates;
+pub mod json;
 pub mod spool;
 pub mod validate;
 
@@ -21,8 +22,29 @@ pub enum SubmitError {
     /// The request broke a rule; nothing was stored.
     #[error("{0}")]
     Invalid(#[from] Invalid),
+    /// A client's idempotency key came again with a different body: answering with the
+    /// first request's result would hide that the second was never taken.
+    #[error(
+        "Idempotency-Key: already used for a different request body (request {request_id}); use a new key for a new request"
+    )]
+    KeyReused { request_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A replay is only a replay if the body is the same. Keys provd derives itself (spool,
+/// upstream) come from content, so only client-chosen keys (origin `api`) are checked.
+fn same_request(
+    found: &crate::store::Accepted,
+    body: &[u8],
+    origin: &str,
+) -> Result<(), SubmitError> {
+    if origin == "api" && found.body.as_bytes() != String::from_utf8_lossy(body).as_bytes() {
+        return Err(SubmitError::KeyReused {
+            request_id: found.request_id.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Where identities come from: imported ones in the store first, then `identities.csv`.
@@ -77,6 +99,7 @@ pub fn submit(
     if let Some(key) = idempotency_key
         && let Some(found) = store.by_idempotency_key(key)?
     {
+        same_request(&found, body, origin)?;
         return Ok(Replay::Replayed(found));
     }
     let dir = Directory::new(config, store);
@@ -99,6 +122,10 @@ pub fn submit(
     };
     let text = String::from_utf8_lossy(body);
     let replay = store.accept(&req, &text, origin, idempotency_key, &ctx, now)?;
+    if let Replay::Replayed(found) = &replay {
+        // Another submit with the same key won the race.
+        same_request(found, body, origin)?;
+    }
     if let Replay::New(a) = &replay {
         for r in &a.removals {
             tracing::info!(request_id = %a.request_id, identity = %r.identity, item = %r.item, assignment = r.assignment,

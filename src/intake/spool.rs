@@ -112,12 +112,17 @@ fn take(
                 replayed,
             })
         }
-        Err(SubmitError::Invalid(invalid)) => {
+        Err(e @ (SubmitError::Invalid(_) | SubmitError::KeyReused { .. })) => {
             let dest = free_name(&dir.join("rejected"), &name);
             let mut reason = String::new();
-            for e in &invalid.0 {
-                reason.push_str(&e.to_string());
-                reason.push('\n');
+            match e {
+                SubmitError::Invalid(invalid) => {
+                    for e in &invalid.0 {
+                        reason.push_str(&e.to_string());
+                        reason.push('\n');
+                    }
+                }
+                other => reason = format!("{other}\n"),
             }
             // The reason first: a crash in between leaves the file to be refused again.
             let error_file = PathBuf::from(format!("{}.error", dest.display()));

@@ -119,8 +119,12 @@ pub fn validate(
         );
         return Err(Invalid(errs.0));
     }
-    let value: Value = match serde_json::from_slice(body) {
+    let value: Value = match super::json::parse_strict(body) {
         Ok(v) => v,
+        Err(e) if e.to_string().starts_with("duplicate key") => {
+            errs.add("body", e.to_string());
+            return Err(Invalid(errs.0));
+        }
         Err(e) => {
             errs.add("body", format!("malformed JSON: {e}"));
             return Err(Invalid(errs.0));

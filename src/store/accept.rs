@@ -23,6 +23,8 @@ pub struct Accepted {
     /// The 202 body: `{"newRequests":[…],"existingRequests":[…]}`.
     pub response: Value,
     pub job_ids: Vec<i64>,
+    /// The request body as stored (to tell a replay from a reused idempotency key).
+    pub body: String,
     /// removeDates this request scheduled, moved or cleared (for the log).
     pub removals: Vec<RemovalChange>,
 }
@@ -205,16 +207,17 @@ pub(crate) fn accept_in(
         request_id,
         response,
         job_ids,
+        body: body.to_string(),
         removals,
     }))
 }
 
 fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
-    let row: Option<(String, String)> = c
-        .prepare_cached("SELECT id, response FROM requests WHERE idempotency_key = ?")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+    let row: Option<(String, String, String)> = c
+        .prepare_cached("SELECT id, response, body FROM requests WHERE idempotency_key = ?")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((request_id, response)) = row else {
+    let Some((request_id, response, body)) = row else {
         return Ok(None);
     };
     let job_ids = c
@@ -225,6 +228,7 @@ fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
         request_id,
         response: serde_json::from_str(&response).map_err(corrupt)?,
         job_ids,
+        body,
         removals: Vec::new(),
     }))
 }

@@ -42,6 +42,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store: the store lock was poisoned by a panic")]
     Poisoned,
+    /// The database file is unusable: empty, not a database, or failing its integrity
+    /// check. provd refuses to start on it rather than start an empty store over it.
+    #[error("store: {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -75,6 +79,38 @@ impl Store {
     }
 
     pub fn open_file(path: &Path) -> Result<Store> {
+        let damaged = |reason: String| StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match std::fs::metadata(path) {
+            // SQLite would take a 0-byte file as a new, empty database and start over
+            // silently. provd never leaves one (see `create`), so it is a truncated store.
+            Ok(m) if m.len() == 0 && !has_wal(path) => {
+                return Err(damaged(
+                    "the file is empty (0 bytes); restore it from a backup, or move it away to start a new, empty store".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
+            Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
+        }
+        let store = Self::open_existing(path).map_err(|e| match e {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                ) =>
+            {
+                damaged(format!("{e}"))
+            }
+            e => e,
+        })?;
+        private_files(path);
+        Ok(store)
+    }
+
+    fn open_existing(path: &Path) -> Result<Store> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -123,6 +159,110 @@ impl Store {
     /// Is the database usable (for `/readyz`)?
     pub fn ping(&self) -> Result<()> {
         self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
+    /// Does the database still take a committed write? One fsync'd row: a full disk or a
+    /// read-only file system fails here.
+    pub fn probe_write(&self, now_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
+                [now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Is there room left for the store to grow? A write into WAL pages already on disk
+    /// succeeds on a full disk, so the probe alone would say "ready" until a checkpoint
+    /// or a larger request fails.
+    pub fn check_free_space(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        match free_bytes(dir) {
+            Some(free) if free < MIN_FREE_BYTES => Err(StoreError::Damaged {
+                path: self.path.clone(),
+                reason: format!(
+                    "the disk is full: {free} bytes free on the store's file system (at least {MIN_FREE_BYTES} needed)"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// SQLite's `quick_check` (structure, not every index entry): run before the agent
+    /// starts, so that it never dispatches from a damaged file.
+    pub fn quick_check(&self) -> Result<()> {
+        let problems: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("PRAGMA quick_check(5)")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Damaged {
+            path: self.path.clone(),
+            reason: format!("integrity check failed: {}", problems.join("; ")),
+        })
+    }
+}
+
+/// Below this much free space the store is reported as not ready.
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes available to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Is there a non-empty write-ahead log beside `path` (content not yet checkpointed)?
+fn has_wal(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+}
+
+/// Creates a new database under a temporary name and renames it into place, so that a
+/// crash can never leave an empty `provd.db` that would later pass for a new store.
+fn create(path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = tmp.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    {
+        let store = Store::open_existing(&tmp)?;
+        private_files(&tmp);
+        drop(store);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| StoreError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The database and its WAL and shared-memory files are readable by provd's user only,
+/// whatever the umask (they hold identities and requests). SQLite gives new -wal/-shm
+/// files the database file's mode, so fixing the main file first covers them too.
+fn private_files(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 

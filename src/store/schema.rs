@@ -246,4 +246,9 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE job_counts SET n = n - 1 WHERE source = OLD.source AND state = OLD.state;
     END;
     "#,
+    // 6: a row `/readyz` rewrites to prove the store still takes writes (a full disk or a
+    // read-only file system shows there, not only when the next request fails).
+    r#"
+    CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+    "#,
 ];

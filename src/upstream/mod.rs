@@ -349,6 +349,7 @@ impl Puller {
                 Ok(true)
             }
             Err(SubmitError::Invalid(inv)) => reject(inv.to_string()),
+            Err(e @ SubmitError::KeyReused { .. }) => reject(e.to_string()),
             Err(SubmitError::Store(e)) => Err(e.into()),
         }
     }

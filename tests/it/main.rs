@@ -5,6 +5,7 @@
 mod crash;
 mod dispatch;
 mod flow;
+mod hardening;
 mod harness;
 mod httpservers;
 mod intake;
