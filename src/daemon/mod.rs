@@ -242,7 +242,10 @@ async fn watch_spool(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    // Files already reported as not taken or as incomplete: one line each, not one a pass.
+    let mut reported = std::collections::HashSet::new();
     loop {
+        reported.retain(|p: &PathBuf| p.exists());
         let (c, s, d, now) = (current.get(), store.clone(), dir.clone(), clock.now());
         match tokio::task::spawn_blocking(move || spool::scan(&c, &s, &d, now)).await {
             Ok(Ok(taken)) => {
@@ -259,6 +262,18 @@ async fn watch_spool(
                         }
                         Taken::Rejected { file, reason } => {
                             tracing::warn!(origin = "spool", file = %file.display(), error = %reason, "request refused");
+                        }
+                        Taken::Ignored { file } => {
+                            if reported.insert(file.clone()) {
+                                tracing::warn!(origin = "spool", file = %file.display(),
+                                    "file not taken: only *.json files are requests (rename it to end in .json)");
+                            }
+                        }
+                        Taken::Incomplete { file } => {
+                            if reported.insert(file.clone()) {
+                                tracing::info!(origin = "spool", file = %file.display(),
+                                    "file ends before its JSON does; waiting for the writer to finish");
+                            }
                         }
                     }
                 }

@@ -317,8 +317,26 @@ fn write(
     }
 
     for item in &plan.items {
-        let assignment = apply_effect(tx, item, request_id, now_ms)?;
+        // A duplicate grant that keeps the removeDate it had changes nothing: no event, and
+        // no "removeDate cleared" log line for access that never had one.
+        let unchanged = match item.effect {
+            Effect::SetRemoveDate {
+                assignment,
+                remove_at,
+            } => {
+                let current: Option<i64> = tx
+                    .prepare_cached("SELECT remove_at FROM assignments WHERE id = ?")?
+                    .query_row([assignment], |r| r.get(0))?;
+                current == remove_at.map(to_ms)
+            }
+            _ => false,
+        };
+        let assignment = match item.effect {
+            Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
+            _ => apply_effect(tx, item, request_id, now_ms)?,
+        };
         let change = match item.effect {
+            _ if unchanged => None,
             Effect::Grant if item.item.remove_at.is_some() => Some("scheduled"),
             Effect::ScheduleRemoval { .. } => Some("scheduled"),
             Effect::SetRemoveDate {

@@ -371,3 +371,90 @@ async fn unusable_keys_duplicate_json_keys_and_wild_offsets_are_refused() {
         serde_json::json!([])
     );
 }
+
+fn age(path: &std::path::Path) {
+    let old = std::time::SystemTime::now() - Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// Item 7: the spool checks size before reading, takes `.JSON`, reports other files,
+/// waits for a paused writer, and takes a re-dropped file as a new request.
+#[tokio::test]
+async fn the_spool_refuses_big_files_unread_and_never_ignores_silently() {
+    let env = Env::new();
+    let spool = env.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let grant =
+        r#"{"requestedFor":["ada"],"requestedItems":[{"type":"ENTITLEMENT","id":"ent-view"}]}"#;
+    // 1.5 MiB of whitespace around a valid request: still over the limit.
+    let big = format!("{grant}{}", " ".repeat(1536 * 1024));
+    std::fs::write(spool.join("big.json"), big).unwrap();
+    std::fs::write(
+        spool.join("UPPER.JSON"),
+        grant.replace("ent-view", "ent-hq"),
+    )
+    .unwrap();
+    std::fs::write(spool.join("notes.txt"), "not a request").unwrap();
+    std::fs::write(spool.join(".hidden.json"), "{").unwrap();
+    // A writer that paused half-way.
+    let (head, tail) = grant.split_at(30);
+    std::fs::write(spool.join("paused.json"), head).unwrap();
+    for f in ["big.json", "UPPER.JSON", "paused.json"] {
+        age(&spool.join(f));
+    }
+    let agent = env.start().await;
+    eventually(10, "big refused, UPPER taken", || {
+        let done =
+            spool.join("rejected/big.json").exists() && spool.join("processed/UPPER.JSON").exists();
+        async move { done.then_some(()) }
+    })
+    .await;
+    let why = std::fs::read_to_string(spool.join("rejected/big.json.error")).unwrap();
+    assert!(why.contains("1 MiB"), "{why}");
+    let log = eventually(10, "notes.txt and paused.json reported", || {
+        let t = agent.log_text();
+        async move {
+            (t.contains("notes.txt") && t.contains("waiting for the writer")).then_some(t)
+        }
+    })
+    .await;
+    assert!(log.contains("only *.json files are requests"), "{log}");
+    assert!(!log.contains(".hidden.json"));
+    assert!(
+        spool.join("paused.json").exists(),
+        "a paused writer's file is not refused"
+    );
+    // The writer finishes.
+    std::fs::write(spool.join("paused.json"), format!("{head}{tail}")).unwrap();
+    eventually(10, "the finished file taken", || {
+        let done = spool.join("processed/paused.json").exists();
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(!spool.join("rejected/paused.json").exists());
+    let log = agent.log_text();
+    assert_eq!(log.matches("notes.txt").count(), 1, "reported once");
+
+    // The same name and content again, after the grant was revoked: a new request.
+    let revoke = r#"{"requestedFor":["ada"],"requestType":"REVOKE_ACCESS","requestedItems":[{"type":"ENTITLEMENT","id":"ent-view","comment":"left"}]}"#;
+    assert_eq!(
+        agent.post("/access-requests/v1", revoke).await.status(),
+        202
+    );
+    let before = env.count("requests");
+    std::fs::write(spool.join("paused.json"), grant).unwrap();
+    age(&spool.join("paused.json"));
+    eventually(10, "the re-dropped file taken as a new request", || {
+        let n = env.count("requests");
+        async move { (n == before + 1).then_some(()) }
+    })
+    .await;
+    assert!(spool.join("processed/paused.json.1").exists());
+    let log = agent.log_text();
+    assert!(!log.contains("removeDate cleared"), "{log}");
+}
