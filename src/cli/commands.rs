@@ -396,11 +396,12 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        TasksCommand::Import { file } => {
+        TasksCommand::Import { file, source } => {
             let bytes = std::fs::read(file)
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
             let now = to_ms(SystemClock.now());
-            let report = crate::tasks::import::import(&store, &bytes, now).map_err(failed)?;
+            let report = crate::tasks::import::import(&store, &bytes, now, source.as_deref())
+                .map_err(failed)?;
             println!(
                 "{}: {} resolved, {} already so, {} left open, {} bad row(s)",
                 file.display(),

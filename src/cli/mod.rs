@@ -96,7 +96,13 @@ pub enum TasksCommand {
         status: String,
     },
     /// Apply an edited task CSV.
-    Import { file: PathBuf },
+    Import {
+        file: PathBuf,
+        /// The source the file answers for: rows of any other source are refused. Needed
+        /// when the file has no `source` column and names tasks of several sources.
+        #[arg(long)]
+        source: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -214,7 +214,7 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
     /// Recorded; the job's state is now this.
-    Applied { job_state: String },
+    Applied { job: i64, job_state: String },
     /// It was already resolved the same way: nothing changed.
     AlreadySo,
 }
@@ -232,62 +232,131 @@ impl Store {
         note: &str,
         now: i64,
     ) -> Result<Resolved> {
-        let status = match resolution {
-            "DONE" => "done",
-            "FAILED" => "failed",
-            other => {
-                return Err(StoreError::Conflict(format!(
-                    "resolution must be DONE or FAILED, not `{other}`"
-                )));
-            }
-        };
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row: Option<(String, i64, String, String, String)> = tx
-                .prepare_cached("SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = ?")?
-                .query_row([task], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                .optional()?;
-            let Some((current, job_id, request_id, source, identity)) = row else {
-                return Err(StoreError::NotFound(format!("no task T{task}")));
-            };
-            if current == status {
-                return Ok(Resolved::AlreadySo);
-            }
-            if current != "open" {
-                return Err(StoreError::Conflict(format!("task T{task} is already {current}")));
-            }
-            tx.prepare_cached(
-                "UPDATE tasks SET status = ?, resolution = ?, resolved_by = ?, note = ?, resolved_at = ? WHERE id = ? AND status = 'open'",
-            )?
-            .execute(params![status, resolution, resolved_by, note, now, task])?;
-            let ev = |kind: &'static str, data: serde_json::Value| Event {
-                kind,
-                request_id: Some(&request_id),
-                job_id: Some(job_id),
-                source: Some(&source),
-                identity: Some(&identity),
-                data,
-            };
-            events::append(&tx, now, &ev("task_resolved", json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note })))?;
-            let open: i64 = tx.query_row("SELECT COUNT(*) FROM tasks WHERE job_id = ? AND status = 'open'", [job_id], |r| r.get(0))?;
-            let job_state = if status == "failed" {
-                let error = super::jobs::AttemptError {
-                    at: crate::clock::rfc3339_ms(now),
-                    attempt: 1,
-                    class: "manual".into(),
-                    code: Some(format!("T{task}")),
-                    message: if note.is_empty() { format!("task T{task} failed ({resolved_by})") } else { note.to_string() },
-                };
-                super::jobs::finish_manual(&tx, job_id, now, "failed", Some(error))?
-            } else if open == 0 {
-                super::jobs::finish_manual(&tx, job_id, now, "succeeded", None)?
-            } else {
-                "manual".to_string()
-            };
+            let r = resolve_in(&tx, task, resolution, resolved_by, note, now)?;
             tx.commit()?;
-            Ok(Resolved::Applied { job_state })
+            Ok(r)
         })
     }
+
+    /// Resolves many tasks (one import), a thousand to a transaction: a row that cannot be
+    /// applied (unknown task, already resolved otherwise) is answered in its place and
+    /// the others go on.
+    pub fn resolve_tasks(&self, rows: &[TaskAnswer], now: i64) -> Result<Vec<Result<Resolved>>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(1000) {
+            self.with(|c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                for r in chunk {
+                    match resolve_in(&tx, r.task, &r.resolution, &r.resolved_by, &r.note, now) {
+                        Ok(done) => out.push(Ok(done)),
+                        Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
+                            out.push(Err(e))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// One owner's answer to one task.
+#[derive(Debug, Clone)]
+pub struct TaskAnswer {
+    pub task: i64,
+    pub resolution: String,
+    pub resolved_by: String,
+    pub note: String,
+}
+
+fn resolve_in(
+    tx: &rusqlite::Transaction<'_>,
+    task: i64,
+    resolution: &str,
+    resolved_by: &str,
+    note: &str,
+    now: i64,
+) -> Result<Resolved> {
+    let status = match resolution {
+        "DONE" => "done",
+        "FAILED" => "failed",
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "resolution must be DONE or FAILED, not `{other}`"
+            )));
+        }
+    };
+    let row: Option<(String, i64, String, String, String)> = tx
+        .prepare_cached(
+            "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = ?",
+        )?
+        .query_row([task], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((current, job_id, request_id, source, identity)) = row else {
+        return Err(StoreError::NotFound(format!("no task T{task}")));
+    };
+    if current == status {
+        return Ok(Resolved::AlreadySo);
+    }
+    if current != "open" {
+        return Err(StoreError::Conflict(format!(
+            "task T{task} is already {current}"
+        )));
+    }
+    tx.prepare_cached(
+        "UPDATE tasks SET status = ?, resolution = ?, resolved_by = ?, note = ?, resolved_at = ? WHERE id = ? AND status = 'open'",
+    )?
+    .execute(params![status, resolution, resolved_by, note, now, task])?;
+    let ev = |kind: &'static str, data: serde_json::Value| Event {
+        kind,
+        request_id: Some(&request_id),
+        job_id: Some(job_id),
+        source: Some(&source),
+        identity: Some(&identity),
+        data,
+    };
+    events::append(
+        &tx,
+        now,
+        &ev(
+            "task_resolved",
+            json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
+        ),
+    )?;
+    let open: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE job_id = ? AND status = 'open'",
+        [job_id],
+        |r| r.get(0),
+    )?;
+    let job_state = if status == "failed" {
+        let error = super::jobs::AttemptError {
+            at: crate::clock::rfc3339_ms(now),
+            attempt: 1,
+            class: "manual".into(),
+            code: Some(format!("T{task}")),
+            message: if note.is_empty() {
+                format!("task T{task} failed ({resolved_by})")
+            } else {
+                note.to_string()
+            },
+        };
+        super::jobs::finish_manual(&tx, job_id, now, "failed", Some(error))?
+    } else if open == 0 {
+        super::jobs::finish_manual(&tx, job_id, now, "succeeded", None)?
+    } else {
+        "manual".to_string()
+    };
+    Ok(Resolved::Applied {
+        job: job_id,
+        job_state,
+    })
 }
 
 /// What the import needs to know about a task.

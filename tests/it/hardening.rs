@@ -458,3 +458,79 @@ async fn the_spool_refuses_big_files_unread_and_never_ignores_silently() {
     let log = agent.log_text();
     assert!(!log.contains("removeDate cleared"), "{log}");
 }
+
+/// Item 9: task ids are task ids, and a file without a `source` column answers for one
+/// source only, unless `--source` says which.
+#[tokio::test]
+async fn a_task_file_without_sources_cannot_close_another_owners_tasks() {
+    let env = Env::new();
+    let agent = env.start().await;
+    let r = agent
+        .post(
+            "/access-requests/v1",
+            r#"{"requestedFor":["ada"],"requestedItems":[{"type":"ROLE","id":"role-staff"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
+        let a = &agent;
+        async move {
+            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
+            (t.len() == 4).then_some(t)
+        }
+    })
+    .await;
+    let of = |source: &str| -> Vec<String> {
+        tasks
+            .iter()
+            .filter(|t| t["source"] == source)
+            .map(|t| t["task_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (flat, badges) = (of("flat"), of("badges"));
+    let file = env.path().join("answers.csv");
+    let mut text = String::from("task_id,resolution\n");
+    for t in flat.iter().chain(&badges) {
+        text.push_str(&format!("{t},DONE\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no `source` column") && err.contains("badges, flat"),
+        "{err}"
+    );
+    let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();
+    assert_eq!(open.len(), 4, "nothing applied");
+
+    // `+5` parsed as 5 before.
+    let n = flat[0].trim_start_matches('T');
+    std::fs::write(&file, format!("task_id,resolution\n+{n},DONE\n")).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("`+") && err.contains("is not a task id"),
+        "{err}"
+    );
+
+    // Named: the flat rows apply, the badges rows are refused by line.
+    std::fs::write(&file, &text).unwrap();
+    let out = env.cli(&[
+        "tasks",
+        "import",
+        "--source",
+        "flat",
+        file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 4:") && err.contains("belongs to source `badges`"),
+        "{err}"
+    );
+    let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();
+    assert!(open.iter().all(|t| t["source"] == "badges"), "{open:?}");
+    assert_eq!(open.len(), 2);
+}
