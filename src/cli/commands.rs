@@ -320,8 +320,19 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
                 .sources
                 .get(&job.source)
                 .map_or(10, |s| s.retry.max_attempts);
-            let j = store.retry_job(*id, now, max).map_err(store_err)?;
-            println!("job {} is {} again", j.id, j.state.as_str());
+            // The identity as it is now: an import since the failure may have fixed it.
+            let current = crate::intake::Directory::new(&config, &store)
+                .lookup(&job.identity_id)
+                .map_err(failed)?;
+            let j = store
+                .retry_job(*id, now, max, current.as_ref())
+                .map_err(store_err)?;
+            println!(
+                "job {} is {} again ({} attempts at most)",
+                j.id,
+                j.state.as_str(),
+                j.max_attempts
+            );
             Ok(())
         }
         JobsCommand::Cancel { id, reason } => {

@@ -113,6 +113,41 @@ fn walk(table: &toml::Table, prefix: &str, f: &mut dyn FnMut(&str, &toml::Value)
 
 const COMMON_KEYS: [&str; 4] = ["id", "type", "owner", "retry"];
 
+/// An "unknown field" error lists only the keys of the part of the file that refused it
+/// (the connector's own); a source file also takes the common keys and, for HTTP
+/// sources, the shared connection keys. The hint names them all.
+fn with_valid_keys(msg: &str, kind: SourceKind) -> String {
+    if !msg.contains("unknown field") {
+        return msg.to_string();
+    }
+    let mut keys: Vec<String> = COMMON_KEYS.iter().map(|k| k.to_string()).collect();
+    if matches!(kind, SourceKind::Scim | SourceKind::Rest) {
+        keys.extend(
+            provd_connector_core::http::HTTP_KEYS
+                .iter()
+                .map(|k| k.to_string()),
+        );
+    }
+    if let Some((_, listed)) = msg.split_once("expected one of ") {
+        let listed = listed.lines().next().unwrap_or("");
+        keys.extend(
+            listed
+                .split(',')
+                .map(|k| k.trim().trim_matches('`').to_string())
+                .filter(|k| !k.is_empty()),
+        );
+    } else if let Some((_, one)) = msg.split_once("expected `") {
+        keys.extend(one.split('`').next().map(str::to_string));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
+    format!(
+        "{msg}\nvalid keys in a {} source file: {}",
+        kind.as_str(),
+        keys.join(", ")
+    )
+}
+
 /// Reads every `*.toml` in `dir` (sorted by name), reporting problems per file and key.
 pub fn load_dir(
     dir: &Path,
@@ -246,7 +281,7 @@ fn load_one(
                     Some(m)
                 }
                 Err(e) => {
-                    problem("", e.to_string().trim().to_string());
+                    problem("", with_valid_keys(e.to_string().trim(), kind));
                     return None;
                 }
             }
@@ -255,7 +290,7 @@ fn load_one(
             let base = file.parent().unwrap_or(Path::new("."));
             if let Err(found) = crate::connectors::validate(kind, &table, base) {
                 for (key, msg) in found {
-                    problem(&key, msg);
+                    problem(&key, with_valid_keys(&msg, kind));
                 }
                 ok = false;
             }

@@ -137,3 +137,32 @@ fn secret_files_must_be_readable_and_secret_variables_set() {
     assert_eq!(keys, ["oauth.client_secret_file", "oauth.password_env"]);
     assert!(!problems.iter().any(|p| p.message.contains("s3cret")));
 }
+
+#[test]
+fn an_unknown_key_in_an_http_source_lists_every_valid_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path());
+    std::fs::write(
+        tmp.path().join("sources/saas.toml"),
+        "id = \"saas\"\ntype = \"scim\"\nowner = \"o\"\nbase_url = \"http://127.0.0.1:1\"\nbase_ulr = \"x\"\n[account]\ncorrelation = \"userName\"\n[account.attributes]\nuserName = \"{id}\"\n",
+    )
+    .unwrap();
+    let e = Config::load(&tmp.path().join("provd.toml")).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("base_ulr"), "{text}");
+    for key in [
+        "base_url",
+        "token_file",
+        "timeout",
+        "tls_ca_file",
+        "oauth",
+        "owner",
+        "retry",
+        "account",
+    ] {
+        assert!(
+            text.contains("valid keys in a scim source file:") && text.contains(key),
+            "{key}: {text}"
+        );
+    }
+}

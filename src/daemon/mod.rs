@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+pub mod follow;
 pub mod watchdog;
 
 use crate::api::{self, AppState};
@@ -193,8 +194,15 @@ pub async fn run(
         workers = config.agent.workers, "provd ready");
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog_task = tokio::spawn(watchdog::run(live.clone(), store.clone(), stopped()));
+    let follow_task = tokio::spawn(follow::run(store.clone(), stopped()));
 
-    let reload_task = tokio::spawn(reloads(path, current.clone(), dispatcher, stopped()));
+    let reload_task = tokio::spawn(reloads(
+        path,
+        current.clone(),
+        dispatcher,
+        store.clone(),
+        stopped(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -203,6 +211,7 @@ pub async fn run(
     let _ = remind_task.await;
     let _ = reload_task.await;
     let _ = watchdog_task.await;
+    let _ = follow_task.await;
     for t in upstream_tasks {
         let _ = t.await;
     }
@@ -312,6 +321,7 @@ async fn reloads(
     path: PathBuf,
     current: Arc<crate::config::Live>,
     dispatcher: Dispatcher,
+    store: Store,
     stop: impl Future<Output = ()>,
 ) {
     use futures_util::StreamExt;
@@ -326,12 +336,17 @@ async fn reloads(
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            Some(_) = hups.next() => reload(&path, &current, &dispatcher).await,
+            Some(_) = hups.next() => reload(&path, &current, &dispatcher, &store).await,
         }
     }
 }
 
-async fn reload(path: &std::path::Path, current: &crate::config::Live, dispatcher: &Dispatcher) {
+async fn reload(
+    path: &std::path::Path,
+    current: &crate::config::Live,
+    dispatcher: &Dispatcher,
+    store: &Store,
+) {
     notify(&[sd_notify::NotifyState::Reloading]);
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let p = path.to_path_buf();
@@ -359,14 +374,27 @@ async fn reload(path: &std::path::Path, current: &crate::config::Live, dispatche
                     "api.listen, agent.state_dir and [[upstream]] changes take effect at the next restart"
                 );
             }
-            let (sources, entitlements, identities) = (
-                config.sources.len(),
-                config.catalog.entitlement_count(),
-                config.identities.len(),
-            );
+            // Identities known to the agent: identities.csv and those imported into the
+            // store (which win where both have an id).
+            let imported = store.call(|s| s.identity_ids()).await.unwrap_or_default();
+            let from_file = config.identities.len();
+            let identities = from_file
+                + imported
+                    .iter()
+                    .filter(|id| !config.identities.contains_key(*id))
+                    .count();
+            let (sources, entitlements) =
+                (config.sources.len(), config.catalog.entitlement_count());
             current.set(config);
             dispatcher.set_connectors(connectors);
-            tracing::info!(sources, entitlements, identities, "configuration reloaded");
+            tracing::info!(
+                sources,
+                entitlements,
+                identities,
+                identities_file = from_file,
+                identities_imported = imported.len(),
+                "configuration reloaded"
+            );
         }
         Err(problems) => {
             tracing::error!(problems = %problems, "new configuration refused; the previous one stays in force");

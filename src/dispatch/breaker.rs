@@ -32,9 +32,11 @@ impl Breaker {
         }
     }
 
-    pub fn on_success(&mut self) {
+    /// A success; returns true if this closed an open (probing) breaker, so that the
+    /// operator who saw it open also sees it close.
+    pub fn on_success(&mut self) -> bool {
         self.consecutive = 0;
-        self.open_until = None;
+        self.open_until.take().is_some()
     }
 
     /// A retryable failure; returns true if this opened the breaker.
@@ -79,7 +81,8 @@ mod tests {
         // A failed probe opens it again at once.
         assert!(b.on_retryable(later, &p));
         assert!(matches!(b.state(later), BreakerState::Open { .. }));
-        b.on_success();
+        assert!(b.on_success(), "a probe's success closes the breaker");
+        assert!(!b.on_success(), "closed already");
         assert_eq!(b.state(later), BreakerState::Closed);
     }
 

@@ -456,7 +456,11 @@ impl Dispatcher {
                     if let Some(n) = outcome.native_id() {
                         native = Some(n.to_string());
                     }
-                    self.breaker(&job.source, |b, _| b.on_success());
+                    let mut closed = false;
+                    self.breaker(&job.source, |b, _| closed = b.on_success());
+                    if closed {
+                        tracing::info!(source = %job.source, "breaker closed: the source answers again");
+                    }
                     tracing::debug!(job_id = job.id, source = %job.source, op = %op.kind(), outcome = outcome.as_str(), elapsed_ms, "connector call");
                     records.push(OpRecord {
                         index,
@@ -528,7 +532,11 @@ impl Dispatcher {
                 tracing::warn!(source = %job.source, "breaker opened after consecutive retryable failures");
             }
         } else {
-            self.breaker(&job.source, |b, _| b.on_success());
+            let mut closed = false;
+            self.breaker(&job.source, |b, _| closed = b.on_success());
+            if closed {
+                tracing::info!(source = %job.source, "breaker closed: the source answers again");
+            }
         }
         let policy = source.map(|s| s.retry.clone()).unwrap_or_default();
         let policy = policy::RetryPolicy {

@@ -174,6 +174,7 @@ fn take(
             let request_id = replay.accepted().request_id.clone();
             let dest = free_name(&dir.join("processed"), &name);
             std::fs::rename(path, &dest).map_err(io(path))?;
+            private(&dest);
             Ok(Taken::Accepted {
                 file: dest,
                 request_id,
@@ -189,6 +190,13 @@ fn take(
     }
 }
 
+/// A request kept in `processed/` or `rejected/` is provd's to keep now, readable by its
+/// user only, whatever mode the writer gave it.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
 /// Moves a refused file to `rejected/`, with `NAME.error` beside it saying why.
 fn reject(dir: &Path, path: &Path, name: &str, reason: String) -> Result<Taken, SpoolError> {
     let dest = free_name(&dir.join("rejected"), name);
@@ -196,6 +204,7 @@ fn reject(dir: &Path, path: &Path, name: &str, reason: String) -> Result<Taken, 
     let error_file = PathBuf::from(format!("{}.error", dest.display()));
     std::fs::write(&error_file, format!("{reason}\n")).map_err(io(&error_file))?;
     std::fs::rename(path, &dest).map_err(io(path))?;
+    private(&dest);
     Ok(Taken::Rejected { file: dest, reason })
 }
 

@@ -1,9 +1,32 @@
 //! The audit trail: every state change and every connector call, appended, never changed.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::Result;
+use super::{Result, Store};
+
+/// This process, as recorded in every event it writes: `HOST:PID`.
+static WRITER: LazyLock<String> =
+    LazyLock::new(|| format!("{}:{}", hostname(), std::process::id()));
+
+/// The name events written by this process carry.
+pub fn writer() -> &'static str {
+    &WRITER
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // or truncates.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
 
 /// One audit event.
 #[derive(Debug, Clone, Default)]
@@ -23,10 +46,59 @@ pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
         e.data.to_string()
     };
     conn.prepare_cached(
-        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data) VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer) VALUES (?,?,?,?,?,?,?,?)",
     )?
-    .execute(params![at_ms, e.kind, e.request_id, e.job_id, e.source, e.identity, data])?;
+    .execute(params![at_ms, e.kind, e.request_id, e.job_id, e.source, e.identity, data, writer()])?;
     Ok(())
+}
+
+/// An event as stored, for whoever follows the trail.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub request_id: Option<String>,
+    pub job_id: Option<i64>,
+    pub source: Option<String>,
+    pub identity: Option<String>,
+    pub data: Value,
+    /// The process that wrote it (`HOST:PID`); None for events older than the column.
+    pub writer: Option<String>,
+}
+
+impl Store {
+    /// The newest event's id (0 when there is none): where a follower starts.
+    pub fn last_event_id(&self) -> Result<i64> {
+        self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
+    }
+
+    /// Up to `limit` events after `after`, oldest first.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer
+                 FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            )?;
+            let rows = st
+                .query_map(params![after, limit as i64], |r| {
+                    let data: String = r.get(7)?;
+                    Ok(StoredEvent {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        kind: r.get(2)?,
+                        request_id: r.get(3)?,
+                        job_id: r.get(4)?,
+                        source: r.get(5)?,
+                        identity: r.get(6)?,
+                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                        writer: r.get(8)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
 }
 
 /// Events of a job, oldest first, for `provd jobs show`.

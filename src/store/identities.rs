@@ -29,6 +29,15 @@ impl Store {
     }
 
     /// Upserts all identities in one transaction: all or nothing.
+    /// Ids of the imported identities (they take precedence over `identities.csv`).
+    pub fn identity_ids(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT id FROM identities")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
     pub fn import_identities(&self, ids: &[Identity], now_ms: i64) -> Result<usize> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

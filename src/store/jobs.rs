@@ -573,19 +573,33 @@ impl Store {
         })
     }
 
-    /// `provd jobs retry`: a failed job gets a fresh attempt budget and runs again; a
+    /// `provd jobs retry`: a failed job gets a fresh attempt budget (its source's
+    /// `max_attempts`, counted from zero again; the errors of earlier attempts stay in its
+    /// history) and runs again with the identity as it is now (`identity`), so that a job
+    /// that failed on a missing attribute can succeed once the attribute is imported. A
     /// retrying one runs now.
-    pub fn retry_job(&self, id: i64, now: i64, max_attempts: u32) -> Result<Job> {
+    pub fn retry_job(
+        &self,
+        id: i64,
+        now: i64,
+        max_attempts: u32,
+        identity: Option<&Identity>,
+    ) -> Result<Job> {
+        let identity = identity
+            .map(|i| serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
             match job.state {
                 JobState::Failed => {
                     tx.prepare_cached(
-                        "UPDATE jobs SET state = 'queued', max_attempts = attempt + ?, window_start = NULL,
-                            next_attempt_at = NULL, finalized_at = NULL, updated_at = ? WHERE id = ? AND state = 'failed'",
+                        "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = ?, window_start = NULL,
+                            next_attempt_at = NULL, finalized_at = NULL, updated_at = ?,
+                            identity = COALESCE(?, identity)
+                         WHERE id = ? AND state = 'failed'",
                     )?
-                    .execute(params![max_attempts, now, id])?;
+                    .execute(params![max_attempts, now, identity, id])?;
                     unsettle(&tx, id, now)?;
                 }
                 JobState::Retrying => {
@@ -599,7 +613,7 @@ impl Store {
                     )));
                 }
             }
-            event(&tx, now, "job_retry_requested", &job, json!({ "from": job.state.as_str() }))?;
+            event(&tx, now, "job_retry_requested", &job, json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }))?;
             let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
             tx.commit()?;
             Ok(job)

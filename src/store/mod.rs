@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use accept::{Accepted, Replay};
-pub use events::Event;
+pub use events::{Event, StoredEvent, writer};
 pub use jobs::{Job, JobState};
 
 #[derive(Debug, thiserror::Error)]

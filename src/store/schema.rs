@@ -251,4 +251,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
     "#,
+    // 7: which process wrote an event (`HOST:PID`), so that the running agent can log the
+    // state changes other processes (CLI, task imports) made, and only those.
+    r#"
+    ALTER TABLE events ADD COLUMN writer TEXT;
+    "#,
 ];

@@ -323,7 +323,7 @@ fn resolve_in(
         data,
     };
     events::append(
-        &tx,
+        tx,
         now,
         &ev(
             "task_resolved",
@@ -347,9 +347,9 @@ fn resolve_in(
                 note.to_string()
             },
         };
-        super::jobs::finish_manual(&tx, job_id, now, "failed", Some(error))?
+        super::jobs::finish_manual(tx, job_id, now, "failed", Some(error))?
     } else if open == 0 {
-        super::jobs::finish_manual(&tx, job_id, now, "succeeded", None)?
+        super::jobs::finish_manual(tx, job_id, now, "succeeded", None)?
     } else {
         "manual".to_string()
     };

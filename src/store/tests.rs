@@ -198,7 +198,7 @@ fn a_failed_job_retried_heads_its_lane_again() {
         .fail_attempt(&first, "a", 2_001, err(1), None, Some("permanent"))
         .unwrap();
     // The operator retries job 1 before job 2 ran: job 1 goes first again.
-    f.store.retry_job(first.id, 2_002, 3).unwrap();
+    f.store.retry_job(first.id, 2_002, 3, None).unwrap();
     let next = f.claim("a", 2_003);
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
     f.store.succeed(&next[0], "a", 2_004, &[]).unwrap();
@@ -349,9 +349,14 @@ fn retrying_then_failing_keeps_every_attempt_error() {
     assert_eq!(j.errors.len(), 2);
     assert_eq!(f.state_of(&rid), "PROVISIONING_FAILED");
     assert_eq!(f.assignment_states(), ["failed"]);
-    f.store.retry_job(job.id, 6_000, 10).unwrap();
+    f.store.retry_job(job.id, 6_000, 10, None).unwrap();
     let j = f.store.job(job.id).unwrap().unwrap();
-    assert_eq!((j.state, j.max_attempts), (JobState::Queued, 12));
+    // A fresh budget of the source's max_attempts, counted from zero; history kept.
+    assert_eq!(
+        (j.state, j.max_attempts, j.attempt),
+        (JobState::Queued, 10, 0)
+    );
+    assert_eq!(j.errors.len(), 2);
     assert_eq!(f.assignment_states(), ["pending"]);
     assert_eq!(f.state_of(&rid), "EXECUTING");
 }

@@ -416,6 +416,13 @@ async fn the_spool_refuses_big_files_unread_and_never_ignores_silently() {
     .await;
     let why = std::fs::read_to_string(spool.join("rejected/big.json.error")).unwrap();
     assert!(why.contains("1 MiB"), "{why}");
+    for f in [
+        "rejected/big.json",
+        "rejected/big.json.error",
+        "processed/UPPER.JSON",
+    ] {
+        assert_eq!(mode(&spool.join(f)), 0o600, "{f}");
+    }
     let log = eventually(10, "notes.txt and paused.json reported", || {
         let t = agent.log_text();
         async move {
@@ -533,4 +540,178 @@ async fn a_task_file_without_sources_cannot_close_another_owners_tasks() {
     let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();
     assert!(open.iter().all(|t| t["source"] == "badges"), "{open:?}");
     assert_eq!(open.len(), 2);
+}
+
+/// The agent's JSON log lines.
+fn log_lines(agent: &Agent) -> Vec<serde_json::Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Item 12: what another process changes (a CLI submit, a task import) reaches the running
+/// agent's log once, with the job fields and the actor.
+#[tokio::test]
+async fn changes_made_by_the_cli_reach_the_agents_log_once() {
+    let env = Env::new();
+    let agent = env.start().await;
+    let rid = crate::flow::submit(&env, crate::flow::grant("ada", "ROLE", "role-staff"));
+    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
+        let a = &agent;
+        async move {
+            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
+            (t.len() == 4).then_some(t)
+        }
+    })
+    .await;
+    let mut csv = String::from("task_id,source,resolution\n");
+    for t in &tasks {
+        csv.push_str(&format!(
+            "{},{},DONE\n",
+            t["task_id"].as_str().unwrap(),
+            t["source"].as_str().unwrap()
+        ));
+    }
+    let file = env.path().join("done.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Vec<i64> = env
+        .store()
+        .jobs(&provd::store::jobs::JobFilter {
+            request_id: Some(rid.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(jobs.len(), 2);
+    let lines = eventually(10, "both jobs' success in the agent's log", || {
+        let l = log_lines(&agent);
+        let n = l.iter().filter(|v| v["message"] == "job succeeded").count();
+        async move { (n >= 2).then_some(l) }
+    })
+    .await;
+    for id in &jobs {
+        let mine: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|v| v["message"] == "job succeeded" && v["job_id"] == *id)
+            .collect();
+        assert_eq!(mine.len(), 1, "job {id}: {mine:?}");
+        let l = mine[0];
+        assert_eq!(l["request_id"], rid.as_str());
+        assert_eq!(l["state"], "succeeded");
+        assert_eq!(l["identity"], "ada");
+        assert!(l["source"] == "flat" || l["source"] == "badges");
+        assert!(l["actor"].as_str().is_some_and(|a| !a.is_empty()), "{l}");
+    }
+    let accepted: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message"] == "request accepted" && v["request_id"] == rid.as_str())
+        .collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let resolved = lines
+        .iter()
+        .filter(|v| v["message"] == "task resolved")
+        .count();
+    assert_eq!(resolved, 4);
+}
+
+/// Item 13: `jobs retry` uses the identity as it is now and the source's budget; an
+/// import reaches the running agent (its log) without SIGHUP; SIGHUP counts every
+/// identity the agent knows.
+#[tokio::test]
+async fn a_retried_job_sees_the_imported_identity_and_its_sources_budget() {
+    let api =
+        crate::httpservers::JsonServer::start(serde_json::json!({"users": [], "memberships": []}))
+            .await;
+    let crm = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sources/crm.toml"),
+    )
+    .unwrap()
+    .replace("http://127.0.0.1:3000", &api.base());
+    let env = crate::flow::custom_env(
+        // The shipped file sets `[retry] max_attempts = 8`.
+        &[("crm.toml", crm)],
+        "[[entitlement]]\nid = \"ent-sales\"\nsource = \"crm\"\nattribute = \"roles\"\nvalue = \"sales\"\n",
+    );
+    std::fs::write(
+        env.path().join("identities.csv"),
+        "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\nnomail,No,Mail,\n",
+    )
+    .unwrap();
+    let mut agent = env.start().await;
+    let rid = crate::flow::submit(
+        &env,
+        crate::flow::grant("nomail", "ENTITLEMENT", "ent-sales"),
+    );
+    let jobs = crate::flow::settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "failed");
+    assert!(
+        jobs[0].errors[0].message.contains("`email`"),
+        "{:?}",
+        jobs[0].errors
+    );
+    assert_eq!(jobs[0].max_attempts, 8);
+
+    let file = env.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "id,firstName,lastName,email\nnomail,No,Mail,nomail@example.com\nnewbie,New,Bie,new@example.com\n",
+    )
+    .unwrap();
+    assert!(
+        env.cli(&["identities", "import", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    eventually(10, "the import in the agent's log", || {
+        let seen = log_lines(&agent)
+            .iter()
+            .any(|v| v["message"] == "identities imported");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let id = jobs[0].id.to_string();
+    let out = env.cli(&["jobs", "retry", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = crate::flow::settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    assert_eq!(
+        jobs[0].max_attempts, 8,
+        "the source's budget, not attempt + 8"
+    );
+    assert_eq!(jobs[0].attempt, 1);
+    let users = api.get("/users").await;
+    assert_eq!(users[0]["email"], "nomail@example.com");
+
+    // SIGHUP: ada, nomail (file and store) and newbie (store only) = 3.
+    let pid = agent.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = eventually(10, "the reload line", || {
+        let l = log_lines(&agent)
+            .into_iter()
+            .find(|v| v["message"] == "configuration reloaded");
+        async move { l }
+    })
+    .await;
+    assert_eq!(line["identities"], 3, "{line}");
+    agent.signal_and_wait("TERM", 20).await;
 }

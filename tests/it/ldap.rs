@@ -272,7 +272,7 @@ async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
         "[retry]\ninitial = \"100ms\"\nmax_interval = \"500ms\"\nbreaker_cooldown = \"500ms\"\nmax_attempts = 200\n",
         &[],
     );
-    let _agent = env.start().await;
+    let agent = env.start().await;
     slapd.stop();
     let rid = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-eng"));
     let store = env.store();
@@ -291,8 +291,24 @@ async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
         "{:?}",
         retrying.errors
     );
+    // Where and why (issue 13): the peer and the cause.
+    let port = slapd.url().rsplit(':').next().unwrap().to_string();
+    let message = &retrying.errors[0].message;
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    eventually(20, "the breaker to open", || {
+        let open = agent.log_text().contains("breaker opened");
+        async move { open.then_some(()) }
+    })
+    .await;
     slapd.restart().await;
     all_succeeded(&settled(&env, &rid).await);
+    // The operator who saw it open sees it close.
+    eventually(10, "the breaker to close", || {
+        let closed = agent.log_text().contains("breaker closed");
+        async move { closed.then_some(()) }
+    })
+    .await;
     assert!(
         slapd
             .values(VPN, "member")

@@ -184,3 +184,39 @@ async fn sighup_reloads_the_catalog_and_refuses_an_invalid_set() {
         "the old catalog still serves"
     );
 }
+
+/// Issue 13 item 15: the shipped config and unit work together. Under
+/// `ProtectSystem=strict` only the state directory is writable, so the spool lives
+/// there; `Documentation=` names a file the README's install steps install; secrets are
+/// installed 0600 for the unit's user.
+#[test]
+fn the_shipped_config_unit_and_install_steps_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = provd::config::Config::load(&root.join("config/provd.toml")).unwrap();
+    let spool = config.agent.spool_dir.clone().unwrap();
+    assert!(
+        spool.starts_with(&config.agent.state_dir),
+        "{} is not under {}",
+        spool.display(),
+        config.agent.state_dir.display()
+    );
+    let unit = std::fs::read_to_string(root.join("systemd/provd.service")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let doc = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Documentation=file://"))
+        .unwrap();
+    assert!(
+        readme.contains(&format!("README.md {doc}")),
+        "{doc} is not installed by the README"
+    );
+    assert!(unit.contains("StateDirectory=provd") && unit.contains("ProtectSystem=strict"));
+    assert!(readme.contains("spool_dir = \"/var/lib/provd/spool\""));
+    assert!(unit.contains("LimitNOFILE="));
+    let user = unit.lines().find_map(|l| l.strip_prefix("User=")).unwrap();
+    assert!(readme.contains(&format!(
+        "install -m 0600 -o {user} -g {user} /dev/stdin /etc/provd/api-tokens"
+    )));
+    let sysusers = std::fs::read_to_string(root.join("systemd/provd.sysusers")).unwrap();
+    assert!(sysusers.contains(&format!("u {user} ")));
+}
