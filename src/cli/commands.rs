@@ -206,6 +206,7 @@ fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
 }
 
 fn print_plan(plan: &crate::plan::Plan) {
+    use super::text::safe;
     for item in &plan.items {
         let what = match &item.existing {
             Some((_, req)) => {
@@ -219,28 +220,34 @@ fn print_plan(plan: &crate::plan::Plan) {
         };
         println!(
             "{} {} {} ({}): {what}",
-            item.identity,
+            safe(&item.identity),
             item.item.ty.as_str(),
-            item.item.id,
-            item.name
+            safe(&item.item.id),
+            safe(&item.name)
         );
     }
-    for (i, job) in plan.jobs.iter().enumerate() {
+    // Planned jobs have no ids yet: numbering them would read like job ids that
+    // `provd jobs show` could not find.
+    for job in &plan.jobs {
         let when = job
             .not_before
             .map(|t| format!(" not before {t}"))
             .unwrap_or_default();
         println!(
-            "job {}: {} on {} ({}){when}",
-            i + 1,
-            job.identity,
-            job.source,
-            job.kind.as_str()
+            "- a {} job for {} on {}{when}:",
+            job.kind.as_str(),
+            safe(&job.identity),
+            safe(&job.source),
         );
         for op in &job.ops {
             match op.entitlement() {
-                Some(e) => println!("  {} {}={}", op.kind(), e.attribute, e.value),
-                None => println!("  {}", op.kind()),
+                Some(e) => println!(
+                    "    {} {}={}",
+                    op.kind(),
+                    safe(&e.attribute),
+                    safe(&e.value)
+                ),
+                None => println!("    {}", op.kind()),
             }
         }
     }
@@ -268,24 +275,31 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
                     ..Default::default()
                 })
                 .map_err(failed)?;
-            println!(
-                "{:>6}  {:<9}  {:<16}  {:<16}  {:<6}  {:>7}  {:<24}  REQUEST",
-                "ID", "STATE", "SOURCE", "IDENTITY", "KIND", "ATTEMPT", "NEXT ATTEMPT"
-            );
+            let mut t = super::text::Table::new(&[
+                "ID",
+                "STATE",
+                "SOURCE",
+                "IDENTITY",
+                "KIND",
+                "ATTEMPT",
+                "NEXT ATTEMPT",
+                "REQUEST",
+            ])
+            .right(0)
+            .right(5);
             for j in list {
-                println!(
-                    "{:>6}  {:<9}  {:<16}  {:<16}  {:<6}  {:>3}/{:<3}  {:<24}  {}",
-                    j.id,
-                    j.state.as_str(),
+                t.row(vec![
+                    j.id.to_string(),
+                    j.state.as_str().to_string(),
                     j.source,
                     j.identity_id,
                     j.kind,
-                    j.attempt,
-                    j.max_attempts,
+                    format!("{}/{}", j.attempt, j.max_attempts),
                     j.next_attempt_at.map(rfc3339_ms).unwrap_or_default(),
-                    j.request_id
-                );
+                    j.request_id,
+                ]);
             }
+            print!("{}", t.render());
             Ok(())
         }
         JobsCommand::Show { id } => {
@@ -395,16 +409,27 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                     open_only: open_only(status)?,
                 })
                 .map_err(failed)?;
-            println!(
-                "{:<8}  {:<12}  {:<7}  {:<18}  {:<20}  {:<30}  OWNER",
-                "TASK", "SOURCE", "STATUS", "OPERATION", "IDENTITY", "VALUE"
-            );
+            let mut table = super::text::Table::new(&[
+                "TASK",
+                "SOURCE",
+                "STATUS",
+                "OPERATION",
+                "IDENTITY",
+                "VALUE",
+                "OWNER",
+            ]);
             for t in rows {
-                println!(
-                    "{:<8}  {:<12}  {:<7}  {:<18}  {:<20}  {:<30}  {}",
-                    t.task_id, t.source, t.status, t.operation, t.identity_name, t.value, t.owner
-                );
+                table.row(vec![
+                    t.task_id,
+                    t.source,
+                    t.status,
+                    t.operation,
+                    t.identity_name,
+                    t.value,
+                    t.owner,
+                ]);
             }
+            print!("{}", table.render());
             Ok(())
         }
         TasksCommand::Import { file, source } => {

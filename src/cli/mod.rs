@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 2 invalid input or usage, 1 anything else.
 
 mod commands;
+pub mod text;
 
 use std::path::PathBuf;
 

@@ -118,10 +118,49 @@ pub fn default_path() -> PathBuf {
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
-        p.to_path_buf()
+        normalize(p)
     } else {
-        base.join(p)
+        normalize(&base.join(p))
     }
+}
+
+/// `config/../var` → `var`, so that logs and messages name paths as a person would. A
+/// `..` is folded only when what it undoes is not a symbolic link: through a link, `..`
+/// leads to the link target's parent, and folding would change the meaning.
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    // How many trailing components of `out` are real names that a `..` may undo.
+    let mut names = 0usize;
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let is_link =
+                    std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink());
+                if names > 0 && !is_link {
+                    out.pop();
+                    names -= 1;
+                } else if out.has_root() && names == 0 {
+                    // `/..` is `/`.
+                } else {
+                    out.push("..");
+                }
+            }
+            Component::Normal(n) => {
+                out.push(n);
+                names += 1;
+            }
+            other => {
+                out.push(other.as_os_str());
+                names = 0;
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// `PROVD_AGENT__WORKERS=4` → `agent.workers`. Only variables with a `__` after the

@@ -166,3 +166,33 @@ fn an_unknown_key_in_an_http_source_lists_every_valid_key() {
         );
     }
 }
+
+#[test]
+fn paths_are_normalised_but_never_through_a_link() {
+    assert_eq!(normalize(Path::new("config/../var")), Path::new("var"));
+    assert_eq!(normalize(Path::new("./config/./x")), Path::new("config/x"));
+    assert_eq!(normalize(Path::new("../var")), Path::new("../var"));
+    assert_eq!(
+        normalize(Path::new("/etc/provd/../../var")),
+        Path::new("/var")
+    );
+    assert_eq!(normalize(Path::new("/..")), Path::new("/"));
+    assert_eq!(normalize(Path::new("a/..")), Path::new("."));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("real/conf")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("real/conf"), tmp.path().join("link")).unwrap();
+    let through = tmp.path().join("link/../var");
+    assert_eq!(normalize(&through), through, "a link's .. stays");
+    // The shipped layout: ./config/provd.toml names ../var.
+    write_config(tmp.path());
+    std::fs::write(
+        tmp.path().join("provd.toml"),
+        "[agent]\nstate_dir = \"../state\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&tmp.path().join("provd.toml")).unwrap();
+    assert_eq!(
+        c.agent.state_dir,
+        tmp.path().parent().unwrap().join("state")
+    );
+}

@@ -19,12 +19,54 @@ pub fn resolve(text: &str, zone: &TimeZone) -> Result<Timestamp, String> {
         let zoned = date
             .to_zoned(zone.clone())
             .and_then(|z| z.start_of_day())
-            .map_err(|e| format!("`{text}` cannot be placed in the time zone: {e}"))?;
+            .map_err(|_| out_of_range(text))?;
         return Ok(zoned.timestamp());
     }
+    check_offset(text)?;
     text.parse::<Timestamp>().map_err(|_| {
-        format!("`{text}` is neither an RFC 3339 date-time with an offset (2030-01-31T17:00:00Z) nor a date (2030-01-31)")
+        // Well-formed but not representable: say so, not "not a date".
+        let civil = text.get(..19).and_then(|t| t.parse::<jiff::civil::DateTime>().ok());
+        if civil.is_some() {
+            out_of_range(text)
+        } else {
+            format!("`{text}` is neither an RFC 3339 date-time with an offset (2030-01-31T17:00:00Z) nor a date (2030-01-31)")
+        }
     })
+}
+
+fn out_of_range(text: &str) -> String {
+    format!(
+        "`{text}` is too far in the future: the latest moment provd can keep is {}",
+        Timestamp::MAX.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// RFC 3339 offsets are `Z` or `±HH:MM` with HH at most 23; jiff would take up to ±25:59,
+/// a date no one meant.
+fn check_offset(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    if b.len() < 6 {
+        return Ok(());
+    }
+    let tail = &b[b.len() - 6..];
+    let is_offset = matches!(tail[0], b'+' | b'-')
+        && tail[1].is_ascii_digit()
+        && tail[2].is_ascii_digit()
+        && tail[3] == b':'
+        && tail[4].is_ascii_digit()
+        && tail[5].is_ascii_digit();
+    if !is_offset {
+        return Ok(());
+    }
+    let hours = u32::from(tail[1] - b'0') * 10 + u32::from(tail[2] - b'0');
+    let minutes = u32::from(tail[4] - b'0') * 10 + u32::from(tail[5] - b'0');
+    if hours > 23 || minutes > 59 {
+        let offset = &text[text.len() - 6..];
+        return Err(format!(
+            "`{text}`: the offset {offset} is out of range (RFC 3339 offsets run from -23:59 to +23:59)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -55,6 +97,22 @@ mod tests {
             "a date-time needs an offset"
         );
         assert!(resolve("tomorrow", &utc).is_err());
+        for bad in [
+            "2030-01-31T17:00:00+25:00",
+            "2030-01-31T17:00:00-24:00",
+            "2030-01-31T17:00:00+02:60",
+        ] {
+            let e = resolve(bad, &utc).unwrap_err();
+            assert!(e.contains("out of range"), "{e}");
+        }
+        assert!(resolve("2030-01-31T17:00:00+23:59", &utc).is_ok());
+        for far in ["9999-12-31T23:59:59Z", "9999-12-31"] {
+            let e = resolve(far, &utc).unwrap_err();
+            assert!(
+                e.contains("too far in the future") && e.contains("9999-12-30"),
+                "{e}"
+            );
+        }
         assert!(resolve("2030-02-30", &utc).is_err());
     }
 

@@ -294,8 +294,21 @@ pub fn plan(
                 .filter(|a| !revoked_here.contains(&(a.ty, a.item_id.as_str())))
                 .flat_map(|a| a.entitlements.iter().map(|g| g.source.as_str()))
                 .collect();
+            // "Last removal" means the last value provd had granted there goes now: a
+            // revoke of something the identity never held removes nothing provd granted,
+            // so it must not disable an account (its values are still removed, in case
+            // they were given by hand).
+            let ending: BTreeSet<&str> = live
+                .iter()
+                .filter(|a| revoked_here.contains(&(a.ty, a.item_id.as_str())))
+                .flat_map(|a| a.entitlements.iter().map(|g| g.source.as_str()))
+                .collect();
             for job in jobs.jobs.iter_mut().filter(|j| &j.identity == identity) {
-                if disable_on_last.contains(&job.source) && !kept.contains(job.source.as_str()) {
+                let source = job.source.as_str();
+                if disable_on_last.contains(source)
+                    && ending.contains(source)
+                    && !kept.contains(source)
+                {
                     job.ops = vec![Operation::DisableAccount];
                 }
             }

@@ -457,3 +457,57 @@ fn removing_the_last_entitlement_on_a_disable_on_last_source_disables_the_accoun
         "ap-remote keeps vpn on ldap: only git goes"
     );
 }
+
+#[test]
+fn revoking_what_was_never_held_disables_nothing() {
+    let cat = catalog();
+    let flat = BTreeSet::from(["flat".to_string(), "ldap".to_string()]);
+    // Holds nothing at all.
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![item(ItemType::Role, "eng")],
+        ),
+        &cat,
+        &Snapshot::default(),
+        &flat,
+    );
+    assert!(!p.jobs.is_empty());
+    for j in &p.jobs {
+        assert!(
+            !j.ops.contains(&Operation::DisableAccount),
+            "{} on {}: {:?}",
+            j.identity,
+            j.source,
+            j.ops
+        );
+    }
+    // Holds something elsewhere, not on flat: the revoke on flat disables nothing either.
+    let snap = Snapshot {
+        assignments: vec![live(
+            2,
+            ItemType::AccessProfile,
+            "ap-remote",
+            AssignmentState::Active,
+            &cat,
+        )],
+        accounts: BTreeSet::new(),
+    };
+    let p = plan(
+        &req(
+            RequestType::Revoke,
+            &["u1"],
+            vec![item(ItemType::Role, "eng")],
+        ),
+        &cat,
+        &snap,
+        &flat,
+    );
+    let flat_job = p.jobs.iter().find(|j| j.source == "flat").unwrap();
+    assert!(
+        !flat_job.ops.contains(&Operation::DisableAccount),
+        "{:?}",
+        flat_job.ops
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::harness::{Agent, BIN, Env, eventually};
 
-fn mode(p: &std::path::Path) -> u32 {
+pub fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
@@ -265,17 +265,21 @@ async fn slow_clients_cannot_stall_the_api_and_auth_failures_are_seen() {
     drop(slow);
 
     // Authentication: a wrong token is refused, logged without the token, and counted.
+    // A client without a pool: the server closes idle connections after the 1 s header
+    // timeout, and a pooled one could be reused just as it closes.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let secret_guess = "guessed-token-0123456789";
-    let r = agent
-        .http
+    let r = http
         .get(format!("{}/tasks/v1", agent.base))
         .header("authorization", format!("Bearer {secret_guess}"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = agent
-        .http
+    let r = http
         .get(format!("{}/tasks/v1", agent.base))
         .header("authorization", format!("bearer {}", env.token()))
         .send()
@@ -372,346 +376,99 @@ async fn unusable_keys_duplicate_json_keys_and_wild_offsets_are_refused() {
     );
 }
 
-fn age(path: &std::path::Path) {
-    let old = std::time::SystemTime::now() - Duration::from_secs(5);
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-}
-
-/// Item 7: the spool checks size before reading, takes `.JSON`, reports other files,
-/// waits for a paused writer, and takes a re-dropped file as a new request.
+/// Item 1: secrets a target echoes never reach the job's errors, the events, the status
+/// API or the log.
 #[tokio::test]
-async fn the_spool_refuses_big_files_unread_and_never_ignores_silently() {
-    let env = Env::new();
-    let spool = env.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let grant =
-        r#"{"requestedFor":["ada"],"requestedItems":[{"type":"ENTITLEMENT","id":"ent-view"}]}"#;
-    // 1.5 MiB of whitespace around a valid request: still over the limit.
-    let big = format!("{grant}{}", " ".repeat(1536 * 1024));
-    std::fs::write(spool.join("big.json"), big).unwrap();
-    std::fs::write(
-        spool.join("UPPER.JSON"),
-        grant.replace("ent-view", "ent-hq"),
-    )
-    .unwrap();
-    std::fs::write(spool.join("notes.txt"), "not a request").unwrap();
-    std::fs::write(spool.join(".hidden.json"), "{").unwrap();
-    // A writer that paused half-way.
-    let (head, tail) = grant.split_at(30);
-    std::fs::write(spool.join("paused.json"), head).unwrap();
-    for f in ["big.json", "UPPER.JSON", "paused.json"] {
-        age(&spool.join(f));
-    }
-    let agent = env.start().await;
-    eventually(10, "big refused, UPPER taken", || {
-        let done =
-            spool.join("rejected/big.json").exists() && spool.join("processed/UPPER.JSON").exists();
-        async move { done.then_some(()) }
-    })
-    .await;
-    let why = std::fs::read_to_string(spool.join("rejected/big.json.error")).unwrap();
-    assert!(why.contains("1 MiB"), "{why}");
-    for f in [
-        "rejected/big.json",
-        "rejected/big.json.error",
-        "processed/UPPER.JSON",
-    ] {
-        assert_eq!(mode(&spool.join(f)), 0o600, "{f}");
-    }
-    let log = eventually(10, "notes.txt and paused.json reported", || {
-        let t = agent.log_text();
-        async move {
-            (t.contains("notes.txt") && t.contains("waiting for the writer")).then_some(t)
-        }
-    })
-    .await;
-    assert!(log.contains("only *.json files are requests"), "{log}");
-    assert!(!log.contains(".hidden.json"));
-    assert!(
-        spool.join("paused.json").exists(),
-        "a paused writer's file is not refused"
-    );
-    // The writer finishes.
-    std::fs::write(spool.join("paused.json"), format!("{head}{tail}")).unwrap();
-    eventually(10, "the finished file taken", || {
-        let done = spool.join("processed/paused.json").exists();
-        async move { done.then_some(()) }
-    })
-    .await;
-    assert!(!spool.join("rejected/paused.json").exists());
-    let log = agent.log_text();
-    assert_eq!(log.matches("notes.txt").count(), 1, "reported once");
-
-    // The same name and content again, after the grant was revoked: a new request.
-    let revoke = r#"{"requestedFor":["ada"],"requestType":"REVOKE_ACCESS","requestedItems":[{"type":"ENTITLEMENT","id":"ent-view","comment":"left"}]}"#;
-    assert_eq!(
-        agent.post("/access-requests/v1", revoke).await.status(),
-        202
-    );
-    let before = env.count("requests");
-    std::fs::write(spool.join("paused.json"), grant).unwrap();
-    age(&spool.join("paused.json"));
-    eventually(10, "the re-dropped file taken as a new request", || {
-        let n = env.count("requests");
-        async move { (n == before + 1).then_some(()) }
-    })
-    .await;
-    assert!(spool.join("processed/paused.json.1").exists());
-    let log = agent.log_text();
-    assert!(!log.contains("removeDate cleared"), "{log}");
-}
-
-/// Item 9: task ids are task ids, and a file without a `source` column answers for one
-/// source only, unless `--source` says which.
-#[tokio::test]
-async fn a_task_file_without_sources_cannot_close_another_owners_tasks() {
-    let env = Env::new();
-    let agent = env.start().await;
-    let r = agent
-        .post(
-            "/access-requests/v1",
-            r#"{"requestedFor":["ada"],"requestedItems":[{"type":"ROLE","id":"role-staff"}]}"#,
+async fn secrets_a_target_echoes_are_stored_and_logged_nowhere() {
+    let echo = crate::httpservers::Echo::start().await;
+    let token = "tok-3chO-5ecret-0123456789";
+    let client_secret = "cl13nt-5ecret-abcdef";
+    let rest = |name: &str, auth: &str| {
+        format!(
+            "id = \"{name}\"\ntype = \"rest\"\nowner = \"o@example.com\"\nbase_url = \"{}/api?api_key=K3Y-in-the-url-42\"\n{auth}\n\
+             [create_account]\nmethod = \"POST\"\npath = \"/users\"\nbody = '{{\"u\": \"{{id}}\"}}'\nok = [201]\nid = \"/id\"\n\
+             [add_entitlement]\nmethod = \"POST\"\npath = \"/m\"\nbody = '{{\"v\": \"{{value}}\"}}'\nok = [201]\n\
+             [remove_entitlement]\nmethod = \"DELETE\"\npath = \"/m/{{value}}\"\nok = [204]\n",
+            echo.base
         )
-        .await;
-    assert_eq!(r.status(), 202);
-    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
-        let a = &agent;
-        async move {
-            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
-            (t.len() == 4).then_some(t)
-        }
-    })
-    .await;
-    let of = |source: &str| -> Vec<String> {
-        tasks
-            .iter()
-            .filter(|t| t["source"] == source)
-            .map(|t| t["task_id"].as_str().unwrap().to_string())
-            .collect()
     };
-    let (flat, badges) = (of("flat"), of("badges"));
-    let file = env.path().join("answers.csv");
-    let mut text = String::from("task_id,resolution\n");
-    for t in flat.iter().chain(&badges) {
-        text.push_str(&format!("{t},DONE\n"));
-    }
-    std::fs::write(&file, &text).unwrap();
-    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no `source` column") && err.contains("badges, flat"),
-        "{err}"
-    );
-    let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();
-    assert_eq!(open.len(), 4, "nothing applied");
-
-    // `+5` parsed as 5 before.
-    let n = flat[0].trim_start_matches('T');
-    std::fs::write(&file, format!("task_id,resolution\n+{n},DONE\n")).unwrap();
-    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        err.contains("`+") && err.contains("is not a task id"),
-        "{err}"
-    );
-
-    // Named: the flat rows apply, the badges rows are refused by line.
-    std::fs::write(&file, &text).unwrap();
-    let out = env.cli(&[
-        "tasks",
-        "import",
-        "--source",
-        "flat",
-        file.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("line 4:") && err.contains("belongs to source `badges`"),
-        "{err}"
-    );
-    let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();
-    assert!(open.iter().all(|t| t["source"] == "badges"), "{open:?}");
-    assert_eq!(open.len(), 2);
-}
-
-/// The agent's JSON log lines.
-fn log_lines(agent: &Agent) -> Vec<serde_json::Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Item 12: what another process changes (a CLI submit, a task import) reaches the running
-/// agent's log once, with the job fields and the actor.
-#[tokio::test]
-async fn changes_made_by_the_cli_reach_the_agents_log_once() {
-    let env = Env::new();
-    let agent = env.start().await;
-    let rid = crate::flow::submit(&env, crate::flow::grant("ada", "ROLE", "role-staff"));
-    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
-        let a = &agent;
-        async move {
-            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
-            (t.len() == 4).then_some(t)
-        }
-    })
-    .await;
-    let mut csv = String::from("task_id,source,resolution\n");
-    for t in &tasks {
-        csv.push_str(&format!(
-            "{},{},DONE\n",
-            t["task_id"].as_str().unwrap(),
-            t["source"].as_str().unwrap()
-        ));
-    }
-    let file = env.path().join("done.csv");
-    std::fs::write(&file, csv).unwrap();
-    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let jobs: Vec<i64> = env
-        .store()
-        .jobs(&provd::store::jobs::JobFilter {
-            request_id: Some(rid.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert_eq!(jobs.len(), 2);
-    let lines = eventually(10, "both jobs' success in the agent's log", || {
-        let l = log_lines(&agent);
-        let n = l.iter().filter(|v| v["message"] == "job succeeded").count();
-        async move { (n >= 2).then_some(l) }
-    })
-    .await;
-    for id in &jobs {
-        let mine: Vec<&serde_json::Value> = lines
-            .iter()
-            .filter(|v| v["message"] == "job succeeded" && v["job_id"] == *id)
-            .collect();
-        assert_eq!(mine.len(), 1, "job {id}: {mine:?}");
-        let l = mine[0];
-        assert_eq!(l["request_id"], rid.as_str());
-        assert_eq!(l["state"], "succeeded");
-        assert_eq!(l["identity"], "ada");
-        assert!(l["source"] == "flat" || l["source"] == "badges");
-        assert!(l["actor"].as_str().is_some_and(|a| !a.is_empty()), "{l}");
-    }
-    let accepted: Vec<&serde_json::Value> = lines
-        .iter()
-        .filter(|v| v["message"] == "request accepted" && v["request_id"] == rid.as_str())
-        .collect();
-    assert_eq!(accepted.len(), 1, "{accepted:?}");
-    let resolved = lines
-        .iter()
-        .filter(|v| v["message"] == "task resolved")
-        .count();
-    assert_eq!(resolved, 4);
-}
-
-/// Item 13: `jobs retry` uses the identity as it is now and the source's budget; an
-/// import reaches the running agent (its log) without SIGHUP; SIGHUP counts every
-/// identity the agent knows.
-#[tokio::test]
-async fn a_retried_job_sees_the_imported_identity_and_its_sources_budget() {
-    let api =
-        crate::httpservers::JsonServer::start(serde_json::json!({"users": [], "memberships": []}))
-            .await;
-    let crm = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sources/crm.toml"),
-    )
-    .unwrap()
-    .replace("http://127.0.0.1:3000", &api.base());
     let env = crate::flow::custom_env(
-        // The shipped file sets `[retry] max_attempts = 8`.
-        &[("crm.toml", crm)],
-        "[[entitlement]]\nid = \"ent-sales\"\nsource = \"crm\"\nattribute = \"roles\"\nvalue = \"sales\"\n",
+        &[
+            ("bearer.toml", rest("bearer", "token_file = \"../token\"")),
+            (
+                "oauth.toml",
+                rest(
+                    "oauth",
+                    &format!(
+                        "[oauth]\ntoken_url = \"{}/oauth/token\"\nclient_id = \"provd\"\nclient_secret_file = \"../secret\"",
+                        echo.base
+                    ),
+                ),
+            ),
+        ],
+        "[[entitlement]]\nid = \"e-bearer\"\nsource = \"bearer\"\nattribute = \"roles\"\nvalue = \"x\"\n\
+         [[entitlement]]\nid = \"e-oauth\"\nsource = \"oauth\"\nattribute = \"roles\"\nvalue = \"y\"\n",
     );
-    std::fs::write(
-        env.path().join("identities.csv"),
-        "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\nnomail,No,Mail,\n",
-    )
-    .unwrap();
-    let mut agent = env.start().await;
-    let rid = crate::flow::submit(
-        &env,
-        crate::flow::grant("nomail", "ENTITLEMENT", "ent-sales"),
-    );
+    std::fs::write(env.path().join("token"), format!("{token}\n")).unwrap();
+    std::fs::write(env.path().join("secret"), format!("{client_secret}\n")).unwrap();
+    let agent = env.start().await;
+    let body = r#"{"requestedFor":["ada"],"requestedItems":[{"type":"ENTITLEMENT","id":"e-bearer"},{"type":"ENTITLEMENT","id":"e-oauth"}]}"#;
+    let r = agent.post("/access-requests/v1", body).await;
+    assert_eq!(r.status(), 202);
+    let rid = r.json::<serde_json::Value>().await.unwrap()["newRequests"][0]["accessRequestIds"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 401s open the breaker and fail the jobs permanently.
     let jobs = crate::flow::settled(&env, &rid).await;
-    assert_eq!(jobs[0].state.as_str(), "failed");
+    assert_eq!(jobs.len(), 2);
+    let errors: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.errors.iter().map(|e| e.message.clone()))
+        .collect();
     assert!(
-        jobs[0].errors[0].message.contains("`email`"),
-        "{:?}",
-        jobs[0].errors
-    );
-    assert_eq!(jobs[0].max_attempts, 8);
-
-    let file = env.path().join("people.csv");
-    std::fs::write(
-        &file,
-        "id,firstName,lastName,email\nnomail,No,Mail,nomail@example.com\nnewbie,New,Bie,new@example.com\n",
-    )
-    .unwrap();
-    assert!(
-        env.cli(&["identities", "import", file.to_str().unwrap()])
-            .status
-            .success()
-    );
-    eventually(10, "the import in the agent's log", || {
-        let seen = log_lines(&agent)
+        errors
             .iter()
-            .any(|v| v["message"] == "identities imported");
-        async move { seen.then_some(()) }
-    })
-    .await;
-    let id = jobs[0].id.to_string();
-    let out = env.cli(&["jobs", "retry", &id]);
+            .any(|m| m.contains("unauthorized: Bearer [REDACTED]")),
+        "{errors:?}"
+    );
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        errors.iter().any(|m| m.contains("bad client_secret")),
+        "{errors:?}"
     );
-    let jobs = crate::flow::settled(&env, &rid).await;
-    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
-    assert_eq!(
-        jobs[0].max_attempts, 8,
-        "the source's budget, not attempt + 8"
-    );
-    assert_eq!(jobs[0].attempt, 1);
-    let users = api.get("/users").await;
-    assert_eq!(users[0]["email"], "nomail@example.com");
-
-    // SIGHUP: ada, nomail (file and store) and newbie (store only) = 3.
-    let pid = agent.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let line = eventually(10, "the reload line", || {
-        let l = log_lines(&agent)
-            .into_iter()
-            .find(|v| v["message"] == "configuration reloaded");
-        async move { l }
-    })
-    .await;
-    assert_eq!(line["identities"], 3, "{line}");
-    agent.signal_and_wait("TERM", 20).await;
+    let status = agent
+        .get("/access-request-status/v1?requested-for=ada")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<String> = env
+        .store()
+        .with(|c| {
+            let mut st = c.prepare("SELECT data FROM events")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap();
+    let db = std::fs::read(env.path().join("state/provd.db")).unwrap();
+    let wal = std::fs::read(env.path().join("state/provd.db-wal")).unwrap_or_default();
+    let log = agent.log_text();
+    for secret in [token, client_secret, "K3Y-in-the-url-42"] {
+        assert!(
+            !errors.iter().any(|m| m.contains(secret)),
+            "{secret} in job errors"
+        );
+        assert!(!status.contains(secret), "{secret} in status");
+        assert!(
+            !events.iter().any(|e| e.contains(secret)),
+            "{secret} in events"
+        );
+        assert!(!log.contains(secret), "{secret} in the log");
+        for (name, bytes) in [("db", &db), ("wal", &wal)] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in the store's {name}"
+            );
+        }
+    }
 }

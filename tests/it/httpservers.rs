@@ -270,3 +270,47 @@ impl TooMany {
         }
     }
 }
+
+/// A target that echoes credentials back in its errors, as some do: every API request is
+/// answered 401 with the presented Authorization header in `detail`; a token endpoint
+/// (`/oauth/token`) answers 401 with the posted form (client secret included) in
+/// `error_description`.
+pub struct Echo {
+    pub base: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let app = axum::Router::new()
+            .route(
+                "/oauth/token",
+                axum::routing::post(|body: String| async move {
+                    (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_client",
+                            "error_description": format!("bad client_secret in {body}")
+                        })),
+                    )
+                }),
+            )
+            .fallback(|headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(serde_json::json!({ "detail": format!("unauthorized: {auth}") })),
+                )
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Echo { base, _task: task }
+    }
+}

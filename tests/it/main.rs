@@ -6,6 +6,7 @@ mod crash;
 mod dispatch;
 mod flow;
 mod hardening;
+mod hardening_ops;
 mod harness;
 mod httpservers;
 mod intake;
