@@ -25,15 +25,16 @@ pub fn validate(kind: SourceKind, table: &toml::Table, base: &Path) -> Result<()
 }
 
 fn build_one(
+    id: &str,
     kind: SourceKind,
     table: &toml::Table,
     base: &Path,
 ) -> Result<Option<Arc<dyn Connector>>, Problems> {
     Ok(match kind {
         SourceKind::Manual => None,
-        SourceKind::Ldap => Some(Arc::new(provd_connector_ldap::LdapConnector::build(
-            table, base,
-        )?)),
+        SourceKind::Ldap => Some(Arc::new(
+            provd_connector_ldap::LdapConnector::build(table, base)?.with_source(id),
+        )),
         SourceKind::Scim => Some(Arc::new(provd_connector_scim::ScimConnector::build(
             table, base,
         )?)),
@@ -50,7 +51,7 @@ pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
     let mut problems = Vec::new();
     for source in config.sources.values() {
         let base = source.file.parent().unwrap_or(Path::new("."));
-        match build_one(source.kind, &source.settings, base) {
+        match build_one(&source.id, source.kind, &source.settings, base) {
             Ok(Some(c)) => {
                 out.insert(source.id.clone(), c);
             }

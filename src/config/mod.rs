@@ -99,10 +99,21 @@ pub struct Config {
     pub identities: BTreeMap<String, Identity>,
     pub catalog_path: PathBuf,
     pub identities_path: PathBuf,
-    /// Sources whose last entitlement's removal disables the account instead.
-    pub disable_on_last: BTreeSet<String>,
+    /// What some sources' settings change in planning.
+    pub rules: SourceRules,
     /// Governance services to pull approved requests from.
     pub upstreams: Vec<files::UpstreamSection>,
+}
+
+/// Source settings that change what a request plans to.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRules {
+    /// Sources whose last entitlement's removal disables the account instead (manual
+    /// `on_last_removal = "disable_account"`).
+    pub disable_on_last: BTreeSet<String>,
+    /// Sources that create accounts disabled and make them usable in a second step
+    /// (`ENABLE_ACCOUNT`): Active Directory with `[account.password]`.
+    pub enable_after_create: BTreeSet<String>,
 }
 
 /// Where the configuration is: `--config`, else `$PROVD_CONFIG` (clap handles both), else
@@ -347,8 +358,16 @@ impl Config {
             })
             .map(|s| s.id.clone())
             .collect();
+        let enable_after_create = sources
+            .values()
+            .filter(|s| s.creates_disabled())
+            .map(|s| s.id.clone())
+            .collect();
         Ok(Config {
-            disable_on_last,
+            rules: SourceRules {
+                disable_on_last,
+                enable_after_create,
+            },
             upstreams: file.upstream.clone(),
             path: path.to_path_buf(),
             agent: Agent {

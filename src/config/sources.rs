@@ -70,6 +70,18 @@ impl Source {
         }
     }
 
+    /// Does its connector create accounts disabled, to be enabled by a second operation?
+    /// (An LDAP source with `directory = "ad"` and `[account.password]`.)
+    pub fn creates_disabled(&self) -> bool {
+        self.kind == SourceKind::Ldap
+            && self.settings.get("directory").and_then(|v| v.as_str()) == Some("ad")
+            && self
+                .settings
+                .get("account")
+                .and_then(|a| a.get("password"))
+                .is_some()
+    }
+
     /// Every `*_file` key must name a readable file and every `*_env` key a set variable.
     /// The contents are never read into an error message.
     pub fn check_secrets(&self) -> Vec<Problem> {

@@ -125,6 +125,11 @@ fn log_end(f: &Finish) {
             identity = %j.identity_id, state = "retrying", attempt = j.attempt, next_attempt_at = %rfc3339_ms(*at),
             error_class = %error.class, error = %error.message, "job will be retried")
         }
+        Ending::Released { error } => {
+            tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
+            identity = %j.identity_id, state = "queued", attempt = j.attempt.saturating_sub(1), error_class = %error.class,
+            error = %error.message, "job put back: the source refused provd's credentials (no attempt spent)")
+        }
         Ending::Failed { error, reason } => {
             tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
             identity = %j.identity_id, state = "failed", attempt = j.attempt, error_class = %error.class,

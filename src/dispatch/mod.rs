@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use provd_connector_core::{ConnectorError, ErrorClass, Operation, apply};
+use provd_connector_core::{ConnectorError, ErrorClass, Operation, Outcome, apply};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -114,10 +114,23 @@ impl Dispatcher {
     }
 
     /// Jobs claimed from now on use these connectors; running ones keep theirs.
+    /// New connectors (a reload): each comes with fresh credentials and a fresh
+    /// authentication gate, so every breaker closes at once: a source whose secret was
+    /// fixed is tried right away, and one still broken opens its breaker again on the
+    /// first answer.
     pub fn set_connectors(&self, connectors: Connectors) {
         if let Ok(mut c) = self.inner.connectors.write() {
             *c = Arc::new(connectors);
         }
+        if let Ok(mut b) = self.inner.breakers.lock() {
+            for (source, breaker) in b.iter_mut() {
+                if breaker.on_success() {
+                    tracing::info!(source = %source, "breaker closed by the reload");
+                }
+                crate::metrics::breaker(source, 0);
+            }
+        }
+        self.inner.wake.notify_one();
     }
 
     fn config(&self) -> Arc<Config> {
@@ -431,11 +444,23 @@ impl Dispatcher {
         };
         let mut native = job.account.clone();
         let mut records: Vec<OpRecord> = Vec::new();
+        // An ENABLE_ACCOUNT planned after a create is for an account this job made: one
+        // the create found already existing is left as it is (enabled or not).
+        let mut found_existing = false;
         for index in job.ops_done..job.ops.len() {
             if me.stopping.load(Ordering::SeqCst) {
                 return Ok(After::Stopped);
             }
             let Some(op) = job.ops.get(index) else { break };
+            if found_existing && *op == Operation::EnableAccount {
+                records.push(OpRecord {
+                    index,
+                    outcome: "skipped",
+                    native_id: None,
+                    detail: Some("the account existed before: left as it is".into()),
+                });
+                continue;
+            }
             let started = Instant::now();
             let result = match tokio::time::timeout(
                 OP_TIMEOUT,
@@ -456,6 +481,11 @@ impl Dispatcher {
                     if let Some(n) = outcome.native_id() {
                         native = Some(n.to_string());
                     }
+                    found_existing = matches!(outcome, Outcome::Correlated { .. });
+                    if let Some(detail) = outcome.detail() {
+                        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source,
+                            identity = %job.identity_id, op = %op.kind(), outcome = outcome.as_str(), detail = %detail, "account created at another DN");
+                    }
                     let mut closed = false;
                     self.breaker(&job.source, |b, _| closed = b.on_success());
                     if closed {
@@ -466,6 +496,7 @@ impl Dispatcher {
                         index,
                         outcome: outcome.as_str(),
                         native_id: outcome.native_id().map(str::to_string),
+                        detail: outcome.detail(),
                     });
                 }
                 Err(err) => {
@@ -521,6 +552,35 @@ impl Dispatcher {
         let me = &self.inner;
         let now = me.clock.now();
         let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
+        if err.auth {
+            // provd's credentials, not the job: no attempt spent, nothing failed. The
+            // breaker holds every job of the source until it probes again, and the
+            // connector itself refuses to try the same secret more than twice.
+            crate::metrics::attempt(&job.source, "auth");
+            self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
+            let locked = err.message.contains("data 775");
+            if locked {
+                tracing::error!(source = %job.source, error = %err,
+                    "breaker opened: the service account is LOCKED; unlock it, then reload (SIGHUP)");
+            } else {
+                tracing::warn!(source = %job.source, error = %err,
+                    "breaker opened: the source refused provd's credentials; jobs wait (no attempts spent) until the secret changes or a reload");
+            }
+            let error = AttemptError {
+                at: rfc3339_ms(to_ms(now)),
+                attempt: job.attempt,
+                class: "auth".into(),
+                code: err.code.clone(),
+                message: err.message.clone(),
+            };
+            return self.end(Finish {
+                job: job.clone(),
+                owner: me.owner.clone(),
+                now: to_ms(now),
+                ops: records,
+                ending: Ending::Released { error },
+            });
+        }
         crate::metrics::attempt(&job.source, class.as_str());
         if err.source_wide {
             self.breaker(&job.source, |b, p| b.on_source_wide(now, p));

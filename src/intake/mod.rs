@@ -118,7 +118,7 @@ pub fn submit(
         catalog: &config.catalog,
         sources: &config.sources,
         identities: &identities,
-        disable_on_last: &config.disable_on_last,
+        rules: &config.rules,
     };
     let text = String::from_utf8_lossy(body);
     let replay = store.accept(&req, &text, origin, idempotency_key, &ctx, now)?;
@@ -153,7 +153,7 @@ pub fn dry_run(
         &req,
         &config.catalog,
         &snapshot,
-        &config.disable_on_last,
+        &config.rules,
     ))
 }
 

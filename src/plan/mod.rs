@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use provd_connector_core::{Entitlement, Operation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Catalog, ItemType};
+use crate::config::{Catalog, ItemType, SourceRules};
 use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
 
 /// An entitlement as granted: kept on the assignment so that a later revoke removes what
@@ -182,14 +182,17 @@ impl JobBuilder {
     }
 }
 
-/// `disable_on_last`: sources where removing an identity's last entitlement is done by
-/// disabling the account instead (a manual source's owner gets one DISABLE_ACCOUNT task).
+/// `rules.disable_on_last`: sources where removing an identity's last entitlement is done
+/// by disabling the account instead (a manual source's owner gets one DISABLE_ACCOUNT
+/// task). `rules.enable_after_create`: sources whose new accounts are enabled by an
+/// ENABLE_ACCOUNT right after the CREATE_ACCOUNT.
 pub fn plan(
     req: &ValidRequest,
     catalog: &Catalog,
     snapshot: &Snapshot,
-    disable_on_last: &BTreeSet<String>,
+    rules: &SourceRules,
 ) -> Plan {
+    let disable_on_last = &rules.disable_on_last;
     let mut jobs = JobBuilder::default();
     let mut items = Vec::new();
     let mut accounts = snapshot.accounts.clone();
@@ -244,6 +247,9 @@ pub fn plan(
                             let j = jobs.job(identity, &g.source, JobKind::Grant, item.start_at);
                             if accounts.insert((identity.clone(), g.source.clone())) {
                                 jobs.push(j, Operation::CreateAccount);
+                                if rules.enable_after_create.contains(&g.source) {
+                                    jobs.push(j, Operation::EnableAccount);
+                                }
                             }
                             jobs.push(j, Operation::AddEntitlement(g.entitlement()));
                             if !planned.jobs.contains(&j) {

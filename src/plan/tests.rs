@@ -104,7 +104,7 @@ fn a_role_expands_to_one_job_per_source_with_account_creation_first() {
         ),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs.len(), 2);
     let flat = p.jobs.iter().find(|j| j.source == "flat").unwrap();
@@ -129,7 +129,7 @@ fn two_identities_get_their_own_jobs() {
         ),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs.len(), 2);
     assert_eq!(p.items.len(), 2);
@@ -149,7 +149,7 @@ fn an_existing_account_is_not_created_again() {
         ),
         &cat,
         &snap,
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs[0].ops, [add("cn=vpn")]);
 }
@@ -168,7 +168,7 @@ fn items_sharing_an_entitlement_in_one_request_add_it_once() {
         ),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs.len(), 1);
     assert_eq!(
@@ -196,7 +196,7 @@ fn a_held_or_pending_item_is_a_duplicate_and_moves_its_remove_date() {
             &req(RequestType::Grant, &["u1"], vec![it.clone()]),
             &cat,
             &snap,
-            &BTreeSet::new(),
+            &SourceRules::default(),
         );
         assert!(p.jobs.is_empty(), "{state:?}");
         assert_eq!(p.items[0].existing, Some((7, "req7".to_string())));
@@ -233,7 +233,7 @@ fn entitlements_already_active_through_another_item_get_no_operation() {
         ),
         &cat,
         &snap,
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(
         p.jobs[0].ops,
@@ -277,7 +277,7 @@ fn a_revoke_keeps_what_another_assignment_still_grants() {
         ),
         &cat,
         &snap,
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs.len(), 1);
     assert_eq!(
@@ -327,7 +327,7 @@ fn revoking_both_holders_in_one_request_removes_the_shared_value() {
         ),
         &cat,
         &snap,
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs[0].ops, [remove("cn=git"), remove("cn=vpn")]);
 }
@@ -352,7 +352,7 @@ fn a_revoke_with_remove_date_schedules_instead() {
         &req(RequestType::Revoke, &["u1"], vec![it.clone()]),
         &cat,
         &snap,
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert!(p.jobs.is_empty());
     assert_eq!(
@@ -366,7 +366,7 @@ fn a_revoke_with_remove_date_schedules_instead() {
         &req(RequestType::Revoke, &["u1"], vec![it]),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(
         p.items[0].effect,
@@ -386,7 +386,7 @@ fn a_revoke_of_an_item_not_held_still_cleans_up_its_values() {
         ),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs[0].ops, [remove("editors")]);
     assert_eq!(p.items[0].effect, Effect::Revoke { assignment: None });
@@ -405,7 +405,7 @@ fn a_start_date_holds_the_job_and_splits_it_from_immediate_grants() {
         ),
         &cat,
         &Snapshot::default(),
-        &BTreeSet::new(),
+        &SourceRules::default(),
     );
     assert_eq!(p.jobs.len(), 2);
     assert_eq!(p.jobs[0].not_before, None);
@@ -443,7 +443,10 @@ fn removing_the_last_entitlement_on_a_disable_on_last_source_disables_the_accoun
         ),
         &cat,
         &snap,
-        &flat,
+        &SourceRules {
+            disable_on_last: flat.clone(),
+            ..Default::default()
+        },
     );
     let on = |s: &str| p.jobs.iter().find(|j| j.source == s).unwrap().ops.clone();
     assert_eq!(
@@ -471,7 +474,10 @@ fn revoking_what_was_never_held_disables_nothing() {
         ),
         &cat,
         &Snapshot::default(),
-        &flat,
+        &SourceRules {
+            disable_on_last: flat.clone(),
+            ..Default::default()
+        },
     );
     assert!(!p.jobs.is_empty());
     for j in &p.jobs {
@@ -502,7 +508,10 @@ fn revoking_what_was_never_held_disables_nothing() {
         ),
         &cat,
         &snap,
-        &flat,
+        &SourceRules {
+            disable_on_last: flat.clone(),
+            ..Default::default()
+        },
     );
     let flat_job = p.jobs.iter().find(|j| j.source == "flat").unwrap();
     assert!(

@@ -170,7 +170,7 @@ impl Scheduler {
                     catalog: &config.catalog,
                     sources: &config.sources,
                     identities: &identities,
-                    disable_on_last: &config.disable_on_last,
+                    rules: &config.rules,
                 };
                 s.plan_fired(&fired, &ctx, now)
             })

@@ -63,7 +63,7 @@ pub struct Context<'a> {
     /// The identities the request names, as they are now (snapshotted into the jobs).
     pub identities: &'a BTreeMap<String, Identity>,
     /// Sources where removing an identity's last entitlement disables the account instead.
-    pub disable_on_last: &'a std::collections::BTreeSet<String>,
+    pub rules: &'a crate::config::SourceRules,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -188,7 +188,7 @@ pub(crate) fn accept_in(
         return Ok(Replay::Replayed(found));
     }
     let snap = snapshot(tx, &req.requested_for, include)?;
-    let plan = plan::plan(req, ctx.catalog, &snap, ctx.disable_on_last);
+    let plan = plan::plan(req, ctx.catalog, &snap, ctx.rules);
     let request_id = new_id();
     let response = response(&request_id, &plan);
     let (job_ids, removals) = write(

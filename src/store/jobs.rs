@@ -150,6 +150,8 @@ pub struct OpRecord {
     pub index: usize,
     pub outcome: &'static str,
     pub native_id: Option<String>,
+    /// What the audit trail should say beyond the outcome (a DN that was taken).
+    pub detail: Option<String>,
 }
 
 /// How an attempt ended.
@@ -166,6 +168,11 @@ pub enum Ending {
         error: AttemptError,
         reason: String,
     },
+    /// Not the job's fault (provd's own credentials were refused): back to `queued` with
+    /// the attempt given back, to wait for the source. The error is in the event only.
+    Released {
+        error: AttemptError,
+    },
 }
 
 /// One attempt's end, to be committed (alone or with others).
@@ -181,6 +188,26 @@ pub struct Finish {
 /// Writes one attempt's end inside the caller's transaction, guarded on the lease.
 fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
     let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
+    if let Ending::Released { error } = &f.ending {
+        let n = tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 'queued', attempt = MAX(attempt - 1, 0), next_attempt_at = NULL,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND state = 'running' AND lease_owner = ?",
+            )?
+            .execute(params![now, job.id, owner])?;
+        if n == 0 {
+            return Err(lost(job.id));
+        }
+        record_ops(tx, job, &f.ops, now)?;
+        return event(
+            tx,
+            now,
+            "job_released",
+            job,
+            json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt }),
+        );
+    }
     let errors_with = |e: &AttemptError| {
         let mut errors = job.errors.clone();
         errors.push(e.clone());
@@ -200,6 +227,7 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
             Some(errors_with(error)?),
             json!({ "attempt": job.attempt, "error": error, "reason": reason }),
         ),
+        Ending::Released { .. } => return Ok(()),
     };
     let finalized = (state != "retrying").then_some(now);
     let n = tx
@@ -242,7 +270,7 @@ fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64) -> Result<
             now,
             "connector_call",
             job,
-            json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id }),
+            json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id, "detail": op.detail }),
         )?;
     }
     Ok(())

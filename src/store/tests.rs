@@ -89,7 +89,7 @@ impl Fixture {
             catalog: &self.catalog,
             sources: &BTreeMap::new(),
             identities: &self.identities,
-            disable_on_last: &BTreeSet::new(),
+            rules: &crate::config::SourceRules::default(),
         };
         self.store
             .accept(&req, "{}", "test", key, &ctx, crate::clock::from_ms(now))
@@ -534,13 +534,13 @@ fn manual_jobs_open_one_task_per_operation_once() {
 fn schedule_ctx<'a>(
     f: &'a Fixture,
     sources: &'a BTreeMap<String, crate::config::Source>,
-    none: &'a BTreeSet<String>,
+    none: &'a crate::config::SourceRules,
 ) -> Context<'a> {
     Context {
         catalog: &f.catalog,
         sources,
         identities: &f.identities,
-        disable_on_last: none,
+        rules: none,
     }
 }
 
@@ -572,7 +572,7 @@ fn a_removal_fires_once_and_its_revoke_is_planned_after_a_crash_between_the_phas
     let again = Store::open_file(f.store.path()).unwrap();
     let todo = again.unplanned(10).unwrap();
     assert_eq!(todo.len(), 1);
-    let (sources, none) = (BTreeMap::new(), BTreeSet::new());
+    let (sources, none) = (BTreeMap::new(), crate::config::SourceRules::default());
     let planned = again
         .plan_fired(
             &todo,
@@ -607,7 +607,7 @@ fn a_grant_made_between_firing_and_planning_supersedes_the_removal() {
     f.store.fire(5_000, 10).unwrap();
     // Granted again before the revoke was planned: it must not be taken away.
     f.grant("u1", "ap-eng", 5_001);
-    let (sources, none) = (BTreeMap::new(), BTreeSet::new());
+    let (sources, none) = (BTreeMap::new(), crate::config::SourceRules::default());
     let todo = f.store.unplanned(10).unwrap();
     let planned = f
         .store

@@ -47,6 +47,22 @@ pub trait Connector: Send + Sync {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>>;
 
+    /// Makes the account usable (see [`Operation::EnableAccount`]). Connectors that never
+    /// create accounts disabled need not implement it.
+    fn enable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        let _ = (identity, native_id);
+        Box::pin(async {
+            Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "this source's connector cannot enable accounts",
+            ))
+        })
+    }
+
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
@@ -75,5 +91,6 @@ pub async fn apply(
         }
         Operation::DisableAccount => connector.disable_account(identity, native_id).await,
         Operation::DeleteAccount => connector.delete_account(identity, native_id).await,
+        Operation::EnableAccount => connector.enable_account(identity, native_id).await,
     }
 }

@@ -39,6 +39,9 @@ pub struct ConnectorError {
     /// Bad credentials and the like: other jobs for the same source would fail the same
     /// way, so the dispatcher opens the source's breaker at once.
     pub source_wide: bool,
+    /// provd's own credentials were refused (LDAP bind 49, HTTP 401/403): the job is not
+    /// at fault, so it spends no attempt and does not fail; it waits for the source.
+    pub auth: bool,
 }
 
 impl ConnectorError {
@@ -57,6 +60,7 @@ impl ConnectorError {
             message: message.into(),
             retry_after: None,
             source_wide: false,
+            auth: false,
         }
     }
 
@@ -76,6 +80,13 @@ impl ConnectorError {
 
     pub fn source_wide(mut self) -> Self {
         self.source_wide = true;
+        self
+    }
+
+    /// An authentication failure of provd's own credentials (implies source-wide).
+    pub fn auth_failure(mut self) -> Self {
+        self.source_wide = true;
+        self.auth = true;
         self
     }
 

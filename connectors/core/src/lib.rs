@@ -9,6 +9,7 @@
 mod connector;
 pub mod duration;
 mod error;
+pub mod gate;
 pub mod http;
 mod operation;
 pub mod redact;

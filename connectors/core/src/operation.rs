@@ -49,7 +49,7 @@ pub struct Entitlement {
     pub value: String,
 }
 
-/// The five things provd asks of a target. Names are the CSV contract's `operation` column.
+/// What provd asks of a target. Names are the CSV contract's `operation` column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Operation {
@@ -58,6 +58,11 @@ pub enum Operation {
     RemoveEntitlement(Entitlement),
     DisableAccount,
     DeleteAccount,
+    /// Make the account usable. Planned right after a create on sources that create
+    /// accounts disabled (Active Directory with `[account.password]`: set a fresh initial
+    /// password, deliver it, then enable); skipped when the create found an existing
+    /// account, which is left as it is.
+    EnableAccount,
 }
 
 /// The kind of an [`Operation`], without its payload.
@@ -68,6 +73,7 @@ pub enum OpKind {
     RemoveEntitlement,
     DisableAccount,
     DeleteAccount,
+    EnableAccount,
 }
 
 impl OpKind {
@@ -79,6 +85,7 @@ impl OpKind {
             OpKind::RemoveEntitlement => "REMOVE_ENTITLEMENT",
             OpKind::DisableAccount => "DISABLE_ACCOUNT",
             OpKind::DeleteAccount => "DELETE_ACCOUNT",
+            OpKind::EnableAccount => "ENABLE_ACCOUNT",
         }
     }
 }
@@ -97,6 +104,7 @@ impl Operation {
             Operation::RemoveEntitlement(_) => OpKind::RemoveEntitlement,
             Operation::DisableAccount => OpKind::DisableAccount,
             Operation::DeleteAccount => OpKind::DeleteAccount,
+            Operation::EnableAccount => OpKind::EnableAccount,
         }
     }
 
@@ -119,6 +127,10 @@ pub enum Outcome {
     Correlated { native_id: String },
     /// The account now lives under a new native id (an LDAP entry moved to another OU).
     Moved { native_id: String },
+    /// A new account was created, but not at the native id the template gave: that one
+    /// belongs to another account (two people named Ada Lovelace), so the identity's id
+    /// was added to it. Recorded in the audit trail with both.
+    CreatedElsewhere { native_id: String, taken: String },
     /// The change was made.
     Applied,
     /// Nothing to do: the target was already in the wanted state.
@@ -130,7 +142,18 @@ impl Outcome {
         match self {
             Outcome::Created { native_id }
             | Outcome::Correlated { native_id }
-            | Outcome::Moved { native_id } => Some(native_id),
+            | Outcome::Moved { native_id }
+            | Outcome::CreatedElsewhere { native_id, .. } => Some(native_id),
+            _ => None,
+        }
+    }
+
+    /// What the audit trail should say beyond the outcome word.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::CreatedElsewhere { native_id, taken } => Some(format!(
+                "{taken} belongs to another account; created {native_id} instead"
+            )),
             _ => None,
         }
     }
@@ -141,6 +164,7 @@ impl Outcome {
             Outcome::Created { .. } => "created",
             Outcome::Correlated { .. } => "correlated",
             Outcome::Moved { .. } => "moved",
+            Outcome::CreatedElsewhere { .. } => "created_elsewhere",
             Outcome::Applied => "applied",
             Outcome::Unchanged => "unchanged",
         }

@@ -41,8 +41,11 @@ pub fn from_result(what: &str, r: &LdapResult) -> ConnectorError {
             }
         ),
     );
-    // A bad bind password fails every job of the source the same way.
-    if matches!(r.rc, 49 | 53) && what == "bind" {
+    // provd's own credentials refused (AD: `data 52e` wrong password, `775` locked):
+    // every job of the source would fail the same way, and none is at fault.
+    if r.rc == 49 && what == "bind" {
+        e = e.auth_failure();
+    } else if r.rc == 53 && what == "bind" {
         e = e.source_wide();
     }
     e

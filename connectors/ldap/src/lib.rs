@@ -8,16 +8,18 @@
 //! to run may have their correlation looked up together first ([`Connector::prefetch`]).
 //! Every operation is idempotent: "already there" and "already gone" answers are successes.
 
+mod account;
+pub mod ad;
 mod error;
 pub mod escape;
 mod pool;
 mod prefetch;
 pub mod settings;
+mod tls;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -42,6 +44,8 @@ pub struct LdapConnector {
     prefetched: prefetch::Cache,
     /// The bind password, scrubbed from whatever the server says back.
     redactor: Redactor,
+    /// The source's id (for a delivery command's environment).
+    source: String,
 }
 
 /// Parses and validates the settings without reading secrets or connecting (`provd check`).
@@ -83,27 +87,6 @@ fn read_password(s: &LdapSettings, base: &Path) -> Result<SecretString, Settings
     )])
 }
 
-fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?
-    {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 fn template_error(e: TemplateError) -> ConnectorError {
     ConnectorError::permanent(Some("template".into()), e.to_string())
 }
@@ -114,9 +97,10 @@ impl LdapConnector {
         let s = parse(table, base)?;
         let password = read_password(&s, base)?;
         let mut conn = LdapConnSettings::new().set_starttls(s.starttls);
-        if let Some(ca) = &s.tls_ca_file {
-            let cfg = tls_config(&settings::resolve(base, ca))
-                .map_err(|e| vec![("tls_ca_file".to_string(), e)])?;
+        let ca = s.tls_ca_file.as_ref().map(|ca| settings::resolve(base, ca));
+        if let Some(cfg) = tls::client_config(ca.as_deref(), s.tls_server_name.as_deref())
+            .map_err(|e| vec![("tls_ca_file".to_string(), e)])?
+        {
             conn = conn.set_config(cfg);
         }
         let connect_timeout = settings::parse_duration(&s.connect_timeout)
@@ -124,22 +108,33 @@ impl LdapConnector {
         let op_timeout = settings::parse_duration(&s.operation_timeout)
             .map_err(|e| vec![("operation_timeout".to_string(), e)])?;
         let redactor = Redactor::new([password.clone()]);
+        let file = s
+            .bind_password_file
+            .as_ref()
+            .map(|f| settings::resolve(base, f));
         let pool = Pool::new(
             s.url.clone(),
             conn,
             s.bind_dn.clone(),
-            password,
+            pool::Secret::new(password, file),
             connect_timeout,
             s.pool_size,
             s.pipeline,
         );
         Ok(Self {
             redactor,
+            source: String::new(),
             s,
             pool,
             op_timeout,
             prefetched: prefetch::Cache::default(),
         })
+    }
+
+    /// Names the source this connector serves (the id is not among its own keys).
+    pub fn with_source(mut self, id: &str) -> Self {
+        self.source = id.to_string();
+        self
     }
 
     /// Runs `f` on a pooled connection. A transport failure on a connection that sat in the
@@ -226,65 +221,6 @@ impl LdapConnector {
         }
     }
 
-    async fn create(&self, identity: &Identity) -> Result<Outcome, ConnectorError> {
-        let dn = self.account_dn(identity, None)?;
-        let mut attrs: Vec<(String, HashSet<String>)> = vec![(
-            "objectClass".into(),
-            self.s.account.object_classes.iter().cloned().collect(),
-        )];
-        for (name, t) in &self.s.account.attributes {
-            let v = template::fill(t, identity, template::verbatim).map_err(template_error)?;
-            attrs.push((name.clone(), HashSet::from([v])));
-        }
-        let value = self.correlation_value(identity)?;
-        let filter = format!("({}={})", self.s.account.correlation, filter_value(&value));
-        let parent = split_dn(&dn).1.to_string();
-        // A batch lookup may have answered already (see `prefetch`).
-        let known = self
-            .prefetched
-            .take(&parent, &value, std::time::Instant::now());
-        if let Some(prefetch::Known::Found(found)) = known {
-            return Ok(Outcome::Correlated { native_id: found });
-        }
-        let search = known.is_none();
-        self.run("create account", |mut ldap| {
-            let (dn, attrs, filter, parent) = (dn.clone(), attrs.clone(), filter.clone(), parent.clone());
-            async move {
-                let entries = if !search {
-                    Vec::new()
-                } else {
-                    ldap
-                    .search(&parent, Scope::Subtree, &filter, vec!["1.1"])
-                    .await
-                    .and_then(|r| r.success())
-                    .map_err(|e| from_ldap("search", e))?
-                    .0
-                };
-                match entries.len() {
-                    0 => {}
-                    1 => {
-                        let found = entries.into_iter().next().map(|e| SearchEntry::construct(e).dn).unwrap_or_default();
-                        return Ok(Outcome::Correlated { native_id: found });
-                    }
-                    n => {
-                        return Err(ConnectorError::permanent(
-                            Some("ambiguous".into()),
-                            format!("correlation {filter} matches {n} entries under {parent}; refusing to guess"),
-                        ));
-                    }
-                }
-                let r = ldap.add(&dn, attrs).await.map_err(|e| from_ldap("add", e))?;
-                match r.rc {
-                    0 => Ok(Outcome::Created { native_id: dn }),
-                    // Created between our search and our add: it is there, link it.
-                    68 => Ok(Outcome::Correlated { native_id: dn }),
-                    _ => Err(from_result("add", &r)),
-                }
-            }
-        })
-        .await
-    }
-
     /// One search per search base (and [`prefetch::CHUNK`] values) for many creates.
     async fn prefetch_many(&self, identities: Vec<Identity>) {
         let mut by_base: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -296,7 +232,7 @@ impl LdapConnector {
                 continue;
             };
             by_base
-                .entry(split_dn(&dn).1.to_string())
+                .entry(self.search_base(&dn))
                 .or_default()
                 .push(value);
         }
@@ -361,6 +297,7 @@ impl LdapConnector {
     ) -> Result<Outcome, ConnectorError> {
         let placeholder = self.s.groups.placeholder_member.clone();
         let is_group = attr == self.s.groups.member_attribute;
+        let ad = self.s.directory == settings::Directory::Ad;
         self.run(if add { "add value" } else { "remove value" }, |mut ldap| {
             let (dn, attr, value, placeholder) = (dn.to_string(), attr.to_string(), value.to_string(), placeholder.clone());
             async move {
@@ -373,6 +310,9 @@ impl LdapConnector {
                 match (r.rc, add) {
                     (0, _) => Ok(Outcome::Applied),
                     (20, true) | (16, false) => Ok(Outcome::Unchanged),
+                    // AD: a member that is there is 68, one that is not 53 (16 when the
+                    // group has no members at all): already so.
+                    (68, true) | (53, false) if ad && is_group => Ok(Outcome::Unchanged),
                     // groupOfNames must keep a member: put the placeholder in, atomically.
                     (65, false) if is_group => match placeholder {
                         Some(p) => {
@@ -422,6 +362,9 @@ impl LdapConnector {
         identity: &Identity,
         native_id: Option<&str>,
     ) -> Result<Outcome, ConnectorError> {
+        if self.s.directory == settings::Directory::Ad {
+            return self.disable_ad(identity, native_id).await;
+        }
         let dn = self.account_dn(identity, native_id)?;
         let Some(d) = self.s.account.disable.clone() else {
             return Err(ConnectorError::permanent(
@@ -555,6 +498,18 @@ impl Connector for LdapConnector {
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         Box::pin(async move {
             self.delete(identity, native_id)
+                .await
+                .map_err(|e| e.redacted(&self.redactor))
+        })
+    }
+
+    fn enable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(async move {
+            self.enable(identity, native_id)
                 .await
                 .map_err(|e| e.redacted(&self.redactor))
         })

@@ -7,21 +7,59 @@
 //! last — a connection used strictly one operation at a time sits idle for a round trip
 //! and provd's own bookkeeping after every answer.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use provd_connector_core::ConnectorError;
+use provd_connector_core::gate::{CredentialGate, fingerprint};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{from_ldap, from_result};
 
+/// The bind password, and where it came from: a file is read again after a failed bind,
+/// so that an operator who fixes the file is noticed without a reload.
+pub struct Secret {
+    file: Option<PathBuf>,
+    current: Mutex<SecretString>,
+}
+
+impl Secret {
+    pub fn new(value: SecretString, file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            current: Mutex::new(value),
+        }
+    }
+
+    pub fn get(&self) -> SecretString {
+        self.current
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| SecretString::from(String::new()))
+    }
+
+    /// Reads the file again (if there is one and it is readable) and returns the value.
+    fn reread(&self) -> SecretString {
+        if let Some(f) = &self.file
+            && let Ok(text) = std::fs::read_to_string(f)
+            && let Ok(mut c) = self.current.lock()
+        {
+            *c = SecretString::from(text.lines().next().unwrap_or("").to_string());
+        }
+        self.get()
+    }
+}
+
 pub struct Pool {
     url: String,
     settings: LdapConnSettings,
     bind_dn: String,
-    password: SecretString,
+    secret: Secret,
+    /// At most two failed binds with one password (see `provd_connector_core::gate`).
+    gate: CredentialGate,
     connect_timeout: Duration,
     /// One entry per connection; `None` until (re)connected. The async lock makes one
     /// task connect while the others sharing that connection wait for it.
@@ -44,7 +82,7 @@ impl Pool {
         url: String,
         settings: LdapConnSettings,
         bind_dn: String,
-        password: SecretString,
+        secret: Secret,
         connect_timeout: Duration,
         size: usize,
         pipeline: usize,
@@ -55,7 +93,8 @@ impl Pool {
             url,
             settings,
             bind_dn,
-            password,
+            secret,
+            gate: CredentialGate::default(),
             connect_timeout,
             conns: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
             // Popped from the end: the first lanes taken are on different connections.
@@ -133,6 +172,21 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Ldap, ConnectorError> {
+        let password = if self.gate.has_failed() {
+            self.secret.reread()
+        } else {
+            self.secret.get()
+        };
+        let fp = fingerprint(&password);
+        // Not verified yet: this bind goes alone; refused: no bind at all.
+        let attempt = self
+            .gate
+            .enter(fp, Instant::now())
+            .await
+            .map_err(|refused| {
+                ConnectorError::permanent(Some("49".into()), format!("bind: {refused}"))
+                    .auth_failure()
+            })?;
         let settings = self.settings.clone().set_conn_timeout(self.connect_timeout);
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
             .await
@@ -147,14 +201,33 @@ impl Pool {
         });
         let bound = tokio::time::timeout(
             self.connect_timeout,
-            ldap.simple_bind(&self.bind_dn, self.password.expose_secret()),
+            ldap.simple_bind(&self.bind_dn, password.expose_secret()),
         )
         .await
         .map_err(|_| ConnectorError::retryable(Some("timeout".into()), "bind: no answer in time"))?
         .map_err(|e| from_ldap("bind", e))?;
-        if bound.rc != 0 {
-            return Err(from_result("bind", &bound));
+        match bound.rc {
+            0 => {
+                if let Some(a) = attempt {
+                    a.succeeded();
+                }
+                Ok(ldap)
+            }
+            49 => {
+                let e = from_result("bind", &bound);
+                let answer = format!("{} {}", bound.rc, bound.text);
+                match attempt {
+                    Some(a) => a.failed(Instant::now(), &answer),
+                    None => {
+                        self.gate
+                            .failed_unguarded(fp, Instant::now(), &answer)
+                            .await
+                    }
+                }
+                tracing::warn!(bind_dn = %self.bind_dn, error = %e, locked = bound.text.contains("data 775"), "LDAP bind refused");
+                Err(e)
+            }
+            _ => Err(from_result("bind", &bound)),
         }
-        Ok(ldap)
     }
 }

@@ -17,6 +17,14 @@ pub struct LdapSettings {
     /// the system's trust store is used.
     #[serde(default)]
     pub tls_ca_file: Option<String>,
+    /// The name the server's certificate is checked against, when the URL names the
+    /// server otherwise (an IP address, an alias); default: the URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// `generic` (default) or `ad`: Active Directory's answers and account control
+    /// (DESIGN §20).
+    #[serde(default)]
+    pub directory: Directory,
     /// The DN provd binds as.
     pub bind_dn: String,
     /// File holding the bind password (first line); or
@@ -74,6 +82,49 @@ pub struct AccountSettings {
     /// How to disable an account.
     #[serde(default)]
     pub disable: Option<DisableSettings>,
+    /// Where the correlation search looks (default: the parent of the account's DN). Set
+    /// it to the domain's root when accounts may already exist in other OUs.
+    #[serde(default)]
+    pub search_base: Option<String>,
+    /// Active Directory only: give new accounts an initial password, then enable them.
+    /// Without it accounts are created disabled.
+    #[serde(default)]
+    pub password: Option<PasswordSettings>,
+}
+
+/// Which directory's rules apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Directory {
+    #[default]
+    Generic,
+    Ad,
+}
+
+/// `[account.password]`: the initial password of a new AD account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    /// `random`: a fresh password per account that meets AD's complexity rules.
+    pub initial: String,
+    /// The person must change it at first logon (`pwdLastSet = 0`; default true).
+    #[serde(default = "default_true")]
+    pub must_change: bool,
+    /// A command (program and arguments; `{id}`-style placeholders filled from the
+    /// identity) that gets the password and a newline on standard input and delivers it;
+    /// exit 0 = delivered. Without it nobody learns the password (a helpdesk reset does).
+    #[serde(default)]
+    pub deliver_command: Option<Vec<String>>,
+    /// Length of a random password (default 20, at least 14).
+    #[serde(default = "default_password_length")]
+    pub length: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_password_length() -> usize {
+    20
 }
 
 /// Disable by setting an attribute (`nsAccountLock = TRUE`, `pwdAccountLockedTime =
@@ -196,6 +247,58 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
             "must be member, uniqueMember or memberUid".into(),
         ));
     }
+    if s.directory == Directory::Ad {
+        if s.account.disable.is_some() {
+            out.push((
+                "account.disable".into(),
+                "not with directory = \"ad\": provd disables and enables AD accounts by their ACCOUNTDISABLE bit".into(),
+            ));
+        }
+        if let Some(k) = s
+            .account
+            .attributes
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("userAccountControl"))
+        {
+            out.push((
+                format!("account.attributes.{k}"),
+                "not with directory = \"ad\": provd creates the account disabled and enables it itself".into(),
+            ));
+        }
+    }
+    if let Some(p) = &s.account.password {
+        if s.directory != Directory::Ad {
+            out.push((
+                "account.password".into(),
+                "initial passwords are set the Active Directory way: needs directory = \"ad\""
+                    .into(),
+            ));
+        }
+        if p.initial != "random" {
+            out.push((
+                "account.password.initial".into(),
+                format!("`{}`: the only kind is \"random\"", p.initial),
+            ));
+        }
+        if p.length < 14 || p.length > 128 {
+            out.push((
+                "account.password.length".into(),
+                "must be from 14 to 128".into(),
+            ));
+        }
+        if p.deliver_command.as_ref().is_some_and(|c| c.is_empty()) {
+            out.push((
+                "account.password.deliver_command".into(),
+                "names no program".into(),
+            ));
+        }
+        if !(s.url.starts_with("ldaps://") || s.starttls) {
+            out.push((
+                "account.password".into(),
+                "AD sets passwords only over TLS: use an ldaps:// url or starttls = true".into(),
+            ));
+        }
+    }
     if let Some(ca) = &s.tls_ca_file
         && std::fs::File::open(resolve(base, ca)).is_err()
     {
@@ -248,6 +351,25 @@ mod tests {
         assert_eq!(
             keys("[groups]\nmember_attribute = \"members\""),
             ["groups.member_attribute"]
+        );
+    }
+
+    #[test]
+    fn ad_sources_leave_account_control_to_provd() {
+        let text = "url = \"ldap://h:389\"\ndirectory = \"ad\"\nbind_dn = \"cn=a\"\nbind_password_env = \"X\"\n[account]\nnative_id = \"CN={id},DC=x\"\ncorrelation = \"sAMAccountName\"\nobject_classes = [\"user\"]\n[account.attributes]\nsAMAccountName = \"{id}\"\nuserAccountControl = \"514\"\n[account.disable]\nattribute = \"userAccountControl\"\nvalue = \"514\"\n[account.password]\ninitial = \"random\"\nlength = 8\n";
+        let s: LdapSettings = toml::from_str(text).unwrap();
+        let keys: Vec<String> = validate(&s, Path::new("."))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "account.disable",
+                "account.attributes.userAccountControl",
+                "account.password.length",
+                "account.password"
+            ]
         );
     }
 }
