@@ -93,3 +93,40 @@ pub async fn job_in(env: &Env, request: &str, state: &str) -> provd::store::Job 
     })
     .await
 }
+
+/// Waits until every job of the request was put back after provd's credentials were
+/// refused (DESIGN §20: queued, no attempt spent, not failed); returns the errors their
+/// `job_released` events recorded.
+pub async fn held(env: &Env, request: &str) -> Vec<String> {
+    let store = env.store();
+    let rid = request.to_string();
+    eventually(30, "the request's jobs to be put back", || {
+        let jobs = store
+            .jobs(&provd::store::jobs::JobFilter {
+                request_id: Some(rid.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        let released: Vec<String> = store
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT data FROM events WHERE kind = 'job_released' AND request_id = ?",
+                )?;
+                let rows = st.query_map([&rid], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap()
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["error"]["message"].as_str().map(str::to_string))
+            .collect();
+        async move {
+            let all_back = !jobs.is_empty()
+                && jobs
+                    .iter()
+                    .all(|j| j.state.as_str() == "queued" && j.attempt == 0 && j.errors.is_empty());
+            (all_back && released.len() >= jobs.len()).then_some(released)
+        }
+    })
+    .await
+}

@@ -669,3 +669,63 @@ fn the_shipped_openldap_and_active_directory_examples_are_valid() {
         );
     }
 }
+
+/// DESIGN §20's correlation rule holds for generic LDAP too: with a `cn={firstName}
+/// {lastName}` DN, the second "Ada Lovelace" is an account of her own beside the first,
+/// never a link to the first one's entry.
+#[tokio::test]
+async fn namesakes_on_a_generic_directory_get_two_entries() {
+    let slapd = Slapd::start().await;
+    let text = format!(
+        r#"id = "named"
+type = "ldap"
+owner = "directory-team@example.com"
+url = "{url}"
+bind_dn = "cn=admin,dc=example,dc=com"
+bind_password_file = "../ldap-password"
+[account]
+native_id = "cn={{firstName}} {{lastName}},ou=people,dc=example,dc=com"
+correlation = "uid"
+search_base = "dc=example,dc=com"
+object_classes = ["inetOrgPerson"]
+[account.attributes]
+uid = "{{id}}"
+cn = "{{firstName}} {{lastName}}"
+sn = "{{lastName}}"
+"#,
+        url = slapd.url()
+    );
+    let env = crate::flow::custom_env(
+        &[("named.toml", text)],
+        &format!(
+            "[[entitlement]]\nid = \"ent-vpn\"\nsource = \"named\"\nattribute = \"groups\"\nvalue = \"{VPN}\"\n"
+        ),
+    );
+    std::fs::write(env.path().join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(
+        env.path().join("identities.csv"),
+        "id,firstName,lastName,email\nada,Ada,Lovelace,a@example.com\nada2,Ada,Lovelace,b@example.com\n",
+    )
+    .unwrap();
+    let _agent = env.start().await;
+    // One after the other, so that the second meets the first's entry at its DN.
+    let first = submit(&env, grant("ada", "ENTITLEMENT", "ent-vpn"));
+    all_succeeded(&settled(&env, &first).await);
+    let second = submit(&env, grant("ada2", "ENTITLEMENT", "ent-vpn"));
+    all_succeeded(&settled(&env, &second).await);
+    let members = slapd.values(VPN, "member").await;
+    assert!(
+        members.contains(&"cn=Ada Lovelace,ou=people,dc=example,dc=com".to_string()),
+        "{members:?}"
+    );
+    assert!(
+        members.contains(&"cn=Ada Lovelace (ada2),ou=people,dc=example,dc=com".to_string()),
+        "{members:?}"
+    );
+    assert_eq!(
+        slapd
+            .values("cn=Ada Lovelace (ada2),ou=people,dc=example,dc=com", "uid")
+            .await,
+        ["ada2"]
+    );
+}

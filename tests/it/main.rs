@@ -2,6 +2,7 @@
 //! on 2 cores), spawning the real `provd` through the harness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod ad;
 mod crash;
 mod dispatch;
 mod flow;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod okta;
 mod operator;
 mod rest;
+mod samba;
 mod schedule;
 mod scim;
 mod service;

@@ -143,28 +143,34 @@ async fn an_existing_user_is_correlated() {
 }
 
 #[tokio::test]
-async fn a_bad_token_is_a_permanent_failure_that_never_shows_the_token() {
+async fn a_bad_token_holds_the_jobs_without_spending_attempts_and_never_shows() {
     let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
     let wrong = "wrong-T0ken-0123456789";
     let env = env_with_token(&scim.base(), wrong);
-    let agent = env.start().await;
+    let mut agent = env.start().await;
     let rid = submit(&env, grant("ada", "ENTITLEMENT", "ent-eng"));
-    let jobs = settled(&env, &rid).await;
-    assert_eq!(jobs[0].state.as_str(), "failed");
-    assert_eq!(jobs[0].attempt, 1);
-    assert_eq!(jobs[0].errors[0].code.as_deref(), Some("401"));
+    // DESIGN §20: a refused credential is the source's problem, not the job's.
+    let errors = crate::flow::held(&env, &rid).await;
+    assert!(errors[0].contains("401"), "{errors:?}");
     let status: Value = agent
         .get("/access-request-status/v1?requested-for=ada")
         .await
         .json()
         .await
         .unwrap();
+    assert_eq!(status[0]["state"], "EXECUTING");
+    // The right token and a reload: the breaker closes at once and the job goes through.
+    std::fs::write(env.path().join("scim-token"), format!("{TOKEN}\n")).unwrap();
+    let pid = agent.pid().to_string();
     assert!(
-        status[0]["errorMessages"][0][0]["text"]
-            .as_str()
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
             .unwrap()
-            .contains("401")
+            .success()
     );
+    all_succeeded(&settled(&env, &rid).await);
     for text in [
         agent.log_text(),
         status.to_string(),
@@ -175,6 +181,7 @@ async fn a_bad_token_is_a_permanent_failure_that_never_shows_the_token() {
             "a token leaked"
         );
     }
+    agent.signal_and_wait("TERM", 20).await;
 }
 
 #[tokio::test]
@@ -246,17 +253,13 @@ async fn oauth_tokens_are_renewed_on_401_and_before_expiry_and_the_secret_never_
         assert!(!log.contains(s), "{s} leaked into the log");
     }
 
-    // A wrong client secret: the token endpoint refuses, the job fails permanently.
+    // A wrong client secret: the token endpoint refuses; the job waits, spending nothing.
     std::fs::write(env.path().join("client-secret"), "not-the-secret").unwrap();
     drop(agent);
     let agent = env.start().await;
-    let jobs = settled(&env, &submit(&env, grant("bob", "ENTITLEMENT", "ent-eng"))).await;
-    assert_eq!(jobs[0].state.as_str(), "failed");
-    assert!(
-        jobs[0].errors[0].message.contains("token request"),
-        "{:?}",
-        jobs[0].errors
-    );
+    let errors =
+        crate::flow::held(&env, &submit(&env, grant("bob", "ENTITLEMENT", "ent-eng"))).await;
+    assert!(errors[0].contains("token request"), "{errors:?}");
     assert!(!agent.log_text().contains("not-the-secret"));
 }
 

@@ -9,6 +9,8 @@
 //! (a new connector, a new gate) opens it again.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,49 @@ pub fn fingerprint(secret: &SecretString) -> u64 {
     secret.expose_secret().hash(&mut h);
     // 0 means "none verified".
     h.finish().max(1)
+}
+
+/// A credential, and where it came from: a file is read again after a failed
+/// authentication, so that an operator who fixes the file is noticed without a reload.
+pub struct Secret {
+    file: Option<PathBuf>,
+    current: StdMutex<SecretString>,
+}
+
+impl Secret {
+    pub fn new(value: SecretString, file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            current: StdMutex::new(value),
+        }
+    }
+
+    pub fn get(&self) -> SecretString {
+        self.current
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| SecretString::from(String::new()))
+    }
+
+    /// Reads the file again (if there is one and it is readable) and returns the value.
+    pub fn reread(&self) -> SecretString {
+        if let Some(f) = &self.file
+            && let Ok(text) = std::fs::read_to_string(f)
+            && let Ok(mut c) = self.current.lock()
+        {
+            *c = SecretString::from(text.lines().next().unwrap_or("").to_string());
+        }
+        self.get()
+    }
+}
+
+/// The current value, re-read first if `gate` has seen a failure.
+pub fn current(secret: &Secret, gate: &CredentialGate) -> SecretString {
+    if gate.has_failed() {
+        secret.reread()
+    } else {
+        secret.get()
+    }
 }
 
 #[derive(Debug, Clone)]

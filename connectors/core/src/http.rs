@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::gate::{self, CredentialGate, Secret};
 use crate::redact::{self, Redactor};
 use crate::{ConnectorError, classify_http_status};
 
@@ -148,16 +149,26 @@ pub fn init_tls() {
 
 enum Auth {
     None,
-    Bearer(SecretString, String),
+    /// A static token (the credential), sent with this scheme.
+    Bearer(String),
+    /// Client credentials (the credential is the client secret).
     OAuth(OAuth),
 }
 
 struct OAuth {
     token_url: String,
     client_id: String,
-    secret: SecretString,
     scope: Option<String>,
-    current: Mutex<Option<(SecretString, Instant)>>,
+    /// The access token, its expiry, and the fingerprint of the client secret it was
+    /// obtained with (a changed secret means a new token).
+    current: Mutex<Option<(SecretString, Instant, u64)>>,
+}
+
+/// The secret a client authenticates with, and the gate that keeps a wrong one from
+/// being tried more than twice (401/403 count as failures).
+struct Credential {
+    secret: Secret,
+    gate: CredentialGate,
 }
 
 /// Renew this long before the token's stated expiry.
@@ -214,8 +225,9 @@ impl Response {
         )
         .with_retry_after(self.retry_after);
         if code == 401 || code == 403 {
-            // Bad credentials fail every job of the source the same way.
-            e = e.source_wide();
+            // provd's credentials were refused: every job of the source would fail the
+            // same way, and none is at fault (DESIGN §20).
+            e = e.auth_failure();
         }
         e
     }
@@ -226,6 +238,7 @@ pub struct HttpClient {
     client: reqwest::Client,
     base: String,
     auth: Auth,
+    credential: Option<Credential>,
     /// Every secret this client holds, scrubbed from whatever the target says back.
     redactor: Redactor,
 }
@@ -260,24 +273,44 @@ impl HttpClient {
                 format!("cannot build the HTTP client: {e}"),
             )
         })?;
-        let auth = match (&s.oauth, &s.token_file, &s.token_env) {
-            (Some(o), None, None) => Auth::OAuth(OAuth {
-                token_url: o.token_url.clone(),
-                client_id: o.client_id.clone(),
-                secret: read_secret(
+        let resolve = |f: &str| {
+            if Path::new(f).is_absolute() {
+                Path::new(f).to_path_buf()
+            } else {
+                base.join(f)
+            }
+        };
+        let mut secrets = redact::url_secrets(&s.base_url);
+        let (auth, credential) = match (&s.oauth, &s.token_file, &s.token_env) {
+            (Some(o), None, None) => {
+                let secret = read_secret(
                     base,
                     o.client_secret_file.as_deref(),
                     o.client_secret_env.as_deref(),
                     "oauth.client_secret",
-                )?,
-                scope: o.scope.clone(),
-                current: Mutex::new(None),
-            }),
-            (None, None, None) => Auth::None,
-            (None, f, e) => Auth::Bearer(
-                read_secret(base, f.as_deref(), e.as_deref(), "token")?,
-                s.token_scheme.clone().unwrap_or_else(|| "Bearer".into()),
-            ),
+                )?;
+                secrets.push(secret.clone());
+                secrets.extend(redact::url_secrets(&o.token_url));
+                let file = o.client_secret_file.as_deref().map(resolve);
+                (
+                    Auth::OAuth(OAuth {
+                        token_url: o.token_url.clone(),
+                        client_id: o.client_id.clone(),
+                        scope: o.scope.clone(),
+                        current: Mutex::new(None),
+                    }),
+                    Some(Secret::new(secret, file)),
+                )
+            }
+            (None, None, None) => (Auth::None, None),
+            (None, f, e) => {
+                let secret = read_secret(base, f.as_deref(), e.as_deref(), "token")?;
+                secrets.push(secret.clone());
+                (
+                    Auth::Bearer(s.token_scheme.clone().unwrap_or_else(|| "Bearer".into())),
+                    Some(Secret::new(secret, f.as_deref().map(resolve))),
+                )
+            }
             (Some(_), _, _) => {
                 return Err((
                     "oauth".into(),
@@ -285,19 +318,14 @@ impl HttpClient {
                 ));
             }
         };
-        let mut secrets = redact::url_secrets(&s.base_url);
-        match &auth {
-            Auth::None => {}
-            Auth::Bearer(t, _) => secrets.push(t.clone()),
-            Auth::OAuth(o) => {
-                secrets.push(o.secret.clone());
-                secrets.extend(redact::url_secrets(&o.token_url));
-            }
-        }
         Ok(Self {
             client,
             base: s.base_url.trim_end_matches('/').to_string(),
             auth,
+            credential: credential.map(|secret| Credential {
+                secret,
+                gate: CredentialGate::default(),
+            }),
             redactor: Redactor::new(secrets),
         })
     }
@@ -311,10 +339,17 @@ impl HttpClient {
         format!("{}{}", self.base, path)
     }
 
-    async fn token(&self, oauth: &OAuth, renew: bool) -> Result<SecretString, ConnectorError> {
+    async fn token(
+        &self,
+        oauth: &OAuth,
+        secret: &SecretString,
+        fp: u64,
+        renew: bool,
+    ) -> Result<SecretString, ConnectorError> {
         let mut current = oauth.current.lock().await;
         if !renew
-            && let Some((token, until)) = current.as_ref()
+            && let Some((token, until, with)) = current.as_ref()
+            && *with == fp
             && Instant::now() + RENEW_EARLY < *until
         {
             return Ok(token.clone());
@@ -323,7 +358,7 @@ impl HttpClient {
             ("grant_type", "client_credentials".to_string()),
             ("client_id", oauth.client_id.clone()),
         ];
-        form.push(("client_secret", oauth.secret.expose_secret().to_string()));
+        form.push(("client_secret", secret.expose_secret().to_string()));
         if let Some(scope) = &oauth.scope {
             form.push(("scope", scope.clone()));
         }
@@ -346,8 +381,9 @@ impl HttpClient {
                 headers: Default::default(),
             };
             let mut e = r.error("token request");
-            if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
-                e = e.source_wide();
+            // invalid_client and the like: the client secret was refused.
+            if matches!(status.as_u16(), 400 | 401 | 403) {
+                e = e.auth_failure();
             }
             return Err(e);
         }
@@ -360,18 +396,67 @@ impl HttpClient {
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600));
         let token = SecretString::from(t.access_token);
         self.redactor.add_issued(&token);
-        *current = Some((token.clone(), Instant::now() + lifetime));
+        *current = Some((token.clone(), Instant::now() + lifetime, fp));
         tracing::debug!(token_url = %oauth.token_url, expires_in_s = lifetime.as_secs(), "OAuth token obtained");
         Ok(token)
     }
 
     /// Sends a request and returns any HTTP answer as a [`Response`]; transport failures
     /// are classified errors. With OAuth, a 401 renews the token once and tries again.
+    /// A credential not yet known to be good goes alone, and one refused twice (401/403)
+    /// is not sent again until its file changes or the connector is rebuilt (reload).
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
+    ) -> Result<Response, ConnectorError> {
+        let Some(cred) = &self.credential else {
+            return self.send_with(method, path, body, None).await;
+        };
+        let secret = gate::current(&cred.secret, &cred.gate);
+        if cred.gate.has_failed() {
+            self.redactor.add_issued(&secret);
+        }
+        let fp = gate::fingerprint(&secret);
+        let attempt = cred
+            .gate
+            .enter(fp, Instant::now())
+            .await
+            .map_err(|refused| {
+                let label = format!("{method} {}", redact::strip_query(path));
+                ConnectorError::permanent(Some("401".into()), format!("{label}: {refused}"))
+                    .auth_failure()
+            })?;
+        let result = self
+            .send_with(method, path, body, Some((&secret, fp)))
+            .await;
+        let refused = match &result {
+            Ok(r) if matches!(r.status.as_u16(), 401 | 403) => {
+                Some(format!("HTTP {}", r.status.as_u16()))
+            }
+            Err(e) if e.auth => Some(e.message.clone()),
+            _ => None,
+        };
+        match (refused, attempt) {
+            (Some(answer), Some(a)) => a.failed(Instant::now(), &answer),
+            (Some(answer), None) => {
+                cred.gate
+                    .failed_unguarded(fp, Instant::now(), &answer)
+                    .await
+            }
+            (None, Some(a)) if result.is_ok() => a.succeeded(),
+            _ => {}
+        }
+        result
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        credential: Option<(&SecretString, u64)>,
     ) -> Result<Response, ConnectorError> {
         let mut renewed = false;
         loop {
@@ -384,17 +469,17 @@ impl HttpClient {
                     .header("Content-Type", "application/json")
                     .body(b.to_string());
             }
-            match &self.auth {
-                Auth::None => {}
-                Auth::Bearer(t, scheme) if scheme == "Bearer" => {
+            match (&self.auth, credential) {
+                (Auth::Bearer(scheme), Some((t, _))) if scheme == "Bearer" => {
                     req = req.bearer_auth(t.expose_secret())
                 }
-                Auth::Bearer(t, scheme) => {
+                (Auth::Bearer(scheme), Some((t, _))) => {
                     req = req.header("Authorization", format!("{scheme} {}", t.expose_secret()))
                 }
-                Auth::OAuth(o) => {
-                    req = req.bearer_auth(self.token(o, renewed).await?.expose_secret())
+                (Auth::OAuth(o), Some((secret, fp))) => {
+                    req = req.bearer_auth(self.token(o, secret, fp, renewed).await?.expose_secret())
                 }
+                _ => {}
             }
             let label = format!("{method} {}", redact::strip_query(path));
             let resp = req

@@ -116,7 +116,7 @@ impl LdapConnector {
             s.url.clone(),
             conn,
             s.bind_dn.clone(),
-            pool::Secret::new(password, file),
+            provd_connector_core::gate::Secret::new(password, file),
             connect_timeout,
             s.pool_size,
             s.pipeline,

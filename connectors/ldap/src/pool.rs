@@ -7,51 +7,16 @@
 //! last — a connection used strictly one operation at a time sits idle for a round trip
 //! and provd's own bookkeeping after every answer.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use provd_connector_core::ConnectorError;
-use provd_connector_core::gate::{CredentialGate, fingerprint};
-use secrecy::{ExposeSecret, SecretString};
+use provd_connector_core::gate::{CredentialGate, Secret, fingerprint};
+use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{from_ldap, from_result};
-
-/// The bind password, and where it came from: a file is read again after a failed bind,
-/// so that an operator who fixes the file is noticed without a reload.
-pub struct Secret {
-    file: Option<PathBuf>,
-    current: Mutex<SecretString>,
-}
-
-impl Secret {
-    pub fn new(value: SecretString, file: Option<PathBuf>) -> Self {
-        Self {
-            file,
-            current: Mutex::new(value),
-        }
-    }
-
-    pub fn get(&self) -> SecretString {
-        self.current
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_else(|_| SecretString::from(String::new()))
-    }
-
-    /// Reads the file again (if there is one and it is readable) and returns the value.
-    fn reread(&self) -> SecretString {
-        if let Some(f) = &self.file
-            && let Ok(text) = std::fs::read_to_string(f)
-            && let Ok(mut c) = self.current.lock()
-        {
-            *c = SecretString::from(text.lines().next().unwrap_or("").to_string());
-        }
-        self.get()
-    }
-}
 
 pub struct Pool {
     url: String,
@@ -172,11 +137,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Ldap, ConnectorError> {
-        let password = if self.gate.has_failed() {
-            self.secret.reread()
-        } else {
-            self.secret.get()
-        };
+        let password = provd_connector_core::gate::current(&self.secret, &self.gate);
         let fp = fingerprint(&password);
         // Not verified yet: this bind goes alone; refused: no bind at all.
         let attempt = self

@@ -1,0 +1,403 @@
+//! Active Directory for real (issue 14, DESIGN §20): provd against a Samba AD DC in a
+//! network namespace. The DC is shared by these tests; each keeps to its own OU and its
+//! own account names (prefix t1…, t2…, t3…), as correlation searches the whole domain.
+
+use std::process::Command;
+
+use crate::flow::{custom_env, grant, revoke, settled, submit};
+use crate::harness::{Env, eventually};
+use crate::samba::{ADMIN_DN, ADMIN_PASSWORD, BASE, DC_NAME, Dc};
+
+/// A `directory = "ad"` source: accounts under `ou`, correlation by sAMAccountName over
+/// the whole domain; `extra` is appended (tables such as `[account.password]`).
+fn source(dc: &Dc, ou: &str, bind_dn: &str, extra: &str) -> String {
+    format!(
+        r#"id = "corp-ad"
+type = "ldap"
+owner = "ad-team@example.com"
+directory = "ad"
+url = "{url}"
+tls_ca_file = "{ca}"
+tls_server_name = "{DC_NAME}"
+bind_dn = "{bind_dn}"
+bind_password_file = "../ad-password"
+connect_timeout = "5s"
+[account]
+native_id = "CN={{firstName}} {{lastName}},{ou}"
+correlation = "sAMAccountName"
+search_base = "{BASE}"
+object_classes = ["user"]
+[account.attributes]
+sAMAccountName = "{{id}}"
+userPrincipalName = "{{id}}@example.test"
+givenName = "{{firstName}}"
+sn = "{{lastName}}"
+{extra}
+"#,
+        url = dc.url(),
+        ca = dc.ca.display(),
+    )
+}
+
+fn env(dc: &Dc, ou: &str, group: &str, bind: (&str, &str), extra: &str, people: &str) -> Env {
+    env_with(source(dc, ou, bind.0, extra), group, bind, people)
+}
+
+fn env_with(source: String, group: &str, bind: (&str, &str), people: &str) -> Env {
+    let catalog = format!(
+        "[[entitlement]]\nid = \"ent-vpn\"\nsource = \"corp-ad\"\nattribute = \"groups\"\nvalue = \"{group}\"\n"
+    );
+    let env = custom_env(&[("corp-ad.toml", source)], &catalog);
+    std::fs::write(env.path().join("ad-password"), format!("{}\n", bind.1)).unwrap();
+    std::fs::write(
+        env.path().join("identities.csv"),
+        format!("id,firstName,lastName,email\n{people}"),
+    )
+    .unwrap();
+    env
+}
+
+fn uac(dc: &Dc, dn: &str) -> u32 {
+    dc.values(dn, "userAccountControl")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no userAccountControl on {dn}"))
+}
+
+#[tokio::test]
+async fn namesakes_get_two_accounts_existing_ones_are_found_and_ads_answers_are_success() {
+    let dc = Dc::get();
+    let (ou, elsewhere) = (dc.ou("T1Staff"), dc.ou("T1Elsewhere"));
+    let vpn = dc.group("t1vpn", &ou);
+    // Kate's account was made by hand in another OU, and is in the group already.
+    let kate = format!("CN=Kate B,{elsewhere}");
+    dc.user(&kate, "t1kate", "Kate-Passw0rd!");
+    dc.modify(&format!(
+        "dn: {vpn}\nchangetype: modify\nadd: member\nmember: {kate}\n"
+    ))
+    .unwrap();
+    let env = env(
+        dc,
+        &ou,
+        &vpn,
+        (ADMIN_DN, ADMIN_PASSWORD),
+        "",
+        "t1ada,Ada,Lovelace,ada@example.com\nt1ada2,Ada,Lovelace,ada2@example.com\nt1kate,Kate,Bush,kate@example.com\nj+smith,John,Smith,j@example.com\n",
+    );
+    let check = env.cli(&["check", "--connect"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _agent = env.start().await;
+    let mut rids = Vec::new();
+    for who in ["t1ada", "t1ada2", "t1kate"] {
+        rids.push(submit(&env, grant(who, "ENTITLEMENT", "ent-vpn")));
+    }
+    for rid in &rids {
+        let jobs = settled(&env, rid).await;
+        assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    }
+    // Two people with one name: two accounts, whichever came second beside the first.
+    let first = dc.values(&format!("CN=Ada Lovelace,{ou}"), "sAMAccountName");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let second = if first[0] == "t1ada" {
+        "t1ada2"
+    } else {
+        "t1ada"
+    };
+    let (ada, ada2) = if second == "t1ada2" {
+        (
+            format!("CN=Ada Lovelace,{ou}"),
+            format!("CN=Ada Lovelace ({second}),{ou}"),
+        )
+    } else {
+        (
+            format!("CN=Ada Lovelace ({second}),{ou}"),
+            format!("CN=Ada Lovelace,{ou}"),
+        )
+    };
+    assert_eq!(dc.values(&ada, "sAMAccountName"), ["t1ada"]);
+    assert_eq!(dc.values(&ada2, "sAMAccountName"), ["t1ada2"]);
+    // Kate was found where she is, not created again.
+    assert_eq!(
+        dc.dns(BASE, "(sAMAccountName=t1kate)"),
+        std::slice::from_ref(&kate)
+    );
+    let mut members = dc.values(&vpn, "member");
+    members.sort();
+    let mut want = vec![ada.clone(), ada2.clone(), kate.clone()];
+    want.sort();
+    assert_eq!(members, want);
+    // The second Ada's DN is in the audit trail with the one that was taken.
+    let detail: String = env
+        .store()
+        .with(|c| {
+            Ok(c.query_row(
+                "SELECT data FROM events WHERE kind = 'connector_call' AND data LIKE '%created_elsewhere%'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert!(detail.contains("belongs to another account"), "{detail}");
+    // Provisioned accounts are created disabled (no [account.password]).
+    assert_ne!(uac(dc, &ada) & 0x2, 0);
+
+    // sAMAccountName rules are checked before anything is written.
+    let rid = submit(&env, grant("j+smith", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "failed");
+    assert!(
+        jobs[0].errors[0].message.contains("AD refuses"),
+        "{:?}",
+        jobs[0].errors
+    );
+    assert!(dc.dns(BASE, "(sn=Smith)").is_empty(), "nothing written");
+
+    // A member already gone when the revoke comes: AD says 53, which is success.
+    dc.modify(&format!(
+        "dn: {vpn}\nchangetype: modify\ndelete: member\nmember: {ada}\n"
+    ))
+    .unwrap();
+    let rid = submit(&env, revoke("t1ada", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+}
+
+/// The delivery script: the first call per identity fails (a full mailbox), later ones
+/// keep the password where the test can read it.
+fn deliver_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("deliver.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nread pw\nd={}\nif [ ! -e \"$d/failed-$PROVD_IDENTITY\" ]; then touch \"$d/failed-$PROVD_IDENTITY\"; echo 'mailbox full' >&2; exit 1; fi\nprintf '%s\\n' \"$pw\" > \"$d/delivered-$1\"\necho \"$PROVD_SOURCE $PROVD_ACCOUNT_DN\" > \"$d/env-$1\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn new_accounts_get_a_delivered_initial_password_that_is_never_shown() {
+    let dc = Dc::get();
+    let ou = dc.ou("T2Staff");
+    let vpn = dc.group("t2vpn", &ou);
+    // An account that exists and is in use: found, and its password left alone.
+    let old = format!("CN=Old Timer,{ou}");
+    dc.user(&old, "t2old", "Old-Passw0rd!");
+    let scripts = tempfile::tempdir().unwrap();
+    let script = deliver_script(scripts.path());
+    // The shipped example, pointed at the test DC.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples/active-directory.toml"),
+    )
+    .unwrap()
+    .replace("ldaps://dc1.corp.example.com", &dc.url())
+    .replace("/etc/provd/corp-root-ca.pem", &dc.ca.display().to_string())
+    .replace(
+        "# tls_server_name = \"dc1.corp.example.com\"",
+        &format!("tls_server_name = \"{DC_NAME}\""),
+    )
+    .replace(
+        "CN=svc-provd,OU=Service Accounts,DC=corp,DC=example,DC=com",
+        ADMIN_DN,
+    )
+    .replace("/etc/provd/secrets/corp-ad", "../ad-password")
+    .replace("OU=Users,DC=corp,DC=example,DC=com", &ou)
+    .replace("DC=corp,DC=example,DC=com", BASE)
+    .replace(
+        "/usr/local/libexec/deliver-password",
+        &script.display().to_string(),
+    );
+    let example = format!("{example}\n[retry]\ninitial = \"200ms\"\nmax_interval = \"500ms\"\n");
+    let env = env_with(
+        example,
+        &vpn,
+        (ADMIN_DN, ADMIN_PASSWORD),
+        "t2grace,Grace,Hopper,grace@example.com\nt2old,Old,Timer,old@example.com\n",
+    );
+    let agent = env.start().await;
+    let rid = submit(&env, grant("t2grace", "ENTITLEMENT", "ent-vpn"));
+    let grace = format!("CN=Grace Hopper,{ou}");
+    // The first delivery fails: the account exists, stays disabled, the job retries.
+    let store = env.store();
+    eventually(30, "the failed delivery", || {
+        let jobs = store.jobs(&Default::default()).unwrap();
+        async move {
+            jobs.iter()
+                .find(|j| !j.errors.is_empty())
+                .filter(|j| j.errors[0].message.contains("not delivered"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    assert!(jobs[0].errors[0].message.contains("mailbox full"));
+    let password = std::fs::read_to_string(scripts.path().join("delivered-t2grace")).unwrap();
+    let password = password.trim_end().to_string();
+    assert!(password.len() >= 20);
+    assert_eq!(
+        std::fs::read_to_string(scripts.path().join("env-t2grace"))
+            .unwrap()
+            .trim(),
+        format!("corp-ad {grace}")
+    );
+    // Enabled (ACCOUNTDISABLE and PASSWD_NOTREQD off), must change at first logon.
+    let bits = uac(dc, &grace);
+    assert_eq!(bits & 0x2, 0, "{bits:#x}");
+    assert_eq!(bits & 0x20, 0, "{bits:#x}");
+    assert_eq!(dc.values(&grace, "pwdLastSet"), ["0"]);
+    let e = dc.bind(&grace, &password).unwrap_err();
+    assert!(
+        e.contains("data 773"),
+        "the delivered password works and must be changed: {e}"
+    );
+
+    // The existing account: correlated, ENABLE skipped, its password unchanged.
+    let rid = submit(&env, grant("t2old", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    dc.bind(&old, "Old-Passw0rd!").unwrap();
+    assert!(
+        !scripts.path().join("failed-t2old").exists(),
+        "no delivery for it"
+    );
+
+    // The password is nowhere provd writes.
+    let state = env.path().join("state");
+    let mut bytes = std::fs::read(state.join("provd.db")).unwrap();
+    bytes.extend(std::fs::read(state.join("provd.db-wal")).unwrap_or_default());
+    assert!(
+        !bytes
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()),
+        "in the store"
+    );
+    assert!(!agent.log_text().contains(&password), "in the log");
+    let shown = env.cli(&["jobs", "show", &jobs[0].id.to_string()]);
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains(&password));
+
+    // Disable and enable flip only their bit (another bit set by hand stays).
+    let dont_expire = 0x10000;
+    dc.modify(&format!(
+        "dn: {old}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {}\n",
+        uac(dc, &old) | dont_expire
+    ))
+    .unwrap();
+    let table: toml::Table = toml::from_str(&source(dc, &ou, ADMIN_DN, "")).unwrap();
+    let mut table = table;
+    for k in ["id", "type", "owner"] {
+        table.remove(k);
+    }
+    table.insert(
+        "bind_password_file".into(),
+        toml::Value::String(env.path().join("ad-password").display().to_string()),
+    );
+    let c = provd_connector_ldap::LdapConnector::build(&table, env.path()).unwrap();
+    use provd_connector_core::{Connector, Identity, Outcome};
+    let who = Identity {
+        id: "t2old".into(),
+        attributes: Default::default(),
+    };
+    let before = uac(dc, &old);
+    assert_eq!(
+        c.disable_account(&who, Some(&old)).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(uac(dc, &old), before | 0x2);
+    assert_eq!(
+        c.disable_account(&who, Some(&old)).await.unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        c.enable_account(&who, Some(&old)).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(uac(dc, &old), before);
+    assert!(
+        dc.bind(&old, "Old-Passw0rd!").is_ok(),
+        "enable without [account.password] keeps the password"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_service_password_never_locks_the_account_and_a_reload_resumes() {
+    let dc = Dc::get();
+    let ou = dc.ou("T3Staff");
+    let vpn = dc.group("t3vpn", &ou);
+    let svc = format!("CN=t3svc,OU=Service,{BASE}");
+    dc.user(&svc, "t3svc", "Svc-Passw0rd!");
+    // The service account may manage these OUs (Account Operators would do on Windows).
+    dc.modify(&format!(
+        "dn: CN=Domain Admins,CN=Users,{BASE}\nchangetype: modify\nadd: member\nmember: {svc}\n"
+    ))
+    .unwrap();
+    let env = env(
+        dc,
+        &ou,
+        &vpn,
+        (&svc, "Wr0ng-Passw0rd!"),
+        "[retry]\nbreaker_cooldown = \"300ms\"\n",
+        "t3a,Anna,A,a@example.com\nt3b,Bert,B,b@example.com\nt3c,Cleo,C,c@example.com\n",
+    );
+    let mut agent = env.start().await;
+    let mut rids = Vec::new();
+    for who in ["t3a", "t3b", "t3c"] {
+        rids.push(submit(&env, grant(who, "ENTITLEMENT", "ent-vpn")));
+    }
+    let store = env.store();
+    eventually(30, "refused probes while the jobs wait", || {
+        let refused = agent.log_text().matches("not tried again").count();
+        let jobs = store.jobs(&Default::default()).unwrap();
+        async move {
+            (refused >= 3
+                && jobs
+                    .iter()
+                    .all(|j| j.state.as_str() == "queued" && j.attempt == 0))
+            .then_some(())
+        }
+    })
+    .await;
+    let bad: u32 = dc
+        .values(&svc, "badPwdCount")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(bad <= 2, "{bad} failed binds reached the DC");
+    let locked = dc.values(&svc, "lockoutTime");
+    assert!(
+        locked.is_empty() || locked == ["0"],
+        "locked out: {locked:?}"
+    );
+    dc.bind(&svc, "Svc-Passw0rd!").unwrap();
+    // The operator fixes the password and reloads: the breaker closes at once.
+    std::fs::write(env.path().join("ad-password"), "Svc-Passw0rd!\n").unwrap();
+    let pid = agent.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for rid in &rids {
+        let jobs = settled(&env, rid).await;
+        assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+        assert!(
+            jobs[0].errors.is_empty(),
+            "no attempt was spent: {:?}",
+            jobs[0].errors
+        );
+    }
+    assert!(agent.log_text().contains("breaker closed by the reload"));
+    assert_eq!(dc.values(&vpn, "member").len(), 3);
+    agent.signal_and_wait("TERM", 20).await;
+}
