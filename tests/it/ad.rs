@@ -401,3 +401,35 @@ async fn a_wrong_service_password_never_locks_the_account_and_a_reload_resumes()
     assert_eq!(dc.values(&vpn, "member").len(), 3);
     agent.signal_and_wait("TERM", 20).await;
 }
+
+#[tokio::test]
+async fn a_locked_service_account_is_reported_as_locked() {
+    let dc = Dc::get();
+    let ou = dc.ou("T4Staff");
+    let vpn = dc.group("t4vpn", &ou);
+    let svc = format!("CN=t4svc,OU=Service,{BASE}");
+    dc.user(&svc, "t4svc", "Svc4-Passw0rd!");
+    // Someone else locked it (five wrong passwords against threshold 5).
+    for _ in 0..crate::samba::LOCKOUT_THRESHOLD {
+        assert!(dc.bind(&svc, "not-it").is_err());
+    }
+    let e = dc.bind(&svc, "Svc4-Passw0rd!").unwrap_err();
+    assert!(e.contains("data 775"), "locked: {e}");
+    let env = env(
+        dc,
+        &ou,
+        &vpn,
+        (&svc, "Svc4-Passw0rd!"),
+        "",
+        "t4a,Anna,A,a@example.com\n",
+    );
+    let agent = env.start().await;
+    let rid = submit(&env, grant("t4a", "ENTITLEMENT", "ent-vpn"));
+    let errors = crate::flow::held(&env, &rid).await;
+    assert!(errors[0].contains("775"), "{errors:?}");
+    eventually(10, "the lock in the log", || {
+        let log = agent.log_text();
+        async move { log.contains("service account is LOCKED").then_some(()) }
+    })
+    .await;
+}
