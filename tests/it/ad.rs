@@ -2,8 +2,6 @@
 //! network namespace. The DC is shared by these tests; each keeps to its own OU and its
 //! own account names (prefix t1…, t2…, t3…), as correlation searches the whole domain.
 
-use std::process::Command;
-
 use crate::flow::{custom_env, grant, revoke, settled, submit};
 use crate::harness::{Env, eventually};
 use crate::samba::{ADMIN_DN, ADMIN_PASSWORD, BASE, DC_NAME, Dc};
@@ -380,14 +378,7 @@ async fn a_wrong_service_password_never_locks_the_account_and_a_reload_resumes()
     dc.bind(&svc, "Svc-Passw0rd!").unwrap();
     // The operator fixes the password and reloads: the breaker closes at once.
     std::fs::write(env.path().join("ad-password"), "Svc-Passw0rd!\n").unwrap();
-    let pid = agent.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    agent.signal("HUP");
     for rid in &rids {
         let jobs = settled(&env, rid).await;
         assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);

@@ -1,7 +1,6 @@
 //! Issue 13, for operators and source owners: the spool, task imports, one journal for
 //! every process's changes, retries, text output, revokes. Each test failed before its fix.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::hardening::mode;
@@ -114,14 +113,7 @@ async fn a_task_file_without_sources_cannot_close_another_owners_tasks() {
         )
         .await;
     assert_eq!(r.status(), 202);
-    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
-        let a = &agent;
-        async move {
-            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
-            (t.len() == 4).then_some(t)
-        }
-    })
-    .await;
+    let tasks = agent.open_tasks(4).await;
     let of = |source: &str| -> Vec<String> {
         tasks
             .iter()
@@ -193,14 +185,7 @@ async fn changes_made_by_the_cli_reach_the_agents_log_once() {
     let env = Env::new();
     let agent = env.start().await;
     let rid = crate::flow::submit(&env, crate::flow::grant("ada", "ROLE", "role-staff"));
-    let tasks: Vec<serde_json::Value> = eventually(10, "four open tasks", || {
-        let a = &agent;
-        async move {
-            let t: Vec<serde_json::Value> = a.get("/tasks/v1").await.json().await.ok()?;
-            (t.len() == 4).then_some(t)
-        }
-    })
-    .await;
+    let tasks = agent.open_tasks(4).await;
     let mut csv = String::from("task_id,source,resolution\n");
     for t in &tasks {
         csv.push_str(&format!(
@@ -332,14 +317,7 @@ async fn a_retried_job_sees_the_imported_identity_and_its_sources_budget() {
     assert_eq!(users[0]["email"], "nomail@example.com");
 
     // SIGHUP: ada, nomail (file and store) and newbie (store only) = 3.
-    let pid = agent.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    agent.signal("HUP");
     let line = eventually(10, "the reload line", || {
         let l = log_lines(&agent)
             .into_iter()

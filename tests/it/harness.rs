@@ -245,6 +245,25 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `signal` (e.g. "HUP") and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits until `/tasks/v1` lists `n` open tasks, and returns them.
+    pub async fn open_tasks(&self, n: usize) -> Vec<serde_json::Value> {
+        eventually(10, &format!("{n} open tasks"), || async move {
+            let t: Vec<serde_json::Value> = self.get("/tasks/v1").await.json().await.ok()?;
+            (t.len() == n).then_some(t)
+        })
+        .await
+    }
+
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit status.
     pub async fn signal_and_wait(&mut self, signal: &str, secs: u64) -> std::process::ExitStatus {
         let pid = self.pid().to_string();

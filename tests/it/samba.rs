@@ -279,21 +279,18 @@ impl Dc {
         format!("ldaps://{}", self.ip)
     }
 
-    fn tool(&self, program: &str) -> Command {
+    /// An OpenLDAP client tool bound as `who`.
+    fn tool_as(&self, program: &str, who: &str, password: &str) -> Command {
         let mut c = Command::new(program);
         c.env("LDAPTLS_CACERT", &self.ca)
             // The test's own tools reach the DC by address; provd checks the name.
             .env("LDAPTLS_REQCERT", "never")
-            .args([
-                "-x",
-                "-H",
-                &self.url(),
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PASSWORD,
-            ]);
+            .args(["-x", "-H", &self.url(), "-D", who, "-w", password]);
         c
+    }
+
+    fn tool(&self, program: &str) -> Command {
+        self.tool_as(program, ADMIN_DN, ADMIN_PASSWORD)
     }
 
     /// `ldapmodify` as Administrator.
@@ -428,23 +425,9 @@ impl Dc {
     /// `data 773` = must change the password, `52e` = wrong password, `775` = locked).
     pub fn bind(&self, who: &str, password: &str) -> Result<(), String> {
         // (Samba has no WhoAmI extended operation: a base search of the root DSE binds.)
-        let out = Command::new("ldapsearch")
-            .env("LDAPTLS_CACERT", &self.ca)
-            .env("LDAPTLS_REQCERT", "never")
-            .args([
-                "-x",
-                "-H",
-                &self.url(),
-                "-D",
-                who,
-                "-w",
-                password,
-                "-b",
-                "",
-                "-s",
-                "base",
-                "1.1",
-            ])
+        let out = self
+            .tool_as("ldapsearch", who, password)
+            .args(["-b", "", "-s", "base", "1.1"])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {

@@ -162,14 +162,7 @@ async fn a_bad_token_holds_the_jobs_without_spending_attempts_and_never_shows() 
     assert_eq!(status[0]["state"], "EXECUTING");
     // The right token and a reload: the breaker closes at once and the job goes through.
     std::fs::write(env.path().join("scim-token"), format!("{TOKEN}\n")).unwrap();
-    let pid = agent.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    agent.signal("HUP");
     all_succeeded(&settled(&env, &rid).await);
     for text in [
         agent.log_text(),

@@ -131,6 +131,14 @@ impl LdapConnector {
         })
     }
 
+    /// Whatever the server said, without the bind password.
+    fn scrubbed<'a>(
+        &'a self,
+        call: impl Future<Output = Result<Outcome, ConnectorError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(async move { call.await.map_err(|e| e.redacted(&self.redactor)) })
+    }
+
     /// Names the source this connector serves (the id is not among its own keys).
     pub fn with_source(mut self, id: &str) -> Self {
         self.source = id.to_string();
@@ -446,11 +454,7 @@ impl Connector for LdapConnector {
         &'a self,
         identity: &'a Identity,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.create(identity)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.create(identity))
     }
 
     fn add_entitlement<'a>(
@@ -459,11 +463,7 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.entitlement(identity, native_id, e, true)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.entitlement(identity, native_id, e, true))
     }
 
     fn remove_entitlement<'a>(
@@ -472,11 +472,7 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.entitlement(identity, native_id, e, false)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.entitlement(identity, native_id, e, false))
     }
 
     fn disable_account<'a>(
@@ -484,11 +480,7 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.disable(identity, native_id)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.disable(identity, native_id))
     }
 
     fn delete_account<'a>(
@@ -496,11 +488,7 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.delete(identity, native_id)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.delete(identity, native_id))
     }
 
     fn enable_account<'a>(
@@ -508,11 +496,7 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(async move {
-            self.enable(identity, native_id)
-                .await
-                .map_err(|e| e.redacted(&self.redactor))
-        })
+        self.scrubbed(self.enable(identity, native_id))
     }
 
     fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {
