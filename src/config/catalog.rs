@@ -2,37 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use super::files::{AccessProfileDef, CatalogFile, EntitlementDef, RoleDef};
 
-/// The three kinds of requestable item (request body `requestedItems[].type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ItemType {
-    Role,
-    AccessProfile,
-    Entitlement,
-}
-
-impl ItemType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemType::Role => "ROLE",
-            ItemType::AccessProfile => "ACCESS_PROFILE",
-            ItemType::Entitlement => "ENTITLEMENT",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ROLE" => Some(ItemType::Role),
-            "ACCESS_PROFILE" => Some(ItemType::AccessProfile),
-            "ENTITLEMENT" => Some(ItemType::Entitlement),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::ItemType;
 
 /// The loaded, cross-checked catalog.
 #[derive(Debug, Default, Clone)]

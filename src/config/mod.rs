@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod duration;
 pub mod files;
 pub mod identities;
+mod retry;
 mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +24,7 @@ pub use catalog::{Catalog, ItemType};
 pub use files::LogFormat;
 pub use sources::{Source, SourceKind};
 
-use crate::dispatch::policy::{BreakerPolicy, RetryPolicy};
+use crate::model::{BreakerPolicy, RetryPolicy};
 use files::{CatalogFile, ProvdFile};
 
 /// One problem in the configuration.
@@ -238,7 +239,7 @@ impl Config {
         if file.agent.workers == 0 {
             problems.push(at("agent.workers", "must be at least 1".into()));
         }
-        let defaults = match RetryPolicy::from_section(&RetryPolicy::default(), &file.retry) {
+        let defaults = match retry::retry_policy(&RetryPolicy::default(), &file.retry) {
             Ok(p) => p,
             Err((key, msg)) => {
                 problems.push(at(&format!("retry.{key}"), msg));
@@ -251,7 +252,7 @@ impl Config {
                 "belongs in a source file's [retry] section".into(),
             ));
         }
-        let breaker = BreakerPolicy::default().with(&file.retry);
+        let breaker = retry::breaker_policy(&BreakerPolicy::default(), &file.retry);
 
         let sources_dir = resolve(&base, &file.agent.sources_dir);
         let sources = sources::load_dir(&sources_dir, &defaults, &breaker, &mut problems);

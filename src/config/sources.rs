@@ -9,7 +9,8 @@ use regex::Regex;
 
 use super::Problem;
 use super::files::{ManualSettings, SourceCommon};
-use crate::dispatch::policy::{BreakerPolicy, RetryPolicy};
+use super::retry::{breaker_policy, retry_policy};
+use crate::model::{BreakerPolicy, RetryPolicy};
 
 /// The kinds of source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +260,7 @@ fn load_one(
         return None;
     };
     let section = common.retry.clone().unwrap_or_default();
-    let retry = match RetryPolicy::from_section(retry_defaults, &section) {
+    let retry = match retry_policy(retry_defaults, &section) {
         Ok(r) => r,
         Err((key, msg)) => {
             problem(&format!("retry.{key}"), msg);
@@ -317,7 +318,7 @@ fn load_one(
         kind,
         owner: common.owner,
         file: file.to_path_buf(),
-        breaker: breaker_defaults.with(&section),
+        breaker: breaker_policy(breaker_defaults, &section),
         retry,
         retryable_errors,
         settings: table,

@@ -4,81 +4,11 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use provd_connector_core::ErrorClass;
 
-use crate::config::files::RetrySection;
+pub use crate::model::{BreakerPolicy, RetryPolicy, add};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub factor: f64,
-    pub max_interval: Duration,
-    pub max_attempts: u32,
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// DESIGN §6: 2 s, ×2, capped at 10 min, 10 attempts or 24 h.
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(2),
-            factor: 2.0,
-            max_interval: Duration::from_secs(600),
-            max_attempts: 10,
-            max_elapsed: Duration::from_secs(86_400),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// `base` with the keys `section` sets; errors name the key.
-    pub fn from_section(
-        base: &RetryPolicy,
-        section: &RetrySection,
-    ) -> Result<Self, (String, String)> {
-        let p = RetryPolicy {
-            initial: section.initial.map_or(base.initial, |d| d.0),
-            factor: section.factor.unwrap_or(base.factor),
-            max_interval: section.max_interval.map_or(base.max_interval, |d| d.0),
-            max_attempts: section.max_attempts.unwrap_or(base.max_attempts),
-            max_elapsed: section.max_elapsed.map_or(base.max_elapsed, |d| d.0),
-        };
-        if !(p.factor.is_finite() && p.factor >= 1.0) {
-            return Err(("factor".into(), "must be a number of at least 1.0".into()));
-        }
-        if p.max_attempts == 0 {
-            return Err(("max_attempts".into(), "must be at least 1".into()));
-        }
-        if p.initial.is_zero() {
-            return Err(("initial".into(), "must be more than 0".into()));
-        }
-        if p.max_interval < p.initial {
-            return Err((
-                "max_interval".into(),
-                "must not be less than initial".into(),
-            ));
-        }
-        Ok(p)
-    }
-
-    /// The most the wait after failed attempt `attempt` (1-based) may be: initial ×
-    /// factor^(attempt-1), capped at max_interval.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max_interval)
-            .with_factor(self.factor as f32)
-            .without_max_times()
-            .build()
-            .nth(attempt.saturating_sub(1).min(64) as usize)
-            .unwrap_or(self.max_interval)
-            .min(self.max_interval)
-    }
-}
-
-/// What to do with a job whose attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Try again at this time.
@@ -120,39 +50,6 @@ pub fn decide(
         };
     }
     Decision::Retry { at }
-}
-
-pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
-/// When to stop sending a source work and when to probe it again.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerPolicy {
-    pub failures: u32,
-    pub cooldown: Duration,
-}
-
-impl Default for BreakerPolicy {
-    /// DESIGN §6: open after 5 consecutive retryable failures.
-    fn default() -> Self {
-        Self {
-            failures: 5,
-            cooldown: Duration::from_secs(30),
-        }
-    }
-}
-
-impl BreakerPolicy {
-    pub fn with(&self, section: &RetrySection) -> Self {
-        Self {
-            failures: section.breaker_failures.unwrap_or(self.failures).max(1),
-            cooldown: section.breaker_cooldown.map_or(self.cooldown, |d| d.0),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -242,28 +139,5 @@ mod tests {
         );
         let d = decide(&p, ErrorClass::Retryable, 8, t0(), now, None, 0.1);
         assert!(matches!(d, Decision::Retry { .. }), "{d:?}");
-    }
-
-    #[test]
-    fn section_overrides_and_validates() {
-        let s: RetrySection = toml::from_str("max_attempts = 5\ninitial = \"1s\"").unwrap();
-        let p = RetryPolicy::from_section(&RetryPolicy::default(), &s).unwrap();
-        assert_eq!(p.max_attempts, 5);
-        assert_eq!(p.initial, Duration::from_secs(1));
-        assert_eq!(p.factor, 2.0);
-        let s: RetrySection = toml::from_str("factor = 0.5").unwrap();
-        assert_eq!(
-            RetryPolicy::from_section(&RetryPolicy::default(), &s)
-                .unwrap_err()
-                .0,
-            "factor"
-        );
-        let s: RetrySection = toml::from_str("max_attempts = 0").unwrap();
-        assert_eq!(
-            RetryPolicy::from_section(&RetryPolicy::default(), &s)
-                .unwrap_err()
-                .0,
-            "max_attempts"
-        );
     }
 }

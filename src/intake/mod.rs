@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use provd_connector_core::Identity;
 
 use crate::config::{Config, ItemType};
+use crate::model::ValidRequest;
 use crate::store::accept::Context;
 use crate::store::{Replay, Store, StoreError};
 use validate::{Invalid, Known};
@@ -30,6 +31,19 @@ pub enum SubmitError {
     KeyReused { request_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Decides a request the usual way: planned against the catalog and source rules in force,
+/// answered in the SailPoint shape.
+pub fn decider(
+    config: &Config,
+) -> impl Fn(&ValidRequest, &crate::model::Snapshot, &str) -> (crate::model::Plan, serde_json::Value) + '_
+{
+    move |req, snapshot, request_id| {
+        let plan = crate::plan::plan(req, &config.catalog, snapshot, &config.rules);
+        let answer = crate::wire::accepted(request_id, &plan);
+        (plan, answer)
+    }
 }
 
 /// A replay is only a replay if the body is the same. Keys provd derives itself (spool,
@@ -114,11 +128,11 @@ pub fn submit(
             identities.insert(id.clone(), found);
         }
     }
+    let decide = decider(config);
     let ctx = Context {
-        catalog: &config.catalog,
         sources: &config.sources,
         identities: &identities,
-        rules: &config.rules,
+        decide: &decide,
     };
     let text = String::from_utf8_lossy(body);
     let replay = store.accept(&req, &text, origin, idempotency_key, &ctx, now)?;
@@ -157,22 +171,4 @@ pub fn dry_run(
     ))
 }
 
-/// FNV-1a, 64 bits: a stable content hash (spool idempotency keys, attribute hashes).
-/// Not for anything an attacker must not forge.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fnv_is_stable() {
-        assert_eq!(super::fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(super::fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-}
+pub use crate::wire::fnv1a64;

@@ -15,39 +15,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub const MAX_IDENTITIES: usize = 10;
 pub const MAX_ENTITLEMENTS: usize = 25;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestType {
-    Grant,
-    Revoke,
-}
-
-impl RequestType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestType::Grant => "GRANT_ACCESS",
-            RequestType::Revoke => "REVOKE_ACCESS",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidItem {
-    pub ty: ItemType,
-    pub id: String,
-    pub comment: Option<String>,
-    pub start_at: Option<Timestamp>,
-    pub remove_at: Option<Timestamp>,
-    pub client_metadata: BTreeMap<String, String>,
-}
-
-/// A request that passed every rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidRequest {
-    pub request_type: RequestType,
-    pub requested_for: Vec<String>,
-    pub items: Vec<ValidItem>,
-    pub client_metadata: BTreeMap<String, String>,
-}
+pub use crate::model::{RequestType, ValidItem, ValidRequest};
 
 /// One broken rule, with the field it is about (`requestedItems[1].removeDate`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use provd_connector_core::{Entitlement, Operation};
 
 use super::*;
 use crate::config::files::CatalogFile;
-use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
+use crate::model::{RequestType, ValidItem, ValidRequest};
 
 fn catalog() -> Catalog {
     let f: CatalogFile = toml::from_str(

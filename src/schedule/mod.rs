@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 
 use crate::clock::{SharedClock, rfc3339_ms, to_ms};
 use crate::intake::Directory;
+use crate::model::{RequestType, ValidItem, ValidRequest};
 use crate::store::accept::Context;
-use crate::store::schedule::{Fired, Planned};
+use crate::store::schedule::{Fired, Planned, Removal};
 use crate::store::{Store, StoreError};
 
 /// How long the scheduler waits at most before looking at the store again: only writes
@@ -166,13 +167,14 @@ impl Scheduler {
                     });
                     identities.insert(f.identity.clone(), found);
                 }
+                let decide = crate::intake::decider(&config);
                 let ctx = Context {
-                    catalog: &config.catalog,
                     sources: &config.sources,
                     identities: &identities,
-                    rules: &config.rules,
+                    decide: &decide,
                 };
-                s.plan_fired(&fired, &ctx, now)
+                let removals: Vec<Removal> = fired.into_iter().map(removal).collect();
+                s.plan_fired(&removals, &ctx, now)
             })
             .await?;
         if planned.is_empty() {
@@ -192,5 +194,34 @@ impl Scheduler {
         }
         self.dispatch.notify_one();
         Ok(planned.len())
+    }
+}
+
+/// The REVOKE a fired removal becomes: planned like any request, keyed so that it is
+/// planned once however often phase 2 runs.
+pub fn removal(fired: Fired) -> Removal {
+    let comment = format!("removeDate {} reached", rfc3339_ms(fired.remove_at));
+    let request = ValidRequest {
+        request_type: RequestType::Revoke,
+        requested_for: vec![fired.identity.clone()],
+        items: vec![ValidItem {
+            ty: fired.ty,
+            id: fired.item_id.clone(),
+            comment: Some(comment.clone()),
+            start_at: None,
+            remove_at: None,
+            client_metadata: Default::default(),
+        }],
+        client_metadata: Default::default(),
+    };
+    let body = serde_json::json!({ "requestedFor": [fired.identity], "requestType": "REVOKE_ACCESS",
+        "requestedItems": [{ "type": fired.ty.as_str(), "id": fired.item_id, "comment": comment }] })
+    .to_string();
+    let key = format!("schedule:{}:{}", fired.assignment, fired.remove_at);
+    Removal {
+        fired,
+        request,
+        body,
+        key,
     }
 }

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use super::events::{self, Event};
 use super::{Result, Store, StoreError, new_id};
 use crate::clock::to_ms;
-use crate::config::{Catalog, ItemType, Source};
-use crate::intake::validate::ValidRequest;
-use crate::plan::{self, AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
+use crate::config::{ItemType, Source};
+use crate::model::ValidRequest;
+use crate::model::{AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
 
 /// A request on disk.
 #[derive(Debug, Clone)]
@@ -56,14 +56,19 @@ impl Replay {
     }
 }
 
-/// What `accept` needs from the configuration.
+/// How a request is decided inside the store's transaction: from the request, what its
+/// identities hold at that moment and the new request's id, the plan to write and the
+/// answer to keep for replays. Planning and answer shaping are their stages' (`plan`,
+/// `wire`); the store only runs the decision where its reads and writes are atomic.
+pub type Decide<'a> = dyn Fn(&ValidRequest, &Snapshot, &str) -> (Plan, Value) + 'a;
+
+/// What `accept` needs besides the request.
 pub struct Context<'a> {
-    pub catalog: &'a Catalog,
+    /// For each job's `max_attempts`.
     pub sources: &'a BTreeMap<String, Source>,
     /// The identities the request names, as they are now (snapshotted into the jobs).
     pub identities: &'a BTreeMap<String, Identity>,
-    /// Sources where removing an identity's last entitlement disables the account instead.
-    pub rules: &'a crate::config::SourceRules,
+    pub decide: &'a Decide<'a>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -117,33 +122,6 @@ fn snapshot(tx: &Transaction<'_>, identities: &[String], include: Option<i64>) -
     Ok(snap)
 }
 
-/// A stable 32-bit hash of what an entry asks for, for the upstream's `attributesHash`.
-fn attributes_hash(identity: &str, ty: ItemType, id: &str, remove_at: Option<i64>) -> i32 {
-    let text = format!("{identity}\u{0}{}\u{0}{id}\u{0}{remove_at:?}", ty.as_str());
-    crate::intake::fnv1a64(text.as_bytes()) as i32
-}
-
-fn response(request_id: &str, plan: &Plan) -> Value {
-    let mut new = Vec::new();
-    let mut existing = Vec::new();
-    for item in &plan.items {
-        let remove_at = item.item.remove_at.map(to_ms);
-        let entry = |ids: Vec<&str>| {
-            json!({
-                "requestedFor": item.identity,
-                "requestedItemsDetails": [{ "type": item.item.ty.as_str(), "id": item.item.id }],
-                "attributesHash": attributes_hash(&item.identity, item.item.ty, &item.item.id, remove_at),
-                "accessRequestIds": ids,
-            })
-        };
-        match &item.existing {
-            Some((_, original)) => existing.push(entry(vec![original.as_str()])),
-            None => new.push(entry(vec![request_id])),
-        }
-    }
-    json!({ "newRequests": new, "existingRequests": existing })
-}
-
 impl Store {
     /// The stored answer for an idempotency key, if that request was accepted before.
     pub fn by_idempotency_key(&self, key: &str) -> Result<Option<Accepted>> {
@@ -188,9 +166,8 @@ pub(crate) fn accept_in(
         return Ok(Replay::Replayed(found));
     }
     let snap = snapshot(tx, &req.requested_for, include)?;
-    let plan = plan::plan(req, ctx.catalog, &snap, ctx.rules);
     let request_id = new_id();
-    let response = response(&request_id, &plan);
+    let (plan, response) = (ctx.decide)(req, &snap, &request_id);
     let (job_ids, removals) = write(
         tx,
         req,
@@ -405,7 +382,7 @@ fn write(
 /// Writes what an item does to the assignments; returns the assignment it concerns.
 fn apply_effect(
     tx: &Transaction<'_>,
-    item: &plan::PlannedItem,
+    item: &crate::model::PlannedItem,
     request_id: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {

@@ -22,7 +22,7 @@ use super::events::{self, Event};
 use super::{Result, Store};
 use crate::clock::{rfc3339_ms, to_ms};
 use crate::config::ItemType;
-use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
+use crate::model::ValidRequest;
 
 /// A fired removal (phase 1).
 #[derive(Debug, Clone)]
@@ -33,6 +33,17 @@ pub struct Fired {
     pub item_id: String,
     pub remove_at: i64,
     pub lag_ms: i64,
+}
+
+/// The revoke a fired removal becomes, as the schedule stage words it.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub fired: Fired,
+    pub request: ValidRequest,
+    /// The request as stored (verbatim body).
+    pub body: String,
+    /// Its idempotency key: one revoke per fired removal, however often phase 2 runs.
+    pub key: String,
 }
 
 /// A planned removal (phase 2).
@@ -120,7 +131,7 @@ impl Store {
     /// Phase 2: plans the revoke of each fired removal, in one transaction.
     pub fn plan_fired(
         &self,
-        fired: &[Fired],
+        removals: &[Removal],
         ctx: &Context<'_>,
         now: Timestamp,
     ) -> Result<Vec<Planned>> {
@@ -128,7 +139,8 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::new();
-            for f in fired {
+            for removal in removals {
+                let f = &removal.fired;
                 let pending: Option<i64> = tx
                     .prepare_cached("SELECT revoke_planned FROM assignments WHERE id = ?")?
                     .query_row([f.assignment], |r| r.get(0))
@@ -160,26 +172,8 @@ impl Store {
                     out.push(planned);
                     continue;
                 }
-                let comment = format!("removeDate {} reached", rfc3339_ms(f.remove_at));
-                let req = ValidRequest {
-                    request_type: RequestType::Revoke,
-                    requested_for: vec![f.identity.clone()],
-                    items: vec![ValidItem {
-                        ty: f.ty,
-                        id: f.item_id.clone(),
-                        comment: Some(comment.clone()),
-                        start_at: None,
-                        remove_at: None,
-                        client_metadata: Default::default(),
-                    }],
-                    client_metadata: Default::default(),
-                };
-                let body = json!({ "requestedFor": [f.identity], "requestType": "REVOKE_ACCESS",
-                    "requestedItems": [{ "type": f.ty.as_str(), "id": f.item_id, "comment": comment }] })
-                .to_string();
-                let key = format!("schedule:{}:{}", f.assignment, f.remove_at);
                 if let Replay::New(Accepted { request_id, job_ids, .. }) =
-                    accept_in(&tx, &req, &body, "schedule", Some(&key), ctx, now, Some(f.assignment))?
+                    accept_in(&tx, &removal.request, &removal.body, "schedule", Some(&removal.key), ctx, now, Some(f.assignment))?
                 {
                     planned.request_id = Some(request_id);
                     planned.jobs = job_ids.len();

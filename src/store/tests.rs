@@ -8,7 +8,7 @@ use super::status::StatusQuery;
 use super::*;
 use crate::config::files::CatalogFile;
 use crate::config::{Catalog, ItemType};
-use crate::intake::validate::{RequestType, ValidItem, ValidRequest};
+use crate::model::{RequestType, ValidItem, ValidRequest};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -85,11 +85,12 @@ impl Fixture {
             }],
             client_metadata: BTreeMap::new(),
         };
+        let rules = crate::config::SourceRules::default();
+        let decide = decider(&self.catalog, &rules);
         let ctx = Context {
-            catalog: &self.catalog,
             sources: &BTreeMap::new(),
             identities: &self.identities,
-            rules: &crate::config::SourceRules::default(),
+            decide: &decide,
         };
         self.store
             .accept(&req, "{}", "test", key, &ctx, crate::clock::from_ms(now))
@@ -531,16 +532,36 @@ fn manual_jobs_open_one_task_per_operation_once() {
     ));
 }
 
+/// The intake's way of deciding, for the store's tests.
+fn decider<'a>(
+    catalog: &'a Catalog,
+    rules: &'a crate::config::SourceRules,
+) -> impl Fn(&ValidRequest, &crate::model::Snapshot, &str) -> (crate::model::Plan, serde_json::Value) + 'a
+{
+    move |req, snapshot, request_id| {
+        let plan = crate::plan::plan(req, catalog, snapshot, rules);
+        let answer = crate::wire::accepted(request_id, &plan);
+        (plan, answer)
+    }
+}
+
+fn removals(fired: &[super::schedule::Fired]) -> Vec<super::schedule::Removal> {
+    fired
+        .iter()
+        .cloned()
+        .map(crate::schedule::removal)
+        .collect()
+}
+
 fn schedule_ctx<'a>(
     f: &'a Fixture,
     sources: &'a BTreeMap<String, crate::config::Source>,
-    none: &'a crate::config::SourceRules,
+    decide: &'a super::accept::Decide<'a>,
 ) -> Context<'a> {
     Context {
-        catalog: &f.catalog,
         sources,
         identities: &f.identities,
-        rules: none,
+        decide,
     }
 }
 
@@ -573,10 +594,11 @@ fn a_removal_fires_once_and_its_revoke_is_planned_after_a_crash_between_the_phas
     let todo = again.unplanned(10).unwrap();
     assert_eq!(todo.len(), 1);
     let (sources, none) = (BTreeMap::new(), crate::config::SourceRules::default());
+    let decide = decider(&f.catalog, &none);
     let planned = again
         .plan_fired(
-            &todo,
-            &schedule_ctx(&f, &sources, &none),
+            &removals(&todo),
+            &schedule_ctx(&f, &sources, &decide),
             crate::clock::from_ms(6_100),
         )
         .unwrap();
@@ -585,8 +607,8 @@ fn a_removal_fires_once_and_its_revoke_is_planned_after_a_crash_between_the_phas
     assert!(
         again
             .plan_fired(
-                &todo,
-                &schedule_ctx(&f, &sources, &none),
+                &removals(&todo),
+                &schedule_ctx(&f, &sources, &decide),
                 crate::clock::from_ms(6_200)
             )
             .unwrap()
@@ -608,12 +630,13 @@ fn a_grant_made_between_firing_and_planning_supersedes_the_removal() {
     // Granted again before the revoke was planned: it must not be taken away.
     f.grant("u1", "ap-eng", 5_001);
     let (sources, none) = (BTreeMap::new(), crate::config::SourceRules::default());
+    let decide = decider(&f.catalog, &none);
     let todo = f.store.unplanned(10).unwrap();
     let planned = f
         .store
         .plan_fired(
-            &todo,
-            &schedule_ctx(&f, &sources, &none),
+            &removals(&todo),
+            &schedule_ctx(&f, &sources, &decide),
             crate::clock::from_ms(5_002),
         )
         .unwrap();

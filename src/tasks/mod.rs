@@ -11,7 +11,7 @@ use provd_connector_core::{Operation, template};
 
 use crate::clock::to_ms;
 use crate::config::Source;
-use crate::dispatch::policy::add;
+use crate::model::add;
 use crate::store::Job;
 use crate::store::tasks::NewTask;
 

@@ -184,7 +184,7 @@ impl Puller {
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = crate::dispatch::policy::RetryPolicy::default()
+                    let wait = crate::model::RetryPolicy::default()
                         .ceiling(failures)
                         .min(self.cfg.poll_interval.0.max(Duration::from_secs(1)) * 10);
                     tracing::warn!(upstream = %self.cfg.name, error = %e, retry_in_ms = wait.as_millis() as u64, "pull failed; backing off");
