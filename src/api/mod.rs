@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::clock::{SharedClock, to_ms};
+use crate::intake::SubmitError;
 use crate::intake::validate::MAX_BODY;
-use crate::intake::{SubmitError, submit};
 use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
-use crate::store::{Replay, Store, StoreError, new_id};
+use crate::store::{Store, StoreError, new_id};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +31,8 @@ pub struct AppState {
     pub live: Arc<crate::config::Live>,
     pub clock: SharedClock,
     pub tokens: Arc<Vec<SecretString>>,
+    /// How requests come in (validate, plan, store, log, wake dispatch).
+    pub intake: crate::intake::Intake,
     /// Woken after a request is stored, so dispatch starts at once.
     pub wake: Arc<Notify>,
     /// Woken too, in case the request set an earlier removeDate.
@@ -135,30 +137,22 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
-    let (config, store, now) = (state.live.get(), state.store.clone(), state.clock.now());
-    let result = tokio::task::spawn_blocking(move || {
-        submit(&config, &store, now, &body, "api", key.as_deref())
-    })
-    .await;
+    let result = state
+        .intake
+        .submit(body.to_vec(), "api".to_string(), key)
+        .await;
     match result {
-        Ok(Ok(replay)) => {
-            if let Replay::New(a) = &replay {
-                tracing::info!(request_id = %a.request_id, origin = "api", jobs = a.job_ids.len(), "request accepted");
-                state.wake.notify_one();
-                state.schedule_wake.notify_one();
-            }
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(replay.accepted().response.clone()),
-            )
-                .into_response()
-        }
-        Ok(Err(SubmitError::Invalid(inv))) => {
+        Ok(replay) => (
+            StatusCode::ACCEPTED,
+            axum::Json(replay.accepted().response.clone()),
+        )
+            .into_response(),
+        Err(SubmitError::Invalid(inv)) => {
             let texts: Vec<String> = inv.0.iter().map(ToString::to_string).collect();
             tracing::info!(origin = "api", error = %inv, "request refused");
             error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
         }
-        Ok(Err(e @ SubmitError::KeyReused { .. })) => {
+        Err(e @ SubmitError::KeyReused { .. }) => {
             tracing::info!(origin = "api", error = %e, "request refused");
             error(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -166,8 +160,8 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
                 &[e.to_string()],
             )
         }
-        Ok(Err(SubmitError::Store(e))) => internal(e),
-        Err(e) => internal(e),
+        Err(SubmitError::Store(e)) => internal(e),
+        Err(e @ SubmitError::Internal(_)) => internal(e),
     }
 }
 

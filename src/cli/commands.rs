@@ -72,6 +72,7 @@ fn invalid_request(e: SubmitError) -> CliError {
             CliError::Invalid(lines.join("\n"))
         }
         e @ SubmitError::KeyReused { .. } => CliError::Invalid(e.to_string()),
+        e @ SubmitError::Internal(_) => failed(e),
         SubmitError::Store(e) => failed(e),
     }
 }
@@ -98,7 +99,13 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             let body = read_body(file)?;
             let config = load(&cli)?;
             let store = open(&config)?;
-            let replay = intake::submit(&config, &store, clock.now(), &body, "cli", None)
+            let intake = intake::Intake::new(
+                crate::config::Live::new(config),
+                store,
+                Arc::new(SystemClock),
+            );
+            let replay = intake
+                .submit_blocking(&body, "cli", None)
                 .map_err(invalid_request)?;
             print_json(&replay.accepted().response)
         }

@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::intake::Intake;
 use crate::intake::spool::{self, Taken};
 use crate::store::{Store, StoreError};
 
@@ -128,7 +129,11 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
+    let intake = Intake::new(current.clone(), store.clone(), clock.clone())
+        .waking(wake.clone())
+        .waking(schedule_wake.clone());
     let app = api::router(AppState {
+        intake: intake.clone(),
         store: store.clone(),
         live: current.clone(),
         clock: clock.clone(),
@@ -143,12 +148,11 @@ pub async fn run(
     };
     let api_task = tokio::spawn(api::serve::serve(listener, app, limits, api_stop));
 
-    let spool_task = config.agent.spool_dir.clone().map(|dir| {
-        let wakers = (wake.clone(), schedule_wake.clone());
-        let (current, store, clock, stop) =
-            (current.clone(), store.clone(), clock.clone(), stopped());
-        tokio::spawn(watch_spool(current, store, clock, wakers, dir, stop))
-    });
+    let spool_task = config
+        .agent
+        .spool_dir
+        .clone()
+        .map(|dir| tokio::spawn(watch_spool(intake.clone(), dir, stopped())));
 
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -174,14 +178,8 @@ pub async fn run(
         let s = stopped.clone();
         let stop_fn =
             move || -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> { Box::pin(s()) };
-        crate::upstream::start(
-            &current,
-            &store,
-            &clock,
-            (wake.clone(), schedule_wake.clone()),
-            stop_fn,
-        )
-        .map_err(DaemonError::Config)?
+        crate::upstream::start(&current, &store, &clock, &intake, stop_fn)
+            .map_err(DaemonError::Config)?
     };
     let remind_task = tokio::spawn(crate::tasks::remind::run(
         store.clone(),
@@ -242,21 +240,14 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-async fn watch_spool(
-    current: Arc<crate::config::Live>,
-    store: Store,
-    clock: SharedClock,
-    (wake, schedule_wake): (Arc<Notify>, Arc<Notify>),
-    dir: PathBuf,
-    stop: impl Future<Output = ()>,
-) {
+async fn watch_spool(intake: Intake, dir: PathBuf, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     // Files already reported as not taken or as incomplete: one line each, not one a pass.
     let mut reported = std::collections::HashSet::new();
     loop {
         reported.retain(|p: &PathBuf| p.exists());
-        let (c, s, d, now) = (current.get(), store.clone(), dir.clone(), clock.now());
-        match tokio::task::spawn_blocking(move || spool::scan(&c, &s, &d, now)).await {
+        let (i, d) = (intake.clone(), dir.clone());
+        match tokio::task::spawn_blocking(move || spool::scan(&i, &d)).await {
             Ok(Ok(taken)) => {
                 for t in taken {
                     match t {
@@ -265,9 +256,8 @@ async fn watch_spool(
                             request_id,
                             replayed,
                         } => {
-                            tracing::info!(request_id = %request_id, origin = "spool", file = %file.display(), replayed, "request accepted");
-                            wake.notify_one();
-                            schedule_wake.notify_one();
+                            // The intake logged the acceptance; this says which file it was.
+                            tracing::info!(request_id = %request_id, origin = "spool", file = %file.display(), replayed, "spool file taken");
                         }
                         Taken::Rejected { file, reason } => {
                             tracing::warn!(origin = "spool", file = %file.display(), error = %reason, "request refused");

@@ -2,6 +2,7 @@
 //! goes through [`submit`]: one validation path, one planning path, one transaction.
 
 pub mod dates;
+mod handle;
 pub mod json;
 pub mod spool;
 pub mod validate;
@@ -31,7 +32,12 @@ pub enum SubmitError {
     KeyReused { request_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The blocking task that ran the submit failed (a panic): nothing was stored.
+    #[error("intake failed: {0}")]
+    Internal(String),
 }
+
+pub use handle::Intake;
 
 /// Decides a request the usual way: planned against the catalog and source rules in force,
 /// answered in the SailPoint shape.

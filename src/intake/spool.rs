@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::validate::MAX_BODY;
-use super::{SubmitError, fnv1a64, submit};
-use crate::config::Config;
-use crate::store::{Replay, Store};
+use super::{Intake, SubmitError, fnv1a64};
+use crate::store::Replay;
 
 /// What happened to one file.
 #[derive(Debug)]
@@ -72,6 +71,8 @@ pub enum SpoolError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("spool: {0}")]
+    Internal(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -84,12 +85,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// One pass over the spool folder.
-pub fn scan(
-    config: &Config,
-    store: &Store,
-    dir: &Path,
-    now: jiff::Timestamp,
-) -> Result<Vec<Taken>, SpoolError> {
+pub fn scan(intake: &Intake, dir: &Path) -> Result<Vec<Taken>, SpoolError> {
     for sub in ["processed", "rejected"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
     }
@@ -122,7 +118,7 @@ pub fn scan(
         if age.is_some_and(|age| age < SETTLE) {
             continue;
         }
-        out.push(take(config, store, dir, &path, &meta, age, now)?);
+        out.push(take(intake, dir, &path, &meta, age)?);
     }
     Ok(out)
 }
@@ -134,13 +130,11 @@ fn disk_identity(meta: &std::fs::Metadata) -> String {
 }
 
 fn take(
-    config: &Config,
-    store: &Store,
+    intake: &Intake,
     dir: &Path,
     path: &Path,
     meta: &std::fs::Metadata,
     age: Option<Duration>,
-    now: jiff::Timestamp,
 ) -> Result<Taken, SpoolError> {
     let name = path
         .file_name()
@@ -168,7 +162,7 @@ fn take(
         fnv1a64(&body),
         disk_identity(meta)
     );
-    match submit(config, store, now, &body, "spool", Some(&key)) {
+    match intake.submit_blocking(&body, "spool", Some(&key)) {
         Ok(replay) => {
             let replayed = matches!(replay, Replay::Replayed(_));
             let request_id = replay.accepted().request_id.clone();
@@ -187,6 +181,7 @@ fn take(
         }
         Err(e @ SubmitError::KeyReused { .. }) => reject(dir, path, &name, e.to_string()),
         Err(SubmitError::Store(e)) => Err(e.into()),
+        Err(SubmitError::Internal(e)) => Err(SpoolError::Internal(e)),
     }
 }
 

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use provd_connector_core::http::{HttpClient, HttpSettings, Method, Response, url_encode};
+
+use crate::intake::Intake;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::config::files::UpstreamSection;
-use crate::intake::{SubmitError, submit};
+use crate::intake::SubmitError;
 use crate::store::upstream::Unwritten;
 use crate::store::{Store, StoreError};
 
@@ -49,7 +50,8 @@ pub struct Puller {
     store: Store,
     live: Arc<crate::config::Live>,
     clock: SharedClock,
-    wake: (Arc<Notify>, Arc<Notify>),
+    /// Where pulled requests go in, like every other request.
+    intake: Intake,
 }
 
 /// The path and query of a `Link: <URL>; rel="next"` header, if there is one.
@@ -120,7 +122,7 @@ impl Puller {
         store: Store,
         live: Arc<crate::config::Live>,
         clock: SharedClock,
-        wake: (Arc<Notify>, Arc<Notify>),
+        intake: Intake,
     ) -> Result<Self, (String, String)> {
         let settings = HttpSettings {
             base_url: cfg.base_url.clone(),
@@ -138,7 +140,7 @@ impl Puller {
             store,
             live,
             clock,
-            wake,
+            intake,
         })
     }
 
@@ -320,37 +322,22 @@ impl Puller {
         })
         .to_string();
         let key = format!("upstream:{name}:{id}");
-        let (config, store, origin, clock) = (
-            self.live.get(),
-            self.store.clone(),
-            format!("upstream:{name}"),
-            self.clock.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            submit(
-                &config,
-                &store,
-                clock.now(),
-                body.as_bytes(),
-                &origin,
-                Some(&key),
-            )
-        })
-        .await
-        .map_err(|e| PollError::Transient(e.to_string()))?;
+        let result = self
+            .intake
+            .submit(body.into_bytes(), format!("upstream:{name}"), Some(key))
+            .await;
         match result {
             Ok(replay) => {
                 let rid = replay.accepted().request_id.clone();
                 self.store
                     .record_upstream(name, id, Some(&rid), None, now)?;
                 tracing::info!(upstream = %name, upstream_id = id, request_id = %rid, "pulled request accepted");
-                self.wake.0.notify_one();
-                self.wake.1.notify_one();
                 Ok(true)
             }
             Err(SubmitError::Invalid(inv)) => reject(inv.to_string()),
             Err(e @ SubmitError::KeyReused { .. }) => reject(e.to_string()),
             Err(SubmitError::Store(e)) => Err(e.into()),
+            Err(SubmitError::Internal(e)) => Err(PollError::Transient(e)),
         }
     }
 
@@ -410,7 +397,7 @@ pub fn start(
     live: &Arc<crate::config::Live>,
     store: &Store,
     clock: &SharedClock,
-    wake: (Arc<Notify>, Arc<Notify>),
+    intake: &Intake,
     stop: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let config = live.get();
@@ -423,7 +410,7 @@ pub fn start(
             store.clone(),
             live.clone(),
             clock.clone(),
-            wake.clone(),
+            intake.clone(),
         )
         .map_err(|(k, m)| format!("{}: upstream `{}`: {k}: {m}", config.path.display(), u.name))?;
         tasks.push(tokio::spawn(p.run(stop())));
