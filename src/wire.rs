@@ -4,8 +4,11 @@
 
 use serde_json::{Value, json};
 
+use crate::clock::rfc3339_ms;
 use crate::clock::to_ms;
 use crate::model::{ItemType, Plan};
+use crate::store::jobs::JobState;
+use crate::store::status::StatusRow;
 
 /// FNV-1a, 64 bits: a stable content hash (spool idempotency keys, attribute hashes).
 /// Not for anything an attacker must not forge.
@@ -47,11 +50,129 @@ pub fn accepted(request_id: &str, plan: &Plan) -> Value {
     json!({ "newRequests": new, "existingRequests": existing })
 }
 
+/// DESIGN §9 contract: the request item states.
+pub fn item_state(jobs: &[JobState], request_canceled: bool) -> &'static str {
+    if jobs.iter().any(|s| !s.is_final()) {
+        return "EXECUTING";
+    }
+    if jobs.is_empty() {
+        return if request_canceled {
+            "CANCELLED"
+        } else {
+            "REQUEST_COMPLETED"
+        };
+    }
+    let ok = jobs.iter().filter(|s| **s == JobState::Succeeded).count();
+    let canceled = jobs.iter().filter(|s| **s == JobState::Canceled).count();
+    if canceled == jobs.len() {
+        "CANCELLED"
+    } else if ok == jobs.len() {
+        "REQUEST_COMPLETED"
+    } else if ok == 0 && canceled == 0 {
+        "PROVISIONING_FAILED"
+    } else {
+        "NOT_ALL_ITEMS_PROVISIONED"
+    }
+}
+
+fn assignment_state_to_item(state: &str) -> &'static str {
+    match state {
+        "pending" => "EXECUTING",
+        "failed" => "PROVISIONING_FAILED",
+        "canceled" => "CANCELLED",
+        _ => "REQUEST_COMPLETED",
+    }
+}
+
+fn message(text: &str) -> Value {
+    json!({ "locale": "en-US", "localeOrigin": "DEFAULT", "text": text })
+}
+
+/// One `/access-request-status` item (DESIGN §9): state from the jobs that carry it,
+/// the last error of each failed or retrying job, the open manual work items.
+pub fn status_item(row: &StatusRow) -> Value {
+    let states: Vec<JobState> = row.jobs.iter().filter_map(|j| j.state).collect();
+    let state = if row.disposition == "existing" {
+        assignment_state_to_item(row.assignment_state.as_deref().unwrap_or("active"))
+    } else {
+        item_state(&states, row.canceled_at.is_some())
+    };
+    let mut errors = Vec::new();
+    let mut manual = Vec::new();
+    let mut modified = row.received_at;
+    for job in &row.jobs {
+        modified = modified.max(job.updated_at);
+        if let Some(last) = &job.last_error {
+            let prefix = if job.state == Some(JobState::Retrying) {
+                "retrying after: "
+            } else {
+                ""
+            };
+            errors.push(json!([message(&format!("{prefix}{last}"))]));
+        }
+        for (owner, created) in &job.open_tasks {
+            manual.push(json!({
+                "forwarded": false,
+                "originalOwner": { "type": "IDENTITY", "id": owner, "name": owner },
+                "currentOwner": { "type": "IDENTITY", "id": owner, "name": owner },
+                "modified": rfc3339_ms(*created),
+                "status": "PENDING",
+            }));
+        }
+    }
+    let meta: Value = serde_json::from_str(&row.client_metadata).unwrap_or_else(|_| json!({}));
+    json!({
+        "id": row.item_id,
+        "accessRequestId": row.request_id,
+        "name": row.name,
+        "type": row.item_type,
+        "requestType": row.request_type,
+        "state": state,
+        "created": rfc3339_ms(row.received_at),
+        "modified": rfc3339_ms(modified),
+        "removeDate": row.remove_at.map(rfc3339_ms),
+        "requestedFor": { "type": "IDENTITY", "id": row.identity },
+        "errorMessages": if errors.is_empty() { Value::Null } else { Value::Array(errors) },
+        "manualWorkItemDetails": if manual.is_empty() { Value::Null } else { Value::Array(manual) },
+        "clientMetadata": meta,
+    })
+}
+
+/// The status items of `rows`, in their order.
+pub fn status_items(rows: &[StatusRow]) -> Vec<Value> {
+    rows.iter().map(status_item).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use JobState::*;
+
     #[test]
     fn fnv_is_stable() {
         assert_eq!(super::fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(super::fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn item_states() {
+        assert_eq!(item_state(&[], false), "REQUEST_COMPLETED");
+        assert_eq!(item_state(&[Succeeded, Running], false), "EXECUTING");
+        assert_eq!(item_state(&[Manual], false), "EXECUTING");
+        assert_eq!(item_state(&[Retrying], false), "EXECUTING");
+        assert_eq!(
+            item_state(&[Succeeded, Succeeded], false),
+            "REQUEST_COMPLETED"
+        );
+        assert_eq!(item_state(&[Failed], false), "PROVISIONING_FAILED");
+        assert_eq!(
+            item_state(&[Succeeded, Failed], false),
+            "NOT_ALL_ITEMS_PROVISIONED"
+        );
+        assert_eq!(item_state(&[Canceled, Canceled], true), "CANCELLED");
+        assert_eq!(
+            item_state(&[Succeeded, Canceled], true),
+            "NOT_ALL_ITEMS_PROVISIONED"
+        );
     }
 }

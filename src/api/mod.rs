@@ -312,7 +312,7 @@ async fn status(
         offset,
     };
     match state.store.call(move |s| s.status(&q)).await {
-        Ok(items) => axum::Json(items).into_response(),
+        Ok(rows) => axum::Json(crate::wire::status_items(&rows)).into_response(),
         Err(e) => internal(e),
     }
 }

@@ -134,7 +134,9 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                             limit: 10_000,
                             offset: 0,
                         };
-                        print_json(&store.status(&q).map_err(failed)?)
+                        print_json(&crate::wire::status_items(
+                            &store.status(&q).map_err(failed)?,
+                        ))
                     }
                     Some(crate::store::upstream::Pulled {
                         upstream,
@@ -158,7 +160,9 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                 limit: 10_000,
                 offset: 0,
             };
-            print_json(&store.status(&q).map_err(failed)?)
+            print_json(&crate::wire::status_items(
+                &store.status(&q).map_err(failed)?,
+            ))
         }
         Command::Jobs(cmd) => jobs(&cli, cmd, &clock),
         Command::Tasks(cmd) => tasks(&cli, cmd),

@@ -1,50 +1,11 @@
-//! Access request status, shaped like the upstream's `/access-request-status` items: one
-//! per (request, identity, item), its state derived from the jobs that carry it.
+//! What the status of access requests is made of: one row per (request, identity, item)
+//! with the jobs that carry it. Shaping it like the upstream's `/access-request-status`
+//! items is `crate::wire`'s.
 
 use rusqlite::{Connection, params};
-use serde_json::{Value, json};
 
-use super::jobs::JobState;
+use super::jobs::{AttemptError, JobState};
 use super::{Result, Store, StoreError};
-use crate::clock::rfc3339_ms;
-
-/// DESIGN §9 contract: the request item states.
-pub fn item_state(jobs: &[JobState], request_canceled: bool) -> &'static str {
-    if jobs.iter().any(|s| !s.is_final()) {
-        return "EXECUTING";
-    }
-    if jobs.is_empty() {
-        return if request_canceled {
-            "CANCELLED"
-        } else {
-            "REQUEST_COMPLETED"
-        };
-    }
-    let ok = jobs.iter().filter(|s| **s == JobState::Succeeded).count();
-    let canceled = jobs.iter().filter(|s| **s == JobState::Canceled).count();
-    if canceled == jobs.len() {
-        "CANCELLED"
-    } else if ok == jobs.len() {
-        "REQUEST_COMPLETED"
-    } else if ok == 0 && canceled == 0 {
-        "PROVISIONING_FAILED"
-    } else {
-        "NOT_ALL_ITEMS_PROVISIONED"
-    }
-}
-
-fn assignment_state_to_item(state: &str) -> &'static str {
-    match state {
-        "pending" => "EXECUTING",
-        "failed" => "PROVISIONING_FAILED",
-        "canceled" => "CANCELLED",
-        _ => "REQUEST_COMPLETED",
-    }
-}
-
-fn message(text: &str) -> Value {
-    json!({ "locale": "en-US", "localeOrigin": "DEFAULT", "text": text })
-}
 
 /// Which status items to list.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +16,41 @@ pub struct StatusQuery {
     pub offset: usize,
 }
 
-fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<Value>> {
+/// One (request, identity, item) as stored.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    /// The catalog item's id.
+    pub item_id: String,
+    pub request_id: String,
+    pub identity: String,
+    pub item_type: String,
+    pub name: String,
+    /// `new`, or `existing` (a duplicate of an item already held or pending).
+    pub disposition: String,
+    pub request_type: String,
+    pub received_at: i64,
+    pub canceled_at: Option<i64>,
+    /// The assignment's state (for duplicates, what the item's state is).
+    pub assignment_state: Option<String>,
+    pub remove_at: Option<i64>,
+    /// The item's `clientMetadata`, as JSON text.
+    pub client_metadata: String,
+    pub jobs: Vec<StatusJob>,
+}
+
+/// A job that carries an item.
+#[derive(Debug, Clone)]
+pub struct StatusJob {
+    pub id: i64,
+    pub state: Option<JobState>,
+    /// The last attempt's error (for failed and retrying jobs).
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+    /// Open manual tasks: (owner, created_at).
+    pub open_tasks: Vec<(String, i64)>,
+}
+
+fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
     let mut stmt = c.prepare(
         "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition, ri.assignment_id,
                 ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at
@@ -144,67 +139,54 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<Value>> {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let states: Vec<JobState> = jobs.iter().filter_map(|j| JobState::parse(&j.1)).collect();
-        let state = if disposition == "existing" {
-            assignment_state_to_item(a_state.as_deref().unwrap_or("active"))
-        } else {
-            item_state(&states, canceled.is_some())
-        };
-        let mut errors = Vec::new();
-        let mut manual = Vec::new();
-        let mut modified = received;
-        for (job_id, st, errs, updated, _source) in &jobs {
-            modified = modified.max(*updated);
-            let st = JobState::parse(st);
-            if matches!(st, Some(JobState::Failed) | Some(JobState::Retrying)) {
-                let errs: Vec<super::jobs::AttemptError> =
-                    serde_json::from_str(errs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if let Some(last) = errs.last() {
-                    let prefix = if st == Some(JobState::Retrying) {
-                        "retrying after: "
-                    } else {
-                        ""
-                    };
-                    errors.push(json!([message(&format!("{prefix}{}", last.message))]));
-                }
-            }
-            if st == Some(JobState::Manual) {
-                for t in tasks_of.query_map([job_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })? {
-                    let (owner, created) = t?;
-                    manual.push(json!({
-                        "forwarded": false,
-                        "originalOwner": { "type": "IDENTITY", "id": owner, "name": owner },
-                        "currentOwner": { "type": "IDENTITY", "id": owner, "name": owner },
-                        "modified": rfc3339_ms(created),
-                        "status": "PENDING",
-                    }));
-                }
-            }
+        let mut carried = Vec::with_capacity(jobs.len());
+        for (job_id, st, errs, updated, _source) in jobs {
+            let state = JobState::parse(&st);
+            let last_error = if matches!(state, Some(JobState::Failed) | Some(JobState::Retrying)) {
+                let errs: Vec<AttemptError> =
+                    serde_json::from_str(&errs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                errs.last().map(|e| e.message.clone())
+            } else {
+                None
+            };
+            let open_tasks = if state == Some(JobState::Manual) {
+                tasks_of
+                    .query_map([job_id], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
+            carried.push(StatusJob {
+                id: job_id,
+                state,
+                last_error,
+                updated_at: updated,
+                open_tasks,
+            });
         }
-        let meta: Value = serde_json::from_str(&meta).unwrap_or_else(|_| json!({}));
-        out.push(json!({
-            "id": item_id,
-            "accessRequestId": request_id,
-            "name": name,
-            "type": ty,
-            "requestType": req_type,
-            "state": state,
-            "created": rfc3339_ms(received),
-            "modified": rfc3339_ms(modified),
-            "removeDate": remove_at.map(rfc3339_ms),
-            "requestedFor": { "type": "IDENTITY", "id": identity },
-            "errorMessages": if errors.is_empty() { Value::Null } else { Value::Array(errors) },
-            "manualWorkItemDetails": if manual.is_empty() { Value::Null } else { Value::Array(manual) },
-            "clientMetadata": meta,
-        }));
+        out.push(StatusRow {
+            item_id,
+            request_id,
+            identity,
+            item_type: ty,
+            name,
+            disposition,
+            request_type: req_type,
+            received_at: received,
+            canceled_at: canceled,
+            assignment_state: a_state,
+            remove_at,
+            client_metadata: meta,
+            jobs: carried,
+        });
     }
     Ok(out)
 }
 
 impl Store {
-    pub fn status(&self, q: &StatusQuery) -> Result<Vec<Value>> {
+    pub fn status(&self, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         self.with(|c| items(c, q))
     }
 
@@ -216,33 +198,5 @@ impl Store {
                 })? > 0,
             )
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use JobState::*;
-
-    #[test]
-    fn item_states() {
-        assert_eq!(item_state(&[], false), "REQUEST_COMPLETED");
-        assert_eq!(item_state(&[Succeeded, Running], false), "EXECUTING");
-        assert_eq!(item_state(&[Manual], false), "EXECUTING");
-        assert_eq!(item_state(&[Retrying], false), "EXECUTING");
-        assert_eq!(
-            item_state(&[Succeeded, Succeeded], false),
-            "REQUEST_COMPLETED"
-        );
-        assert_eq!(item_state(&[Failed], false), "PROVISIONING_FAILED");
-        assert_eq!(
-            item_state(&[Succeeded, Failed], false),
-            "NOT_ALL_ITEMS_PROVISIONED"
-        );
-        assert_eq!(item_state(&[Canceled, Canceled], true), "CANCELLED");
-        assert_eq!(
-            item_state(&[Succeeded, Canceled], true),
-            "NOT_ALL_ITEMS_PROVISIONED"
-        );
     }
 }

@@ -123,7 +123,7 @@ impl Fixture {
             limit: 100,
             ..Default::default()
         };
-        self.store.status(&q).unwrap()[0]["state"]
+        crate::wire::status_item(&self.store.status(&q).unwrap()[0])["state"]
             .as_str()
             .unwrap()
             .to_string()
