@@ -348,7 +348,7 @@ async fn tasks(
         open_only,
     };
     match state.store.call(move |s| s.tasks(&f)).await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(tasks) => axum::Json(crate::tasks::row::rows(&tasks)).into_response(),
         Err(e) => internal(e),
     }
 }

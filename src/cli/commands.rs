@@ -399,7 +399,7 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 owner: owner.clone(),
                 open_only: open_only(status)?,
             };
-            let rows = store.tasks(&filter).map_err(failed)?;
+            let rows = crate::tasks::row::rows(&store.tasks(&filter).map_err(failed)?);
             match out {
                 None => crate::tasks::csv_out::write(std::io::stdout().lock(), &rows, *excel)
                     .map_err(failed),
@@ -429,7 +429,7 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 "VALUE",
                 "OWNER",
             ]);
-            for t in rows {
+            for t in crate::tasks::row::rows(&rows) {
                 table.row(vec![
                     t.task_id,
                     t.source,

@@ -2,13 +2,11 @@
 //! the source's owner; the job waits in `manual` until they are resolved.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 use serde_json::json;
 
 use super::events::{self, Event};
 use super::jobs::Job;
 use super::{Result, Store, StoreError};
-use crate::clock::rfc3339_ms;
 
 /// A task to open for operation `op_index` of a job.
 #[derive(Debug, Clone)]
@@ -23,10 +21,10 @@ pub struct NewTask {
     pub due_at: Option<i64>,
 }
 
-/// One task, with the columns of the CSV contract in their order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskRow {
-    pub task_id: String,
+/// One task as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: i64,
     pub source: String,
     pub owner: String,
     pub identity_id: String,
@@ -36,68 +34,18 @@ pub struct TaskRow {
     pub attribute: String,
     pub value: String,
     pub request_id: String,
-    pub created_at: String,
-    pub due_at: String,
+    pub created_at: i64,
+    pub due_at: Option<i64>,
+    /// `open`, `done`, `failed`, `canceled`.
     pub status: String,
-    pub resolution: String,
-    pub resolved_by: String,
-    pub note: String,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub note: Option<String>,
 }
 
-/// The header of the task CSV (DESIGN §7 contract).
-pub const COLUMNS: [&str; 16] = [
-    "task_id",
-    "source",
-    "owner",
-    "identity_id",
-    "identity_name",
-    "operation",
-    "account",
-    "attribute",
-    "value",
-    "request_id",
-    "created_at",
-    "due_at",
-    "status",
-    "resolution",
-    "resolved_by",
-    "note",
-];
-
-impl TaskRow {
-    pub fn cells(&self) -> [&str; 16] {
-        [
-            &self.task_id,
-            &self.source,
-            &self.owner,
-            &self.identity_id,
-            &self.identity_name,
-            &self.operation,
-            &self.account,
-            &self.attribute,
-            &self.value,
-            &self.request_id,
-            &self.created_at,
-            &self.due_at,
-            &self.status,
-            &self.resolution,
-            &self.resolved_by,
-            &self.note,
-        ]
-    }
-}
-
-fn row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-    let opt_ms = |i: usize| -> rusqlite::Result<String> {
-        Ok(r.get::<_, Option<i64>>(i)?
-            .map(rfc3339_ms)
-            .unwrap_or_default())
-    };
-    let opt = |i: usize| -> rusqlite::Result<String> {
-        Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
-    };
-    Ok(TaskRow {
-        task_id: format!("T{}", r.get::<_, i64>(0)?),
+fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: r.get(0)?,
         source: r.get(1)?,
         owner: r.get(2)?,
         identity_id: r.get(3)?,
@@ -107,12 +55,12 @@ fn row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         attribute: r.get(7)?,
         value: r.get(8)?,
         request_id: r.get(9)?,
-        created_at: rfc3339_ms(r.get(10)?),
-        due_at: opt_ms(11)?,
-        status: r.get::<_, String>(12)?.to_uppercase(),
-        resolution: opt(13)?,
-        resolved_by: opt(14)?,
-        note: opt(15)?,
+        created_at: r.get(10)?,
+        due_at: r.get(11)?,
+        status: r.get(12)?,
+        resolution: r.get(13)?,
+        resolved_by: r.get(14)?,
+        note: r.get(15)?,
     })
 }
 
@@ -185,7 +133,7 @@ impl Store {
     }
 
     /// Tasks, oldest first.
-    pub fn tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRow>> {
+    pub fn tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
         self.with(|c| {
             Ok(c.prepare(
                 "SELECT id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,

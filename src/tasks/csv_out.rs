@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::store::tasks::{COLUMNS, TaskRow};
+use super::row::{COLUMNS, TaskRow};
 
 const DANGEROUS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 

@@ -5,6 +5,7 @@ pub mod csv_in;
 pub mod csv_out;
 pub mod import;
 pub mod remind;
+pub mod row;
 
 use jiff::Timestamp;
 use provd_connector_core::{Operation, template};

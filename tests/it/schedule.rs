@@ -258,7 +258,7 @@ async fn a_manual_source_gets_a_removal_task_or_a_disable_task_for_the_last_enti
     })
     .await;
     for t in &tasks {
-        let id: i64 = t.task_id[1..].parse().unwrap();
+        let id: i64 = t.id;
         store
             .resolve_task(
                 id,
