@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::rfc3339_ms;
 use crate::store::jobs::{Ending, Finish};
-use crate::store::{Job, Store};
+use crate::store::{Job, Store, StoreError};
 
 /// At most this many ends in one transaction.
 const MAX_BATCH: usize = 512;
@@ -90,12 +90,12 @@ async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
             return;
         }
     };
-    let results: Vec<Result<(), String>> = match all {
+    let results: Vec<Result<(), (bool, String)>> = match all {
         Ok(rs) => rs
             .into_iter()
-            .map(|r| r.map_err(|e| e.to_string()))
+            .map(|r| r.map_err(|e| (matches!(e, StoreError::LeaseLost { .. }), e.to_string())))
             .collect(),
-        Err(e) => vec![Err(e.to_string()); count],
+        Err(e) => vec![Err((false, e.to_string())); count],
     };
     if let Ok(mut running) = shared.running.lock() {
         for f in &ends {
@@ -105,7 +105,10 @@ async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
     for (f, r) in ends.iter().zip(results) {
         match r {
             Ok(()) => log_end(f),
-            Err(e) => tracing::error!(job_id = f.job.id, error = %e,
+            // Another agent holds the job now; its outcome is the one that counts.
+            Err((true, e)) => tracing::warn!(job_id = f.job.id, request_id = %f.job.request_id,
+                source = %f.job.source, error = %e, "lease lost: this attempt's outcome is dropped"),
+            Err((false, e)) => tracing::error!(job_id = f.job.id, error = %e,
                 "job bookkeeping failed; the lease will expire and the job run again"),
         }
     }

@@ -323,7 +323,7 @@ fn get(conn: &Connection, id: i64) -> Result<Option<Job>> {
 }
 
 fn lost(job_id: i64) -> StoreError {
-    StoreError::Conflict(format!("job {job_id} is no longer leased to this agent"))
+    StoreError::LeaseLost { job_id }
 }
 
 impl Store {

@@ -27,8 +27,14 @@ pub use jobs::{Job, JobState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database said no (I/O, constraint, busy beyond the timeout, …): the backend's
+    /// own error, boxed so that no caller names a database crate.
     #[error("store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// A job's outcome was written by an agent that no longer holds its lease: another
+    /// agent has it (or had it) now, so this outcome is dropped.
+    #[error("job {job_id} is no longer leased to this agent")]
+    LeaseLost { job_id: i64 },
     #[error("store: cannot create {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -50,6 +56,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -96,13 +108,14 @@ impl Store {
             Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
         }
         let store = Self::open_existing(path).map_err(|e| match e {
-            StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+            StoreError::Backend(b)
                 if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                    b.downcast_ref::<rusqlite::Error>(),
+                    Some(rusqlite::Error::SqliteFailure(f, _))
+                        if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
                 ) =>
             {
-                damaged(format!("{e}"))
+                damaged(format!("{b}"))
             }
             e => e,
         })?;

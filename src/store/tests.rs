@@ -298,7 +298,7 @@ fn an_expired_lease_returns_the_job_with_its_history_and_fences_the_old_owner() 
     assert!(
         matches!(
             f.store.succeed(&job, "dead", 3_003, &[]),
-            Err(StoreError::Conflict(_))
+            Err(StoreError::LeaseLost { job_id }) if job_id == job.id
         ),
         "stale owner is fenced"
     );
