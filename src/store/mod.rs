@@ -169,6 +169,31 @@ impl Store {
             .map_err(|e| StoreError::Conflict(format!("store task failed: {e}")))?
     }
 
+    /// Rows per table, for `provd store check`, a migration's verification and tests.
+    pub fn row_counts(&self) -> Result<std::collections::BTreeMap<&'static str, i64>> {
+        const TABLES: [&str; 11] = [
+            "requests",
+            "request_items",
+            "jobs",
+            "item_jobs",
+            "assignments",
+            "accounts",
+            "tasks",
+            "identities",
+            "events",
+            "upstream_state",
+            "upstream_requests",
+        ];
+        self.with(|c| {
+            let mut out = std::collections::BTreeMap::new();
+            for t in TABLES {
+                let n: i64 = c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+                out.insert(t, n);
+            }
+            Ok(out)
+        })
+    }
+
     /// Is the database usable (for `/readyz`)?
     pub fn ping(&self) -> Result<()> {
         self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))

@@ -190,6 +190,19 @@ impl Store {
         self.with(|c| items(c, q))
     }
 
+    /// Where a request came from (`api`, `cli`, `spool`, `upstream:NAME`, `schedule`).
+    pub fn request_origin(&self, id: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.with(|c| {
+            Ok(
+                c.query_row("SELECT origin FROM requests WHERE id = ?", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
     pub fn request_exists(&self, id: &str) -> Result<bool> {
         self.with(|c| {
             Ok(

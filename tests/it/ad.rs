@@ -130,14 +130,10 @@ async fn namesakes_get_two_accounts_existing_ones_are_found_and_ads_answers_are_
     assert_eq!(members, want);
     // The second Ada's DN is in the audit trail with the one that was taken.
     let detail: String = env
-        .store()
-        .with(|c| {
-            Ok(c.query_row(
-                "SELECT data FROM events WHERE kind = 'connector_call' AND data LIKE '%created_elsewhere%'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
+        .events()
+        .into_iter()
+        .find(|e| e.kind == "connector_call" && e.data["outcome"] == "created_elsewhere")
+        .map(|e| e.data["detail"].to_string())
         .unwrap();
     assert!(detail.contains("belongs to another account"), "{detail}");
     // Provisioned accounts are created disabled (no [account.password]).

@@ -107,18 +107,11 @@ pub async fn held(env: &Env, request: &str) -> Vec<String> {
                 ..Default::default()
             })
             .unwrap();
-        let released: Vec<String> = store
-            .with(|c| {
-                let mut st = c.prepare(
-                    "SELECT data FROM events WHERE kind = 'job_released' AND request_id = ?",
-                )?;
-                let rows = st.query_map([&rid], |r| r.get::<_, String>(0))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .unwrap()
+        let released: Vec<String> = env
+            .events()
             .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| v["error"]["message"].as_str().map(str::to_string))
+            .filter(|e| e.kind == "job_released" && e.request_id.as_deref() == Some(rid.as_str()))
+            .filter_map(|e| e.data["error"]["message"].as_str().map(str::to_string))
             .collect();
         async move {
             let all_back = !jobs.is_empty()

@@ -437,14 +437,7 @@ async fn secrets_a_target_echoes_are_stored_and_logged_nowhere() {
         .text()
         .await
         .unwrap();
-    let events: Vec<String> = env
-        .store()
-        .with(|c| {
-            let mut st = c.prepare("SELECT data FROM events")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .unwrap();
+    let events: Vec<String> = env.events().iter().map(|e| e.data.to_string()).collect();
     let db = std::fs::read(env.path().join("state/provd.db")).unwrap();
     let wal = std::fs::read(env.path().join("state/provd.db-wal")).unwrap_or_default();
     let log = agent.log_text();

@@ -148,9 +148,17 @@ access_profiles = ["ap-basic"]
     }
 
     pub fn count(&self, table: &str) -> i64 {
-        self.store()
-            .with(|c| Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?))
+        *self
+            .store()
+            .row_counts()
             .unwrap()
+            .get(table)
+            .unwrap_or_else(|| panic!("no table {table}"))
+    }
+
+    /// Every audit event, oldest first.
+    pub fn events(&self) -> Vec<provd::store::StoredEvent> {
+        self.store().events_after(0, usize::MAX >> 1).unwrap()
     }
 
     pub fn write_request(&self, name: &str, body: &serde_json::Value) -> PathBuf {

@@ -236,11 +236,17 @@ async fn spool_files_are_taken_in_or_rejected_with_the_reason() {
     );
     assert!(spool.join("ignored.txt").exists());
     assert_eq!(env.count("requests"), 1);
-    let origin: String = env
-        .store()
-        .with(|c| Ok(c.query_row("SELECT origin FROM requests", [], |r| r.get(0))?))
-        .unwrap();
-    assert_eq!(origin, "spool");
+    let accepted: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "request_accepted")
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    let rid = accepted[0].request_id.clone().unwrap();
+    assert_eq!(
+        env.store().request_origin(&rid).unwrap().as_deref(),
+        Some("spool")
+    );
 }
 
 /// (body, a field the error must name)

@@ -26,14 +26,22 @@ fn grant_until(who: &str, ent: &str, remove: &str) -> Value {
 }
 
 /// The fired removals: (assignment, lag in ms), from the store's own record.
+/// (assignment, lag in ms) of every fired removal, from the `removals_fired` events.
 fn fired(env: &Env) -> Vec<(i64, i64)> {
-    env.store()
-        .with(|c| {
-            Ok(c.prepare("SELECT id, fired_at - remove_at FROM assignments WHERE fired_at IS NOT NULL ORDER BY id")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut out: Vec<(i64, i64)> = env
+        .events()
+        .iter()
+        .filter(|e| e.kind == "removals_fired")
+        .flat_map(|e| e.data["removals"].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            (
+                r["assignment"].as_i64().unwrap(),
+                r["lagMs"].as_i64().unwrap(),
+            )
         })
-        .unwrap()
+        .collect();
+    out.sort();
+    out
 }
 
 async fn member_until(slapd: &Slapd, group: &str, present: bool, secs: u64) {
@@ -187,14 +195,11 @@ async fn a_start_date_grant_appears_only_at_its_time() {
     all_succeeded(&settled(&env, &rid).await);
     assert!(slapd.values(GIT, "member").await.contains(&ADA.to_string()));
     let ran: i64 = env
-        .store()
-        .with(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(at) FROM events WHERE kind = 'job_running'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
+        .events()
+        .iter()
+        .filter(|e| e.kind == "job_running")
+        .map(|e| e.at)
+        .min()
         .unwrap();
     assert!(
         ran >= start_ms,

@@ -223,13 +223,11 @@ async fn export_edit_import_applies_good_rows_reports_bad_ones_and_is_idempotent
     );
     open_tasks(&env, 2).await; // mallory's two, still open
     let by: Vec<String> = env
-        .store()
-        .with(|c| {
-            Ok(c.prepare("SELECT json_extract(data, '$.resolvedBy') FROM events WHERE kind = 'task_resolved' ORDER BY id")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?)
-        })
-        .unwrap();
+        .events()
+        .iter()
+        .filter(|e| e.kind == "task_resolved")
+        .map(|e| e.data["resolvedBy"].as_str().unwrap().to_string())
+        .collect();
     let mut by = by;
     by.sort();
     assert_eq!(
