@@ -136,28 +136,35 @@ pub async fn run(store: Store, stop: impl Future<Output = ()>) {
             () = &mut stop => return,
             () = tokio::time::sleep(POLL) => {}
         }
-        loop {
+        // The agent's own rows (most of them) are skipped in the query, never parsed.
+        let upto = match store.call(|s| s.last_event_id()).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit trail failed");
+                continue;
+            }
+        };
+        while cursor < upto {
             let after = cursor;
-            let events = match store.call(move |s| s.events_after(after, BATCH)).await {
+            let found = store
+                .call(move |s| s.events_between(after, upto, Some(me), BATCH))
+                .await;
+            let events = match found {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the audit trail failed");
                     break;
                 }
             };
-            let full = events.len() == BATCH;
             for ev in &events {
-                cursor = ev.id;
-                if ev.writer.as_deref() == Some(me) {
-                    continue;
-                }
                 if let Some(line) = line_for(ev) {
                     log(ev, &line);
                 }
             }
-            if !full {
-                break;
-            }
+            cursor = match events.last() {
+                Some(last) if events.len() == BATCH => last.id,
+                _ => upto,
+            };
         }
     }
 }

@@ -75,13 +75,26 @@ impl Store {
 
     /// Up to `limit` events after `after`, oldest first.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.events_between(after, i64::MAX, None, limit)
+    }
+
+    /// Up to `limit` events with `after < id <= upto` that `writer` did not write, oldest
+    /// first (what the running agent must log for other processes).
+    pub fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        not_by: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer
-                 FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                 FROM events WHERE id > ?1 AND id <= ?2 AND (?3 IS NULL OR writer IS NULL OR writer <> ?3)
+                 ORDER BY id LIMIT ?4",
             )?;
             let rows = st
-                .query_map(params![after, limit as i64], |r| {
+                .query_map(params![after, upto, not_by, limit as i64], |r| {
                     let data: String = r.get(7)?;
                     Ok(StoredEvent {
                         id: r.get(0)?,
