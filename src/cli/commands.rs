@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use provd_connector_core::Identity;
 
-use super::{Cli, CliError, Command, IdentitiesCommand, JobsCommand, TasksCommand};
+use super::{Cli, CliError, Command, IdentitiesCommand, JobsCommand, StoreCommand, TasksCommand};
 use crate::clock::{Clock, SystemClock, rfc3339_ms, to_ms};
 use crate::config::{self, Config};
 use crate::intake::validate::MAX_BODY;
@@ -168,6 +168,22 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Tasks(cmd) => tasks(&cli, cmd),
         Command::Identities(IdentitiesCommand::Import { file }) => {
             import_identities(&cli, file, &clock)
+        }
+        Command::Store(StoreCommand::Check) => {
+            let config = load(&cli)?;
+            let store = open(&config)?;
+            let (found, known) = store.schema_version().map_err(failed)?;
+            println!("store: {}", store.path().display());
+            println!("schema version: {found} (this provd knows {known})");
+            let integrity = store.quick_check();
+            match &integrity {
+                Ok(()) => println!("integrity: ok"),
+                Err(e) => println!("integrity: {e}"),
+            }
+            for (table, n) in store.row_counts().map_err(failed)? {
+                println!("{table}: {n} rows");
+            }
+            integrity.map_err(failed)
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum Command {
     /// Identities.
     #[command(subcommand)]
     Identities(IdentitiesCommand),
+    /// The store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +107,13 @@ pub enum TasksCommand {
         #[arg(long)]
         source: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Verify the schema version and the database's integrity (SQLite's quick_check), and
+    /// count the rows of every table; exit 1 if anything is wrong.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -169,6 +169,13 @@ impl Store {
             .map_err(|e| StoreError::Conflict(format!("store task failed: {e}")))?
     }
 
+    /// The schema version on disk and the newest this build knows.
+    pub fn schema_version(&self) -> Result<(i64, i64)> {
+        let found: i64 =
+            self.with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))?;
+        Ok((found, schema::MIGRATIONS.len() as i64))
+    }
+
     /// Rows per table, for `provd store check`, a migration's verification and tests.
     pub fn row_counts(&self) -> Result<std::collections::BTreeMap<&'static str, i64>> {
         const TABLES: [&str; 11] = [

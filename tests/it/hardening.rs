@@ -109,7 +109,19 @@ async fn a_damaged_store_is_refused_at_start() {
         assert!(err.contains(want) && err.contains("provd.db"), "{err}");
         // Nothing was written over it.
         assert_eq!(std::fs::read(&db).unwrap(), content);
+        // `provd store check` says the same.
+        let check = env.cli(&["store", "check"]);
+        assert_eq!(check.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&check.stderr).contains(want));
     }
+    std::fs::remove_file(&db).unwrap();
+    let check = env.cli(&["store", "check"]);
+    let out = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success(), "{out}");
+    assert!(
+        out.contains("integrity: ok") && out.contains("schema version: "),
+        "{out}"
+    );
 }
 
 /// Item 10: a full disk turns /readyz to 503 with the reason, and back once there is room.
