@@ -15,6 +15,7 @@ mod ldap;
 mod lifecycle;
 mod okta;
 mod operator;
+mod pg;
 mod rest;
 mod samba;
 mod schedule;

@@ -1,0 +1,146 @@
+//! A throwaway PostgreSQL cluster per test (issue 15): `initdb` in a temp dir, `pg_ctl`
+//! on a free port on 127.0.0.1 with its socket in that dir, stopped (immediately) on drop.
+//! initdb refuses to run as root, so when the tests run as root (CI does) the cluster
+//! belongs to the `postgres` system user. Nothing depends on a server already running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::free_port;
+
+/// Where Debian keeps the server binaries (`/usr/lib/postgresql/NN/bin`), newest first.
+fn bin_dir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("initdb").exists());
+    dirs.sort();
+    dirs.pop()
+        .unwrap_or_else(|| panic!("initdb not found under /usr/lib/postgresql: run `bash tests/run`, which installs Debian's postgresql"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid only reads the process's credentials.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a server binary as the cluster's owner.
+fn run_as_owner(bin: &Path, args: &[&str]) -> Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).output().unwrap()
+}
+
+pub struct Pg {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown of the cluster dir to postgres failed");
+        }
+        let data_s = data.display().to_string();
+        let out = run_as_owner(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
+            dir.path().display()
+        );
+        let log = dir.path().join("pg.log").display().to_string();
+        let out = run_as_owner(
+            &bin.join("pg_ctl"),
+            &[
+                "-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "30", "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Pg { dir, port, bin }
+    }
+
+    /// A connection URL for `database` as the superuser (trust auth on 127.0.0.1).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL with psql and returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url(database))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = run_as_owner(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "immediate", "stop"],
+        );
+    }
+}
+
+/// The harness itself: a cluster of our own answers, on its own port, and is gone after.
+#[test]
+fn a_throwaway_cluster_starts_answers_and_stops() {
+    let pg = Pg::start();
+    assert_eq!(pg.psql("postgres", "SELECT 1 + 1"), "2");
+    pg.psql("postgres", "CREATE DATABASE provd");
+    assert_eq!(pg.psql("provd", "SELECT current_database()"), "provd");
+    let port = pg.port;
+    drop(pg);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "stopped on drop"
+    );
+}
