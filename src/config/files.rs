@@ -107,6 +107,10 @@ pub struct AgentSection {
     /// How long a claimed job is leased to this agent before another may take it over.
     #[serde(default = "default_lease")]
     pub lease: Dur,
+    /// The agent's name in logs, leases and metrics (default `HOSTNAME:PID`). Give every
+    /// agent sharing a store its own.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Default for AgentSection {
@@ -121,6 +125,7 @@ impl Default for AgentSection {
             workers: default_workers(),
             shutdown_grace: default_shutdown_grace(),
             lease: default_lease(),
+            name: None,
         }
     }
 }

@@ -71,6 +71,16 @@ pub struct Agent {
     pub workers: usize,
     pub shutdown_grace: Duration,
     pub lease: Duration,
+    /// `agent.name`, or `HOSTNAME:PID`.
+    pub name: String,
+}
+
+/// `HOSTNAME:PID`: what an agent is called when `agent.name` is not set.
+pub fn default_agent_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +389,12 @@ impl Config {
                 workers: file.agent.workers,
                 shutdown_grace: file.agent.shutdown_grace.0,
                 lease: file.agent.lease.0,
+                name: file
+                    .agent
+                    .name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(default_agent_name),
             },
             api: Api {
                 listen: file.api.listen,

@@ -196,3 +196,19 @@ fn paths_are_normalised_but_never_through_a_link() {
         tmp.path().parent().unwrap().join("state")
     );
 }
+
+#[test]
+fn the_agent_is_named_by_config_or_host_and_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path());
+    let c = Config::load(&tmp.path().join("provd.toml")).unwrap();
+    assert_eq!(c.agent.name, default_agent_name());
+    assert!(c.agent.name.ends_with(&format!(":{}", std::process::id())));
+    std::fs::write(
+        tmp.path().join("provd.toml"),
+        "[agent]\nstate_dir = \"state\"\nname = \"provd-a\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&tmp.path().join("provd.toml")).unwrap();
+    assert_eq!(c.agent.name, "provd-a");
+}

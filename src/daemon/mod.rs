@@ -46,11 +46,10 @@ pub enum DaemonError {
 /// How often the spool folder is looked at.
 const SPOOL_POLL: Duration = Duration::from_millis(500);
 
-fn agent_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+/// The lease owner: the agent's name and this run of it, so that leases of an earlier run
+/// under the same name are never mistaken for this one's.
+fn lease_owner(name: &str) -> String {
+    format!("{name}#{:08x}", fastrand::u32(..))
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -93,7 +92,7 @@ pub async fn run(
     let store = Store::open(&state_dir)?;
     // A damaged file is refused before anything is dispatched from it.
     store.quick_check()?;
-    let owner = agent_id();
+    let owner = lease_owner(&config.agent.name);
     let now = crate::clock::to_ms(clock.now());
     for m in store.expire_leases(now, Some(&owner))? {
         tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source, identity = %m.identity_id,
@@ -188,7 +187,7 @@ pub async fn run(
         stopped(),
     ));
 
-    tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %owner, sources = config.sources.len(),
+    tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %config.agent.name, lease_owner = %owner, sources = config.sources.len(),
         workers = config.agent.workers, "provd ready");
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog_task = tokio::spawn(watchdog::run(live.clone(), store.clone(), stopped()));
