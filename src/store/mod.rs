@@ -104,6 +104,13 @@ impl Store {
                 ));
             }
             Ok(_) => {}
+            // A log without its database: replaying it into a new file would make a store
+            // nobody wrote. Someone removed provd.db alone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && has_wal(path) => {
+                return Err(damaged(
+                    "the file is missing but its write-ahead log (-wal) is there; restore provd.db, or remove the -wal and -shm files to start a new, empty store".into(),
+                ));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
             Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
         }

@@ -114,7 +114,13 @@ async fn a_damaged_store_is_refused_at_start() {
         assert_eq!(check.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&check.stderr).contains(want));
     }
+    // The database gone but its log still there: refused, not replayed into a new file.
     std::fs::remove_file(&db).unwrap();
+    std::fs::write(state.join("provd.db-wal"), b"not empty").unwrap();
+    let check = env.cli(&["store", "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("write-ahead log"));
+    std::fs::remove_file(state.join("provd.db-wal")).unwrap();
     let check = env.cli(&["store", "check"]);
     let out = String::from_utf8_lossy(&check.stdout).to_string();
     assert!(check.status.success(), "{out}");
