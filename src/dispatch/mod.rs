@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod classify;
 mod commit;
+mod failure;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,18 +14,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use provd_connector_core::{ConnectorError, ErrorClass, Operation, Outcome, apply};
+use provd_connector_core::{ConnectorError, Operation, Outcome, apply};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::clock::{SharedClock, from_ms, rfc3339_ms, to_ms};
+use crate::clock::{SharedClock, to_ms};
 use crate::config::{Config, SourceKind};
 use crate::connectors::Connectors;
-use crate::store::jobs::{AttemptError, Ending, Finish, OpRecord};
+use crate::store::jobs::{Ending, Finish, OpRecord};
 use crate::store::{Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
 use commit::Commit;
-use policy::{Decision, add, decide};
+use policy::add;
 
 /// How long one connector call may take before it counts as a (retryable) timeout.
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -513,141 +514,5 @@ impl Dispatcher {
             ops: records,
             ending: Ending::Succeeded,
         })
-    }
-
-    fn breaker(
-        &self,
-        source: &str,
-        f: impl FnOnce(&mut Breaker, &crate::dispatch::policy::BreakerPolicy),
-    ) {
-        let me = &self.inner;
-        let policy = self
-            .config()
-            .sources
-            .get(source)
-            .map(|s| s.breaker.clone())
-            .unwrap_or_default();
-        if let Ok(mut b) = me.breakers.lock() {
-            let breaker = b.entry(source.to_string()).or_default();
-            f(breaker, &policy);
-            let state = match breaker.state(me.clock.now()) {
-                BreakerState::Closed => 0,
-                BreakerState::HalfOpen => 1,
-                BreakerState::Open { .. } => 2,
-            };
-            crate::metrics::breaker(source, state);
-        }
-        if let Ok(mut p) = me.probing.lock() {
-            p.remove(source);
-        }
-    }
-
-    fn failed_attempt(
-        &self,
-        job: &Job,
-        source: Option<&crate::config::Source>,
-        err: &ConnectorError,
-        records: Vec<OpRecord>,
-    ) -> Result<After, StoreError> {
-        let me = &self.inner;
-        let now = me.clock.now();
-        let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
-        if err.auth {
-            // provd's credentials, not the job: no attempt spent, nothing failed. The
-            // breaker holds every job of the source until it probes again, and the
-            // connector itself refuses to try the same secret more than twice.
-            crate::metrics::attempt(&job.source, "auth");
-            self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
-            let locked = err.message.contains("data 775");
-            if locked {
-                tracing::error!(source = %job.source, error = %err,
-                    "breaker opened: the service account is LOCKED; unlock it, then reload (SIGHUP)");
-            } else {
-                tracing::warn!(source = %job.source, error = %err,
-                    "breaker opened: the source refused provd's credentials; jobs wait (no attempts spent) until the secret changes or a reload");
-            }
-            let error = AttemptError {
-                at: rfc3339_ms(to_ms(now)),
-                attempt: job.attempt,
-                class: "auth".into(),
-                code: err.code.clone(),
-                message: err.message.clone(),
-            };
-            return self.end(Finish {
-                job: job.clone(),
-                owner: me.owner.clone(),
-                now: to_ms(now),
-                ops: records,
-                ending: Ending::Released { error },
-            });
-        }
-        crate::metrics::attempt(&job.source, class.as_str());
-        if err.source_wide {
-            self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
-            tracing::warn!(source = %job.source, error = %err, "breaker opened: error affects every job of the source");
-        } else if class == ErrorClass::Retryable {
-            let mut opened = false;
-            self.breaker(&job.source, |b, p| opened = b.on_retryable(now, p));
-            if opened {
-                tracing::warn!(source = %job.source, "breaker opened after consecutive retryable failures");
-            }
-        } else {
-            let mut closed = false;
-            self.breaker(&job.source, |b, _| closed = b.on_success());
-            if closed {
-                tracing::info!(source = %job.source, "breaker closed: the source answers again");
-            }
-        }
-        let policy = source.map(|s| s.retry.clone()).unwrap_or_default();
-        let policy = policy::RetryPolicy {
-            max_attempts: job.max_attempts,
-            ..policy
-        };
-        let window_start = from_ms(job.window_start.unwrap_or(to_ms(now)));
-        let decision = decide(
-            &policy,
-            class,
-            job.attempt,
-            window_start,
-            now,
-            err.retry_after,
-            fastrand::f64(),
-        );
-        let error = AttemptError {
-            at: rfc3339_ms(to_ms(now)),
-            attempt: job.attempt,
-            class: class.as_str().into(),
-            code: err.code.clone(),
-            message: err.message.clone(),
-        };
-        let ending = match decision {
-            Decision::Retry { at } => Ending::Retry {
-                at: to_ms(at),
-                error,
-            },
-            Decision::Fail { reason } => Ending::Failed { error, reason },
-        };
-        self.end(Finish {
-            job: job.clone(),
-            owner: me.owner.clone(),
-            now: to_ms(now),
-            ops: records,
-            ending,
-        })
-    }
-
-    async fn to_manual(&self, job: Job, source: &crate::config::Source) -> Result<(), StoreError> {
-        let me = &self.inner;
-        let now = me.clock.now();
-        let tasks = crate::tasks::for_job(&job, source, job.account.as_deref(), now);
-        let count = tasks.len();
-        let (j, owner, now_ms) = (job.clone(), me.owner.clone(), to_ms(now));
-        me.store
-            .call(move |s| s.open_tasks(&j, &owner, &tasks, now_ms))
-            .await?;
-        crate::metrics::attempt(&job.source, "manual");
-        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-            state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, "job waits on manual tasks");
-        Ok(())
     }
 }

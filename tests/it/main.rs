@@ -12,6 +12,7 @@ mod harness;
 mod httpservers;
 mod intake;
 mod ldap;
+mod ldap_rules;
 mod lifecycle;
 mod okta;
 mod operator;
