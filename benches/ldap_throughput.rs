@@ -174,39 +174,34 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         .unwrap();
     loop {
         std::thread::sleep(Duration::from_millis(5));
-        let done: i64 = store
-            .with(|c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
+        let counts = store.job_counts().unwrap();
+        let count = |states: &[&str]| -> i64 {
+            counts
+                .iter()
+                .filter(|(_, s, _)| states.contains(&s.as_str()))
+                .map(|(_, _, n)| *n)
+                .sum()
+        };
+        let done = count(&["succeeded"]);
         if done as usize >= n {
             break;
         }
-        let failed: i64 = store
-            .with(|c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state IN ('failed','retrying')",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
+        let failed = count(&["failed", "retrying"]);
         assert_eq!(failed, 0, "jobs failed");
     }
     let elapsed = t.elapsed();
-    let (first, last): (i64, i64) = store
-        .with(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(at) FILTER (WHERE kind = 'job_running'), MAX(at) FILTER (WHERE kind = 'job_succeeded') FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
-        .unwrap();
+    let events = store.events_after(0, usize::MAX >> 1).unwrap();
+    let at = |kind: &str| -> Vec<i64> {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.at)
+            .collect()
+    };
+    let (first, last) = (
+        at("job_running").into_iter().min().unwrap_or(t0_ms),
+        at("job_succeeded").into_iter().max().unwrap_or(t0_ms),
+    );
     println!(
         "  provd: first claim {} ms after start, last end written at {} ms",
         first - t0_ms,

@@ -62,23 +62,10 @@ fn main() {
     let setup = Instant::now();
     let start = SystemClock.now().as_millisecond() + 3_000 + (n as i64 / 50);
     let ents = r#"[{"id":"ent","source":"flat","attribute":"groups","value":"G"}]"#;
-    store
-        .with(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare(
-                    "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements, remove_at, created_at, updated_at)
-                     VALUES (?, 'ENTITLEMENT', 'ent', 'active', 'bench', ?, ?, 0, 0)",
-                )?;
-                for i in 0..n {
-                    let due = start + (i as i64 * window_s * 1000) / n as i64;
-                    st.execute(rusqlite::params![format!("u{i}"), ents, due])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .unwrap();
+    let due: Vec<i64> = (0..n)
+        .map(|i| start + (i as i64 * window_s * 1000) / n as i64)
+        .collect();
+    store.bench_due_assignments("ent", ents, &due).unwrap();
     eprintln!(
         "setup: {n} assignments in {:.1}s; due over {window_s}s",
         setup.elapsed().as_secs_f64()
@@ -112,15 +99,7 @@ fn main() {
         let _ = tx.send(());
         task.await.unwrap().unwrap();
     });
-    let mut lags: Vec<i64> = store
-        .with(|c| {
-            Ok(c.prepare(
-                "SELECT fired_at - remove_at FROM assignments WHERE fired_at IS NOT NULL",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?)
-        })
-        .unwrap();
+    let mut lags: Vec<i64> = store.bench_fire_lags().unwrap();
     lags.sort_unstable();
     let q = |p: f64| lags[((lags.len() as f64 - 1.0) * p).round() as usize];
     println!(

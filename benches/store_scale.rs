@@ -53,23 +53,7 @@ fn config(dir: &Path, port: u16) -> PathBuf {
 /// Adds jobs `from..to` as copies of job 1 (queued, identity `q<n>`; every tenth shares
 /// the previous one's lane), in one transaction.
 fn fill(store: &Store, from: usize, to: usize) {
-    store
-        .with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)
-                 INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
-                                   created_at, updated_at)
-                 SELECT t.request_id, 'q' || (i - (i % 10 = 0)), t.source, t.kind,
-                        json_set(t.identity, '$.id', 'q' || (i - (i % 10 = 0))), t.operations, 'queued',
-                        t.max_attempts, t.created_at + i, t.created_at + i
-                 FROM n, (SELECT * FROM jobs WHERE id = 1) t",
-                rusqlite::params![from as i64, to as i64],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .unwrap();
+    store.bench_copy_first_job(from, to).unwrap();
 }
 
 /// Median time to find the next batch (the claim's read, without its write and fsync).
@@ -77,20 +61,7 @@ fn find_cost(store: &Store, now: i64) -> Duration {
     let mut times: Vec<Duration> = (0..CLAIMS)
         .map(|_| {
             let t = Instant::now();
-            let n = store
-                .with(|c| {
-                    let mut st = c.prepare_cached(
-                        "SELECT id FROM jobs INDEXED BY jobs_claimable
-                         WHERE lane_head = 1 AND state IN ('queued','retrying')
-                           AND COALESCE(next_attempt_at, created_at) <= ?1
-                         ORDER BY COALESCE(next_attempt_at, created_at), id LIMIT ?2",
-                    )?;
-                    let ids = st.query_map(rusqlite::params![now, CLAIM_BATCH as i64], |r| {
-                        r.get::<_, i64>(0)
-                    })?;
-                    Ok(ids.count())
-                })
-                .unwrap();
+            let n = store.bench_find_claimable(now, CLAIM_BATCH).unwrap();
             assert_eq!(n, CLAIM_BATCH);
             t.elapsed()
         })
@@ -167,16 +138,7 @@ fn main() {
     }
     // The claims above are undone, as a cleanly stopped agent leaves its jobs: start-up
     // with thousands of leases to take back measures that rare case, not the store.
-    store
-        .with(|c| {
-            c.execute(
-                "UPDATE jobs SET state = 'queued', attempt = 0, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE lease_owner = 'bench'",
-                [],
-            )?;
-            Ok(())
-        })
-        .unwrap();
+    store.bench_unclaim("bench").unwrap();
     let db = std::fs::metadata(config.agent.state_dir.join("provd.db"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -200,14 +162,12 @@ fn main() {
     let rss = rss_kib(agent.id());
     let store = Store::open(&config.agent.state_dir).unwrap();
     let moved: i64 = store
-        .with(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'manual'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap();
+        .job_counts()
+        .unwrap()
+        .iter()
+        .filter(|(_, state, _)| state == "manual")
+        .map(|(_, _, n)| n)
+        .sum();
     let _ = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status();

@@ -7,6 +7,7 @@
 
 pub mod accept;
 mod events;
+mod fixtures;
 mod identities;
 pub mod jobs;
 pub mod schedule;
@@ -158,8 +159,8 @@ impl Store {
         &self.path
     }
 
-    /// Runs `f` with the connection (blocking).
-    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    /// Runs `f` with the connection (blocking). Only the store's own modules speak SQL.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         f(&mut conn)
     }
