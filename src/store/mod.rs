@@ -12,6 +12,7 @@ mod identities;
 pub mod jobs;
 pub mod schedule;
 mod schema;
+mod settle;
 pub mod status;
 pub mod tasks;
 pub mod upstream;

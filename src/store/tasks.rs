@@ -295,9 +295,9 @@ fn resolve_in(
                 note.to_string()
             },
         };
-        super::jobs::finish_manual(tx, job_id, now, "failed", Some(error))?
+        super::settle::finish_manual(tx, job_id, now, "failed", Some(error))?
     } else if open == 0 {
-        super::jobs::finish_manual(tx, job_id, now, "succeeded", None)?
+        super::settle::finish_manual(tx, job_id, now, "succeeded", None)?
     } else {
         "manual".to_string()
     };

@@ -1,0 +1,239 @@
+//! What happens to a job after its attempts: settling its assignments and account when
+//! it ends, the manual path's end (all tasks answered), and the operator's cancel and
+//! retry. Claims, leases and attempt ends are in `jobs.rs`.
+
+use provd_connector_core::Identity;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use super::events::{self, Event};
+use super::jobs::{AttemptError, Job, JobState, event, get};
+use super::{Result, Store, StoreError};
+
+impl Store {
+    /// `provd jobs cancel`: a job that has not been applied (queued, retrying, waiting on
+    /// manual tasks) is canceled; its open tasks are canceled with it.
+    pub fn cancel_job(&self, id: i64, now: i64, reason: &str) -> Result<Job> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let job = cancel_in(&tx, id, now, reason)?;
+            tx.commit()?;
+            Ok(job)
+        })
+    }
+
+    /// Cancels every job of a request that has not been applied yet; returns how many.
+    pub fn cancel_request(&self, request_id: &str, now: i64, comment: &str) -> Result<usize> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists: Option<i64> = tx.prepare_cached("SELECT seq FROM requests WHERE id = ?")?.query_row([request_id], |r| r.get(0)).optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!("no access request `{request_id}`")));
+            }
+            let ids = tx
+                .prepare_cached("SELECT id FROM jobs WHERE request_id = ? AND state IN ('queued','retrying','manual') ORDER BY id")?
+                .query_map([request_id], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for id in &ids {
+                cancel_in(&tx, *id, now, comment)?;
+            }
+            tx.prepare_cached("UPDATE requests SET canceled_at = ?, cancel_comment = ? WHERE id = ?")?
+                .execute(params![now, comment, request_id])?;
+            events::append(
+                &tx,
+                now,
+                &Event {
+                    kind: "request_canceled",
+                    request_id: Some(request_id),
+                    data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+                    ..Default::default()
+                },
+            )?;
+            tx.commit()?;
+            Ok(ids.len())
+        })
+    }
+
+    /// `provd jobs retry`: a failed job gets a fresh attempt budget (its source's
+    /// `max_attempts`, counted from zero again; the errors of earlier attempts stay in its
+    /// history) and runs again with the identity as it is now (`identity`), so that a job
+    /// that failed on a missing attribute can succeed once the attribute is imported. A
+    /// retrying one runs now.
+    pub fn retry_job(
+        &self,
+        id: i64,
+        now: i64,
+        max_attempts: u32,
+        identity: Option<&Identity>,
+    ) -> Result<Job> {
+        let identity = identity
+            .map(|i| serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            match job.state {
+                JobState::Failed => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = ?, window_start = NULL,
+                            next_attempt_at = NULL, finalized_at = NULL, updated_at = ?,
+                            identity = COALESCE(?, identity)
+                         WHERE id = ? AND state = 'failed'",
+                    )?
+                    .execute(params![max_attempts, now, identity, id])?;
+                    unsettle(&tx, id, now)?;
+                }
+                JobState::Retrying => {
+                    tx.prepare_cached("UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'retrying'")?
+                        .execute(params![now, now, id])?;
+                }
+                other => {
+                    return Err(StoreError::Conflict(format!(
+                        "job {id} is {}; only failed or retrying jobs can be retried",
+                        other.as_str()
+                    )));
+                }
+            }
+            event(&tx, now, "job_retry_requested", &job, json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }))?;
+            let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            tx.commit()?;
+            Ok(job)
+        })
+    }
+}
+
+fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str) -> Result<Job> {
+    let job = get(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+    match job.state {
+        JobState::Queued | JobState::Retrying | JobState::Manual => {}
+        JobState::Running => {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is running right now; cancel it once this attempt has ended"
+            )));
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "job {id} has already ended ({})",
+                other.as_str()
+            )));
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finalized_at = ?, updated_at = ?
+         WHERE id = ? AND state IN ('queued','retrying','manual')",
+    )?
+    .execute(params![now, now, id])?;
+    tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = ? WHERE job_id = ? AND status = 'open'")?
+        .execute(params![now, reason, id])?;
+    event(
+        tx,
+        now,
+        "job_canceled",
+        &job,
+        json!({ "reason": reason, "from": job.state.as_str() }),
+    )?;
+    settle(tx, id, now)?;
+    Ok(job)
+}
+
+/// After a job ended: move the assignments it granted or revoked, and drop an account it
+/// was to create but did not.
+pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
+    let items = tx
+        .prepare_cached(
+            "SELECT ri.id, ri.effect, ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+             WHERE ij.job_id = ? AND ri.assignment_id IS NOT NULL",
+        )?
+        .query_map([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (item, effect, assignment) in items {
+        let states = tx
+            .prepare_cached("SELECT j.state FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id WHERE ij.item_id = ?")?
+            .query_map([item], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let states: Vec<JobState> = states.iter().filter_map(|s| JobState::parse(s)).collect();
+        if !states.iter().all(|s| s.is_final()) {
+            continue;
+        }
+        let all_ok = states.iter().all(|s| *s == JobState::Succeeded);
+        let all_canceled = states.iter().all(|s| *s == JobState::Canceled);
+        let (from, to) = match (effect.as_str(), all_ok, all_canceled) {
+            ("grant", true, _) => ("pending", "active"),
+            ("grant", false, true) => ("pending", "canceled"),
+            ("grant", false, false) => ("pending", "failed"),
+            ("revoke", true, _) => ("revoking", "removed"),
+            // The removal did not (fully) happen: the access is still there.
+            ("revoke", false, _) => ("revoking", "active"),
+            _ => continue,
+        };
+        tx.prepare_cached(
+            "UPDATE assignments SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+        )?
+        .execute(params![to, now, assignment, from])?;
+    }
+    tx.prepare_cached(
+        "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
+         AND (SELECT state FROM jobs WHERE id = ?1) IN ('failed','canceled')",
+    )?
+    .execute(params![job_id])?;
+    Ok(())
+}
+
+/// Before a failed job runs again: its assignments are in flight once more.
+fn unsettle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
+    // A grant whose assignment was re-granted meanwhile stays failed (the unique index
+    // of live assignments would refuse a second one); the newer grant carries it.
+    tx.prepare_cached(
+        "UPDATE OR IGNORE assignments SET state = 'pending', updated_at = ?1 WHERE state = 'failed' AND id IN
+           (SELECT ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+            WHERE ij.job_id = ?2 AND ri.effect = 'grant')",
+    )?
+    .execute(params![now, job_id])?;
+    tx.prepare_cached(
+        "UPDATE assignments SET state = 'revoking', updated_at = ?1 WHERE state = 'active' AND id IN
+           (SELECT ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+            WHERE ij.job_id = ?2 AND ri.effect = 'revoke')",
+    )?
+    .execute(params![now, job_id])?;
+    Ok(())
+}
+
+/// Ends a job waiting on manual tasks (guarded on `manual`); returns its state after.
+pub(crate) fn finish_manual(
+    tx: &Connection,
+    job_id: i64,
+    now: i64,
+    state: &str,
+    error: Option<AttemptError>,
+) -> Result<String> {
+    let Some(job) = get(tx, job_id)? else {
+        return Err(StoreError::NotFound(format!("no job {job_id}")));
+    };
+    if job.state != JobState::Manual {
+        return Ok(job.state.as_str().to_string());
+    }
+    let mut errors = job.errors.clone();
+    errors.extend(error.clone());
+    let errors = serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.prepare_cached("UPDATE jobs SET state = ?, errors = ?, ops_done = CASE WHEN ? = 'succeeded' THEN json_array_length(operations) ELSE ops_done END, finalized_at = ?, updated_at = ? WHERE id = ? AND state = 'manual'")?
+        .execute(params![state, errors, state, now, now, job_id])?;
+    // The job failed: its other open tasks are moot, take them off the owner's list.
+    if state == "failed" {
+        tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = 'the job failed' WHERE job_id = ? AND status = 'open'")?
+            .execute(params![now, job_id])?;
+    }
+    // A manual job that created the account: the account now exists on the source.
+    if state == "succeeded" {
+        tx.prepare_cached("UPDATE accounts SET state = 'active', updated_at = ? WHERE job_id = ? AND state = 'pending'")?
+            .execute(params![now, job_id])?;
+    }
+    event(
+        tx,
+        now,
+        &format!("job_{state}"),
+        &job,
+        json!({ "by": "manual tasks", "error": error }),
+    )?;
+    settle(tx, job_id, now)?;
+    Ok(state.to_string())
+}
