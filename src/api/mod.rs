@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::clock::{SharedClock, to_ms};
 use crate::intake::SubmitError;
@@ -33,10 +32,6 @@ pub struct AppState {
     pub tokens: Arc<Vec<SecretString>>,
     /// How requests come in (validate, plan, store, log, wake dispatch).
     pub intake: crate::intake::Intake,
-    /// Woken after a request is stored, so dispatch starts at once.
-    pub wake: Arc<Notify>,
-    /// Woken too, in case the request set an earlier removeDate.
-    pub schedule_wake: Arc<Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -139,7 +134,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
     };
     let result = state
         .intake
-        .submit(body.to_vec(), "api".to_string(), key)
+        .submit(Vec::from(body), "api".to_string(), key)
         .await;
     match result {
         Ok(replay) => (

@@ -137,8 +137,6 @@ pub async fn run(
         live: current.clone(),
         clock: clock.clone(),
         tokens: Arc::new(tokens),
-        wake: wake.clone(),
-        schedule_wake: schedule_wake.clone(),
     });
     let api_stop = stopped();
     let limits = api::serve::Limits {

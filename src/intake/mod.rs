@@ -59,7 +59,8 @@ fn same_request(
     body: &[u8],
     origin: &str,
 ) -> Result<(), SubmitError> {
-    if origin == "api" && found.body.as_bytes() != String::from_utf8_lossy(body).as_bytes() {
+    let stored = found.body.as_deref().map(str::as_bytes);
+    if origin == "api" && stored.is_some_and(|b| b != String::from_utf8_lossy(body).as_bytes()) {
         return Err(SubmitError::KeyReused {
             request_id: found.request_id.clone(),
         });

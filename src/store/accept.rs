@@ -23,8 +23,9 @@ pub struct Accepted {
     /// The 202 body: `{"newRequests":[…],"existingRequests":[…]}`.
     pub response: Value,
     pub job_ids: Vec<i64>,
-    /// The request body as stored (to tell a replay from a reused idempotency key).
-    pub body: String,
+    /// For a replay, the body stored with the first request (to tell a replay from a
+    /// reused idempotency key); None for a request stored now, whose body the caller has.
+    pub body: Option<String>,
     /// removeDates this request scheduled, moved or cleared (for the log).
     pub removals: Vec<RemovalChange>,
 }
@@ -184,7 +185,7 @@ pub(crate) fn accept_in(
         request_id,
         response,
         job_ids,
-        body: body.to_string(),
+        body: None,
         removals,
     }))
 }
@@ -205,7 +206,7 @@ fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
         request_id,
         response: serde_json::from_str(&response).map_err(corrupt)?,
         job_ids,
-        body,
+        body: Some(body),
         removals: Vec::new(),
     }))
 }

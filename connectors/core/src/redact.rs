@@ -21,16 +21,34 @@ pub const MAX_TARGET_TEXT: usize = 512;
 /// would hide more than it protects, and such a secret is no secret anyway.
 const MIN_SECRET_LEN: usize = 4;
 
-/// The secrets one source (or upstream) holds. Tokens obtained at run time are added as
-/// they arrive; the most recent few are kept, since a target may echo an older one.
+/// The secrets one source (or upstream) holds, each in every form a target may echo it
+/// in (plain, percent-encoded, form-encoded), worked out once when the secret arrives:
+/// every response body is scrubbed, so this is on the HTTP connectors' hot path. Tokens
+/// obtained at run time are added as they arrive; the most recent few are kept, since a
+/// target may echo an older one.
 #[derive(Default)]
 pub struct Redactor {
     fixed: Vec<SecretString>,
-    issued: RwLock<Vec<SecretString>>,
+    issued: RwLock<Vec<Vec<SecretString>>>,
 }
 
 /// How many run-time tokens (OAuth access tokens) are remembered.
 const ISSUED_KEPT: usize = 4;
+
+/// A secret and its encoded forms (those that differ from it).
+fn forms(secret: &str) -> Vec<SecretString> {
+    let mut out = vec![SecretString::from(secret.to_string())];
+    let encoded = crate::http::url_encode(secret);
+    if encoded != secret {
+        // Form encoding writes spaces as `+`.
+        let form = encoded.replace("%20", "+");
+        if form != encoded {
+            out.push(SecretString::from(form));
+        }
+        out.push(SecretString::from(encoded));
+    }
+    out
+}
 
 impl Redactor {
     pub fn new(fixed: impl IntoIterator<Item = SecretString>) -> Self {
@@ -38,6 +56,7 @@ impl Redactor {
             fixed: fixed
                 .into_iter()
                 .filter(|s| s.expose_secret().len() >= MIN_SECRET_LEN)
+                .flat_map(|s| forms(s.expose_secret()))
                 .collect(),
             issued: RwLock::new(Vec::new()),
         }
@@ -52,42 +71,68 @@ impl Redactor {
             if issued.len() >= ISSUED_KEPT {
                 issued.remove(0);
             }
-            issued.push(token.clone());
+            issued.push(forms(token.expose_secret()));
         }
     }
 
-    /// `text` with every known secret replaced, in its plain and its percent-encoded form.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        let issued = self.issued.read().map(|g| g.clone()).unwrap_or_default();
-        for s in self.fixed.iter().chain(issued.iter()) {
-            out = scrub(&out, s.expose_secret());
+    /// Every needle, the issued ones read once.
+    fn needles(&self) -> Vec<SecretString> {
+        let mut all = self.fixed.clone();
+        if let Ok(issued) = self.issued.read() {
+            all.extend(issued.iter().flatten().cloned());
         }
-        out
+        all
+    }
+
+    /// `text` with every known secret replaced, in its plain and encoded forms.
+    pub fn redact(&self, text: &str) -> String {
+        replace_all(text, &self.needles())
     }
 
     /// Redacts every string in a JSON value, keys included, in place.
     pub fn redact_json(&self, v: &mut Value) {
-        match v {
-            Value::String(s) => {
-                let r = self.redact(s);
-                if r != *s {
-                    *s = r;
-                }
+        let needles = self.needles();
+        if !needles.is_empty() {
+            redact_value(v, &needles);
+        }
+    }
+}
+
+fn replace_all(text: &str, needles: &[SecretString]) -> String {
+    let mut out: Option<String> = None;
+    for n in needles {
+        let n = n.expose_secret();
+        let current = out.as_deref().unwrap_or(text);
+        if current.contains(n) {
+            out = Some(current.replace(n, REDACTED));
+        }
+    }
+    out.unwrap_or_else(|| text.to_string())
+}
+
+fn redact_value(v: &mut Value, needles: &[SecretString]) {
+    match v {
+        Value::String(s) if s.len() >= MIN_SECRET_LEN => {
+            let r = replace_all(s, needles);
+            if r != *s {
+                *s = r;
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            Value::Object(map) => {
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| redact_value(i, needles)),
+        Value::Object(map) => {
+            if map
+                .keys()
+                .any(|k| needles.iter().any(|n| k.contains(n.expose_secret())))
+            {
                 let redacted: serde_json::Map<String, Value> = std::mem::take(map)
                     .into_iter()
-                    .map(|(k, mut val)| {
-                        self.redact_json(&mut val);
-                        (self.redact(&k), val)
-                    })
+                    .map(|(k, val)| (replace_all(&k, needles), val))
                     .collect();
                 *map = redacted;
             }
-            _ => {}
+            map.values_mut().for_each(|val| redact_value(val, needles));
         }
+        _ => {}
     }
 }
 

@@ -20,6 +20,7 @@ mod tls;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -43,7 +44,7 @@ pub struct LdapConnector {
     /// Correlation answers looked up for a batch of creates (see [`prefetch`]).
     prefetched: prefetch::Cache,
     /// The bind password, scrubbed from whatever the server says back.
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
     /// The source's id (for a delivery command's environment).
     source: String,
 }
@@ -107,7 +108,7 @@ impl LdapConnector {
             .map_err(|e| vec![("connect_timeout".to_string(), e)])?;
         let op_timeout = settings::parse_duration(&s.operation_timeout)
             .map_err(|e| vec![("operation_timeout".to_string(), e)])?;
-        let redactor = Redactor::new([password.clone()]);
+        let redactor = Arc::new(Redactor::new([password.clone()]));
         let file = s
             .bind_password_file
             .as_ref()
@@ -115,8 +116,11 @@ impl LdapConnector {
         let pool = Pool::new(
             s.url.clone(),
             conn,
-            s.bind_dn.clone(),
-            provd_connector_core::gate::Secret::new(password, file),
+            pool::Bind {
+                dn: s.bind_dn.clone(),
+                secret: provd_connector_core::gate::Secret::new(password, file),
+                redactor: redactor.clone(),
+            },
             connect_timeout,
             s.pool_size,
             s.pipeline,

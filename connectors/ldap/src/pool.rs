@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use provd_connector_core::ConnectorError;
 use provd_connector_core::gate::{CredentialGate, Secret, fingerprint};
+use provd_connector_core::redact::Redactor;
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -25,6 +26,8 @@ pub struct Pool {
     secret: Secret,
     /// At most two failed binds with one password (see `provd_connector_core::gate`).
     gate: CredentialGate,
+    /// The connector's redactor: a password re-read from its file is added to it.
+    redactor: Arc<Redactor>,
     connect_timeout: Duration,
     /// One entry per connection; `None` until (re)connected. The async lock makes one
     /// task connect while the others sharing that connection wait for it.
@@ -42,12 +45,19 @@ pub struct Conn {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Who the pool binds as.
+pub struct Bind {
+    pub dn: String,
+    pub secret: Secret,
+    /// The connector's redactor: a password re-read from its file is added to it.
+    pub redactor: Arc<Redactor>,
+}
+
 impl Pool {
     pub fn new(
         url: String,
         settings: LdapConnSettings,
-        bind_dn: String,
-        secret: Secret,
+        bind: Bind,
         connect_timeout: Duration,
         size: usize,
         pipeline: usize,
@@ -57,9 +67,10 @@ impl Pool {
         Self {
             url,
             settings,
-            bind_dn,
-            secret,
+            bind_dn: bind.dn,
+            secret: bind.secret,
             gate: CredentialGate::default(),
+            redactor: bind.redactor,
             connect_timeout,
             conns: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
             // Popped from the end: the first lanes taken are on different connections.
@@ -137,7 +148,11 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Ldap, ConnectorError> {
+        let reread = self.gate.has_failed();
         let password = provd_connector_core::gate::current(&self.secret, &self.gate);
+        if reread {
+            self.redactor.add_issued(&password);
+        }
         let fp = fingerprint(&password);
         // Not verified yet: this bind goes alone; refused: no bind at all.
         let attempt = self
@@ -185,7 +200,8 @@ impl Pool {
                             .await
                     }
                 }
-                tracing::warn!(bind_dn = %self.bind_dn, error = %e, locked = bound.text.contains("data 775"), "LDAP bind refused");
+                // The code only: the server's text goes out through the connector, scrubbed.
+                tracing::warn!(bind_dn = %self.bind_dn, code = bound.rc, locked = bound.text.contains("data 775"), "LDAP bind refused");
                 Err(e)
             }
             _ => Err(from_result("bind", &bound)),
