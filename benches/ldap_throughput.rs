@@ -151,14 +151,28 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         ids.push_str(&format!("p{i},P{i},L{i}\n"));
     }
     std::fs::write(c.join("identities.csv"), ids).unwrap();
-    let config = provd::config::Config::load(&c.join("provd.toml")).unwrap();
-    let store = provd::store::Store::open(&config.agent.state_dir).unwrap();
+    let config = std::sync::Arc::new(provd::config::Config::load(&c.join("provd.toml")).unwrap());
+    // The SQLite backend's own (blocking) reads for polling; the intake through the store.
+    let sqlite = provd::store::sqlite::Sqlite::open(&config.agent.state_dir).unwrap();
+    let store = provd::store::Store::new(sqlite.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let now = jiff::Timestamp::now();
     for i in 0..n {
         let body = format!(
             "{{\"requestedFor\":[\"p{i}\"],\"requestedItems\":[{{\"type\":\"ENTITLEMENT\",\"id\":\"vpn\"}}]}}"
         );
-        provd::intake::submit(&config, &store, now, body.as_bytes(), "bench", None).unwrap();
+        rt.block_on(provd::intake::submit(
+            &config,
+            &store,
+            now,
+            body.as_bytes(),
+            "bench",
+            None,
+        ))
+        .unwrap();
     }
     let t = Instant::now();
     let t0_ms = jiff::Timestamp::now().as_millisecond();
@@ -174,7 +188,7 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         .unwrap();
     loop {
         std::thread::sleep(Duration::from_millis(5));
-        let counts = store.job_counts().unwrap();
+        let counts = sqlite.job_counts().unwrap();
         let count = |states: &[&str]| -> i64 {
             counts
                 .iter()
@@ -190,7 +204,7 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         assert_eq!(failed, 0, "jobs failed");
     }
     let elapsed = t.elapsed();
-    let events = store.events_after(0, usize::MAX >> 1).unwrap();
+    let events = sqlite.events_after(0, usize::MAX >> 1).unwrap();
     let at = |kind: &str| -> Vec<i64> {
         events
             .iter()

@@ -55,7 +55,8 @@ fn main() {
     std::fs::write(d.join("identities.csv"), ids).unwrap();
     let live = provd::config::Live::new(Config::load(&d.join("provd.toml")).unwrap());
     let config = live.get();
-    let store = Store::open(&config.agent.state_dir).unwrap();
+    let sqlite = provd::store::sqlite::Sqlite::open(&config.agent.state_dir).unwrap();
+    let store = Store::new(sqlite.clone());
 
     // Setup (not measured): N active assignments, due evenly over the window, starting
     // far enough ahead for the setup to finish.
@@ -65,7 +66,7 @@ fn main() {
     let due: Vec<i64> = (0..n)
         .map(|i| start + (i as i64 * window_s * 1000) / n as i64)
         .collect();
-    store.bench_due_assignments("ent", ents, &due).unwrap();
+    sqlite.bench_due_assignments("ent", ents, &due).unwrap();
     eprintln!(
         "setup: {n} assignments in {:.1}s; due over {window_s}s",
         setup.elapsed().as_secs_f64()
@@ -91,15 +92,15 @@ fn main() {
         }));
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let unplanned = store.unplanned(1).unwrap();
-            if store.next_removal().unwrap().is_none() && unplanned.is_empty() {
+            let unplanned = store.unplanned(1).await.unwrap();
+            if store.next_removal().await.unwrap().is_none() && unplanned.is_empty() {
                 break;
             }
         }
         let _ = tx.send(());
         task.await.unwrap().unwrap();
     });
-    let mut lags: Vec<i64> = store.bench_fire_lags().unwrap();
+    let mut lags: Vec<i64> = sqlite.bench_fire_lags().unwrap();
     lags.sort_unstable();
     let q = |p: f64| lags[((lags.len() as f64 - 1.0) * p).round() as usize];
     println!(

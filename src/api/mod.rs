@@ -132,10 +132,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
-    let result = state
-        .intake
-        .submit(Vec::from(body), "api".to_string(), key)
-        .await;
+    let result = state.intake.submit(&body, "api", key.as_deref()).await;
     match result {
         Ok(replay) => (
             StatusCode::ACCEPTED,
@@ -243,12 +240,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         );
     };
     let now = to_ms(state.clock.now());
-    let rid = id.clone();
-    match state
-        .store
-        .call(move |s| s.cancel_request(&rid, now, &comment))
-        .await
-    {
+    match state.store.cancel_request(id.clone(), now, comment).await {
         Ok(n) => {
             tracing::info!(request_id = %id, jobs_canceled = n, "request canceled");
             (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
@@ -306,7 +298,7 @@ async fn status(
         limit,
         offset,
     };
-    match state.store.call(move |s| s.status(&q)).await {
+    match state.store.status(q).await {
         Ok(rows) => axum::Json(crate::wire::status_items(&rows)).into_response(),
         Err(e) => internal(e),
     }
@@ -342,7 +334,7 @@ async fn tasks(
         owner: None,
         open_only,
     };
-    match state.store.call(move |s| s.tasks(&f)).await {
+    match state.store.tasks(f).await {
         Ok(tasks) => axum::Json(crate::tasks::row::rows(&tasks)).into_response(),
         Err(e) => internal(e),
     }
@@ -350,24 +342,7 @@ async fn tasks(
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let now = to_ms(state.clock.now());
-    match state
-        .store
-        .call(move |s| {
-            s.ping()?;
-            s.check_free_space()?;
-            // A store that reads but cannot commit (full disk, read-only file system)
-            // is not ready: every POST would fail. One fsync'd write at most a second,
-            // so polling /readyz cannot load the store.
-            use std::sync::atomic::{AtomicI64, Ordering};
-            static LAST_OK: AtomicI64 = AtomicI64::new(i64::MIN);
-            if now.saturating_sub(LAST_OK.load(Ordering::Relaxed)) >= 1_000 {
-                s.probe_write(now)?;
-                LAST_OK.store(now, Ordering::Relaxed);
-            }
-            s.upstream_health()
-        })
-        .await
-    {
+    match ready(&state.store, now).await {
         // Upstream health is reported, not failed on: the agent still serves what it has.
         Ok(upstreams) => axum::Json(json!({
             "store": "ok",
@@ -383,11 +358,29 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The store answers, has room, and (at most once a second, so that polling cannot load
+/// it) takes a committed write: a store that reads but cannot commit (full disk,
+/// read-only file system) would fail every POST.
+async fn ready(store: &Store, now: i64) -> Result<Vec<crate::store::upstream::Health>, StoreError> {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_OK: AtomicI64 = AtomicI64::new(i64::MIN);
+    store.ping().await?;
+    store.check_free_space().await?;
+    if now.saturating_sub(LAST_OK.load(Ordering::Relaxed)) >= 1_000 {
+        store.probe_write(now).await?;
+        LAST_OK.store(now, Ordering::Relaxed);
+    }
+    store.upstream_health().await
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
-    let counts = state
-        .store
-        .call(|s| Ok((s.job_counts()?, s.open_task_count()?)))
-        .await;
+    let counts = async {
+        Ok::<_, StoreError>((
+            state.store.job_counts().await?,
+            state.store.open_task_count().await?,
+        ))
+    }
+    .await;
     let (jobs, open_tasks) = match counts {
         Ok(c) => c,
         Err(e) => return internal(e),
@@ -412,10 +405,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.live.get(),
         state.clock.now().as_millisecond(),
     );
-    if let Ok(overdue) = store
-        .call(move |s| crate::tasks::remind::overdue(s, &config, now))
-        .await
-    {
+    if let Ok(overdue) = crate::tasks::remind::overdue(&store, &config, now).await {
         out.push_str("# HELP provd_manual_tasks_overdue Open manual tasks older than their source's remind_after.\n# TYPE provd_manual_tasks_overdue gauge\n");
         let mut per_source: std::collections::BTreeMap<String, i64> = state
             .live

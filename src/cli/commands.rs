@@ -95,9 +95,22 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             .map_err(failed)
         }
         Command::Check { connect } => check(&cli, *connect),
+        // Every other command is a short conversation with the store (async): one
+        // current-thread runtime for it.
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?
+            .block_on(command(&cli, &clock)),
+    }
+}
+
+async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Run | Command::Check { .. } => Ok(()),
         Command::Submit { file } => {
             let body = read_body(file)?;
-            let config = load(&cli)?;
+            let config = load(cli)?;
             let store = open(&config)?;
             let intake = intake::Intake::new(
                 crate::config::Live::new(config),
@@ -105,25 +118,35 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                 Arc::new(SystemClock),
             );
             let replay = intake
-                .submit_blocking(&body, "cli", None)
+                .submit(&body, "cli", None)
+                .await
                 .map_err(invalid_request)?;
             print_json(&replay.accepted().response)
         }
         Command::Plan { file } => {
             let body = read_body(file)?;
-            let config = load(&cli)?;
+            let config = load(cli)?;
             let store = open(&config)?;
-            let plan =
-                intake::dry_run(&config, &store, clock.now(), &body).map_err(invalid_request)?;
+            let plan = intake::dry_run(&config, &store, clock.now(), &body)
+                .await
+                .map_err(invalid_request)?;
             print_plan(&plan);
             Ok(())
         }
         Command::Status { request_id } => {
-            let config = load(&cli)?;
+            let config = load(cli)?;
             let store = open(&config)?;
-            if !store.request_exists(request_id).map_err(failed)? {
+            if !store
+                .request_exists(request_id.clone())
+                .await
+                .map_err(failed)?
+            {
                 // An upstream request id: show what became of it.
-                return match store.upstream_request(request_id).map_err(failed)? {
+                return match store
+                    .upstream_request(request_id.clone())
+                    .await
+                    .map_err(failed)?
+                {
                     Some(crate::store::upstream::Pulled {
                         request_id: Some(rid),
                         ..
@@ -135,7 +158,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                             offset: 0,
                         };
                         print_json(&crate::wire::status_items(
-                            &store.status(&q).map_err(failed)?,
+                            &store.status(q).await.map_err(failed)?,
                         ))
                     }
                     Some(crate::store::upstream::Pulled {
@@ -161,26 +184,26 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                 offset: 0,
             };
             print_json(&crate::wire::status_items(
-                &store.status(&q).map_err(failed)?,
+                &store.status(q).await.map_err(failed)?,
             ))
         }
-        Command::Jobs(cmd) => jobs(&cli, cmd, &clock),
-        Command::Tasks(cmd) => tasks(&cli, cmd),
+        Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
+        Command::Tasks(cmd) => tasks(cli, cmd).await,
         Command::Identities(IdentitiesCommand::Import { file }) => {
-            import_identities(&cli, file, &clock)
+            import_identities(cli, file, clock).await
         }
         Command::Store(StoreCommand::Check) => {
-            let config = load(&cli)?;
+            let config = load(cli)?;
             let store = open(&config)?;
-            let (found, known) = store.schema_version().map_err(failed)?;
-            println!("store: {}", store.path().display());
+            let (found, known) = store.schema_version().await.map_err(failed)?;
+            println!("store: {}", store.location());
             println!("schema version: {found} (this provd knows {known})");
-            let integrity = store.quick_check();
+            let integrity = store.quick_check().await;
             match &integrity {
                 Ok(()) => println!("integrity: ok"),
                 Err(e) => println!("integrity: {e}"),
             }
-            for (table, n) in store.row_counts().map_err(failed)? {
+            for (table, n) in store.row_counts().await.map_err(failed)? {
                 println!("{table}: {n} rows");
             }
             integrity.map_err(failed)
@@ -283,7 +306,7 @@ fn print_plan(plan: &crate::plan::Plan) {
     }
 }
 
-fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliError> {
+async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliError> {
     let config = load(cli)?;
     let store = open(&config)?;
     let now = to_ms(clock.now());
@@ -296,11 +319,12 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
                 None => None,
             };
             let list = store
-                .jobs(&JobFilter {
+                .jobs(JobFilter {
                     state,
                     source: source.clone(),
                     ..Default::default()
                 })
+                .await
                 .map_err(failed)?;
             let mut t = super::text::Table::new(&[
                 "ID",
@@ -332,10 +356,12 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
         JobsCommand::Show { id } => {
             let j = store
                 .job(*id)
+                .await
                 .map_err(failed)?
                 .ok_or_else(|| CliError::Invalid(format!("no job {id}")))?;
             let events: Vec<serde_json::Value> = store
                 .job_events(*id)
+                .await
                 .map_err(failed)?
                 .into_iter()
                 .map(|(at, kind, data)| {
@@ -355,6 +381,7 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
         JobsCommand::Retry { id } => {
             let job = store
                 .job(*id)
+                .await
                 .map_err(failed)?
                 .ok_or_else(|| CliError::Invalid(format!("no job {id}")))?;
             let max = config
@@ -362,11 +389,14 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
                 .get(&job.source)
                 .map_or(10, |s| s.retry.max_attempts);
             // The identity as it is now: an import since the failure may have fixed it.
-            let current = crate::intake::Directory::new(&config, &store)
-                .lookup(&job.identity_id)
-                .map_err(failed)?;
+            let current =
+                crate::intake::Directory::load(&config, &store, vec![job.identity_id.clone()])
+                    .await
+                    .map_err(failed)?
+                    .lookup(&job.identity_id);
             let j = store
-                .retry_job(*id, now, max, current.as_ref())
+                .retry_job(*id, now, max, current)
+                .await
                 .map_err(store_err)?;
             println!(
                 "job {} is {} again ({} attempts at most)",
@@ -377,7 +407,10 @@ fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliErro
             Ok(())
         }
         JobsCommand::Cancel { id, reason } => {
-            store.cancel_job(*id, now, reason).map_err(store_err)?;
+            store
+                .cancel_job(*id, now, reason.clone())
+                .await
+                .map_err(store_err)?;
             println!("job {id} canceled");
             Ok(())
         }
@@ -394,7 +427,7 @@ fn open_only(status: &str) -> Result<bool, CliError> {
     }
 }
 
-fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
+async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
     let config = load(cli)?;
     let store = open(&config)?;
     match cmd {
@@ -415,7 +448,7 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 owner: owner.clone(),
                 open_only: open_only(status)?,
             };
-            let rows = crate::tasks::row::rows(&store.tasks(&filter).map_err(failed)?);
+            let rows = crate::tasks::row::rows(&store.tasks(filter).await.map_err(failed)?);
             match out {
                 None => crate::tasks::csv_out::write(std::io::stdout().lock(), &rows, *excel)
                     .map_err(failed),
@@ -430,11 +463,12 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
         }
         TasksCommand::List { source, status } => {
             let rows = store
-                .tasks(&TaskFilter {
+                .tasks(TaskFilter {
                     source: source.clone(),
                     owner: None,
                     open_only: open_only(status)?,
                 })
+                .await
                 .map_err(failed)?;
             let mut table = super::text::Table::new(&[
                 "TASK",
@@ -464,6 +498,7 @@ fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
             let now = to_ms(SystemClock.now());
             let report = crate::tasks::import::import(&store, &bytes, now, source.as_deref())
+                .await
                 .map_err(failed)?;
             println!(
                 "{}: {} resolved, {} already so, {} left open, {} bad row(s)",
@@ -504,7 +539,7 @@ fn write_atomically(
     std::fs::rename(&tmp, path).map_err(|e| failed(format!("{}: {e}", path.display())))
 }
 
-fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Result<(), CliError> {
+async fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Result<(), CliError> {
     let config = load(cli)?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
@@ -530,7 +565,8 @@ fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Result<(), 
     }
     let store = open(&config)?;
     let n = store
-        .import_identities(&ids, to_ms(clock.now()))
+        .import_identities(ids, to_ms(clock.now()))
+        .await
         .map_err(failed)?;
     println!("{n} identities imported");
     Ok(())

@@ -123,7 +123,7 @@ fn log(ev: &StoredEvent, line: &Line) {
 /// Follows the trail from its current end until `stop`.
 pub async fn run(store: Store, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
-    let mut cursor = match store.call(|s| s.last_event_id()).await {
+    let mut cursor = match store.last_event_id().await {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the audit trail; other processes' changes will not be logged");
@@ -137,7 +137,7 @@ pub async fn run(store: Store, stop: impl Future<Output = ()>) {
             () = tokio::time::sleep(POLL) => {}
         }
         // The agent's own rows (most of them) are skipped in the query, never parsed.
-        let upto = match store.call(|s| s.last_event_id()).await {
+        let upto = match store.last_event_id().await {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the audit trail failed");
@@ -147,7 +147,7 @@ pub async fn run(store: Store, stop: impl Future<Output = ()>) {
         while cursor < upto {
             let after = cursor;
             let found = store
-                .call(move |s| s.events_between(after, upto, Some(me), BATCH))
+                .events_between(after, upto, Some(me.to_string()), BATCH)
                 .await;
             let events = match found {
                 Ok(e) => e,

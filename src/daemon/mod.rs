@@ -91,10 +91,10 @@ pub async fn run(
 
     let store = Store::open(&state_dir)?;
     // A damaged file is refused before anything is dispatched from it.
-    store.quick_check()?;
+    store.quick_check().await?;
     let owner = lease_owner(&config.agent.name);
     let now = crate::clock::to_ms(clock.now());
-    for m in store.expire_leases(now, Some(&owner))? {
+    for m in store.expire_leases(now, Some(owner.clone())).await? {
         tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source, identity = %m.identity_id,
             state = "queued", "job left running by a previous agent taken back");
     }
@@ -363,7 +363,7 @@ async fn reload(
             }
             // Identities known to the agent: identities.csv and those imported into the
             // store (which win where both have an id).
-            let imported = store.call(|s| s.identity_ids()).await.unwrap_or_default();
+            let imported = store.identity_ids().await.unwrap_or_default();
             let from_file = config.identities.len();
             let identities = from_file
                 + imported

@@ -49,8 +49,8 @@ impl Liveness {
 }
 
 /// The `STATUS=` text: what an operator sees in `systemctl status provd`.
-fn status(store: &Store) -> String {
-    let counts = store.job_counts().unwrap_or_default();
+async fn status(store: &Store) -> String {
+    let counts = store.job_counts().await.unwrap_or_default();
     let n = |states: &[&str]| {
         counts
             .iter()
@@ -77,10 +77,7 @@ pub async fn run(live: Arc<Liveness>, store: Store, stop: impl Future<Output = (
     });
     let mut warned = false;
     loop {
-        let s = store.clone();
-        let text = tokio::task::spawn_blocking(move || status(&s))
-            .await
-            .unwrap_or_default();
+        let text = status(&store).await;
         let alive = live.alive(stale);
         let mut states = vec![sd_notify::NotifyState::Status(&text)];
         if watchdog.is_some() && alive {

@@ -76,20 +76,7 @@ pub async fn run(shared: Shared<'_>, mut queue: mpsc::UnboundedReceiver<Commit>)
 
 async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
     let count = ends.len();
-    let done = shared
-        .store
-        .call(move |s| {
-            let r = s.finish_all(&ends);
-            Ok((ends, r))
-        })
-        .await;
-    let (ends, all) = match done {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, jobs = count, "recording jobs' ends failed; their leases will expire and they run again");
-            return;
-        }
-    };
+    let all = shared.store.finish_all(ends.clone()).await;
     let results: Vec<Result<(), (bool, String)>> = match all {
         Ok(rs) => rs
             .into_iter()

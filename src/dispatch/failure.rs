@@ -142,9 +142,8 @@ impl Dispatcher {
         let now = me.clock.now();
         let tasks = crate::tasks::for_job(&job, source, job.account.as_deref(), now);
         let count = tasks.len();
-        let (j, owner, now_ms) = (job.clone(), me.owner.clone(), to_ms(now));
         me.store
-            .call(move |s| s.open_tasks(&j, &owner, &tasks, now_ms))
+            .open_tasks(job.clone(), me.owner.clone(), tasks, to_ms(now))
             .await?;
         crate::metrics::attempt(&job.source, "manual");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,

@@ -22,7 +22,7 @@ use crate::clock::{SharedClock, to_ms};
 use crate::config::{Config, SourceKind};
 use crate::connectors::Connectors;
 use crate::store::jobs::{Ending, Finish, OpRecord};
-use crate::store::{Job, Store, StoreError};
+use crate::store::{Claim, Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
 use commit::Commit;
 use policy::add;
@@ -184,7 +184,7 @@ impl Dispatcher {
             if last_sweep.elapsed() >= LEASE_SWEEP {
                 last_sweep = Instant::now();
                 let now = to_ms(me.clock.now());
-                for m in me.store.call(move |s| s.expire_leases(now, None)).await? {
+                for m in me.store.expire_leases(now, None).await? {
                     tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
                         identity = %m.identity_id, state = "queued", "lease expired; job taken back");
                 }
@@ -202,7 +202,7 @@ impl Dispatcher {
                 if self.held_by_breaker(&job.source) {
                     // Claimed before its source's breaker opened: give it back unspent.
                     let (owner, now, id) = (me.owner.clone(), to_ms(me.clock.now()), job.id);
-                    me.store.call(move |s| s.release(&job, &owner, now)).await?;
+                    me.store.release(job, owner, now).await?;
                     if let Ok(mut running) = me.running.lock() {
                         running.remove(&id);
                     }
@@ -256,7 +256,7 @@ impl Dispatcher {
             let now = to_ms(me.clock.now());
             let owner = me.owner.clone();
             let (id, rid, src) = (job.id, job.request_id.clone(), job.source.clone());
-            me.store.call(move |s| s.release(&job, &owner, now)).await?;
+            me.store.release(job, owner, now).await?;
             tracing::info!(job_id = id, request_id = %rid, source = %src, state = "queued", "released at shutdown");
         }
         if let Some(c) = committer {
@@ -279,7 +279,7 @@ impl Dispatcher {
 
     async fn next_wait(&self) -> Duration {
         let me = &self.inner;
-        let due = me.store.call(|s| s.next_due()).await.ok().flatten();
+        let due = me.store.next_due().await.ok().flatten();
         let now = to_ms(me.clock.now());
         match due {
             Some(at) if at <= now => Duration::from_millis(10),
@@ -319,11 +319,16 @@ impl Dispatcher {
             if !newly || claimed.len() >= free {
                 continue;
             }
-            let owner = me.owner.clone();
-            let src = source.clone();
             let got = me
                 .store
-                .call(move |s| s.claim(&owner, 1, now_ms, lease_until, &[], Some(&src)))
+                .claim(Claim {
+                    owner: me.owner.clone(),
+                    limit: 1,
+                    now: now_ms,
+                    lease_until,
+                    skip_sources: Vec::new(),
+                    only_source: Some(source.clone()),
+                })
                 .await?;
             if got.is_empty() {
                 me.probing
@@ -336,11 +341,16 @@ impl Dispatcher {
             claimed.extend(got);
         }
         skip.sort();
-        let owner = me.owner.clone();
-        let limit = free.saturating_sub(claimed.len());
         claimed.extend(
             me.store
-                .call(move |s| s.claim(&owner, limit, now_ms, lease_until, &skip, None))
+                .claim(Claim {
+                    owner: me.owner.clone(),
+                    limit: free.saturating_sub(claimed.len()),
+                    now: now_ms,
+                    lease_until,
+                    skip_sources: skip,
+                    only_source: None,
+                })
                 .await?,
         );
         if let Ok(mut running) = me.running.lock() {

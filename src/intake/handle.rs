@@ -40,8 +40,8 @@ impl Intake {
     }
 
     /// Takes a request in; `Ok` means it is on disk (or was, under the same idempotency
-    /// key). For callers off the async runtime (the CLI, the spool's scan).
-    pub fn submit_blocking(
+    /// key).
+    pub async fn submit(
         &self,
         body: &[u8],
         origin: &str,
@@ -55,7 +55,8 @@ impl Intake {
             body,
             origin,
             idempotency_key,
-        )?;
+        )
+        .await?;
         if let Replay::New(a) = &replay {
             tracing::info!(request_id = %a.request_id, origin, jobs = a.job_ids.len(), "request accepted");
             for w in &self.wakers {
@@ -63,20 +64,5 @@ impl Intake {
             }
         }
         Ok(replay)
-    }
-
-    /// [`Intake::submit_blocking`] on the blocking pool, for async callers.
-    pub async fn submit(
-        &self,
-        body: Vec<u8>,
-        origin: String,
-        idempotency_key: Option<String>,
-    ) -> Result<Replay, SubmitError> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            me.submit_blocking(&body, &origin, idempotency_key.as_deref())
-        })
-        .await
-        .map_err(|e| SubmitError::Internal(e.to_string()))?
     }
 }

@@ -7,16 +7,16 @@ pub mod json;
 pub mod spool;
 pub mod validate;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use provd_connector_core::Identity;
 
 use crate::config::{Config, ItemType};
 use crate::model::ValidRequest;
-use crate::store::accept::Context;
-use crate::store::{Replay, Store, StoreError};
+use crate::store::roles::Accept;
+use crate::store::{Context, Replay, Store, StoreError};
 use validate::{Invalid, Known};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,16 +40,18 @@ pub enum SubmitError {
 pub use handle::Intake;
 
 /// Decides a request the usual way: planned against the catalog and source rules in force,
-/// answered in the SailPoint shape.
-pub fn decider(
-    config: &Config,
-) -> impl Fn(&ValidRequest, &crate::model::Snapshot, &str) -> (crate::model::Plan, serde_json::Value) + '_
-{
-    move |req, snapshot, request_id| {
-        let plan = crate::plan::plan(req, &config.catalog, snapshot, &config.rules);
+/// each job given its source's attempt budget, answered in the SailPoint shape.
+pub fn decider(config: std::sync::Arc<Config>) -> std::sync::Arc<crate::store::Decide> {
+    std::sync::Arc::new(move |req, snapshot, request_id| {
+        let mut plan = crate::plan::plan(req, &config.catalog, snapshot, &config.rules);
+        for job in &mut plan.jobs {
+            if let Some(s) = config.sources.get(&job.source) {
+                job.max_attempts = s.retry.max_attempts;
+            }
+        }
         let answer = crate::wire::accepted(request_id, &plan);
         (plan, answer)
-    }
+    })
 }
 
 /// A replay is only a replay if the body is the same. Keys provd derives itself (spool,
@@ -69,38 +71,36 @@ fn same_request(
 }
 
 /// Where identities come from: imported ones in the store first, then `identities.csv`.
+/// Validation is pure, so the identities a body names are looked up before it runs.
 pub struct Directory<'a> {
     pub config: &'a Config,
-    pub store: &'a Store,
-    error: RefCell<Option<StoreError>>,
+    imported: BTreeMap<String, Identity>,
 }
 
 impl<'a> Directory<'a> {
-    pub fn new(config: &'a Config, store: &'a Store) -> Self {
-        Self {
+    /// Looks up `ids` in the store once.
+    pub async fn load(
+        config: &'a Config,
+        store: &Store,
+        ids: Vec<String>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
             config,
-            store,
-            error: RefCell::new(None),
-        }
+            imported: store.identities(ids).await?,
+        })
     }
 
-    pub fn lookup(&self, id: &str) -> Result<Option<Identity>, StoreError> {
-        if let Some(found) = self.store.identity(id)? {
-            return Ok(Some(found));
-        }
-        Ok(self.config.identities.get(id).cloned())
+    pub fn lookup(&self, id: &str) -> Option<Identity> {
+        self.imported
+            .get(id)
+            .or_else(|| self.config.identities.get(id))
+            .cloned()
     }
 }
 
 impl Known for Directory<'_> {
     fn identity_exists(&self, id: &str) -> bool {
-        match self.lookup(id) {
-            Ok(found) => found.is_some(),
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                false
-            }
-        }
+        self.imported.contains_key(id) || self.config.identities.contains_key(id)
     }
 
     fn item_exists(&self, ty: ItemType, id: &str) -> bool {
@@ -108,9 +108,42 @@ impl Known for Directory<'_> {
     }
 }
 
-/// Validates, plans and stores a request body. `Ok` means the request is on disk.
-pub fn submit(
+/// The identity ids a body names (before it is validated: a body that is not JSON or
+/// names none gets its error from validation).
+fn named_identities(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    v.get("requestedFor")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .take(validate::MAX_IDENTITIES + 1)
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn checked(
     config: &Config,
+    store: &Store,
+    now: Timestamp,
+    body: &[u8],
+) -> Result<(ValidRequest, BTreeMap<String, Identity>), SubmitError> {
+    let dir = Directory::load(config, store, named_identities(body)).await?;
+    let req = validate::validate(body, &dir, &config.agent.time_zone, now)?;
+    let identities = req
+        .requested_for
+        .iter()
+        .filter_map(|id| dir.lookup(id).map(|i| (id.clone(), i)))
+        .collect();
+    Ok((req, identities))
+}
+
+/// Validates, plans and stores a request body. `Ok` means the request is on disk.
+pub async fn submit(
+    config: &Arc<Config>,
     store: &Store,
     now: Timestamp,
     body: &[u8],
@@ -118,31 +151,25 @@ pub fn submit(
     idempotency_key: Option<&str>,
 ) -> Result<Replay, SubmitError> {
     if let Some(key) = idempotency_key
-        && let Some(found) = store.by_idempotency_key(key)?
+        && let Some(found) = store.by_idempotency_key(key.to_string()).await?
     {
         same_request(&found, body, origin)?;
         return Ok(Replay::Replayed(found));
     }
-    let dir = Directory::new(config, store);
-    let checked = validate::validate(body, &dir, &config.agent.time_zone, now);
-    if let Some(e) = dir.error.borrow_mut().take() {
-        return Err(SubmitError::Store(e));
-    }
-    let req = checked?;
-    let mut identities = BTreeMap::new();
-    for id in &req.requested_for {
-        if let Some(found) = dir.lookup(id)? {
-            identities.insert(id.clone(), found);
-        }
-    }
-    let decide = decider(config);
-    let ctx = Context {
-        sources: &config.sources,
-        identities: &identities,
-        decide: &decide,
-    };
-    let text = String::from_utf8_lossy(body);
-    let replay = store.accept(&req, &text, origin, idempotency_key, &ctx, now)?;
+    let (request, identities) = checked(config, store, now, body).await?;
+    let replay = store
+        .accept(Accept {
+            request,
+            body: String::from_utf8_lossy(body).into_owned(),
+            origin: origin.to_string(),
+            idempotency_key: idempotency_key.map(str::to_string),
+            ctx: Context {
+                identities,
+                decide: decider(config.clone()),
+            },
+            now,
+        })
+        .await?;
     if let Replay::Replayed(found) = &replay {
         // Another submit with the same key won the race.
         same_request(found, body, origin)?;
@@ -157,19 +184,14 @@ pub fn submit(
 }
 
 /// Plans a request without storing anything (`provd plan`).
-pub fn dry_run(
+pub async fn dry_run(
     config: &Config,
     store: &Store,
     now: Timestamp,
     body: &[u8],
 ) -> Result<crate::plan::Plan, SubmitError> {
-    let dir = Directory::new(config, store);
-    let checked = validate::validate(body, &dir, &config.agent.time_zone, now);
-    if let Some(e) = dir.error.borrow_mut().take() {
-        return Err(SubmitError::Store(e));
-    }
-    let req = checked?;
-    let snapshot = store.snapshot(&req.requested_for)?;
+    let (req, _) = checked(config, store, now, body).await?;
+    let snapshot = store.snapshot(req.requested_for.clone()).await?;
     Ok(crate::plan::plan(
         &req,
         &config.catalog,

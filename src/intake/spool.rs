@@ -84,7 +84,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// One pass over the spool folder.
+/// One pass over the spool folder. Blocking (file I/O): run it on the blocking pool.
 pub fn scan(intake: &Intake, dir: &Path) -> Result<Vec<Taken>, SpoolError> {
     for sub in ["processed", "rejected"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
@@ -162,7 +162,11 @@ fn take(
         fnv1a64(&body),
         disk_identity(meta)
     );
-    match intake.submit_blocking(&body, "spool", Some(&key)) {
+    // The scan runs on the blocking pool (it reads and moves files); the submit is async.
+    let submitted = tokio::runtime::Handle::try_current()
+        .map_err(|e| SpoolError::Internal(e.to_string()))?
+        .block_on(intake.submit(&body, "spool", Some(&key)));
+    match submitted {
         Ok(replay) => {
             let replayed = matches!(replay, Replay::Replayed(_));
             let request_id = replay.accepted().request_id.clone();

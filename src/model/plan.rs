@@ -80,6 +80,8 @@ pub struct PlannedJob {
     pub ops: Vec<Operation>,
     /// startDate: the job is not claimed before.
     pub not_before: Option<Timestamp>,
+    /// Attempts before the job fails for good (the source's retry policy).
+    pub max_attempts: u32,
 }
 
 /// What an item does to the assignments.

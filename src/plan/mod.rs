@@ -60,6 +60,7 @@ impl JobBuilder {
                 kind,
                 ops: Vec::new(),
                 not_before,
+                max_attempts: crate::model::RetryPolicy::default().max_attempts,
             });
             self.jobs.len() - 1
         })

@@ -101,7 +101,7 @@ impl Scheduler {
             self.beat();
             self.fire_due().await?;
             let now = to_ms(self.clock.now());
-            let wait = match self.store.call(|s| s.next_removal()).await? {
+            let wait = match self.store.next_removal().await? {
                 Some(at) => Duration::from_millis((at - now).max(0) as u64).min(RECHECK),
                 None => RECHECK,
             };
@@ -127,7 +127,7 @@ impl Scheduler {
         loop {
             loop {
                 let now = to_ms(self.clock.now());
-                let fired: Vec<Fired> = self.store.call(move |s| s.fire(now, BATCH)).await?;
+                let fired: Vec<Fired> = self.store.fire(now, BATCH).await?;
                 for f in &fired {
                     FIRE_LAG.observe(f.lag_ms);
                     tracing::info!(identity = %f.identity, item = %f.item_id, assignment = f.assignment,
@@ -150,33 +150,29 @@ impl Scheduler {
     async fn plan_fired(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let config = self.live.get();
-        let planned: Vec<Planned> = self
-            .store
-            .call(move |s| {
-                let fired = s.unplanned(PLAN_BATCH)?;
-                if fired.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let dir = Directory::new(&config, s);
-                let mut identities = BTreeMap::new();
-                for f in &fired {
-                    // An identity gone from the directory still loses its access.
-                    let found = dir.lookup(&f.identity)?.unwrap_or_else(|| Identity {
-                        id: f.identity.clone(),
-                        attributes: BTreeMap::new(),
-                    });
-                    identities.insert(f.identity.clone(), found);
-                }
-                let decide = crate::intake::decider(&config);
-                let ctx = Context {
-                    sources: &config.sources,
-                    identities: &identities,
-                    decide: &decide,
-                };
-                let removals: Vec<Removal> = fired.into_iter().map(removal).collect();
-                s.plan_fired(&removals, &ctx, now)
+        let fired = self.store.unplanned(PLAN_BATCH).await?;
+        if fired.is_empty() {
+            return Ok(0);
+        }
+        let ids = fired.iter().map(|f| f.identity.clone()).collect();
+        let dir = Directory::load(&config, &self.store, ids).await?;
+        let identities = fired
+            .iter()
+            .map(|f| {
+                // An identity gone from the directory still loses its access.
+                let found = dir.lookup(&f.identity).unwrap_or_else(|| Identity {
+                    id: f.identity.clone(),
+                    attributes: BTreeMap::new(),
+                });
+                (f.identity.clone(), found)
             })
-            .await?;
+            .collect();
+        let ctx = Context {
+            identities,
+            decide: crate::intake::decider(config.clone()),
+        };
+        let removals: Vec<Removal> = fired.into_iter().map(removal).collect();
+        let planned: Vec<Planned> = self.store.plan_fired(removals, ctx, now).await?;
         if planned.is_empty() {
             return Ok(0);
         }

@@ -10,9 +10,10 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
 use super::events::{self, Event};
-use super::{Result, Store, StoreError, new_id};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError, new_id};
 use crate::clock::to_ms;
-use crate::config::{ItemType, Source};
+use crate::config::ItemType;
 use crate::model::ValidRequest;
 use crate::model::{AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
 
@@ -61,15 +62,14 @@ impl Replay {
 /// identities hold at that moment and the new request's id, the plan to write and the
 /// answer to keep for replays. Planning and answer shaping are their stages' (`plan`,
 /// `wire`); the store only runs the decision where its reads and writes are atomic.
-pub type Decide<'a> = dyn Fn(&ValidRequest, &Snapshot, &str) -> (Plan, Value) + 'a;
+pub type Decide = dyn Fn(&ValidRequest, &Snapshot, &str) -> (Plan, Value) + Send + Sync;
 
 /// What `accept` needs besides the request.
-pub struct Context<'a> {
-    /// For each job's `max_attempts`.
-    pub sources: &'a BTreeMap<String, Source>,
+#[derive(Clone)]
+pub struct Context {
     /// The identities the request names, as they are now (snapshotted into the jobs).
-    pub identities: &'a BTreeMap<String, Identity>,
-    pub decide: &'a Decide<'a>,
+    pub identities: BTreeMap<String, Identity>,
+    pub decide: std::sync::Arc<Decide>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -123,7 +123,7 @@ fn snapshot(tx: &Transaction<'_>, identities: &[String], include: Option<i64>) -
     Ok(snap)
 }
 
-impl Store {
+impl Sqlite {
     /// The stored answer for an idempotency key, if that request was accepted before.
     pub fn by_idempotency_key(&self, key: &str) -> Result<Option<Accepted>> {
         self.with(|c| lookup_key(c, key))
@@ -137,7 +137,7 @@ impl Store {
         body: &str,
         origin: &str,
         idempotency_key: Option<&str>,
-        ctx: &Context<'_>,
+        ctx: &Context,
         now: Timestamp,
     ) -> Result<Replay> {
         self.with(|c| {
@@ -157,7 +157,7 @@ pub(crate) fn accept_in(
     body: &str,
     origin: &str,
     idempotency_key: Option<&str>,
-    ctx: &Context<'_>,
+    ctx: &Context,
     now: Timestamp,
     include: Option<i64>,
 ) -> Result<Replay> {
@@ -218,7 +218,7 @@ fn write(
     body: &str,
     origin: &str,
     idempotency_key: Option<&str>,
-    ctx: &Context<'_>,
+    ctx: &Context,
     plan: &Plan,
     request_id: &str,
     response: &Value,
@@ -250,10 +250,7 @@ fn write(
                 job.identity
             ))
         })?;
-        let max_attempts = ctx
-            .sources
-            .get(&job.source)
-            .map_or(10, |s| s.retry.max_attempts);
+        let max_attempts = job.max_attempts;
         tx.prepare_cached(
             "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
                                next_attempt_at, created_at, updated_at)
@@ -464,7 +461,7 @@ fn set_remove_at(
     )
 }
 
-impl Store {
+impl Sqlite {
     /// What the identities hold now (for `provd plan`).
     pub fn snapshot(&self, identities: &[String]) -> Result<Snapshot> {
         self.with(|c| {

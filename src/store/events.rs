@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::{Result, Store};
+use super::{Result, sqlite::Sqlite};
 
 /// This process, as recorded in every event it writes: `HOST:PID`.
 static WRITER: LazyLock<String> =
@@ -67,7 +67,7 @@ pub struct StoredEvent {
     pub writer: Option<String>,
 }
 
-impl Store {
+impl Sqlite {
     /// The newest event's id (0 when there is none): where a follower starts.
     pub fn last_event_id(&self) -> Result<i64> {
         self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))

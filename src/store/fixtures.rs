@@ -5,9 +5,9 @@
 
 use rusqlite::params;
 
-use super::{Result, Store};
+use super::{Result, sqlite::Sqlite};
 
-impl Store {
+impl Sqlite {
     /// Copies job 1 (a real accepted job) into jobs `from..to`, one in ten the second of
     /// its (identity, source) lane; the lane triggers run for every row.
     #[doc(hidden)]

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use provd_connector_core::Identity;
 use rusqlite::{OptionalExtension, params};
 
-use super::{Result, Store, StoreError};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError};
 
-impl Store {
+impl Sqlite {
     pub fn identity(&self, id: &str) -> Result<Option<Identity>> {
         self.with(|c| {
             let attrs: Option<String> = c

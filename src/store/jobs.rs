@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::events::{self, Event};
 use super::settle::settle;
-use super::{Result, Store, StoreError};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError};
 
 /// DESIGN §3 contract: the job states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,7 +328,7 @@ fn lost(job_id: i64) -> StoreError {
     StoreError::LeaseLost { job_id }
 }
 
-impl Store {
+impl Sqlite {
     pub fn job(&self, id: i64) -> Result<Option<Job>> {
         self.with(|c| get(c, id))
     }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::accept::{Accepted, Context, Replay, accept_in};
 use super::events::{self, Event};
-use super::{Result, Store};
+use super::{Result, sqlite::Sqlite};
 use crate::clock::{rfc3339_ms, to_ms};
 use crate::config::ItemType;
 use crate::model::ValidRequest;
@@ -57,11 +57,45 @@ pub struct Planned {
     pub jobs: usize,
 }
 
+/// An assignment as stored: who holds (or held) which item, since which request, until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub id: i64,
+    pub identity: String,
+    pub ty: ItemType,
+    pub item_id: String,
+    /// `pending`, `active`, `revoking`, `removed`, `failed` or `canceled`.
+    pub state: String,
+    pub request_id: String,
+    pub remove_at: Option<i64>,
+}
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-impl Store {
+impl Sqlite {
+    /// Every assignment of `identity` (all identities when None), oldest first.
+    pub fn assignments(&self, identity: Option<&str>) -> Result<Vec<Assignment>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, identity_id, item_type, item_id, state, request_id, remove_at FROM assignments
+                 WHERE ?1 IS NULL OR identity_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([identity], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, identity, ty, item_id, state, request_id, remove_at) = row?;
+                let ty = ItemType::parse(&ty)
+                    .ok_or_else(|| super::StoreError::Corrupt(format!("assignment {id}: type {ty}")))?;
+                out.push(Assignment { id, identity, ty, item_id, state, request_id, remove_at });
+            }
+            Ok(out)
+        })
+    }
+
     /// The earliest removeDate of a live assignment (indexed: no table scan).
     pub fn next_removal(&self) -> Result<Option<i64>> {
         self.with(|c| {
@@ -132,7 +166,7 @@ impl Store {
     pub fn plan_fired(
         &self,
         removals: &[Removal],
-        ctx: &Context<'_>,
+        ctx: &Context,
         now: Timestamp,
     ) -> Result<Vec<Planned>> {
         let now_ms = to_ms(now);

@@ -8,9 +8,10 @@ use serde_json::json;
 
 use super::events::{self, Event};
 use super::jobs::{AttemptError, Job, JobState, event, get};
-use super::{Result, Store, StoreError};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError};
 
-impl Store {
+impl Sqlite {
     /// `provd jobs cancel`: a job that has not been applied (queued, retrying, waiting on
     /// manual tasks) is canceled; its open tasks are canceled with it.
     pub fn cancel_job(&self, id: i64, now: i64, reason: &str) -> Result<Job> {

@@ -5,7 +5,8 @@
 use rusqlite::{Connection, params};
 
 use super::jobs::{AttemptError, JobState};
-use super::{Result, Store, StoreError};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError};
 
 /// Which status items to list.
 #[derive(Debug, Clone, Default)]
@@ -185,7 +186,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
     Ok(out)
 }
 
-impl Store {
+impl Sqlite {
     pub fn status(&self, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         self.with(|c| items(c, q))
     }

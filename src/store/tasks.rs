@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::events::{self, Event};
 use super::jobs::Job;
-use super::{Result, Store, StoreError};
+use super::sqlite::Sqlite;
+use super::{Result, StoreError};
 
 /// A task to open for operation `op_index` of a job.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub struct TaskFilter {
     pub open_only: bool,
 }
 
-impl Store {
+impl Sqlite {
     /// Moves a claimed job of a manual source to `manual`, opening one task per operation.
     /// Re-running it after a crash opens no second task for the same operation.
     pub fn open_tasks(&self, job: &Job, owner: &str, tasks: &[NewTask], now: i64) -> Result<()> {
@@ -167,7 +168,7 @@ pub enum Resolved {
     AlreadySo,
 }
 
-impl Store {
+impl Sqlite {
     /// Records the owner's answer for one task (`DONE` or `FAILED`). When every task of
     /// the job is done the job succeeds; a failed task fails the job with the owner's
     /// note as its error. Resolving the same way twice changes nothing; a different
@@ -323,7 +324,7 @@ pub struct Overdue {
     pub oldest_created: i64,
 }
 
-impl Store {
+impl Sqlite {
     pub fn task_brief(&self, task: i64) -> Result<Option<TaskBrief>> {
         self.with(|c| {
             Ok(

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use super::events::{self, Event};
-use super::{Result, Store};
+use super::{Result, sqlite::Sqlite};
 
 /// A pulled request whose write-back has not been accepted yet.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct Health {
     pub last_poll_at: Option<i64>,
 }
 
-impl Store {
+impl Sqlite {
     pub fn upstream_cursor(&self, name: &str) -> Result<Option<String>> {
         self.with(|c| {
             Ok(

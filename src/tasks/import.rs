@@ -26,7 +26,7 @@ pub struct Report {
     pub jobs: Vec<(i64, String)>,
 }
 
-pub fn import(
+pub async fn import(
     store: &Store,
     bytes: &[u8],
     now: i64,
@@ -41,7 +41,7 @@ pub fn import(
     let mut checked: Vec<(Row, String)> = Vec::with_capacity(rows.len());
     let mut sources = BTreeSet::new();
     for row in rows {
-        let Some(task) = store.task_brief(row.task)? else {
+        let Some(task) = store.task_brief(row.task).await? else {
             report.bad.push(BadRow {
                 line: row.line,
                 reason: format!("unknown task T{}", row.task),
@@ -98,7 +98,7 @@ pub fn import(
             note: row.note,
         });
     }
-    let results = store.resolve_tasks(&answers, now)?;
+    let results = store.resolve_tasks(answers, now).await?;
     for ((line, _task, resolution), result) in lines.into_iter().zip(results) {
         match result {
             Ok(Resolved::Applied { job, job_state }) => {

@@ -51,7 +51,7 @@ impl Reminders {
 }
 
 /// Open tasks past `remind_after`, for every manual source that sets it.
-pub fn overdue(
+pub async fn overdue(
     store: &crate::store::Store,
     config: &crate::config::Config,
     now_ms: i64,
@@ -59,7 +59,11 @@ pub fn overdue(
     let mut out = Vec::new();
     for s in config.sources.values() {
         if let Some(after) = s.manual.as_ref().and_then(|m| m.remind_after) {
-            out.extend(store.overdue_tasks(&s.id, now_ms - after.0.as_millis() as i64)?);
+            out.extend(
+                store
+                    .overdue_tasks(s.id.clone(), now_ms - after.0.as_millis() as i64)
+                    .await?,
+            );
         }
     }
     Ok(out)
@@ -80,10 +84,7 @@ pub async fn run(
     loop {
         let now = clock.now();
         let config = live.get();
-        let (s, c) = (store.clone(), config.clone());
-        let found = s
-            .call(move |st| overdue(st, &c, now.as_millisecond()))
-            .await;
+        let found = overdue(&store, &config, now.as_millisecond()).await;
         match found {
             Ok(list) => {
                 let today = now.to_zoned(config.agent.time_zone.clone()).date();

@@ -166,7 +166,8 @@ impl Puller {
                     failures = 0;
                     let _ = self
                         .store
-                        .set_upstream_health(&self.cfg.name, true, None, self.now());
+                        .set_upstream_health(self.cfg.name.clone(), true, None, self.now())
+                        .await;
                     if n > 0 {
                         tracing::info!(upstream = %self.cfg.name, pulled = n, "approved requests pulled");
                     }
@@ -179,9 +180,10 @@ impl Puller {
                 }
                 Err(PollError::Unauthorized(e)) => {
                     tracing::error!(upstream = %self.cfg.name, error = %e, "upstream refuses our credentials (after renewing the token): unhealthy");
-                    let _ =
-                        self.store
-                            .set_upstream_health(&self.cfg.name, false, Some(&e), self.now());
+                    let _ = self
+                        .store
+                        .set_upstream_health(self.cfg.name.clone(), false, Some(e), self.now())
+                        .await;
                     self.cfg.poll_interval.0
                 }
                 Err(e) => {
@@ -190,12 +192,15 @@ impl Puller {
                         .ceiling(failures)
                         .min(self.cfg.poll_interval.0.max(Duration::from_secs(1)) * 10);
                     tracing::warn!(upstream = %self.cfg.name, error = %e, retry_in_ms = wait.as_millis() as u64, "pull failed; backing off");
-                    let _ = self.store.set_upstream_health(
-                        &self.cfg.name,
-                        false,
-                        Some(&e.to_string()),
-                        self.now(),
-                    );
+                    let _ = self
+                        .store
+                        .set_upstream_health(
+                            self.cfg.name.clone(),
+                            false,
+                            Some(e.to_string()),
+                            self.now(),
+                        )
+                        .await;
                     wait
                 }
             };
@@ -229,7 +234,7 @@ impl Puller {
     pub async fn poll(&self) -> Result<usize, PollError> {
         let name = self.cfg.name.clone();
         let filter = url_encode("status eq \"APPROVED\"");
-        let mut path = match self.store.upstream_cursor(&name)? {
+        let mut path = match self.store.upstream_cursor(name.clone()).await? {
             Some(c) => format!("{LIST}?filter={filter}&limit=200&after={}", url_encode(&c)),
             None => format!("{LIST}?filter={filter}&limit=200"),
         };
@@ -260,7 +265,9 @@ impl Puller {
                 .and_then(|d| d.get("id"))
                 .and_then(Value::as_str)
             {
-                self.store.set_upstream_cursor(&name, last, self.now())?;
+                self.store
+                    .set_upstream_cursor(name.clone(), last.to_string(), self.now())
+                    .await?;
             }
             let link = r
                 .headers
@@ -284,7 +291,10 @@ impl Puller {
         };
         // The filter asks for APPROVED only; a server that sends others anyway is not obeyed.
         if item.get("status").and_then(Value::as_str) != Some("APPROVED")
-            || self.store.upstream_seen(name, id)?
+            || self
+                .store
+                .upstream_seen(name.clone(), id.to_string())
+                .await?
         {
             return Ok(false);
         }
@@ -297,22 +307,25 @@ impl Puller {
             .pointer("/requested/entryId")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let reject = |reason: String| -> Result<bool, PollError> {
+        let reject = async |reason: String| -> Result<bool, PollError> {
             tracing::warn!(upstream = %name, upstream_id = id, reason = %reason, "pulled request rejected");
             self.store
-                .record_upstream(name, id, None, Some(&reason), now)?;
+                .record_upstream(name.clone(), id.to_string(), None, Some(reason), now)
+                .await?;
             Ok(true)
         };
         let Some(target) = self.cfg.items.get(entry) else {
             return reject(format!(
                 "unknown catalog entry `{entry}` (not in [upstream.items])"
-            ));
+            ))
+            .await;
         };
-        let Some(identity) = self.identity(external)? else {
+        let Some(identity) = self.identity(external).await? else {
             return reject(format!(
                 "no identity with {} = `{external}`",
                 self.cfg.identity_attribute
-            ));
+            ))
+            .await;
         };
         let body = json!({
             "requestedFor": [identity],
@@ -324,31 +337,36 @@ impl Puller {
         let key = format!("upstream:{name}:{id}");
         let result = self
             .intake
-            .submit(body.into_bytes(), format!("upstream:{name}"), Some(key))
+            .submit(body.as_bytes(), &format!("upstream:{name}"), Some(&key))
             .await;
         match result {
             Ok(replay) => {
                 let rid = replay.accepted().request_id.clone();
                 self.store
-                    .record_upstream(name, id, Some(&rid), None, now)?;
+                    .record_upstream(name.clone(), id.to_string(), Some(rid.clone()), None, now)
+                    .await?;
                 tracing::info!(upstream = %name, upstream_id = id, request_id = %rid, "pulled request accepted");
                 Ok(true)
             }
-            Err(SubmitError::Invalid(inv)) => reject(inv.to_string()),
-            Err(e @ SubmitError::KeyReused { .. }) => reject(e.to_string()),
+            Err(SubmitError::Invalid(inv)) => reject(inv.to_string()).await,
+            Err(e @ SubmitError::KeyReused { .. }) => reject(e.to_string()).await,
             Err(SubmitError::Store(e)) => Err(e.into()),
             Err(SubmitError::Internal(e)) => Err(PollError::Transient(e)),
         }
     }
 
-    fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
+    async fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
         let attr = &self.cfg.identity_attribute;
         if attr == "id" {
             let known = self.live.get().identities.contains_key(external)
-                || self.store.identity(external)?.is_some();
+                || self.store.identity(external.to_string()).await?.is_some();
             return Ok(known.then(|| external.to_string()));
         }
-        if let Some(id) = self.store.identity_by_attribute(attr, external)? {
+        if let Some(id) = self
+            .store
+            .identity_by_attribute(attr.clone(), external.to_string())
+            .await?
+        {
             return Ok(Some(id));
         }
         Ok(self
@@ -362,11 +380,11 @@ impl Puller {
 
     /// Posts the outcome of every request that reached one and was not written back yet.
     pub async fn write_back(&self) -> Result<usize, PollError> {
-        let pending: Vec<Unwritten> = self.store.unwritten(&self.cfg.name)?;
+        let pending: Vec<Unwritten> = self.store.unwritten(self.cfg.name.clone()).await?;
         let mut written = 0;
         for p in pending {
             let jobs = match &p.request_id {
-                Some(rid) => self.store.request_jobs(rid)?,
+                Some(rid) => self.store.request_jobs(rid.clone()).await?,
                 None => Vec::new(),
             };
             let Some(message) = summary(&p.outcome, p.reason.as_deref(), &jobs) else {
@@ -380,7 +398,13 @@ impl Puller {
                 .map_err(|e| PollError::Transient(e.message))?;
             if r.is_success() {
                 self.store
-                    .mark_written(&self.cfg.name, &p.upstream_id, &message, self.now())?;
+                    .mark_written(
+                        self.cfg.name.clone(),
+                        p.upstream_id.clone(),
+                        message,
+                        self.now(),
+                    )
+                    .await?;
                 written += 1;
             } else if r.status.as_u16() == 429 {
                 return Err(self.classify(&r));

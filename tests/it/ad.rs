@@ -3,6 +3,7 @@
 //! own account names (prefix t1…, t2…, t3…), as correlation searches the whole domain.
 
 use crate::flow::{custom_env, grant, revoke, settled, submit};
+use crate::harness::wait;
 use crate::harness::{Env, eventually};
 use crate::samba::{ADMIN_DN, ADMIN_PASSWORD, BASE, DC_NAME, Dc};
 
@@ -223,7 +224,7 @@ async fn new_accounts_get_a_delivered_initial_password_that_is_never_shown() {
     // The first delivery fails: the account exists, stays disabled, the job retries.
     let store = env.store();
     eventually(30, "the failed delivery", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         async move {
             jobs.iter()
                 .find(|j| !j.errors.is_empty())
@@ -350,7 +351,7 @@ async fn a_wrong_service_password_never_locks_the_account_and_a_reload_resumes()
     let store = env.store();
     eventually(30, "refused probes while the jobs wait", || {
         let refused = agent.log_text().matches("not tried again").count();
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         async move {
             (refused >= 3
                 && jobs

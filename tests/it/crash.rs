@@ -2,6 +2,7 @@
 //! slapd; after restarts, every accepted request is provisioned exactly once in effect —
 //! one entry per identity, one membership each, every job succeeded.
 
+use crate::harness::wait;
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -89,7 +90,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     // Every accepted request is on disk and ends with all its jobs succeeded.
     let store = env.store();
     let jobs = eventually(60, "every job to succeed", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         async move {
             (jobs.len() >= N && jobs.iter().all(|j| j.state.as_str() == "succeeded"))
                 .then_some(jobs)

@@ -3,6 +3,7 @@
 //! scripted connector (real connectors and servers come with their own crates); time
 //! moves only when the test moves it.
 
+use crate::harness::wait;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,7 +184,7 @@ fn rig(connector: Scripted, source_toml: &str, agent_toml: &str) -> Rig {
 }
 
 impl Rig {
-    fn submit(&self, who: &str, ent: &str) -> i64 {
+    async fn submit(&self, who: &str, ent: &str) -> i64 {
         let body = json!({ "requestedFor": [who], "requestedItems": [{ "type": "ENTITLEMENT", "id": ent }] });
         let r = provd::intake::submit(
             &self.config,
@@ -193,6 +194,7 @@ impl Rig {
             "test",
             None,
         )
+        .await
         .unwrap();
         self.wake.notify_one();
         r.accepted().job_ids[0]
@@ -208,7 +210,7 @@ impl Rig {
         let wake = self.wake.clone();
         eventually(10, what, || {
             wake.notify_one();
-            let j = store.job(id).unwrap().unwrap();
+            let j = wait(store.job(id)).unwrap().unwrap();
             let ok = f(&j);
             async move { ok.then_some(j) }
         })
@@ -240,7 +242,7 @@ async fn retryable_errors_back_off_on_the_injected_clock_then_succeed() {
         ..Default::default()
     };
     let r = rig(c, "", "");
-    let id = r.submit("ada", "ent-view");
+    let id = r.submit("ada", "ent-view").await;
     let j = r
         .until(id, "first retry", |j| j.state == JobState::Retrying)
         .await;
@@ -269,7 +271,9 @@ async fn retryable_errors_back_off_on_the_injected_clock_then_succeed() {
     assert_eq!(j.attempt, 3);
     assert_eq!(j.errors.len(), 2);
     assert_eq!(
-        r.store.native_id("ada", "flat").unwrap().as_deref(),
+        wait(r.store.native_id("ada".into(), "flat".into()))
+            .unwrap()
+            .as_deref(),
         Some("uid=ada")
     );
     let seen = r.connector.native_ids.lock().unwrap().clone();
@@ -291,7 +295,7 @@ async fn a_permanent_error_fails_the_job_at_once_with_the_code_in_status() {
         ..Default::default()
     };
     let r = rig(c, "", "");
-    let id = r.submit("ada", "ent-view");
+    let id = r.submit("ada", "ent-view").await;
     let j = r
         .until(id, "failure", |j| j.state == JobState::Failed)
         .await;
@@ -303,7 +307,7 @@ async fn a_permanent_error_fails_the_job_at_once_with_the_code_in_status() {
         limit: 10,
         ..Default::default()
     };
-    let s = provd::wire::status_items(&r.store.status(&q).unwrap());
+    let s = provd::wire::status_items(&wait(r.store.status(q)).unwrap());
     assert_eq!(s[0]["state"], "PROVISIONING_FAILED");
     assert_eq!(s[0]["errorMessages"][0][0]["text"], "objectClassViolation");
     r.stop().await;
@@ -323,7 +327,7 @@ async fn a_source_pattern_makes_an_error_retryable_and_max_attempts_ends_it() {
         "[retry]\nmax_attempts = 2\nretryable_errors = [\"(?i)server is busy\"]\n",
         "",
     );
-    let id = r.submit("ada", "ent-view");
+    let id = r.submit("ada", "ent-view").await;
     let j = r
         .until(id, "retrying", |j| j.state == JobState::Retrying)
         .await;
@@ -344,7 +348,7 @@ async fn retry_after_is_honoured() {
         ..Default::default()
     };
     let r = rig(c, "", "");
-    let id = r.submit("ada", "ent-view");
+    let id = r.submit("ada", "ent-view").await;
     let j = r
         .until(id, "retrying", |j| j.state == JobState::Retrying)
         .await;
@@ -363,14 +367,14 @@ async fn an_open_breaker_holds_other_jobs_without_spending_attempts() {
         "[retry]\nbreaker_failures = 2\nbreaker_cooldown = \"60s\"\n",
         "workers = 1\n",
     );
-    let a = r.submit("ada", "ent-view");
+    let a = r.submit("ada", "ent-view").await;
     r.until(a, "a retrying", |j| j.state == JobState::Retrying)
         .await;
-    let b = r.submit("grace", "ent-view");
+    let b = r.submit("grace", "ent-view").await;
     r.until(b, "b retrying", |j| j.state == JobState::Retrying)
         .await;
     // Two consecutive failures: the breaker is open. A third job is not even tried.
-    let c_id = r.submit("mallory", "ent-view");
+    let c_id = r.submit("mallory", "ent-view").await;
     r.advance(10); // a and b are due again, but the source is closed for 60 s
     let calls = r.connector.calls.load(Ordering::SeqCst);
     for _ in 0..20 {
@@ -384,7 +388,7 @@ async fn an_open_breaker_holds_other_jobs_without_spending_attempts() {
         "no calls while the breaker is open"
     );
     assert_eq!(
-        r.store.job(c_id).unwrap().unwrap().attempt,
+        wait(r.store.job(c_id)).unwrap().unwrap().attempt,
         0,
         "waiting spends no attempt"
     );
@@ -397,7 +401,7 @@ async fn an_open_breaker_holds_other_jobs_without_spending_attempts() {
         calls + 1,
         "one probe"
     );
-    assert_eq!(r.store.job(a).unwrap().unwrap().attempt, 1);
+    assert_eq!(wait(r.store.job(a)).unwrap().unwrap().attempt, 1);
     r.stop().await;
 }
 
@@ -408,12 +412,12 @@ async fn shutdown_releases_a_job_stuck_past_the_grace_period_without_spending_it
         ..Default::default()
     };
     let r = rig(c, "", "shutdown_grace = \"200ms\"\n");
-    let id = r.submit("ada", "ent-view");
+    let id = r.submit("ada", "ent-view").await;
     r.until(id, "running", |j| j.state == JobState::Running)
         .await;
     let store = r.store.clone();
     r.stop().await;
-    let j = store.job(id).unwrap().unwrap();
+    let j = wait(store.job(id)).unwrap().unwrap();
     assert_eq!(j.state, JobState::Queued);
     assert_eq!(j.attempt, 0);
     assert!(j.lease_owner.is_none());

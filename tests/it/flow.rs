@@ -1,6 +1,7 @@
 //! Helpers shared by the connector tests: submit requests through the CLI, wait for their
 //! jobs to end, and build configurations whose sources are real servers.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
@@ -34,12 +35,11 @@ pub async fn settled(env: &Env, request: &str) -> Vec<provd::store::Job> {
     let store = env.store();
     let rid = request.to_string();
     eventually(30, "the request's jobs to end", || {
-        let jobs = store
-            .jobs(&provd::store::jobs::JobFilter {
-                request_id: Some(rid.clone()),
-                ..Default::default()
-            })
-            .unwrap();
+        let jobs = wait(store.jobs(provd::store::jobs::JobFilter {
+            request_id: Some(rid.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
         async move { jobs.iter().all(|j| j.state.is_final()).then_some(jobs) }
     })
     .await
@@ -82,12 +82,11 @@ pub async fn job_in(env: &Env, request: &str, state: &str) -> provd::store::Job 
     let store = env.store();
     let (rid, want) = (request.to_string(), state.to_string());
     eventually(30, &format!("a job in {state}"), || {
-        let jobs = store
-            .jobs(&provd::store::jobs::JobFilter {
-                request_id: Some(rid.clone()),
-                ..Default::default()
-            })
-            .unwrap();
+        let jobs = wait(store.jobs(provd::store::jobs::JobFilter {
+            request_id: Some(rid.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
         let want = want.clone();
         async move { jobs.into_iter().find(|j| j.state.as_str() == want) }
     })
@@ -101,12 +100,11 @@ pub async fn held(env: &Env, request: &str) -> Vec<String> {
     let store = env.store();
     let rid = request.to_string();
     eventually(30, "the request's jobs to be put back", || {
-        let jobs = store
-            .jobs(&provd::store::jobs::JobFilter {
-                request_id: Some(rid.clone()),
-                ..Default::default()
-            })
-            .unwrap();
+        let jobs = wait(store.jobs(provd::store::jobs::JobFilter {
+            request_id: Some(rid.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
         let released: Vec<String> = env
             .events()
             .iter()

@@ -202,16 +202,14 @@ async fn changes_made_by_the_cli_reach_the_agents_log_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let jobs: Vec<i64> = env
-        .store()
-        .jobs(&provd::store::jobs::JobFilter {
-            request_id: Some(rid.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let jobs: Vec<i64> = crate::harness::wait(env.store().jobs(provd::store::jobs::JobFilter {
+        request_id: Some(rid.clone()),
+        ..Default::default()
+    }))
+    .unwrap()
+    .iter()
+    .map(|j| j.id)
+    .collect();
     assert_eq!(jobs.len(), 2);
     let lines = eventually(10, "both jobs' success in the agent's log", || {
         let l = log_lines(&agent);

@@ -6,6 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Waits for a store call from anywhere (a sync helper inside an async test included): on
+/// a thread of its own with a runtime of its own, as the CLI does.
+pub fn wait<T: Send + 'static>(f: provd::store::BoxFuture<T>) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_provd");
 
 /// Polls `f` until it returns Some, or panics after `secs` with `what`.
@@ -148,9 +162,7 @@ access_profiles = ["ap-basic"]
     }
 
     pub fn count(&self, table: &str) -> i64 {
-        *self
-            .store()
-            .row_counts()
+        *wait(self.store().row_counts())
             .unwrap()
             .get(table)
             .unwrap_or_else(|| panic!("no table {table}"))
@@ -158,7 +170,7 @@ access_profiles = ["ap-basic"]
 
     /// Every audit event, oldest first.
     pub fn events(&self) -> Vec<provd::store::StoredEvent> {
-        self.store().events_after(0, usize::MAX >> 1).unwrap()
+        wait(self.store().events_after(0, usize::MAX >> 1)).unwrap()
     }
 
     pub fn write_request(&self, name: &str, body: &serde_json::Value) -> PathBuf {

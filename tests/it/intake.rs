@@ -1,6 +1,7 @@
 //! Requests in through the CLI, HTTP and the spool folder; bad input refused with nothing
 //! stored; duplicates reported under existingRequests.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
@@ -49,7 +50,7 @@ async fn submit_via_cli_with_the_agent_stopped_then_dispatched_when_it_starts() 
     let _agent = env.start().await;
     let store = env.store();
     eventually(10, "jobs to reach manual", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         async move {
             jobs.iter()
                 .all(|j| j.state.as_str() == "manual")
@@ -102,7 +103,7 @@ async fn submit_via_http_needs_a_token_and_answers_202() {
     let store = env.store();
     let rid2 = rid.clone();
     eventually(10, "the job to wait on its task", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         let rid = rid2.clone();
         async move {
             jobs.iter()
@@ -244,7 +245,9 @@ async fn spool_files_are_taken_in_or_rejected_with_the_reason() {
     assert_eq!(accepted.len(), 1);
     let rid = accepted[0].request_id.clone().unwrap();
     assert_eq!(
-        env.store().request_origin(&rid).unwrap().as_deref(),
+        wait(env.store().request_origin(rid.clone()))
+            .unwrap()
+            .as_deref(),
         Some("spool")
     );
 }

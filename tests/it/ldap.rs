@@ -1,5 +1,6 @@
 //! The LDAP connector end to end: the real provd binary against a real slapd.
 
+use crate::harness::wait;
 use serde_json::Value;
 
 use crate::flow::{all_succeeded, grant, revoke, settled, submit};
@@ -127,7 +128,9 @@ async fn granting_a_role_creates_the_account_with_mapped_attributes_and_membersh
     assert!(slapd.values(VPN, "member").await.contains(&dn.to_string()));
     assert!(slapd.values(GIT, "member").await.contains(&dn.to_string()));
     assert_eq!(
-        env.store().native_id("ada", "corp").unwrap().as_deref(),
+        wait(env.store().native_id("ada".into(), "corp".into()))
+            .unwrap()
+            .as_deref(),
         Some(dn)
     );
 
@@ -205,7 +208,9 @@ async fn an_existing_account_is_correlated_not_duplicated() {
     assert_eq!(found.len(), 1, "no second account");
     let existing = "cn=Bob The Builder,ou=people,dc=example,dc=com";
     assert_eq!(
-        env.store().native_id("bob", "corp").unwrap().as_deref(),
+        wait(env.store().native_id("bob".into(), "corp".into()))
+            .unwrap()
+            .as_deref(),
         Some(existing)
     );
     assert!(
@@ -247,7 +252,9 @@ async fn creates_claimed_together_share_one_correlation_search() {
     assert_eq!(slapd.search(PEOPLE, "(uid=bob)").await.len(), 1);
     let existing = "cn=Bob The Builder,ou=people,dc=example,dc=com";
     assert_eq!(
-        env.store().native_id("bob", "corp").unwrap().as_deref(),
+        wait(env.store().native_id("bob".into(), "corp".into()))
+            .unwrap()
+            .as_deref(),
         Some(existing)
     );
     // The others were known absent and created, once, with the escaped filter and DN.
@@ -277,7 +284,7 @@ async fn jobs_retry_while_slapd_is_down_and_complete_when_it_is_back() {
     let rid = submit(&env, grant("ada", "ACCESS_PROFILE", "ap-eng"));
     let store = env.store();
     let retrying = eventually(20, "the job to be retrying", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         async move {
             jobs.into_iter()
                 .find(|j| j.state.as_str() == "retrying" && j.attempt >= 2)

@@ -1,6 +1,7 @@
 //! LDAP against slapd, DESIGN §20's rules for every directory: correlation that never
 //! links an entry it has not read, and a wrong bind password that never costs a job.
 
+use crate::harness::wait;
 use serde_json::Value;
 
 use crate::flow::{all_succeeded, grant, settled, submit};
@@ -22,7 +23,7 @@ async fn a_wrong_bind_password_holds_the_jobs_binds_once_and_never_shows_the_pas
     }
     let store = env.store();
     eventually(20, "the jobs put back, not failed", || {
-        let jobs = store.jobs(&Default::default()).unwrap();
+        let jobs = wait(store.jobs(Default::default())).unwrap();
         let log = agent.log_text();
         async move {
             (log.contains("breaker opened: the source refused provd's credentials")
@@ -46,7 +47,7 @@ async fn a_wrong_bind_password_holds_the_jobs_binds_once_and_never_shows_the_pas
         1,
         "one failed bind"
     );
-    let jobs = store.jobs(&Default::default()).unwrap();
+    let jobs = wait(store.jobs(Default::default())).unwrap();
     assert!(
         jobs.iter()
             .all(|j| j.state.as_str() == "queued" && j.errors.is_empty()),

@@ -1,6 +1,7 @@
 //! The daemon's life: SIGTERM, a killed agent's job taken back, one agent per state
 //! directory, cancel.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
@@ -39,15 +40,20 @@ async fn a_job_leased_by_a_killed_agent_is_taken_back_after_restart_with_its_his
     // The killed agent had claimed the job, with a lease that is far from expiring.
     let store = env.store();
     let now = jiff::Timestamp::now().as_millisecond();
-    let claimed = store
-        .claim("killed-agent", 10, now, now + 3_600_000, &[], None)
-        .unwrap();
+    let claimed = wait(store.claim(provd::store::Claim {
+        owner: "killed-agent".into(),
+        limit: 10,
+        now,
+        lease_until: now + 3_600_000,
+        ..Default::default()
+    }))
+    .unwrap();
     assert_eq!(claimed.len(), 1);
     let id = claimed[0].id;
 
     let again = env.start().await;
     let job = eventually(10, "the job to be taken back and run", || {
-        let j = store.job(id).unwrap().unwrap();
+        let j = wait(store.job(id)).unwrap().unwrap();
         async move { (j.state.as_str() == "manual").then_some(j) }
     })
     .await;
@@ -95,7 +101,7 @@ async fn cancel_stops_what_has_not_been_applied() {
         .as_str()
         .unwrap()
         .to_string();
-    let jobs = env.store().jobs(&Default::default()).unwrap();
+    let jobs = wait(env.store().jobs(Default::default())).unwrap();
     assert!(
         jobs.iter()
             .all(|j| j.state.as_str() == "queued" && j.next_attempt_at.is_some()),
@@ -131,8 +137,7 @@ async fn cancel_stops_what_has_not_been_applied() {
         .unwrap();
     assert_eq!(status[0]["state"], "CANCELLED");
     assert!(
-        env.store()
-            .jobs(&Default::default())
+        wait(env.store().jobs(Default::default()))
             .unwrap()
             .iter()
             .all(|j| j.state.as_str() == "canceled")

@@ -1,5 +1,6 @@
 //! What operators and source owners use: check, plan, jobs, tasks export, identities.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
@@ -78,7 +79,7 @@ async fn manual_tasks_are_exported_as_safe_csv_and_served_as_json() {
     );
     let store = env.store();
     eventually(10, "tasks to be opened", || {
-        let n = store.tasks(&Default::default()).unwrap().len();
+        let n = wait(store.tasks(Default::default())).unwrap().len();
         async move { (n == 4).then_some(()) }
     })
     .await;

@@ -1,6 +1,7 @@
 //! The REST connector end to end: the real provd binary against json-server, driven only
 //! by the recipe format.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::flow::{all_succeeded, custom_env, grant, revoke, settled, submit};
@@ -76,7 +77,7 @@ async fn the_recipe_format_drives_users_and_memberships_through_a_full_cycle() {
     assert_eq!(users[0]["email"], "ada@example.com");
     let ada = users[0]["id"].to_string();
     assert_eq!(
-        env.store().native_id("ada", "crm").unwrap(),
+        wait(env.store().native_id("ada".into(), "crm".into())).unwrap(),
         Some(ada.clone())
     );
     assert_eq!(

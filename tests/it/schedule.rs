@@ -2,6 +2,7 @@
 //! within a second of their due time, dates can be moved, a stopped agent catches up.
 //! Due times are a few seconds ahead in real time: the agent is a separate process.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::flow::{all_succeeded, settled, submit};
@@ -186,7 +187,9 @@ async fn a_start_date_grant_appears_only_at_its_time() {
     let (start, start_ms) = in_ms(2_500);
     let body = json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-git", "startDate": start }] });
     let rid = submit(&env, body);
-    let job = env.store().jobs(&Default::default()).unwrap().remove(0);
+    let job = wait(env.store().jobs(Default::default()))
+        .unwrap()
+        .remove(0);
     assert_eq!(job.state.as_str(), "queued");
     assert!(
         !slapd.values(GIT, "member").await.contains(&ADA.to_string()),
@@ -253,12 +256,11 @@ async fn a_manual_source_gets_a_removal_task_or_a_disable_task_for_the_last_enti
     let store = env.store();
     // The owners do the grant tasks.
     let tasks = eventually(10, "grant tasks", || {
-        let t = store
-            .tasks(&provd::store::tasks::TaskFilter {
-                open_only: true,
-                ..Default::default()
-            })
-            .unwrap();
+        let t = wait(store.tasks(provd::store::tasks::TaskFilter {
+            open_only: true,
+            ..Default::default()
+        }))
+        .unwrap();
         async move { (t.len() == 4).then_some(t) }
     })
     .await;
@@ -267,21 +269,21 @@ async fn a_manual_source_gets_a_removal_task_or_a_disable_task_for_the_last_enti
         store
             .resolve_task(
                 id,
-                "DONE",
-                "owner@example.com",
-                "",
+                "DONE".into(),
+                "owner@example.com".into(),
+                String::new(),
                 jiff::Timestamp::now().as_millisecond(),
             )
+            .await
             .unwrap();
     }
     all_succeeded(&settled(&env, &rid).await);
     let removal = eventually(10, "removal tasks after the removeDate", || {
-        let t = store
-            .tasks(&provd::store::tasks::TaskFilter {
-                open_only: true,
-                ..Default::default()
-            })
-            .unwrap();
+        let t = wait(store.tasks(provd::store::tasks::TaskFilter {
+            open_only: true,
+            ..Default::default()
+        }))
+        .unwrap();
         async move { (t.len() == 2).then_some(t) }
     })
     .await;

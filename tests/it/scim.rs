@@ -1,5 +1,6 @@
 //! The SCIM connector end to end: the real provd binary against the real scim2-server.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::flow::{all_succeeded, custom_env, grant, job_in, revoke, settled, submit};
@@ -94,7 +95,9 @@ async fn create_with_mapped_attributes_then_idempotent_memberships_and_revokes()
     assert_eq!(u["emails"][0]["type"], "work");
     let id = u["id"].as_str().unwrap().to_string();
     assert_eq!(
-        env.store().native_id("ada", "saas").unwrap().as_deref(),
+        wait(env.store().native_id("ada".into(), "saas".into()))
+            .unwrap()
+            .as_deref(),
         Some(id.as_str())
     );
     assert_eq!(scim.members(&eng).await, vec![id.clone()]);
@@ -137,7 +140,9 @@ async fn an_existing_user_is_correlated() {
     all_succeeded(&settled(&env, &submit(&env, grant("bob", "ENTITLEMENT", "ent-eng"))).await);
     assert_eq!(user(&scim, "bob").await.len(), 1, "no second bob");
     assert_eq!(
-        env.store().native_id("bob", "saas").unwrap().as_deref(),
+        wait(env.store().native_id("bob".into(), "saas".into()))
+            .unwrap()
+            .as_deref(),
         existing["id"].as_str()
     );
 }

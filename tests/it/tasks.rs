@@ -1,6 +1,7 @@
 //! The manual-task CSV round trip with source owners: export, edit as a spreadsheet would,
 //! import; formula injection; idempotent re-import; overdue tasks.
 
+use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::flow::submit;
@@ -16,12 +17,11 @@ fn stderr(o: &std::process::Output) -> String {
 async fn open_tasks(env: &Env, n: usize) {
     let store = env.store();
     eventually(10, &format!("{n} open tasks"), || {
-        let t = store
-            .tasks(&provd::store::tasks::TaskFilter {
-                open_only: true,
-                ..Default::default()
-            })
-            .unwrap();
+        let t = wait(store.tasks(provd::store::tasks::TaskFilter {
+            open_only: true,
+            ..Default::default()
+        }))
+        .unwrap();
         async move { (t.len() == n).then_some(()) }
     })
     .await;

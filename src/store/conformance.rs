@@ -1,0 +1,591 @@
+//! The store conformance suite: what every backend must do, written once against the role
+//! traits and run on each backend (SQLite in `store::tests`, PostgreSQL in the integration
+//! tests, which start a throwaway cluster). Each case gets a fresh, empty store.
+//!
+//! Compiled into the library (hidden) so that both runners can reach it; the cases return
+//! errors instead of unwrapping, and check with `assert!`, which a failing case should do.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use provd_connector_core::Identity;
+
+use super::jobs::{AttemptError, Job, JobFilter, JobState};
+use super::status::StatusQuery;
+use super::tasks::{NewTask, TaskFilter};
+use super::{BoxFuture, Claim, Context, Replay, Store, StoreError};
+use crate::config::files::CatalogFile;
+use crate::config::{Catalog, ItemType, SourceRules};
+use crate::model::{RequestType, ValidItem, ValidRequest};
+
+pub type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type Case = fn(Store) -> BoxFuture<Outcome>;
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = &[
+    ("one_lane_runs_one_job_at_a_time_in_acceptance_order", |s| {
+        Box::pin(one_lane(s))
+    }),
+    ("a_failed_job_retried_heads_its_lane_again", |s| {
+        Box::pin(retried_heads_lane(s))
+    }),
+    (
+        "an_expired_lease_returns_the_job_and_fences_the_old_owner",
+        |s| Box::pin(expired_lease(s)),
+    ),
+    ("start_up_takes_back_every_foreign_lease_at_once", |s| {
+        Box::pin(foreign_leases(s))
+    }),
+    ("release_spends_no_attempt", |s| Box::pin(release(s))),
+    ("retrying_then_failing_keeps_every_attempt_error", |s| {
+        Box::pin(attempt_errors(s))
+    }),
+    (
+        "success_activates_the_assignment_and_a_duplicate_is_existing",
+        |s| Box::pin(duplicate(s)),
+    ),
+    ("a_revoke_settles_the_assignment_as_removed", |s| {
+        Box::pin(revoke(s))
+    }),
+    ("the_same_idempotency_key_stores_once", |s| {
+        Box::pin(idempotency(s))
+    }),
+    ("canceling_a_request_cancels_what_has_not_run", |s| {
+        Box::pin(cancel_request(s))
+    }),
+    ("a_running_or_finished_job_cannot_be_canceled", |s| {
+        Box::pin(cancel_job(s))
+    }),
+    ("manual_jobs_open_one_task_per_operation_once", |s| {
+        Box::pin(manual_tasks(s))
+    }),
+    ("a_removal_fires_once_and_its_revoke_is_planned_once", |s| {
+        Box::pin(removal(s))
+    }),
+    (
+        "a_grant_between_firing_and_planning_supersedes_the_removal",
+        |s| Box::pin(superseded(s)),
+    ),
+    ("events_are_read_in_order_and_counted", |s| {
+        Box::pin(events(s))
+    }),
+];
+
+struct Fixture {
+    store: Store,
+    catalog: Catalog,
+    identities: BTreeMap<String, Identity>,
+}
+
+fn fixture(store: Store) -> Result<Fixture, Box<dyn std::error::Error + Send + Sync>> {
+    let f: CatalogFile = toml::from_str(
+        r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "flat"
+        attribute = "groups"
+        value = "VPN"
+        [[entitlement]]
+        id = "git"
+        source = "flat"
+        attribute = "groups"
+        value = "GIT"
+        [[access_profile]]
+        id = "ap-eng"
+        entitlements = ["vpn", "git"]
+        [[access_profile]]
+        id = "ap-remote"
+        entitlements = ["vpn"]
+        "#,
+    )?;
+    let catalog = Catalog::build(f, &BTreeSet::from(["flat".to_string()])).0;
+    let identities = ["u1", "u2"]
+        .into_iter()
+        .map(|i| {
+            let identity = Identity {
+                id: i.into(),
+                attributes: BTreeMap::new(),
+            };
+            (i.to_string(), identity)
+        })
+        .collect();
+    Ok(Fixture {
+        store,
+        catalog,
+        identities,
+    })
+}
+
+fn err(attempt: u32) -> AttemptError {
+    AttemptError {
+        at: "2030-01-01T00:00:00Z".into(),
+        attempt,
+        class: "retryable".into(),
+        code: None,
+        message: "down".into(),
+    }
+}
+
+impl Fixture {
+    /// Decides the intake's way: planned against the catalog, answered in SailPoint's shape.
+    fn ctx(&self) -> Context {
+        let catalog = self.catalog.clone();
+        Context {
+            identities: self.identities.clone(),
+            decide: std::sync::Arc::new(move |req, snapshot, request_id| {
+                let plan = crate::plan::plan(req, &catalog, snapshot, &SourceRules::default());
+                let answer = crate::wire::accepted(request_id, &plan);
+                (plan, answer)
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn submit(
+        &self,
+        kind: RequestType,
+        who: &str,
+        id: &str,
+        key: Option<&str>,
+        remove_at: Option<i64>,
+        now: i64,
+    ) -> Result<Replay, StoreError> {
+        let request = ValidRequest {
+            request_type: kind,
+            requested_for: vec![who.into()],
+            items: vec![ValidItem {
+                ty: ItemType::AccessProfile,
+                id: id.into(),
+                comment: Some("because".into()),
+                start_at: None,
+                remove_at: remove_at.map(crate::clock::from_ms),
+                client_metadata: BTreeMap::new(),
+            }],
+            client_metadata: BTreeMap::new(),
+        };
+        self.store
+            .accept(super::roles::Accept {
+                request,
+                body: "{}".into(),
+                origin: "test".into(),
+                idempotency_key: key.map(str::to_string),
+                ctx: self.ctx(),
+                now: crate::clock::from_ms(now),
+            })
+            .await
+    }
+
+    async fn grant(&self, who: &str, profile: &str, now: i64) -> Result<String, StoreError> {
+        let r = self
+            .submit(RequestType::Grant, who, profile, None, None, now)
+            .await?;
+        Ok(r.accepted().request_id.clone())
+    }
+
+    async fn claim(&self, owner: &str, now: i64) -> Result<Vec<Job>, StoreError> {
+        self.claim_until(owner, now, now + 60_000).await
+    }
+
+    async fn claim_until(&self, owner: &str, now: i64, until: i64) -> Result<Vec<Job>, StoreError> {
+        self.store
+            .claim(Claim {
+                owner: owner.into(),
+                limit: 10,
+                now,
+                lease_until: until,
+                ..Default::default()
+            })
+            .await
+    }
+
+    async fn first(
+        &self,
+        owner: &str,
+        now: i64,
+    ) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
+        let mut got = self.claim(owner, now).await?;
+        if got.is_empty() {
+            return Err(format!("nothing to claim at {now}").into());
+        }
+        Ok(got.remove(0))
+    }
+
+    async fn succeed(&self, job: &Job, owner: &str, now: i64) -> Result<(), StoreError> {
+        self.store
+            .succeed(job.clone(), owner.into(), now, Vec::new())
+            .await
+    }
+
+    async fn state_of(
+        &self,
+        request: &str,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let q = StatusQuery {
+            request_id: Some(request.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let rows = self.store.status(q).await?;
+        let row = rows.first().ok_or("no status row")?;
+        Ok(crate::wire::status_item(row)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn assignment_states(&self) -> Result<Vec<String>, StoreError> {
+        let all = self.store.assignments(None).await?;
+        Ok(all.into_iter().map(|a| a.state).collect())
+    }
+
+    async fn job(&self, id: i64) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.store.job(id).await?.ok_or("no such job")?)
+    }
+}
+
+fn ids(jobs: &[Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn one_lane(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    f.grant("u1", "ap-remote", 1_001).await?;
+    f.grant("u2", "ap-eng", 1_002).await?;
+    let first = f.claim("a", 2_000).await?;
+    let lanes: Vec<(&str, i64)> = first
+        .iter()
+        .map(|j| (j.identity_id.as_str(), j.id))
+        .collect();
+    assert_eq!(
+        lanes,
+        [("u1", 1), ("u2", 3)],
+        "u1's second job waits for its first"
+    );
+    assert!(f.claim("a", 2_001).await?.is_empty());
+    f.succeed(&first[0], "a", 2_002).await?;
+    assert_eq!(ids(&f.claim("a", 2_003).await?), [2]);
+    Ok(())
+}
+
+async fn retried_heads_lane(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    f.grant("u1", "ap-remote", 1_001).await?;
+    let first = f.first("a", 2_000).await?;
+    f.store
+        .fail_attempt(first.clone(), "a".into(), 2_001, err(1), None)
+        .await?;
+    // The operator retries job 1 before job 2 ran: job 1 goes first again.
+    f.store.retry_job(first.id, 2_002, 3, None).await?;
+    let next = f.claim("a", 2_003).await?;
+    assert_eq!(ids(&next), [first.id]);
+    f.succeed(&next[0], "a", 2_004).await?;
+    assert_eq!(ids(&f.claim("a", 2_005).await?), [2]);
+    Ok(())
+}
+
+async fn expired_lease(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.claim_until("dead", 2_000, 3_000).await?.remove(0);
+    assert_eq!(job.attempt, 1);
+    assert!(
+        f.store.expire_leases(2_500, None).await?.is_empty(),
+        "not yet expired"
+    );
+    assert_eq!(f.store.expire_leases(3_001, None).await?.len(), 1);
+    let again = f.first("alive", 3_002).await?;
+    assert_eq!(again.id, job.id);
+    assert_eq!(again.attempt, 2, "the first attempt still counts");
+    assert_eq!(again.errors.len(), 1);
+    assert_eq!(again.errors[0].class, "lease");
+    let stale = f.succeed(&job, "dead", 3_003).await;
+    assert!(
+        matches!(stale, Err(StoreError::LeaseLost { job_id }) if job_id == job.id),
+        "stale owner is fenced: {stale:?}"
+    );
+    f.succeed(&again, "alive", 3_004).await?;
+    assert_eq!(f.job(job.id).await?.state, JobState::Succeeded);
+    Ok(())
+}
+
+async fn foreign_leases(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    f.claim_until("dead", 2_000, 999_999).await?;
+    assert_eq!(
+        f.store.expire_leases(2_001, Some("me".into())).await?.len(),
+        1
+    );
+    assert_eq!(f.claim("me", 2_002).await?.len(), 1);
+    Ok(())
+}
+
+async fn release(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.first("a", 2_000).await?;
+    f.store.release(job.clone(), "a".into(), 2_001).await?;
+    let j = f.job(job.id).await?;
+    assert_eq!((j.state, j.attempt), (JobState::Queued, 0));
+    Ok(())
+}
+
+async fn attempt_errors(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    let rid = f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.first("a", 2_000).await?;
+    f.store
+        .fail_attempt(job, "a".into(), 2_001, err(1), Some(5_000))
+        .await?;
+    assert!(f.claim("a", 4_999).await?.is_empty(), "not due yet");
+    assert_eq!(f.store.next_due().await?, Some(5_000));
+    let job = f.first("a", 5_000).await?;
+    assert_eq!(job.attempt, 2);
+    f.store
+        .fail_attempt(job.clone(), "a".into(), 5_001, err(2), None)
+        .await?;
+    let j = f.job(job.id).await?;
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.errors.len(), 2);
+    assert_eq!(f.state_of(&rid).await?, "PROVISIONING_FAILED");
+    assert_eq!(f.assignment_states().await?, ["failed"]);
+    f.store.retry_job(job.id, 6_000, 10, None).await?;
+    let j = f.job(job.id).await?;
+    // A fresh budget of the source's max_attempts, counted from zero; history kept.
+    assert_eq!(
+        (j.state, j.max_attempts, j.attempt),
+        (JobState::Queued, 10, 0)
+    );
+    assert_eq!(j.errors.len(), 2);
+    assert_eq!(f.assignment_states().await?, ["pending"]);
+    assert_eq!(f.state_of(&rid).await?, "EXECUTING");
+    Ok(())
+}
+
+async fn duplicate(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    let rid = f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.first("a", 2_000).await?;
+    f.succeed(&job, "a", 2_001).await?;
+    assert_eq!(f.assignment_states().await?, ["active"]);
+    assert_eq!(f.state_of(&rid).await?, "REQUEST_COMPLETED");
+    let dup = f
+        .submit(RequestType::Grant, "u1", "ap-eng", None, None, 3_000)
+        .await?;
+    let a = dup.accepted();
+    assert!(a.job_ids.is_empty());
+    assert_eq!(a.response["newRequests"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        a.response["existingRequests"][0]["accessRequestIds"][0],
+        rid.as_str()
+    );
+    Ok(())
+}
+
+async fn revoke(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    f.grant("u1", "ap-remote", 1_001).await?;
+    for t in [2_000, 2_002] {
+        let j = f.first("a", t).await?;
+        f.succeed(&j, "a", t + 1).await?;
+    }
+    let r = f
+        .submit(RequestType::Revoke, "u1", "ap-eng", None, None, 3_000)
+        .await?;
+    let job = f.job(r.accepted().job_ids[0]).await?;
+    assert_eq!(
+        job.ops.len(),
+        1,
+        "only GIT goes: VPN is still granted by ap-remote"
+    );
+    assert_eq!(f.assignment_states().await?, ["revoking", "active"]);
+    let j = f.first("a", 3_001).await?;
+    f.succeed(&j, "a", 3_002).await?;
+    assert_eq!(f.assignment_states().await?, ["removed", "active"]);
+    Ok(())
+}
+
+async fn idempotency(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    let a = f
+        .submit(RequestType::Grant, "u1", "ap-eng", Some("k1"), None, 1_000)
+        .await?;
+    let b = f
+        .submit(RequestType::Grant, "u1", "ap-eng", Some("k1"), None, 1_001)
+        .await?;
+    assert!(matches!(a, Replay::New(_)));
+    assert!(matches!(b, Replay::Replayed(_)));
+    assert_eq!(a.accepted().request_id, b.accepted().request_id);
+    assert_eq!(a.accepted().response, b.accepted().response);
+    assert_eq!(
+        f.store
+            .by_idempotency_key("k1".into())
+            .await?
+            .map(|a| a.request_id),
+        Some(a.accepted().request_id.clone())
+    );
+    assert_eq!(f.store.jobs(JobFilter::default()).await?.len(), 1);
+    Ok(())
+}
+
+async fn cancel_request(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    let rid = f.grant("u1", "ap-eng", 1_000).await?;
+    assert_eq!(
+        f.store
+            .cancel_request(rid.clone(), 1_500, "not needed".into())
+            .await?,
+        1
+    );
+    assert_eq!(f.state_of(&rid).await?, "CANCELLED");
+    assert_eq!(f.assignment_states().await?, ["canceled"]);
+    assert!(f.claim("a", 2_000).await?.is_empty());
+    let missing = f.store.cancel_request("nope".into(), 1, "x".into()).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    Ok(())
+}
+
+async fn cancel_job(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.first("a", 2_000).await?;
+    let running = f.store.cancel_job(job.id, 2_001, "x".into()).await;
+    assert!(
+        matches!(running, Err(StoreError::Conflict(_))),
+        "{running:?}"
+    );
+    f.succeed(&job, "a", 2_002).await?;
+    let done = f.store.cancel_job(job.id, 2_003, "x".into()).await;
+    assert!(matches!(done, Err(StoreError::Conflict(_))), "{done:?}");
+    Ok(())
+}
+
+async fn manual_tasks(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let job = f.first("a", 2_000).await?;
+    let tasks: Vec<NewTask> = job
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| NewTask {
+            op_index: i,
+            owner: "o@x".into(),
+            identity_name: "U One".into(),
+            operation: op.kind().as_str().into(),
+            account: "u1".into(),
+            attribute: String::new(),
+            value: String::new(),
+            due_at: None,
+        })
+        .collect();
+    f.store
+        .open_tasks(job.clone(), "a".into(), tasks.clone(), 2_001)
+        .await?;
+    assert_eq!(f.job(job.id).await?.state, JobState::Manual);
+    let rows = f
+        .store
+        .tasks(TaskFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(rows.len(), 3, "create + two entitlements");
+    assert_eq!(rows[0].operation, "CREATE_ACCOUNT");
+    assert_eq!(f.store.open_task_count().await?, 3);
+    let twice = f.store.open_tasks(job, "a".into(), tasks, 2_002).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    Ok(())
+}
+
+/// u1 holds `profile` until `remove_at`: granted, and its job succeeded.
+async fn granted_until(f: &Fixture, profile: &str, remove_at: i64, now: i64) -> Outcome {
+    f.submit(
+        RequestType::Grant,
+        "u1",
+        profile,
+        None,
+        Some(remove_at),
+        now,
+    )
+    .await?;
+    let job = f.first("a", now + 1).await?;
+    f.succeed(&job, "a", now + 2).await?;
+    Ok(())
+}
+
+fn removals(fired: Vec<super::schedule::Fired>) -> Vec<super::schedule::Removal> {
+    fired.into_iter().map(crate::schedule::removal).collect()
+}
+
+async fn removal(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    granted_until(&f, "ap-eng", 5_000, 1_000).await?;
+    assert_eq!(f.store.next_removal().await?, Some(5_000));
+    assert!(f.store.fire(4_999, 10).await?.is_empty(), "not due yet");
+    let fired = f.store.fire(5_100, 10).await?;
+    assert_eq!((fired.len(), fired[0].lag_ms), (1, 100));
+    assert!(f.store.fire(6_000, 10).await?.is_empty(), "never twice");
+    assert_eq!(f.assignment_states().await?, ["revoking"]);
+    // Phase 2 had not run (an agent died between the phases): the removal waits for it.
+    let todo = f.store.unplanned(10).await?;
+    assert_eq!(todo.len(), 1);
+    let at = crate::clock::from_ms(6_100);
+    let planned = f
+        .store
+        .plan_fired(removals(todo.clone()), f.ctx(), at)
+        .await?;
+    assert_eq!(planned[0].jobs, 1);
+    assert!(f.store.unplanned(10).await?.is_empty());
+    let at = crate::clock::from_ms(6_200);
+    let again = f.store.plan_fired(removals(todo), f.ctx(), at).await?;
+    assert!(again.is_empty(), "planned once");
+    let job = f.first("a", 6_300).await?;
+    assert_eq!(job.kind, "revoke");
+    assert_eq!(job.ops.len(), 2, "both of ap-eng's values go");
+    f.succeed(&job, "a", 6_400).await?;
+    assert_eq!(f.assignment_states().await?, ["removed"]);
+    Ok(())
+}
+
+async fn superseded(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    granted_until(&f, "ap-eng", 5_000, 1_000).await?;
+    f.store.fire(5_000, 10).await?;
+    // Granted again before the revoke was planned: it must not be taken away.
+    f.grant("u1", "ap-eng", 5_001).await?;
+    let todo = f.store.unplanned(10).await?;
+    let at = crate::clock::from_ms(5_002);
+    let planned = f.store.plan_fired(removals(todo), f.ctx(), at).await?;
+    assert_eq!(planned[0].request_id, None, "superseded");
+    assert_eq!(f.assignment_states().await?, ["removed", "pending"]);
+    let jobs = f.store.jobs(JobFilter::default()).await?;
+    assert!(
+        jobs.iter().all(|j| j.kind == "grant"),
+        "no revoke job was written"
+    );
+    Ok(())
+}
+
+async fn events(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    assert_eq!(f.store.last_event_id().await?, 0);
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let all = f.store.events_after(0, 100).await?;
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["request_accepted", "job_queued"]);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "in id order");
+    let last = f.store.last_event_id().await?;
+    assert_eq!(last, all[1].id);
+    let counts = f.store.row_counts().await?;
+    assert_eq!(counts.get("events"), Some(&2));
+    assert_eq!(counts.get("jobs"), Some(&1));
+    let (found, known) = f.store.schema_version().await?;
+    assert_eq!(found, known);
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The store's boundary: small async role traits, one per kind of work that stands on the
+//! store, exchanging plain row types. Every backend implements all of them (see
+//! [`Backend`]); callers hold a [`super::Store`], a `dyn Backend`, whose methods need no
+//! import.
+//!
+//! Methods take their arguments owned and return `'static` futures: a backend may run the
+//! call on another thread (SQLite's blocking pool) or on the runtime (PostgreSQL), and a
+//! caller may spawn it. A unit that must be atomic (accepting a request with its plan,
+//! planning fired removals, a group of attempt ends, an import of task answers) is one
+//! method, so that no caller ever holds a transaction open across an await.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use jiff::Timestamp;
+use provd_connector_core::Identity;
+
+use super::Result;
+use super::accept::{Accepted, Context, Replay};
+use super::events::StoredEvent;
+use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
+use super::schedule::{Assignment, Fired, Planned, Removal};
+use super::status::{StatusQuery, StatusRow};
+use super::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use super::upstream::{Health, Pulled, Unwritten};
+use crate::model::{Snapshot, ValidRequest};
+
+/// A store call in flight.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a claim asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The lease owner written on the claimed jobs.
+    pub owner: String,
+    pub limit: usize,
+    pub now: i64,
+    pub lease_until: i64,
+    /// Sources whose breaker is open: their jobs wait where they are.
+    pub skip_sources: Vec<String>,
+    /// Claim for this source only (a source's own lane of workers).
+    pub only_source: Option<String>,
+}
+
+/// Provisioning jobs: claiming in due order under the lane rule, leases, and the end of
+/// every attempt, guarded so that an agent that lost a job's lease writes nothing.
+pub trait Queue: Send + Sync {
+    fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>>;
+    fn jobs(&self, filter: JobFilter) -> BoxFuture<Result<Vec<Job>>>;
+    /// A job's audit events: (at, kind, data as JSON text).
+    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>>;
+    fn claim(&self, claim: Claim) -> BoxFuture<Result<Vec<Job>>>;
+    /// When the next queued or retrying job becomes due (ms), if any.
+    fn next_due(&self) -> BoxFuture<Result<Option<i64>>>;
+    /// Group commit of attempt ends: one transaction, each end guarded on its own.
+    fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>>;
+    /// Gives a running job back without spending its attempt.
+    fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>>;
+    /// Takes back leases that ran out (or, with `all_but`, every lease not held by it).
+    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>>;
+    /// (source, state, count) over all jobs.
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>>;
+    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>>;
+    fn cancel_request(
+        &self,
+        request_id: String,
+        now: i64,
+        comment: String,
+    ) -> BoxFuture<Result<usize>>;
+    fn retry_job(
+        &self,
+        id: i64,
+        now: i64,
+        max_attempts: u32,
+        identity: Option<Identity>,
+    ) -> BoxFuture<Result<Job>>;
+
+    /// One attempt that did everything it had to.
+    fn succeed(
+        &self,
+        job: Job,
+        owner: String,
+        now: i64,
+        ops: Vec<OpRecord>,
+    ) -> BoxFuture<Result<()>> {
+        one(self.finish_all(vec![Finish {
+            job,
+            owner,
+            now,
+            ops,
+            ending: Ending::Succeeded,
+        }]))
+    }
+
+    /// One failed attempt: `retry_at` Some → `retrying`, None → `failed`.
+    fn fail_attempt(
+        &self,
+        job: Job,
+        owner: String,
+        now: i64,
+        error: AttemptError,
+        retry_at: Option<i64>,
+    ) -> BoxFuture<Result<()>> {
+        let ending = match retry_at {
+            Some(at) => Ending::Retry { at, error },
+            None => Ending::Failed {
+                error,
+                reason: String::new(),
+            },
+        };
+        one(self.finish_all(vec![Finish {
+            job,
+            owner,
+            now,
+            ops: Vec::new(),
+            ending,
+        }]))
+    }
+}
+
+fn one(all: BoxFuture<Result<Vec<Result<()>>>>) -> BoxFuture<Result<()>> {
+    Box::pin(async move { all.await?.pop().unwrap_or(Ok(())) })
+}
+
+/// Requests: accepting one (snapshot, decision and writes in one transaction), replays by
+/// idempotency key, and what the status surfaces read back.
+pub trait Requests: Send + Sync {
+    fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>>;
+    /// Stores a valid request decided by `ctx.decide` against what its identities hold at
+    /// that moment; with its idempotency key already stored, the first answer instead.
+    fn accept(&self, request: Accept) -> BoxFuture<Result<Replay>>;
+    /// What the identities hold now (for `provd plan`).
+    fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>>;
+    fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>>;
+    fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>>;
+    fn request_exists(&self, id: String) -> BoxFuture<Result<bool>>;
+}
+
+/// A request to store, with what deciding it needs.
+pub struct Accept {
+    pub request: ValidRequest,
+    /// The body as received (kept for replays and audits).
+    pub body: String,
+    pub origin: String,
+    pub idempotency_key: Option<String>,
+    pub ctx: Context,
+    pub now: Timestamp,
+}
+
+/// Time-bound access: removeDates that come due, and the revokes they become.
+pub trait Schedule: Send + Sync {
+    /// Every assignment of `identity` (all when None), oldest first.
+    fn assignments(&self, identity: Option<String>) -> BoxFuture<Result<Vec<Assignment>>>;
+    /// When the next removeDate is due (ms), if any.
+    fn next_removal(&self) -> BoxFuture<Result<Option<i64>>>;
+    /// Phase 1: records up to `limit` due removals as fired.
+    fn fire(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Fired>>>;
+    /// Fired removals whose revoke is not planned yet (after a crash between the phases).
+    fn unplanned(&self, limit: usize) -> BoxFuture<Result<Vec<Fired>>>;
+    /// Phase 2: plans each removal's revoke, in one transaction.
+    fn plan_fired(
+        &self,
+        removals: Vec<Removal>,
+        ctx: Context,
+        now: Timestamp,
+    ) -> BoxFuture<Result<Vec<Planned>>>;
+}
+
+/// Identities imported into the store and the accounts provd made for them.
+pub trait Accounts: Send + Sync {
+    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>>;
+    /// The imported identities among `ids`.
+    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>>;
+    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>>;
+    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>>;
+    /// The identity whose attribute `attr` is `value` (upstream correlation).
+    fn identity_by_attribute(
+        &self,
+        attr: String,
+        value: String,
+    ) -> BoxFuture<Result<Option<String>>>;
+    /// The account's native id on a source, if provd knows it.
+    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>>;
+}
+
+/// Manual tasks for flat-file sources.
+pub trait Tasks: Send + Sync {
+    /// Turns a claimed manual job into open tasks (the job waits for their answers).
+    fn open_tasks(
+        &self,
+        job: Job,
+        owner: String,
+        tasks: Vec<NewTask>,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>>;
+    fn open_task_count(&self) -> BoxFuture<Result<i64>>;
+    fn resolve_task(
+        &self,
+        task: i64,
+        resolution: String,
+        resolved_by: String,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<Result<Resolved>>;
+    /// An imported file's answers, in one transaction; each row's own outcome.
+    fn resolve_tasks(
+        &self,
+        rows: Vec<TaskAnswer>,
+        now: i64,
+    ) -> BoxFuture<Result<Vec<Result<Resolved>>>>;
+    fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>>;
+    /// Open tasks of `source` created before `older_than` (ms).
+    fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>>;
+}
+
+/// (source, state, reason) of one job of a request.
+pub type JobOutcome = (String, String, Option<String>);
+
+/// Upstream governance services: checkpoints, what was pulled, what was written back.
+pub trait Upstream: Send + Sync {
+    fn upstream_cursor(&self, name: String) -> BoxFuture<Result<Option<String>>>;
+    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> BoxFuture<Result<()>>;
+    fn set_upstream_health(
+        &self,
+        name: String,
+        healthy: bool,
+        error: Option<String>,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    fn upstream_health(&self) -> BoxFuture<Result<Vec<Health>>>;
+    fn upstream_seen(&self, name: String, id: String) -> BoxFuture<Result<bool>>;
+    /// Records a pulled request: accepted as `request_id`, or rejected for `reason`.
+    fn record_upstream(
+        &self,
+        name: String,
+        id: String,
+        request_id: Option<String>,
+        reason: Option<String>,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    /// Pulled requests with an outcome not written back yet.
+    fn unwritten(&self, name: String) -> BoxFuture<Result<Vec<Unwritten>>>;
+    fn mark_written(
+        &self,
+        name: String,
+        id: String,
+        message: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    fn upstream_request(&self, id: String) -> BoxFuture<Result<Option<Pulled>>>;
+    /// (source, state, reason) of each job of a request.
+    fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>>;
+}
+
+/// The audit log: append-only events, read in id order.
+pub trait Audit: Send + Sync {
+    fn last_event_id(&self) -> BoxFuture<Result<i64>>;
+    fn events_after(&self, after: i64, limit: usize) -> BoxFuture<Result<Vec<StoredEvent>>>;
+    /// Events in (after, upto], leaving out those written by `not_by`.
+    fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        not_by: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<StoredEvent>>>;
+}
+
+/// The store itself: versions, health and integrity.
+pub trait Admin: Send + Sync {
+    /// (version on the store, newest this build knows).
+    fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>>;
+    /// Rows per table, for `provd store check` and a migration's verification.
+    fn row_counts(&self) -> BoxFuture<Result<BTreeMap<&'static str, i64>>>;
+    fn ping(&self) -> BoxFuture<Result<()>>;
+    /// Does the store still take a committed write?
+    fn probe_write(&self, now: i64) -> BoxFuture<Result<()>>;
+    /// Is there room for the store to grow?
+    fn check_free_space(&self) -> BoxFuture<Result<()>>;
+    /// The backend's integrity check, run before the agent starts.
+    fn quick_check(&self) -> BoxFuture<Result<()>>;
+    /// Where the store is, for people (a path or a URL without credentials).
+    fn location(&self) -> String;
+}
+
+/// Everything a store backend is.
+pub trait Backend:
+    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Admin
+{
+}
+
+impl<T: Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Admin> Backend for T {}

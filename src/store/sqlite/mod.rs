@@ -1,0 +1,285 @@
+//! The SQLite backend: one database file (WAL, `synchronous=FULL`, so a commit is on disk
+//! before provd answers) holding requests, jobs, assignments, accounts, tasks and the
+//! audit log; the embedded default, for a single host.
+//!
+//! One connection behind a mutex per process: SQLite takes one writer at a time anyway,
+//! and CLI commands run against the same file while the daemon runs (busy timeout). The
+//! queries live in the store's topic files (`jobs.rs`, `accept.rs`, …) as blocking
+//! methods; [`roles`] runs them on the blocking pool behind the async role traits.
+
+mod roles;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+#[derive(Clone)]
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").field("path", &self.path).finish()
+    }
+}
+
+pub const DB_FILE: &str = "provd.db";
+
+impl Sqlite {
+    /// Opens (creating if needed) `provd.db` in `state_dir` and migrates it.
+    pub fn open(state_dir: &Path) -> Result<Sqlite> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Self::open_file(&state_dir.join(DB_FILE))
+    }
+
+    pub fn open_file(path: &Path) -> Result<Sqlite> {
+        let damaged = |reason: String| StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match std::fs::metadata(path) {
+            // SQLite would take a 0-byte file as a new, empty database and start over
+            // silently. provd never leaves one (see `create`), so it is a truncated store.
+            Ok(m) if m.len() == 0 && !has_wal(path) => {
+                return Err(damaged(
+                    "the file is empty (0 bytes); restore it from a backup, or move it away to start a new, empty store".into(),
+                ));
+            }
+            Ok(_) => {}
+            // A log without its database: replaying it into a new file would make a store
+            // nobody wrote. Someone removed provd.db alone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && has_wal(path) => {
+                return Err(damaged(
+                    "the file is missing but its write-ahead log (-wal) is there; restore provd.db, or remove the -wal and -shm files to start a new, empty store".into(),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
+            Err(e) => return Err(damaged(format!("cannot read it: {e}"))),
+        }
+        let store = Self::open_existing(path).map_err(|e| match e {
+            StoreError::Backend(b)
+                if matches!(
+                    b.downcast_ref::<rusqlite::Error>(),
+                    Some(rusqlite::Error::SqliteFailure(f, _))
+                        if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+                ) =>
+            {
+                damaged(format!("{b}"))
+            }
+            e => e,
+        })?;
+        private_files(path);
+        Ok(store)
+    }
+
+    fn open_existing(path: &Path) -> Result<Sqlite> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed transaction survives power loss, which is what a 202 promises.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The hot paths use a few dozen distinct statements; the default cache of 16 would
+        // have them re-prepared over and over.
+        conn.set_prepared_statement_cache_capacity(256);
+        // Plans must not depend on bound values: otherwise SQLite (built with STAT4)
+        // re-prepares some cached statements on every new binding, which cost a tenth of
+        // the dispatcher's CPU.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
+        migrate(&mut conn)?;
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection (blocking). Only the store's own modules speak SQL.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut conn)
+    }
+
+    /// The schema version on disk and the newest this build knows.
+    pub fn schema_version(&self) -> Result<(i64, i64)> {
+        let found: i64 =
+            self.with(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))?;
+        Ok((found, schema::MIGRATIONS.len() as i64))
+    }
+
+    /// Rows per table, for `provd store check`, a migration's verification and tests.
+    pub fn row_counts(&self) -> Result<std::collections::BTreeMap<&'static str, i64>> {
+        const TABLES: [&str; 11] = [
+            "requests",
+            "request_items",
+            "jobs",
+            "item_jobs",
+            "assignments",
+            "accounts",
+            "tasks",
+            "identities",
+            "events",
+            "upstream_state",
+            "upstream_requests",
+        ];
+        self.with(|c| {
+            let mut out = std::collections::BTreeMap::new();
+            for t in TABLES {
+                let n: i64 = c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+                out.insert(t, n);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Is the database usable (for `/readyz`)?
+    pub fn ping(&self) -> Result<()> {
+        self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
+    /// Does the database still take a committed write? One fsync'd row: a full disk or a
+    /// read-only file system fails here.
+    pub fn probe_write(&self, now_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
+                [now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Is there room left for the store to grow? A write into WAL pages already on disk
+    /// succeeds on a full disk, so the probe alone would say "ready" until a checkpoint
+    /// or a larger request fails.
+    pub fn check_free_space(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        match free_bytes(dir) {
+            Some(free) if free < MIN_FREE_BYTES => Err(StoreError::Damaged {
+                path: self.path.clone(),
+                reason: format!(
+                    "the disk is full: {free} bytes free on the store's file system (at least {MIN_FREE_BYTES} needed)"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// SQLite's `quick_check` (structure, not every index entry): run before the agent
+    /// starts, so that it never dispatches from a damaged file.
+    pub fn quick_check(&self) -> Result<()> {
+        let problems: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("PRAGMA quick_check(5)")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Damaged {
+            path: self.path.clone(),
+            reason: format!("integrity check failed: {}", problems.join("; ")),
+        })
+    }
+}
+
+/// Below this much free space the store is reported as not ready.
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes available to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Is there a non-empty write-ahead log beside `path` (content not yet checkpointed)?
+fn has_wal(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+}
+
+/// Creates a new database under a temporary name and renames it into place, so that a
+/// crash can never leave an empty `provd.db` that would later pass for a new store.
+fn create(path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = tmp.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    {
+        let store = Sqlite::open_existing(&tmp)?;
+        private_files(&tmp);
+        drop(store);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| StoreError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The database and its WAL and shared-memory files are readable by provd's user only,
+/// whatever the umask (they hold identities and requests). SQLite gives new -wal/-shm
+/// files the database file's mode, so fixing the main file first covers them too.
+fn private_files(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let known = schema::MIGRATIONS.len() as i64;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > known {
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

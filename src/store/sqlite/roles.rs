@@ -1,0 +1,337 @@
+//! The role traits over SQLite: each call runs its blocking query method on tokio's
+//! blocking pool, so that a commit's fsync never stalls the runtime's workers.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use provd_connector_core::Identity;
+
+use super::Sqlite;
+use crate::model::Snapshot;
+use crate::store::accept::{Accepted, Context, Replay};
+use crate::store::events::StoredEvent;
+use crate::store::jobs::{Finish, Job, JobFilter, Moved};
+use crate::store::roles::{
+    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Queue, Requests, Schedule, Tasks,
+    Upstream,
+};
+use crate::store::schedule::{Assignment, Fired, Planned, Removal};
+use crate::store::status::{StatusQuery, StatusRow};
+use crate::store::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::upstream::{Health, Pulled, Unwritten};
+use crate::store::{Result, StoreError};
+
+/// Runs `$body` with `$s` (a clone of the backend) on the blocking pool.
+macro_rules! blocking {
+    ($self:ident, |$s:ident| $body:expr) => {{
+        let $s = $self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || $body)
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}").into()))?
+        })
+    }};
+}
+
+impl Queue for Sqlite {
+    fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>> {
+        blocking!(self, |s| s.job(id))
+    }
+    fn jobs(&self, filter: JobFilter) -> BoxFuture<Result<Vec<Job>>> {
+        blocking!(self, |s| s.jobs(&filter))
+    }
+    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>> {
+        blocking!(self, |s| s.job_events(id))
+    }
+    fn claim(&self, c: Claim) -> BoxFuture<Result<Vec<Job>>> {
+        blocking!(self, |s| s.claim(
+            &c.owner,
+            c.limit,
+            c.now,
+            c.lease_until,
+            &c.skip_sources,
+            c.only_source.as_deref()
+        ))
+    }
+    fn next_due(&self) -> BoxFuture<Result<Option<i64>>> {
+        blocking!(self, |s| s.next_due())
+    }
+    fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
+        blocking!(self, |s| s.finish_all(&items))
+    }
+    fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.release(&job, &owner, now))
+    }
+    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
+        blocking!(self, |s| s.expire_leases(now, all_but.as_deref()))
+    }
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
+        blocking!(self, |s| s.job_counts())
+    }
+    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>> {
+        blocking!(self, |s| s.cancel_job(id, now, &reason))
+    }
+    fn cancel_request(
+        &self,
+        request_id: String,
+        now: i64,
+        comment: String,
+    ) -> BoxFuture<Result<usize>> {
+        blocking!(self, |s| s.cancel_request(&request_id, now, &comment))
+    }
+    fn retry_job(
+        &self,
+        id: i64,
+        now: i64,
+        max_attempts: u32,
+        identity: Option<Identity>,
+    ) -> BoxFuture<Result<Job>> {
+        blocking!(self, |s| s.retry_job(
+            id,
+            now,
+            max_attempts,
+            identity.as_ref()
+        ))
+    }
+}
+
+impl Requests for Sqlite {
+    fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
+        blocking!(self, |s| s.by_idempotency_key(&key))
+    }
+    fn accept(&self, a: Accept) -> BoxFuture<Result<Replay>> {
+        blocking!(self, |s| s.accept(
+            &a.request,
+            &a.body,
+            &a.origin,
+            a.idempotency_key.as_deref(),
+            &a.ctx,
+            a.now
+        ))
+    }
+    fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>> {
+        blocking!(self, |s| s.snapshot(&identities))
+    }
+    fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>> {
+        blocking!(self, |s| s.status(&q))
+    }
+    fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.request_origin(&id))
+    }
+    fn request_exists(&self, id: String) -> BoxFuture<Result<bool>> {
+        blocking!(self, |s| s.request_exists(&id))
+    }
+}
+
+impl Schedule for Sqlite {
+    fn assignments(&self, identity: Option<String>) -> BoxFuture<Result<Vec<Assignment>>> {
+        blocking!(self, |s| s.assignments(identity.as_deref()))
+    }
+    fn next_removal(&self) -> BoxFuture<Result<Option<i64>>> {
+        blocking!(self, |s| s.next_removal())
+    }
+    fn fire(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+        blocking!(self, |s| s.fire(now, limit))
+    }
+    fn unplanned(&self, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+        blocking!(self, |s| s.unplanned(limit))
+    }
+    fn plan_fired(
+        &self,
+        removals: Vec<Removal>,
+        ctx: Context,
+        now: Timestamp,
+    ) -> BoxFuture<Result<Vec<Planned>>> {
+        blocking!(self, |s| s.plan_fired(&removals, &ctx, now))
+    }
+}
+
+impl Accounts for Sqlite {
+    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
+        blocking!(self, |s| s.identity(&id))
+    }
+    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
+        blocking!(self, |s| {
+            let mut out = BTreeMap::new();
+            for id in ids {
+                if let Some(found) = s.identity(&id)? {
+                    out.insert(id, found);
+                }
+            }
+            Ok(out)
+        })
+    }
+    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
+        blocking!(self, |s| s.identity_ids())
+    }
+    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>> {
+        blocking!(self, |s| s.import_identities(&identities, now))
+    }
+    fn identity_by_attribute(
+        &self,
+        attr: String,
+        value: String,
+    ) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.identity_by_attribute(&attr, &value))
+    }
+    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.native_id(&identity, &source))
+    }
+}
+
+impl Tasks for Sqlite {
+    fn open_tasks(
+        &self,
+        job: Job,
+        owner: String,
+        tasks: Vec<NewTask>,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.open_tasks(&job, &owner, &tasks, now))
+    }
+    fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>> {
+        blocking!(self, |s| s.tasks(&filter))
+    }
+    fn open_task_count(&self) -> BoxFuture<Result<i64>> {
+        blocking!(self, |s| s.open_task_count())
+    }
+    fn resolve_task(
+        &self,
+        task: i64,
+        resolution: String,
+        resolved_by: String,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<Result<Resolved>> {
+        blocking!(self, |s| s.resolve_task(
+            task,
+            &resolution,
+            &resolved_by,
+            &note,
+            now
+        ))
+    }
+    fn resolve_tasks(
+        &self,
+        rows: Vec<TaskAnswer>,
+        now: i64,
+    ) -> BoxFuture<Result<Vec<Result<Resolved>>>> {
+        blocking!(self, |s| s.resolve_tasks(&rows, now))
+    }
+    fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>> {
+        blocking!(self, |s| s.task_brief(task))
+    }
+    fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>> {
+        blocking!(self, |s| s.overdue_tasks(&source, older_than))
+    }
+}
+
+impl Upstream for Sqlite {
+    fn upstream_cursor(&self, name: String) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.upstream_cursor(&name))
+    }
+    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.set_upstream_cursor(&name, &cursor, now))
+    }
+    fn set_upstream_health(
+        &self,
+        name: String,
+        healthy: bool,
+        error: Option<String>,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.set_upstream_health(
+            &name,
+            healthy,
+            error.as_deref(),
+            now
+        ))
+    }
+    fn upstream_health(&self) -> BoxFuture<Result<Vec<Health>>> {
+        blocking!(self, |s| s.upstream_health())
+    }
+    fn upstream_seen(&self, name: String, id: String) -> BoxFuture<Result<bool>> {
+        blocking!(self, |s| s.upstream_seen(&name, &id))
+    }
+    fn record_upstream(
+        &self,
+        name: String,
+        id: String,
+        request_id: Option<String>,
+        reason: Option<String>,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.record_upstream(
+            &name,
+            &id,
+            request_id.as_deref(),
+            reason.as_deref(),
+            now
+        ))
+    }
+    fn unwritten(&self, name: String) -> BoxFuture<Result<Vec<Unwritten>>> {
+        blocking!(self, |s| s.unwritten(&name))
+    }
+    fn mark_written(
+        &self,
+        name: String,
+        id: String,
+        message: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.mark_written(&name, &id, &message, now))
+    }
+    fn upstream_request(&self, id: String) -> BoxFuture<Result<Option<Pulled>>> {
+        blocking!(self, |s| s.upstream_request(&id))
+    }
+    fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>> {
+        blocking!(self, |s| s.request_jobs(&request_id))
+    }
+}
+
+impl Audit for Sqlite {
+    fn last_event_id(&self) -> BoxFuture<Result<i64>> {
+        blocking!(self, |s| s.last_event_id())
+    }
+    fn events_after(&self, after: i64, limit: usize) -> BoxFuture<Result<Vec<StoredEvent>>> {
+        blocking!(self, |s| s.events_after(after, limit))
+    }
+    fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        not_by: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<StoredEvent>>> {
+        blocking!(self, |s| s.events_between(
+            after,
+            upto,
+            not_by.as_deref(),
+            limit
+        ))
+    }
+}
+
+impl Admin for Sqlite {
+    fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {
+        blocking!(self, |s| s.schema_version())
+    }
+    fn row_counts(&self) -> BoxFuture<Result<BTreeMap<&'static str, i64>>> {
+        blocking!(self, |s| s.row_counts())
+    }
+    fn ping(&self) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.ping())
+    }
+    fn probe_write(&self, now: i64) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.probe_write(now))
+    }
+    fn check_free_space(&self) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.check_free_space())
+    }
+    fn quick_check(&self) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.quick_check())
+    }
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+}
