@@ -94,6 +94,10 @@ pub struct Job {
     pub window_start: Option<i64>,
     pub updated_at: i64,
     pub finalized_at: Option<i64>,
+    /// The fencing token of the lease (PostgreSQL): incremented by every claim, and every
+    /// write of the attempt's outcome must still match it. SQLite, one agent per file,
+    /// fences on the owner alone and leaves it 0.
+    pub lease_epoch: i64,
     /// The account's native id on the job's source, read with the claim (None elsewhere):
     /// the lane rule keeps it from changing while the job waits to run.
     pub account: Option<String>,
@@ -136,6 +140,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         window_start: r.get(16)?,
         updated_at: r.get(17)?,
         finalized_at: r.get(18)?,
+        lease_epoch: 0,
         account: if r.as_ref().column_count() > 19 {
             r.get(19)?
         } else {

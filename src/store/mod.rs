@@ -13,6 +13,7 @@ mod events;
 mod fixtures;
 mod identities;
 pub mod jobs;
+pub mod postgres;
 pub mod roles;
 pub mod schedule;
 mod settle;
@@ -92,6 +93,11 @@ impl Store {
     /// An SQLite store at an explicit file.
     pub fn open_file(path: &Path) -> Result<Store> {
         Ok(Store::new(sqlite::Sqlite::open_file(path)?))
+    }
+
+    /// A PostgreSQL store (DESIGN §12), migrated to this build's schema.
+    pub async fn postgres(settings: &postgres::Settings) -> Result<Store> {
+        Ok(Store::new(postgres::Postgres::connect(settings).await?))
     }
 
     pub fn new(backend: impl Backend + 'static) -> Store {

@@ -17,6 +17,7 @@ mod lifecycle;
 mod okta;
 mod operator;
 mod pg;
+mod pg_store;
 mod rest;
 mod samba;
 mod schedule;

@@ -1,0 +1,425 @@
+//! Accepting a request on PostgreSQL: snapshot, decision and writes in one transaction,
+//! as on SQLite. SQLite has one writer at a time; here several agents accept at once, so
+//! the transaction first takes advisory locks on the idempotency key and on each identity
+//! (in sorted order, so two requests never wait on each other crosswise): two requests
+//! for the same identity are decided one after the other, each seeing the other's
+//! assignments, and jobs of one lane get ids in acceptance order.
+
+use jiff::Timestamp;
+use provd_connector_core::Operation;
+use serde_json::{Value, json};
+
+use super::Tx;
+use super::rows::to_json;
+use crate::clock::to_ms;
+use crate::config::ItemType;
+use crate::model::{
+    AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot, ValidRequest,
+};
+use crate::store::accept::{Accepted, Context, RemovalChange, Replay};
+use crate::store::events::Event;
+use crate::store::{Result, StoreError, new_id};
+
+async fn lock(tx: &Tx<'_>, key: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Locks the key and the identities a request names, for the rest of the transaction.
+pub(super) async fn lock_request(
+    tx: &Tx<'_>,
+    key: Option<&str>,
+    identities: &[String],
+) -> Result<()> {
+    if let Some(k) = key {
+        lock(tx, &format!("key:{k}")).await?;
+    }
+    let mut ids: Vec<&String> = identities.iter().collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        lock(tx, &format!("identity:{id}")).await?;
+    }
+    Ok(())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// What the identities hold; `include`: an assignment to count although no longer live (a
+/// removal fired a moment ago, whose revoke is being planned now).
+pub(super) async fn snapshot(
+    tx: &Tx<'_>,
+    identities: &[String],
+    include: Option<i64>,
+) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    let rows = tx
+        .query(
+            "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
+             WHERE identity_id = ANY($1) AND (state IN ('pending','active') OR id = $2) ORDER BY id",
+            &[&identities, &include],
+        )
+        .await?;
+    for r in &rows {
+        let id: i64 = r.get(0);
+        let ty: String = r.get(2);
+        let ty =
+            ItemType::parse(&ty).ok_or_else(|| corrupt(format!("assignment {id}: type {ty}")))?;
+        let entitlements: Vec<Granted> = serde_json::from_str(r.get(6)).map_err(corrupt)?;
+        let state: String = r.get(4);
+        snap.assignments.push(LiveAssignment {
+            id,
+            identity: r.get(1),
+            ty,
+            item_id: r.get(3),
+            state: if state == "active" {
+                AssignmentState::Active
+            } else {
+                AssignmentState::Pending
+            },
+            request_id: r.get(5),
+            entitlements,
+        });
+    }
+    let accounts = tx
+        .query(
+            "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
+            &[&identities],
+        )
+        .await?;
+    for r in &accounts {
+        snap.accounts.insert((r.get(0), r.get(1)));
+    }
+    Ok(snap)
+}
+
+pub(super) async fn lookup_key(tx: &Tx<'_>, key: &str) -> Result<Option<Accepted>> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, response, body FROM requests WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let request_id: String = row.get(0);
+    let job_ids = tx
+        .query(
+            "SELECT id FROM jobs WHERE request_id = $1 ORDER BY id",
+            &[&request_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(Accepted {
+        request_id,
+        response: serde_json::from_str(row.get(1)).map_err(corrupt)?,
+        job_ids,
+        body: Some(row.get(2)),
+        removals: Vec::new(),
+    }))
+}
+
+/// Plans and writes a request inside the caller's transaction (locks taken here).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn accept_in(
+    tx: &Tx<'_>,
+    req: &ValidRequest,
+    body: &str,
+    origin: &str,
+    idempotency_key: Option<&str>,
+    ctx: &Context,
+    now: Timestamp,
+    include: Option<i64>,
+) -> Result<Replay> {
+    lock_request(tx, idempotency_key, &req.requested_for).await?;
+    if let Some(key) = idempotency_key
+        && let Some(found) = lookup_key(tx, key).await?
+    {
+        return Ok(Replay::Replayed(found));
+    }
+    let snap = snapshot(tx, &req.requested_for, include).await?;
+    let request_id = new_id();
+    let (plan, response) = (ctx.decide)(req, &snap, &request_id);
+    let w = Write {
+        req,
+        body,
+        origin,
+        idempotency_key,
+        ctx,
+        plan: &plan,
+        request_id: &request_id,
+        response: &response,
+    };
+    let (job_ids, removals) = write(tx, &w, to_ms(now)).await?;
+    Ok(Replay::New(Accepted {
+        request_id,
+        response,
+        job_ids,
+        body: None,
+        removals,
+    }))
+}
+
+struct Write<'a> {
+    req: &'a ValidRequest,
+    body: &'a str,
+    origin: &'a str,
+    idempotency_key: Option<&'a str>,
+    ctx: &'a Context,
+    plan: &'a Plan,
+    request_id: &'a str,
+    response: &'a Value,
+}
+
+async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
+    let (req, plan, request_id) = (w.req, w.plan, w.request_id);
+    let mut removals = Vec::new();
+    tx.execute(
+        "INSERT INTO requests (id, idempotency_key, origin, request_type, body, response, received_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        &[&request_id, &w.idempotency_key, &w.origin, &req.request_type.as_str(), &w.body, &w.response.to_string(), &now_ms],
+    )
+    .await?;
+    let e = Event {
+        kind: "request_accepted",
+        request_id: Some(request_id),
+        data: json!({ "origin": w.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+        ..Default::default()
+    };
+    super::audit::append(tx, now_ms, &e).await?;
+
+    let mut job_ids = Vec::with_capacity(plan.jobs.len());
+    for job in &plan.jobs {
+        let identity = w.ctx.identities.get(&job.identity).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "identity `{}` vanished while planning",
+                job.identity
+            ))
+        })?;
+        let row = tx
+            .query_one(
+                "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
+                                   next_attempt_at, created_at, updated_at)
+                 VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
+                &[
+                    &request_id,
+                    &job.identity,
+                    &job.source,
+                    &job.kind.as_str(),
+                    &to_json(identity)?,
+                    &to_json(&job.ops)?,
+                    &i64::from(job.max_attempts),
+                    &job.not_before.map(to_ms),
+                    &now_ms,
+                ],
+            )
+            .await?;
+        let id: i64 = row.get(0);
+        if job.ops.contains(&Operation::CreateAccount) {
+            tx.execute(
+                "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
+                 ON CONFLICT (identity_id, source) DO NOTHING",
+                &[&job.identity, &job.source, &id, &now_ms],
+            )
+            .await?;
+        }
+        let e = Event {
+            kind: "job_queued",
+            request_id: Some(request_id),
+            job_id: Some(id),
+            source: Some(&job.source),
+            identity: Some(&job.identity),
+            data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+        };
+        super::audit::append(tx, now_ms, &e).await?;
+        job_ids.push(id);
+    }
+
+    for item in &plan.items {
+        // A duplicate grant that keeps the removeDate it had changes nothing.
+        let unchanged = match item.effect {
+            Effect::SetRemoveDate {
+                assignment,
+                remove_at,
+            } => {
+                let current: Option<i64> = tx
+                    .query_one(
+                        "SELECT remove_at FROM assignments WHERE id = $1",
+                        &[&assignment],
+                    )
+                    .await?
+                    .get(0);
+                current == remove_at.map(to_ms)
+            }
+            _ => false,
+        };
+        let assignment = match item.effect {
+            Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
+            _ => apply_effect(tx, item, request_id, now_ms).await?,
+        };
+        let change = match item.effect {
+            _ if unchanged => None,
+            Effect::Grant if item.item.remove_at.is_some() => Some("scheduled"),
+            Effect::ScheduleRemoval { .. } => Some("scheduled"),
+            Effect::SetRemoveDate {
+                remove_at: Some(_), ..
+            } => Some("moved"),
+            Effect::SetRemoveDate {
+                remove_at: None, ..
+            } => Some("cleared"),
+            _ => None,
+        };
+        if let Some(change) = change {
+            removals.push(RemovalChange {
+                identity: item.identity.clone(),
+                item: item.item.id.clone(),
+                assignment,
+                change,
+                remove_at: item.item.remove_at.map(to_ms),
+            });
+        }
+        let (disposition, existing_request) = match &item.existing {
+            Some((_, r)) => ("existing", Some(r.as_str())),
+            None => ("new", None),
+        };
+        let effect = match item.effect {
+            Effect::Grant => "grant",
+            Effect::SetRemoveDate { .. } => "set_remove_date",
+            Effect::Revoke { .. } => "revoke",
+            Effect::ScheduleRemoval { .. } => "schedule_removal",
+            Effect::Nothing => "nothing",
+        };
+        let mut meta = req.client_metadata.clone();
+        meta.extend(item.item.client_metadata.clone());
+        let row = tx
+            .query_one(
+                "INSERT INTO request_items (request_id, identity_id, item_type, item_id, name, disposition,
+                    existing_request_id, assignment_id, effect, comment, start_at, remove_at, client_metadata)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
+                &[
+                    &request_id,
+                    &item.identity,
+                    &item.item.ty.as_str(),
+                    &item.item.id,
+                    &item.name,
+                    &disposition,
+                    &existing_request,
+                    &assignment,
+                    &effect,
+                    &item.item.comment,
+                    &item.item.start_at.map(to_ms),
+                    &item.item.remove_at.map(to_ms),
+                    &to_json(&meta)?,
+                ],
+            )
+            .await?;
+        let item_row: i64 = row.get(0);
+        for j in &item.jobs {
+            if let Some(job_id) = job_ids.get(*j) {
+                tx.execute(
+                    "INSERT INTO item_jobs (item_id, job_id) VALUES ($1,$2) ON CONFLICT DO NOTHING",
+                    &[&item_row, job_id],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok((job_ids, removals))
+}
+
+/// Writes what an item does to the assignments; returns the assignment it concerns.
+async fn apply_effect(
+    tx: &Tx<'_>,
+    item: &crate::model::PlannedItem,
+    request_id: &str,
+    now_ms: i64,
+) -> Result<Option<i64>> {
+    Ok(match item.effect {
+        Effect::Grant => {
+            // Nothing left to provision (another active assignment holds it all): active now.
+            let state = if item.jobs.is_empty() {
+                "active"
+            } else {
+                "pending"
+            };
+            let row = tx
+                .query_one(
+                    "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
+                        start_at, remove_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) RETURNING id",
+                    &[
+                        &item.identity,
+                        &item.item.ty.as_str(),
+                        &item.item.id,
+                        &state,
+                        &request_id,
+                        &to_json(&item.entitlements)?,
+                        &item.item.start_at.map(to_ms),
+                        &item.item.remove_at.map(to_ms),
+                        &now_ms,
+                    ],
+                )
+                .await?;
+            Some(row.get(0))
+        }
+        Effect::SetRemoveDate {
+            assignment,
+            remove_at,
+        } => {
+            set_remove_at(tx, assignment, remove_at.map(to_ms), request_id, now_ms).await?;
+            Some(assignment)
+        }
+        Effect::ScheduleRemoval {
+            assignment,
+            remove_at,
+        } => {
+            set_remove_at(tx, assignment, Some(to_ms(remove_at)), request_id, now_ms).await?;
+            Some(assignment)
+        }
+        Effect::Revoke { assignment } => {
+            if let Some(a) = assignment {
+                let state = if item.jobs.is_empty() {
+                    "removed"
+                } else {
+                    "revoking"
+                };
+                tx.execute(
+                    "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3",
+                    &[&state, &now_ms, &a],
+                )
+                .await?;
+            }
+            assignment
+        }
+        Effect::Nothing => None,
+    })
+}
+
+async fn set_remove_at(
+    tx: &Tx<'_>,
+    assignment: i64,
+    remove_at: Option<i64>,
+    request_id: &str,
+    now_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE assignments SET remove_at = $1, updated_at = $2 WHERE id = $3",
+        &[&remove_at, &now_ms, &assignment],
+    )
+    .await?;
+    let e = Event {
+        kind: "remove_date_set",
+        request_id: Some(request_id),
+        data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+        ..Default::default()
+    };
+    super::audit::append(tx, now_ms, &e).await
+}

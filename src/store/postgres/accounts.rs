@@ -1,0 +1,118 @@
+//! Imported identities and the accounts provd made, on PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use provd_connector_core::Identity;
+
+use super::Postgres;
+use crate::store::events::Event;
+use crate::store::roles::{Accounts, BoxFuture};
+use crate::store::{Result, StoreError};
+
+fn identity(id: String, attrs: &str) -> Result<Identity> {
+    let attributes: BTreeMap<String, String> = serde_json::from_str(attrs)
+        .map_err(|e| StoreError::Corrupt(format!("identity {id}: {e}")))?;
+    Ok(Identity { id, attributes })
+}
+
+impl Accounts for Postgres {
+    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt("SELECT attributes FROM identities WHERE id = $1", &[&id])
+                .await?;
+            row.map(|r| identity(id, r.get(0))).transpose()
+        })
+    }
+
+    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, attributes FROM identities WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    Ok((id.clone(), identity(id, r.get(1))?))
+                })
+                .collect()
+        })
+    }
+
+    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query("SELECT id FROM identities ORDER BY id", &[])
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let st = tx
+                .prepare(
+                    "INSERT INTO identities (id, attributes, updated_at) VALUES ($1,$2,$3)
+                     ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+                )
+                .await?;
+            for i in &identities {
+                let attrs = serde_json::to_string(&i.attributes)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tx.execute(&st, &[&i.id, &attrs, &now]).await?;
+            }
+            let event = Event {
+                kind: "identities_imported",
+                data: serde_json::json!({ "count": identities.len() }),
+                ..Default::default()
+            };
+            super::audit::append(&tx, now, &event).await?;
+            tx.commit().await?;
+            Ok(identities.len())
+        })
+    }
+
+    fn identity_by_attribute(
+        &self,
+        attr: String,
+        value: String,
+    ) -> BoxFuture<Result<Option<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT id FROM identities WHERE (attributes::jsonb ->> $1) = $2 ORDER BY id LIMIT 1",
+                    &[&attr, &value],
+                )
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT native_id FROM accounts WHERE identity_id = $1 AND source = $2",
+                    &[&identity, &source],
+                )
+                .await?;
+            Ok(row.and_then(|r| r.get(0)))
+        })
+    }
+}

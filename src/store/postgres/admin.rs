@@ -1,0 +1,116 @@
+//! The PostgreSQL store's health and integrity.
+
+use std::collections::BTreeMap;
+
+use super::{Postgres, schema};
+use crate::store::roles::{Admin, BoxFuture};
+use crate::store::{Result, StoreError};
+
+/// The tables a migration copies and `store check` counts (SQLite has the same).
+pub const TABLES: [&str; 11] = [
+    "requests",
+    "request_items",
+    "jobs",
+    "item_jobs",
+    "assignments",
+    "accounts",
+    "tasks",
+    "identities",
+    "events",
+    "upstream_state",
+    "upstream_requests",
+];
+
+impl Admin for Postgres {
+    fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c.query_one("SELECT version FROM provd_schema", &[]).await?;
+            Ok((row.get(0), schema::MIGRATIONS.len() as i64))
+        })
+    }
+
+    fn row_counts(&self) -> BoxFuture<Result<BTreeMap<&'static str, i64>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let mut out = BTreeMap::new();
+            for t in TABLES {
+                let row = c
+                    .query_one(&format!("SELECT COUNT(*) FROM {t}"), &[])
+                    .await?;
+                out.insert(t, row.get(0));
+            }
+            Ok(out)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            me.client().await?.query_one("SELECT 1", &[]).await?;
+            Ok(())
+        })
+    }
+
+    fn probe_write(&self, now: i64) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            me.client()
+                .await?
+                .execute(
+                    "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = $1",
+                    &[&now],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The database server manages its own disk; a full one fails `probe_write`.
+    fn check_free_space(&self) -> BoxFuture<Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every table this build needs is there and the append-only trigger guards events.
+    fn quick_check(&self) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let missing: Vec<String> = c
+                .query(
+                    "SELECT t FROM unnest($1::TEXT[]) AS t WHERE to_regclass(t) IS NULL",
+                    &[&TABLES.to_vec()],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let guarded = c
+                .query_opt(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = 'events_no_update' AND tgrelid = 'events'::regclass",
+                    &[],
+                )
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            if missing.is_empty() && guarded {
+                return Ok(());
+            }
+            Err(StoreError::Damaged {
+                path: me.location.clone().into(),
+                reason: format!(
+                    "missing tables: [{}]; events append-only trigger: {}",
+                    missing.join(", "),
+                    if guarded { "present" } else { "missing" }
+                ),
+            })
+        })
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}

@@ -1,0 +1,195 @@
+//! The PostgreSQL backend: one database shared by any number of agents (DESIGN §12).
+//! PostgreSQL is the distributed engine; provd replicates nothing itself. A pool of
+//! connections per agent (deadpool); TLS through rustls when the URL's `sslmode` asks
+//! for it (or allows it); the password from a file or the environment, never in the URL.
+
+mod accept;
+mod accounts;
+mod admin;
+mod audit;
+mod queue;
+mod requests;
+mod rows;
+mod schedule;
+mod schema;
+mod settle;
+mod tasks;
+mod upstream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::SslMode;
+
+use super::{Result, StoreError};
+
+/// How to reach the database (`[store]` in provd.toml).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://user@host:port/db[?sslmode=…]`, without a password.
+    pub url: String,
+    pub password: Option<SecretString>,
+    /// CA certificates (PEM) to trust for the server's certificate; the system's trust
+    /// store otherwise.
+    pub tls_ca_file: Option<PathBuf>,
+    pub pool_size: usize,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// The transaction every multi-statement write runs in.
+pub(super) type Tx<'a> = tokio_postgres::Transaction<'a>;
+
+fn config_error(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("postgres: {what}").into())
+}
+
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+    location: String,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+impl Postgres {
+    /// Connects and brings the schema to this build's version (one agent at a time:
+    /// migrations run under an advisory lock).
+    pub async fn connect(s: &Settings) -> Result<Postgres> {
+        let mut pg: tokio_postgres::Config = s
+            .url
+            .parse()
+            .map_err(|e| config_error(format!("postgres_url: {e}")))?;
+        if pg.get_password().is_some() {
+            return Err(config_error(
+                "postgres_url: must not hold a password; give password_file or password_env",
+            ));
+        }
+        if let Some(p) = &s.password {
+            pg.password(p.expose_secret());
+        }
+        pg.application_name("provd");
+        let location = location(&pg);
+        let mgr_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = if pg.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(pg, tokio_postgres::NoTls, mgr_config)
+        } else {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                s.tls_ca_file.as_deref(),
+            )?);
+            Manager::from_config(pg, tls, mgr_config)
+        };
+        let pool = Pool::builder(mgr)
+            .max_size(s.pool_size.max(1))
+            .build()
+            .map_err(config_error)?;
+        let me = Postgres { pool, location };
+        me.migrate().await?;
+        Ok(me)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Any constant: agents starting together migrate one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock(7342001)", &[])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS provd_schema (version BIGINT NOT NULL)")
+            .await?;
+        let found: Option<i64> = tx
+            .query_opt("SELECT version FROM provd_schema", &[])
+            .await?
+            .map(|r| r.get(0));
+        let version = found.unwrap_or(0);
+        let known = schema::MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for sql in schema::MIGRATIONS.iter().skip(version as usize) {
+            tx.batch_execute(sql).await?;
+        }
+        if found.is_none() {
+            tx.execute("INSERT INTO provd_schema (version) VALUES ($1)", &[&known])
+                .await?;
+        } else {
+            tx.execute("UPDATE provd_schema SET version = $1", &[&known])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// `postgres://user@host:port/db`, for logs and `store check`: never the password.
+fn location(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        pg.get_user().unwrap_or(""),
+        pg.get_dbname().unwrap_or("")
+    )
+}
+
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| config_error(format!("tls_ca_file {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| config_error(format!("tls_ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| config_error(format!("tls_ca_file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            // The system's trust store, as the LDAP connector uses; unreadable
+            // certificates are skipped (the server's must still verify).
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

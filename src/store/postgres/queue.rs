@@ -1,0 +1,430 @@
+//! Jobs on PostgreSQL, for several agents at once.
+//!
+//! A claim takes due lane heads in due order with `FOR UPDATE SKIP LOCKED`: two agents
+//! claiming together never take the same job, and the lane rule (no earlier open job of
+//! the same identity and source) is checked per candidate. Each claim increments the
+//! job's `lease_epoch`; every end, retry and release is written only while owner and
+//! epoch still match, so an agent that stalled past its lease writes nothing (LeaseLost).
+
+use serde_json::json;
+
+use super::rows::{COLUMNS, event, get, job, to_json};
+use super::{Postgres, Tx};
+use crate::store::jobs::{AttemptError, Ending, Finish, Job, JobFilter, JobState, Moved, OpRecord};
+use crate::store::roles::{BoxFuture, Claim, Queue};
+use crate::store::{Result, StoreError};
+
+const OPEN: &str = "('queued','running','retrying','manual')";
+
+fn lost(job_id: i64) -> StoreError {
+    StoreError::LeaseLost { job_id }
+}
+
+/// Writes one attempt's end, fenced on the lease (owner and epoch).
+async fn end_in(tx: &Tx<'_>, f: &Finish) -> Result<()> {
+    let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
+    if let Ending::Released { error } = &f.ending {
+        let n = tx
+            .execute(
+                "UPDATE jobs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), next_attempt_at = NULL,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+                 WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
+                &[&now, &job.id, &owner, &job.lease_epoch],
+            )
+            .await?;
+        if n == 0 {
+            return Err(lost(job.id));
+        }
+        record_ops(tx, job, &f.ops, now).await?;
+        let data =
+            json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
+        return event(tx, now, "job_released", job, data).await;
+    }
+    let errors_with = |e: &AttemptError| {
+        let mut errors = job.errors.clone();
+        errors.push(e.clone());
+        to_json(&errors)
+    };
+    let (state, next_at, errors, data) = match &f.ending {
+        Ending::Succeeded => ("succeeded", None, None, json!({ "attempt": job.attempt })),
+        Ending::Retry { at, error } => (
+            "retrying",
+            Some(*at),
+            Some(errors_with(error)?),
+            json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
+        ),
+        Ending::Failed { error, reason } => (
+            "failed",
+            None,
+            Some(errors_with(error)?),
+            json!({ "attempt": job.attempt, "error": error, "reason": reason }),
+        ),
+        Ending::Released { .. } => return Ok(()),
+    };
+    let finalized = (state != "retrying").then_some(now);
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
+                lease_expires_at = NULL, finalized_at = $4, updated_at = $5
+             WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
+            &[&state, &next_at, &errors, &finalized, &now, &job.id, &owner, &job.lease_epoch],
+        )
+        .await?;
+    if n == 0 {
+        return Err(lost(job.id));
+    }
+    record_ops(tx, job, &f.ops, now).await?;
+    event(tx, now, &format!("job_{state}"), job, data).await?;
+    if state != "retrying" {
+        super::settle::settle(tx, job.id, now).await?;
+    }
+    Ok(())
+}
+
+/// Writes an attempt's calls: progress, the account's native id, one audit event each.
+async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64) -> Result<()> {
+    let Some(last) = ops.last() else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE jobs SET ops_done = $1 WHERE id = $2",
+        &[&((last.index + 1) as i64), &job.id],
+    )
+    .await?;
+    for op in ops {
+        if let Some(native) = &op.native_id {
+            tx.execute(
+                "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at) VALUES ($1,$2,$3,'active',$4,$5)
+                 ON CONFLICT (identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
+                    updated_at = excluded.updated_at",
+                &[&job.identity_id, &job.source, native, &job.id, &now],
+            )
+            .await?;
+        }
+        let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
+        let data = json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id, "detail": op.detail });
+        event(tx, now, "connector_call", job, data).await?;
+    }
+    Ok(())
+}
+
+impl Queue for Postgres {
+    fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), &[&id])
+                .await?;
+            row.as_ref().map(job).transpose()
+        })
+    }
+
+    fn jobs(&self, f: JobFilter) -> BoxFuture<Result<Vec<Job>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let limit = f.limit.map(|l| l as i64);
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM jobs WHERE ($1::TEXT IS NULL OR state = $1)
+                         AND ($2::TEXT IS NULL OR source = $2) AND ($3::TEXT IS NULL OR request_id = $3)
+                         ORDER BY id LIMIT $4"
+                    ),
+                    &[&f.state.map(JobState::as_str), &f.source, &f.request_id, &limit],
+                )
+                .await?;
+            rows.iter().map(job).collect()
+        })
+    }
+
+    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT at, kind, data FROM events WHERE job_id = $1 ORDER BY id",
+                    &[&id],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
+    }
+
+    fn claim(&self, cl: Claim) -> BoxFuture<Result<Vec<Job>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            if cl.limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let rows = tx
+                .query(
+                    &format!(
+                        "WITH picked AS (
+                            SELECT j.id FROM jobs j
+                            WHERE j.state IN ('queued','retrying')
+                              AND COALESCE(j.next_attempt_at, j.created_at) <= $3
+                              AND NOT (j.source = ANY($4))
+                              AND ($5::TEXT IS NULL OR j.source = $5)
+                              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id
+                                  AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)
+                            ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id
+                            LIMIT $6 FOR UPDATE SKIP LOCKED)
+                         UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2,
+                            lease_epoch = lease_epoch + 1, attempt = attempt + 1,
+                            window_start = COALESCE(window_start, $3), next_attempt_at = NULL, updated_at = $3
+                         FROM picked WHERE jobs.id = picked.id
+                         RETURNING {cols},
+                            (SELECT a.native_id FROM accounts a WHERE a.identity_id = jobs.identity_id AND a.source = jobs.source)",
+                        cols = COLUMNS
+                            .split(',')
+                            .map(|c| format!("jobs.{}", c.trim()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &[
+                        &cl.owner,
+                        &cl.lease_until,
+                        &cl.now,
+                        &cl.skip_sources,
+                        &cl.only_source,
+                        &(cl.limit as i64),
+                    ],
+                )
+                .await?;
+            let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
+            jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
+            for j in &jobs {
+                let data =
+                    json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
+                event(&tx, cl.now, "job_running", j, data).await?;
+            }
+            tx.commit().await?;
+            Ok(jobs)
+        })
+    }
+
+    fn next_due(&self) -> BoxFuture<Result<Option<i64>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_one(
+                    &format!(
+                        "SELECT MIN(COALESCE(j.next_attempt_at, j.created_at)) FROM jobs j
+                         WHERE j.state IN ('queued','retrying')
+                           AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id
+                               AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)"
+                    ),
+                    &[],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let mut tx = c.transaction().await?;
+            let mut out = Vec::with_capacity(items.len());
+            for f in &items {
+                let sp = tx.savepoint("attempt").await?;
+                match end_in(&sp, f).await {
+                    Ok(()) => {
+                        sp.commit().await?;
+                        out.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sp.rollback().await?;
+                        out.push(Err(e));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn release(&self, j: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let n = tx
+                .execute(
+                    "UPDATE jobs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), lease_owner = NULL,
+                        lease_expires_at = NULL, updated_at = $1
+                     WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
+                    &[&now, &j.id, &owner, &j.lease_epoch],
+                )
+                .await?;
+            if n > 0 {
+                event(
+                    &tx,
+                    now,
+                    "job_released",
+                    &j,
+                    json!({ "reason": "shutdown" }),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            // SKIP LOCKED: a job another agent is ending right now is not taken back.
+            let stale = tx
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM jobs WHERE state = 'running'
+                         AND (lease_expires_at < $1 OR ($2::TEXT IS NOT NULL AND lease_owner IS DISTINCT FROM $2))
+                         ORDER BY id FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&now, &all_but],
+                )
+                .await?;
+            let mut moved = Vec::new();
+            for row in &stale {
+                let j = job(row)?;
+                let mut errors = j.errors.clone();
+                errors.push(AttemptError {
+                    at: crate::clock::rfc3339_ms(now),
+                    attempt: j.attempt,
+                    class: "lease".into(),
+                    code: None,
+                    message: format!(
+                        "the agent `{}` holding the job stopped before finishing it; taken back",
+                        j.lease_owner.as_deref().unwrap_or("?")
+                    ),
+                });
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', errors = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2
+                     WHERE id = $3 AND state = 'running' AND lease_epoch = $4",
+                    &[&to_json(&errors)?, &now, &j.id, &j.lease_epoch],
+                )
+                .await?;
+                let data =
+                    json!({ "owner": j.lease_owner, "attempt": j.attempt, "epoch": j.lease_epoch });
+                event(&tx, now, "job_lease_expired", &j, data).await?;
+                moved.push(Moved {
+                    job_id: j.id,
+                    request_id: j.request_id.clone(),
+                    source: j.source.clone(),
+                    identity_id: j.identity_id.clone(),
+                });
+            }
+            tx.commit().await?;
+            Ok(moved)
+        })
+    }
+
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT source, state, COUNT(*) FROM jobs GROUP BY source, state ORDER BY source, state",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
+    }
+
+    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let j = super::settle::cancel_in(&tx, id, now, &reason).await?;
+            tx.commit().await?;
+            Ok(j)
+        })
+    }
+
+    fn cancel_request(
+        &self,
+        request_id: String,
+        now: i64,
+        comment: String,
+    ) -> BoxFuture<Result<usize>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let n = super::settle::cancel_request(&tx, &request_id, now, &comment).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
+    fn retry_job(
+        &self,
+        id: i64,
+        now: i64,
+        max_attempts: u32,
+        identity: Option<provd_connector_core::Identity>,
+    ) -> BoxFuture<Result<Job>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let identity = identity.as_ref().map(to_json).transpose()?;
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let j = get(&tx, id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            match j.state {
+                JobState::Failed => {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = $1, window_start = NULL,
+                            next_attempt_at = NULL, finalized_at = NULL, updated_at = $2,
+                            identity = COALESCE($3, identity)
+                         WHERE id = $4 AND state = 'failed'",
+                        &[&i64::from(max_attempts), &now, &identity, &id],
+                    )
+                    .await?;
+                    super::settle::unsettle(&tx, id, now).await?;
+                }
+                JobState::Retrying => {
+                    tx.execute(
+                        "UPDATE jobs SET next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state = 'retrying'",
+                        &[&now, &id],
+                    )
+                    .await?;
+                }
+                other => {
+                    return Err(StoreError::Conflict(format!(
+                        "job {id} is {}; only failed or retrying jobs can be retried",
+                        other.as_str()
+                    )));
+                }
+            }
+            let data = json!({ "from": j.state.as_str(), "attempts_before": j.attempt, "max_attempts": max_attempts });
+            event(&tx, now, "job_retry_requested", &j, data).await?;
+            let j = get(&tx, id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            tx.commit().await?;
+            Ok(j)
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The Requests role on PostgreSQL: accepting (see `accept.rs`), replays, and the rows
+//! status answers are shaped from.
+
+use super::Postgres;
+use crate::model::Snapshot;
+use crate::store::accept::{Accepted, Replay};
+use crate::store::jobs::{AttemptError, JobState};
+use crate::store::roles::{Accept, BoxFuture, Requests};
+use crate::store::status::{StatusJob, StatusQuery, StatusRow};
+use crate::store::{Result, StoreError};
+
+impl Requests for Postgres {
+    fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let found = super::accept::lookup_key(&tx, &key).await?;
+            tx.commit().await?;
+            Ok(found)
+        })
+    }
+
+    fn accept(&self, a: Accept) -> BoxFuture<Result<Replay>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let r = super::accept::accept_in(
+                &tx,
+                &a.request,
+                &a.body,
+                &a.origin,
+                a.idempotency_key.as_deref(),
+                &a.ctx,
+                a.now,
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(r)
+        })
+    }
+
+    fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let snap = super::accept::snapshot(&tx, &identities, None).await?;
+            tx.commit().await?;
+            Ok(snap)
+        })
+    }
+
+    fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition,
+                            ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at
+                     FROM request_items ri JOIN requests r ON r.id = ri.request_id
+                     LEFT JOIN assignments a ON a.id = ri.assignment_id
+                     WHERE ($1::TEXT IS NULL OR ri.request_id = $1) AND ($2::TEXT IS NULL OR ri.identity_id = $2)
+                     ORDER BY r.seq DESC, ri.id LIMIT $3 OFFSET $4",
+                    &[&q.request_id, &q.requested_for, &(q.limit as i64), &(q.offset as i64)],
+                )
+                .await?;
+            let jobs_of = c
+                .prepare(
+                    "SELECT j.id, j.state, j.errors, j.updated_at FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id
+                     WHERE ij.item_id = $1 ORDER BY j.id",
+                )
+                .await?;
+            let tasks_of = c
+                .prepare("SELECT owner, created_at FROM tasks WHERE job_id = $1 AND status = 'open' ORDER BY id")
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let item: i64 = r.get(0);
+                let mut carried = Vec::new();
+                for j in &c.query(&jobs_of, &[&item]).await? {
+                    let job_id: i64 = j.get(0);
+                    let state = JobState::parse(j.get(1));
+                    let last_error =
+                        if matches!(state, Some(JobState::Failed) | Some(JobState::Retrying)) {
+                            let errs: Vec<AttemptError> = serde_json::from_str(j.get(2))
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                            errs.last().map(|e| e.message.clone())
+                        } else {
+                            None
+                        };
+                    let open_tasks = if state == Some(JobState::Manual) {
+                        c.query(&tasks_of, &[&job_id])
+                            .await?
+                            .iter()
+                            .map(|t| (t.get(0), t.get(1)))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    carried.push(StatusJob {
+                        id: job_id,
+                        state,
+                        last_error,
+                        updated_at: j.get(3),
+                        open_tasks,
+                    });
+                }
+                out.push(StatusRow {
+                    request_id: r.get(1),
+                    identity: r.get(2),
+                    item_type: r.get(3),
+                    item_id: r.get(4),
+                    name: r.get(5),
+                    disposition: r.get(6),
+                    client_metadata: r.get(7),
+                    request_type: r.get(8),
+                    received_at: r.get(9),
+                    canceled_at: r.get(10),
+                    assignment_state: r.get(11),
+                    remove_at: r.get(12),
+                    jobs: carried,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt("SELECT origin FROM requests WHERE id = $1", &[&id])
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn request_exists(&self, id: String) -> BoxFuture<Result<bool>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt("SELECT 1 FROM requests WHERE id = $1", &[&id])
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+}

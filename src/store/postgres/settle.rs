@@ -1,0 +1,216 @@
+//! What happens to a job after its attempts, on PostgreSQL: settling its assignments and
+//! account, the manual path's end, and the operator's cancel. Same rules as SQLite's
+//! `store/settle.rs`.
+
+use serde_json::json;
+
+use super::Tx;
+use super::rows::{event, get, to_json};
+use crate::store::events::Event;
+use crate::store::jobs::{AttemptError, Job, JobState};
+use crate::store::{Result, StoreError};
+
+/// After a job ended: move the assignments it granted or revoked, and drop an account it
+/// was to create but did not.
+pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+    let items = tx
+        .query(
+            "SELECT ri.id, ri.effect, ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+             WHERE ij.job_id = $1 AND ri.assignment_id IS NOT NULL",
+            &[&job_id],
+        )
+        .await?;
+    for row in &items {
+        let (item, effect, assignment): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let states: Vec<JobState> = tx
+            .query(
+                "SELECT j.state FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id WHERE ij.item_id = $1",
+                &[&item],
+            )
+            .await?
+            .iter()
+            .filter_map(|r| JobState::parse(r.get(0)))
+            .collect();
+        if !states.iter().all(|s| s.is_final()) {
+            continue;
+        }
+        let all_ok = states.iter().all(|s| *s == JobState::Succeeded);
+        let all_canceled = states.iter().all(|s| *s == JobState::Canceled);
+        let (from, to) = match (effect.as_str(), all_ok, all_canceled) {
+            ("grant", true, _) => ("pending", "active"),
+            ("grant", false, true) => ("pending", "canceled"),
+            ("grant", false, false) => ("pending", "failed"),
+            ("revoke", true, _) => ("revoking", "removed"),
+            // The removal did not (fully) happen: the access is still there.
+            ("revoke", false, _) => ("revoking", "active"),
+            _ => continue,
+        };
+        tx.execute(
+            "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+            &[&to, &now, &assignment, &from],
+        )
+        .await?;
+    }
+    tx.execute(
+        "DELETE FROM accounts WHERE job_id = $1 AND state = 'pending'
+         AND (SELECT state FROM jobs WHERE id = $1) IN ('failed','canceled')",
+        &[&job_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Before a failed job runs again: its assignments are in flight once more.
+pub(super) async fn unsettle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+    // A grant whose item was granted again meanwhile stays failed (the unique index of
+    // live assignments would refuse a second one); the newer grant carries it.
+    tx.execute(
+        "UPDATE assignments a SET state = 'pending', updated_at = $1 WHERE a.state = 'failed' AND a.id IN
+           (SELECT ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+            WHERE ij.job_id = $2 AND ri.effect = 'grant')
+         AND NOT EXISTS (SELECT 1 FROM assignments l WHERE l.identity_id = a.identity_id
+            AND l.item_type = a.item_type AND l.item_id = a.item_id AND l.state IN ('pending','active'))",
+        &[&now, &job_id],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE assignments SET state = 'revoking', updated_at = $1 WHERE state = 'active' AND id IN
+           (SELECT ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+            WHERE ij.job_id = $2 AND ri.effect = 'revoke')",
+        &[&now, &job_id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn cancel_in(tx: &Tx<'_>, id: i64, now: i64, reason: &str) -> Result<Job> {
+    let job = get(tx, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+    match job.state {
+        JobState::Queued | JobState::Retrying | JobState::Manual => {}
+        JobState::Running => {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is running right now; cancel it once this attempt has ended"
+            )));
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "job {id} has already ended ({})",
+                other.as_str()
+            )));
+        }
+    }
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finalized_at = $1,
+                updated_at = $1 WHERE id = $2 AND state IN ('queued','retrying','manual')",
+            &[&now, &id],
+        )
+        .await?;
+    if n == 0 {
+        // Claimed by another agent since it was read.
+        return Err(StoreError::Conflict(format!(
+            "job {id} is running right now; cancel it once this attempt has ended"
+        )));
+    }
+    tx.execute(
+        "UPDATE tasks SET status = 'canceled', resolved_at = $1, note = $2 WHERE job_id = $3 AND status = 'open'",
+        &[&now, &reason, &id],
+    )
+    .await?;
+    let data = json!({ "reason": reason, "from": job.state.as_str() });
+    event(tx, now, "job_canceled", &job, data).await?;
+    settle(tx, id, now).await?;
+    Ok(job)
+}
+
+pub(super) async fn cancel_request(
+    tx: &Tx<'_>,
+    request_id: &str,
+    now: i64,
+    comment: &str,
+) -> Result<usize> {
+    let exists = tx
+        .query_opt("SELECT seq FROM requests WHERE id = $1", &[&request_id])
+        .await?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "no access request `{request_id}`"
+        )));
+    }
+    let ids: Vec<i64> = tx
+        .query(
+            "SELECT id FROM jobs WHERE request_id = $1 AND state IN ('queued','retrying','manual') ORDER BY id",
+            &[&request_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in &ids {
+        cancel_in(tx, *id, now, comment).await?;
+    }
+    tx.execute(
+        "UPDATE requests SET canceled_at = $1, cancel_comment = $2 WHERE id = $3",
+        &[&now, &comment, &request_id],
+    )
+    .await?;
+    let e = Event {
+        kind: "request_canceled",
+        request_id: Some(request_id),
+        data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+        ..Default::default()
+    };
+    super::audit::append(tx, now, &e).await?;
+    Ok(ids.len())
+}
+
+/// Ends a job waiting on manual tasks (guarded on `manual`); returns its state after.
+pub(super) async fn finish_manual(
+    tx: &Tx<'_>,
+    job_id: i64,
+    now: i64,
+    state: &str,
+    error: Option<AttemptError>,
+) -> Result<String> {
+    let Some(job) = get(tx, job_id).await? else {
+        return Err(StoreError::NotFound(format!("no job {job_id}")));
+    };
+    if job.state != JobState::Manual {
+        return Ok(job.state.as_str().to_string());
+    }
+    let mut errors = job.errors.clone();
+    errors.extend(error.clone());
+    let ops_done = if state == "succeeded" {
+        job.ops.len() as i64
+    } else {
+        job.ops_done as i64
+    };
+    tx.execute(
+        "UPDATE jobs SET state = $1, errors = $2, ops_done = $3, finalized_at = $4, updated_at = $4
+         WHERE id = $5 AND state = 'manual'",
+        &[&state, &to_json(&errors)?, &ops_done, &now, &job_id],
+    )
+    .await?;
+    // The job failed: its other open tasks are moot, take them off the owner's list.
+    if state == "failed" {
+        tx.execute(
+            "UPDATE tasks SET status = 'canceled', resolved_at = $1, note = 'the job failed' WHERE job_id = $2 AND status = 'open'",
+            &[&now, &job_id],
+        )
+        .await?;
+    }
+    // A manual job that created the account: the account now exists on the source.
+    if state == "succeeded" {
+        tx.execute(
+            "UPDATE accounts SET state = 'active', updated_at = $1 WHERE job_id = $2 AND state = 'pending'",
+            &[&now, &job_id],
+        )
+        .await?;
+    }
+    let data = json!({ "by": "manual tasks", "error": error });
+    event(tx, now, &format!("job_{state}"), &job, data).await?;
+    settle(tx, job_id, now).await?;
+    Ok(state.to_string())
+}

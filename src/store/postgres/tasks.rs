@@ -1,0 +1,306 @@
+//! Manual tasks on PostgreSQL (same rules as SQLite's `store/tasks.rs`).
+
+use serde_json::json;
+
+use super::{Postgres, Tx};
+use crate::store::events::Event;
+use crate::store::jobs::{AttemptError, Job};
+use crate::store::roles::{BoxFuture, Tasks};
+use crate::store::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::{Result, StoreError};
+
+fn task(r: &tokio_postgres::Row) -> Task {
+    Task {
+        id: r.get(0),
+        source: r.get(1),
+        owner: r.get(2),
+        identity_id: r.get(3),
+        identity_name: r.get(4),
+        operation: r.get(5),
+        account: r.get(6),
+        attribute: r.get(7),
+        value: r.get(8),
+        request_id: r.get(9),
+        created_at: r.get(10),
+        due_at: r.get(11),
+        status: r.get(12),
+        resolution: r.get(13),
+        resolved_by: r.get(14),
+        note: r.get(15),
+    }
+}
+
+async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
+    let (task, resolution, resolved_by, note) = (
+        a.task,
+        a.resolution.as_str(),
+        a.resolved_by.as_str(),
+        a.note.as_str(),
+    );
+    let status = match resolution {
+        "DONE" => "done",
+        "FAILED" => "failed",
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "resolution must be DONE or FAILED, not `{other}`"
+            )));
+        }
+    };
+    let Some(row) = tx
+        .query_opt(
+            "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&task],
+        )
+        .await?
+    else {
+        return Err(StoreError::NotFound(format!("no task T{task}")));
+    };
+    let (current, job_id, request_id, source, identity): (String, i64, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if current == status {
+        return Ok(Resolved::AlreadySo);
+    }
+    if current != "open" {
+        return Err(StoreError::Conflict(format!(
+            "task T{task} is already {current}"
+        )));
+    }
+    tx.execute(
+        "UPDATE tasks SET status = $1, resolution = $2, resolved_by = $3, note = $4, resolved_at = $5
+         WHERE id = $6 AND status = 'open'",
+        &[&status, &resolution, &resolved_by, &note, &now, &task],
+    )
+    .await?;
+    let e = Event {
+        kind: "task_resolved",
+        request_id: Some(&request_id),
+        job_id: Some(job_id),
+        source: Some(&source),
+        identity: Some(&identity),
+        data: json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
+    };
+    super::audit::append(tx, now, &e).await?;
+    // The job's row is locked before its tasks are counted: two imports answering the
+    // last two tasks of one job at once cannot both see one still open.
+    tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
+        .await?;
+    let open: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND status = 'open'",
+            &[&job_id],
+        )
+        .await?
+        .get(0);
+    let job_state = if status == "failed" {
+        let error = AttemptError {
+            at: crate::clock::rfc3339_ms(now),
+            attempt: 1,
+            class: "manual".into(),
+            code: Some(format!("T{task}")),
+            message: if note.is_empty() {
+                format!("task T{task} failed ({resolved_by})")
+            } else {
+                note.to_string()
+            },
+        };
+        super::settle::finish_manual(tx, job_id, now, "failed", Some(error)).await?
+    } else if open == 0 {
+        super::settle::finish_manual(tx, job_id, now, "succeeded", None).await?
+    } else {
+        "manual".to_string()
+    };
+    Ok(Resolved::Applied {
+        job: job_id,
+        job_state,
+    })
+}
+
+impl Tasks for Postgres {
+    fn open_tasks(
+        &self,
+        job: Job,
+        owner: String,
+        tasks: Vec<NewTask>,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let n = tx
+                .execute(
+                    "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+                     WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
+                    &[&now, &job.id, &owner, &job.lease_epoch],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "job {} is no longer leased to this agent",
+                    job.id
+                )));
+            }
+            let mut opened: Vec<i64> = Vec::new();
+            for t in &tasks {
+                let row = tx
+                    .query_opt(
+                        "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+                            account, attribute, value, request_id, created_at, due_at, status)
+                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open')
+                         ON CONFLICT (job_id, op_index) DO NOTHING RETURNING id",
+                        &[
+                            &job.id,
+                            &(t.op_index as i64),
+                            &job.source,
+                            &t.owner,
+                            &job.identity_id,
+                            &t.identity_name,
+                            &t.operation,
+                            &t.account,
+                            &t.attribute,
+                            &t.value,
+                            &job.request_id,
+                            &now,
+                            &t.due_at,
+                        ],
+                    )
+                    .await?;
+                opened.extend(row.map(|r| r.get::<_, i64>(0)));
+            }
+            let e = Event {
+                kind: "job_manual",
+                request_id: Some(&job.request_id),
+                job_id: Some(job.id),
+                source: Some(&job.source),
+                identity: Some(&job.identity_id),
+                data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+            };
+            super::audit::append(&tx, now, &e).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn tasks(&self, f: TaskFilter) -> BoxFuture<Result<Vec<Task>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
+                            created_at, due_at, status, resolution, resolved_by, note
+                     FROM tasks WHERE ($1::TEXT IS NULL OR source = $1) AND ($2::TEXT IS NULL OR owner = $2)
+                       AND (NOT $3 OR status = 'open')
+                     ORDER BY created_at, id",
+                    &[&f.source, &f.owner, &f.open_only],
+                )
+                .await?;
+            Ok(rows.iter().map(task).collect())
+        })
+    }
+
+    fn open_task_count(&self) -> BoxFuture<Result<i64>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            Ok(
+                c.query_one("SELECT COUNT(*) FROM tasks WHERE status = 'open'", &[])
+                    .await?
+                    .get(0),
+            )
+        })
+    }
+
+    fn resolve_task(
+        &self,
+        task: i64,
+        resolution: String,
+        resolved_by: String,
+        note: String,
+        now: i64,
+    ) -> BoxFuture<Result<Resolved>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let a = TaskAnswer {
+                task,
+                resolution,
+                resolved_by,
+                note,
+            };
+            let r = resolve_in(&tx, &a, now).await?;
+            tx.commit().await?;
+            Ok(r)
+        })
+    }
+
+    fn resolve_tasks(
+        &self,
+        rows: Vec<TaskAnswer>,
+        now: i64,
+    ) -> BoxFuture<Result<Vec<Result<Resolved>>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(rows.len());
+            let mut c = me.client().await?;
+            for chunk in rows.chunks(1000) {
+                let mut tx = c.transaction().await?;
+                for a in chunk {
+                    // A row that cannot apply is answered in its place; the others go on.
+                    let sp = tx.savepoint("answer").await?;
+                    match resolve_in(&sp, a, now).await {
+                        Ok(done) => {
+                            sp.commit().await?;
+                            out.push(Ok(done));
+                        }
+                        Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
+                            sp.rollback().await?;
+                            out.push(Err(e));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                tx.commit().await?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let row = c
+                .query_opt("SELECT source, owner FROM tasks WHERE id = $1", &[&task])
+                .await?;
+            Ok(row.map(|r| TaskBrief {
+                source: r.get(0),
+                owner: r.get(1),
+            }))
+        })
+    }
+
+    fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT owner, COUNT(*), MIN(created_at) FROM tasks WHERE status = 'open' AND source = $1
+                     AND created_at <= $2 GROUP BY owner ORDER BY owner",
+                    &[&source, &older_than],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Overdue {
+                    source: source.clone(),
+                    owner: r.get(0),
+                    count: r.get(1),
+                    oldest_created: r.get(2),
+                })
+                .collect())
+        })
+    }
+}
