@@ -85,6 +85,7 @@ fn main() {
             wake: Arc::new(Notify::new()),
             dispatch: Arc::new(Notify::new()),
             liveness: None,
+            leading: provd::leading::Leading::always(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {

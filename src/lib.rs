@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod daemon;
 pub mod dispatch;
 pub mod intake;
+pub mod leading;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -23,6 +23,9 @@ struct Registry {
     breaker: BTreeMap<String, u8>,
     polls: BTreeMap<(String, String), u64>,
     auth_failures: u64,
+    lease_lost: u64,
+    /// This agent's name and whether it holds the leader lease.
+    leader: Option<(String, bool)>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
@@ -71,6 +74,16 @@ pub fn poll(upstream: &str, result: &str) {
             .entry((upstream.to_string(), result.to_string()))
             .or_default() += 1
     });
+}
+
+/// An attempt's outcome (or a lease renewal) found the job leased to another agent.
+pub fn lease_lost() {
+    with(|r| r.lease_lost += 1);
+}
+
+/// Whether agent `name` holds the leader lease now.
+pub fn leader(name: &str, is_leader: bool) {
+    with(|r| r.leader = Some((name.to_string(), is_leader)));
 }
 
 /// A request to the API presented no valid token.
@@ -132,6 +145,17 @@ pub fn render(out: &mut String, sources: &[String]) {
         "# HELP provd_api_auth_failures_total API requests refused for want of a valid token.\n# TYPE provd_api_auth_failures_total counter\nprovd_api_auth_failures_total {}\n",
         r.auth_failures
     ));
+    out.push_str(&format!(
+        "# HELP provd_lease_lost_total Attempt outcomes dropped because another agent held the job's lease.\n# TYPE provd_lease_lost_total counter\nprovd_lease_lost_total {}\n",
+        r.lease_lost
+    ));
+    if let Some((name, is)) = &r.leader {
+        out.push_str(&format!(
+            "# HELP provd_agent_leader Whether this agent holds the leader lease (singleton work).\n# TYPE provd_agent_leader gauge\nprovd_agent_leader{{agent=\"{}\"}} {}\n",
+            esc(name),
+            u8::from(*is)
+        ));
+    }
     out.push_str("# HELP provd_upstream_polls_total Upstream polls by result.\n# TYPE provd_upstream_polls_total counter\n");
     for ((u, res), n) in &r.polls {
         out.push_str(&format!(

@@ -344,12 +344,27 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let now = to_ms(state.clock.now());
     match ready(&state.store, now).await {
         // Upstream health is reported, not failed on: the agent still serves what it has.
-        Ok(upstreams) => axum::Json(json!({
-            "store": "ok",
-            "sources": state.live.get().sources.keys().collect::<Vec<_>>(),
-            "upstreams": upstreams,
-        }))
-        .into_response(),
+        Ok(upstreams) => {
+            let config = state.live.get();
+            // Agents alive: seen within three leader leases.
+            let since = now - 3 * config.agent.leader_lease.as_millis() as i64;
+            let leader = state
+                .store
+                .leader(crate::store::SINGLETON.into())
+                .await
+                .ok()
+                .flatten();
+            let agents = state.store.agents(since).await.unwrap_or_default();
+            axum::Json(json!({
+                "store": "ok",
+                "agent": config.agent.name,
+                "leader": leader.filter(|l| l.expires_at >= now).map(|l| l.holder),
+                "agents": agents.len(),
+                "sources": config.sources.keys().collect::<Vec<_>>(),
+                "upstreams": upstreams,
+            }))
+            .into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "store": e.to_string() })),

@@ -31,8 +31,8 @@ fn load(cli: &Cli) -> Result<Config, CliError> {
     Config::load(&path).map_err(|p| CliError::Invalid(format!("configuration has problems:\n{p}")))
 }
 
-fn open(config: &Config) -> Result<Store, CliError> {
-    Store::open(&config.agent.state_dir).map_err(failed)
+async fn open(config: &Config) -> Result<Store, CliError> {
+    crate::store::open(config).await.map_err(failed)
 }
 
 /// Reads a request body from FILE or `-`, refusing more than 1 MiB without reading it all.
@@ -111,7 +111,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         Command::Submit { file } => {
             let body = read_body(file)?;
             let config = load(cli)?;
-            let store = open(&config)?;
+            let store = open(&config).await?;
             let intake = intake::Intake::new(
                 crate::config::Live::new(config),
                 store,
@@ -126,7 +126,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         Command::Plan { file } => {
             let body = read_body(file)?;
             let config = load(cli)?;
-            let store = open(&config)?;
+            let store = open(&config).await?;
             let plan = intake::dry_run(&config, &store, clock.now(), &body)
                 .await
                 .map_err(invalid_request)?;
@@ -135,7 +135,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         }
         Command::Status { request_id } => {
             let config = load(cli)?;
-            let store = open(&config)?;
+            let store = open(&config).await?;
             if !store
                 .request_exists(request_id.clone())
                 .await
@@ -194,7 +194,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         }
         Command::Store(StoreCommand::Check) => {
             let config = load(cli)?;
-            let store = open(&config)?;
+            let store = open(&config).await?;
             let (found, known) = store.schema_version().await.map_err(failed)?;
             println!("store: {}", store.location());
             println!("schema version: {found} (this provd knows {known})");
@@ -308,7 +308,7 @@ fn print_plan(plan: &crate::plan::Plan) {
 
 async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), CliError> {
     let config = load(cli)?;
-    let store = open(&config)?;
+    let store = open(&config).await?;
     let now = to_ms(clock.now());
     match cmd {
         JobsCommand::List { state, source } => {
@@ -429,7 +429,7 @@ fn open_only(status: &str) -> Result<bool, CliError> {
 
 async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
     let config = load(cli)?;
-    let store = open(&config)?;
+    let store = open(&config).await?;
     match cmd {
         TasksCommand::Export {
             source,
@@ -563,7 +563,7 @@ async fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Resul
             lines.join("\n")
         )));
     }
-    let store = open(&config)?;
+    let store = open(&config).await?;
     let n = store
         .import_identities(ids, to_ms(clock.now()))
         .await

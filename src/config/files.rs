@@ -27,6 +27,33 @@ pub struct ProvdFile {
     /// Governance services approved requests are pulled from.
     #[serde(default)]
     pub upstream: Vec<UpstreamSection>,
+    /// Where the store is: absent, SQLite at `agent.state_dir/provd.db`.
+    #[serde(default)]
+    pub store: Option<StoreSection>,
+}
+
+/// `[store]`: a PostgreSQL database shared by every agent of a site (DESIGN §12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `postgres://user@host:port/db[?sslmode=…]`; never with a password in it.
+    pub postgres_url: String,
+    /// File whose first line is the password (relative to provd.toml).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// CA certificates (PEM) to trust for the server; the system's otherwise.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Connections this agent keeps open.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    8
 }
 
 /// `[[upstream]]`: an Okta-style governance service to pull approved requests from.
@@ -107,6 +134,10 @@ pub struct AgentSection {
     /// How long a claimed job is leased to this agent before another may take it over.
     #[serde(default = "default_lease")]
     pub lease: Dur,
+    /// How long the leader lease (singleton work: removeDates, upstream polls, reminders)
+    /// lasts unrenewed: when the leader dies, another agent takes over within it.
+    #[serde(default = "default_leader_lease")]
+    pub leader_lease: Dur,
     /// The agent's name in logs, leases and metrics (default `HOSTNAME:PID`). Give every
     /// agent sharing a store its own.
     #[serde(default)]
@@ -125,6 +156,7 @@ impl Default for AgentSection {
             workers: default_workers(),
             shutdown_grace: default_shutdown_grace(),
             lease: default_lease(),
+            leader_lease: default_leader_lease(),
             name: None,
         }
     }
@@ -150,6 +182,9 @@ fn default_workers() -> usize {
 }
 fn default_shutdown_grace() -> Dur {
     Dur(std::time::Duration::from_secs(30))
+}
+fn default_leader_lease() -> Dur {
+    Dur(std::time::Duration::from_secs(15))
 }
 fn default_lease() -> Dur {
     Dur(std::time::Duration::from_secs(300))

@@ -71,6 +71,7 @@ pub struct Agent {
     pub workers: usize,
     pub shutdown_grace: Duration,
     pub lease: Duration,
+    pub leader_lease: Duration,
     /// `agent.name`, or `HOSTNAME:PID`.
     pub name: String,
 }
@@ -114,6 +115,63 @@ pub struct Config {
     pub rules: SourceRules,
     /// Governance services to pull approved requests from.
     pub upstreams: Vec<files::UpstreamSection>,
+    /// `[store]`: a shared PostgreSQL database; None for the embedded SQLite store.
+    pub store: Option<PgStore>,
+}
+
+/// A PostgreSQL store as configured (the password read, never logged: `SecretString`).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub url: String,
+    pub password: Option<secrecy::SecretString>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub pool_size: usize,
+}
+
+/// Checks `[store]` and reads its password; problems name the key.
+fn pg_store(base: &Path, s: &files::StoreSection) -> Result<PgStore, (String, String)> {
+    let url = s.postgres_url.trim();
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| {
+            (
+                "store.postgres_url".to_string(),
+                "must start with postgres://".to_string(),
+            )
+        })?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
+        || url.contains("password=")
+    {
+        return Err((
+            "store.postgres_url".into(),
+            "must not hold a password; give store.password_file or store.password_env".into(),
+        ));
+    }
+    let password = match (&s.password_file, &s.password_env) {
+        (None, None) => None,
+        (file, env) => Some(
+            provd_connector_core::http::read_secret(
+                base,
+                file.as_deref(),
+                env.as_deref(),
+                "password",
+            )
+            .map_err(|(k, m)| (format!("store.{k}"), m))?,
+        ),
+    };
+    if s.pool_size == 0 {
+        return Err(("store.pool_size".into(), "must be at least 1".into()));
+    }
+    Ok(PgStore {
+        url: url.to_string(),
+        password,
+        tls_ca_file: s.tls_ca_file.as_ref().map(|p| resolve(base, p)),
+        pool_size: s.pool_size,
+    })
 }
 
 /// Source settings that change what a request plans to.
@@ -357,6 +415,13 @@ impl Config {
                 }
             }
         }
+        let store = match file.store.as_ref().map(|s| pg_store(&base, s)).transpose() {
+            Ok(s) => s,
+            Err((key, message)) => {
+                problems.push(at(&key, message));
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
@@ -380,6 +445,7 @@ impl Config {
                 enable_after_create,
             },
             upstreams: file.upstream.clone(),
+            store,
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),
@@ -389,6 +455,7 @@ impl Config {
                 workers: file.agent.workers,
                 shutdown_grace: file.agent.shutdown_grace.0,
                 lease: file.agent.lease.0,
+                leader_lease: file.agent.leader_lease.0.max(Duration::from_secs(1)),
                 name: file
                     .agent
                     .name

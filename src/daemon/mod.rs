@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 pub mod follow;
+pub mod leader;
 pub mod watchdog;
 
 use crate::api::{self, AppState};
@@ -89,12 +90,16 @@ pub async fn run(
         }
     }
 
-    let store = Store::open(&state_dir)?;
-    // A damaged file is refused before anything is dispatched from it.
+    let store = crate::store::open(&config).await?;
+    // A damaged store is refused before anything is dispatched from it.
     store.quick_check().await?;
     let owner = lease_owner(&config.agent.name);
     let now = crate::clock::to_ms(clock.now());
-    for m in store.expire_leases(now, Some(owner.clone())).await? {
+    // Alone on its store (SQLite's lock file), the agent knows every lease left is a dead
+    // agent's; sharing one, only expired leases are taken back.
+    let all_but = store.exclusive().then(|| owner.clone());
+    tracing::info!(store = %store.location(), agent = %config.agent.name, "store open");
+    for m in store.expire_leases(now, all_but).await? {
         tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source, identity = %m.identity_id,
             state = "queued", "job left running by a previous agent taken back");
     }
@@ -151,6 +156,13 @@ pub async fn run(
         .clone()
         .map(|dir| tokio::spawn(watch_spool(intake.clone(), dir, stopped())));
 
+    let (leading, leader_task) = leader::start(
+        store.clone(),
+        config.agent.name.clone(),
+        config.agent.leader_lease,
+        clock.clone(),
+        stopped(),
+    );
     let dispatcher = Dispatcher::new(
         store.clone(),
         current.clone(),
@@ -169,19 +181,21 @@ pub async fn run(
         wake: schedule_wake.clone(),
         dispatch: wake.clone(),
         liveness: Some(live.clone()),
+        leading: leading.clone(),
     };
     let schedule_task = tokio::spawn(scheduler.run(stopped()));
     let upstream_tasks = {
         let s = stopped.clone();
         let stop_fn =
             move || -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> { Box::pin(s()) };
-        crate::upstream::start(&current, &store, &clock, &intake, stop_fn)
+        crate::upstream::start(&current, &store, &clock, &intake, &leading, stop_fn)
             .map_err(DaemonError::Config)?
     };
     let remind_task = tokio::spawn(crate::tasks::remind::run(
         store.clone(),
         current.clone(),
         clock.clone(),
+        leading.clone(),
         stopped(),
     ));
 
@@ -226,6 +240,8 @@ pub async fn run(
     if let Err(e) = api_task.await {
         tracing::error!(error = %e, "API task failed");
     }
+    // Last: singleton work has stopped, so the lease is given up for another agent.
+    let _ = leader_task.await;
     drop(lock_file);
     tracing::info!("stopped");
     Ok(())

@@ -93,8 +93,11 @@ async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
         match r {
             Ok(()) => log_end(f),
             // Another agent holds the job now; its outcome is the one that counts.
-            Err((true, e)) => tracing::warn!(job_id = f.job.id, request_id = %f.job.request_id,
-                source = %f.job.source, error = %e, "lease lost: this attempt's outcome is dropped"),
+            Err((true, e)) => {
+                crate::metrics::lease_lost();
+                tracing::warn!(job_id = f.job.id, request_id = %f.job.request_id, source = %f.job.source,
+                    epoch = f.job.lease_epoch, error = %e, "lease lost: this attempt's outcome is dropped")
+            }
             Err((false, e)) => tracing::error!(job_id = f.job.id, error = %e,
                 "job bookkeeping failed; the lease will expire and the job run again"),
         }

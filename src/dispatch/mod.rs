@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod classify;
 mod commit;
 mod failure;
+mod heartbeat;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,6 +173,7 @@ impl Dispatcher {
                 commit::run(shared, q).await;
             })
         });
+        let heartbeat = heartbeat::spawn(self.inner.clone());
         let mut inflight: JoinSet<()> = JoinSet::new();
         let mut ready: std::collections::VecDeque<(Job, Option<Lookup>)> =
             std::collections::VecDeque::new();
@@ -262,6 +264,7 @@ impl Dispatcher {
         if let Some(c) = committer {
             c.abort();
         }
+        drop(heartbeat);
         Ok(())
     }
 

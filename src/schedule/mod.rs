@@ -92,14 +92,40 @@ pub struct Scheduler {
     pub dispatch: Arc<Notify>,
     /// Beaten on every pass (for the systemd watchdog).
     pub liveness: Option<Arc<crate::daemon::watchdog::Liveness>>,
+    /// Firing and planning are the leader's (several agents on one store).
+    pub leading: crate::leading::Leading,
 }
 
 impl Scheduler {
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         tokio::pin!(shutdown);
         loop {
             self.beat();
-            self.fire_due().await?;
+            if !self.leading.now() {
+                // Another agent fires removals; beat while waiting to lead.
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = self.leading.wait() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            match self.fire_due().await {
+                Ok(_) => {}
+                Err(StoreError::NotLeader) => {
+                    tracing::warn!("removals not fired: this agent no longer leads");
+                    continue;
+                }
+                Err(e) => {
+                    // The store may be back in a moment (a PostgreSQL failover).
+                    tracing::error!(error = %e, "firing removals failed; tried again shortly");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
             let now = to_ms(self.clock.now());
             let wait = match self.store.next_removal().await? {
                 Some(at) => Duration::from_millis((at - now).max(0) as u64).min(RECHECK),

@@ -523,8 +523,19 @@ fn removals(fired: Vec<super::schedule::Fired>) -> Vec<super::schedule::Removal>
     fired.into_iter().map(crate::schedule::removal).collect()
 }
 
+/// Firing and planning removals are the leader's (fenced on PostgreSQL).
+async fn lead(f: &Fixture) -> Outcome {
+    let epoch = f
+        .store
+        .lead(super::SINGLETON.into(), "test".into(), 0, i64::MAX)
+        .await?;
+    assert!(epoch.is_some(), "a free lease is granted");
+    Ok(())
+}
+
 async fn removal(store: Store) -> Outcome {
     let f = fixture(store)?;
+    lead(&f).await?;
     granted_until(&f, "ap-eng", 5_000, 1_000).await?;
     assert_eq!(f.store.next_removal().await?, Some(5_000));
     assert!(f.store.fire(4_999, 10).await?.is_empty(), "not due yet");
@@ -555,6 +566,7 @@ async fn removal(store: Store) -> Outcome {
 
 async fn superseded(store: Store) -> Outcome {
     let f = fixture(store)?;
+    lead(&f).await?;
     granted_until(&f, "ap-eng", 5_000, 1_000).await?;
     f.store.fire(5_000, 10).await?;
     // Granted again before the revoke was planned: it must not be taken away.

@@ -500,6 +500,26 @@ impl Sqlite {
         })
     }
 
+    /// Extends the leases of running jobs still held by `owner`; returns those it lost.
+    pub fn renew(&self, owner: &str, jobs: &[(i64, i64)], until: i64) -> Result<Vec<i64>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut lost = Vec::new();
+            for (id, _epoch) in jobs {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                    )?
+                    .execute(params![until, id, owner])?;
+                if n == 0 {
+                    lost.push(*id);
+                }
+            }
+            tx.commit()?;
+            Ok(lost)
+        })
+    }
+
     /// Gives a job back without spending its attempt (shutdown before it could finish).
     pub fn release(&self, job: &Job, owner: &str, now: i64) -> Result<()> {
         self.with(|c| {

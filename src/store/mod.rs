@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub use accept::{Accepted, Context, Decide, Replay};
 pub use events::{Event, StoredEvent, writer};
 pub use jobs::{Job, JobState};
-pub use roles::{Backend, BoxFuture, Claim};
+pub use roles::{Backend, BoxFuture, Claim, Leader, SINGLETON};
 pub use sqlite::DB_FILE;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,10 @@ pub enum StoreError {
     /// check. provd refuses to start on it rather than start an empty store over it.
     #[error("store: {path} is damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
+    /// A singleton write (firing removals, upstream checkpoints) from an agent that no
+    /// longer holds the leader lease: another agent leads now.
+    #[error("this agent no longer holds the leader lease")]
+    NotLeader,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -102,6 +106,23 @@ impl Store {
 
     pub fn new(backend: impl Backend + 'static) -> Store {
         Store(Arc::new(backend))
+    }
+}
+
+/// The store `config` names: its `[store]` PostgreSQL database, else SQLite in
+/// `agent.state_dir`.
+pub async fn open(config: &crate::config::Config) -> Result<Store> {
+    match &config.store {
+        Some(pg) => {
+            Store::postgres(&postgres::Settings {
+                url: pg.url.clone(),
+                password: pg.password.clone(),
+                tls_ca_file: pg.tls_ca_file.clone(),
+                pool_size: pg.pool_size,
+            })
+            .await
+        }
+        None => Store::open(&config.agent.state_dir),
     }
 }
 

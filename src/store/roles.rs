@@ -55,6 +55,14 @@ pub trait Queue: Send + Sync {
     fn next_due(&self) -> BoxFuture<Result<Option<i64>>>;
     /// Group commit of attempt ends: one transaction, each end guarded on its own.
     fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>>;
+    /// Extends the leases of running jobs (id, epoch) still held by `owner` to `until`;
+    /// returns the ids no longer held (taken back, or ended elsewhere).
+    fn renew(
+        &self,
+        owner: String,
+        jobs: Vec<(i64, i64)>,
+        until: i64,
+    ) -> BoxFuture<Result<Vec<i64>>>;
     /// Gives a running job back without spending its attempt.
     fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>>;
     /// Takes back leases that ran out (or, with `all_but`, every lease not held by it).
@@ -268,6 +276,41 @@ pub trait Audit: Send + Sync {
     ) -> BoxFuture<Result<Vec<StoredEvent>>>;
 }
 
+/// Who holds a duty's leader lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Leader {
+    pub holder: String,
+    pub epoch: i64,
+    pub expires_at: i64,
+}
+
+/// The duty every singleton task (firing removeDates and startDates, upstream polls,
+/// overdue reminders) runs under.
+pub const SINGLETON: &str = "singleton";
+
+/// Leadership: one agent at a time does the work that must happen once. The lease row
+/// fences its writes: the store refuses singleton writes (firing, planning removals,
+/// upstream checkpoints) from a handle whose epoch is no longer the leader's.
+pub trait Leadership: Send + Sync {
+    /// Takes `duty` for `holder` until `until` when it is free, expired or already its
+    /// own, and returns the epoch held (a new one when taken over); None when another
+    /// agent holds it. This handle's singleton writes are fenced by that epoch.
+    fn lead(
+        &self,
+        duty: String,
+        holder: String,
+        now: i64,
+        until: i64,
+    ) -> BoxFuture<Result<Option<i64>>>;
+    /// Gives the lease up (shutdown) so that another agent takes over at once.
+    fn resign(&self, duty: String, holder: String) -> BoxFuture<Result<()>>;
+    fn leader(&self, duty: String) -> BoxFuture<Result<Option<Leader>>>;
+    /// Records that agent `name` is alive at `now`.
+    fn seen(&self, name: String, now: i64) -> BoxFuture<Result<()>>;
+    /// Agents seen at or after `since`.
+    fn agents(&self, since: i64) -> BoxFuture<Result<Vec<String>>>;
+}
+
 /// The store itself: versions, health and integrity.
 pub trait Admin: Send + Sync {
     /// (version on the store, newest this build knows).
@@ -281,14 +324,20 @@ pub trait Admin: Send + Sync {
     fn check_free_space(&self) -> BoxFuture<Result<()>>;
     /// The backend's integrity check, run before the agent starts.
     fn quick_check(&self) -> BoxFuture<Result<()>>;
+    /// Is this agent the store's only user (SQLite, guarded by the state directory's
+    /// lock)? Then start-up may take back every lease at once.
+    fn exclusive(&self) -> bool;
     /// Where the store is, for people (a path or a URL without credentials).
     fn location(&self) -> String;
 }
 
 /// Everything a store backend is.
 pub trait Backend:
-    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Admin
+    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Leadership + Admin
 {
 }
 
-impl<T: Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Admin> Backend for T {}
+impl<T> Backend for T where
+    T: Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Leadership + Admin
+{
+}

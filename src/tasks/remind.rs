@@ -77,11 +77,19 @@ pub async fn run(
     store: crate::store::Store,
     live: std::sync::Arc<crate::config::Live>,
     clock: crate::clock::SharedClock,
+    mut leading: crate::leading::Leading,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut reminders = Reminders::default();
     loop {
+        // One agent reminds (the leader), not each of them.
+        if !leading.now() {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = leading.wait() => {}
+            }
+        }
         let now = clock.now();
         let config = live.get();
         let found = overdue(&store, &config, now.as_millisecond()).await;

@@ -148,11 +148,18 @@ impl Puller {
         self.clock.now().as_millisecond()
     }
 
-    /// Polls, writes back, sleeps; until `stop`.
-    pub async fn run(self, stop: impl Future<Output = ()>) {
+    /// Polls, writes back, sleeps; until `stop`. Only while this agent leads: a pull and
+    /// its checkpoint are singleton work.
+    pub async fn run(self, mut leading: crate::leading::Leading, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut failures: u32 = 0;
         loop {
+            if !leading.now() {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = leading.wait() => {}
+                }
+            }
             let result = self.poll().await;
             let word = match &result {
                 Ok(_) => "ok",
@@ -422,6 +429,7 @@ pub fn start(
     store: &Store,
     clock: &SharedClock,
     intake: &Intake,
+    leading: &crate::leading::Leading,
     stop: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let config = live.get();
@@ -437,7 +445,7 @@ pub fn start(
             intake.clone(),
         )
         .map_err(|(k, m)| format!("{}: upstream `{}`: {k}: {m}", config.path.display(), u.name))?;
-        tasks.push(tokio::spawn(p.run(stop())));
+        tasks.push(tokio::spawn(p.run(leading.clone(), stop())));
     }
     Ok(tasks)
 }

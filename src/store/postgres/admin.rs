@@ -110,6 +110,10 @@ impl Admin for Postgres {
         })
     }
 
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     fn location(&self) -> String {
         self.location.clone()
     }

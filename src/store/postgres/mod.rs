@@ -7,6 +7,7 @@ mod accept;
 mod accounts;
 mod admin;
 mod audit;
+mod leader;
 mod queue;
 mod requests;
 mod rows;
@@ -60,6 +61,9 @@ fn config_error(what: impl std::fmt::Display) -> StoreError {
 pub struct Postgres {
     pool: Pool,
     location: String,
+    /// The leader lease this handle holds (holder, epoch), set by `lead`: singleton
+    /// writes are made only while the lease row still says so.
+    fence: Arc<std::sync::Mutex<Option<(String, i64)>>>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -103,7 +107,11 @@ impl Postgres {
             .max_size(s.pool_size.max(1))
             .build()
             .map_err(config_error)?;
-        let me = Postgres { pool, location };
+        let me = Postgres {
+            pool,
+            location,
+            fence: Arc::new(std::sync::Mutex::new(None)),
+        };
         me.migrate().await?;
         Ok(me)
     }

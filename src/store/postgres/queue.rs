@@ -254,6 +254,33 @@ impl Queue for Postgres {
         })
     }
 
+    fn renew(
+        &self,
+        owner: String,
+        jobs: Vec<(i64, i64)>,
+        until: i64,
+    ) -> BoxFuture<Result<Vec<i64>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let (ids, epochs): (Vec<i64>, Vec<i64>) = jobs.into_iter().unzip();
+            let c = me.client().await?;
+            let held: Vec<i64> = c
+                .query(
+                    "UPDATE jobs SET lease_expires_at = $1
+                     FROM unnest($2::BIGINT[], $3::BIGINT[]) AS l(id, epoch)
+                     WHERE jobs.id = l.id AND jobs.lease_epoch = l.epoch AND jobs.state = 'running'
+                       AND jobs.lease_owner = $4
+                     RETURNING jobs.id",
+                    &[&until, &ids, &epochs, &owner],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+        })
+    }
+
     fn release(&self, j: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
         let me = self.clone();
         Box::pin(async move {

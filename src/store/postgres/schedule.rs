@@ -77,6 +77,7 @@ impl Schedule for Postgres {
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
+            me.fenced(&tx).await?;
             let rows = tx
                 .query(
                     "WITH due AS (SELECT id FROM assignments WHERE remove_at IS NOT NULL AND remove_at <= $1
@@ -133,6 +134,7 @@ impl Schedule for Postgres {
             let now_ms = to_ms(now);
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
+            me.fenced(&tx).await?;
             let mut out = Vec::new();
             for removal in &removals {
                 let f = &removal.fired;

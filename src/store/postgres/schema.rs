@@ -194,6 +194,11 @@ pub const MIGRATIONS: &[&str] = &[
         epoch BIGINT NOT NULL,
         expires_at BIGINT NOT NULL
     );
+    -- Each agent writes when it was last alive, for /readyz's agent count.
+    CREATE TABLE agents (
+        name TEXT PRIMARY KEY,
+        seen_at BIGINT NOT NULL
+    );
     "#,
     "-- 2: part of 1",
     "-- 3: part of 1",

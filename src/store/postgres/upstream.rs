@@ -27,13 +27,17 @@ impl Upstream for Postgres {
     fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> BoxFuture<Result<()>> {
         let me = self.clone();
         Box::pin(async move {
-            let c = me.client().await?;
-            c.execute(
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            // The checkpoint is the leader's: a stalled former leader must not move it.
+            me.fenced(&tx).await?;
+            tx.execute(
                 "INSERT INTO upstream_state (name, cursor, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO UPDATE SET cursor = $2, updated_at = $3",
                 &[&name, &cursor, &now],
             )
             .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -111,6 +115,7 @@ impl Upstream for Postgres {
             };
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
+            me.fenced(&tx).await?;
             let n = tx
                 .execute(
                     "INSERT INTO upstream_requests (upstream, upstream_id, request_id, outcome, reason, received_at)
@@ -165,6 +170,7 @@ impl Upstream for Postgres {
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
+            me.fenced(&tx).await?;
             tx.execute(
                 "UPDATE upstream_requests SET written_at = $1
                  WHERE upstream = $2 AND upstream_id = $3 AND written_at IS NULL",

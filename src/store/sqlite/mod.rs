@@ -30,6 +30,8 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The lease `lead` granted (for `/readyz`): in memory, as nobody else can lead.
+    leader: Arc<Mutex<Option<crate::store::Leader>>>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -111,6 +113,7 @@ impl Sqlite {
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            leader: Arc::new(Mutex::new(None)),
         })
     }
 

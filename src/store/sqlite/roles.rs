@@ -12,8 +12,8 @@ use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::events::StoredEvent;
 use crate::store::jobs::{Finish, Job, JobFilter, Moved};
 use crate::store::roles::{
-    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Queue, Requests, Schedule, Tasks,
-    Upstream,
+    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, Queue,
+    Requests, Schedule, Tasks, Upstream,
 };
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::status::{StatusQuery, StatusRow};
@@ -58,6 +58,14 @@ impl Queue for Sqlite {
     }
     fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
         blocking!(self, |s| s.finish_all(&items))
+    }
+    fn renew(
+        &self,
+        owner: String,
+        jobs: Vec<(i64, i64)>,
+        until: i64,
+    ) -> BoxFuture<Result<Vec<i64>>> {
+        blocking!(self, |s| s.renew(&owner, &jobs, until))
     }
     fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.release(&job, &owner, now))
@@ -312,6 +320,44 @@ impl Audit for Sqlite {
     }
 }
 
+/// Alone on its file (the state directory's lock), an SQLite agent always leads: its
+/// lease is granted at once and never taken over.
+impl Leadership for Sqlite {
+    fn lead(
+        &self,
+        _duty: String,
+        holder: String,
+        _now: i64,
+        until: i64,
+    ) -> BoxFuture<Result<Option<i64>>> {
+        if let Ok(mut l) = self.leader.lock() {
+            *l = Some(Leader {
+                holder,
+                epoch: 1,
+                expires_at: until,
+            });
+        }
+        Box::pin(async { Ok(Some(1)) })
+    }
+    fn resign(&self, _duty: String, _holder: String) -> BoxFuture<Result<()>> {
+        if let Ok(mut l) = self.leader.lock() {
+            *l = None;
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn leader(&self, _duty: String) -> BoxFuture<Result<Option<Leader>>> {
+        let l = self.leader.lock().ok().and_then(|l| l.clone());
+        Box::pin(async move { Ok(l) })
+    }
+    fn seen(&self, _name: String, _now: i64) -> BoxFuture<Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn agents(&self, _since: i64) -> BoxFuture<Result<Vec<String>>> {
+        let l = self.leader.lock().ok().and_then(|l| l.clone());
+        Box::pin(async move { Ok(l.map(|l| vec![l.holder]).unwrap_or_default()) })
+    }
+}
+
 impl Admin for Sqlite {
     fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {
         blocking!(self, |s| s.schema_version())
@@ -331,6 +377,10 @@ impl Admin for Sqlite {
     fn quick_check(&self) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.quick_check())
     }
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     fn location(&self) -> String {
         self.path().display().to_string()
     }
