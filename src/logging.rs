@@ -9,6 +9,12 @@ use crate::config::LogFormat;
 
 pub fn init(format: Option<LogFormat>, level: &str) {
     let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // The PostgreSQL client logs every statement with its parameters at debug level:
+    // request bodies and identities, never for the agent's own log. Its warnings stay.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     // DESIGN §9: text when stderr is a terminal, JSON otherwise or with format = "json".
     // "text" (or unset) therefore still gives JSON lines under systemd or in a file.
     let json = format == Some(LogFormat::Json) || !std::io::stderr().is_terminal();

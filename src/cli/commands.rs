@@ -208,6 +208,9 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             }
             integrity.map_err(failed)
         }
+        Command::Store(StoreCommand::Migrate { to, password_file }) => {
+            migrate(cli, to, password_file.as_deref()).await
+        }
     }
 }
 
@@ -524,6 +527,62 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             }
         }
     }
+}
+
+async fn migrate(cli: &Cli, to: &str, password_file: Option<&Path>) -> Result<(), CliError> {
+    let config = load(cli)?;
+    if config.store.is_some() {
+        return Err(CliError::Invalid(
+            "[store] already names a PostgreSQL database; migrate copies the SQLite store of agent.state_dir: run it with the configuration that uses SQLite".into(),
+        ));
+    }
+    let dir = &config.agent.state_dir;
+    let db = crate::store::sqlite_path(dir);
+    if !db.exists() {
+        return Err(CliError::Invalid(format!(
+            "no SQLite store at {}",
+            db.display()
+        )));
+    }
+    // The agent holds this lock while it runs: a store being written is not copied.
+    let lock_path = dir.join("provd.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| failed(format!("{}: {e}", lock_path.display())))?;
+    if lock.try_lock().is_err() {
+        return Err(CliError::Invalid(format!(
+            "the agent is running (it holds {}); stop it first",
+            lock_path.display()
+        )));
+    }
+    let password = password_file
+        .map(|f| {
+            let f = f.display().to_string();
+            provd_connector_core::http::read_secret(Path::new("."), Some(&f), None, "password")
+                .map_err(|(k, m)| CliError::Invalid(format!("--{}: {m}", k.replace('_', "-"))))
+        })
+        .transpose()?;
+    let from = crate::store::sqlite::Sqlite::open_file(&db).map_err(failed)?;
+    let settings = crate::store::postgres::Settings {
+        url: to.to_string(),
+        password,
+        tls_ca_file: None,
+        pool_size: 2,
+    };
+    let counts = crate::store::migrate::sqlite_to_postgres(&from, &settings)
+        .await
+        .map_err(|e| CliError::Invalid(format!("migration failed: {e}")))?;
+    for (table, n) in &counts {
+        println!("{table}: {n} rows copied and verified");
+    }
+    println!(
+        "done: set [store] postgres_url = \"{to}\" (with password_file or password_env) in provd.toml, then start the agent"
+    );
+    drop(lock);
+    Ok(())
 }
 
 /// Writes to a temporary file beside `path` and renames it, so a reader never sees half a file.

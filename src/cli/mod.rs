@@ -114,6 +114,17 @@ pub enum StoreCommand {
     /// Verify the schema version and the database's integrity (SQLite's quick_check), and
     /// count the rows of every table; exit 1 if anything is wrong.
     Check,
+    /// Copy the SQLite store (agent.state_dir) into an empty PostgreSQL database,
+    /// everything including the audit trail, and verify the row counts. Stop the agent
+    /// first; then point `[store]` at the database.
+    Migrate {
+        /// postgres://user@host:port/db[?sslmode=…] (no password in it)
+        #[arg(long)]
+        to: String,
+        /// File whose first line is the database password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ mod events;
 mod fixtures;
 mod identities;
 pub mod jobs;
+pub mod migrate;
 pub mod postgres;
 pub mod roles;
 pub mod schedule;

@@ -200,6 +200,12 @@ impl Agent {
 
     /// Starts with extra environment variables (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
     pub async fn start_with(env: &Env, vars: &[(&str, String)]) -> Agent {
+        Self::start_on(env, env.port, vars).await
+    }
+
+    /// One of several agents on one configuration: its own port, and whatever else
+    /// `vars` override (PROVD_AGENT__NAME, PROVD_AGENT__STATE_DIR, ...).
+    pub async fn start_on(env: &Env, port: u16, vars: &[(&str, String)]) -> Agent {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = env.path().join(format!("agent-{n}.log"));
@@ -207,7 +213,7 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(env.config())
-            .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", env.port))
+            .env("PROVD_API__LISTEN", format!("127.0.0.1:{port}"))
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -215,7 +221,7 @@ impl Agent {
             .unwrap();
         let agent = Agent {
             child: Some(child),
-            base: format!("http://127.0.0.1:{}", env.port),
+            base: format!("http://127.0.0.1:{port}"),
             log,
             http: crate::harness::client(),
             token: env.token().to_string(),

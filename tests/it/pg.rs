@@ -43,10 +43,22 @@ pub struct Pg {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// The superuser's password when TCP connections must give one (scram-sha-256).
+    password: Option<String>,
 }
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with(None)
+    }
+
+    /// A cluster whose TCP connections authenticate with passwords (scram-sha-256); the
+    /// superuser's is `superuser_password`.
+    pub fn start_scram(superuser_password: &str) -> Pg {
+        Self::start_with(Some(superuser_password.to_string()))
+    }
+
+    fn start_with(password: Option<String>) -> Pg {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -59,19 +71,35 @@ impl Pg {
             assert!(ok.success(), "chown of the cluster dir to postgres failed");
         }
         let data_s = data.display().to_string();
-        let out = run_as_owner(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                &data_s,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
+        let pwfile = dir.path().join("pw");
+        let mut args = vec![
+            "-D".to_string(),
+            data_s.clone(),
+            "-U".into(),
+            "postgres".into(),
+            "--no-sync".into(),
+            "-E".into(),
+            "UTF8".into(),
+        ];
+        match &password {
+            Some(p) => {
+                std::fs::write(&pwfile, p).unwrap();
+                if is_root() {
+                    let _ = Command::new("chown")
+                        .args(["postgres:postgres"])
+                        .arg(&pwfile)
+                        .status();
+                }
+                args.extend([
+                    "--auth-local=trust".into(),
+                    "--auth-host=scram-sha-256".into(),
+                    format!("--pwfile={}", pwfile.display()),
+                ]);
+            }
+            None => args.push("--auth=trust".into()),
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_as_owner(&bin.join("initdb"), &args);
         assert!(
             out.status.success(),
             "initdb: {}",
@@ -95,7 +123,12 @@ impl Pg {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Pg { dir, port, bin }
+        Pg {
+            dir,
+            port,
+            bin,
+            password,
+        }
     }
 
     /// A connection URL for `database` as the superuser (trust auth on 127.0.0.1).
@@ -105,7 +138,11 @@ impl Pg {
 
     /// Runs SQL with psql and returns its unaligned output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let out = Command::new("psql")
+        let mut cmd = Command::new("psql");
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = cmd
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.url(database))
             .args(["-c", sql])

@@ -38,15 +38,31 @@ pub struct Settings {
     pub pool_size: usize,
 }
 
+/// An error with its causes (`db error` alone hides the server's message, which is what an
+/// operator needs: `password authentication failed for user "provd"`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Backend(Box::new(e))
+        StoreError::Backend(format!("postgres: {}", chain(&e)).into())
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(Box::new(e))
+        StoreError::Backend(format!("postgres: {}", chain(&e)).into())
     }
 }
 
@@ -116,7 +132,7 @@ impl Postgres {
         Ok(me)
     }
 
-    async fn client(&self) -> Result<Object> {
+    pub(super) async fn client(&self) -> Result<Object> {
         Ok(self.pool.get().await?)
     }
 
@@ -126,8 +142,15 @@ impl Postgres {
         // Any constant: agents starting together migrate one after the other.
         tx.execute("SELECT pg_advisory_xact_lock(7342001)", &[])
             .await?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS provd_schema (version BIGINT NOT NULL)")
-            .await?;
+        // Created only when missing: IF NOT EXISTS would log a NOTICE at every start.
+        let exists: Option<String> = tx
+            .query_one("SELECT to_regclass('provd_schema')::TEXT", &[])
+            .await?
+            .get(0);
+        if exists.is_none() {
+            tx.batch_execute("CREATE TABLE provd_schema (version BIGINT NOT NULL)")
+                .await?;
+        }
         let found: Option<i64> = tx
             .query_opt("SELECT version FROM provd_schema", &[])
             .await?

@@ -7,6 +7,7 @@
 //! queries live in the store's topic files (`jobs.rs`, `accept.rs`, …) as blocking
 //! methods; [`roles`] runs them on the blocking pool behind the async role traits.
 
+mod dump;
 mod roles;
 mod schema;
 #[cfg(test)]
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+pub use dump::Cell;
 
 use super::{Result, StoreError};
 
