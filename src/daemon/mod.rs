@@ -99,7 +99,14 @@ pub async fn run(
     // agent's; sharing one, only expired leases are taken back.
     let all_but = store.exclusive().then(|| owner.clone());
     tracing::info!(store = %store.location(), agent = %config.agent.name, "store open");
-    for m in store.expire_leases(now, all_but).await? {
+    let mut moved = store.expire_leases(now, all_but).await?;
+    // Its own former runs (same agent.name) are dead too, whatever their leases say.
+    moved.extend(
+        store
+            .reclaim(config.agent.name.clone(), owner.clone(), now)
+            .await?,
+    );
+    for m in moved {
         tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source, identity = %m.identity_id,
             state = "queued", "job left running by a previous agent taken back");
     }

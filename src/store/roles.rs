@@ -67,6 +67,10 @@ pub trait Queue: Send + Sync {
     fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>>;
     /// Takes back leases that ran out (or, with `all_but`, every lease not held by it).
     fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>>;
+    /// Takes back at once the leases of earlier runs of agent `name` (owners `name#…`
+    /// other than `me`): an agent that starts again under its name knows its former self
+    /// is dead. (Names are unique per agent: DESIGN §12.)
+    fn reclaim(&self, name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>>;
     /// (source, state, count) over all jobs.
     fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>>;
     fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>>;

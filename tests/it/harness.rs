@@ -52,6 +52,8 @@ pub fn free_port() -> u16 {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// With `PROVD_TEST_STORE=postgres`: the cluster this Env's store lives in, and its URL.
+    pub pg: Option<(crate::pg::Pg, String)>,
 }
 
 impl Env {
@@ -114,9 +116,25 @@ access_profiles = ["ap-basic"]
             "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\ngrace,Grace,Hopper,grace@example.com\nmallory,@Mal,-lory,mal@example.com\n",
         )
         .unwrap();
+        // The same tests on a PostgreSQL store: tests/run runs a chosen set this way.
+        let pg = (std::env::var("PROVD_TEST_STORE").as_deref() == Ok("postgres")).then(|| {
+            let pg = crate::pg::Pg::start();
+            pg.psql("postgres", "CREATE DATABASE provd");
+            let url = format!("{}?sslmode=disable", pg.url("provd"));
+            let path = d.join("provd.toml");
+            // Leases short enough that a killed agent's jobs come back within the tests'
+            // deadlines: on a shared store only expired leases are taken back.
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("[agent]\n", "[agent]\nlease = \"3s\"\n")
+                + &format!("[store]\npostgres_url = \"{url}\"\npool_size = 4\n");
+            std::fs::write(&path, text).unwrap();
+            (pg, url)
+        });
         Env {
             dir,
             port: free_port(),
+            pg,
         }
     }
 
@@ -158,7 +176,16 @@ access_profiles = ["ap-basic"]
     }
 
     pub fn store(&self) -> provd::store::Store {
-        provd::store::Store::open(&self.path().join("state")).unwrap()
+        match &self.pg {
+            Some((_, url)) => {
+                let settings = crate::pg_store::settings(url.clone());
+                wait(Box::pin(async move {
+                    provd::store::Store::postgres(&settings).await
+                }))
+                .unwrap()
+            }
+            None => provd::store::Store::open(&self.path().join("state")).unwrap(),
+        }
     }
 
     pub fn count(&self, table: &str) -> i64 {

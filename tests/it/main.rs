@@ -15,6 +15,7 @@ mod intake;
 mod ldap;
 mod ldap_rules;
 mod lifecycle;
+mod migrate;
 mod okta;
 mod operator;
 mod pg;

@@ -328,3 +328,38 @@ async fn the_password_is_kept_out_of_urls_and_errors() {
     let dbg = format!("{store:?} {s:?}");
     assert!(!dbg.contains("correct-horse"), "{dbg}");
 }
+
+/// An agent started again under its name takes back its former self's leases at once,
+/// and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_reclaims_only_its_own_leases() {
+    let pg = Pg::start();
+    let (a, _) = two(&pg, "reclaim").await;
+    grant(&a, "u", 2).await;
+    let mine = a
+        .claim(claim("host:a#old", 2_000, 999_000, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let theirs = a
+        .claim(claim("host:ab#live", 2_000, 999_000, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let moved = a
+        .reclaim("host:a".into(), "host:a#new".into(), 3_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.iter().map(|m| m.job_id).collect::<Vec<_>>(),
+        [mine.id]
+    );
+    assert_eq!(
+        a.job(theirs.id).await.unwrap().unwrap().state.as_str(),
+        "running"
+    );
+    assert!(
+        a.expire_leases(3_000, None).await.unwrap().is_empty(),
+        "nothing expired yet"
+    );
+}

@@ -266,16 +266,16 @@ async fn a_manual_source_gets_a_removal_task_or_a_disable_task_for_the_last_enti
     .await;
     for t in &tasks {
         let id: i64 = t.id;
-        store
-            .resolve_task(
-                id,
-                "DONE".into(),
-                "owner@example.com".into(),
-                String::new(),
-                jiff::Timestamp::now().as_millisecond(),
-            )
-            .await
-            .unwrap();
+        // Through `wait`, like every store call here: a PostgreSQL pool's connections
+        // belong to the runtime that opened them, and this one blocks in `wait` later.
+        wait(store.resolve_task(
+            id,
+            "DONE".into(),
+            "owner@example.com".into(),
+            String::new(),
+            jiff::Timestamp::now().as_millisecond(),
+        ))
+        .unwrap();
     }
     all_succeeded(&settled(&env, &rid).await);
     let removal = eventually(10, "removal tasks after the removeDate", || {

@@ -108,6 +108,59 @@ async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64) -> Resul
     Ok(())
 }
 
+impl Postgres {
+    /// Puts running jobs matching `which` (over `params`) back in the queue, each with a
+    /// `lease` error in its history. SKIP LOCKED: a job another agent is ending right now
+    /// is not taken back.
+    async fn take_back(
+        &self,
+        which: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        now: i64,
+    ) -> Result<Vec<Moved>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stale = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND ({which}) ORDER BY id FOR UPDATE SKIP LOCKED"),
+                params,
+            )
+            .await?;
+        let mut moved = Vec::new();
+        for row in &stale {
+            let j = job(row)?;
+            let mut errors = j.errors.clone();
+            errors.push(AttemptError {
+                at: crate::clock::rfc3339_ms(now),
+                attempt: j.attempt,
+                class: "lease".into(),
+                code: None,
+                message: format!(
+                    "the agent `{}` holding the job stopped before finishing it; taken back",
+                    j.lease_owner.as_deref().unwrap_or("?")
+                ),
+            });
+            tx.execute(
+                "UPDATE jobs SET state = 'queued', errors = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2
+                 WHERE id = $3 AND state = 'running' AND lease_epoch = $4",
+                &[&to_json(&errors)?, &now, &j.id, &j.lease_epoch],
+            )
+            .await?;
+            let data =
+                json!({ "owner": j.lease_owner, "attempt": j.attempt, "epoch": j.lease_epoch });
+            event(&tx, now, "job_lease_expired", &j, data).await?;
+            moved.push(Moved {
+                job_id: j.id,
+                request_id: j.request_id.clone(),
+                source: j.source.clone(),
+                identity_id: j.identity_id.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+}
+
 impl Queue for Postgres {
     fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>> {
         let me = self.clone();
@@ -312,51 +365,21 @@ impl Queue for Postgres {
     fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
         let me = self.clone();
         Box::pin(async move {
-            let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            // SKIP LOCKED: a job another agent is ending right now is not taken back.
-            let stale = tx
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM jobs WHERE state = 'running'
-                         AND (lease_expires_at < $1 OR ($2::TEXT IS NOT NULL AND lease_owner IS DISTINCT FROM $2))
-                         ORDER BY id FOR UPDATE SKIP LOCKED"
-                    ),
-                    &[&now, &all_but],
-                )
-                .await?;
-            let mut moved = Vec::new();
-            for row in &stale {
-                let j = job(row)?;
-                let mut errors = j.errors.clone();
-                errors.push(AttemptError {
-                    at: crate::clock::rfc3339_ms(now),
-                    attempt: j.attempt,
-                    class: "lease".into(),
-                    code: None,
-                    message: format!(
-                        "the agent `{}` holding the job stopped before finishing it; taken back",
-                        j.lease_owner.as_deref().unwrap_or("?")
-                    ),
-                });
-                tx.execute(
-                    "UPDATE jobs SET state = 'queued', errors = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2
-                     WHERE id = $3 AND state = 'running' AND lease_epoch = $4",
-                    &[&to_json(&errors)?, &now, &j.id, &j.lease_epoch],
-                )
-                .await?;
-                let data =
-                    json!({ "owner": j.lease_owner, "attempt": j.attempt, "epoch": j.lease_epoch });
-                event(&tx, now, "job_lease_expired", &j, data).await?;
-                moved.push(Moved {
-                    job_id: j.id,
-                    request_id: j.request_id.clone(),
-                    source: j.source.clone(),
-                    identity_id: j.identity_id.clone(),
-                });
+            match &all_but {
+                Some(o) => {
+                    let which = "lease_expires_at < $1 OR lease_owner IS DISTINCT FROM $2";
+                    me.take_back(which, &[&now, o], now).await
+                }
+                None => me.take_back("lease_expires_at < $1", &[&now], now).await,
             }
-            tx.commit().await?;
-            Ok(moved)
+        })
+    }
+
+    fn reclaim(&self, name: String, me_owner: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let which = "left(lease_owner, length($1) + 1) = $1 || '#' AND lease_owner <> $2";
+            me.take_back(which, &[&name, &me_owner], now).await
         })
     }
 

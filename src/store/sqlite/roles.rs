@@ -73,6 +73,10 @@ impl Queue for Sqlite {
     fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
         blocking!(self, |s| s.expire_leases(now, all_but.as_deref()))
     }
+    /// Alone on its file, start-up takes back every foreign lease anyway.
+    fn reclaim(&self, _name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
+        blocking!(self, |s| s.expire_leases(now, Some(&me)))
+    }
     fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
         blocking!(self, |s| s.job_counts())
     }
