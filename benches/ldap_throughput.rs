@@ -1,14 +1,15 @@
 //! provd against OpenLDAP's own `ldapmodify`, side by side on one throwaway slapd:
 //! N grants (create the account, add it to a group). The baseline is ldapmodify with 4
 //! connections in parallel; provd runs the release binary on a store preloaded with the N
-//! requests and is timed from start until every job has succeeded.
+//! requests and is timed from start until every job has succeeded: on SQLite, and on a
+//! PostgreSQL store (a throwaway cluster, one agent) in the same round.
 //!
 //!     cargo bench --bench ldap_throughput            # N = 1000 and 10000, 5 rounds each
 //!     cargo bench --bench ldap_throughput -- 1000 --rounds 5
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{free_port, rss_kib};
+use common::{free_port, pg::Pg, rss_kib};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,14 +127,19 @@ fn cpu_s(pid: u32) -> f64 {
 }
 
 /// provd on the same server: N requests preloaded, then the agent started and timed.
-fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
-    let c = dir.join("cfg");
+/// `pg`: the PostgreSQL database URL to use instead of SQLite.
+fn provd(dir: &Path, url: &str, n: usize, pg: Option<&str>) -> (Duration, u64, f64) {
+    let c = dir.join(if pg.is_some() { "cfg-pg" } else { "cfg" });
     std::fs::create_dir_all(c.join("sources")).unwrap();
     std::fs::write(c.join("pw"), PW).unwrap();
     std::fs::write(c.join("tokens"), "bench-token\n").unwrap();
     std::fs::write(
         c.join("provd.toml"),
-        format!("[agent]\nstate_dir = \"state\"\nworkers = 8\n[api]\nlisten = \"127.0.0.1:{}\"\ntokens_file = \"tokens\"\n[log]\nlevel = \"warn\"\n", free_port()),
+        format!(
+            "[agent]\nstate_dir = \"state\"\nworkers = 8\n[api]\nlisten = \"127.0.0.1:{}\"\ntokens_file = \"tokens\"\n[log]\nlevel = \"warn\"\n{}",
+            free_port(),
+            pg.map(|u| format!("[store]\npostgres_url = \"{u}\"\n")).unwrap_or_default()
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -147,22 +153,22 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
     .unwrap();
     std::fs::write(c.join("catalog.toml"), "[[entitlement]]\nid = \"vpn\"\nsource = \"corp\"\nattribute = \"groups\"\nvalue = \"cn=vpn,dc=example,dc=com\"\n").unwrap();
     let mut ids = String::from("id,firstName,lastName\n");
+    // Its own identities (p* on SQLite, q* on PostgreSQL): both runs create new entries.
+    let who = if pg.is_some() { "q" } else { "p" };
     for i in 0..n {
-        ids.push_str(&format!("p{i},P{i},L{i}\n"));
+        ids.push_str(&format!("{who}{i},P{i},L{i}\n"));
     }
     std::fs::write(c.join("identities.csv"), ids).unwrap();
     let config = std::sync::Arc::new(provd::config::Config::load(&c.join("provd.toml")).unwrap());
-    // The SQLite backend's own (blocking) reads for polling; the intake through the store.
-    let sqlite = provd::store::sqlite::Sqlite::open(&config.agent.state_dir).unwrap();
-    let store = provd::store::Store::new(sqlite.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let store = rt.block_on(provd::store::open(&config)).unwrap();
     let now = jiff::Timestamp::now();
     for i in 0..n {
         let body = format!(
-            "{{\"requestedFor\":[\"p{i}\"],\"requestedItems\":[{{\"type\":\"ENTITLEMENT\",\"id\":\"vpn\"}}]}}"
+            "{{\"requestedFor\":[\"{who}{i}\"],\"requestedItems\":[{{\"type\":\"ENTITLEMENT\",\"id\":\"vpn\"}}]}}"
         );
         rt.block_on(provd::intake::submit(
             &config,
@@ -188,7 +194,7 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         .unwrap();
     loop {
         std::thread::sleep(Duration::from_millis(5));
-        let counts = sqlite.job_counts().unwrap();
+        let counts = rt.block_on(store.job_counts()).unwrap();
         let count = |states: &[&str]| -> i64 {
             counts
                 .iter()
@@ -204,7 +210,7 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
         assert_eq!(failed, 0, "jobs failed");
     }
     let elapsed = t.elapsed();
-    let events = sqlite.events_after(0, usize::MAX >> 1).unwrap();
+    let events = rt.block_on(store.events_after(0, usize::MAX >> 1)).unwrap();
     let at = |kind: &str| -> Vec<i64> {
         events
             .iter()
@@ -235,8 +241,9 @@ fn provd(dir: &Path, url: &str, n: usize) -> (Duration, u64, f64) {
     (elapsed, rss, cpu)
 }
 
-/// One round on a fresh slapd: both runs, in the given order; (baseline, provd) times.
-fn round(n: usize, provd_first: bool) -> (f64, f64) {
+/// One round on a fresh slapd: the baseline and provd on SQLite in the given order, then
+/// provd on PostgreSQL; (baseline, provd on SQLite, provd on PostgreSQL) times.
+fn round(n: usize, provd_first: bool, pg: &Pg, r: usize) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = slapd(dir.path(), port);
@@ -246,14 +253,30 @@ fn round(n: usize, provd_first: bool) -> (f64, f64) {
     for provd_turn in [provd_first, !provd_first] {
         let cpu0 = cpu_s(server.id());
         if provd_turn {
-            let (t, rss, cpu) = provd(dir.path(), &url, n);
+            let (t, rss, cpu) = provd(dir.path(), &url, n, None);
             ours = (t, rss, cpu, cpu_s(server.id()) - cpu0);
         } else {
             let t = baseline(dir.path(), &url, n);
             base = (t, cpu_s(server.id()) - cpu0);
         }
     }
+    // The PostgreSQL store last, on a fresh database and the same server (its identities
+    // are q*, so it creates as many new entries as the SQLite run did).
+    let db = format!("bench_{n}_{r}");
+    pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+    let (tpg, _, cpu_pg) = provd(
+        dir.path(),
+        &url,
+        n,
+        Some(&format!("{}?sslmode=disable", pg.url(&db))),
+    );
     let (b, p) = (base.0.as_secs_f64(), ours.0.as_secs_f64());
+    let q = tpg.as_secs_f64();
+    println!(
+        "  postgres: provd {q:.2}s, ratio {:.2} to ldapmodify, {:.2} to SQLite; provd itself {cpu_pg:.2}s cpu",
+        q / b,
+        q / p
+    );
     println!(
         "ldap throughput: N={n}: ldapmodify x4 {b:.2}s, provd {p:.2}s, ratio {:.2}; provd peak RSS {} MiB",
         p / b,
@@ -265,7 +288,7 @@ fn round(n: usize, provd_first: bool) -> (f64, f64) {
     );
     let _ = server.kill();
     let _ = server.wait();
-    (b, p)
+    (b, p, q)
 }
 
 fn main() {
@@ -285,15 +308,23 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 10_000];
     }
+    let pg = Pg::start();
     for n in sizes {
         // Rounds alternate which side goes first; the median evens out a noisy disk.
-        let mut ratios: Vec<f64> = (0..rounds)
-            .map(|r| {
-                let (b, p) = round(n, r % 2 == 1);
-                p / b
-            })
-            .collect();
+        let results: Vec<(f64, f64, f64)> =
+            (0..rounds).map(|r| round(n, r % 2 == 1, &pg, r)).collect();
+        let mut ratios: Vec<f64> = results.iter().map(|(b, p, _)| p / b).collect();
+        let mut pg_ratios: Vec<f64> = results.iter().map(|(_, p, q)| q / p).collect();
         ratios.sort_by(f64::total_cmp);
+        pg_ratios.sort_by(f64::total_cmp);
+        println!(
+            "N={n}: PostgreSQL store / SQLite store: median {:.2} over {rounds} rounds (goal <= 1.30); all: {:?}",
+            pg_ratios[pg_ratios.len() / 2],
+            pg_ratios
+                .iter()
+                .map(|r| (r * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
+        );
         println!(
             "N={n}: median ratio {:.2} over {rounds} rounds (goal <= 1.20); all: {:?}",
             ratios[ratios.len() / 2],

@@ -1,5 +1,9 @@
-//! What the benchmarks share: a free port and a process's peak RSS.
+//! What the benchmarks share: a free port, a process's peak RSS, and the throwaway
+//! PostgreSQL cluster of the integration tests.
 #![allow(dead_code)]
+
+#[path = "../../tests/it/pg.rs"]
+pub mod pg;
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {

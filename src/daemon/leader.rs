@@ -70,8 +70,9 @@ async fn run(
             Err(_) => tracing::warn!(agent = %name, "renewing the leader lease timed out"),
         }
         let _ = store.seen(name.clone(), to_ms(clock.now())).await;
-        // Wake to renew, or at the deadline to stop working if no renewal got through.
-        let mut next = started + every;
+        // Wake to renew, or at the deadline to stop working if no renewal got through; a
+        // follower asks more often, so that it takes over soon after the lease runs out.
+        let mut next = started + if *tx.borrow() { every } else { lease / 5 };
         if *tx.borrow() && valid_until < next {
             next = valid_until;
         }

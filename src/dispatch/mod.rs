@@ -186,16 +186,33 @@ impl Dispatcher {
             if last_sweep.elapsed() >= LEASE_SWEEP {
                 last_sweep = Instant::now();
                 let now = to_ms(me.clock.now());
-                for m in me.store.expire_leases(now, None).await? {
-                    tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
-                        identity = %m.identity_id, state = "queued", "lease expired; job taken back");
+                match me.store.expire_leases(now, None).await {
+                    Ok(moved) => {
+                        for m in moved {
+                            tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
+                                identity = %m.identity_id, state = "queued", "lease expired; job taken back");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "looking for expired leases failed; tried again later")
+                    }
                 }
             }
             // Claim in batches into a local queue: one claim transaction then feeds many
             // workers, instead of one fsync per job as workers free up one by one.
             if ready.len() < workers {
-                let claimed = self.claim(workers * CLAIM_AHEAD - ready.len()).await?;
-                ready.extend(self.prefetch(claimed));
+                match self.claim(workers * CLAIM_AHEAD - ready.len()).await {
+                    Ok(claimed) => ready.extend(self.prefetch(claimed)),
+                    // The store may be back in a moment (a PostgreSQL failover): wait, retry.
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming jobs failed; tried again in a second");
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                }
             }
             while inflight.len() < workers {
                 let Some((job, lookup)) = ready.pop_front() else {
@@ -204,7 +221,9 @@ impl Dispatcher {
                 if self.held_by_breaker(&job.source) {
                     // Claimed before its source's breaker opened: give it back unspent.
                     let (owner, now, id) = (me.owner.clone(), to_ms(me.clock.now()), job.id);
-                    me.store.release(job, owner, now).await?;
+                    if let Err(e) = me.store.release(job, owner, now).await {
+                        tracing::warn!(job_id = id, error = %e, "releasing a job failed; its lease will expire");
+                    }
                     if let Ok(mut running) = me.running.lock() {
                         running.remove(&id);
                     }

@@ -366,3 +366,58 @@ async fn the_leader_killed_before_removals_are_due_another_fires_them() {
     assert!(ready["agents"].as_u64().unwrap() >= 1);
     drop(other);
 }
+
+/// The database restarts under a running agent: it reports itself not ready meanwhile,
+/// takes requests again when the database is back, and dispatches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_rides_out_a_database_restart() {
+    let env = Env::new();
+    let pg = Pg::start();
+    on_postgres(&env, &pg, "restart").await;
+    let agent = env.start().await;
+    let body = |who: &str| {
+        json!({ "requestedFor": [who], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-hq" }] }).to_string()
+    };
+    let tasks_for = |who: &'static str| {
+        let agent = &agent;
+        async move {
+            eventually(15, &format!("{who}'s tasks"), || async {
+                let t: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.ok()?;
+                t.iter().any(|t| t["identity_id"] == who).then_some(())
+            })
+            .await
+        }
+    };
+    assert_eq!(
+        agent
+            .post("/access-requests/v1", &body("ada"))
+            .await
+            .status(),
+        202
+    );
+    tasks_for("ada").await;
+    pg.stop();
+    eventually(15, "/readyz to report the store down", || async {
+        (agent.get("/readyz").await.status() == 503).then_some(())
+    })
+    .await;
+    let refused = agent
+        .post("/access-requests/v1", &body("grace"))
+        .await
+        .status();
+    assert!(refused.is_server_error(), "{refused}");
+    pg.restart();
+    eventually(15, "/readyz to be ready again", || async {
+        (agent.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        agent
+            .post("/access-requests/v1", &body("grace"))
+            .await
+            .status(),
+        202
+    );
+    // Dispatched after the restart.
+    tasks_for("grace").await;
+}

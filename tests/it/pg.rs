@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::harness::free_port;
-
 /// Where Debian keeps the server binaries (`/usr/lib/postgresql/NN/bin`), newest first.
 fn bin_dir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -105,24 +103,11 @@ impl Pg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
-            dir.path().display()
-        );
-        let log = dir.path().join("pg.log").display().to_string();
-        let out = run_as_owner(
-            &bin.join("pg_ctl"),
-            &[
-                "-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "30", "start",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        pg_ctl_start(&bin, dir.path(), port);
         Pg {
             dir,
             port,
@@ -154,6 +139,49 @@ impl Pg {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Starts the cluster in `dir` on `port` and waits until it answers.
+fn pg_ctl_start(bin: &Path, dir: &Path, port: u16) {
+    let data_s = dir.join("data").display().to_string();
+    let opts = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
+        dir.display()
+    );
+    let log = dir.join("pg.log").display().to_string();
+    let out = run_as_owner(
+        &bin.join("pg_ctl"),
+        &[
+            "-D", &data_s, "-o", &opts, "-l", &log, "-w", "-t", "30", "start",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "pg_ctl start: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+impl Pg {
+    /// Stops the server (fast shutdown: connections are cut), keeping its data.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let out = run_as_owner(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        pg_ctl_start(&self.bin, self.dir.path(), self.port);
     }
 }
 
