@@ -310,18 +310,7 @@ fn write(
             Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
             _ => apply_effect(tx, item, request_id, now_ms)?,
         };
-        let change = match item.effect {
-            _ if unchanged => None,
-            Effect::Grant if item.item.remove_at.is_some() => Some("scheduled"),
-            Effect::ScheduleRemoval { .. } => Some("scheduled"),
-            Effect::SetRemoveDate {
-                remove_at: Some(_), ..
-            } => Some("moved"),
-            Effect::SetRemoveDate {
-                remove_at: None, ..
-            } => Some("cleared"),
-            _ => None,
-        };
+        let change = crate::store::rules::removal_change(item, unchanged);
         if let Some(change) = change {
             removals.push(RemovalChange {
                 identity: item.identity.clone(),
@@ -331,17 +320,8 @@ fn write(
                 remove_at: item.item.remove_at.map(to_ms),
             });
         }
-        let (disposition, existing_request) = match &item.existing {
-            Some((_, r)) => ("existing", Some(r.as_str())),
-            None => ("new", None),
-        };
-        let effect = match item.effect {
-            Effect::Grant => "grant",
-            Effect::SetRemoveDate { .. } => "set_remove_date",
-            Effect::Revoke { .. } => "revoke",
-            Effect::ScheduleRemoval { .. } => "schedule_removal",
-            Effect::Nothing => "nothing",
-        };
+        let (disposition, existing_request) = crate::store::rules::disposition(item);
+        let effect = crate::store::rules::effect_name(&item.effect);
         let mut meta = req.client_metadata.clone();
         meta.extend(item.item.client_metadata.clone());
         tx.prepare_cached(

@@ -215,40 +215,22 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
             json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt }),
         );
     }
-    let errors_with = |e: &AttemptError| {
-        let mut errors = job.errors.clone();
-        errors.push(e.clone());
-        serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let Some(row) = super::rules::end_row(job, &f.ending, now)? else {
+        return Ok(());
     };
-    let (state, next_at, errors, data) = match &f.ending {
-        Ending::Succeeded => ("succeeded", None, None, json!({ "attempt": job.attempt })),
-        Ending::Retry { at, error } => (
-            "retrying",
-            Some(*at),
-            Some(errors_with(error)?),
-            json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
-        ),
-        Ending::Failed { error, reason } => (
-            "failed",
-            None,
-            Some(errors_with(error)?),
-            json!({ "attempt": job.attempt, "error": error, "reason": reason }),
-        ),
-        Ending::Released { .. } => return Ok(()),
-    };
-    let finalized = (state != "retrying").then_some(now);
+    let state = row.state;
     let n = tx
         .prepare_cached(
             "UPDATE jobs SET state = ?, next_attempt_at = ?, errors = COALESCE(?, errors), lease_owner = NULL,
                 lease_expires_at = NULL, finalized_at = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ?",
         )?
-        .execute(params![state, next_at, errors, finalized, now, job.id, owner])?;
+        .execute(params![state, row.next_attempt_at, row.errors, row.finalized_at, now, job.id, owner])?;
     if n == 0 {
         return Err(lost(job.id));
     }
     record_ops(tx, job, &f.ops, now)?;
-    event(tx, now, &format!("job_{state}"), job, data)?;
+    event(tx, now, &format!("job_{state}"), job, row.data)?;
     if state != "retrying" {
         settle(tx, job.id, now)?;
     }

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod postgres;
 pub mod roles;
+pub mod rules;
 pub mod schedule;
 mod settle;
 pub mod sqlite;

@@ -153,19 +153,8 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
             .query_map([item], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let states: Vec<JobState> = states.iter().filter_map(|s| JobState::parse(s)).collect();
-        if !states.iter().all(|s| s.is_final()) {
+        let Some((from, to)) = super::rules::settled(&effect, &states) else {
             continue;
-        }
-        let all_ok = states.iter().all(|s| *s == JobState::Succeeded);
-        let all_canceled = states.iter().all(|s| *s == JobState::Canceled);
-        let (from, to) = match (effect.as_str(), all_ok, all_canceled) {
-            ("grant", true, _) => ("pending", "active"),
-            ("grant", false, true) => ("pending", "canceled"),
-            ("grant", false, false) => ("pending", "failed"),
-            ("revoke", true, _) => ("revoking", "removed"),
-            // The removal did not (fully) happen: the access is still there.
-            ("revoke", false, _) => ("revoking", "active"),
-            _ => continue,
         };
         tx.prepare_cached(
             "UPDATE assignments SET state = ?, updated_at = ? WHERE id = ? AND state = ?",

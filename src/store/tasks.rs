@@ -231,15 +231,7 @@ fn resolve_in(
     note: &str,
     now: i64,
 ) -> Result<Resolved> {
-    let status = match resolution {
-        "DONE" => "done",
-        "FAILED" => "failed",
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "resolution must be DONE or FAILED, not `{other}`"
-            )));
-        }
-    };
+    let status = crate::store::rules::task_status(resolution)?;
     let row: Option<(String, i64, String, String, String)> = tx
         .prepare_cached(
             "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = ?",
@@ -285,17 +277,7 @@ fn resolve_in(
         |r| r.get(0),
     )?;
     let job_state = if status == "failed" {
-        let error = super::jobs::AttemptError {
-            at: crate::clock::rfc3339_ms(now),
-            attempt: 1,
-            class: "manual".into(),
-            code: Some(format!("T{task}")),
-            message: if note.is_empty() {
-                format!("task T{task} failed ({resolved_by})")
-            } else {
-                note.to_string()
-            },
-        };
+        let error = crate::store::rules::task_error(task, resolved_by, note, now);
         super::settle::finish_manual(tx, job_id, now, "failed", Some(error))?
     } else if open == 0 {
         super::settle::finish_manual(tx, job_id, now, "succeeded", None)?

@@ -364,6 +364,15 @@ async fn the_leader_killed_before_removals_are_due_another_fires_them() {
     let ready: serde_json::Value = other.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["leader"], now_leader.holder.as_str());
     assert!(ready["agents"].as_u64().unwrap() >= 1);
+    let metrics = other.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "provd_agent_leader{{agent=\"{}\"}} 1",
+            now_leader.holder
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("provd_lease_lost_total 0"), "{metrics}");
     drop(other);
 }
 

@@ -113,6 +113,17 @@ async fn a_sqlite_store_migrated_to_postgres_carries_on() {
     text.push_str(&format!("[store]\npostgres_url = \"{url}\"\n"));
     std::fs::write(env.config(), text).unwrap();
     let agent = env.start().await;
+    let check = env.cli(&["store", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        check.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        text.contains("integrity: ok") && text.contains("postgres://postgres@127.0.0.1"),
+        "{text}"
+    );
     let status = env.cli(&["status", &ada]);
     assert!(
         status.status.success(),

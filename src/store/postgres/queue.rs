@@ -40,41 +40,23 @@ async fn end_in(tx: &Tx<'_>, f: &Finish) -> Result<()> {
             json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
         return event(tx, now, "job_released", job, data).await;
     }
-    let errors_with = |e: &AttemptError| {
-        let mut errors = job.errors.clone();
-        errors.push(e.clone());
-        to_json(&errors)
+    let Some(row) = crate::store::rules::end_row(job, &f.ending, now)? else {
+        return Ok(());
     };
-    let (state, next_at, errors, data) = match &f.ending {
-        Ending::Succeeded => ("succeeded", None, None, json!({ "attempt": job.attempt })),
-        Ending::Retry { at, error } => (
-            "retrying",
-            Some(*at),
-            Some(errors_with(error)?),
-            json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
-        ),
-        Ending::Failed { error, reason } => (
-            "failed",
-            None,
-            Some(errors_with(error)?),
-            json!({ "attempt": job.attempt, "error": error, "reason": reason }),
-        ),
-        Ending::Released { .. } => return Ok(()),
-    };
-    let finalized = (state != "retrying").then_some(now);
+    let state = row.state;
     let n = tx
         .execute(
             "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
                 lease_expires_at = NULL, finalized_at = $4, updated_at = $5
              WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
-            &[&state, &next_at, &errors, &finalized, &now, &job.id, &owner, &job.lease_epoch],
+            &[&state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch],
         )
         .await?;
     if n == 0 {
         return Err(lost(job.id));
     }
     record_ops(tx, job, &f.ops, now).await?;
-    event(tx, now, &format!("job_{state}"), job, data).await?;
+    event(tx, now, &format!("job_{state}"), job, row.data).await?;
     if state != "retrying" {
         super::settle::settle(tx, job.id, now).await?;
     }

@@ -31,19 +31,8 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
             .iter()
             .filter_map(|r| JobState::parse(r.get(0)))
             .collect();
-        if !states.iter().all(|s| s.is_final()) {
+        let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
             continue;
-        }
-        let all_ok = states.iter().all(|s| *s == JobState::Succeeded);
-        let all_canceled = states.iter().all(|s| *s == JobState::Canceled);
-        let (from, to) = match (effect.as_str(), all_ok, all_canceled) {
-            ("grant", true, _) => ("pending", "active"),
-            ("grant", false, true) => ("pending", "canceled"),
-            ("grant", false, false) => ("pending", "failed"),
-            ("revoke", true, _) => ("revoking", "removed"),
-            // The removal did not (fully) happen: the access is still there.
-            ("revoke", false, _) => ("revoking", "active"),
-            _ => continue,
         };
         tx.execute(
             "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",

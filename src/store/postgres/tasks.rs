@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{Postgres, Tx};
 use crate::store::events::Event;
-use crate::store::jobs::{AttemptError, Job};
+use crate::store::jobs::Job;
 use crate::store::roles::{BoxFuture, Tasks};
 use crate::store::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
@@ -37,15 +37,7 @@ async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
         a.resolved_by.as_str(),
         a.note.as_str(),
     );
-    let status = match resolution {
-        "DONE" => "done",
-        "FAILED" => "failed",
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "resolution must be DONE or FAILED, not `{other}`"
-            )));
-        }
-    };
+    let status = crate::store::rules::task_status(resolution)?;
     let Some(row) = tx
         .query_opt(
             "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = $1 FOR UPDATE",
@@ -92,17 +84,7 @@ async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
         .await?
         .get(0);
     let job_state = if status == "failed" {
-        let error = AttemptError {
-            at: crate::clock::rfc3339_ms(now),
-            attempt: 1,
-            class: "manual".into(),
-            code: Some(format!("T{task}")),
-            message: if note.is_empty() {
-                format!("task T{task} failed ({resolved_by})")
-            } else {
-                note.to_string()
-            },
-        };
+        let error = crate::store::rules::task_error(task, resolved_by, note, now);
         super::settle::finish_manual(tx, job_id, now, "failed", Some(error)).await?
     } else if open == 0 {
         super::settle::finish_manual(tx, job_id, now, "succeeded", None).await?
