@@ -72,6 +72,22 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The tables of a store (both backends): what `store check` counts and `store migrate`
+/// copies and verifies.
+pub const TABLES: [&str; 11] = [
+    "requests",
+    "request_items",
+    "jobs",
+    "item_jobs",
+    "assignments",
+    "accounts",
+    "tasks",
+    "identities",
+    "events",
+    "upstream_state",
+    "upstream_requests",
+];
+
 /// The store every stage holds: a backend behind the role traits. Cloning is cheap.
 #[derive(Clone)]
 pub struct Store(Arc<dyn Backend>);

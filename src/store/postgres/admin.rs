@@ -4,22 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{Postgres, schema};
 use crate::store::roles::{Admin, BoxFuture};
-use crate::store::{Result, StoreError};
-
-/// The tables a migration copies and `store check` counts (SQLite has the same).
-pub const TABLES: [&str; 11] = [
-    "requests",
-    "request_items",
-    "jobs",
-    "item_jobs",
-    "assignments",
-    "accounts",
-    "tasks",
-    "identities",
-    "events",
-    "upstream_state",
-    "upstream_requests",
-];
+use crate::store::{Result, StoreError, TABLES};
 
 impl Admin for Postgres {
     fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {

@@ -139,22 +139,9 @@ impl Sqlite {
 
     /// Rows per table, for `provd store check`, a migration's verification and tests.
     pub fn row_counts(&self) -> Result<std::collections::BTreeMap<&'static str, i64>> {
-        const TABLES: [&str; 11] = [
-            "requests",
-            "request_items",
-            "jobs",
-            "item_jobs",
-            "assignments",
-            "accounts",
-            "tasks",
-            "identities",
-            "events",
-            "upstream_state",
-            "upstream_requests",
-        ];
         self.with(|c| {
             let mut out = std::collections::BTreeMap::new();
-            for t in TABLES {
+            for t in crate::store::TABLES {
                 let n: i64 = c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
                 out.insert(t, n);
             }
