@@ -319,7 +319,7 @@ fn main() {
             n = v;
         }
     }
-    let pg = Pg::start();
+    let pg = Pg::start_durable();
     let crm = crm_server();
     let mut ratios = Vec::new();
     for r in 0..rounds {

@@ -308,7 +308,7 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 10_000];
     }
-    let pg = Pg::start();
+    let pg = Pg::start_durable();
     for n in sizes {
         // Rounds alternate which side goes first; the median evens out a noisy disk.
         let results: Vec<(f64, f64, f64)> =

@@ -43,11 +43,26 @@ pub struct Pg {
     bin: PathBuf,
     /// The superuser's password when TCP connections must give one (scram-sha-256).
     password: Option<String>,
+    /// Commits synced to disk (benchmarks); the tests run without.
+    fsync: bool,
 }
 
 impl Pg {
     pub fn start() -> Pg {
         Self::start_with(None)
+    }
+
+    #[allow(dead_code)]
+    /// A cluster that syncs its commits to disk as a production one does (the tests' own
+    /// run with fsync off, for speed): for benchmarks.
+    pub fn start_durable() -> Pg {
+        let mut pg = Self::start_with(None);
+        // Set on the command line at start, so it takes a restart.
+        pg.stop();
+        pg.fsync = true;
+        pg.restart();
+        assert_eq!(pg.psql("postgres", "SHOW fsync"), "on");
+        pg
     }
 
     /// A cluster whose TCP connections authenticate with passwords (scram-sha-256); the
@@ -107,12 +122,13 @@ impl Pg {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap();
-        pg_ctl_start(&bin, dir.path(), port);
+        pg_ctl_start(&bin, dir.path(), port, false);
         Pg {
             dir,
             port,
             bin,
             password,
+            fsync: false,
         }
     }
 
@@ -143,11 +159,12 @@ impl Pg {
 }
 
 /// Starts the cluster in `dir` on `port` and waits until it answers.
-fn pg_ctl_start(bin: &Path, dir: &Path, port: u16) {
+fn pg_ctl_start(bin: &Path, dir: &Path, port: u16, fsync: bool) {
     let data_s = dir.join("data").display().to_string();
     let opts = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
-        dir.display()
+        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync={} -c max_connections=100",
+        dir.display(),
+        if fsync { "on" } else { "off" }
     );
     let log = dir.join("pg.log").display().to_string();
     let out = run_as_owner(
@@ -181,7 +198,7 @@ impl Pg {
 
     /// Starts it again on the same port.
     pub fn restart(&self) {
-        pg_ctl_start(&self.bin, self.dir.path(), self.port);
+        pg_ctl_start(&self.bin, self.dir.path(), self.port, self.fsync);
     }
 }
 

@@ -15,7 +15,8 @@ pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> 
     } else {
         e.data.to_string()
     };
-    c.execute(
+    super::exec(
+        c,
         "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
         &[

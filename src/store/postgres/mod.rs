@@ -66,8 +66,28 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-/// The transaction every multi-statement write runs in.
-pub(super) type Tx<'a> = tokio_postgres::Transaction<'a>;
+/// The transaction every multi-statement write runs in (deadpool's: it caches prepared
+/// statements per connection).
+pub(super) type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Executes a hot statement, prepared once per connection: an unprepared one costs a
+/// second round trip every time.
+pub(super) async fn exec(tx: &Tx<'_>, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+    let st = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&st, params).await?)
+}
+
+/// Queries with a statement prepared once per connection.
+pub(super) async fn query(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let st = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&st, params).await?)
+}
 
 fn config_error(what: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("postgres: {what}").into())

@@ -9,7 +9,9 @@
 use serde_json::json;
 
 use super::rows::{COLUMNS, event, get, job, to_json};
-use super::{Postgres, Tx};
+use futures_util::future::try_join_all;
+
+use super::{Postgres, Tx, exec};
 use crate::store::jobs::{AttemptError, Ending, Finish, Job, JobFilter, JobState, Moved, OpRecord};
 use crate::store::roles::{BoxFuture, Claim, Queue};
 use crate::store::{Result, StoreError};
@@ -20,47 +22,56 @@ fn lost(job_id: i64) -> StoreError {
     StoreError::LeaseLost { job_id }
 }
 
-/// Writes one attempt's end, fenced on the lease (owner and epoch).
-async fn end_in(tx: &Tx<'_>, f: &Finish) -> Result<()> {
+/// Fences one attempt's end: writes the job's new state only where owner and epoch still
+/// match; false when another agent holds the job now.
+async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
     let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
-    if let Ending::Released { error } = &f.ending {
-        let n = tx
-            .execute(
+    let n = match crate::store::rules::end_row(job, &f.ending, now)? {
+        None => {
+            exec(
+                tx,
                 "UPDATE jobs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), next_attempt_at = NULL,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
                  WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
                 &[&now, &job.id, &owner, &job.lease_epoch],
             )
-            .await?;
-        if n == 0 {
-            return Err(lost(job.id));
+            .await?
         }
-        record_ops(tx, job, &f.ops, now).await?;
-        let data =
-            json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
-        return event(tx, now, "job_released", job, data).await;
-    }
-    let Some(row) = crate::store::rules::end_row(job, &f.ending, now)? else {
-        return Ok(());
+        Some(row) => {
+            exec(
+                tx,
+                "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
+                    lease_expires_at = NULL, finalized_at = $4, updated_at = $5
+                 WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
+                &[&row.state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch],
+            )
+            .await?
+        }
     };
-    let state = row.state;
-    let n = tx
-        .execute(
-            "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
-                lease_expires_at = NULL, finalized_at = $4, updated_at = $5
-             WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
-            &[&state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch],
-        )
-        .await?;
-    if n == 0 {
-        return Err(lost(job.id));
-    }
+    Ok(n > 0)
+}
+
+/// What a fenced end writes besides the job: its calls, its event, its settling.
+async fn after_fence(tx: &Tx<'_>, f: &Finish) -> Result<()> {
+    let (job, now) = (&f.job, f.now);
     record_ops(tx, job, &f.ops, now).await?;
-    event(tx, now, &format!("job_{state}"), job, row.data).await?;
-    if state != "retrying" {
-        super::settle::settle(tx, job.id, now).await?;
+    match (
+        &f.ending,
+        crate::store::rules::end_row(job, &f.ending, now)?,
+    ) {
+        (Ending::Released { error }, _) => {
+            let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
+            event(tx, now, "job_released", job, data).await
+        }
+        (_, Some(row)) => {
+            event(tx, now, &format!("job_{}", row.state), job, row.data).await?;
+            if row.state != "retrying" {
+                super::settle::settle(tx, job.id, now).await?;
+            }
+            Ok(())
+        }
+        (_, None) => Ok(()),
     }
-    Ok(())
 }
 
 /// Writes an attempt's calls: progress, the account's native id, one audit event each.
@@ -68,14 +79,16 @@ async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64) -> Resul
     let Some(last) = ops.last() else {
         return Ok(());
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE jobs SET ops_done = $1 WHERE id = $2",
         &[&((last.index + 1) as i64), &job.id],
     )
     .await?;
     for op in ops {
         if let Some(native) = &op.native_id {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at) VALUES ($1,$2,$3,'active',$4,$5)
                  ON CONFLICT (identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
                     updated_at = excluded.updated_at",
@@ -199,9 +212,9 @@ impl Queue for Postgres {
             }
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let rows = tx
-                .query(
-                    &format!(
+            let rows = super::query(
+                &tx,
+                &format!(
                         "WITH picked AS (
                             SELECT j.id FROM jobs j
                             WHERE j.state IN ('queued','retrying')
@@ -265,27 +278,30 @@ impl Queue for Postgres {
         })
     }
 
+    /// One transaction for the group. Its statements are pipelined (sent without waiting
+    /// for each answer): first every end's fence, then what the held ones did. An end
+    /// whose lease was lost writes nothing (LeaseLost); any other error fails the group,
+    /// whose jobs then run again once their leases expire.
     fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
-            let mut tx = c.transaction().await?;
-            let mut out = Vec::with_capacity(items.len());
-            for f in &items {
-                let sp = tx.savepoint("attempt").await?;
-                match end_in(&sp, f).await {
-                    Ok(()) => {
-                        sp.commit().await?;
-                        out.push(Ok(()));
-                    }
-                    Err(e) => {
-                        sp.rollback().await?;
-                        out.push(Err(e));
-                    }
-                }
-            }
+            let tx = c.transaction().await?;
+            let held = try_join_all(items.iter().map(|f| fence(&tx, f))).await?;
+            try_join_all(
+                items
+                    .iter()
+                    .zip(&held)
+                    .filter(|(_, h)| **h)
+                    .map(|(f, _)| after_fence(&tx, f)),
+            )
+            .await?;
             tx.commit().await?;
-            Ok(out)
+            Ok(items
+                .iter()
+                .zip(held)
+                .map(|(f, h)| if h { Ok(()) } else { Err(lost(f.job.id)) })
+                .collect())
         })
     }
 

@@ -13,34 +13,36 @@ use crate::store::{Result, StoreError};
 /// After a job ended: move the assignments it granted or revoked, and drop an account it
 /// was to create but did not.
 pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
-    let items = tx
-        .query(
-            "SELECT ri.id, ri.effect, ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
-             WHERE ij.job_id = $1 AND ri.assignment_id IS NOT NULL",
-            &[&job_id],
-        )
-        .await?;
+    let items = super::query(
+        tx,
+        "SELECT ri.id, ri.effect, ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+         WHERE ij.job_id = $1 AND ri.assignment_id IS NOT NULL",
+        &[&job_id],
+    )
+    .await?;
     for row in &items {
         let (item, effect, assignment): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let states: Vec<JobState> = tx
-            .query(
-                "SELECT j.state FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id WHERE ij.item_id = $1",
-                &[&item],
-            )
-            .await?
+        let states: Vec<JobState> = super::query(
+            tx,
+            "SELECT j.state FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id WHERE ij.item_id = $1",
+            &[&item],
+        )
+        .await?
             .iter()
             .filter_map(|r| JobState::parse(r.get(0)))
             .collect();
         let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
             continue;
         };
-        tx.execute(
+        super::exec(
+            tx,
             "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
             &[&to, &now, &assignment, &from],
         )
         .await?;
     }
-    tx.execute(
+    super::exec(
+        tx,
         "DELETE FROM accounts WHERE job_id = $1 AND state = 'pending'
          AND (SELECT state FROM jobs WHERE id = $1) IN ('failed','canceled')",
         &[&job_id],
