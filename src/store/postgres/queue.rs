@@ -263,18 +263,21 @@ impl Queue for Postgres {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
+            // In due order through jobs_claimable, stopping at the first lane head: a MIN()
+            // checked the lane of every queued job, and the dispatcher asks on every pass.
             let row = c
-                .query_one(
+                .query_opt(
                     &format!(
-                        "SELECT MIN(COALESCE(j.next_attempt_at, j.created_at)) FROM jobs j
+                        "SELECT COALESCE(j.next_attempt_at, j.created_at) FROM jobs j
                          WHERE j.state IN ('queued','retrying')
                            AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id
-                               AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)"
+                               AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)
+                         ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id LIMIT 1"
                     ),
                     &[],
                 )
                 .await?;
-            Ok(row.get(0))
+            Ok(row.map(|r| r.get(0)))
         })
     }
 
