@@ -56,7 +56,8 @@ fn slapd(dir: &Path, port: u16) -> Child {
         "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\no: x\ndc: example\n\n\
         dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n\
         dn: cn=base,dc=example,dc=com\nobjectClass: groupOfNames\ncn: base\nmember: cn=admin,dc=example,dc=com\n\n\
-        dn: cn=vpn,dc=example,dc=com\nobjectClass: groupOfNames\ncn: vpn\nmember: cn=admin,dc=example,dc=com\n",
+        dn: cn=vpn,dc=example,dc=com\nobjectClass: groupOfNames\ncn: vpn\nmember: cn=admin,dc=example,dc=com\n\n\
+        dn: cn=vpn2,dc=example,dc=com\nobjectClass: groupOfNames\ncn: vpn2\nmember: cn=admin,dc=example,dc=com\n",
     );
     child
 }
@@ -151,7 +152,14 @@ fn provd(dir: &Path, url: &str, n: usize, pg: Option<&str>) -> (Duration, u64, f
         ),
     )
     .unwrap();
-    std::fs::write(c.join("catalog.toml"), "[[entitlement]]\nid = \"vpn\"\nsource = \"corp\"\nattribute = \"groups\"\nvalue = \"cn=vpn,dc=example,dc=com\"\n").unwrap();
+    // Each run fills a group of its own: adding a member costs more as a group grows, and
+    // the PostgreSQL run comes after the SQLite one on the same server.
+    let group = if pg.is_some() { "vpn2" } else { "vpn" };
+    std::fs::write(
+        c.join("catalog.toml"),
+        format!("[[entitlement]]\nid = \"vpn\"\nsource = \"corp\"\nattribute = \"groups\"\nvalue = \"cn={group},dc=example,dc=com\"\n"),
+    )
+    .unwrap();
     let mut ids = String::from("id,firstName,lastName\n");
     // Its own identities (p* on SQLite, q* on PostgreSQL): both runs create new entries.
     let who = if pg.is_some() { "q" } else { "p" };
