@@ -9,9 +9,9 @@ use crate::config::LogFormat;
 
 pub fn init(format: Option<LogFormat>, level: &str) {
     let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    // The PostgreSQL client logs every statement with its parameters at debug level:
-    // request bodies and identities, never for the agent's own log. Its warnings stay.
-    let filter = match "tokio_postgres=info".parse() {
+    // The store's database client logs every statement with its parameters at debug
+    // level: request bodies and identities, never for the agent's own log.
+    let filter = match crate::store::postgres::QUIET_LOGS.parse() {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };

@@ -429,4 +429,11 @@ async fn an_agent_rides_out_a_database_restart() {
     );
     // Dispatched after the restart.
     tasks_for("grace").await;
+    // The log is at debug level here; the database client's statements (with request
+    // bodies and identities as parameters) stay out of it.
+    let log = agent.log_text();
+    assert!(
+        !log.contains("tokio_postgres") && !log.contains("executing statement"),
+        "{log}"
+    );
 }

@@ -26,6 +26,10 @@ use tokio_postgres::config::SslMode;
 
 use super::{Result, StoreError};
 
+/// A log filter directive for the agent's log: the client logs every statement with its
+/// parameters at debug level (request bodies, identities); its warnings stay.
+pub const QUIET_LOGS: &str = "tokio_postgres=info";
+
 /// How to reach the database (`[store]` in provd.toml).
 #[derive(Debug, Clone)]
 pub struct Settings {
