@@ -108,13 +108,10 @@ impl Known for Directory<'_> {
     }
 }
 
-/// The identity ids a body names (before it is validated: a body that is not JSON or
-/// names none gets its error from validation).
-fn named_identities(body: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
-    };
-    v.get("requestedFor")
+/// The identity ids a parsed body names (a body that names none gets its error from
+/// validation).
+fn named_identities(body: &serde_json::Value) -> Vec<String> {
+    body.get("requestedFor")
         .and_then(serde_json::Value::as_array)
         .map(|list| {
             list.iter()
@@ -125,14 +122,16 @@ fn named_identities(body: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Parses once, looks up the identities the body names once, then validates.
 async fn checked(
     config: &Config,
     store: &Store,
     now: Timestamp,
     body: &[u8],
 ) -> Result<(ValidRequest, BTreeMap<String, Identity>), SubmitError> {
-    let dir = Directory::load(config, store, named_identities(body)).await?;
-    let req = validate::validate(body, &dir, &config.agent.time_zone, now)?;
+    let value = validate::parse(body)?;
+    let dir = Directory::load(config, store, named_identities(&value)).await?;
+    let req = validate::validate_parsed(&value, &dir, &config.agent.time_zone, now)?;
     let identities = req
         .requested_for
         .iter()

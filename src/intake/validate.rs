@@ -79,6 +79,11 @@ pub fn validate(
     agent_zone: &TimeZone,
     now: Timestamp,
 ) -> Result<ValidRequest, Invalid> {
+    validate_parsed(&parse(body)?, known, agent_zone, now)
+}
+
+/// The body as JSON: within the size limit, well formed, no duplicate keys.
+pub fn parse(body: &[u8]) -> Result<Value, Invalid> {
     let mut errs = Errors(Vec::new());
     if body.len() > MAX_BODY {
         errs.add(
@@ -87,17 +92,27 @@ pub fn validate(
         );
         return Err(Invalid(errs.0));
     }
-    let value: Value = match super::json::parse_strict(body) {
-        Ok(v) => v,
+    match super::json::parse_strict(body) {
+        Ok(v) => Ok(v),
         Err(e) if e.to_string().starts_with("duplicate key") => {
             errs.add("body", e.to_string());
-            return Err(Invalid(errs.0));
+            Err(Invalid(errs.0))
         }
         Err(e) => {
             errs.add("body", format!("malformed JSON: {e}"));
-            return Err(Invalid(errs.0));
+            Err(Invalid(errs.0))
         }
-    };
+    }
+}
+
+/// Checks a parsed body (see [`parse`]) against every rule.
+pub fn validate_parsed(
+    value: &Value,
+    known: &dyn Known,
+    agent_zone: &TimeZone,
+    now: Timestamp,
+) -> Result<ValidRequest, Invalid> {
+    let mut errs = Errors(Vec::new());
     let Some(obj) = value.as_object() else {
         errs.add("body", "must be a JSON object");
         return Err(Invalid(errs.0));
