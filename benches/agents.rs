@@ -16,7 +16,7 @@ use common::{free_port, pg::Pg};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,12 +129,6 @@ fn crm_server() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-fn provd_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd");
-    assert!(p.exists(), "build it first: cargo build --release");
-    p
-}
-
 /// A configuration on database `url`: the crm source at `crm`, a manual `flat` source,
 /// identities u0..u{n}.
 fn config(dir: &Path, url: &str, crm: &str, n: usize) -> PathBuf {
@@ -171,7 +165,7 @@ fn config(dir: &Path, url: &str, crm: &str, n: usize) -> PathBuf {
 }
 
 fn agent(cfg: &Path, i: usize) -> Child {
-    Command::new(provd_bin())
+    common::agent_command()
         .args(["run", "--config"])
         .arg(cfg)
         .env("PROVD_AGENT__NAME", format!("bench-{i}"))

@@ -6,24 +6,20 @@
 //! Run:
 //!
 //!     cargo build --release && cargo bench --bench intake            # 10 s per store
-//!     cargo bench --bench intake -- 30
+//!     cargo bench --bench intake -- 30 sqlite                      # one store
+//!     BENCH_BIN=target/profiling/provd BENCH_WRAP="perf record -g -o /tmp/p.data" \
+//!       cargo bench --bench intake -- 10 sqlite                      # profile the agent
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{free_port, pg::Pg, rss_kib};
+use common::{cpu_s, free_port, pg::Pg, rss_kib};
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
 const IDENTITIES: usize = 100_000;
-
-fn provd_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd");
-    assert!(p.exists(), "build it first: cargo build --release");
-    p
-}
 
 fn start(dir: &Path, port: u16, store: &str) -> Child {
     std::fs::create_dir_all(dir.join("sources")).unwrap();
@@ -48,7 +44,7 @@ fn start(dir: &Path, port: u16, store: &str) -> Child {
         ids.push_str(&format!("u{i},U{i},L{i},u{i}@example.com\n"));
     }
     std::fs::write(dir.join("identities.csv"), ids).unwrap();
-    let child = Command::new(provd_bin())
+    let child = common::agent_command()
         .args(["run", "--config"])
         .arg(dir.join("provd.toml"))
         .stderr(Stdio::null())
@@ -60,6 +56,25 @@ fn start(dir: &Path, port: u16, store: &str) -> Child {
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// Requests stored per group commit, from the agent's metrics.
+async fn group_size(port: u16) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth("bench-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    value("provd_accept_grouped_requests_total ") / value("provd_accept_groups_total ").max(1.0)
 }
 
 /// (accepted per second, p50 ms, p99 ms) of `secs` seconds of 8 clients.
@@ -100,6 +115,11 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
+    // `sqlite` or `postgresql`: that store only (e.g. to profile one).
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| a.chars().all(char::is_alphabetic))
+        .unwrap_or_default();
     // reqwest is built without a default TLS provider here (the connectors choose ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -119,15 +139,22 @@ fn main() {
             ),
         ),
     ] {
+        if !only.is_empty() && !name.eq_ignore_ascii_case(&only) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut agent = start(dir.path(), port, &store);
+        let (agent0, me0) = (cpu_s(agent.id()), cpu_s(std::process::id()));
         let (rate, p50, p99) = rt.block_on(load(port, secs));
         let rss = rss_kib(agent.id()) / 1024;
+        let groups = rt.block_on(group_size(port));
+        let (agent_cpu, me_cpu) = (cpu_s(agent.id()) - agent0, cpu_s(std::process::id()) - me0);
         println!(
-            "intake: {name}: {rate:.0} accepted/s from {CLIENTS} keep-alive clients over {secs}s, p50 {p50:.1} ms, p99 {p99:.1} ms; agent peak RSS {rss} MiB (goal on SQLite: >= 3,000/s, p99 < 20 ms)"
+            "intake: {name}: {rate:.0} accepted/s from {CLIENTS} keep-alive clients over {secs}s, p50 {p50:.1} ms, p99 {p99:.1} ms; agent peak RSS {rss} MiB, CPU {:.2} cores (clients {:.2}), {groups:.1} requests per commit (goal on SQLite: >= 3,000/s, p99 < 20 ms)",
+            agent_cpu / secs as f64,
+            me_cpu / secs as f64
         );
-        let _ = agent.kill();
-        let _ = agent.wait();
+        common::stop_agent(&mut agent);
     }
 }

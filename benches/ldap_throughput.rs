@@ -11,7 +11,7 @@
 mod common;
 use common::{free_port, pg::Pg, rss_kib};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -107,26 +107,6 @@ fn baseline(dir: &Path, url: &str, n: usize) -> Duration {
     t.elapsed()
 }
 
-/// The release binary, or `BENCH_BIN` (e.g. `target/profiling/provd` for perf).
-fn provd_bin() -> PathBuf {
-    let p = std::env::var_os("BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/provd"));
-    assert!(p.exists(), "build it first: cargo build --release");
-    p
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// provd on the same server: N requests preloaded, then the agent started and timed.
 /// `pg`: the PostgreSQL database URL to use instead of SQLite.
 fn provd(dir: &Path, url: &str, n: usize, pg: Option<&str>) -> (Duration, u64, f64) {
@@ -190,11 +170,7 @@ fn provd(dir: &Path, url: &str, n: usize, pg: Option<&str>) -> (Duration, u64, f
     }
     let t = Instant::now();
     let t0_ms = jiff::Timestamp::now().as_millisecond();
-    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
-    let mut words: Vec<String> = wrap.split_whitespace().map(String::from).collect();
-    words.push(provd_bin().display().to_string());
-    let mut agent = Command::new(&words[0])
-        .args(&words[1..])
+    let mut agent = common::agent_command()
         .args(["run", "--config"])
         .arg(c.join("provd.toml"))
         .stderr(Stdio::null())
@@ -238,16 +214,8 @@ fn provd(dir: &Path, url: &str, n: usize, pg: Option<&str>) -> (Duration, u64, f
         last - t0_ms
     );
     let rss = rss_kib(agent.id());
-    let cpu = cpu_s(agent.id());
-    if wrap.is_empty() {
-        let _ = agent.kill();
-    } else {
-        // A profiler wrapping the agent must be let write its data: stop the agent only.
-        let _ = Command::new("pkill")
-            .args(["-TERM", "-P", &agent.id().to_string()])
-            .status();
-    }
-    let _ = agent.wait();
+    let cpu = common::cpu_s(agent.id());
+    common::stop_agent(&mut agent);
     (elapsed, rss, cpu)
 }
 
@@ -261,13 +229,13 @@ fn round(n: usize, provd_first: bool, pg: &Pg, r: usize) -> (f64, f64, f64) {
     let mut base = (Duration::ZERO, 0.0);
     let mut ours = (Duration::ZERO, 0, 0.0, 0.0);
     for provd_turn in [provd_first, !provd_first] {
-        let cpu0 = cpu_s(server.id());
+        let cpu0 = common::cpu_s(server.id());
         if provd_turn {
             let (t, rss, cpu) = provd(dir.path(), &url, n, None);
-            ours = (t, rss, cpu, cpu_s(server.id()) - cpu0);
+            ours = (t, rss, cpu, common::cpu_s(server.id()) - cpu0);
         } else {
             let t = baseline(dir.path(), &url, n);
-            base = (t, cpu_s(server.id()) - cpu0);
+            base = (t, common::cpu_s(server.id()) - cpu0);
         }
     }
     // The PostgreSQL store last, on a fresh database and the same server (its identities

@@ -24,6 +24,9 @@ struct Registry {
     polls: BTreeMap<(String, String), u64>,
     auth_failures: u64,
     lease_lost: u64,
+    /// Transactions that stored accepted requests, and how many requests they stored.
+    accept_groups: u64,
+    accept_grouped: u64,
     /// This agent's name and whether it holds the leader lease.
     leader: Option<(String, bool)>,
 }
@@ -79,6 +82,14 @@ pub fn poll(upstream: &str, result: &str) {
 /// An attempt's outcome (or a lease renewal) found the job leased to another agent.
 pub fn lease_lost() {
     with(|r| r.lease_lost += 1);
+}
+
+/// One group commit stored `size` requests.
+pub fn accept_group(size: usize) {
+    with(|r| {
+        r.accept_groups += 1;
+        r.accept_grouped += size as u64;
+    });
 }
 
 /// Whether agent `name` holds the leader lease now.
@@ -148,6 +159,10 @@ pub fn render(out: &mut String, sources: &[String]) {
     out.push_str(&format!(
         "# HELP provd_lease_lost_total Attempt outcomes dropped because another agent held the job's lease.\n# TYPE provd_lease_lost_total counter\nprovd_lease_lost_total {}\n",
         r.lease_lost
+    ));
+    out.push_str(&format!(
+        "# HELP provd_accept_groups_total Transactions that stored accepted requests (group commit).\n# TYPE provd_accept_groups_total counter\nprovd_accept_groups_total {}\n# HELP provd_accept_grouped_requests_total Requests those transactions stored.\n# TYPE provd_accept_grouped_requests_total counter\nprovd_accept_grouped_requests_total {}\n",
+        r.accept_groups, r.accept_grouped
     ));
     if let Some((name, is)) = &r.leader {
         out.push_str(&format!(

@@ -142,7 +142,7 @@ pub async fn run(
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let intake = Intake::new(current.clone(), store.clone(), clock.clone())
         .waking(wake.clone())
-        .waking(schedule_wake.clone());
+        .waking_on_removals(schedule_wake.clone());
     let app = api::router(AppState {
         intake: intake.clone(),
         store: store.clone(),

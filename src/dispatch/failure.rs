@@ -1,6 +1,5 @@
 //! How an attempt that did not succeed ends: the breaker's view of the source, the retry
-//! policy's decision, credentials refused (the job waits, spending nothing), and jobs on
-//! manual sources handed to their owners as tasks.
+//! policy's decision, and credentials refused (the job waits, spending nothing).
 
 use provd_connector_core::{ConnectorError, ErrorClass};
 
@@ -131,23 +130,5 @@ impl Dispatcher {
             ops: records,
             ending,
         })
-    }
-
-    pub(super) async fn to_manual(
-        &self,
-        job: Job,
-        source: &crate::config::Source,
-    ) -> Result<(), StoreError> {
-        let me = &self.inner;
-        let now = me.clock.now();
-        let tasks = crate::tasks::for_job(&job, source, job.account.as_deref(), now);
-        let count = tasks.len();
-        me.store
-            .open_tasks(job.clone(), me.owner.clone(), tasks, to_ms(now))
-            .await?;
-        crate::metrics::attempt(&job.source, "manual");
-        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-            state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, "job waits on manual tasks");
-        Ok(())
     }
 }

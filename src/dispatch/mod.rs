@@ -7,6 +7,7 @@ pub mod classify;
 mod commit;
 mod failure;
 mod heartbeat;
+mod manual;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +62,8 @@ struct Inner {
     commit_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Commit>>>,
     /// Jobs between claim and hand-off to the committer (for its batching window).
     busy: AtomicUsize,
+    /// Manual jobs' tasks, opened in batches.
+    opener: manual::Opener,
 }
 
 /// Done once a batch correlation lookup for the job's source has answered.
@@ -88,6 +91,7 @@ impl Dispatcher {
         let (commits, commit_queue) = tokio::sync::mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
+                opener: manual::opener(store.clone()),
                 store,
                 live,
                 connectors: std::sync::RwLock::new(Arc::new(connectors)),
@@ -244,6 +248,9 @@ impl Dispatcher {
                 _ = me.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+            // Jobs end in batches (a group commit answers them together): one claim for
+            // all their places, not one each.
+            while inflight.try_join_next().is_some() {}
         }
         me.stopping.store(true, Ordering::SeqCst);
         tracing::info!(

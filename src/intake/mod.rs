@@ -2,6 +2,7 @@
 //! goes through [`submit`]: one validation path, one planning path, one transaction.
 
 pub mod dates;
+mod group;
 mod handle;
 pub mod json;
 pub mod spool;
@@ -74,7 +75,7 @@ fn same_request(
 /// Validation is pure, so the identities a body names are looked up before it runs.
 pub struct Directory<'a> {
     pub config: &'a Config,
-    imported: BTreeMap<String, Identity>,
+    imported: std::borrow::Cow<'a, BTreeMap<String, Identity>>,
 }
 
 impl<'a> Directory<'a> {
@@ -86,8 +87,16 @@ impl<'a> Directory<'a> {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             config,
-            imported: store.identities(ids).await?,
+            imported: std::borrow::Cow::Owned(store.identities(ids).await?),
         })
+    }
+
+    /// Over identities looked up already (a group's, in one query).
+    pub fn with(config: &'a Config, imported: &'a BTreeMap<String, Identity>) -> Self {
+        Self {
+            config,
+            imported: std::borrow::Cow::Borrowed(imported),
+        }
     }
 
     pub fn lookup(&self, id: &str) -> Option<Identity> {
@@ -131,7 +140,17 @@ async fn checked(
 ) -> Result<(ValidRequest, BTreeMap<String, Identity>), SubmitError> {
     let value = validate::parse(body)?;
     let dir = Directory::load(config, store, named_identities(&value)).await?;
-    let req = validate::validate_parsed(&value, &dir, &config.agent.time_zone, now)?;
+    Ok(validated(&value, &dir, config, now)?)
+}
+
+/// Validates a parsed body against `dir`; the request and the identities it names.
+fn validated(
+    value: &serde_json::Value,
+    dir: &Directory<'_>,
+    config: &Config,
+    now: Timestamp,
+) -> Result<(ValidRequest, BTreeMap<String, Identity>), Invalid> {
+    let req = validate::validate_parsed(value, dir, &config.agent.time_zone, now)?;
     let identities = req
         .requested_for
         .iter()
@@ -140,7 +159,48 @@ async fn checked(
     Ok((req, identities))
 }
 
-/// Validates, plans and stores a request body. `Ok` means the request is on disk.
+/// What storing a valid request needs.
+fn to_accept(
+    config: &Arc<Config>,
+    (request, identities): (ValidRequest, BTreeMap<String, Identity>),
+    body: &[u8],
+    origin: &str,
+    idempotency_key: Option<&str>,
+    now: Timestamp,
+) -> Accept {
+    Accept {
+        request,
+        body: String::from_utf8_lossy(body).into_owned(),
+        origin: origin.to_string(),
+        idempotency_key: idempotency_key.map(str::to_string),
+        ctx: Context {
+            identities,
+            decide: decider(config.clone()),
+        },
+        now,
+    }
+}
+
+/// A replay under a known idempotency key, answered from the store before anything else
+/// (the first answer stands even if the body would no longer validate).
+async fn replayed(
+    store: &Store,
+    body: &[u8],
+    origin: &str,
+    idempotency_key: Option<&str>,
+) -> Result<Option<Replay>, SubmitError> {
+    let Some(key) = idempotency_key else {
+        return Ok(None);
+    };
+    let Some(found) = store.by_idempotency_key(key.to_string()).await? else {
+        return Ok(None);
+    };
+    same_request(&found, body, origin)?;
+    Ok(Some(Replay::Replayed(found)))
+}
+
+/// Validates, plans and stores a request body alone (no group commit: benches, tools).
+/// `Ok` means the request is on disk.
 pub async fn submit(
     config: &Arc<Config>,
     store: &Store,
@@ -149,26 +209,18 @@ pub async fn submit(
     origin: &str,
     idempotency_key: Option<&str>,
 ) -> Result<Replay, SubmitError> {
-    if let Some(key) = idempotency_key
-        && let Some(found) = store.by_idempotency_key(key.to_string()).await?
-    {
-        same_request(&found, body, origin)?;
-        return Ok(Replay::Replayed(found));
+    if let Some(found) = replayed(store, body, origin, idempotency_key).await? {
+        return Ok(found);
     }
-    let (request, identities) = checked(config, store, now, body).await?;
-    let replay = store
-        .accept(Accept {
-            request,
-            body: String::from_utf8_lossy(body).into_owned(),
-            origin: origin.to_string(),
-            idempotency_key: idempotency_key.map(str::to_string),
-            ctx: Context {
-                identities,
-                decide: decider(config.clone()),
-            },
-            now,
-        })
-        .await?;
+    let valid = checked(config, store, now, body).await?;
+    let accept = to_accept(config, valid, body, origin, idempotency_key, now);
+    let replay = store.accept(accept).await?;
+    stored(replay, body, origin)
+}
+
+/// After the write: a replay found inside the transaction is checked like one found
+/// before it, and removeDates the request scheduled are logged.
+fn stored(replay: Replay, body: &[u8], origin: &str) -> Result<Replay, SubmitError> {
     if let Replay::Replayed(found) = &replay {
         // Another submit with the same key won the race.
         same_request(found, body, origin)?;

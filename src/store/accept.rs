@@ -1,17 +1,22 @@
 //! Accepting a request: snapshot, plan and write in ONE immediate transaction, so that two
 //! concurrent requests for the same identity cannot both miss each other's assignment, and
 //! a crash leaves either the whole request or nothing.
+//!
+//! Requests that arrive together are accepted together (group commit, DESIGN §18): one
+//! transaction and one fsync for the group, each request inside a savepoint of its own, so
+//! that one that fails leaves nothing behind and the others are stored all the same.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use provd_connector_core::{Identity, Operation};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use super::events::{self, Event};
+use super::roles::Accept;
 use super::sqlite::Sqlite;
-use super::{Result, StoreError, new_id};
+use super::{Result, StoreError};
 use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::ValidRequest;
@@ -78,7 +83,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 
 /// `include`: an assignment to count as held although it is no longer live (a removal
 /// fired a moment ago, whose revoke is being planned now).
-fn snapshot(tx: &Transaction<'_>, identities: &[String], include: Option<i64>) -> Result<Snapshot> {
+fn snapshot(tx: &Connection, identities: &[String], include: Option<i64>) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
     let mut stmt = tx.prepare_cached(
         "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
@@ -129,22 +134,16 @@ impl Sqlite {
         self.with(|c| lookup_key(c, key))
     }
 
-    /// Plans and stores a valid request; with an idempotency key already stored, returns
-    /// the first answer instead and stores nothing.
-    pub fn accept(
-        &self,
-        req: &ValidRequest,
-        body: &str,
-        origin: &str,
-        idempotency_key: Option<&str>,
-        ctx: &Context,
-        now: Timestamp,
-    ) -> Result<Replay> {
+    /// Plans and stores valid requests in one transaction (one fsync), each in a savepoint
+    /// of its own, in the order given; with an idempotency key already stored, a request's
+    /// first answer instead. `Err` means nothing was stored; an inner `Err` that that
+    /// request was not stored, the others were.
+    pub fn accept_all(&self, batch: &[Accept]) -> Result<Vec<Result<Replay>>> {
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let r = accept_in(&tx, req, body, origin, idempotency_key, ctx, now, None)?;
-            tx.commit()?;
-            Ok(r)
+            super::sqlite::each_in_savepoint(c, batch, |tx, a| {
+                let key = a.idempotency_key.as_deref();
+                accept_in(tx, &a.request, &a.body, &a.origin, key, &a.ctx, a.now, None)
+            })
         })
     }
 }
@@ -152,7 +151,7 @@ impl Sqlite {
 /// Plans and writes a request inside the caller's (immediate) transaction.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accept_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &ValidRequest,
     body: &str,
     origin: &str,
@@ -167,7 +166,7 @@ pub(crate) fn accept_in(
         return Ok(Replay::Replayed(found));
     }
     let snap = snapshot(tx, &req.requested_for, include)?;
-    let request_id = new_id();
+    let request_id = super::new_request_id(now);
     let (plan, response) = (ctx.decide)(req, &snap, &request_id);
     let (job_ids, removals) = write(
         tx,
@@ -190,7 +189,7 @@ pub(crate) fn accept_in(
     }))
 }
 
-fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
+fn lookup_key(c: &Connection, key: &str) -> Result<Option<Accepted>> {
     let row: Option<(String, String, String)> = c
         .prepare_cached("SELECT id, response, body FROM requests WHERE idempotency_key = ?")?
         .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -213,7 +212,7 @@ fn lookup_key(c: &rusqlite::Connection, key: &str) -> Result<Option<Accepted>> {
 
 #[allow(clippy::too_many_arguments)]
 fn write(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &ValidRequest,
     body: &str,
     origin: &str,
@@ -359,7 +358,7 @@ fn write(
 
 /// Writes what an item does to the assignments; returns the assignment it concerns.
 fn apply_effect(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     item: &crate::model::PlannedItem,
     request_id: &str,
     now_ms: i64,
@@ -421,7 +420,7 @@ fn apply_effect(
 }
 
 fn set_remove_at(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     assignment: i64,
     remove_at: Option<i64>,
     request_id: &str,

@@ -49,6 +49,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("the_same_idempotency_key_stores_once", |s| {
         Box::pin(idempotency(s))
     }),
+    ("a_group_commit_stores_each_request_or_nothing_of_it", |s| {
+        Box::pin(group(s))
+    }),
     ("canceling_a_request_cancels_what_has_not_run", |s| {
         Box::pin(cancel_request(s))
     }),
@@ -149,6 +152,20 @@ impl Fixture {
         remove_at: Option<i64>,
         now: i64,
     ) -> Result<Replay, StoreError> {
+        let a = self.accept(kind, who, id, key, remove_at, now);
+        self.store.accept(a).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        kind: RequestType,
+        who: &str,
+        id: &str,
+        key: Option<&str>,
+        remove_at: Option<i64>,
+        now: i64,
+    ) -> super::roles::Accept {
         let request = ValidRequest {
             request_type: kind,
             requested_for: vec![who.into()],
@@ -162,16 +179,14 @@ impl Fixture {
             }],
             client_metadata: BTreeMap::new(),
         };
-        self.store
-            .accept(super::roles::Accept {
-                request,
-                body: "{}".into(),
-                origin: "test".into(),
-                idempotency_key: key.map(str::to_string),
-                ctx: self.ctx(),
-                now: crate::clock::from_ms(now),
-            })
-            .await
+        super::roles::Accept {
+            request,
+            body: "{}".into(),
+            origin: "test".into(),
+            idempotency_key: key.map(str::to_string),
+            ctx: self.ctx(),
+            now: crate::clock::from_ms(now),
+        }
     }
 
     async fn grant(&self, who: &str, profile: &str, now: i64) -> Result<String, StoreError> {
@@ -427,6 +442,54 @@ async fn idempotency(store: Store) -> Outcome {
         Some(a.accepted().request_id.clone())
     );
     assert_eq!(f.store.jobs(JobFilter::default()).await?.len(), 1);
+    Ok(())
+}
+
+/// One transaction for several requests: each decided after those before it, a replayed
+/// key answered from inside the group, and a request that fails leaving no trace.
+async fn group(store: Store) -> Outcome {
+    let f = fixture(store)?;
+    let mut broken = f.accept(RequestType::Grant, "u2", "ap-eng", None, None, 1_000);
+    // Its identity is missing from the context: writing its jobs fails half-way.
+    broken.ctx.identities.clear();
+    let batch = vec![
+        f.accept(RequestType::Grant, "u1", "ap-eng", Some("k1"), None, 1_000),
+        broken,
+        f.accept(RequestType::Grant, "u1", "ap-eng", Some("k1"), None, 1_000),
+        f.accept(RequestType::Grant, "u1", "ap-eng", None, None, 1_000),
+    ];
+    let out = f.store.accept_all(batch).await?;
+    assert_eq!(out.len(), 4);
+    let first = match &out[0] {
+        Ok(Replay::New(a)) => a.clone(),
+        other => return Err(format!("first: {other:?}").into()),
+    };
+    assert!(
+        matches!(out[1], Err(StoreError::Conflict(_))),
+        "{:?}",
+        out[1]
+    );
+    match &out[2] {
+        Ok(Replay::Replayed(a)) => assert_eq!(a.request_id, first.request_id),
+        other => return Err(format!("replay: {other:?}").into()),
+    }
+    // Decided after the first: the same access is already being granted, nothing to run.
+    match &out[3] {
+        Ok(Replay::New(a)) => {
+            assert!(a.job_ids.is_empty(), "{a:?}");
+            assert!(
+                a.response.to_string().contains(&first.request_id),
+                "{}",
+                a.response
+            );
+        }
+        other => return Err(format!("fourth: {other:?}").into()),
+    }
+    let rows = f.store.row_counts().await?;
+    assert_eq!(rows.get("requests"), Some(&2), "{rows:?}");
+    let jobs = f.store.jobs(JobFilter::default()).await?;
+    assert!(jobs.iter().all(|j| j.identity_id == "u1"), "{jobs:?}");
+    assert_eq!(jobs.len(), first.job_ids.len());
     Ok(())
 }
 

@@ -357,7 +357,7 @@ impl Sqlite {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.with(|c| {
+        self.with_redoable(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let skip = serde_json::to_string(skip_sources).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let jobs = tx
@@ -460,7 +460,7 @@ impl Sqlite {
     /// Each attempt is still guarded on its own: one whose lease was taken over gets its
     /// error back and writes nothing, the others commit.
     pub fn finish_all(&self, items: &[Finish]) -> Result<Vec<Result<()>>> {
-        self.with(|c| {
+        self.with_redoable(|c| {
             let tx = c.transaction()?;
             let mut out = Vec::with_capacity(items.len());
             for f in items {
@@ -484,7 +484,7 @@ impl Sqlite {
 
     /// Extends the leases of running jobs still held by `owner`; returns those it lost.
     pub fn renew(&self, owner: &str, jobs: &[(i64, i64)], until: i64) -> Result<Vec<i64>> {
-        self.with(|c| {
+        self.with_redoable(|c| {
             let tx = c.transaction()?;
             let mut lost = Vec::new();
             for (id, _epoch) in jobs {
@@ -504,7 +504,7 @@ impl Sqlite {
 
     /// Gives a job back without spending its attempt (shutdown before it could finish).
     pub fn release(&self, job: &Job, owner: &str, now: i64) -> Result<()> {
-        self.with(|c| {
+        self.with_redoable(|c| {
             let tx = c.transaction()?;
             let n = tx
                 .prepare_cached(

@@ -149,9 +149,18 @@ pub fn sqlite_path(state_dir: &Path) -> PathBuf {
     state_dir.join(DB_FILE)
 }
 
-/// A fresh request id: 32 lowercase hex digits, like the upstream's.
+/// A fresh id: 32 lowercase hex digits, like the upstream's, all random.
 pub fn new_id() -> String {
     format!("{:032x}", fastrand::u128(..))
+}
+
+/// A fresh request id, 32 lowercase hex digits: the milliseconds of `now` (48 bits, as in
+/// a UUIDv7), then 80 random bits. Ids of requests accepted together sort together, so the
+/// indexes keyed by request id take a group's inserts on one page rather than one random
+/// page each (a quarter of the bytes each accept wrote to the log, issue 16).
+pub fn new_request_id(now: jiff::Timestamp) -> String {
+    let ms = (now.as_millisecond().max(0) as u128) & ((1 << 48) - 1);
+    format!("{:032x}", (ms << 80) | (fastrand::u128(..) >> 48))
 }
 
 #[cfg(test)]

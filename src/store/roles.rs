@@ -16,7 +16,6 @@ use std::pin::Pin;
 use jiff::Timestamp;
 use provd_connector_core::Identity;
 
-use super::Result;
 use super::accept::{Accepted, Context, Replay};
 use super::events::StoredEvent;
 use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
@@ -24,6 +23,7 @@ use super::schedule::{Assignment, Fired, Planned, Removal};
 use super::status::{StatusQuery, StatusRow};
 use super::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use super::upstream::{Health, Pulled, Unwritten};
+use super::{Result, StoreError};
 use crate::model::{Snapshot, ValidRequest};
 
 /// A store call in flight.
@@ -139,14 +139,35 @@ fn one(all: BoxFuture<Result<Vec<Result<()>>>>) -> BoxFuture<Result<()>> {
 /// idempotency key, and what the status surfaces read back.
 pub trait Requests: Send + Sync {
     fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>>;
-    /// Stores a valid request decided by `ctx.decide` against what its identities hold at
-    /// that moment; with its idempotency key already stored, the first answer instead.
-    fn accept(&self, request: Accept) -> BoxFuture<Result<Replay>>;
+    /// Stores valid requests, each decided by its `ctx.decide` against what its identities
+    /// hold at that moment (after the requests before it in the batch), in one transaction;
+    /// with its idempotency key already stored, a request's first answer instead. `Err`:
+    /// nothing stored; an inner `Err`: that request not stored, the others stored.
+    fn accept_all(&self, batch: Vec<Accept>) -> BoxFuture<Result<Vec<Result<Replay>>>>;
+    /// One request: [`Requests::accept_all`] of one.
+    fn accept(&self, request: Accept) -> BoxFuture<Result<Replay>> {
+        let all = self.accept_all(vec![request]);
+        Box::pin(async move {
+            all.await?
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Backend("the store answered nothing".into())))
+        })
+    }
     /// What the identities hold now (for `provd plan`).
     fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>>;
     fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>>;
     fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>>;
     fn request_exists(&self, id: String) -> BoxFuture<Result<bool>>;
+}
+
+/// A claimed manual job to turn into open tasks.
+#[derive(Debug, Clone)]
+pub struct OpenTasks {
+    pub job: Job,
+    /// The agent holding the job's lease.
+    pub owner: String,
+    pub tasks: Vec<NewTask>,
+    pub now: i64,
 }
 
 /// A request to store, with what deciding it needs.
@@ -198,14 +219,25 @@ pub trait Accounts: Send + Sync {
 
 /// Manual tasks for flat-file sources.
 pub trait Tasks: Send + Sync {
-    /// Turns a claimed manual job into open tasks (the job waits for their answers).
+    /// Turns claimed manual jobs into open tasks (each job then waits for its answers), in
+    /// one transaction; an inner `Err` (the job's lease lost): nothing of that job written.
+    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> BoxFuture<Result<Vec<Result<()>>>>;
+    /// One job: [`Tasks::open_tasks_all`] of one.
     fn open_tasks(
         &self,
         job: Job,
         owner: String,
         tasks: Vec<NewTask>,
         now: i64,
-    ) -> BoxFuture<Result<()>>;
+    ) -> BoxFuture<Result<()>> {
+        let all = self.open_tasks_all(vec![OpenTasks {
+            job,
+            owner,
+            tasks,
+            now,
+        }]);
+        Box::pin(async move { all.await?.pop().unwrap_or(Ok(())) })
+    }
     fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>>;
     fn open_task_count(&self) -> BoxFuture<Result<i64>>;
     fn resolve_task(

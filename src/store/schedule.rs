@@ -106,7 +106,7 @@ impl Sqlite {
 
     /// Phase 1: records up to `limit` due removals, oldest first.
     pub fn fire(&self, now: i64, limit: usize) -> Result<Vec<Fired>> {
-        self.with(|c| {
+        self.with_redoable(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let rows = tx
                 .prepare_cached(

@@ -1,11 +1,11 @@
 //! Manual tasks for sources provd cannot reach (DESIGN §7): one per operation, assigned to
 //! the source's owner; the job waits in `manual` until they are resolved.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
 use super::events::{self, Event};
-use super::jobs::Job;
+use super::roles::OpenTasks;
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 
@@ -75,64 +75,71 @@ pub struct TaskFilter {
 }
 
 impl Sqlite {
-    /// Moves a claimed job of a manual source to `manual`, opening one task per operation.
-    /// Re-running it after a crash opens no second task for the same operation.
-    pub fn open_tasks(&self, job: &Job, owner: &str, tasks: &[NewTask], now: i64) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-                     WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                )?
-                .execute(params![now, job.id, owner])?;
-            if n == 0 {
-                return Err(StoreError::Conflict(format!("job {} is no longer leased to this agent", job.id)));
-            }
-            let mut opened = Vec::new();
-            for t in tasks {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
-                            account, attribute, value, request_id, created_at, due_at, status)
-                         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open')",
-                    )?
-                    .execute(params![
-                        job.id,
-                        t.op_index as i64,
-                        job.source,
-                        t.owner,
-                        job.identity_id,
-                        t.identity_name,
-                        t.operation,
-                        t.account,
-                        t.attribute,
-                        t.value,
-                        job.request_id,
-                        now,
-                        t.due_at
-                    ])?;
-                if inserted > 0 {
-                    opened.push(tx.last_insert_rowid());
-                }
-            }
-            events::append(
-                &tx,
-                now,
-                &Event {
-                    kind: "job_manual",
-                    request_id: Some(&job.request_id),
-                    job_id: Some(job.id),
-                    source: Some(&job.source),
-                    identity: Some(&job.identity_id),
-                    data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
-                },
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
+    /// Moves claimed jobs of a manual source to `manual`, opening one task per operation,
+    /// in one transaction, each job in a savepoint of its own. Re-running it after a crash
+    /// opens no second task for the same operation.
+    pub fn open_tasks_all(&self, batch: &[OpenTasks]) -> Result<Vec<Result<()>>> {
+        self.with_redoable(|c| super::sqlite::each_in_savepoint(c, batch, open_in))
     }
+}
 
+fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
+    let (job, owner, tasks, now) = (&o.job, &o.owner, &o.tasks, o.now);
+    let n = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ?",
+        )?
+        .execute(params![now, job.id, owner])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "job {} is no longer leased to this agent",
+            job.id
+        )));
+    }
+    let mut opened = Vec::new();
+    for t in tasks {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+                    account, attribute, value, request_id, created_at, due_at, status)
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open')",
+            )?
+            .execute(params![
+                job.id,
+                t.op_index as i64,
+                job.source,
+                t.owner,
+                job.identity_id,
+                t.identity_name,
+                t.operation,
+                t.account,
+                t.attribute,
+                t.value,
+                job.request_id,
+                now,
+                t.due_at
+            ])?;
+        if inserted > 0 {
+            opened.push(tx.last_insert_rowid());
+        }
+    }
+    events::append(
+        tx,
+        now,
+        &Event {
+            kind: "job_manual",
+            request_id: Some(&job.request_id),
+            job_id: Some(job.id),
+            source: Some(&job.source),
+            identity: Some(&job.identity_id),
+            data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+        },
+    )?;
+    Ok(())
+}
+
+impl Sqlite {
     /// Tasks, oldest first.
     pub fn tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
         self.with(|c| {

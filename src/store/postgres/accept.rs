@@ -1,9 +1,11 @@
 //! Accepting a request on PostgreSQL: snapshot, decision and writes in one transaction,
 //! as on SQLite. SQLite has one writer at a time; here several agents accept at once, so
 //! the transaction first takes advisory locks on the idempotency key and on each identity
-//! (in sorted order, so two requests never wait on each other crosswise): two requests
+//! (in one order, so two transactions never wait on each other crosswise): two requests
 //! for the same identity are decided one after the other, each seeing the other's
-//! assignments, and jobs of one lane get ids in acceptance order.
+//! assignments, and jobs of one lane get ids in acceptance order. A group of requests
+//! (group commit, DESIGN §18) takes all its locks at once, then accepts each request in a
+//! savepoint of its own.
 
 use jiff::Timestamp;
 use provd_connector_core::Operation;
@@ -18,32 +20,30 @@ use crate::model::{
 };
 use crate::store::accept::{Accepted, Context, RemovalChange, Replay};
 use crate::store::events::Event;
-use crate::store::{Result, StoreError, new_id};
+use crate::store::{Result, StoreError};
 
-async fn lock(tx: &Tx<'_>, key: &str) -> Result<()> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&key],
-    )
-    .await?;
-    Ok(())
+/// The advisory locks a request takes: its idempotency key and each identity it names.
+pub(super) fn lock_names(key: Option<&str>, identities: &[String]) -> Vec<String> {
+    key.map(|k| format!("key:{k}"))
+        .into_iter()
+        .chain(identities.iter().map(|id| format!("identity:{id}")))
+        .collect()
 }
 
-/// Locks the key and the identities a request names, for the rest of the transaction.
-pub(super) async fn lock_request(
-    tx: &Tx<'_>,
-    key: Option<&str>,
-    identities: &[String],
-) -> Result<()> {
-    if let Some(k) = key {
-        lock(tx, &format!("key:{k}")).await?;
+/// Takes the advisory locks `names` for the rest of the transaction, in one round trip and
+/// in the order of their hashes. Every transaction that takes several takes them in that
+/// one order (a group of requests, a batch of removals), so two never wait on each other
+/// crosswise.
+pub(super) async fn lock_all(tx: &Tx<'_>, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
     }
-    let mut ids: Vec<&String> = identities.iter().collect();
-    ids.sort();
-    ids.dedup();
-    for id in ids {
-        lock(tx, &format!("identity:{id}")).await?;
-    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM
+           (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest($1::text[]) AS n ORDER BY h) AS l",
+        &[&names],
+    )
+    .await?;
     Ok(())
 }
 
@@ -128,7 +128,8 @@ pub(super) async fn lookup_key(tx: &Tx<'_>, key: &str) -> Result<Option<Accepted
     }))
 }
 
-/// Plans and writes a request inside the caller's transaction (locks taken here).
+/// Plans and writes a request inside the caller's transaction, which holds the request's
+/// locks ([`lock_names`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn accept_in(
     tx: &Tx<'_>,
@@ -140,14 +141,13 @@ pub(super) async fn accept_in(
     now: Timestamp,
     include: Option<i64>,
 ) -> Result<Replay> {
-    lock_request(tx, idempotency_key, &req.requested_for).await?;
     if let Some(key) = idempotency_key
         && let Some(found) = lookup_key(tx, key).await?
     {
         return Ok(Replay::Replayed(found));
     }
     let snap = snapshot(tx, &req.requested_for, include).await?;
-    let request_id = new_id();
+    let request_id = crate::store::new_request_id(now);
     let (plan, response) = (ctx.decide)(req, &snap, &request_id);
     let w = Write {
         req,

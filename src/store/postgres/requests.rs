@@ -2,6 +2,7 @@
 //! status answers are shaped from.
 
 use super::Postgres;
+use super::accept::{accept_in, lock_all, lock_names};
 use crate::model::Snapshot;
 use crate::store::accept::{Accepted, Replay};
 use crate::store::jobs::{AttemptError, JobState};
@@ -21,24 +22,37 @@ impl Requests for Postgres {
         })
     }
 
-    fn accept(&self, a: Accept) -> BoxFuture<Result<Replay>> {
+    fn accept_all(&self, batch: Vec<Accept>) -> BoxFuture<Result<Vec<Result<Replay>>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            let r = super::accept::accept_in(
-                &tx,
-                &a.request,
-                &a.body,
-                &a.origin,
-                a.idempotency_key.as_deref(),
-                &a.ctx,
-                a.now,
-                None,
-            )
-            .await?;
+            let mut tx = c.transaction().await?;
+            let names: Vec<String> = batch
+                .iter()
+                .flat_map(|a| lock_names(a.idempotency_key.as_deref(), &a.request.requested_for))
+                .collect();
+            lock_all(&tx, &names).await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for a in &batch {
+                let sp = tx.transaction().await?;
+                let key = a.idempotency_key.as_deref();
+                match accept_in(
+                    &sp, &a.request, &a.body, &a.origin, key, &a.ctx, a.now, None,
+                )
+                .await
+                {
+                    Ok(r) => {
+                        sp.commit().await?;
+                        out.push(Ok(r));
+                    }
+                    Err(e) => {
+                        sp.rollback().await?;
+                        out.push(Err(e));
+                    }
+                }
+            }
             tx.commit().await?;
-            Ok(r)
+            Ok(out)
         })
     }
 

@@ -135,16 +135,17 @@ impl Schedule for Postgres {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
             me.fenced(&tx).await?;
+            // The identities first (as every accept locks them), all at once, then the rows.
+            let names: Vec<String> = removals
+                .iter()
+                .flat_map(|r| {
+                    super::accept::lock_names(Some(&r.key), std::slice::from_ref(&r.fired.identity))
+                })
+                .collect();
+            super::accept::lock_all(&tx, &names).await?;
             let mut out = Vec::new();
             for removal in &removals {
                 let f = &removal.fired;
-                // The identity first (as every accept locks it), then the row.
-                super::accept::lock_request(
-                    &tx,
-                    Some(&removal.key),
-                    std::slice::from_ref(&f.identity),
-                )
-                .await?;
                 let pending: Option<i64> = tx
                     .query_opt(
                         "SELECT revoke_planned FROM assignments WHERE id = $1 FOR UPDATE",

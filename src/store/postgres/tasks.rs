@@ -4,9 +4,8 @@ use serde_json::json;
 
 use super::{Postgres, Tx};
 use crate::store::events::Event;
-use crate::store::jobs::Job;
-use crate::store::roles::{BoxFuture, Tasks};
-use crate::store::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
+use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
 
 fn task(r: &tokio_postgres::Row) -> Task {
@@ -98,68 +97,27 @@ async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
 }
 
 impl Tasks for Postgres {
-    fn open_tasks(
-        &self,
-        job: Job,
-        owner: String,
-        tasks: Vec<NewTask>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> BoxFuture<Result<Vec<Result<()>>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            let n = tx
-                .execute(
-                    "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-                     WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
-                    &[&now, &job.id, &owner, &job.lease_epoch],
-                )
-                .await?;
-            if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "job {} is no longer leased to this agent",
-                    job.id
-                )));
+            let mut tx = c.transaction().await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for o in &batch {
+                let sp = tx.transaction().await?;
+                match open_in(&sp, o).await {
+                    Ok(()) => {
+                        sp.commit().await?;
+                        out.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sp.rollback().await?;
+                        out.push(Err(e));
+                    }
+                }
             }
-            let mut opened: Vec<i64> = Vec::new();
-            for t in &tasks {
-                let row = tx
-                    .query_opt(
-                        "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
-                            account, attribute, value, request_id, created_at, due_at, status)
-                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open')
-                         ON CONFLICT (job_id, op_index) DO NOTHING RETURNING id",
-                        &[
-                            &job.id,
-                            &(t.op_index as i64),
-                            &job.source,
-                            &t.owner,
-                            &job.identity_id,
-                            &t.identity_name,
-                            &t.operation,
-                            &t.account,
-                            &t.attribute,
-                            &t.value,
-                            &job.request_id,
-                            &now,
-                            &t.due_at,
-                        ],
-                    )
-                    .await?;
-                opened.extend(row.map(|r| r.get::<_, i64>(0)));
-            }
-            let e = Event {
-                kind: "job_manual",
-                request_id: Some(&job.request_id),
-                job_id: Some(job.id),
-                source: Some(&job.source),
-                identity: Some(&job.identity_id),
-                data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
-            };
-            super::audit::append(&tx, now, &e).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(out)
         })
     }
 
@@ -285,4 +243,60 @@ impl Tasks for Postgres {
                 .collect())
         })
     }
+}
+
+/// Moves one claimed manual job to `manual` and opens its tasks (inside the caller's
+/// transaction), guarded on the job's lease.
+async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
+    let (job, owner, tasks, now) = (&o.job, &o.owner, &o.tasks, o.now);
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = 'manual', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
+            &[&now, &job.id, &owner, &job.lease_epoch],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "job {} is no longer leased to this agent",
+            job.id
+        )));
+    }
+    let mut opened: Vec<i64> = Vec::new();
+    for t in tasks {
+        let row = tx
+            .query_opt(
+                "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+                    account, attribute, value, request_id, created_at, due_at, status)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open')
+                 ON CONFLICT (job_id, op_index) DO NOTHING RETURNING id",
+                &[
+                    &job.id,
+                    &(t.op_index as i64),
+                    &job.source,
+                    &t.owner,
+                    &job.identity_id,
+                    &t.identity_name,
+                    &t.operation,
+                    &t.account,
+                    &t.attribute,
+                    &t.value,
+                    &job.request_id,
+                    &now,
+                    &t.due_at,
+                ],
+            )
+            .await?;
+        opened.extend(row.map(|r| r.get::<_, i64>(0)));
+    }
+    let e = Event {
+        kind: "job_manual",
+        request_id: Some(&job.request_id),
+        job_id: Some(job.id),
+        source: Some(&job.source),
+        identity: Some(&job.identity_id),
+        data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+    };
+    super::audit::append(tx, now, &e).await?;
+    Ok(())
 }

@@ -1,6 +1,13 @@
-//! The SQLite backend: one database file (WAL, `synchronous=FULL`, so a commit is on disk
-//! before provd answers) holding requests, jobs, assignments, accounts, tasks and the
-//! audit log; the embedded default, for a single host.
+//! The SQLite backend: one database file (WAL) holding requests, jobs, assignments,
+//! accounts, tasks and the audit log; the embedded default, for a single host.
+//!
+//! Durability: a write is on disk before provd answers for it, but the fsync happens after
+//! the connection is let go. Transactions commit with `synchronous=NORMAL` (into the
+//! write-ahead log, in the operating system's cache), and a call that wrote then syncs
+//! the log itself ([`Sqlite::with`]) — the same guarantee as `synchronous=FULL`, while the
+//! next writer already works (DESIGN §18). Writes provd redoes by itself if a power cut
+//! loses them skip that sync ([`Sqlite::with_redoable`]). A killed process loses nothing
+//! either way: a commit is in the operating system's cache the moment it returns.
 //!
 //! One connection behind a mutex per process: SQLite takes one writer at a time anyway,
 //! and CLI commands run against the same file while the daemon runs (busy timeout). The
@@ -99,8 +106,9 @@ impl Sqlite {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a committed transaction survives power loss, which is what a 202 promises.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // NORMAL: a commit is written to the log but not synced; `with` syncs the log
+        // after letting go of the connection (see the module's doc).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The hot paths use a few dozen distinct statements; the default cache of 16 would
         // have them re-prepared over and over.
@@ -124,10 +132,45 @@ impl Sqlite {
         &self.path
     }
 
-    /// Runs `f` with the connection (blocking). Only the store's own modules speak SQL.
+    /// Runs `f` with the connection (blocking); if it wrote, the write is on disk when
+    /// this returns. Only the store's own modules speak SQL.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let (r, wrote) = {
+            let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+            let before = conn.total_changes();
+            let r = f(&mut conn);
+            (r, conn.total_changes() != before)
+        };
+        if wrote {
+            self.sync_log()?;
+        }
+        r
+    }
+
+    /// Runs `f`, a write provd redoes by itself if a power cut loses it (a claim, an
+    /// attempt's end, the tasks of a running job, a removal fired), without syncing the
+    /// log: the next durable write (an accepted request) or checkpoint syncs it. These are
+    /// most of the store's writes; skipping their syncs leaves the disk to the writes
+    /// whose answers promise it.
+    pub(crate) fn with_redoable<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         f(&mut conn)
+    }
+
+    /// Makes every commit so far durable: fdatasync of the write-ahead log (what
+    /// `synchronous=FULL` does inside the commit). Open while a connection is, the log
+    /// is only ever gone when a checkpoint moved all of it into the synced database file.
+    fn sync_log(&self) -> Result<()> {
+        let mut log = self.path.clone().into_os_string();
+        log.push("-wal");
+        match std::fs::File::open(&log) {
+            Ok(f) => f.sync_data().map_err(|e| StoreError::Backend(Box::new(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Backend(Box::new(e))),
+        }
     }
 
     /// The schema version on disk and the newest this build knows.
@@ -275,4 +318,29 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Runs `f` for each item in one immediate transaction, each in a savepoint of its own:
+/// an item that fails leaves nothing behind and the others are committed all the same
+/// (a group commit). `Err`: the transaction itself failed and nothing was written.
+pub(crate) fn each_in_savepoint<I, T>(
+    c: &mut Connection,
+    items: &[I],
+    f: impl Fn(&Connection, &I) -> Result<T>,
+) -> Result<Vec<Result<T>>> {
+    let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let sp = tx.savepoint()?;
+        match f(&sp, item) {
+            Ok(r) => {
+                sp.commit()?;
+                out.push(Ok(r));
+            }
+            // Dropping the savepoint rolls back what this item wrote.
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }

@@ -12,12 +12,12 @@ use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::events::StoredEvent;
 use crate::store::jobs::{Finish, Job, JobFilter, Moved};
 use crate::store::roles::{
-    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, Queue,
-    Requests, Schedule, Tasks, Upstream,
+    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, OpenTasks,
+    Queue, Requests, Schedule, Tasks, Upstream,
 };
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::status::{StatusQuery, StatusRow};
-use crate::store::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::upstream::{Health, Pulled, Unwritten};
 use crate::store::{Result, StoreError};
 
@@ -111,15 +111,8 @@ impl Requests for Sqlite {
     fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
         blocking!(self, |s| s.by_idempotency_key(&key))
     }
-    fn accept(&self, a: Accept) -> BoxFuture<Result<Replay>> {
-        blocking!(self, |s| s.accept(
-            &a.request,
-            &a.body,
-            &a.origin,
-            a.idempotency_key.as_deref(),
-            &a.ctx,
-            a.now
-        ))
+    fn accept_all(&self, batch: Vec<Accept>) -> BoxFuture<Result<Vec<Result<Replay>>>> {
+        blocking!(self, |s| s.accept_all(&batch))
     }
     fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>> {
         blocking!(self, |s| s.snapshot(&identities))
@@ -192,14 +185,8 @@ impl Accounts for Sqlite {
 }
 
 impl Tasks for Sqlite {
-    fn open_tasks(
-        &self,
-        job: Job,
-        owner: String,
-        tasks: Vec<NewTask>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
-        blocking!(self, |s| s.open_tasks(&job, &owner, &tasks, now))
+    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> BoxFuture<Result<Vec<Result<()>>>> {
+        blocking!(self, |s| s.open_tasks_all(&batch))
     }
     fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>> {
         blocking!(self, |s| s.tasks(&filter))

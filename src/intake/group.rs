@@ -1,0 +1,124 @@
+//! Group commit of accepts (DESIGN §18). Every submit through the [`Intake`] handle parses
+//! its body and hands it to one [`Batcher`]: the requests waiting together have their
+//! identities looked up in one query, are validated each on its own, and the valid ones
+//! are stored in ONE transaction (one fsync). Each submitter is answered once that
+//! transaction is committed, so a 202 still means on disk.
+//!
+//! A request refused by validation never reaches the transaction; one that fails inside it
+//! (a conflict found while writing) is rolled back to its own savepoint. Either way the
+//! others of its group are stored.
+//!
+//! [`Intake`]: super::Intake
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::{Directory, SubmitError, named_identities, to_accept, validated};
+use crate::batch::{Batcher, BoxFuture, Work};
+use crate::config::Config;
+use crate::store::roles::Accept;
+use crate::store::{Replay, Store, StoreError};
+
+/// At most this many requests in one transaction.
+const MAX_GROUP: usize = 256;
+
+/// A parsed request body on its way into the store.
+pub(super) struct Parsed {
+    pub config: Arc<Config>,
+    pub value: Value,
+    pub body: Vec<u8>,
+    pub origin: String,
+    pub idempotency_key: Option<String>,
+    pub now: Timestamp,
+}
+
+pub(super) type Group = Batcher<Accepting>;
+
+pub(super) fn group(store: Store) -> Group {
+    Batcher::new(Accepting { store }, MAX_GROUP, 1)
+}
+
+pub(super) struct Accepting {
+    store: Store,
+}
+
+impl Work for Accepting {
+    type Item = Parsed;
+    type Out = Result<Replay, SubmitError>;
+
+    fn run(&self, items: Vec<Parsed>) -> BoxFuture<Vec<Self::Out>> {
+        let store = self.store.clone();
+        Box::pin(async move { accept_group(&store, items).await })
+    }
+}
+
+async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, SubmitError>> {
+    let ids: Vec<String> = items
+        .iter()
+        .flat_map(|p| named_identities(&p.value))
+        .collect();
+    let imported = match store.identities(ids).await {
+        Ok(found) => found,
+        Err(e) => return items.iter().map(|_| Err(again(&e).into())).collect(),
+    };
+    let mut outs: Vec<Option<Result<Replay, SubmitError>>> = Vec::with_capacity(items.len());
+    let mut accepts: Vec<Accept> = Vec::new();
+    for p in &items {
+        match decide(p, &imported) {
+            Ok(a) => {
+                accepts.push(a);
+                outs.push(None);
+            }
+            Err(e) => outs.push(Some(Err(e.into()))),
+        }
+    }
+    let mut stored = match store.accept_all(accepts).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map_err(SubmitError::from))
+            .collect(),
+        Err(e) => {
+            tracing::error!(requests = outs.iter().filter(|o| o.is_none()).count(), error = %e,
+                "a group of requests could not be stored");
+            outs.iter()
+                .filter(|o| o.is_none())
+                .map(|_| Err(again(&e).into()))
+                .collect::<Vec<_>>()
+        }
+    }
+    .into_iter();
+    crate::metrics::accept_group(items.len());
+    outs.into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                stored.next().unwrap_or_else(|| {
+                    Err(SubmitError::Internal("the store answered too few".into()))
+                })
+            })
+        })
+        .collect()
+}
+
+fn decide(
+    p: &Parsed,
+    imported: &BTreeMap<String, provd_connector_core::Identity>,
+) -> Result<Accept, super::Invalid> {
+    let dir = Directory::with(&p.config, imported);
+    let valid = validated(&p.value, &dir, &p.config, p.now)?;
+    Ok(to_accept(
+        &p.config,
+        valid,
+        &p.body,
+        &p.origin,
+        p.idempotency_key.as_deref(),
+        p.now,
+    ))
+}
+
+/// The one error of a whole group, for each of its requests.
+fn again(e: &StoreError) -> StoreError {
+    StoreError::Backend(e.to_string().into())
+}
