@@ -93,4 +93,18 @@ impl Sqlite {
             .collect::<rusqlite::Result<Vec<i64>>>()?)
         })
     }
+
+    /// For each fired removal whose revoke is planned: planned (the revoke request's
+    /// arrival) minus due, in ms.
+    pub fn bench_plan_lags(&self) -> Result<Vec<i64>> {
+        self.with(|c| {
+            Ok(c.prepare(
+                "SELECT r.received_at - a.remove_at FROM assignments a
+                 JOIN requests r ON r.idempotency_key = 'schedule:' || a.id || ':' || a.remove_at
+                 WHERE a.fired_at IS NOT NULL",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?)
+        })
+    }
 }
