@@ -9,9 +9,11 @@
 //!   of 10 identities each, one after another, while dispatch runs; timed from the first
 //!   request (DESIGN §19).
 //!
-//!     cargo bench --bench ldap_throughput            # N = 1000 and 10000, 5 rounds each
-//!     cargo bench --bench ldap_throughput -- 1000 --rounds 5
-//!     cargo bench --bench ldap_throughput -- 1000 10000 --http 8 --rounds 3
+//! ```text
+//! cargo bench --bench ldap_throughput            # N = 1000 and 10000, 5 rounds each
+//! cargo bench --bench ldap_throughput -- 1000 --rounds 5
+//! cargo bench --bench ldap_throughput -- 1000 10000 --http 8 --rounds 3
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -15,7 +15,8 @@ const MAX_BATCH: usize = 256;
 pub(super) type Opener = Batcher<Opening>;
 
 pub(super) fn opener(store: Store) -> Opener {
-    Batcher::new(Opening { store }, MAX_BATCH, 1)
+    let writers = store.writers();
+    Batcher::new(Opening { store }, MAX_BATCH, writers)
 }
 
 pub(super) struct Opening {

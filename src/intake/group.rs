@@ -37,8 +37,12 @@ pub(super) struct Parsed {
 
 pub(super) type Group = Batcher<Accepting>;
 
+/// One group under way per writer the store has: on SQLite the next group forms while
+/// one is written; on PostgreSQL several groups are written at once, on their own
+/// connections, as single requests were before.
 pub(super) fn group(store: Store) -> Group {
-    Batcher::new(Accepting { store }, MAX_GROUP, 1)
+    let writers = store.writers();
+    Batcher::new(Accepting { store }, MAX_GROUP, writers)
 }
 
 pub(super) struct Accepting {

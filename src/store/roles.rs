@@ -365,6 +365,9 @@ pub trait Admin: Send + Sync {
     fn exclusive(&self) -> bool;
     /// Where the store is, for people (a path or a URL without credentials).
     fn location(&self) -> String;
+    /// How many write transactions can make progress at once: 1 on SQLite (one writer),
+    /// the pool's size on PostgreSQL. Group commits keep that many groups under way.
+    fn writers(&self) -> usize;
 }
 
 /// Everything a store backend is.

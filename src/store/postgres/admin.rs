@@ -102,4 +102,7 @@ impl Admin for Postgres {
     fn location(&self) -> String {
         self.location.clone()
     }
+    fn writers(&self) -> usize {
+        self.pool.status().max_size
+    }
 }

@@ -375,4 +375,7 @@ impl Admin for Sqlite {
     fn location(&self) -> String {
         self.path().display().to_string()
     }
+    fn writers(&self) -> usize {
+        1
+    }
 }
