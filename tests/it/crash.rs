@@ -40,33 +40,45 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     let http = crate::harness::client();
     let base = agent.base.clone();
     let token = env.token().to_string();
-    // The client: one grant per identity, retried (same Idempotency-Key) until a 202.
+    // The clients: one grant per identity, retried (same Idempotency-Key) until a 202;
+    // four at once, so that the agent is killed during group commits of several requests.
     let submitter = tokio::spawn(async move {
-        let mut accepted = BTreeSet::new();
-        for i in 0..N {
-            let body = json!({ "requestedFor": [format!("c{i}")], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-vpn" }] });
-            loop {
-                let r = http
-                    .post(format!("{base}/access-requests/v1"))
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("crash-c{i}"))
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 202 => {
-                        let v: serde_json::Value = r.json().await.unwrap();
-                        accepted.insert(
-                            v["newRequests"][0]["accessRequestIds"][0]
-                                .as_str()
-                                .unwrap()
-                                .to_string(),
-                        );
-                        break;
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..4 {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            clients.spawn(async move {
+                let mut accepted = BTreeSet::new();
+                for i in (c..N).step_by(4) {
+                    let body = json!({ "requestedFor": [format!("c{i}")], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-vpn" }] });
+                    loop {
+                        let r = http
+                            .post(format!("{base}/access-requests/v1"))
+                            .bearer_auth(&token)
+                            .header("Idempotency-Key", format!("crash-c{i}"))
+                            .body(body.to_string())
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 202 => {
+                                let v: serde_json::Value = r.json().await.unwrap();
+                                accepted.insert(
+                                    v["newRequests"][0]["accessRequestIds"][0]
+                                        .as_str()
+                                        .unwrap()
+                                        .to_string(),
+                                );
+                                break;
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
-            }
+                accepted
+            });
+        }
+        let mut accepted = BTreeSet::new();
+        while let Some(part) = clients.join_next().await {
+            accepted.extend(part.unwrap());
         }
         accepted
     });
