@@ -33,12 +33,7 @@ impl Work for Opening {
             let n = items.len();
             match store.open_tasks_all(items).await {
                 Ok(outs) => outs,
-                Err(e) => {
-                    let reason = e.to_string();
-                    (0..n)
-                        .map(|_| Err(StoreError::Backend(reason.clone().into())))
-                        .collect()
-                }
+                Err(e) => e.for_each_of(n).into_iter().map(Err).collect(),
             }
         })
     }

@@ -20,7 +20,7 @@ use super::{Directory, SubmitError, named_identities, to_accept, validated};
 use crate::batch::{Batcher, BoxFuture, Work};
 use crate::config::Config;
 use crate::store::roles::Accept;
-use crate::store::{Replay, Store, StoreError};
+use crate::store::{Replay, Store};
 
 /// At most this many requests in one transaction.
 const MAX_GROUP: usize = 256;
@@ -66,7 +66,13 @@ async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, S
         .collect();
     let imported = match store.identities(ids).await {
         Ok(found) => found,
-        Err(e) => return items.iter().map(|_| Err(again(&e).into())).collect(),
+        Err(e) => {
+            return e
+                .for_each_of(items.len())
+                .into_iter()
+                .map(|e| Err(e.into()))
+                .collect();
+        }
     };
     let mut outs: Vec<Option<Result<Replay, SubmitError>>> = Vec::with_capacity(items.len());
     let mut accepts: Vec<Accept> = Vec::new();
@@ -79,22 +85,29 @@ async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, S
             Err(e) => outs.push(Some(Err(e.into()))),
         }
     }
-    let mut stored = match store.accept_all(accepts).await {
-        Ok(results) => results
-            .into_iter()
-            .map(|r| r.map_err(SubmitError::from))
-            .collect(),
-        Err(e) => {
-            tracing::error!(requests = outs.iter().filter(|o| o.is_none()).count(), error = %e,
-                "a group of requests could not be stored");
-            outs.iter()
-                .filter(|o| o.is_none())
-                .map(|_| Err(again(&e).into()))
-                .collect::<Vec<_>>()
+    let count = accepts.len();
+    // A group refused whole by validation needs no transaction.
+    let stored: Vec<Result<Replay, SubmitError>> = if count == 0 {
+        Vec::new()
+    } else {
+        match store.accept_all(accepts).await {
+            Ok(results) => {
+                crate::metrics::accept_group(count);
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(SubmitError::from))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::error!(requests = count, error = %e, "a group of requests could not be stored");
+                e.for_each_of(count)
+                    .into_iter()
+                    .map(|e| Err(e.into()))
+                    .collect()
+            }
         }
-    }
-    .into_iter();
-    crate::metrics::accept_group(items.len());
+    };
+    let mut stored = stored.into_iter();
     outs.into_iter()
         .map(|o| {
             o.unwrap_or_else(|| {
@@ -120,9 +133,4 @@ fn decide(
         p.idempotency_key.as_deref(),
         p.now,
     ))
-}
-
-/// The one error of a whole group, for each of its requests.
-fn again(e: &StoreError) -> StoreError {
-    StoreError::Backend(e.to_string().into())
 }

@@ -72,6 +72,17 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// The same failure again, for each of the items of a batch whose one transaction
+    /// failed (the error itself cannot be cloned: it may hold the backend's error).
+    pub fn for_each_of(&self, n: usize) -> Vec<StoreError> {
+        let reason = self.to_string();
+        (0..n)
+            .map(|_| StoreError::Backend(reason.clone().into()))
+            .collect()
+    }
+}
+
 /// The tables of a store (both backends): what `store check` counts and `store migrate`
 /// copies and verifies.
 pub const TABLES: [&str; 11] = [
@@ -157,7 +168,7 @@ pub fn new_id() -> String {
 /// A fresh request id, 32 lowercase hex digits: the milliseconds of `now` (48 bits, as in
 /// a UUIDv7), then 80 random bits. Ids of requests accepted together sort together, so the
 /// indexes keyed by request id take a group's inserts on one page rather than one random
-/// page each (a quarter of the bytes each accept wrote to the log, issue 16).
+/// page each (intake bench without dispatch: about 2,300 → 3,000 requests/s, issue 16).
 pub fn new_request_id(now: jiff::Timestamp) -> String {
     let ms = (now.as_millisecond().max(0) as u128) & ((1 << 48) - 1);
     format!("{:032x}", (ms << 80) | (fastrand::u128(..) >> 48))

@@ -2,12 +2,11 @@
 //! at random moments, SIGSTOP past the lease), leader failover while removeDates are due.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Agent, Env, eventually, free_port, wait};
+use crate::harness::{Agent, Env, eventually, free_port, post_until_accepted, random, wait};
 use crate::pg::Pg;
 
 /// Points `env` at a new database `db` on `pg`; returns a store handle on it.
@@ -51,12 +50,6 @@ impl Member {
     pub async fn start(&self, env: &Env) -> Agent {
         Agent::start_on(env, self.port, &self.vars).await
     }
-}
-
-fn random(lo: u64, hi: u64) -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(lo);
-    lo + h.finish() % (hi - lo)
 }
 
 const N: usize = 1000;
@@ -132,38 +125,17 @@ async fn three_agents_survive_kills_and_stalls_applying_everything_once() {
     let submitter = tokio::spawn(async move {
         let http = crate::harness::client();
         let mut accepted = BTreeSet::new();
+        let bases: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
         for i in 0..N {
             let body = grant(i).to_string();
-            let mut attempt = 0;
-            loop {
-                let port = ports[(i + attempt) % ports.len()];
-                attempt += 1;
-                let r = http
-                    .post(format!("http://127.0.0.1:{port}/access-requests/v1"))
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("chaos-c{i}"))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                if let Ok(r) = &r
-                    && r.status() == 400
-                {
-                    panic!("refused: {}", body);
-                }
-                if let Ok(r) = r
-                    && r.status() == 202
-                {
-                    let v: serde_json::Value = r.json().await.unwrap();
-                    accepted.insert(
-                        v["newRequests"][0]["accessRequestIds"][0]
-                            .as_str()
-                            .unwrap()
-                            .to_string(),
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Each request starts at another agent: they all take requests.
+            let mut order = bases.clone();
+            order.rotate_left(i % bases.len());
+            let key = format!("chaos-c{i}");
+            accepted.insert(post_until_accepted(&http, &order, &token, &key, &body).await);
         }
         accepted
     });

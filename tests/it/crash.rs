@@ -4,23 +4,16 @@
 
 use crate::harness::wait;
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Agent, eventually};
+use crate::harness::{Agent, eventually, post_until_accepted, random};
 use crate::ldap::ldap_env;
 use crate::slapd::Slapd;
 
 const N: usize = 200;
 const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
-
-fn random_ms(lo: u64, hi: u64) -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(lo);
-    lo + h.finish() % (hi - lo)
-}
 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
@@ -50,28 +43,9 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
                 let mut accepted = BTreeSet::new();
                 for i in (c..N).step_by(4) {
                     let body = json!({ "requestedFor": [format!("c{i}")], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-vpn" }] });
-                    loop {
-                        let r = http
-                            .post(format!("{base}/access-requests/v1"))
-                            .bearer_auth(&token)
-                            .header("Idempotency-Key", format!("crash-c{i}"))
-                            .body(body.to_string())
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) if r.status() == 202 => {
-                                let v: serde_json::Value = r.json().await.unwrap();
-                                accepted.insert(
-                                    v["newRequests"][0]["accessRequestIds"][0]
-                                        .as_str()
-                                        .unwrap()
-                                        .to_string(),
-                                );
-                                break;
-                            }
-                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                        }
-                    }
+                    let key = format!("crash-c{i}");
+                    let id = post_until_accepted(&http, std::slice::from_ref(&base), &token, &key, &body.to_string()).await;
+                    accepted.insert(id);
                 }
                 accepted
             });
@@ -86,7 +60,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     // Kill the agent at random moments while requests arrive and jobs run.
     let mut kills = 0;
     while !submitter.is_finished() || kills < 3 {
-        tokio::time::sleep(Duration::from_millis(random_ms(150, 600))).await;
+        tokio::time::sleep(Duration::from_millis(random(150, 600))).await;
         let status = agent.signal_and_wait("KILL", 10).await;
         assert_eq!(status.code(), None);
         kills += 1;

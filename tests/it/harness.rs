@@ -350,3 +350,45 @@ pub fn client() -> reqwest::Client {
     provd_connector_core::http::init_tls();
     reqwest::Client::new()
 }
+
+/// A number in `lo..hi` that differs from run to run (for random moments in chaos tests).
+pub fn random(lo: u64, hi: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(lo);
+    lo + h.finish() % (hi - lo)
+}
+
+/// Posts `body` under Idempotency-Key `key` until an agent answers 202 (through kills and
+/// restarts), trying `bases` in turn; the request id it got. A 400 fails the test: the body
+/// is valid, so a refusal is a bug, not a moment to wait out.
+pub async fn post_until_accepted(
+    http: &reqwest::Client,
+    bases: &[String],
+    token: &str,
+    key: &str,
+    body: &str,
+) -> String {
+    for attempt in 0.. {
+        let base = &bases[attempt % bases.len()];
+        let r = http
+            .post(format!("{base}/access-requests/v1"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .body(body.to_string())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == 400 => panic!("refused: {body}: {:?}", r.text().await),
+            Ok(r) if r.status() == 202 => {
+                let v: serde_json::Value = r.json().await.unwrap();
+                return v["newRequests"][0]["accessRequestIds"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+    unreachable!("the loop above only ends by returning")
+}

@@ -385,3 +385,78 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
         assert_eq!(env.count(table), 0, "{table} must stay empty");
     }
 }
+
+/// Requests sent at the same moment are committed in groups: each still gets its own
+/// answer (a valid one its 202 and a request for its own identity, a refused one its 400
+/// naming its own identity), and a refused request never keeps the others out.
+#[tokio::test]
+async fn requests_sent_together_each_get_their_own_answer() {
+    let env = Env::new();
+    let mut ids = String::from("id,firstName,lastName,email\n");
+    for i in 0..30 {
+        ids.push_str(&format!("g{i},G{i},L{i},g{i}@example.com\n"));
+    }
+    std::fs::write(env.path().join("identities.csv"), ids).unwrap();
+    let agent = std::sync::Arc::new(env.start().await);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let agent = agent.clone();
+        sends.spawn(async move {
+            // Even: g0..g29, valid. Odd: an identity nobody knows.
+            let who = if i % 2 == 0 {
+                format!("g{}", i / 2)
+            } else {
+                format!("nobody{i}")
+            };
+            let r = agent
+                .post(
+                    "/access-requests/v1",
+                    &grant(&who, "ACCESS_PROFILE", "ap-view").to_string(),
+                )
+                .await;
+            (who, r.status().as_u16(), r.text().await.unwrap())
+        });
+    }
+    let mut accepted = Vec::new();
+    while let Some(done) = sends.join_next().await {
+        let (who, status, text) = done.unwrap();
+        if who.starts_with("nobody") {
+            assert_eq!(status, 400, "{who}: {text}");
+            assert!(
+                text.contains(&who),
+                "the refusal names its own identity: {text}"
+            );
+        } else {
+            assert_eq!(status, 202, "{who}: {text}");
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let rid = v["newRequests"][0]["accessRequestIds"][0]
+                .as_str()
+                .unwrap()
+                .to_string();
+            accepted.push((who, rid));
+        }
+    }
+    assert_eq!(accepted.len(), 30);
+    assert_eq!(env.count("requests"), 30, "the refused ones stored nothing");
+    for (who, rid) in &accepted {
+        let status: Value = agent
+            .get(&format!("/access-request-status/v1?requested-for={who}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status[0]["accessRequestId"],
+            rid.as_str(),
+            "{who}: {status}"
+        );
+    }
+    // Every stored request went through a group commit; refused ones are not counted.
+    let metrics = agent.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "provd_accept_grouped_requests_total 30"),
+        "{metrics}"
+    );
+}

@@ -74,6 +74,31 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// statements per connection).
 pub(super) type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
+/// A group commit: runs `$body` (a future over the savepoint `$sp` and the item `$item`)
+/// for each of `$items` inside transaction `$tx`, each in a savepoint of its own, so an
+/// item that fails leaves nothing behind and the others are committed all the same; one
+/// `Result` per item. (A macro: a closure cannot return a future borrowing its argument.)
+macro_rules! each_in_savepoint {
+    ($tx:expr, $items:expr, |$sp:ident, $item:ident| $body:expr) => {{
+        let mut out = Vec::with_capacity($items.len());
+        for $item in $items.iter() {
+            let $sp = $tx.transaction().await?;
+            match $body.await {
+                Ok(r) => {
+                    $sp.commit().await?;
+                    out.push(Ok(r));
+                }
+                Err(e) => {
+                    $sp.rollback().await?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        out
+    }};
+}
+pub(super) use each_in_savepoint;
+
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
 /// Executes a hot statement, prepared once per connection: an unprepared one costs a

@@ -32,25 +32,12 @@ impl Requests for Postgres {
                 .flat_map(|a| lock_names(a.idempotency_key.as_deref(), &a.request.requested_for))
                 .collect();
             lock_all(&tx, &names).await?;
-            let mut out = Vec::with_capacity(batch.len());
-            for a in &batch {
-                let sp = tx.transaction().await?;
+            let out = super::each_in_savepoint!(tx, batch, |sp, a| {
                 let key = a.idempotency_key.as_deref();
-                match accept_in(
+                accept_in(
                     &sp, &a.request, &a.body, &a.origin, key, &a.ctx, a.now, None,
                 )
-                .await
-                {
-                    Ok(r) => {
-                        sp.commit().await?;
-                        out.push(Ok(r));
-                    }
-                    Err(e) => {
-                        sp.rollback().await?;
-                        out.push(Err(e));
-                    }
-                }
-            }
+            });
             tx.commit().await?;
             Ok(out)
         })

@@ -102,20 +102,7 @@ impl Tasks for Postgres {
         Box::pin(async move {
             let mut c = me.client().await?;
             let mut tx = c.transaction().await?;
-            let mut out = Vec::with_capacity(batch.len());
-            for o in &batch {
-                let sp = tx.transaction().await?;
-                match open_in(&sp, o).await {
-                    Ok(()) => {
-                        sp.commit().await?;
-                        out.push(Ok(()));
-                    }
-                    Err(e) => {
-                        sp.rollback().await?;
-                        out.push(Err(e));
-                    }
-                }
-            }
+            let out = super::each_in_savepoint!(tx, batch, |sp, o| open_in(&sp, o));
             tx.commit().await?;
             Ok(out)
         })
