@@ -187,7 +187,7 @@ fn preload(rt: &tokio::runtime::Runtime, cfg: &Path, bodies: &[Value]) -> provd:
             &store,
             now,
             b.to_string().as_bytes(),
-            "bench",
+            &provd::model::Requester::other("bench"),
             None,
         ))
         .unwrap();

@@ -216,7 +216,7 @@ fn provd(
             &store,
             now,
             body.as_bytes(),
-            "bench",
+            &provd::model::Requester::other("bench"),
             None,
         ))
         .unwrap();

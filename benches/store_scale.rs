@@ -123,7 +123,7 @@ fn main() {
             &provd::store::Store::new(store.clone()),
             now,
             body,
-            "bench",
+            &provd::model::Requester::other("bench"),
             None,
         ))
         .unwrap();

@@ -3,6 +3,7 @@
 //! `api` and `cli` for operators, and `daemon` tying the running service together.
 
 pub mod api;
+pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod clock;

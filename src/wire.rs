@@ -135,6 +135,13 @@ pub fn status_item(row: &StatusRow) -> Value {
         "errorMessages": if errors.is_empty() { Value::Null } else { Value::Array(errors) },
         "manualWorkItemDetails": if manual.is_empty() { Value::Null } else { Value::Array(manual) },
         "clientMetadata": meta,
+        "requester": { "type": "IDENTITY", "id": row.requester, "name": row.requester },
+        "requesterComment": row.comment.as_ref().map(|c| json!({
+            "comment": c,
+            "author": { "type": "IDENTITY", "id": row.requester, "name": row.requester },
+            "created": rfc3339_ms(row.received_at),
+        })),
+        "grantRequestId": row.grant_request,
     })
 }
 

@@ -1,66 +1,147 @@
-//! Bearer tokens from `api.tokens_file`: one per line, compared in constant time.
+//! Bearer tokens from `api.tokens_file` (DESIGN §14): named, stored as SHA-256 hashes
+//! (`NAME sha256:HEX`); a line holding a bare token is still accepted, under the name
+//! `api`. The name a request authenticated with is its requester in the audit trail.
 
-use std::io::Write;
-use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("api.tokens_file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("api.tokens_file {path} holds no token")]
-    Empty { path: String },
+pub use super::token_file::{TokenError, load_or_create, new_token};
+
+/// The name bare (unhashed) token lines are known by.
+pub const PLAIN_NAME: &str = "api";
+
+/// One accepted token.
+pub struct Token {
+    pub name: String,
+    credential: Credential,
 }
 
-/// Reads the tokens; if the file does not exist, creates it (mode 0600) with one random
-/// token, so that a fresh install is never open to everyone. Returns whether it created it.
-pub fn load_or_create(path: &Path) -> Result<(Vec<SecretString>, bool), TokenError> {
-    let p = path.display().to_string();
-    let mut created = false;
-    if !path.exists() {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| TokenError::Io {
-                path: p.clone(),
-                source,
-            })?;
+enum Credential {
+    /// A bare line: kept as given, compared as given.
+    Plain(SecretString),
+    /// `NAME sha256:HEX`: only the hash is known.
+    Sha256([u8; 32]),
+}
+
+impl Token {
+    /// Whether the token is stored as a hash (`tokens list` shows it).
+    pub fn hashed(&self) -> bool {
+        matches!(self.credential, Credential::Sha256(_))
+    }
+}
+
+/// The tokens of one file, in file order.
+#[derive(Default)]
+pub struct Tokens(pub Vec<Token>);
+
+/// Parses a tokens file: `NAME sha256:HEX` or a bare token per line; blank lines and `#`
+/// comments ignored. A bad line is named by its number, never by its content (it may be
+/// a secret).
+pub fn parse(text: &str) -> Result<Tokens, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
-        let token = format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(path).map_err(|source| TokenError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        writeln!(f, "{token}").map_err(|source| TokenError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        created = true;
+        let mut words = line.split_whitespace();
+        let (Some(first), second, None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!(
+                "line {}: expected `NAME sha256:HEX` or a bare token",
+                n + 1
+            ));
+        };
+        let token = match second {
+            None => Token {
+                name: PLAIN_NAME.into(),
+                credential: Credential::Plain(SecretString::from(first.to_string())),
+            },
+            Some(hash) => {
+                check_name(first).map_err(|e| format!("line {}: {e}", n + 1))?;
+                let hex = hash.strip_prefix("sha256:").ok_or_else(|| {
+                    format!("line {}: the hash must be written `sha256:HEX`", n + 1)
+                })?;
+                let digest = unhex(hex).ok_or_else(|| {
+                    format!(
+                        "line {}: `sha256:` must be followed by 64 hex digits",
+                        n + 1
+                    )
+                })?;
+                Token {
+                    name: first.to_string(),
+                    credential: Credential::Sha256(digest),
+                }
+            }
+        };
+        out.push(token);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Io {
-        path: p.clone(),
-        source,
-    })?;
-    let tokens = parse(&text);
-    if tokens.is_empty() {
-        return Err(TokenError::Empty { path: p });
-    }
-    Ok((tokens, created))
+    Ok(Tokens(out))
 }
 
-/// One token per line; blank lines and `#` comments ignored.
-pub fn parse(text: &str) -> Vec<SecretString> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| SecretString::from(l.to_string()))
-        .collect()
+/// Token names: what the audit trail records as requester, so kept plain: 1–64 of
+/// letters, digits, `.`, `_`, `-`, `@`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "token name `{}`: use 1-64 letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// `sha256:HEX` of a token, as the file stores it.
+pub fn hash_line(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The tokens in force, replaced as a whole when the file is reloaded (SIGHUP).
+#[derive(Default)]
+pub struct Keyring(RwLock<Arc<Tokens>>);
+
+impl Keyring {
+    pub fn new(tokens: Tokens) -> Arc<Self> {
+        Arc::new(Self(RwLock::new(Arc::new(tokens))))
+    }
+
+    pub fn get(&self) -> Arc<Tokens> {
+        match self.0.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, tokens: Tokens) {
+        match self.0.write() {
+            Ok(mut t) => *t = Arc::new(tokens),
+            Err(p) => *p.into_inner() = Arc::new(tokens),
+        }
+    }
 }
 
 /// At most one log line per this many milliseconds for refused tokens: a client retrying
@@ -120,19 +201,25 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Is the `Authorization` header a valid bearer token? Every configured token is compared,
-/// so the time taken does not tell which one matched.
-pub fn authorized(header: Option<&str>, tokens: &[SecretString]) -> bool {
+/// The name of the token the `Authorization` header presents, if it is valid. Every
+/// token is compared, so the time taken does not tell which one matched.
+pub fn authorized<'a>(header: Option<&str>, tokens: &'a Tokens) -> Option<&'a str> {
     // The scheme is case-insensitive (RFC 7235 §2.1): `bearer x` is as good as `Bearer x`.
-    let Some(given) = header
+    let given = header
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-    else {
-        return false;
-    };
-    tokens.iter().fold(false, |ok, t| {
-        ct_eq(t.expose_secret().as_bytes(), given.as_bytes()) | ok
+        .map(|(_, token)| token.trim())?;
+    let digest = Sha256::digest(given.as_bytes());
+    tokens.0.iter().fold(None, |found, t| {
+        let ok = match &t.credential {
+            Credential::Plain(p) => ct_eq(p.expose_secret().as_bytes(), given.as_bytes()),
+            Credential::Sha256(h) => ct_eq(h, &digest),
+        };
+        if ok && found.is_none() {
+            Some(t.name.as_str())
+        } else {
+            found
+        }
     })
 }
 
@@ -142,19 +229,52 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        let tokens = parse("# comment\n\nabc\n  def  \n");
-        assert_eq!(tokens.len(), 2);
-        assert!(authorized(Some("Bearer abc"), &tokens));
-        assert!(authorized(Some("Bearer def"), &tokens));
-        assert!(!authorized(Some("Bearer abd"), &tokens));
-        assert!(!authorized(Some("Bearer ab"), &tokens));
-        assert!(!authorized(Some("abc"), &tokens));
-        assert!(!authorized(Some("Basic abc"), &tokens));
-        assert!(!authorized(None, &tokens));
-        assert!(!authorized(Some("Bearer "), &parse("")));
-        assert!(authorized(Some("bearer abc"), &tokens));
-        assert!(authorized(Some("BEARER abc"), &tokens));
-        assert!(!authorized(Some("Bearerabc"), &tokens));
+        let tokens = parse("# comment\n\nabc\n  def  \n").unwrap();
+        assert_eq!(tokens.0.len(), 2);
+        assert_eq!(authorized(Some("Bearer abc"), &tokens), Some("api"));
+        assert_eq!(authorized(Some("Bearer def"), &tokens), Some("api"));
+        assert_eq!(authorized(Some("Bearer abd"), &tokens), None);
+        assert_eq!(authorized(Some("Bearer ab"), &tokens), None);
+        assert_eq!(authorized(Some("abc"), &tokens), None);
+        assert_eq!(authorized(Some("Basic abc"), &tokens), None);
+        assert_eq!(authorized(None, &tokens), None);
+        assert_eq!(authorized(Some("Bearer "), &parse("").unwrap()), None);
+        assert_eq!(authorized(Some("bearer abc"), &tokens), Some("api"));
+        assert_eq!(authorized(Some("BEARER abc"), &tokens), Some("api"));
+        assert_eq!(authorized(Some("Bearerabc"), &tokens), None);
+    }
+
+    #[test]
+    fn named_tokens_are_known_by_their_hash() {
+        let file = format!(
+            "ci-bot {}\nhr-portal {}\nplain\n",
+            hash_line("t1"),
+            hash_line("t2")
+        );
+        assert!(!file.contains("t1\n"));
+        let tokens = parse(&file).unwrap();
+        assert_eq!(authorized(Some("Bearer t1"), &tokens), Some("ci-bot"));
+        assert_eq!(authorized(Some("Bearer t2"), &tokens), Some("hr-portal"));
+        assert_eq!(authorized(Some("Bearer plain"), &tokens), Some("api"));
+        assert_eq!(authorized(Some("Bearer t3"), &tokens), None);
+        // The hash itself is not a token.
+        let h = hash_line("t1");
+        assert_eq!(authorized(Some(&format!("Bearer {h}")), &tokens), None);
+        assert!(tokens.0[0].hashed() && !tokens.0[2].hashed());
+    }
+
+    #[test]
+    fn bad_lines_are_named_by_number_not_content() {
+        let e = parse("ok\nbot sha256:12\n").err().unwrap();
+        assert!(e.starts_with("line 2:"), "{e}");
+        let e = parse("bot md5:ab\n").err().unwrap();
+        assert!(e.contains("line 1") && e.contains("sha256:"), "{e}");
+        let e = parse("a b c\n").err().unwrap();
+        assert!(e.starts_with("line 1:") && !e.contains(" b "), "{e}");
+        let e = parse(&format!("-x {}\n", hash_line("t"))).err().unwrap();
+        assert!(e.contains("token name"), "{e}");
+        assert!(check_name("ci-bot.v2@corp").is_ok());
+        assert!(check_name("").is_err() && check_name("a b").is_err());
     }
 
     #[test]
@@ -171,26 +291,5 @@ mod tests {
         );
         assert_eq!(describe_presented(Some("Basic x")), "another scheme");
         assert_eq!(describe_presented(None), "none");
-    }
-
-    #[test]
-    fn creates_a_private_token_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/api-tokens");
-        let (tokens, created) = load_or_create(&path).unwrap();
-        assert!(created);
-        assert_eq!(tokens.len(), 1);
-        assert_eq!(tokens[0].expose_secret().len(), 64);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-        }
-        let (again, created) = load_or_create(&path).unwrap();
-        assert!(!created);
-        assert_eq!(again[0].expose_secret(), tokens[0].expose_secret());
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod serve;
+pub mod token_file;
 
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,7 +29,8 @@ pub struct AppState {
     /// The configuration in force (replaced on reload).
     pub live: Arc<crate::config::Live>,
     pub clock: SharedClock,
-    pub tokens: Arc<Vec<SecretString>>,
+    /// The API tokens in force (replaced on SIGHUP).
+    pub tokens: Arc<auth::Keyring>,
     /// How requests come in (validate, plan, store, log, wake dispatch).
     pub intake: crate::intake::Intake,
 }
@@ -71,12 +72,13 @@ fn unauthorized() -> Response {
     r
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+/// The name of the token the request presents (its requester), or None: refused.
+fn authorized(state: &AppState, headers: &HeaderMap) -> Option<String> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth::authorized(given, &state.tokens) {
-        return true;
+    if let Some(name) = auth::authorized(given, &state.tokens.get()) {
+        return Some(name.to_string());
     }
     crate::metrics::auth_failure();
     static LOG: std::sync::Mutex<auth::FailureLog> = std::sync::Mutex::new(auth::FailureLog::new());
@@ -96,7 +98,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
             "API authentication failed"
         );
     }
-    false
+    None
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -109,9 +111,9 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn create(State(state): State<AppState>, req: Request) -> Response {
-    if !authorized(&state, req.headers()) {
+    let Some(token) = authorized(&state, req.headers()) else {
         return unauthorized();
-    }
+    };
     let key = match idempotency_key(req.headers()) {
         Ok(k) => k.map(|k| format!("api:{k}")),
         Err(text) => {
@@ -132,7 +134,10 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
-    let result = state.intake.submit(&body, "api", key.as_deref()).await;
+    let result = state
+        .intake
+        .submit(&body, &crate::model::Requester::api(&token), key.as_deref())
+        .await;
     match result {
         Ok(replay) => (
             StatusCode::ACCEPTED,
@@ -193,9 +198,9 @@ struct CancelBody {
 }
 
 async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    if !authorized(&state, &headers) {
+    let Some(token) = authorized(&state, &headers) else {
         return unauthorized();
-    }
+    };
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -240,9 +245,13 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         );
     };
     let now = to_ms(state.clock.now());
-    match state.store.cancel_request(id.clone(), now, comment).await {
+    match state
+        .store
+        .cancel_request(id.clone(), now, comment, token.clone())
+        .await
+    {
         Ok(n) => {
-            tracing::info!(request_id = %id, jobs_canceled = n, "request canceled");
+            tracing::info!(request_id = %id, jobs_canceled = n, actor = %token, "request canceled");
             (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
         }
         Err(StoreError::NotFound(m)) => error(
@@ -278,7 +287,7 @@ async fn status(
     headers: HeaderMap,
     Query(p): Query<StatusParams>,
 ) -> Response {
-    if !authorized(&state, &headers) {
+    if authorized(&state, &headers).is_none() {
         return unauthorized();
     }
     let limit = number("limit", p.limit.as_deref(), 250, 250);
@@ -315,7 +324,7 @@ async fn tasks(
     headers: HeaderMap,
     Query(p): Query<TaskParams>,
 ) -> Response {
-    if !authorized(&state, &headers) {
+    if authorized(&state, &headers).is_none() {
         return unauthorized();
     }
     let open_only = match p.status.as_deref() {

@@ -15,7 +15,7 @@ use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
 use crate::store::{Store, StoreError};
 
-fn failed(e: impl std::fmt::Display) -> CliError {
+pub(super) fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
 }
 
@@ -31,7 +31,7 @@ fn load(cli: &Cli) -> Result<Config, CliError> {
     Config::load(&path).map_err(|p| CliError::Invalid(format!("configuration has problems:\n{p}")))
 }
 
-async fn open(config: &Config) -> Result<Store, CliError> {
+pub(super) async fn open(config: &Config) -> Result<Store, CliError> {
     crate::store::open(config).await.map_err(failed)
 }
 
@@ -55,7 +55,7 @@ fn read_body(file: &str) -> Result<Vec<u8>, CliError> {
     Ok(buf)
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
+pub(super) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).map_err(failed)?;
     println!("{text}");
     Ok(())
@@ -118,7 +118,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
                 Arc::new(SystemClock),
             );
             let replay = intake
-                .submit(&body, "cli", None)
+                .submit(&body, &crate::model::Requester::cli(&super::user()), None)
                 .await
                 .map_err(invalid_request)?;
             print_json(&replay.accepted().response)
@@ -211,6 +211,9 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         Command::Store(StoreCommand::Migrate { to, password_file }) => {
             migrate(cli, to, password_file.as_deref()).await
         }
+        Command::Tokens(cmd) => super::audit::tokens(&load(cli)?, cmd),
+        Command::Access(cmd) => super::audit::access(&load(cli)?, cmd, clock).await,
+        Command::Audit { .. } => super::audit::audit(&load(cli)?, &cli.command).await,
     }
 }
 
@@ -398,7 +401,7 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
                     .map_err(failed)?
                     .lookup(&job.identity_id);
             let j = store
-                .retry_job(*id, now, max, current)
+                .retry_job(*id, now, max, current, super::actor())
                 .await
                 .map_err(store_err)?;
             println!(
@@ -411,7 +414,7 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
         }
         JobsCommand::Cancel { id, reason } => {
             store
-                .cancel_job(*id, now, reason.clone())
+                .cancel_job(*id, now, reason.clone(), super::actor())
                 .await
                 .map_err(store_err)?;
             println!("job {id} canceled");
@@ -624,7 +627,7 @@ async fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Resul
     }
     let store = open(&config).await?;
     let n = store
-        .import_identities(ids, to_ms(clock.now()))
+        .import_identities(ids, to_ms(clock.now()), super::actor())
         .await
         .map_err(failed)?;
     println!("{n} identities imported");

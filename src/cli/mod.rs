@@ -2,6 +2,7 @@
 //! store directly, whether or not the daemon is running.
 //! Exit codes: 0 success, 2 invalid input or usage, 1 anything else.
 
+mod audit;
 mod commands;
 pub mod text;
 
@@ -49,6 +50,72 @@ pub enum Command {
     /// The store itself.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// API tokens (named, stored hashed in api.tokens_file; SIGHUP makes the agent
+    /// read the file again).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// What identities hold now, and the removals removeDates caused.
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// The audit trail: events with their actor, oldest first.
+    Audit {
+        #[arg(long)]
+        identity: Option<String>,
+        /// An access request id.
+        #[arg(long)]
+        request: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// Event kinds, comma-separated (job_succeeded,job_failed,…).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Events at or after: RFC 3339, or a date (start of that day, agent.time_zone).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before: RFC 3339, or a date.
+        #[arg(long)]
+        until: Option<String>,
+        /// json or csv
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token called NAME: printed once, stored only as its SHA-256 hash.
+    Add { name: String },
+    /// The names of the tokens (never a token).
+    List,
+    /// Remove the token called NAME (`api`: every bare token line).
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// What each identity holds now: item, source, values, state, since, until,
+    /// granting request and requester.
+    List {
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// table, json or csv
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Removals caused by removeDates: due, fired, done and how late.
+    Removals {
+        /// Due at or after: RFC 3339, or a date.
+        #[arg(long)]
+        since: Option<String>,
+        /// Due before: RFC 3339, or a date.
+        #[arg(long)]
+        until: Option<String>,
+        /// table, json or csv
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,4 +218,41 @@ impl CliError {
             CliError::Failed(_) => 1,
         }
     }
+}
+
+/// Who runs the command, for the audit trail (`cli:USER`, DESIGN §14): the user sudo was
+/// run by when there is one (root acting for someone is that someone), else `$USER`.
+pub(crate) fn user() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.trim().is_empty())
+        .unwrap_or_else(account_name)
+}
+
+/// The name of the account the process runs as (no `$USER`: cron, systemd-run), else its
+/// uid.
+fn account_name() -> String {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers given, with
+    // their lengths, and `found` points into `pw` (or is null) when it returns.
+    let uid = unsafe { libc::getuid() };
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc == 0 && !found.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: pw_name is a NUL-terminated string inside `buf`, alive here.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        if let Ok(n) = name.to_str()
+            && !n.is_empty()
+        {
+            return n.to_string();
+        }
+    }
+    format!("uid{uid}")
+}
+
+/// The actor of this command in the audit trail.
+pub(crate) fn actor() -> String {
+    crate::model::cli_actor(&user())
 }

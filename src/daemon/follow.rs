@@ -70,7 +70,13 @@ fn log(ev: &StoredEvent, line: &Line) {
     let d = &ev.data;
     let error = d.get("error").cloned().unwrap_or(Value::Null);
     let (error_class, error) = (text(&error, "class"), text(&error, "message"));
-    let actor = ev.writer.as_deref().unwrap_or("unknown");
+    // Events older than the actor column name only the process that wrote them.
+    let actor = ev
+        .actor
+        .as_deref()
+        .or(ev.writer.as_deref())
+        .unwrap_or("unknown");
+    let writer = ev.writer.as_deref().unwrap_or("");
     let (request_id, source, identity) = (
         ev.request_id.as_deref().unwrap_or(""),
         ev.source.as_deref().unwrap_or(""),
@@ -96,6 +102,7 @@ fn log(ev: &StoredEvent, line: &Line) {
             error_class,
             error,
             actor,
+            writer,
             event_id = ev.id,
             "{}",
             line.message
@@ -113,6 +120,7 @@ fn log(ev: &StoredEvent, line: &Line) {
             resolution,
             count,
             actor,
+            writer,
             event_id = ev.id,
             "{}",
             line.message
@@ -184,6 +192,7 @@ mod tests {
             identity: None,
             data: Value::Null,
             writer: Some("cli-host:42".into()),
+            actor: Some("cli:ada".into()),
         }
     }
 

@@ -99,7 +99,7 @@ pub async fn run(
     // agent's; sharing one, only expired leases are taken back.
     let all_but = store.exclusive().then(|| owner.clone());
     tracing::info!(store = %store.location(), agent = %config.agent.name, "store open");
-    let mut moved = store.expire_leases(now, all_but).await?;
+    let mut moved = store.expire_leases(now, all_but, owner.clone()).await?;
     // Its own former runs (same agent.name) are dead too, whatever their leases say.
     moved.extend(
         store
@@ -111,6 +111,7 @@ pub async fn run(
             state = "queued", "job left running by a previous agent taken back");
     }
     let (tokens, created) = api::auth::load_or_create(&config.api.tokens_file)?;
+    let keyring = api::auth::Keyring::new(tokens);
     if created {
         tracing::warn!(path = %config.api.tokens_file.display(), "no API token file; created one with a random token");
     }
@@ -148,7 +149,7 @@ pub async fn run(
         store: store.clone(),
         live: current.clone(),
         clock: clock.clone(),
-        tokens: Arc::new(tokens),
+        tokens: keyring.clone(),
     });
     let api_stop = stopped();
     let limits = api::serve::Limits {
@@ -215,8 +216,11 @@ pub async fn run(
     let reload_task = tokio::spawn(reloads(
         path,
         current.clone(),
-        dispatcher,
-        store.clone(),
+        Reloadable {
+            dispatcher,
+            store: store.clone(),
+            keyring,
+        },
         stopped(),
     ));
 
@@ -327,11 +331,12 @@ pub async fn signals() {
 /// one. An invalid new set is refused with a log line naming every problem, and the old
 /// one keeps serving. Jobs already running finish on the connector they started with.
 /// Settings that need a restart (listen address, state directory, upstreams) are reported.
+/// The API tokens file is read again too, on its own: a bad tokens file keeps the old
+/// tokens, whatever the configuration does.
 async fn reloads(
     path: PathBuf,
     current: Arc<crate::config::Live>,
-    dispatcher: Dispatcher,
-    store: Store,
+    what: Reloadable,
     stop: impl Future<Output = ()>,
 ) {
     use futures_util::StreamExt;
@@ -346,7 +351,11 @@ async fn reloads(
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            Some(_) = hups.next() => reload(&path, &current, &dispatcher, &store).await,
+            Some(_) = hups.next() => {
+                reload(&path, &current, &what.dispatcher, &what.store).await;
+                reload_tokens(&current.get().api.tokens_file, &what.keyring).await;
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
         }
     }
 }
@@ -410,5 +419,33 @@ async fn reload(
             tracing::error!(problems = %problems, "new configuration refused; the previous one stays in force");
         }
     }
-    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// What a SIGHUP replaces besides the configuration.
+struct Reloadable {
+    dispatcher: Dispatcher,
+    store: Store,
+    keyring: Arc<api::auth::Keyring>,
+}
+
+/// Reads the tokens file again: added tokens work and revoked ones stop working at once.
+async fn reload_tokens(path: &std::path::Path, keyring: &api::auth::Keyring) {
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || api::token_file::load(&p))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match loaded {
+        Ok(tokens) if !tokens.0.is_empty() => {
+            let names: Vec<&str> = tokens.0.iter().map(|t| t.name.as_str()).collect();
+            tracing::info!(tokens = names.len(), names = %names.join(","), "API tokens reloaded");
+            keyring.set(tokens);
+        }
+        Ok(_) => {
+            tracing::error!(path = %path.display(), "the API tokens file holds no token; the previous tokens stay in force")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API tokens file refused; the previous tokens stay in force")
+        }
+    }
 }

@@ -190,7 +190,7 @@ impl Dispatcher {
             if last_sweep.elapsed() >= LEASE_SWEEP {
                 last_sweep = Instant::now();
                 let now = to_ms(me.clock.now());
-                match me.store.expire_leases(now, None).await {
+                match me.store.expire_leases(now, None, me.owner.clone()).await {
                     Ok(moved) => {
                         for m in moved {
                             tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
@@ -497,6 +497,7 @@ impl Dispatcher {
                     index,
                     outcome: "skipped",
                     native_id: None,
+                    account: native.clone(),
                     detail: Some("the account existed before: left as it is".into()),
                 });
                 continue;
@@ -536,6 +537,7 @@ impl Dispatcher {
                         index,
                         outcome: outcome.as_str(),
                         native_id: outcome.native_id().map(str::to_string),
+                        account: native.clone(),
                         detail: outcome.detail(),
                     });
                 }

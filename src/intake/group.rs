@@ -30,7 +30,7 @@ pub(super) struct Parsed {
     pub config: Arc<Config>,
     pub value: Value,
     pub body: Vec<u8>,
-    pub origin: String,
+    pub from: crate::model::Requester,
     pub idempotency_key: Option<String>,
     pub now: Timestamp,
 }
@@ -129,7 +129,7 @@ fn decide(
         &p.config,
         valid,
         &p.body,
-        &p.origin,
+        &p.from,
         p.idempotency_key.as_deref(),
         p.now,
     ))

@@ -12,6 +12,7 @@ use super::group::{Group, Parsed, group};
 use super::{SubmitError, replayed, stored, validate};
 use crate::clock::SharedClock;
 use crate::config::Live;
+use crate::model::Requester;
 use crate::store::{Replay, Store};
 
 #[derive(Clone)]
@@ -57,9 +58,10 @@ impl Intake {
     pub async fn submit(
         &self,
         body: &[u8],
-        origin: &str,
+        from: &Requester,
         idempotency_key: Option<&str>,
     ) -> Result<Replay, SubmitError> {
+        let origin = from.origin.as_str();
         let config = self.live.get();
         let now = self.clock.now();
         let replay = match replayed(&self.store, body, origin, idempotency_key).await? {
@@ -69,7 +71,7 @@ impl Intake {
                     value: validate::parse(body)?,
                     config,
                     body: body.to_vec(),
-                    origin: origin.to_string(),
+                    from: from.clone(),
                     idempotency_key: idempotency_key.map(str::to_string),
                     now,
                 };
@@ -80,7 +82,7 @@ impl Intake {
             }
         };
         if let Replay::New(a) = &replay {
-            tracing::info!(request_id = %a.request_id, origin, jobs = a.job_ids.len(), "request accepted");
+            tracing::info!(request_id = %a.request_id, origin, requester = %from.name, jobs = a.job_ids.len(), "request accepted");
             for w in &self.wakers {
                 w.notify_one();
             }

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use provd_connector_core::Identity;
 
 use crate::config::{Config, ItemType};
-use crate::model::ValidRequest;
+use crate::model::{Requester, ValidRequest};
 use crate::store::roles::Accept;
 use crate::store::{Context, Replay, Store, StoreError};
 use validate::{Invalid, Known};
@@ -164,14 +164,14 @@ fn to_accept(
     config: &Arc<Config>,
     (request, identities): (ValidRequest, BTreeMap<String, Identity>),
     body: &[u8],
-    origin: &str,
+    from: &Requester,
     idempotency_key: Option<&str>,
     now: Timestamp,
 ) -> Accept {
     Accept {
         request,
         body: String::from_utf8_lossy(body).into_owned(),
-        origin: origin.to_string(),
+        requester: from.clone(),
         idempotency_key: idempotency_key.map(str::to_string),
         ctx: Context {
             identities,
@@ -206,16 +206,16 @@ pub async fn submit(
     store: &Store,
     now: Timestamp,
     body: &[u8],
-    origin: &str,
+    from: &Requester,
     idempotency_key: Option<&str>,
 ) -> Result<Replay, SubmitError> {
-    if let Some(found) = replayed(store, body, origin, idempotency_key).await? {
+    if let Some(found) = replayed(store, body, &from.origin, idempotency_key).await? {
         return Ok(found);
     }
     let valid = checked(config, store, now, body).await?;
-    let accept = to_accept(config, valid, body, origin, idempotency_key, now);
+    let accept = to_accept(config, valid, body, from, idempotency_key, now);
     let replay = store.accept(accept).await?;
-    stored(replay, body, origin)
+    stored(replay, body, &from.origin)
 }
 
 /// After the write: a replay found inside the transaction is checked like one found

@@ -165,7 +165,7 @@ fn take(
     // The scan runs on the blocking pool (it reads and moves files); the submit is async.
     let submitted = tokio::runtime::Handle::try_current()
         .map_err(|e| SpoolError::Internal(e.to_string()))?
-        .block_on(intake.submit(&body, "spool", Some(&key)));
+        .block_on(intake.submit(&body, &crate::model::Requester::spool(), Some(&key)));
     match submitted {
         Ok(replay) => {
             let replayed = matches!(replay, Replay::Replayed(_));

@@ -4,6 +4,7 @@
 
 mod plan;
 mod request;
+mod requester;
 mod retry;
 
 pub use plan::{
@@ -11,4 +12,5 @@ pub use plan::{
     Snapshot,
 };
 pub use request::{ItemType, RequestType, ValidItem, ValidRequest};
+pub use requester::{Requester, agent_actor, cli_actor};
 pub use retry::{BreakerPolicy, RetryPolicy, add};

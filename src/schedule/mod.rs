@@ -223,8 +223,19 @@ impl Scheduler {
 
 /// The REVOKE a fired removal becomes: planned like any request, keyed so that it is
 /// planned once however often phase 2 runs.
+/// The revoke names the grant request it ends and keeps the grant's `clientMetadata` (the
+/// ticket an auditor follows from one to the other).
 pub fn removal(fired: Fired) -> Removal {
-    let comment = format!("removeDate {} reached", rfc3339_ms(fired.remove_at));
+    let comment = format!(
+        "removeDate {} reached; ends the access granted by request {}",
+        rfc3339_ms(fired.remove_at),
+        fired.grant_request
+    );
+    let meta: std::collections::BTreeMap<String, String> = fired
+        .grant_metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
     let request = ValidRequest {
         request_type: RequestType::Revoke,
         requested_for: vec![fired.identity.clone()],
@@ -234,13 +245,15 @@ pub fn removal(fired: Fired) -> Removal {
             comment: Some(comment.clone()),
             start_at: None,
             remove_at: None,
-            client_metadata: Default::default(),
+            client_metadata: meta.clone(),
         }],
         client_metadata: Default::default(),
     };
-    let body = serde_json::json!({ "requestedFor": [fired.identity], "requestType": "REVOKE_ACCESS",
-        "requestedItems": [{ "type": fired.ty.as_str(), "id": fired.item_id, "comment": comment }] })
-    .to_string();
+    let body =
+        serde_json::json!({ "requestedFor": [fired.identity], "requestType": "REVOKE_ACCESS",
+        "requestedItems": [{ "type": fired.ty.as_str(), "id": fired.item_id, "comment": comment,
+            "clientMetadata": meta }] })
+        .to_string();
     let key = format!("schedule:{}:{}", fired.assignment, fired.remove_at);
     Removal {
         fired,

@@ -19,8 +19,8 @@ use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 use crate::clock::to_ms;
 use crate::config::ItemType;
-use crate::model::ValidRequest;
 use crate::model::{AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
+use crate::model::{Requester, ValidRequest};
 
 /// A request on disk.
 #[derive(Debug, Clone)]
@@ -142,7 +142,16 @@ impl Sqlite {
         self.with(|c| {
             super::sqlite::each_in_savepoint(c, batch, |tx, a| {
                 let key = a.idempotency_key.as_deref();
-                accept_in(tx, &a.request, &a.body, &a.origin, key, &a.ctx, a.now, None)
+                accept_in(
+                    tx,
+                    &a.request,
+                    &a.body,
+                    &a.requester,
+                    key,
+                    &a.ctx,
+                    a.now,
+                    None,
+                )
             })
         })
     }
@@ -154,7 +163,7 @@ pub(crate) fn accept_in(
     tx: &Connection,
     req: &ValidRequest,
     body: &str,
-    origin: &str,
+    from: &Requester,
     idempotency_key: Option<&str>,
     ctx: &Context,
     now: Timestamp,
@@ -172,7 +181,7 @@ pub(crate) fn accept_in(
         tx,
         req,
         body,
-        origin,
+        from,
         idempotency_key,
         ctx,
         &plan,
@@ -215,7 +224,7 @@ fn write(
     tx: &Connection,
     req: &ValidRequest,
     body: &str,
-    origin: &str,
+    from: &Requester,
     idempotency_key: Option<&str>,
     ctx: &Context,
     plan: &Plan,
@@ -226,17 +235,18 @@ fn write(
     let now_ms = to_ms(now);
     let mut removals = Vec::new();
     tx.prepare_cached(
-        "INSERT INTO requests (id, idempotency_key, origin, request_type, body, response, received_at)
-         VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO requests (id, idempotency_key, origin, requester, request_type, body, response, received_at)
+         VALUES (?,?,?,?,?,?,?,?)",
     )?
-    .execute(params![request_id, idempotency_key, origin, req.request_type.as_str(), body, response.to_string(), now_ms])?;
+    .execute(params![request_id, idempotency_key, from.origin, from.name, req.request_type.as_str(), body, response.to_string(), now_ms])?;
     events::append(
         tx,
         now_ms,
         &Event {
             kind: "request_accepted",
             request_id: Some(request_id),
-            data: json!({ "origin": origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+            data: json!({ "origin": from.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+            actor: &from.name,
             ..Default::default()
         },
     )?;
@@ -285,6 +295,7 @@ fn write(
                 source: Some(&job.source),
                 identity: Some(&job.identity),
                 data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+                actor: &from.name,
             },
         )?;
         job_ids.push(id);
@@ -307,7 +318,7 @@ fn write(
         };
         let assignment = match item.effect {
             Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
-            _ => apply_effect(tx, item, request_id, now_ms)?,
+            _ => apply_effect(tx, item, request_id, &from.name, now_ms)?,
         };
         let change = crate::store::rules::removal_change(item, unchanged);
         if let Some(change) = change {
@@ -361,6 +372,7 @@ fn apply_effect(
     tx: &Connection,
     item: &crate::model::PlannedItem,
     request_id: &str,
+    actor: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     Ok(match item.effect {
@@ -373,7 +385,8 @@ fn apply_effect(
             };
             tx.prepare_cached(
                 "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
-                    start_at, remove_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    start_at, remove_at, created_at, updated_at, active_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?9,CASE WHEN ?4 = 'active' THEN ?9 END)",
             )?
             .execute(params![
                 item.identity,
@@ -384,7 +397,6 @@ fn apply_effect(
                 serde_json::to_string(&item.entitlements).map_err(corrupt)?,
                 item.item.start_at.map(to_ms),
                 item.item.remove_at.map(to_ms),
-                now_ms,
                 now_ms
             ])?;
             Some(tx.last_insert_rowid())
@@ -393,14 +405,26 @@ fn apply_effect(
             assignment,
             remove_at,
         } => {
-            set_remove_at(tx, assignment, remove_at.map(to_ms), request_id, now_ms)?;
+            set_remove_at(
+                tx,
+                assignment,
+                remove_at.map(to_ms),
+                (request_id, actor, &item.identity),
+                now_ms,
+            )?;
             Some(assignment)
         }
         Effect::ScheduleRemoval {
             assignment,
             remove_at,
         } => {
-            set_remove_at(tx, assignment, Some(to_ms(remove_at)), request_id, now_ms)?;
+            set_remove_at(
+                tx,
+                assignment,
+                Some(to_ms(remove_at)),
+                (request_id, actor, &item.identity),
+                now_ms,
+            )?;
             Some(assignment)
         }
         Effect::Revoke { assignment } => {
@@ -423,7 +447,7 @@ fn set_remove_at(
     tx: &Connection,
     assignment: i64,
     remove_at: Option<i64>,
-    request_id: &str,
+    (request_id, actor, identity): (&str, &str, &str),
     now_ms: i64,
 ) -> Result<()> {
     tx.prepare_cached("UPDATE assignments SET remove_at = ?, updated_at = ? WHERE id = ?")?
@@ -434,7 +458,9 @@ fn set_remove_at(
         &Event {
             kind: "remove_date_set",
             request_id: Some(request_id),
+            identity: Some(identity),
             data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+            actor,
             ..Default::default()
         },
     )

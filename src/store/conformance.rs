@@ -182,7 +182,7 @@ impl Fixture {
         super::roles::Accept {
             request,
             body: "{}".into(),
-            origin: "test".into(),
+            requester: crate::model::Requester::other("test"),
             idempotency_key: key.map(str::to_string),
             ctx: self.ctx(),
             now: crate::clock::from_ms(now),
@@ -291,7 +291,9 @@ async fn retried_heads_lane(store: Store) -> Outcome {
         .fail_attempt(first.clone(), "a".into(), 2_001, err(1), None)
         .await?;
     // The operator retries job 1 before job 2 ran: job 1 goes first again.
-    f.store.retry_job(first.id, 2_002, 3, None).await?;
+    f.store
+        .retry_job(first.id, 2_002, 3, None, "cli:op".into())
+        .await?;
     let next = f.claim("a", 2_003).await?;
     assert_eq!(ids(&next), [first.id]);
     f.succeed(&next[0], "a", 2_004).await?;
@@ -305,10 +307,16 @@ async fn expired_lease(store: Store) -> Outcome {
     let job = f.claim_until("dead", 2_000, 3_000).await?.remove(0);
     assert_eq!(job.attempt, 1);
     assert!(
-        f.store.expire_leases(2_500, None).await?.is_empty(),
+        f.store
+            .expire_leases(2_500, None, "me".into())
+            .await?
+            .is_empty(),
         "not yet expired"
     );
-    assert_eq!(f.store.expire_leases(3_001, None).await?.len(), 1);
+    assert_eq!(
+        f.store.expire_leases(3_001, None, "me".into()).await?.len(),
+        1
+    );
     let again = f.first("alive", 3_002).await?;
     assert_eq!(again.id, job.id);
     assert_eq!(again.attempt, 2, "the first attempt still counts");
@@ -329,7 +337,10 @@ async fn foreign_leases(store: Store) -> Outcome {
     f.grant("u1", "ap-eng", 1_000).await?;
     f.claim_until("dead", 2_000, 999_999).await?;
     assert_eq!(
-        f.store.expire_leases(2_001, Some("me".into())).await?.len(),
+        f.store
+            .expire_leases(2_001, Some("me".into()), "me".into())
+            .await?
+            .len(),
         1
     );
     assert_eq!(f.claim("me", 2_002).await?.len(), 1);
@@ -365,7 +376,9 @@ async fn attempt_errors(store: Store) -> Outcome {
     assert_eq!(j.errors.len(), 2);
     assert_eq!(f.state_of(&rid).await?, "PROVISIONING_FAILED");
     assert_eq!(f.assignment_states().await?, ["failed"]);
-    f.store.retry_job(job.id, 6_000, 10, None).await?;
+    f.store
+        .retry_job(job.id, 6_000, 10, None, "cli:op".into())
+        .await?;
     let j = f.job(job.id).await?;
     // A fresh budget of the source's max_attempts, counted from zero; history kept.
     assert_eq!(
@@ -498,14 +511,17 @@ async fn cancel_request(store: Store) -> Outcome {
     let rid = f.grant("u1", "ap-eng", 1_000).await?;
     assert_eq!(
         f.store
-            .cancel_request(rid.clone(), 1_500, "not needed".into())
+            .cancel_request(rid.clone(), 1_500, "not needed".into(), "cli:op".into())
             .await?,
         1
     );
     assert_eq!(f.state_of(&rid).await?, "CANCELLED");
     assert_eq!(f.assignment_states().await?, ["canceled"]);
     assert!(f.claim("a", 2_000).await?.is_empty());
-    let missing = f.store.cancel_request("nope".into(), 1, "x".into()).await;
+    let missing = f
+        .store
+        .cancel_request("nope".into(), 1, "x".into(), "cli:op".into())
+        .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
         "{missing:?}"
@@ -517,13 +533,19 @@ async fn cancel_job(store: Store) -> Outcome {
     let f = fixture(store)?;
     f.grant("u1", "ap-eng", 1_000).await?;
     let job = f.first("a", 2_000).await?;
-    let running = f.store.cancel_job(job.id, 2_001, "x".into()).await;
+    let running = f
+        .store
+        .cancel_job(job.id, 2_001, "x".into(), "cli:op".into())
+        .await;
     assert!(
         matches!(running, Err(StoreError::Conflict(_))),
         "{running:?}"
     );
     f.succeed(&job, "a", 2_002).await?;
-    let done = f.store.cancel_job(job.id, 2_003, "x".into()).await;
+    let done = f
+        .store
+        .cancel_job(job.id, 2_003, "x".into(), "cli:op".into())
+        .await;
     assert!(matches!(done, Err(StoreError::Conflict(_))), "{done:?}");
     Ok(())
 }

@@ -37,6 +37,9 @@ pub struct Event<'a> {
     pub source: Option<&'a str>,
     pub identity: Option<&'a str>,
     pub data: Value,
+    /// Who did it (DESIGN §14): a requester's name, `cli:USER`, `agent:NAME`, a task's
+    /// owner, `schedule`, `upstream:NAME`.
+    pub actor: &'a str,
 }
 
 pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
@@ -46,10 +49,15 @@ pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
         e.data.to_string()
     };
     conn.prepare_cached(
-        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer) VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor) VALUES (?,?,?,?,?,?,?,?,?)",
     )?
-    .execute(params![at_ms, e.kind, e.request_id, e.job_id, e.source, e.identity, data, writer()])?;
+    .execute(params![at_ms, e.kind, e.request_id, e.job_id, e.source, e.identity, data, writer(), actor(e)])?;
     Ok(())
+}
+
+/// The actor column: None when a writer left it empty (older rows have none either).
+pub fn actor<'a>(e: &Event<'a>) -> Option<&'a str> {
+    (!e.actor.is_empty()).then_some(e.actor)
 }
 
 /// An event as stored, for whoever follows the trail.
@@ -65,6 +73,8 @@ pub struct StoredEvent {
     pub data: Value,
     /// The process that wrote it (`HOST:PID`); None for events older than the column.
     pub writer: Option<String>,
+    /// Who did it; None for events older than the column.
+    pub actor: Option<String>,
 }
 
 impl Sqlite {
@@ -89,29 +99,34 @@ impl Sqlite {
     ) -> Result<Vec<StoredEvent>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer
+                "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer, actor
                  FROM events WHERE id > ?1 AND id <= ?2 AND (?3 IS NULL OR writer IS NULL OR writer <> ?3)
                  ORDER BY id LIMIT ?4",
             )?;
             let rows = st
-                .query_map(params![after, upto, not_by, limit as i64], |r| {
-                    let data: String = r.get(7)?;
-                    Ok(StoredEvent {
-                        id: r.get(0)?,
-                        at: r.get(1)?,
-                        kind: r.get(2)?,
-                        request_id: r.get(3)?,
-                        job_id: r.get(4)?,
-                        source: r.get(5)?,
-                        identity: r.get(6)?,
-                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                        writer: r.get(8)?,
-                    })
-                })?
+                .query_map(params![after, upto, not_by, limit as i64], stored)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }
+}
+
+/// An event read back; columns: id, at, kind, request_id, job_id, source, identity_id,
+/// data, writer, actor.
+pub(super) fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let data: String = r.get(7)?;
+    Ok(StoredEvent {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        request_id: r.get(3)?,
+        job_id: r.get(4)?,
+        source: r.get(5)?,
+        identity: r.get(6)?,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        writer: r.get(8)?,
+        actor: r.get(9)?,
+    })
 }
 
 /// Events of a job, oldest first, for `provd jobs show`.

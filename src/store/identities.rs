@@ -39,7 +39,7 @@ impl Sqlite {
         })
     }
 
-    pub fn import_identities(&self, ids: &[Identity], now_ms: i64) -> Result<usize> {
+    pub fn import_identities(&self, ids: &[Identity], now_ms: i64, actor: &str) -> Result<usize> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
@@ -58,6 +58,7 @@ impl Sqlite {
                 &super::Event {
                     kind: "identities_imported",
                     data: serde_json::json!({ "count": ids.len() }),
+                    actor,
                     ..Default::default()
                 },
             )?;

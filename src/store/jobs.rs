@@ -12,6 +12,7 @@ use super::events::{self, Event};
 use super::settle::settle;
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
+use crate::model::agent_actor;
 
 /// DESIGN §3 contract: the job states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +158,9 @@ pub struct OpRecord {
     pub index: usize,
     pub outcome: &'static str,
     pub native_id: Option<String>,
+    /// The native id of the account the call worked on (an entitlement's account), for
+    /// the audit trail; not written to the accounts table.
+    pub account: Option<String>,
     /// What the audit trail should say beyond the outcome (a DN that was taken).
     pub detail: Option<String>,
 }
@@ -195,6 +199,7 @@ pub struct Finish {
 /// Writes one attempt's end inside the caller's transaction, guarded on the lease.
 fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
     let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
+    let actor = agent_actor(owner);
     if let Ending::Released { error } = &f.ending {
         let n = tx
             .prepare_cached(
@@ -206,12 +211,13 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
         if n == 0 {
             return Err(lost(job.id));
         }
-        record_ops(tx, job, &f.ops, now)?;
+        record_ops(tx, job, &f.ops, now, &actor)?;
         return event(
             tx,
             now,
             "job_released",
             job,
+            &actor,
             json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt }),
         );
     }
@@ -229,8 +235,8 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
     if n == 0 {
         return Err(lost(job.id));
     }
-    record_ops(tx, job, &f.ops, now)?;
-    event(tx, now, &format!("job_{state}"), job, row.data)?;
+    record_ops(tx, job, &f.ops, now, &actor)?;
+    event(tx, now, &format!("job_{state}"), job, &actor, row.data)?;
     if state != "retrying" {
         settle(tx, job.id, now)?;
     }
@@ -238,7 +244,7 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
 }
 
 /// Writes an attempt's calls: progress, the account's native id, one audit event each.
-fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64) -> Result<()> {
+fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64, actor: &str) -> Result<()> {
     let Some(last) = ops.last() else {
         return Ok(());
     };
@@ -253,13 +259,13 @@ fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64) -> Result<
             )?
             .execute(params![job.identity_id, job.source, native, job.id, now])?;
         }
-        let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
         event(
             tx,
             now,
             "connector_call",
             job,
-            json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id, "detail": op.detail }),
+            actor,
+            super::rules::call_event(job, op),
         )?;
     }
     Ok(())
@@ -288,6 +294,7 @@ pub(super) fn event(
     now: i64,
     kind: &str,
     job: &Job,
+    actor: &str,
     data: serde_json::Value,
 ) -> Result<()> {
     events::append(
@@ -300,6 +307,7 @@ pub(super) fn event(
             source: Some(&job.source),
             identity: Some(&job.identity_id),
             data,
+            actor,
         },
     )
 }
@@ -357,6 +365,7 @@ impl Sqlite {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let actor = agent_actor(owner);
         self.with_redoable(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let skip = serde_json::to_string(skip_sources).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -377,7 +386,7 @@ impl Sqlite {
                 .query_map(params![owner, lease_until, now, skip, only_source, limit as i64], from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for job in &jobs {
-                event(&tx, now, "job_running", job, json!({ "attempt": job.attempt, "owner": owner }))?;
+                event(&tx, now, "job_running", job, &actor, json!({ "attempt": job.attempt, "owner": owner }))?;
             }
             tx.commit()?;
             Ok(jobs)
@@ -514,7 +523,7 @@ impl Sqlite {
                 )?
                 .execute(params![now, job.id, owner])?;
             if n > 0 {
-                event(&tx, now, "job_released", job, json!({ "reason": "shutdown" }))?;
+                event(&tx, now, "job_released", job, &agent_actor(owner), json!({ "reason": "shutdown" }))?;
             }
             tx.commit()?;
             Ok(())
@@ -525,7 +534,8 @@ impl Sqlite {
     /// attempts and errors. With `all_but` set, every lease not held by that owner is
     /// taken back at once: used at start-up, when this agent holds the state directory's
     /// lock and so knows no other agent is alive.
-    pub fn expire_leases(&self, now: i64, all_but: Option<&str>) -> Result<Vec<Moved>> {
+    pub fn expire_leases(&self, now: i64, all_but: Option<&str>, by: &str) -> Result<Vec<Moved>> {
+        let actor = agent_actor(by);
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let stale = tx
@@ -554,7 +564,7 @@ impl Sqlite {
                      WHERE id = ? AND state = 'running' AND lease_owner IS ?",
                 )?
                 .execute(params![errors, now, job.id, job.lease_owner])?;
-                event(&tx, now, "job_lease_expired", &job, json!({ "owner": job.lease_owner, "attempt": job.attempt }))?;
+                event(&tx, now, "job_lease_expired", &job, &actor, json!({ "owner": job.lease_owner, "attempt": job.attempt }))?;
                 moved.push(Moved {
                     job_id: job.id,
                     request_id: job.request_id.clone(),

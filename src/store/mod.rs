@@ -7,6 +7,7 @@
 //! SQLite's queries for them; nothing outside `src/store/` names a database crate.
 
 pub mod accept;
+pub mod audit;
 #[doc(hidden)]
 pub mod conformance;
 mod events;

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use provd_connector_core::Identity;
 
 use super::accept::{Accepted, Context, Replay};
+use super::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use super::events::StoredEvent;
 use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
 use super::schedule::{Assignment, Fired, Planned, Removal};
@@ -65,20 +66,34 @@ pub trait Queue: Send + Sync {
     ) -> BoxFuture<Result<Vec<i64>>>;
     /// Gives a running job back without spending its attempt.
     fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>>;
-    /// Takes back leases that ran out (or, with `all_but`, every lease not held by it).
-    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>>;
+    /// Takes back leases that ran out (or, with `all_but`, every lease not held by it);
+    /// `by`: the lease owner doing it (the audit trail's actor).
+    fn expire_leases(
+        &self,
+        now: i64,
+        all_but: Option<String>,
+        by: String,
+    ) -> BoxFuture<Result<Vec<Moved>>>;
     /// Takes back at once the leases of earlier runs of agent `name` (owners `name#…`
     /// other than `me`): an agent that starts again under its name knows its former self
     /// is dead. (Names are unique per agent: DESIGN §12.)
     fn reclaim(&self, name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>>;
     /// (source, state, count) over all jobs.
     fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>>;
-    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>>;
+    /// `actor`: who cancels (DESIGN §14), as in the rest of these.
+    fn cancel_job(
+        &self,
+        id: i64,
+        now: i64,
+        reason: String,
+        actor: String,
+    ) -> BoxFuture<Result<Job>>;
     fn cancel_request(
         &self,
         request_id: String,
         now: i64,
         comment: String,
+        actor: String,
     ) -> BoxFuture<Result<usize>>;
     fn retry_job(
         &self,
@@ -86,6 +101,7 @@ pub trait Queue: Send + Sync {
         now: i64,
         max_attempts: u32,
         identity: Option<Identity>,
+        actor: String,
     ) -> BoxFuture<Result<Job>>;
 
     /// One attempt that did everything it had to.
@@ -175,7 +191,8 @@ pub struct Accept {
     pub request: ValidRequest,
     /// The body as received (kept for replays and audits).
     pub body: String,
-    pub origin: String,
+    /// Who asked, and through which channel.
+    pub requester: crate::model::Requester,
     pub idempotency_key: Option<String>,
     pub ctx: Context,
     pub now: Timestamp,
@@ -206,7 +223,12 @@ pub trait Accounts: Send + Sync {
     /// The imported identities among `ids`.
     fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>>;
     fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>>;
-    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>>;
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        now: i64,
+        actor: String,
+    ) -> BoxFuture<Result<usize>>;
     /// The identity whose attribute `attr` is `value` (upstream correlation).
     fn identity_by_attribute(
         &self,
@@ -298,8 +320,15 @@ pub trait Upstream: Send + Sync {
     fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>>;
 }
 
-/// The audit log: append-only events, read in id order.
+/// The audit log: append-only events, read in id order; and what auditors ask of the
+/// store (DESIGN §14).
 pub trait Audit: Send + Sync {
+    /// Assignments held, pending or being removed, by identity then age.
+    fn holdings(&self, q: AccessQuery) -> BoxFuture<Result<Vec<Holding>>>;
+    /// Removals caused by removeDates due in [since, until), oldest first.
+    fn removals(&self, since: i64, until: i64, limit: usize) -> BoxFuture<Result<Vec<RemovalRow>>>;
+    /// A page of events matching `q`, in id order after `q.after`.
+    fn audit(&self, q: AuditQuery) -> BoxFuture<Result<Vec<StoredEvent>>>;
     fn last_event_id(&self) -> BoxFuture<Result<i64>>;
     fn events_after(&self, after: i64, limit: usize) -> BoxFuture<Result<Vec<StoredEvent>>>;
     /// Events in (after, upto], leaving out those written by `not_by`.

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::jobs::{AttemptError, Ending, Job, JobState};
+use super::jobs::{AttemptError, Ending, Job, JobState, OpRecord};
 use super::{Result, StoreError};
 use crate::model::{Effect, PlannedItem};
 
@@ -107,6 +107,14 @@ pub fn disposition(item: &PlannedItem) -> (&'static str, Option<&str>) {
         Some((_, r)) => ("existing", Some(r.as_str())),
         None => ("new", None),
     }
+}
+
+/// The audit event of one connector call. `nativeId` names the account the call worked
+/// on: the one it created, or the existing account an entitlement went to.
+pub fn call_event(job: &Job, op: &OpRecord) -> serde_json::Value {
+    let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
+    serde_json::json!({ "op": kind, "index": op.index, "outcome": op.outcome,
+        "nativeId": op.native_id.as_ref().or(op.account.as_ref()), "detail": op.detail })
 }
 
 /// A manual task's answer: the task status it sets (`DONE` → `done`, `FAILED` → `failed`).

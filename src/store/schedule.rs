@@ -33,6 +33,10 @@ pub struct Fired {
     pub item_id: String,
     pub remove_at: i64,
     pub lag_ms: i64,
+    /// The request that granted the access, and its item's `clientMetadata` (JSON text):
+    /// the revoke names the grant it ends and carries its ticket.
+    pub grant_request: String,
+    pub grant_metadata: Option<String>,
 }
 
 /// The revoke a fired removal becomes, as the schedule stage words it.
@@ -70,8 +74,23 @@ pub struct Assignment {
     pub remove_at: Option<i64>,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+/// A fired removal read back (`now`: when it fired, for its lag). Columns: id,
+/// identity_id, item_type, item_id, remove_at, request_id, the grant item's metadata.
+fn fired(r: &rusqlite::Row<'_>, now: Option<i64>) -> rusqlite::Result<Option<Fired>> {
+    let (ty, remove_at): (String, i64) = (r.get(2)?, r.get(4)?);
+    let Some(ty) = ItemType::parse(&ty) else {
+        return Ok(None);
+    };
+    Ok(Some(Fired {
+        assignment: r.get(0)?,
+        identity: r.get(1)?,
+        ty,
+        item_id: r.get(3)?,
+        remove_at,
+        lag_ms: now.map_or(0, |n| n - remove_at),
+        grant_request: r.get(5)?,
+        grant_metadata: r.get(6)?,
+    }))
 }
 
 impl Sqlite {
@@ -113,23 +132,20 @@ impl Sqlite {
                     "UPDATE assignments SET state = 'revoking', fired_at = ?1, revoke_planned = 0, updated_at = ?1
                      WHERE id IN (SELECT id FROM assignments WHERE remove_at IS NOT NULL AND remove_at <= ?1
                                   AND state IN ('pending','active') ORDER BY remove_at, id LIMIT ?2)
-                     RETURNING id, identity_id, item_type, item_id, remove_at",
+                     RETURNING id, identity_id, item_type, item_id, remove_at, request_id,
+                        (SELECT ri.client_metadata FROM request_items ri WHERE ri.request_id = assignments.request_id
+                         AND ri.assignment_id = assignments.id ORDER BY ri.id LIMIT 1)",
                 )?
-                .query_map(params![now, limit as i64], row)?
+                .query_map(params![now, limit as i64], |r| fired(r, Some(now)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut fired: Vec<Fired> = rows
-                .into_iter()
-                .filter_map(|(assignment, identity, ty, item_id, remove_at)| {
-                    ItemType::parse(&ty).map(|ty| Fired { assignment, identity, ty, item_id, remove_at, lag_ms: now - remove_at })
-                })
-                .collect();
+            let mut fired: Vec<Fired> = rows.into_iter().flatten().collect();
             fired.sort_by_key(|f| (f.remove_at, f.assignment));
             if !fired.is_empty() {
                 let list: Vec<serde_json::Value> = fired
                     .iter()
                     .map(|f| json!({ "assignment": f.assignment, "identity": f.identity, "item": f.item_id, "due": rfc3339_ms(f.remove_at), "lagMs": f.lag_ms }))
                     .collect();
-                events::append(&tx, now, &Event { kind: "removals_fired", data: json!({ "removals": list }), ..Default::default() })?;
+                events::append(&tx, now, &Event { kind: "removals_fired", data: json!({ "removals": list }), actor: "schedule", ..Default::default() })?;
             }
             tx.commit()?;
             Ok(fired)
@@ -141,24 +157,14 @@ impl Sqlite {
         self.with(|c| {
             let rows = c
                 .prepare_cached(
-                    "SELECT id, identity_id, item_type, item_id, remove_at FROM assignments
-                     WHERE revoke_planned = 0 ORDER BY fired_at, id LIMIT ?",
+                    "SELECT id, identity_id, item_type, item_id, remove_at, request_id,
+                        (SELECT ri.client_metadata FROM request_items ri WHERE ri.request_id = assignments.request_id
+                         AND ri.assignment_id = assignments.id ORDER BY ri.id LIMIT 1)
+                     FROM assignments WHERE revoke_planned = 0 ORDER BY fired_at, id LIMIT ?",
                 )?
-                .query_map([limit as i64], row)?
+                .query_map([limit as i64], |r| fired(r, None))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(assignment, identity, ty, item_id, remove_at)| {
-                    ItemType::parse(&ty).map(|ty| Fired {
-                        assignment,
-                        identity,
-                        ty,
-                        item_id,
-                        remove_at,
-                        lag_ms: 0,
-                    })
-                })
-                .collect())
+            Ok(rows.into_iter().flatten().collect())
         })
     }
 
@@ -200,6 +206,7 @@ impl Sqlite {
                             kind: "removal_superseded",
                             identity: Some(&f.identity),
                             data: json!({ "assignment": f.assignment, "by": newer }),
+                            actor: "schedule",
                             ..Default::default()
                         },
                     )?;
@@ -207,7 +214,7 @@ impl Sqlite {
                     continue;
                 }
                 if let Replay::New(Accepted { request_id, job_ids, .. }) =
-                    accept_in(&tx, &removal.request, &removal.body, "schedule", Some(&removal.key), ctx, now, Some(f.assignment))?
+                    accept_in(&tx, &removal.request, &removal.body, &crate::model::Requester::schedule(), Some(&removal.key), ctx, now, Some(f.assignment))?
                 {
                     planned.request_id = Some(request_id);
                     planned.jobs = job_ids.len();

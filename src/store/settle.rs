@@ -14,17 +14,23 @@ use super::{Result, StoreError};
 impl Sqlite {
     /// `provd jobs cancel`: a job that has not been applied (queued, retrying, waiting on
     /// manual tasks) is canceled; its open tasks are canceled with it.
-    pub fn cancel_job(&self, id: i64, now: i64, reason: &str) -> Result<Job> {
+    pub fn cancel_job(&self, id: i64, now: i64, reason: &str, actor: &str) -> Result<Job> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let job = cancel_in(&tx, id, now, reason)?;
+            let job = cancel_in(&tx, id, now, reason, actor)?;
             tx.commit()?;
             Ok(job)
         })
     }
 
     /// Cancels every job of a request that has not been applied yet; returns how many.
-    pub fn cancel_request(&self, request_id: &str, now: i64, comment: &str) -> Result<usize> {
+    pub fn cancel_request(
+        &self,
+        request_id: &str,
+        now: i64,
+        comment: &str,
+        actor: &str,
+    ) -> Result<usize> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let exists: Option<i64> = tx.prepare_cached("SELECT seq FROM requests WHERE id = ?")?.query_row([request_id], |r| r.get(0)).optional()?;
@@ -36,7 +42,7 @@ impl Sqlite {
                 .query_map([request_id], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for id in &ids {
-                cancel_in(&tx, *id, now, comment)?;
+                cancel_in(&tx, *id, now, comment, actor)?;
             }
             tx.prepare_cached("UPDATE requests SET canceled_at = ?, cancel_comment = ? WHERE id = ?")?
                 .execute(params![now, comment, request_id])?;
@@ -47,6 +53,7 @@ impl Sqlite {
                     kind: "request_canceled",
                     request_id: Some(request_id),
                     data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+                    actor,
                     ..Default::default()
                 },
             )?;
@@ -66,6 +73,7 @@ impl Sqlite {
         now: i64,
         max_attempts: u32,
         identity: Option<&Identity>,
+        actor: &str,
     ) -> Result<Job> {
         let identity = identity
             .map(|i| serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string())))
@@ -95,7 +103,7 @@ impl Sqlite {
                     )));
                 }
             }
-            event(&tx, now, "job_retry_requested", &job, json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }))?;
+            event(&tx, now, "job_retry_requested", &job, actor, json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }))?;
             let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
             tx.commit()?;
             Ok(job)
@@ -103,7 +111,7 @@ impl Sqlite {
     }
 }
 
-fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str) -> Result<Job> {
+fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str, actor: &str) -> Result<Job> {
     let job = get(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
     match job.state {
         JobState::Queued | JobState::Retrying | JobState::Manual => {}
@@ -131,6 +139,7 @@ fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str) -> Result<Job> {
         now,
         "job_canceled",
         &job,
+        actor,
         json!({ "reason": reason, "from": job.state.as_str() }),
     )?;
     settle(tx, id, now)?;
@@ -157,7 +166,9 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
             continue;
         };
         tx.prepare_cached(
-            "UPDATE assignments SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+            "UPDATE assignments SET state = ?1, updated_at = ?2,
+                active_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE active_at END
+             WHERE id = ?3 AND state = ?4",
         )?
         .execute(params![to, now, assignment, from])?;
     }
@@ -195,6 +206,7 @@ pub(crate) fn finish_manual(
     now: i64,
     state: &str,
     error: Option<AttemptError>,
+    actor: &str,
 ) -> Result<String> {
     let Some(job) = get(tx, job_id)? else {
         return Err(StoreError::NotFound(format!("no job {job_id}")));
@@ -222,6 +234,7 @@ pub(crate) fn finish_manual(
         now,
         &format!("job_{state}"),
         &job,
+        actor,
         json!({ "by": "manual tasks", "error": error }),
     )?;
     settle(tx, job_id, now)?;

@@ -36,6 +36,13 @@ pub struct StatusRow {
     pub remove_at: Option<i64>,
     /// The item's `clientMetadata`, as JSON text.
     pub client_metadata: String,
+    /// Who asked (the request's requester; its origin for requests older than that).
+    pub requester: String,
+    /// The comment the requester gave the item.
+    pub comment: Option<String>,
+    /// The request that granted the access this item concerns, when another one did (a
+    /// revoke's grant, or what a duplicate found).
+    pub grant_request: Option<String>,
     pub jobs: Vec<StatusJob>,
 }
 
@@ -54,7 +61,9 @@ pub struct StatusJob {
 fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
     let mut stmt = c.prepare(
         "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition, ri.assignment_id,
-                ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at
+                ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at,
+                COALESCE(r.requester, r.origin), ri.comment,
+                CASE WHEN a.request_id <> ri.request_id THEN a.request_id END
          FROM request_items ri JOIN requests r ON r.id = ri.request_id
          LEFT JOIN assignments a ON a.id = ri.assignment_id
          WHERE (?1 IS NULL OR ri.request_id = ?1) AND (?2 IS NULL OR ri.identity_id = ?2)
@@ -75,6 +84,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         Option<i64>,
         Option<String>,
         Option<i64>,
+        (String, Option<String>, Option<String>),
     );
     let rows: Vec<RowT> = stmt
         .query_map(
@@ -100,6 +110,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
                     r.get(11)?,
                     r.get(12)?,
                     r.get(13)?,
+                    (r.get(14)?, r.get(15)?, r.get(16)?),
                 ))
             },
         )?
@@ -127,6 +138,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         canceled,
         a_state,
         remove_at,
+        (requester, comment, grant_request),
     ) in rows
     {
         let jobs = jobs_of
@@ -180,6 +192,9 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
             assignment_state: a_state,
             remove_at,
             client_metadata: meta,
+            requester,
+            comment,
+            grant_request,
             jobs: carried,
         });
     }

@@ -134,6 +134,7 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
             source: Some(&job.source),
             identity: Some(&job.identity_id),
             data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+            actor: &crate::model::agent_actor(owner),
         },
     )?;
     Ok(())
@@ -269,6 +270,7 @@ fn resolve_in(
         source: Some(&source),
         identity: Some(&identity),
         data,
+        actor: resolved_by,
     };
     events::append(
         tx,
@@ -285,9 +287,9 @@ fn resolve_in(
     )?;
     let job_state = if status == "failed" {
         let error = crate::store::rules::task_error(task, resolved_by, note, now);
-        super::settle::finish_manual(tx, job_id, now, "failed", Some(error))?
+        super::settle::finish_manual(tx, job_id, now, "failed", Some(error), resolved_by)?
     } else if open == 0 {
-        super::settle::finish_manual(tx, job_id, now, "succeeded", None)?
+        super::settle::finish_manual(tx, job_id, now, "succeeded", None, resolved_by)?
     } else {
         "manual".to_string()
     };

@@ -129,7 +129,7 @@ impl Sqlite {
                 events::append(
                     &tx,
                     now,
-                    &Event { kind: "upstream_rejected", data: json!({ "upstream": name, "upstreamId": id, "reason": reason }), ..Default::default() },
+                    &Event { kind: "upstream_rejected", data: json!({ "upstream": name, "upstreamId": id, "reason": reason }), actor: &format!("upstream:{name}"), ..Default::default() },
                 )?;
             }
             tx.commit()?;
@@ -156,7 +156,7 @@ impl Sqlite {
             events::append(
                 &tx,
                 now,
-                &Event { kind: "upstream_written_back", data: json!({ "upstream": name, "upstreamId": id, "message": message }), ..Default::default() },
+                &Event { kind: "upstream_written_back", data: json!({ "upstream": name, "upstreamId": id, "message": message }), actor: &format!("upstream:{name}"), ..Default::default() },
             )?;
             tx.commit()?;
             Ok(())

@@ -344,7 +344,11 @@ impl Puller {
         let key = format!("upstream:{name}:{id}");
         let result = self
             .intake
-            .submit(body.as_bytes(), &format!("upstream:{name}"), Some(&key))
+            .submit(
+                body.as_bytes(),
+                &crate::model::Requester::upstream(name),
+                Some(&key),
+            )
             .await;
         match result {
             Ok(replay) => {

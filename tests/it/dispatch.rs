@@ -191,7 +191,7 @@ impl Rig {
             &self.store,
             self.clock.now(),
             body.to_string().as_bytes(),
-            "test",
+            &provd::model::Requester::other("test"),
             None,
         )
         .await

@@ -95,7 +95,7 @@ async fn grant(store: &Store, who: &str, n: usize) {
             .accept(provd::store::roles::Accept {
                 request,
                 body: "{}".into(),
-                origin: "test".into(),
+                requester: provd::model::Requester::other("test"),
                 idempotency_key: None,
                 ctx,
                 now: jiff::Timestamp::from_millisecond(1_000).unwrap(),
@@ -128,7 +128,13 @@ async fn a_stale_agent_is_fenced_by_the_lease_epoch() {
         .unwrap()
         .remove(0);
     assert_eq!(stale.lease_epoch, 1);
-    assert_eq!(b.expire_leases(3_001, None).await.unwrap().len(), 1);
+    assert_eq!(
+        b.expire_leases(3_001, None, "b".into())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let fresh = b
         .claim(claim("b#1", 3_002, 9_000, 10))
         .await
@@ -359,7 +365,10 @@ async fn a_restarted_agent_reclaims_only_its_own_leases() {
         "running"
     );
     assert!(
-        a.expire_leases(3_000, None).await.unwrap().is_empty(),
+        a.expire_leases(3_000, None, "a".into())
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing expired yet"
     );
 }

@@ -16,7 +16,7 @@ use super::rows::to_json;
 use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::{
-    AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot, ValidRequest,
+    AssignmentState, Effect, Granted, LiveAssignment, Plan, Requester, Snapshot, ValidRequest,
 };
 use crate::store::accept::{Accepted, Context, RemovalChange, Replay};
 use crate::store::events::Event;
@@ -135,7 +135,7 @@ pub(super) async fn accept_in(
     tx: &Tx<'_>,
     req: &ValidRequest,
     body: &str,
-    origin: &str,
+    from: &Requester,
     idempotency_key: Option<&str>,
     ctx: &Context,
     now: Timestamp,
@@ -152,7 +152,7 @@ pub(super) async fn accept_in(
     let w = Write {
         req,
         body,
-        origin,
+        from,
         idempotency_key,
         ctx,
         plan: &plan,
@@ -172,7 +172,7 @@ pub(super) async fn accept_in(
 struct Write<'a> {
     req: &'a ValidRequest,
     body: &'a str,
-    origin: &'a str,
+    from: &'a Requester,
     idempotency_key: Option<&'a str>,
     ctx: &'a Context,
     plan: &'a Plan,
@@ -184,15 +184,16 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
     let (req, plan, request_id) = (w.req, w.plan, w.request_id);
     let mut removals = Vec::new();
     tx.execute(
-        "INSERT INTO requests (id, idempotency_key, origin, request_type, body, response, received_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        &[&request_id, &w.idempotency_key, &w.origin, &req.request_type.as_str(), &w.body, &w.response.to_string(), &now_ms],
+        "INSERT INTO requests (id, idempotency_key, origin, requester, request_type, body, response, received_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        &[&request_id, &w.idempotency_key, &w.from.origin, &w.from.name, &req.request_type.as_str(), &w.body, &w.response.to_string(), &now_ms],
     )
     .await?;
     let e = Event {
         kind: "request_accepted",
         request_id: Some(request_id),
-        data: json!({ "origin": w.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+        data: json!({ "origin": w.from.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+        actor: &w.from.name,
         ..Default::default()
     };
     super::audit::append(tx, now_ms, &e).await?;
@@ -239,6 +240,7 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
             source: Some(&job.source),
             identity: Some(&job.identity),
             data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+            actor: &w.from.name,
         };
         super::audit::append(tx, now_ms, &e).await?;
         job_ids.push(id);
@@ -264,7 +266,7 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
         };
         let assignment = match item.effect {
             Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
-            _ => apply_effect(tx, item, request_id, now_ms).await?,
+            _ => apply_effect(tx, item, request_id, &w.from.name, now_ms).await?,
         };
         let change = crate::store::rules::removal_change(item, unchanged);
         if let Some(change) = change {
@@ -321,6 +323,7 @@ async fn apply_effect(
     tx: &Tx<'_>,
     item: &crate::model::PlannedItem,
     request_id: &str,
+    actor: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     Ok(match item.effect {
@@ -334,7 +337,8 @@ async fn apply_effect(
             let row = tx
                 .query_one(
                     "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
-                        start_at, remove_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) RETURNING id",
+                        start_at, remove_at, created_at, updated_at, active_at)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,CASE WHEN $4 = 'active' THEN $9::BIGINT END) RETURNING id",
                     &[
                         &item.identity,
                         &item.item.ty.as_str(),
@@ -354,14 +358,28 @@ async fn apply_effect(
             assignment,
             remove_at,
         } => {
-            set_remove_at(tx, assignment, remove_at.map(to_ms), request_id, now_ms).await?;
+            set_remove_at(
+                tx,
+                assignment,
+                remove_at.map(to_ms),
+                (request_id, actor, &item.identity),
+                now_ms,
+            )
+            .await?;
             Some(assignment)
         }
         Effect::ScheduleRemoval {
             assignment,
             remove_at,
         } => {
-            set_remove_at(tx, assignment, Some(to_ms(remove_at)), request_id, now_ms).await?;
+            set_remove_at(
+                tx,
+                assignment,
+                Some(to_ms(remove_at)),
+                (request_id, actor, &item.identity),
+                now_ms,
+            )
+            .await?;
             Some(assignment)
         }
         Effect::Revoke { assignment } => {
@@ -387,7 +405,7 @@ async fn set_remove_at(
     tx: &Tx<'_>,
     assignment: i64,
     remove_at: Option<i64>,
-    request_id: &str,
+    (request_id, actor, identity): (&str, &str, &str),
     now_ms: i64,
 ) -> Result<()> {
     tx.execute(
@@ -398,7 +416,9 @@ async fn set_remove_at(
     let e = Event {
         kind: "remove_date_set",
         request_id: Some(request_id),
+        identity: Some(identity),
         data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+        actor,
         ..Default::default()
     };
     super::audit::append(tx, now_ms, &e).await

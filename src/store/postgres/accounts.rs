@@ -57,7 +57,12 @@ impl Accounts for Postgres {
         })
     }
 
-    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>> {
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        now: i64,
+        actor: String,
+    ) -> BoxFuture<Result<usize>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -76,6 +81,7 @@ impl Accounts for Postgres {
             let event = Event {
                 kind: "identities_imported",
                 data: serde_json::json!({ "count": identities.len() }),
+                actor: &actor,
                 ..Default::default()
             };
             super::audit::append(&tx, now, &event).await?;

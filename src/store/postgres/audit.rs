@@ -6,7 +6,11 @@ use serde_json::Value;
 
 use super::{Postgres, Tx};
 use crate::store::Result;
-use crate::store::events::{Event, StoredEvent, writer};
+use crate::store::audit::{
+    AccessQuery, AuditQuery, HOLDINGS_POSTGRES, Holding, Param, RemovalRow, audit_sql,
+    postgres_param, removals_sql,
+};
+use crate::store::events::{Event, StoredEvent, actor, writer};
 use crate::store::roles::{Audit, BoxFuture};
 
 pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> {
@@ -17,8 +21,8 @@ pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> 
     };
     super::exec(
         c,
-        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
         &[
             &at_ms,
             &e.kind,
@@ -28,13 +32,106 @@ pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> 
             &e.identity,
             &data,
             &writer(),
+            &actor(e),
         ],
     )
     .await?;
     Ok(())
 }
 
+fn stored(r: &tokio_postgres::Row) -> StoredEvent {
+    StoredEvent {
+        id: r.get(0),
+        at: r.get(1),
+        kind: r.get(2),
+        request_id: r.get(3),
+        job_id: r.get(4),
+        source: r.get(5),
+        identity: r.get(6),
+        data: serde_json::from_str(r.get::<_, &str>(7)).unwrap_or(Value::Null),
+        writer: r.get(8),
+        actor: r.get(9),
+    }
+}
+
 impl Audit for Postgres {
+    fn holdings(&self, q: AccessQuery) -> BoxFuture<Result<Vec<Holding>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c.query(HOLDINGS_POSTGRES, &[&q.identity]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| Holding {
+                    assignment: r.get(0),
+                    identity: r.get(1),
+                    item_type: r.get(2),
+                    item_id: r.get(3),
+                    state: r.get(4),
+                    request_id: r.get(5),
+                    requester: r.get(6),
+                    created_at: r.get(7),
+                    active_at: r.get(8),
+                    remove_at: r.get(9),
+                    entitlements: r.get(10),
+                    accounts: r.get(11),
+                })
+                .collect())
+        })
+    }
+
+    fn removals(&self, since: i64, until: i64, limit: usize) -> BoxFuture<Result<Vec<RemovalRow>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let limit = limit.min(i64::MAX as usize) as i64;
+            let rows = c
+                .query(&removals_sql(postgres_param), &[&since, &until, &limit])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| RemovalRow {
+                    assignment: r.get(0),
+                    identity: r.get(1),
+                    item_type: r.get(2),
+                    item_id: r.get(3),
+                    due_at: r.get(4),
+                    fired_at: r.get(5),
+                    grant_request: r.get(6),
+                    revoke_request: r.get(7),
+                    jobs: r.get(8),
+                    jobs_ended: r.get(9),
+                    jobs_failed: r.get(10),
+                    done_at: r.get(11),
+                    state: r.get(12),
+                })
+                .collect())
+        })
+    }
+
+    fn audit(&self, q: AuditQuery) -> BoxFuture<Result<Vec<StoredEvent>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let (sql, params) = audit_sql(&q, postgres_param);
+            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match p {
+                        Param::Int(i) => Box::new(i),
+                        Param::Text(t) => Box::new(t),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let c = me.client().await?;
+            let rows = c.query(&sql, &refs).await?;
+            Ok(rows.iter().map(stored).collect())
+        })
+    }
+
     fn last_event_id(&self) -> BoxFuture<Result<i64>> {
         let me = self.clone();
         Box::pin(async move {
@@ -62,7 +159,7 @@ impl Audit for Postgres {
             let c = me.client().await?;
             let rows = c
                 .query(
-                    "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer
+                    "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer, actor
                      FROM events WHERE id > $1 AND id <= $2
                        AND ($3::TEXT IS NULL OR writer IS NULL OR writer <> $3)
                      ORDER BY id LIMIT $4",
@@ -74,20 +171,7 @@ impl Audit for Postgres {
                     ],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| StoredEvent {
-                    id: r.get(0),
-                    at: r.get(1),
-                    kind: r.get(2),
-                    request_id: r.get(3),
-                    job_id: r.get(4),
-                    source: r.get(5),
-                    identity: r.get(6),
-                    data: serde_json::from_str(r.get::<_, &str>(7)).unwrap_or(Value::Null),
-                    writer: r.get(8),
-                })
-                .collect())
+            Ok(rows.iter().map(stored).collect())
         })
     }
 }

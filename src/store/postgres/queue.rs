@@ -12,6 +12,7 @@ use super::rows::{COLUMNS, event, get, job, to_json};
 use futures_util::future::try_join_all;
 
 use super::{Postgres, Tx, exec};
+use crate::model::agent_actor;
 use crate::store::jobs::{AttemptError, Ending, Finish, Job, JobFilter, JobState, Moved, OpRecord};
 use crate::store::roles::{BoxFuture, Claim, Queue};
 use crate::store::{Result, StoreError};
@@ -54,17 +55,26 @@ async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
 /// What a fenced end writes besides the job: its calls, its event, its settling.
 async fn after_fence(tx: &Tx<'_>, f: &Finish) -> Result<()> {
     let (job, now) = (&f.job, f.now);
-    record_ops(tx, job, &f.ops, now).await?;
+    let actor = agent_actor(&f.owner);
+    record_ops(tx, job, &f.ops, now, &actor).await?;
     match (
         &f.ending,
         crate::store::rules::end_row(job, &f.ending, now)?,
     ) {
         (Ending::Released { error }, _) => {
             let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
-            event(tx, now, "job_released", job, data).await
+            event(tx, now, "job_released", job, &actor, data).await
         }
         (_, Some(row)) => {
-            event(tx, now, &format!("job_{}", row.state), job, row.data).await?;
+            event(
+                tx,
+                now,
+                &format!("job_{}", row.state),
+                job,
+                &actor,
+                row.data,
+            )
+            .await?;
             if row.state != "retrying" {
                 super::settle::settle(tx, job.id, now).await?;
             }
@@ -75,7 +85,7 @@ async fn after_fence(tx: &Tx<'_>, f: &Finish) -> Result<()> {
 }
 
 /// Writes an attempt's calls: progress, the account's native id, one audit event each.
-async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64) -> Result<()> {
+async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64, actor: &str) -> Result<()> {
     let Some(last) = ops.last() else {
         return Ok(());
     };
@@ -96,9 +106,8 @@ async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64) -> Resul
             )
             .await?;
         }
-        let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
-        let data = json!({ "op": kind, "index": op.index, "outcome": op.outcome, "nativeId": op.native_id, "detail": op.detail });
-        event(tx, now, "connector_call", job, data).await?;
+        let data = crate::store::rules::call_event(job, op);
+        event(tx, now, "connector_call", job, actor, data).await?;
     }
     Ok(())
 }
@@ -112,7 +121,9 @@ impl Postgres {
         which: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         now: i64,
+        by: &str,
     ) -> Result<Vec<Moved>> {
+        let actor = agent_actor(by);
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let stale = tx
@@ -143,7 +154,7 @@ impl Postgres {
             .await?;
             let data =
                 json!({ "owner": j.lease_owner, "attempt": j.attempt, "epoch": j.lease_epoch });
-            event(&tx, now, "job_lease_expired", &j, data).await?;
+            event(&tx, now, "job_lease_expired", &j, &actor, data).await?;
             moved.push(Moved {
                 job_id: j.id,
                 request_id: j.request_id.clone(),
@@ -249,10 +260,11 @@ impl Queue for Postgres {
                 .await?;
             let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
             jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
+            let actor = agent_actor(&cl.owner);
             for j in &jobs {
                 let data =
                     json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
-                event(&tx, cl.now, "job_running", j, data).await?;
+                event(&tx, cl.now, "job_running", j, &actor, data).await?;
             }
             tx.commit().await?;
             Ok(jobs)
@@ -354,6 +366,7 @@ impl Queue for Postgres {
                     now,
                     "job_released",
                     &j,
+                    &agent_actor(&owner),
                     json!({ "reason": "shutdown" }),
                 )
                 .await?;
@@ -363,15 +376,23 @@ impl Queue for Postgres {
         })
     }
 
-    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
+    fn expire_leases(
+        &self,
+        now: i64,
+        all_but: Option<String>,
+        by: String,
+    ) -> BoxFuture<Result<Vec<Moved>>> {
         let me = self.clone();
         Box::pin(async move {
             match &all_but {
                 Some(o) => {
                     let which = "lease_expires_at < $1 OR lease_owner IS DISTINCT FROM $2";
-                    me.take_back(which, &[&now, o], now).await
+                    me.take_back(which, &[&now, o], now, &by).await
                 }
-                None => me.take_back("lease_expires_at < $1", &[&now], now).await,
+                None => {
+                    me.take_back("lease_expires_at < $1", &[&now], now, &by)
+                        .await
+                }
             }
         })
     }
@@ -380,7 +401,8 @@ impl Queue for Postgres {
         let me = self.clone();
         Box::pin(async move {
             let which = "left(lease_owner, length($1) + 1) = $1 || '#' AND lease_owner <> $2";
-            me.take_back(which, &[&name, &me_owner], now).await
+            me.take_back(which, &[&name, &me_owner], now, &me_owner)
+                .await
         })
     }
 
@@ -401,12 +423,18 @@ impl Queue for Postgres {
         })
     }
 
-    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>> {
+    fn cancel_job(
+        &self,
+        id: i64,
+        now: i64,
+        reason: String,
+        actor: String,
+    ) -> BoxFuture<Result<Job>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let j = super::settle::cancel_in(&tx, id, now, &reason).await?;
+            let j = super::settle::cancel_in(&tx, id, now, &reason, &actor).await?;
             tx.commit().await?;
             Ok(j)
         })
@@ -417,12 +445,13 @@ impl Queue for Postgres {
         request_id: String,
         now: i64,
         comment: String,
+        actor: String,
     ) -> BoxFuture<Result<usize>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let n = super::settle::cancel_request(&tx, &request_id, now, &comment).await?;
+            let n = super::settle::cancel_request(&tx, &request_id, now, &comment, &actor).await?;
             tx.commit().await?;
             Ok(n)
         })
@@ -434,6 +463,7 @@ impl Queue for Postgres {
         now: i64,
         max_attempts: u32,
         identity: Option<provd_connector_core::Identity>,
+        actor: String,
     ) -> BoxFuture<Result<Job>> {
         let me = self.clone();
         Box::pin(async move {
@@ -470,7 +500,7 @@ impl Queue for Postgres {
                 }
             }
             let data = json!({ "from": j.state.as_str(), "attempts_before": j.attempt, "max_attempts": max_attempts });
-            event(&tx, now, "job_retry_requested", &j, data).await?;
+            event(&tx, now, "job_retry_requested", &j, &actor, data).await?;
             let j = get(&tx, id)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;

@@ -35,7 +35,14 @@ impl Requests for Postgres {
             let out = super::each_in_savepoint!(tx, batch, |sp, a| {
                 let key = a.idempotency_key.as_deref();
                 accept_in(
-                    &sp, &a.request, &a.body, &a.origin, key, &a.ctx, a.now, None,
+                    &sp,
+                    &a.request,
+                    &a.body,
+                    &a.requester,
+                    key,
+                    &a.ctx,
+                    a.now,
+                    None,
                 )
             });
             tx.commit().await?;
@@ -61,7 +68,9 @@ impl Requests for Postgres {
             let rows = c
                 .query(
                     "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition,
-                            ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at
+                            ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at,
+                            COALESCE(r.requester, r.origin), ri.comment,
+                            CASE WHEN a.request_id <> ri.request_id THEN a.request_id END
                      FROM request_items ri JOIN requests r ON r.id = ri.request_id
                      LEFT JOIN assignments a ON a.id = ri.assignment_id
                      WHERE ($1::TEXT IS NULL OR ri.request_id = $1) AND ($2::TEXT IS NULL OR ri.identity_id = $2)
@@ -123,6 +132,9 @@ impl Requests for Postgres {
                     canceled_at: r.get(10),
                     assignment_state: r.get(11),
                     remove_at: r.get(12),
+                    requester: r.get(13),
+                    comment: r.get(14),
+                    grant_request: r.get(15),
                     jobs: carried,
                 });
             }

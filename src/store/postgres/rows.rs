@@ -56,6 +56,7 @@ pub(super) async fn event(
     now: i64,
     kind: &str,
     job: &Job,
+    actor: &str,
     data: serde_json::Value,
 ) -> Result<()> {
     let e = Event {
@@ -65,6 +66,7 @@ pub(super) async fn event(
         source: Some(&job.source),
         identity: Some(&job.identity_id),
         data,
+        actor,
     };
     super::audit::append(tx, now, &e).await
 }

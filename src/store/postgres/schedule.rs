@@ -23,6 +23,8 @@ fn fired(r: &tokio_postgres::Row, now: Option<i64>) -> Option<Fired> {
         item_id: r.get(3),
         remove_at,
         lag_ms: now.map_or(0, |n| n - remove_at),
+        grant_request: r.get(5),
+        grant_metadata: r.get(6),
     })
 }
 
@@ -85,7 +87,9 @@ impl Schedule for Postgres {
                                   FOR UPDATE SKIP LOCKED)
                      UPDATE assignments a SET state = 'revoking', fired_at = $1, revoke_planned = 0, updated_at = $1
                      FROM due WHERE a.id = due.id
-                     RETURNING a.id, a.identity_id, a.item_type, a.item_id, a.remove_at",
+                     RETURNING a.id, a.identity_id, a.item_type, a.item_id, a.remove_at, a.request_id,
+                        (SELECT ri.client_metadata FROM request_items ri WHERE ri.request_id = a.request_id
+                         AND ri.assignment_id = a.id ORDER BY ri.id LIMIT 1)",
                     &[&now, &(limit as i64)],
                 )
                 .await?;
@@ -99,6 +103,7 @@ impl Schedule for Postgres {
                 let e = Event {
                     kind: "removals_fired",
                     data: json!({ "removals": data }),
+                    actor: "schedule",
                     ..Default::default()
                 };
                 super::audit::append(&tx, now, &e).await?;
@@ -114,8 +119,10 @@ impl Schedule for Postgres {
             let c = me.client().await?;
             let rows = c
                 .query(
-                    "SELECT id, identity_id, item_type, item_id, remove_at FROM assignments
-                     WHERE revoke_planned = 0 ORDER BY fired_at, id LIMIT $1",
+                    "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.remove_at, a.request_id,
+                        (SELECT ri.client_metadata FROM request_items ri WHERE ri.request_id = a.request_id
+                         AND ri.assignment_id = a.id ORDER BY ri.id LIMIT 1)
+                     FROM assignments a WHERE a.revoke_planned = 0 ORDER BY a.fired_at, a.id LIMIT $1",
                     &[&(limit as i64)],
                 )
                 .await?;
@@ -181,6 +188,7 @@ impl Schedule for Postgres {
                         kind: "removal_superseded",
                         identity: Some(&f.identity),
                         data: json!({ "assignment": f.assignment, "by": newer }),
+                        actor: "schedule",
                         ..Default::default()
                     };
                     super::audit::append(&tx, now_ms, &e).await?;
@@ -195,7 +203,7 @@ impl Schedule for Postgres {
                     &tx,
                     &removal.request,
                     &removal.body,
-                    "schedule",
+                    &crate::model::Requester::schedule(),
                     Some(&removal.key),
                     &ctx,
                     now,

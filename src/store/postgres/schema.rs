@@ -206,4 +206,12 @@ pub const MIGRATIONS: &[&str] = &[
     "-- 5: part of 1",
     "-- 6: part of 1",
     "-- 7: part of 1",
+    // 8: as SQLite's 8.
+    r#"
+    ALTER TABLE requests ADD COLUMN requester TEXT;
+    ALTER TABLE events ADD COLUMN actor TEXT;
+    ALTER TABLE assignments ADD COLUMN active_at BIGINT;
+    UPDATE assignments SET active_at = updated_at WHERE state IN ('active','revoking','removed');
+    CREATE INDEX events_at ON events(at);
+    "#,
 ];

@@ -36,7 +36,9 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
         };
         super::exec(
             tx,
-            "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+            "UPDATE assignments SET state = $1, updated_at = $2,
+                active_at = CASE WHEN $1 = 'active' THEN $2::BIGINT ELSE active_at END
+             WHERE id = $3 AND state = $4",
             &[&to, &now, &assignment, &from],
         )
         .await?;
@@ -74,7 +76,13 @@ pub(super) async fn unsettle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn cancel_in(tx: &Tx<'_>, id: i64, now: i64, reason: &str) -> Result<Job> {
+pub(super) async fn cancel_in(
+    tx: &Tx<'_>,
+    id: i64,
+    now: i64,
+    reason: &str,
+    actor: &str,
+) -> Result<Job> {
     let job = get(tx, id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
@@ -111,7 +119,7 @@ pub(super) async fn cancel_in(tx: &Tx<'_>, id: i64, now: i64, reason: &str) -> R
     )
     .await?;
     let data = json!({ "reason": reason, "from": job.state.as_str() });
-    event(tx, now, "job_canceled", &job, data).await?;
+    event(tx, now, "job_canceled", &job, actor, data).await?;
     settle(tx, id, now).await?;
     Ok(job)
 }
@@ -121,6 +129,7 @@ pub(super) async fn cancel_request(
     request_id: &str,
     now: i64,
     comment: &str,
+    actor: &str,
 ) -> Result<usize> {
     let exists = tx
         .query_opt("SELECT seq FROM requests WHERE id = $1", &[&request_id])
@@ -140,7 +149,7 @@ pub(super) async fn cancel_request(
         .map(|r| r.get(0))
         .collect();
     for id in &ids {
-        cancel_in(tx, *id, now, comment).await?;
+        cancel_in(tx, *id, now, comment, actor).await?;
     }
     tx.execute(
         "UPDATE requests SET canceled_at = $1, cancel_comment = $2 WHERE id = $3",
@@ -151,6 +160,7 @@ pub(super) async fn cancel_request(
         kind: "request_canceled",
         request_id: Some(request_id),
         data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+        actor,
         ..Default::default()
     };
     super::audit::append(tx, now, &e).await?;
@@ -164,6 +174,7 @@ pub(super) async fn finish_manual(
     now: i64,
     state: &str,
     error: Option<AttemptError>,
+    actor: &str,
 ) -> Result<String> {
     let Some(job) = get(tx, job_id).await? else {
         return Err(StoreError::NotFound(format!("no job {job_id}")));
@@ -201,7 +212,7 @@ pub(super) async fn finish_manual(
         .await?;
     }
     let data = json!({ "by": "manual tasks", "error": error });
-    event(tx, now, &format!("job_{state}"), &job, data).await?;
+    event(tx, now, &format!("job_{state}"), &job, actor, data).await?;
     settle(tx, job_id, now).await?;
     Ok(state.to_string())
 }

@@ -69,6 +69,7 @@ async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
         source: Some(&source),
         identity: Some(&identity),
         data: json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
+        actor: resolved_by,
     };
     super::audit::append(tx, now, &e).await?;
     // The job's row is locked before its tasks are counted: two imports answering the
@@ -84,9 +85,9 @@ async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
         .get(0);
     let job_state = if status == "failed" {
         let error = crate::store::rules::task_error(task, resolved_by, note, now);
-        super::settle::finish_manual(tx, job_id, now, "failed", Some(error)).await?
+        super::settle::finish_manual(tx, job_id, now, "failed", Some(error), resolved_by).await?
     } else if open == 0 {
-        super::settle::finish_manual(tx, job_id, now, "succeeded", None).await?
+        super::settle::finish_manual(tx, job_id, now, "succeeded", None, resolved_by).await?
     } else {
         "manual".to_string()
     };
@@ -283,6 +284,7 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
         source: Some(&job.source),
         identity: Some(&job.identity_id),
         data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+        actor: &crate::model::agent_actor(owner),
     };
     super::audit::append(tx, now, &e).await?;
     Ok(())

@@ -113,6 +113,7 @@ impl Upstream for Postgres {
             } else {
                 "rejected"
             };
+            let actor = format!("upstream:{name}");
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
             me.fenced(&tx).await?;
@@ -127,6 +128,7 @@ impl Upstream for Postgres {
                 let event = Event {
                     kind: "upstream_rejected",
                     data: json!({ "upstream": name, "upstreamId": id, "reason": reason }),
+                    actor: &actor,
                     ..Default::default()
                 };
                 super::audit::append(&tx, now, &event).await?;
@@ -168,6 +170,7 @@ impl Upstream for Postgres {
     ) -> BoxFuture<Result<()>> {
         let me = self.clone();
         Box::pin(async move {
+            let actor = format!("upstream:{name}");
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
             me.fenced(&tx).await?;
@@ -180,6 +183,7 @@ impl Upstream for Postgres {
             let event = Event {
                 kind: "upstream_written_back",
                 data: json!({ "upstream": name, "upstreamId": id, "message": message }),
+                actor: &actor,
                 ..Default::default()
             };
             super::audit::append(&tx, now, &event).await?;

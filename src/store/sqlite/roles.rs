@@ -9,6 +9,7 @@ use provd_connector_core::Identity;
 use super::Sqlite;
 use crate::model::Snapshot;
 use crate::store::accept::{Accepted, Context, Replay};
+use crate::store::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
 use crate::store::jobs::{Finish, Job, JobFilter, Moved};
 use crate::store::roles::{
@@ -70,26 +71,43 @@ impl Queue for Sqlite {
     fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.release(&job, &owner, now))
     }
-    fn expire_leases(&self, now: i64, all_but: Option<String>) -> BoxFuture<Result<Vec<Moved>>> {
-        blocking!(self, |s| s.expire_leases(now, all_but.as_deref()))
+    fn expire_leases(
+        &self,
+        now: i64,
+        all_but: Option<String>,
+        by: String,
+    ) -> BoxFuture<Result<Vec<Moved>>> {
+        blocking!(self, |s| s.expire_leases(now, all_but.as_deref(), &by))
     }
     /// Alone on its file, start-up takes back every foreign lease anyway.
     fn reclaim(&self, _name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
-        blocking!(self, |s| s.expire_leases(now, Some(&me)))
+        blocking!(self, |s| s.expire_leases(now, Some(&me), &me))
     }
     fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
         blocking!(self, |s| s.job_counts())
     }
-    fn cancel_job(&self, id: i64, now: i64, reason: String) -> BoxFuture<Result<Job>> {
-        blocking!(self, |s| s.cancel_job(id, now, &reason))
+    fn cancel_job(
+        &self,
+        id: i64,
+        now: i64,
+        reason: String,
+        actor: String,
+    ) -> BoxFuture<Result<Job>> {
+        blocking!(self, |s| s.cancel_job(id, now, &reason, &actor))
     }
     fn cancel_request(
         &self,
         request_id: String,
         now: i64,
         comment: String,
+        actor: String,
     ) -> BoxFuture<Result<usize>> {
-        blocking!(self, |s| s.cancel_request(&request_id, now, &comment))
+        blocking!(self, |s| s.cancel_request(
+            &request_id,
+            now,
+            &comment,
+            &actor
+        ))
     }
     fn retry_job(
         &self,
@@ -97,12 +115,14 @@ impl Queue for Sqlite {
         now: i64,
         max_attempts: u32,
         identity: Option<Identity>,
+        actor: String,
     ) -> BoxFuture<Result<Job>> {
         blocking!(self, |s| s.retry_job(
             id,
             now,
             max_attempts,
-            identity.as_ref()
+            identity.as_ref(),
+            &actor
         ))
     }
 }
@@ -169,8 +189,13 @@ impl Accounts for Sqlite {
     fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
         blocking!(self, |s| s.identity_ids())
     }
-    fn import_identities(&self, identities: Vec<Identity>, now: i64) -> BoxFuture<Result<usize>> {
-        blocking!(self, |s| s.import_identities(&identities, now))
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        now: i64,
+        actor: String,
+    ) -> BoxFuture<Result<usize>> {
+        blocking!(self, |s| s.import_identities(&identities, now, &actor))
     }
     fn identity_by_attribute(
         &self,
@@ -289,6 +314,15 @@ impl Upstream for Sqlite {
 }
 
 impl Audit for Sqlite {
+    fn holdings(&self, q: AccessQuery) -> BoxFuture<Result<Vec<Holding>>> {
+        blocking!(self, |s| s.holdings(&q))
+    }
+    fn removals(&self, since: i64, until: i64, limit: usize) -> BoxFuture<Result<Vec<RemovalRow>>> {
+        blocking!(self, |s| s.removals(since, until, limit))
+    }
+    fn audit(&self, q: AuditQuery) -> BoxFuture<Result<Vec<StoredEvent>>> {
+        blocking!(self, |s| s.audit(&q))
+    }
     fn last_event_id(&self) -> BoxFuture<Result<i64>> {
         blocking!(self, |s| s.last_event_id())
     }

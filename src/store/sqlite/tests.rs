@@ -127,6 +127,7 @@ async fn a_store_reopened_on_the_same_file_sees_what_was_committed() {
                 attributes: Default::default(),
             }],
             7,
+            "cli:test".into(),
         )
         .await
         .unwrap();

@@ -1,0 +1,285 @@
+//! `provd access list` / `GET /access/v1`: what each identity holds now, one row per item
+//! and source; and `provd access removals`: the removals removeDates caused, how late.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::clock::rfc3339_ms;
+use crate::model::Granted;
+use crate::store::audit::{Holding, RemovalRow};
+
+/// One item an identity holds (or is getting, or is losing) on one source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRow {
+    pub identity: String,
+    pub item_type: String,
+    pub item_id: String,
+    pub source: String,
+    /// The identity's account on the source, when provd knows its native id.
+    pub account: Option<String>,
+    /// The values granted there (group DNs, role names …).
+    pub values: Vec<String>,
+    /// `pending`, `active` or `removal_scheduled`.
+    pub state: &'static str,
+    /// Pending: since requested; active: since granted.
+    pub since: i64,
+    /// The removeDate, if one is set.
+    pub until: Option<i64>,
+    pub request_id: String,
+    pub requester: String,
+}
+
+/// `pending` until the grant's jobs succeed; `removal_scheduled` once a removeDate is set
+/// or the removal is under way; `active` otherwise.
+pub fn state(h: &Holding) -> &'static str {
+    match h.state.as_str() {
+        "pending" => "pending",
+        "revoking" => "removal_scheduled",
+        _ if h.remove_at.is_some() => "removal_scheduled",
+        _ => "active",
+    }
+}
+
+/// Holdings as rows, one per source each touches; with `source`, only that source's.
+/// An item with nothing to provision (all of it already held) shows once, source `-`.
+pub fn rows(holdings: &[Holding], source: Option<&str>) -> Vec<AccessRow> {
+    let mut out = Vec::new();
+    for h in holdings {
+        let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
+        let accounts: BTreeMap<String, String> = h
+            .accounts
+            .as_deref()
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for g in &granted {
+            by_source
+                .entry(g.source.as_str())
+                .or_default()
+                .push(g.value.clone());
+        }
+        if by_source.is_empty() {
+            by_source.insert("-", Vec::new());
+        }
+        let since = match h.state.as_str() {
+            "pending" => h.created_at,
+            _ => h.active_at.unwrap_or(h.created_at),
+        };
+        for (src, values) in by_source {
+            if source.is_some_and(|s| s != src) {
+                continue;
+            }
+            out.push(AccessRow {
+                identity: h.identity.clone(),
+                item_type: h.item_type.clone(),
+                item_id: h.item_id.clone(),
+                source: src.to_string(),
+                account: accounts.get(src).cloned(),
+                values,
+                state: state(h),
+                since,
+                until: h.remove_at,
+                request_id: h.request_id.clone(),
+                requester: h.requester.clone(),
+            });
+        }
+    }
+    out
+}
+
+pub const COLUMNS: [&str; 11] = [
+    "identity",
+    "item_type",
+    "item_id",
+    "source",
+    "account",
+    "values",
+    "state",
+    "since",
+    "until",
+    "request_id",
+    "requester",
+];
+
+pub fn cells(r: &AccessRow) -> Vec<String> {
+    vec![
+        r.identity.clone(),
+        r.item_type.clone(),
+        r.item_id.clone(),
+        r.source.clone(),
+        r.account.clone().unwrap_or_default(),
+        r.values.join(";"),
+        r.state.to_string(),
+        rfc3339_ms(r.since),
+        r.until.map(rfc3339_ms).unwrap_or_default(),
+        r.request_id.clone(),
+        r.requester.clone(),
+    ]
+}
+
+pub fn to_json(r: &AccessRow) -> Value {
+    json!({
+        "identity": r.identity,
+        "itemType": r.item_type,
+        "itemId": r.item_id,
+        "source": r.source,
+        "account": r.account,
+        "values": r.values,
+        "state": r.state,
+        "since": rfc3339_ms(r.since),
+        "until": r.until.map(rfc3339_ms),
+        "requestId": r.request_id,
+        "requester": r.requester,
+    })
+}
+
+/// What became of a removal: `done` (the revoke succeeded), `in_progress`, `failed`,
+/// `not_planned` (fired, revoke not written yet) or `superseded` (granted again before
+/// the revoke was planned).
+pub fn outcome(r: &RemovalRow) -> &'static str {
+    match &r.revoke_request {
+        None if matches!(r.state.as_str(), "pending" | "active") => "superseded",
+        None if r.state == "removed" => "superseded",
+        None => "not_planned",
+        Some(_) if r.jobs_failed > 0 => "failed",
+        Some(_) if r.jobs_ended == r.jobs => "done",
+        Some(_) => "in_progress",
+    }
+}
+
+/// When the access was gone: the revoke's last job end (a revoke with nothing to do on
+/// any source is done when it fired).
+pub fn done_at(r: &RemovalRow) -> Option<i64> {
+    match outcome(r) {
+        "done" => r.done_at.or(Some(r.fired_at)),
+        _ => None,
+    }
+}
+
+pub const REMOVAL_COLUMNS: [&str; 11] = [
+    "identity",
+    "item_type",
+    "item_id",
+    "due",
+    "fired",
+    "done",
+    "late_ms",
+    "outcome",
+    "grant_request_id",
+    "revoke_request_id",
+    "assignment",
+];
+
+pub fn removal_cells(r: &RemovalRow) -> Vec<String> {
+    let done = done_at(r);
+    vec![
+        r.identity.clone(),
+        r.item_type.clone(),
+        r.item_id.clone(),
+        rfc3339_ms(r.due_at),
+        rfc3339_ms(r.fired_at),
+        done.map(rfc3339_ms).unwrap_or_default(),
+        done.map(|d| (d - r.due_at).to_string()).unwrap_or_default(),
+        outcome(r).to_string(),
+        r.grant_request.clone(),
+        r.revoke_request.clone().unwrap_or_default(),
+        r.assignment.to_string(),
+    ]
+}
+
+pub fn removal_json(r: &RemovalRow) -> Value {
+    let done = done_at(r);
+    json!({
+        "identity": r.identity,
+        "itemType": r.item_type,
+        "itemId": r.item_id,
+        "due": rfc3339_ms(r.due_at),
+        "fired": rfc3339_ms(r.fired_at),
+        "done": done.map(rfc3339_ms),
+        "lateMs": done.map(|d| d - r.due_at),
+        "outcome": outcome(r),
+        "grantRequestId": r.grant_request,
+        "revokeRequestId": r.revoke_request,
+        "assignment": r.assignment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holding(state: &str, remove_at: Option<i64>) -> Holding {
+        Holding {
+            assignment: 1,
+            identity: "ada".into(),
+            item_type: "ROLE".into(),
+            item_id: "eng".into(),
+            state: state.into(),
+            request_id: "r1".into(),
+            requester: "ci-bot".into(),
+            created_at: 10,
+            active_at: (state != "pending").then_some(20),
+            remove_at,
+            entitlements: r#"[{"id":"vpn","source":"corp","attribute":"groups","value":"cn=vpn"},
+                {"id":"wiki","source":"wiki","attribute":"role","value":"editor"},
+                {"id":"vpn2","source":"corp","attribute":"groups","value":"cn=vpn2"}]"#
+                .into(),
+            accounts: Some(r#"{"corp":"uid=ada,ou=people"}"#.into()),
+        }
+    }
+
+    #[test]
+    fn one_row_per_source_with_its_values_and_the_state_an_auditor_reads() {
+        let rows = rows(&[holding("active", None)], None);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].source, "corp");
+        assert_eq!(rows[0].values, vec!["cn=vpn", "cn=vpn2"]);
+        assert_eq!(rows[0].account.as_deref(), Some("uid=ada,ou=people"));
+        assert_eq!(rows[1].account, None);
+        assert_eq!((rows[0].state, rows[0].since), ("active", 20));
+        assert_eq!(rows[0].requester, "ci-bot");
+        let only = super::rows(&[holding("active", None)], Some("wiki"));
+        assert_eq!(only.len(), 1);
+        assert_eq!(state(&holding("pending", Some(5))), "pending");
+        assert_eq!(state(&holding("active", Some(5))), "removal_scheduled");
+        assert_eq!(state(&holding("revoking", None)), "removal_scheduled");
+        let pending = super::rows(&[holding("pending", None)], None);
+        assert_eq!(pending[0].since, 10);
+        let csv = cells(&rows[0]);
+        assert_eq!(csv.len(), COLUMNS.len());
+        assert_eq!(csv[5], "cn=vpn;cn=vpn2");
+    }
+
+    #[test]
+    fn a_removal_is_late_by_its_revoke_end_minus_its_due_time() {
+        let mut r = RemovalRow {
+            assignment: 3,
+            identity: "ada".into(),
+            item_type: "ENTITLEMENT".into(),
+            item_id: "vpn".into(),
+            due_at: 1_000,
+            fired_at: 1_020,
+            grant_request: "g".into(),
+            revoke_request: Some("v".into()),
+            jobs: 1,
+            jobs_ended: 1,
+            jobs_failed: 0,
+            done_at: Some(1_500),
+            state: "removed".into(),
+        };
+        assert_eq!(outcome(&r), "done");
+        assert_eq!(removal_json(&r)["lateMs"], 500);
+        r.jobs_ended = 0;
+        assert_eq!(outcome(&r), "in_progress");
+        assert_eq!(removal_json(&r)["lateMs"], Value::Null);
+        r.jobs_failed = 1;
+        assert_eq!(outcome(&r), "failed");
+        r.revoke_request = None;
+        r.state = "revoking".into();
+        assert_eq!(outcome(&r), "not_planned");
+        r.state = "active".into();
+        assert_eq!(outcome(&r), "superseded");
+        assert_eq!(removal_cells(&r).len(), REMOVAL_COLUMNS.len());
+    }
+}

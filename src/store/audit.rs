@@ -1,0 +1,293 @@
+//! What an auditor reads (DESIGN §14): what each identity holds now, the removals that
+//! came from removeDates, and the audit trail filtered and paged by a cursor. The row
+//! types and the SQL both backends run (placeholders aside) live here; shaping them for
+//! people (JSON, CSV, tables) is `crate::audit`'s.
+
+use rusqlite::params;
+
+use super::Result;
+use super::events::StoredEvent;
+use super::sqlite::Sqlite;
+
+/// Which holdings to list.
+#[derive(Debug, Clone, Default)]
+pub struct AccessQuery {
+    pub identity: Option<String>,
+}
+
+/// An assignment still held, pending, or on its way out (`pending`, `active`,
+/// `revoking`), with who asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub assignment: i64,
+    pub identity: String,
+    pub item_type: String,
+    pub item_id: String,
+    pub state: String,
+    /// The granting request and its requester.
+    pub request_id: String,
+    pub requester: String,
+    pub created_at: i64,
+    /// When the grant's jobs all succeeded (None while pending).
+    pub active_at: Option<i64>,
+    pub remove_at: Option<i64>,
+    /// What was granted, as stored (`[Granted]` JSON).
+    pub entitlements: String,
+    /// The identity's accounts: `{source: native id}` JSON.
+    pub accounts: Option<String>,
+}
+
+pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
+        COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
+        (SELECT json_group_object(source, native_id) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
+     FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
+     WHERE a.state IN ('pending','active','revoking') AND (?1 IS NULL OR a.identity_id = ?1)
+     ORDER BY a.identity_id, a.id";
+
+pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
+        COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
+        (SELECT json_object_agg(source, native_id)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
+     FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
+     WHERE a.state IN ('pending','active','revoking') AND ($1::TEXT IS NULL OR a.identity_id = $1)
+     ORDER BY a.identity_id, a.id";
+
+/// A removal a removeDate caused: when it was due, when it fired, the revoke it became
+/// and when that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovalRow {
+    pub assignment: i64,
+    pub identity: String,
+    pub item_type: String,
+    pub item_id: String,
+    pub due_at: i64,
+    pub fired_at: i64,
+    pub grant_request: String,
+    /// The revoke request (None: not planned yet, or superseded by a new grant).
+    pub revoke_request: Option<String>,
+    /// Jobs of the revoke: how many, how many ended, how many failed, the last end.
+    pub jobs: i64,
+    pub jobs_ended: i64,
+    pub jobs_failed: i64,
+    pub done_at: Option<i64>,
+    /// The assignment's state now (`revoking`, `removed`, `active` when re-granted …).
+    pub state: String,
+}
+
+/// Removals due in [since, until), oldest due first. The revoke is found through its
+/// idempotency key (`schedule:ASSIGNMENT:DUE`, unique and indexed).
+pub(crate) fn removals_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.remove_at, a.fired_at, a.request_id, r.id,
+            (SELECT COUNT(*) FROM jobs j WHERE j.request_id = r.id),
+            (SELECT COUNT(*) FROM jobs j WHERE j.request_id = r.id AND j.finalized_at IS NOT NULL),
+            (SELECT COUNT(*) FROM jobs j WHERE j.request_id = r.id AND j.state = 'failed'),
+            (SELECT MAX(j.finalized_at) FROM jobs j WHERE j.request_id = r.id),
+            a.state
+         FROM assignments a
+         LEFT JOIN requests r ON r.idempotency_key = 'schedule:' || a.id || ':' || a.remove_at
+         WHERE a.fired_at IS NOT NULL AND a.remove_at >= {} AND a.remove_at < {}
+         ORDER BY a.remove_at, a.id LIMIT {}",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
+/// Which events to read: all filters apply together; `after` is the cursor (an event
+/// id), pages are in id order.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub identity: Option<String>,
+    pub request: Option<String>,
+    pub source: Option<String>,
+    /// Event kinds (any of).
+    pub kinds: Vec<String>,
+    /// Events at or after this time (ms).
+    pub since: Option<i64>,
+    /// Events before this time (ms).
+    pub until: Option<i64>,
+    pub after: i64,
+    pub limit: usize,
+}
+
+/// A bound value of an audit query.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Int(i64),
+    Text(String),
+}
+
+/// The audit query's SQL (`p(n)` writes placeholder n) and its values in order. Each
+/// filter reaches the events the way the indexes allow: a request's job events through
+/// its jobs, its own events through `events_request`; an identity's through its jobs
+/// (`jobs_lane`) and the requests naming it (`request_items_identity`).
+pub(crate) fn audit_sql(q: &AuditQuery, p: fn(usize) -> String) -> (String, Vec<Param>) {
+    let mut params = vec![Param::Int(q.after)];
+    let next = |v: Param, params: &mut Vec<Param>| {
+        params.push(v);
+        p(params.len())
+    };
+    let mut sql = String::from(
+        "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer, actor FROM events e WHERE e.id > ",
+    );
+    sql.push_str(&p(1));
+    if let Some(r) = &q.request {
+        let n = next(Param::Text(r.clone()), &mut params);
+        sql.push_str(&format!(
+            " AND (e.job_id IN (SELECT id FROM jobs WHERE request_id = {n}) OR (e.job_id IS NULL AND e.request_id = {n}))"
+        ));
+    }
+    if let Some(i) = &q.identity {
+        let n = next(Param::Text(i.clone()), &mut params);
+        sql.push_str(&format!(
+            " AND (e.identity_id = {n} OR (e.job_id IS NULL AND e.request_id IN (SELECT request_id FROM request_items WHERE identity_id = {n})))"
+        ));
+    }
+    if let Some(s) = &q.source {
+        let n = next(Param::Text(s.clone()), &mut params);
+        sql.push_str(&format!(
+            " AND (e.source = {n} OR (e.job_id IS NULL AND e.request_id IN (SELECT request_id FROM jobs WHERE source = {n})))"
+        ));
+    }
+    if !q.kinds.is_empty() {
+        let list: Vec<String> = q
+            .kinds
+            .iter()
+            .map(|k| next(Param::Text(k.clone()), &mut params))
+            .collect();
+        sql.push_str(&format!(" AND e.kind IN ({})", list.join(",")));
+    }
+    if let Some(t) = q.since {
+        let n = next(Param::Int(t), &mut params);
+        sql.push_str(&format!(" AND e.at >= {n}"));
+    }
+    if let Some(t) = q.until {
+        let n = next(Param::Int(t), &mut params);
+        sql.push_str(&format!(" AND e.at < {n}"));
+    }
+    let n = next(Param::Int(q.limit as i64), &mut params);
+    sql.push_str(&format!(" ORDER BY e.id LIMIT {n}"));
+    (sql, params)
+}
+
+/// SQLite's placeholders.
+pub(crate) fn sqlite_param(n: usize) -> String {
+    format!("?{n}")
+}
+
+/// PostgreSQL's placeholders.
+pub(crate) fn postgres_param(n: usize) -> String {
+    format!("${n}")
+}
+
+impl Sqlite {
+    pub fn holdings(&self, q: &AccessQuery) -> Result<Vec<Holding>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(HOLDINGS_SQLITE)?;
+            let rows = st
+                .query_map([&q.identity], |r| {
+                    Ok(Holding {
+                        assignment: r.get(0)?,
+                        identity: r.get(1)?,
+                        item_type: r.get(2)?,
+                        item_id: r.get(3)?,
+                        state: r.get(4)?,
+                        request_id: r.get(5)?,
+                        requester: r.get(6)?,
+                        created_at: r.get(7)?,
+                        active_at: r.get(8)?,
+                        remove_at: r.get(9)?,
+                        entitlements: r.get(10)?,
+                        accounts: r.get(11)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn removals(&self, since: i64, until: i64, limit: usize) -> Result<Vec<RemovalRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&removals_sql(sqlite_param))?;
+            let rows = st
+                .query_map(params![since, until, limit as i64], |r| {
+                    Ok(RemovalRow {
+                        assignment: r.get(0)?,
+                        identity: r.get(1)?,
+                        item_type: r.get(2)?,
+                        item_id: r.get(3)?,
+                        due_at: r.get(4)?,
+                        fired_at: r.get(5)?,
+                        grant_request: r.get(6)?,
+                        revoke_request: r.get(7)?,
+                        jobs: r.get(8)?,
+                        jobs_ended: r.get(9)?,
+                        jobs_failed: r.get(10)?,
+                        done_at: r.get(11)?,
+                        state: r.get(12)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<StoredEvent>> {
+        let (sql, params) = audit_sql(q, sqlite_param);
+        let values: Vec<rusqlite::types::Value> = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Int(i) => rusqlite::types::Value::Integer(i),
+                Param::Text(t) => rusqlite::types::Value::Text(t),
+            })
+            .collect();
+        self.with(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st
+                .query_map(
+                    rusqlite::params_from_iter(values.iter()),
+                    super::events::stored,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_bind_in_order_and_reuse_their_placeholder() {
+        let q = AuditQuery {
+            identity: Some("ada".into()),
+            request: Some("r1".into()),
+            kinds: vec!["job_succeeded".into(), "job_failed".into()],
+            since: Some(5),
+            after: 7,
+            limit: 100,
+            ..Default::default()
+        };
+        let (sql, params) = audit_sql(&q, sqlite_param);
+        assert_eq!(
+            params,
+            vec![
+                Param::Int(7),
+                Param::Text("r1".into()),
+                Param::Text("ada".into()),
+                Param::Text("job_succeeded".into()),
+                Param::Text("job_failed".into()),
+                Param::Int(5),
+                Param::Int(100)
+            ]
+        );
+        assert!(sql.contains("request_id = ?2) OR (e.job_id IS NULL AND e.request_id = ?2)"));
+        assert!(sql.contains("e.identity_id = ?3"));
+        assert!(sql.contains("e.kind IN (?4,?5)"));
+        assert!(sql.contains("e.at >= ?6") && sql.ends_with("ORDER BY e.id LIMIT ?7"));
+        assert!(!sql.contains("e.at <"));
+        let (pg, _) = audit_sql(&AuditQuery::default(), postgres_param);
+        assert!(pg.contains("e.id > $1") && pg.ends_with("LIMIT $2"));
+    }
+}
