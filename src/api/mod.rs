@@ -1,6 +1,7 @@
 //! The HTTP API (DESIGN §9 contract), shaped like SailPoint's Access Requests v1 so that
 //! existing clients can talk to it.
 
+mod audit;
 pub mod auth;
 pub mod serve;
 pub mod token_file;
@@ -41,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/access-requests/v1/cancel", post(cancel))
         .route("/access-request-status/v1", get(status))
         .route("/tasks/v1", get(tasks))
+        .route("/access/v1", get(audit::holdings))
+        .route("/access/v1/removals", get(audit::removals))
+        .route("/audit/v1", get(audit::trail))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -59,7 +63,7 @@ pub fn error(status: StatusCode, detail: &str, texts: &[String]) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut r = error(
         StatusCode::UNAUTHORIZED,
         "401 Unauthorized",
@@ -73,7 +77,7 @@ fn unauthorized() -> Response {
 }
 
 /// The name of the token the request presents (its requester), or None: refused.
-fn authorized(state: &AppState, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Option<String> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -101,7 +105,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Option<String> {
     None
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "request failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,7 +275,12 @@ struct StatusParams {
     offset: Option<String>,
 }
 
-fn number(name: &str, v: Option<&str>, default: usize, max: usize) -> Result<usize, String> {
+pub(crate) fn number(
+    name: &str,
+    v: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
     match v {
         None => Ok(default),
         Some(s) => s

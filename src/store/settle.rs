@@ -226,8 +226,13 @@ pub(crate) fn finish_manual(
     }
     // A manual job that created the account: the account now exists on the source.
     if state == "succeeded" {
-        tx.prepare_cached("UPDATE accounts SET state = 'active', updated_at = ? WHERE job_id = ? AND state = 'pending'")?
-            .execute(params![now, job_id])?;
+        // Its native id is the one the tasks named (the source owner made it so).
+        tx.prepare_cached(
+            "UPDATE accounts SET state = 'active', updated_at = ?1,
+                native_id = COALESCE(native_id, (SELECT account FROM tasks WHERE job_id = ?2 AND account <> '' ORDER BY op_index LIMIT 1))
+             WHERE job_id = ?2 AND state = 'pending'",
+        )?
+        .execute(params![now, job_id])?;
     }
     event(
         tx,

@@ -4,6 +4,7 @@
 
 mod ad;
 mod agents;
+mod audit;
 mod crash;
 mod dispatch;
 mod flow;

@@ -206,7 +206,9 @@ pub(super) async fn finish_manual(
     // A manual job that created the account: the account now exists on the source.
     if state == "succeeded" {
         tx.execute(
-            "UPDATE accounts SET state = 'active', updated_at = $1 WHERE job_id = $2 AND state = 'pending'",
+            "UPDATE accounts SET state = 'active', updated_at = $1,
+                native_id = COALESCE(native_id, (SELECT account FROM tasks WHERE job_id = $2 AND account <> '' ORDER BY op_index LIMIT 1))
+             WHERE job_id = $2 AND state = 'pending'",
             &[&now, &job_id],
         )
         .await?;

@@ -1,0 +1,218 @@
+//! The auditor's endpoints (DESIGN §14): `GET /access/v1`, `GET /access/v1/removals`,
+//! `GET /audit/v1` (cursor pages, JSON or CSV). Shaped by `crate::audit`, like the CLI.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AppState, authorized, error, internal, unauthorized};
+use crate::audit::{access, trail, write_csv};
+use crate::clock::to_ms;
+use crate::store::audit::AccessQuery;
+
+fn bad(texts: Vec<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
+}
+
+/// `format=json` (default) or `format=csv`.
+fn csv_wanted(format: Option<&str>) -> Result<bool, String> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(format!(
+            "format: must be json or csv, not `{}`",
+            other.escape_debug()
+        )),
+    }
+}
+
+fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Response {
+    let mut body = Vec::new();
+    match write_csv(&mut body, header_row, rows) {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct AccessParams {
+    identity: Option<String>,
+    source: Option<String>,
+    format: Option<String>,
+}
+
+pub(super) async fn holdings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<AccessParams>,
+) -> Response {
+    if authorized(&state, &headers).is_none() {
+        return unauthorized();
+    }
+    let csv = match csv_wanted(p.format.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return bad(vec![e]),
+    };
+    let q = AccessQuery {
+        identity: p.identity.filter(|i| !i.is_empty()),
+    };
+    let holdings = match state.store.holdings(q).await {
+        Ok(h) => h,
+        Err(e) => return internal(e),
+    };
+    let rows = access::rows(&holdings, p.source.as_deref().filter(|s| !s.is_empty()));
+    if csv {
+        return csv_response(&access::COLUMNS, rows.iter().map(access::cells));
+    }
+    axum::Json(rows.iter().map(access::to_json).collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct RemovalParams {
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    format: Option<String>,
+}
+
+/// The most removals one answer lists (ask again with a later `since`).
+const MAX_REMOVALS: usize = 10_000;
+
+pub(super) async fn removals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<RemovalParams>,
+) -> Response {
+    if authorized(&state, &headers).is_none() {
+        return unauthorized();
+    }
+    let csv = match csv_wanted(p.format.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return bad(vec![e]),
+    };
+    let zone = state.live.get().agent.time_zone.clone();
+    let mut problems = Vec::new();
+    let mut at = |name: &str, v: Option<&str>, default: i64| match v {
+        None => default,
+        Some(t) => crate::intake::dates::resolve(t, &zone)
+            .map(to_ms)
+            .unwrap_or_else(|e| {
+                problems.push(format!("{name}: {e}"));
+                default
+            }),
+    };
+    let since = at("since", p.since.as_deref(), 0);
+    let until = at(
+        "until",
+        p.until.as_deref(),
+        to_ms(state.clock.now()).saturating_add(1),
+    );
+    let limit =
+        super::number("limit", p.limit.as_deref(), 1_000, MAX_REMOVALS).unwrap_or_else(|e| {
+            problems.push(e);
+            0
+        });
+    if !problems.is_empty() {
+        return bad(problems);
+    }
+    let rows = match state.store.removals(since, until, limit).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    if csv {
+        return csv_response(
+            &access::REMOVAL_COLUMNS,
+            rows.iter().map(access::removal_cells),
+        );
+    }
+    axum::Json(rows.iter().map(access::removal_json).collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuditParams {
+    identity: Option<String>,
+    request: Option<String>,
+    source: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+    format: Option<String>,
+}
+
+/// One page of the trail: JSON `{items, next}` or CSV; either way a `Link: <…>;
+/// rel="next"` header (RFC 8288) while more pages follow, carrying the same filters.
+pub(super) async fn trail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<AuditParams>,
+    uri: axum::http::Uri,
+) -> Response {
+    if authorized(&state, &headers).is_none() {
+        return unauthorized();
+    }
+    let csv = match csv_wanted(p.format.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return bad(vec![e]),
+    };
+    let filters = trail::Filters {
+        identity: p.identity,
+        request: p.request,
+        source: p.source,
+        kind: p.kind,
+        since: p.since,
+        until: p.until,
+        after: p.after,
+        limit: p.limit,
+    };
+    let q = match trail::query(&filters, &state.live.get().agent.time_zone) {
+        Ok(q) => q,
+        Err(problems) => return bad(problems),
+    };
+    let page = match state.store.audit(q.clone()).await {
+        Ok(page) => page,
+        Err(e) => return internal(e),
+    };
+    let next = trail::next(&page, q.limit);
+    let mut response = if csv {
+        csv_response(&trail::COLUMNS, page.iter().map(trail::cells))
+    } else {
+        let items: Vec<_> = page.iter().map(trail::to_json).collect();
+        axum::Json(json!({ "items": items, "next": next.map(|n| n.to_string()) })).into_response()
+    };
+    if let Some(after) = next
+        && let Ok(link) = HeaderValue::from_str(&format!(
+            "<{}>; rel=\"next\"",
+            next_link(uri.path(), uri.query().unwrap_or(""), after)
+        ))
+    {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+/// The same query with `after` replaced.
+fn next_link(path: &str, query: &str, after: i64) -> String {
+    let mut parts: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("after="))
+        .collect();
+    let after = format!("after={after}");
+    parts.push(&after);
+    format!("{path}?{}", parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_next_link_keeps_the_filters_and_moves_the_cursor() {
+        assert_eq!(
+            super::next_link("/audit/v1", "identity=ada&after=5&limit=2", 9),
+            "/audit/v1?identity=ada&limit=2&after=9"
+        );
+        assert_eq!(super::next_link("/audit/v1", "", 3), "/audit/v1?after=3");
+    }
+}
