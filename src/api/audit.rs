@@ -40,6 +40,7 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
 pub(super) struct AccessParams {
     identity: Option<String>,
     source: Option<String>,
+    item: Option<String>,
     format: Option<String>,
 }
 
@@ -62,7 +63,12 @@ pub(super) async fn holdings(
         Ok(h) => h,
         Err(e) => return internal(e),
     };
-    let rows = access::rows(&holdings, p.source.as_deref().filter(|s| !s.is_empty()));
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let rows = access::rows(
+        &holdings,
+        nonempty(&p.source).as_deref(),
+        nonempty(&p.item).as_deref(),
+    );
     if csv {
         return csv_response(&access::COLUMNS, rows.iter().map(access::cells));
     }

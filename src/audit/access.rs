@@ -41,11 +41,15 @@ pub fn state(h: &Holding) -> &'static str {
     }
 }
 
-/// Holdings as rows, one per source each touches; with `source`, only that source's.
-/// An item with nothing to provision (all of it already held) shows once, source `-`.
-pub fn rows(holdings: &[Holding], source: Option<&str>) -> Vec<AccessRow> {
+/// Holdings as rows, one per source each touches; with `source`, only that source's;
+/// with `item`, only that catalog item's. An item with nothing to provision (all of it
+/// already held) shows once, source `-`.
+pub fn rows(holdings: &[Holding], source: Option<&str>, item: Option<&str>) -> Vec<AccessRow> {
     let mut out = Vec::new();
-    for h in holdings {
+    for h in holdings
+        .iter()
+        .filter(|h| item.is_none_or(|i| i == h.item_id))
+    {
         let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
         let accounts: BTreeMap<String, String> = h
             .accounts
@@ -231,7 +235,8 @@ mod tests {
 
     #[test]
     fn one_row_per_source_with_its_values_and_the_state_an_auditor_reads() {
-        let rows = rows(&[holding("active", None)], None);
+        let rows = rows(&[holding("active", None)], None, None);
+        assert!(super::rows(&[holding("active", None)], None, Some("other")).is_empty());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].source, "corp");
         assert_eq!(rows[0].values, vec!["cn=vpn", "cn=vpn2"]);
@@ -239,12 +244,12 @@ mod tests {
         assert_eq!(rows[1].account, None);
         assert_eq!((rows[0].state, rows[0].since), ("active", 20));
         assert_eq!(rows[0].requester, "ci-bot");
-        let only = super::rows(&[holding("active", None)], Some("wiki"));
+        let only = super::rows(&[holding("active", None)], Some("wiki"), Some("eng"));
         assert_eq!(only.len(), 1);
         assert_eq!(state(&holding("pending", Some(5))), "pending");
         assert_eq!(state(&holding("active", Some(5))), "removal_scheduled");
         assert_eq!(state(&holding("revoking", None)), "removal_scheduled");
-        let pending = super::rows(&[holding("pending", None)], None);
+        let pending = super::rows(&[holding("pending", None)], None, None);
         assert_eq!(pending[0].since, 10);
         let csv = cells(&rows[0]);
         assert_eq!(csv.len(), COLUMNS.len());

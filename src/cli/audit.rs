@@ -73,6 +73,7 @@ pub(super) async fn access(
         AccessCommand::List {
             identity,
             source,
+            item,
             format: f,
         } => {
             let f = format(f, &ALL)?;
@@ -83,7 +84,7 @@ pub(super) async fn access(
                 })
                 .await
                 .map_err(failed)?;
-            let rows = access::rows(&holdings, source.as_deref());
+            let rows = access::rows(&holdings, source.as_deref(), item.as_deref());
             match f {
                 Format::Json => print_json(&rows.iter().map(access::to_json).collect::<Vec<_>>()),
                 Format::Csv => csv_out(&access::COLUMNS, rows.iter().map(access::cells)),

@@ -100,6 +100,9 @@ pub enum AccessCommand {
         identity: Option<String>,
         #[arg(long)]
         source: Option<String>,
+        /// A catalog item's id (role, access profile or entitlement).
+        #[arg(long)]
+        item: Option<String>,
         /// table, json or csv
         #[arg(long, default_value = "table")]
         format: String,

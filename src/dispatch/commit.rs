@@ -107,25 +107,26 @@ async fn commit(shared: &Shared<'_>, ends: Vec<Finish>) {
 /// The log line (and, for a success, the metric) of an end once it is on disk.
 fn log_end(f: &Finish) {
     let j = &f.job;
+    let actor = crate::model::agent_actor(&f.owner);
     match &f.ending {
         Ending::Succeeded => {
             crate::metrics::attempt(&j.source, "succeeded");
             tracing::info!(request_id = %j.request_id, job_id = j.id, source = %j.source,
-            identity = %j.identity_id, state = "succeeded", attempt = j.attempt, "job succeeded")
+            identity = %j.identity_id, state = "succeeded", attempt = j.attempt, actor = %actor, "job succeeded")
         }
         Ending::Retry { at, error } => {
             tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
-            identity = %j.identity_id, state = "retrying", attempt = j.attempt, next_attempt_at = %rfc3339_ms(*at),
+            identity = %j.identity_id, state = "retrying", attempt = j.attempt, actor = %actor, next_attempt_at = %rfc3339_ms(*at),
             error_class = %error.class, error = %error.message, "job will be retried")
         }
         Ending::Released { error } => {
             tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
-            identity = %j.identity_id, state = "queued", attempt = j.attempt.saturating_sub(1), error_class = %error.class,
+            identity = %j.identity_id, state = "queued", attempt = j.attempt.saturating_sub(1), actor = %actor, error_class = %error.class,
             error = %error.message, "job put back: the source refused provd's credentials (no attempt spent)")
         }
         Ending::Failed { error, reason } => {
             tracing::warn!(request_id = %j.request_id, job_id = j.id, source = %j.source,
-            identity = %j.identity_id, state = "failed", attempt = j.attempt, error_class = %error.class,
+            identity = %j.identity_id, state = "failed", attempt = j.attempt, actor = %actor, error_class = %error.class,
             error = %error.message, reason = %reason, "job failed")
         }
     }

@@ -61,7 +61,7 @@ impl Dispatcher {
             .map_err(|e| StoreError::Backend(e.to_string().into()))??;
         crate::metrics::attempt(&job.source, "manual");
         tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source, identity = %job.identity_id,
-            state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, "job waits on manual tasks");
+            state = "manual", attempt = job.attempt, tasks = count, owner = %source.owner, actor = %crate::model::agent_actor(&me.owner), "job waits on manual tasks");
         Ok(())
     }
 }

@@ -387,9 +387,10 @@ impl Dispatcher {
                 running.insert(j.id, j.clone());
             }
         }
+        let actor = crate::model::agent_actor(&me.owner);
         for j in &claimed {
             tracing::info!(request_id = %j.request_id, job_id = j.id, source = %j.source, identity = %j.identity_id,
-                state = "running", attempt = j.attempt, "job claimed");
+                state = "running", attempt = j.attempt, actor = %actor, "job claimed");
         }
         Ok(claimed)
     }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use provd_connector_core::Identity;
 
+use super::audit::{AccessQuery, AuditQuery};
 use super::jobs::{AttemptError, Job, JobFilter, JobState};
 use super::status::StatusQuery;
 use super::tasks::{NewTask, TaskFilter};
@@ -623,6 +624,13 @@ async fn removal(store: Store) -> Outcome {
     lead(&f).await?;
     granted_until(&f, "ap-eng", 5_000, 1_000).await?;
     assert_eq!(f.store.next_removal().await?, Some(5_000));
+    let held = f.store.holdings(AccessQuery::default()).await?;
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].state.as_str(), held[0].remove_at),
+        ("active", Some(5_000))
+    );
+    let grant = held[0].request_id.clone();
     assert!(f.store.fire(4_999, 10).await?.is_empty(), "not due yet");
     let fired = f.store.fire(5_100, 10).await?;
     assert_eq!((fired.len(), fired[0].lag_ms), (1, 100));
@@ -646,6 +654,52 @@ async fn removal(store: Store) -> Outcome {
     assert_eq!(job.ops.len(), 2, "both of ap-eng's values go");
     f.succeed(&job, "a", 6_400).await?;
     assert_eq!(f.assignment_states().await?, ["removed"]);
+    // What an auditor reads: nothing held, one removal ended 1.4 s after due, its trail.
+    assert!(f.store.holdings(AccessQuery::default()).await?.is_empty());
+    let gone = f.store.removals(0, 10_000, 10).await?;
+    assert_eq!(gone.len(), 1);
+    let r = &gone[0];
+    assert_eq!(
+        (r.due_at, r.fired_at, r.grant_request.as_str()),
+        (5_000, 5_100, grant.as_str())
+    );
+    assert_eq!((r.jobs, r.jobs_ended, r.done_at), (1, 1, Some(6_400)));
+    assert!(f.store.removals(5_001, 10_000, 10).await?.is_empty());
+    let revoke = r.revoke_request.clone().ok_or("no revoke request")?;
+    let q = |kinds: &[&str]| AuditQuery {
+        request: Some(revoke.clone()),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        limit: 100,
+        ..Default::default()
+    };
+    let trail = f.store.audit(q(&[])).await?;
+    let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "request_accepted",
+            "job_queued",
+            "job_running",
+            "job_succeeded"
+        ]
+    );
+    assert_eq!(trail[0].actor.as_deref(), Some("schedule"));
+    assert_eq!(trail[2].actor.as_deref(), Some("agent:a"));
+    let ended = f.store.audit(q(&["job_succeeded"])).await?;
+    assert_eq!(ended.len(), 1);
+    let mut later = q(&[]);
+    (later.since, later.after) = (Some(6_300), ended[0].id - 1);
+    assert_eq!(
+        f.store.audit(later).await?.len(),
+        1,
+        "since and the cursor apply together"
+    );
+    let theirs = AuditQuery {
+        identity: Some("u2".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert!(f.store.audit(theirs).await?.is_empty());
     Ok(())
 }
 

@@ -212,6 +212,5 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN actor TEXT;
     ALTER TABLE assignments ADD COLUMN active_at BIGINT;
     UPDATE assignments SET active_at = updated_at WHERE state IN ('active','revoking','removed');
-    CREATE INDEX events_at ON events(at);
     "#,
 ];
