@@ -18,6 +18,8 @@ pub struct Filters {
     pub identity: Option<String>,
     pub request: Option<String>,
     pub source: Option<String>,
+    /// A job id.
+    pub job: Option<String>,
     /// Comma-separated event kinds.
     pub kind: Option<String>,
     pub since: Option<String>,
@@ -54,6 +56,12 @@ pub fn query(f: &Filters, zone: &TimeZone) -> Result<AuditQuery, Vec<String>> {
                 0
             }),
     };
+    let job = f.job.as_deref().and_then(|j| {
+        j.parse::<i64>().ok().or_else(|| {
+            problems.push("job: must be a job id (a whole number)".into());
+            None
+        })
+    });
     let limit = match f.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => l
@@ -89,6 +97,7 @@ pub fn query(f: &Filters, zone: &TimeZone) -> Result<AuditQuery, Vec<String>> {
             identity: text(&f.identity),
             request: text(&f.request),
             source: text(&f.source),
+            job,
             kinds,
             since,
             until,

@@ -365,14 +365,20 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
                 .await
                 .map_err(failed)?
                 .ok_or_else(|| CliError::Invalid(format!("no job {id}")))?;
+            // A job's events are bounded by its attempts and operations: one page.
+            let q = crate::store::audit::AuditQuery {
+                job: Some(j.id),
+                limit: 100_000,
+                ..Default::default()
+            };
             let events: Vec<serde_json::Value> = store
-                .job_events(*id)
+                .audit(q)
                 .await
                 .map_err(failed)?
-                .into_iter()
-                .map(|(at, kind, data)| {
-                    serde_json::json!({ "at": rfc3339_ms(at), "kind": kind,
-                        "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or_default() })
+                .iter()
+                .map(|e| {
+                    serde_json::json!({ "at": rfc3339_ms(e.at), "kind": e.kind,
+                        "actor": e.actor, "data": e.data })
                 })
                 .collect();
             print_json(&serde_json::json!({

@@ -66,6 +66,9 @@ pub enum Command {
         request: Option<String>,
         #[arg(long)]
         source: Option<String>,
+        /// A job id.
+        #[arg(long)]
+        job: Option<i64>,
         /// Event kinds, comma-separated (job_succeeded,job_failed,…).
         #[arg(long)]
         kind: Option<String>,

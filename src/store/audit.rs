@@ -100,6 +100,8 @@ pub struct AuditQuery {
     pub identity: Option<String>,
     pub request: Option<String>,
     pub source: Option<String>,
+    /// One job's events.
+    pub job: Option<i64>,
     /// Event kinds (any of).
     pub kinds: Vec<String>,
     /// Events at or after this time (ms).
@@ -136,6 +138,10 @@ pub(crate) fn audit_sql(q: &AuditQuery, p: fn(usize) -> String) -> (String, Vec<
         sql.push_str(&format!(
             " AND (e.job_id IN (SELECT id FROM jobs WHERE request_id = {n}) OR (e.job_id IS NULL AND e.request_id = {n}))"
         ));
+    }
+    if let Some(j) = q.job {
+        let n = next(Param::Int(j), &mut params);
+        sql.push_str(&format!(" AND e.job_id = {n}"));
     }
     if let Some(i) = &q.identity {
         let n = next(Param::Text(i.clone()), &mut params);

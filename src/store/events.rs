@@ -128,13 +128,3 @@ pub(super) fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         actor: r.get(9)?,
     })
 }
-
-/// Events of a job, oldest first, for `provd jobs show`.
-pub fn for_job(conn: &Connection, job_id: i64) -> Result<Vec<(i64, String, String)>> {
-    let mut stmt =
-        conn.prepare("SELECT at, kind, data FROM events WHERE job_id = ? ORDER BY id")?;
-    let rows = stmt
-        .query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}

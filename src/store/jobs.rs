@@ -342,10 +342,6 @@ impl Sqlite {
         })
     }
 
-    pub fn job_events(&self, id: i64) -> Result<Vec<(i64, String, String)>> {
-        self.with(|c| events::for_job(c, id))
-    }
-
     /// Claims up to `limit` jobs that are due, leasing them to `owner` until `lease_until`.
     /// A job is claimed only when no earlier job of the same (identity, source) is still
     /// open: that lane runs one job at a time, in acceptance order (the `lane_head` flag,

@@ -49,8 +49,6 @@ pub struct Claim {
 pub trait Queue: Send + Sync {
     fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>>;
     fn jobs(&self, filter: JobFilter) -> BoxFuture<Result<Vec<Job>>>;
-    /// A job's audit events: (at, kind, data as JSON text).
-    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>>;
     fn claim(&self, claim: Claim) -> BoxFuture<Result<Vec<Job>>>;
     /// When the next queued or retrying job becomes due (ms), if any.
     fn next_due(&self) -> BoxFuture<Result<Option<i64>>>;

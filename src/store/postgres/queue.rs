@@ -198,23 +198,6 @@ impl Queue for Postgres {
         })
     }
 
-    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>> {
-        let me = self.clone();
-        Box::pin(async move {
-            let c = me.client().await?;
-            let rows = c
-                .query(
-                    "SELECT at, kind, data FROM events WHERE job_id = $1 ORDER BY id",
-                    &[&id],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect())
-        })
-    }
-
     fn claim(&self, cl: Claim) -> BoxFuture<Result<Vec<Job>>> {
         let me = self.clone();
         Box::pin(async move {

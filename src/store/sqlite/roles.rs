@@ -41,9 +41,6 @@ impl Queue for Sqlite {
     fn jobs(&self, filter: JobFilter) -> BoxFuture<Result<Vec<Job>>> {
         blocking!(self, |s| s.jobs(&filter))
     }
-    fn job_events(&self, id: i64) -> BoxFuture<Result<Vec<(i64, String, String)>>> {
-        blocking!(self, |s| s.job_events(id))
-    }
     fn claim(&self, c: Claim) -> BoxFuture<Result<Vec<Job>>> {
         blocking!(self, |s| s.claim(
             &c.owner,
