@@ -16,6 +16,19 @@ fn bad(texts: Vec<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
 }
 
+/// Lets the call in (a valid token) and reads its `format`: whether it wants CSV, or the
+/// answer refusing it.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    format: Option<&str>,
+) -> Result<bool, Box<Response>> {
+    if authorized(state, headers).is_none() {
+        return Err(Box::new(unauthorized()));
+    }
+    csv_wanted(format).map_err(|e| Box::new(bad(vec![e])))
+}
+
 /// `format=json` (default) or `format=csv`.
 fn csv_wanted(format: Option<&str>) -> Result<bool, String> {
     match format {
@@ -49,12 +62,9 @@ pub(super) async fn holdings(
     headers: HeaderMap,
     Query(p): Query<AccessParams>,
 ) -> Response {
-    if authorized(&state, &headers).is_none() {
-        return unauthorized();
-    }
-    let csv = match csv_wanted(p.format.as_deref()) {
+    let csv = match admit(&state, &headers, p.format.as_deref()) {
         Ok(c) => c,
-        Err(e) => return bad(vec![e]),
+        Err(refused) => return *refused,
     };
     let q = AccessQuery {
         identity: p.identity.filter(|i| !i.is_empty()),
@@ -91,12 +101,9 @@ pub(super) async fn removals(
     headers: HeaderMap,
     Query(p): Query<RemovalParams>,
 ) -> Response {
-    if authorized(&state, &headers).is_none() {
-        return unauthorized();
-    }
-    let csv = match csv_wanted(p.format.as_deref()) {
+    let csv = match admit(&state, &headers, p.format.as_deref()) {
         Ok(c) => c,
-        Err(e) => return bad(vec![e]),
+        Err(refused) => return *refused,
     };
     let zone = state.live.get().agent.time_zone.clone();
     let mut problems = Vec::new();
@@ -158,12 +165,9 @@ pub(super) async fn trail(
     Query(p): Query<AuditParams>,
     uri: axum::http::Uri,
 ) -> Response {
-    if authorized(&state, &headers).is_none() {
-        return unauthorized();
-    }
-    let csv = match csv_wanted(p.format.as_deref()) {
+    let csv = match admit(&state, &headers, p.format.as_deref()) {
         Ok(c) => c,
-        Err(e) => return bad(vec![e]),
+        Err(refused) => return *refused,
     };
     let filters = trail::Filters {
         identity: p.identity,

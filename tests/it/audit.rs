@@ -25,6 +25,18 @@ async fn post_with(agent: &crate::harness::Agent, token: &str, body: &Value) -> 
         .unwrap()
 }
 
+async fn get_with(agent: &crate::harness::Agent, token: &str, path: &str) -> Value {
+    let r = agent
+        .http
+        .get(format!("{}{path}", agent.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
 fn request_id(v: &Value) -> String {
     v["newRequests"][0]["accessRequestIds"][0]
         .as_str()
@@ -90,17 +102,7 @@ async fn named_tokens_are_the_requesters_everywhere_and_a_revoked_token_is_refus
     let mal_req = request_id(&serde_json::from_slice(&out.stdout).unwrap());
 
     // Status items carry SailPoint's requester and requesterComment.
-    let status = agent
-        .http
-        .get(format!(
-            "{}/access-request-status/v1?requested-for=ada",
-            agent.base
-        ))
-        .bearer_auth(&bot)
-        .send()
-        .await
-        .unwrap();
-    let items: Value = status.json().await.unwrap();
+    let items = get_with(&agent, &bot, "/access-request-status/v1?requested-for=ada").await;
     assert_eq!(
         items[0]["requester"],
         json!({"type": "IDENTITY", "id": "ci-bot", "name": "ci-bot"})
@@ -122,16 +124,7 @@ async fn named_tokens_are_the_requesters_everywhere_and_a_revoked_token_is_refus
     assert_eq!(by("ada")["requestId"], ada_req.as_str());
     assert_eq!(by("grace")["requester"], "hr-portal");
     assert_eq!(by("mallory")["requester"], "cli:dana");
-    let http_list: Value = agent
-        .http
-        .get(format!("{}/access/v1?identity=grace", agent.base))
-        .bearer_auth(&portal)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let http_list = get_with(&agent, &portal, "/access/v1?identity=grace").await;
     assert_eq!(http_list.as_array().unwrap().len(), 1);
     assert_eq!(http_list[0]["requester"], "hr-portal");
 
@@ -141,19 +134,8 @@ async fn named_tokens_are_the_requesters_everywhere_and_a_revoked_token_is_refus
         (&grace_req, "hr-portal"),
         (&mal_req, "cli:dana"),
     ] {
-        let page: Value = agent
-            .http
-            .get(format!(
-                "{}/audit/v1?request={rid}&kind=request_accepted,job_queued",
-                agent.base
-            ))
-            .bearer_auth(&bot)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/audit/v1?request={rid}&kind=request_accepted,job_queued");
+        let page = get_with(&agent, &bot, &path).await;
         let items = page["items"].as_array().unwrap();
         assert_eq!(items.len(), 2, "{page}");
         assert!(
