@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod intake;
 pub mod leading;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod model;

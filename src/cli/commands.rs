@@ -1,9 +1,6 @@
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-
-use provd_connector_core::Identity;
 
 use super::{Cli, CliError, Command, IdentitiesCommand, JobsCommand, StoreCommand, TasksCommand};
 use crate::clock::{Clock, SystemClock, rfc3339_ms, to_ms};
@@ -189,8 +186,8 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         }
         Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
         Command::Tasks(cmd) => tasks(cli, cmd).await,
-        Command::Identities(IdentitiesCommand::Import { file }) => {
-            import_identities(cli, file, clock).await
+        Command::Identities(IdentitiesCommand::Import { file, confirm }) => {
+            super::identities::import(&load(cli)?, file, *confirm, clock).await
         }
         Command::Store(StoreCommand::Check) => {
             let config = load(cli)?;
@@ -605,80 +602,4 @@ fn write_atomically(
     f(&mut file)?;
     file.flush().and_then(|_| file.sync_all()).map_err(failed)?;
     std::fs::rename(&tmp, path).map_err(|e| failed(format!("{}: {e}", path.display())))
-}
-
-async fn import_identities(cli: &Cli, file: &Path, clock: &SystemClock) -> Result<(), CliError> {
-    let config = load(cli)?;
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
-    let (ids, problems) = if text
-        .trim_start_matches('\u{feff}')
-        .trim_start()
-        .starts_with('{')
-    {
-        parse_json_lines(&text)
-    } else {
-        let (m, p) = config::identities::parse_csv(text.as_bytes());
-        (m.into_values().collect(), p)
-    };
-    if !problems.is_empty() {
-        let lines: Vec<String> = problems
-            .iter()
-            .map(|(k, m)| format!("{}: {k}: {m}", file.display()))
-            .collect();
-        return Err(CliError::Invalid(format!(
-            "nothing imported:\n{}",
-            lines.join("\n")
-        )));
-    }
-    let store = open(&config).await?;
-    let n = store
-        .import_identities(ids, to_ms(clock.now()), super::actor())
-        .await
-        .map_err(failed)?;
-    println!("{n} identities imported");
-    Ok(())
-}
-
-/// One JSON object per line: `{"id": "...", "firstName": "...", ...}`; values must be strings.
-fn parse_json_lines(text: &str) -> (Vec<Identity>, Vec<(String, String)>) {
-    let mut out: BTreeMap<String, Identity> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim().trim_start_matches('\u{feff}');
-        let key = format!("line {}", i + 1);
-        if line.is_empty() {
-            continue;
-        }
-        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
-            Ok(o) => o,
-            Err(e) => {
-                problems.push((key, format!("not a JSON object: {e}")));
-                continue;
-            }
-        };
-        let mut attributes = BTreeMap::new();
-        let mut id = None;
-        for (k, v) in obj {
-            let Some(s) = v.as_str() else {
-                problems.push((key.clone(), format!("`{k}` must be a string")));
-                continue;
-            };
-            if k == "id" {
-                id = Some(s.to_string());
-            } else if !s.is_empty() {
-                attributes.insert(k, s.to_string());
-            }
-        }
-        match id.filter(|i| !i.trim().is_empty()) {
-            None => problems.push((key, "no `id`".into())),
-            Some(id) if out.contains_key(&id) => {
-                problems.push((key, format!("duplicate identity id `{id}`")))
-            }
-            Some(id) => {
-                out.insert(id.clone(), Identity { id, attributes });
-            }
-        }
-    }
-    (out.into_values().collect(), problems)
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod commands;
+mod identities;
 pub mod text;
 
 use std::path::PathBuf;
@@ -202,8 +203,15 @@ pub enum StoreCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum IdentitiesCommand {
-    /// Add or update identities from a CSV file (header with `id`) or JSON lines.
-    Import { file: PathBuf },
+    /// Add or update identities from a CSV file (header with `id`) or JSON lines. A
+    /// changed `lifecycleState` is planned as its state says (lifecycle.toml).
+    Import {
+        file: PathBuf,
+        /// Go ahead with a change that disables or deletes more accounts than
+        /// lifecycle max_changes.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 /// A failed command; the variant decides the exit code.

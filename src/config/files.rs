@@ -142,6 +142,9 @@ pub struct AgentSection {
     /// agent sharing a store its own.
     #[serde(default)]
     pub name: Option<String>,
+    /// Optional: lifecycle states (DESIGN §13); none, and `lifecycleState` means nothing.
+    #[serde(default)]
+    pub lifecycle: Option<PathBuf>,
 }
 
 impl Default for AgentSection {
@@ -158,6 +161,7 @@ impl Default for AgentSection {
             lease: default_lease(),
             leader_lease: default_leader_lease(),
             name: None,
+            lifecycle: None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod duration;
 pub mod files;
 pub mod identities;
+pub mod lifecycle;
 mod retry;
 mod sources;
 
@@ -117,6 +118,8 @@ pub struct Config {
     pub upstreams: Vec<files::UpstreamSection>,
     /// `[store]`: a shared PostgreSQL database; None for the embedded SQLite store.
     pub store: Option<PgStore>,
+    /// Lifecycle states (`agent.lifecycle`); empty when not configured.
+    pub lifecycle: lifecycle::Lifecycle,
 }
 
 /// A PostgreSQL store as configured (the password read, never logged: `SecretString`).
@@ -357,6 +360,11 @@ impl Config {
             },
         };
 
+        let lifecycle = match &file.agent.lifecycle {
+            None => lifecycle::Lifecycle::default(),
+            Some(p) => load_lifecycle(&resolve(&base, p), &catalog, &source_ids, &mut problems),
+        };
+
         let identities_path = resolve(&base, &file.agent.identities);
         let identities = match std::fs::File::open(&identities_path) {
             Err(e) => {
@@ -446,6 +454,7 @@ impl Config {
             },
             upstreams: file.upstream.clone(),
             store,
+            lifecycle,
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),
@@ -526,6 +535,42 @@ impl Live {
         match self.0.write() {
             Ok(mut c) => *c = std::sync::Arc::new(config),
             Err(p) => *p.into_inner() = std::sync::Arc::new(config),
+        }
+    }
+}
+
+/// Reads and checks `lifecycle.toml`; its problems name the file and key.
+fn load_lifecycle(
+    path: &Path,
+    catalog: &Catalog,
+    sources: &BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) -> lifecycle::Lifecycle {
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            file: path.to_path_buf(),
+            key,
+            message,
+        })
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problem(String::new(), format!("cannot read: {e}"));
+            return lifecycle::Lifecycle::default();
+        }
+    };
+    match toml::from_str::<lifecycle::LifecycleFile>(&text) {
+        Err(e) => {
+            problem(String::new(), e.to_string().trim().to_string());
+            lifecycle::Lifecycle::default()
+        }
+        Ok(f) => {
+            let (l, found) = lifecycle::build(f, catalog, sources);
+            for (key, message) in found {
+                problem(key, message);
+            }
+            l
         }
     }
 }

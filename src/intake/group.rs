@@ -22,13 +22,23 @@ use crate::config::Config;
 use crate::store::roles::Accept;
 use crate::store::{Replay, Store};
 
+/// What is to be stored: a client's body (validated in the group), or a request provd
+/// made itself (a lifecycle change), valid already, with the identities it is for.
+pub(super) enum Body {
+    Json(Value),
+    Valid(
+        crate::model::ValidRequest,
+        BTreeMap<String, provd_connector_core::Identity>,
+    ),
+}
+
 /// At most this many requests in one transaction.
 const MAX_GROUP: usize = 256;
 
 /// A parsed request body on its way into the store.
 pub(super) struct Parsed {
     pub config: Arc<Config>,
-    pub value: Value,
+    pub value: Body,
     pub body: Vec<u8>,
     pub from: crate::model::Requester,
     pub idempotency_key: Option<String>,
@@ -62,7 +72,10 @@ impl Work for Accepting {
 async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, SubmitError>> {
     let ids: Vec<String> = items
         .iter()
-        .flat_map(|p| named_identities(&p.value))
+        .flat_map(|p| match &p.value {
+            Body::Json(v) => named_identities(v),
+            Body::Valid(..) => Vec::new(),
+        })
         .collect();
     let imported = match store.identities(ids).await {
         Ok(found) => found,
@@ -123,8 +136,10 @@ fn decide(
     p: &Parsed,
     imported: &BTreeMap<String, provd_connector_core::Identity>,
 ) -> Result<Accept, super::Invalid> {
-    let dir = Directory::with(&p.config, imported);
-    let valid = validated(&p.value, &dir, &p.config, p.now)?;
+    let valid = match &p.value {
+        Body::Json(v) => validated(v, &Directory::with(&p.config, imported), &p.config, p.now)?,
+        Body::Valid(request, identities) => (request.clone(), identities.clone()),
+    };
     Ok(to_accept(
         &p.config,
         valid,

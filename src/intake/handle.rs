@@ -4,15 +4,18 @@
 //! once with the same fields whatever the origin, and wakes dispatch and the scheduler.
 //! A new intake is a caller of this handle, not a copy of its wiring.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use provd_connector_core::Identity;
 
 use tokio::sync::Notify;
 
-use super::group::{Group, Parsed, group};
+use super::group::{Body, Group, Parsed, group};
 use super::{SubmitError, replayed, stored, validate};
 use crate::clock::SharedClock;
 use crate::config::Live;
-use crate::model::Requester;
+use crate::model::{Requester, ValidRequest};
 use crate::store::{Replay, Store};
 
 #[derive(Clone)]
@@ -68,7 +71,7 @@ impl Intake {
             Some(found) => found,
             None => {
                 let parsed = Parsed {
-                    value: validate::parse(body)?,
+                    value: Body::Json(validate::parse(body)?),
                     config,
                     body: body.to_vec(),
                     from: from.clone(),
@@ -81,8 +84,50 @@ impl Intake {
                 stored(outcome?, body, origin)?
             }
         };
-        if let Replay::New(a) = &replay {
-            tracing::info!(request_id = %a.request_id, origin, requester = %from.name, jobs = a.job_ids.len(), "request accepted");
+        self.accepted(&replay, from);
+        Ok(replay)
+    }
+
+    /// Takes in a request provd made itself (a lifecycle change): valid already, for
+    /// `identities` as they are now (which may not be stored yet). Its stored body is the
+    /// request in the API's shape, with the account operations it carries.
+    pub async fn submit_valid(
+        &self,
+        request: ValidRequest,
+        identities: BTreeMap<String, Identity>,
+        from: &Requester,
+    ) -> Result<Replay, SubmitError> {
+        let body = serde_json::json!({
+            "requestedFor": request.requested_for,
+            "requestType": request.request_type.as_str(),
+            "requestedItems": request.items.iter().map(|i| serde_json::json!({
+                "type": i.ty.as_str(), "id": i.id, "comment": i.comment })).collect::<Vec<_>>(),
+            "accountOperations": request.account_ops.iter().map(|(source, op)| serde_json::json!({
+                "source": source, "op": op.kind().as_str() })).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .into_bytes();
+        let parsed = Parsed {
+            value: Body::Valid(request, identities),
+            config: self.live.get(),
+            body,
+            from: from.clone(),
+            idempotency_key: None,
+            now: self.clock.now(),
+        };
+        let outcome =
+            self.group.call(parsed).await.map_err(|e| {
+                SubmitError::Internal(format!("{e}; the request may not be stored"))
+            })?;
+        let replay = outcome?;
+        self.accepted(&replay, from);
+        Ok(replay)
+    }
+
+    /// After a request is on disk: one log line, and wake whoever must act on it.
+    fn accepted(&self, replay: &Replay, from: &Requester) {
+        if let Replay::New(a) = replay {
+            tracing::info!(request_id = %a.request_id, origin = %from.origin, requester = %from.name, jobs = a.job_ids.len(), "request accepted");
             for w in &self.wakers {
                 w.notify_one();
             }
@@ -92,6 +137,5 @@ impl Intake {
                 }
             }
         }
-        Ok(replay)
     }
 }

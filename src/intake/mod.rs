@@ -115,6 +115,21 @@ impl Known for Directory<'_> {
     fn item_exists(&self, ty: ItemType, id: &str) -> bool {
         self.config.catalog.contains(ty, id)
     }
+
+    fn not_requestable(&self, id: &str) -> Option<String> {
+        if self.config.lifecycle.states.is_empty() {
+            return None;
+        }
+        let identity = self.lookup(id)?;
+        let state = self.config.lifecycle.state_of(&identity.attributes)?;
+        (!state.requestable).then(|| {
+            identity
+                .attributes
+                .get(crate::config::lifecycle::STATE_ATTRIBUTE)
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// The identity ids a parsed body names (a body that names none gets its error from

@@ -45,6 +45,11 @@ impl std::fmt::Display for Invalid {
 pub trait Known {
     fn identity_exists(&self, id: &str) -> bool;
     fn item_exists(&self, ty: ItemType, id: &str) -> bool;
+    /// The lifecycle state of `id` when that state may not request access (DESIGN §13).
+    fn not_requestable(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
+    }
 }
 
 struct Errors(Vec<FieldError>);
@@ -166,6 +171,14 @@ pub fn validate_parsed(
                             errs.add(field, format!("identity `{id}` is named twice"));
                         } else if !known.identity_exists(id) {
                             errs.add(field, format!("unknown identity `{id}`"));
+                        } else if let Some(state) = known
+                            .not_requestable(id)
+                            .filter(|_| request_type == RequestType::Grant)
+                        {
+                            errs.add(
+                                field,
+                                format!("identity `{id}` is in lifecycle state `{state}`, which may not be granted access"),
+                            );
                         } else {
                             requested_for.push(id.to_string());
                         }
@@ -244,6 +257,7 @@ pub fn validate_parsed(
             requested_for,
             items,
             client_metadata,
+            account_ops: Vec::new(),
         })
     } else {
         Err(Invalid(errs.0))

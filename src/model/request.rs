@@ -66,4 +66,7 @@ pub struct ValidRequest {
     pub requested_for: Vec<String>,
     pub items: Vec<ValidItem>,
     pub client_metadata: BTreeMap<String, String>,
+    /// Account operations a lifecycle change asks for, per source (DESIGN §13): planned
+    /// for each identity that has an account there. Never from a client's body.
+    pub account_ops: Vec<(String, provd_connector_core::Operation)>,
 }

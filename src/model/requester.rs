@@ -35,6 +35,11 @@ impl Requester {
         Self::of(&n, n.clone())
     }
 
+    /// A change of an identity's lifecycle state (DESIGN §13).
+    pub fn lifecycle() -> Self {
+        Self::of("lifecycle", "lifecycle".into())
+    }
+
     /// A removal fired by a removeDate.
     pub fn schedule() -> Self {
         Self::of("schedule", "schedule".into())

@@ -10,6 +10,8 @@
 //!   scheduled one.
 //! - A REVOKE removes only what no other live assignment of the identity still grants
 //!   (reference counting); with a removeDate it schedules the removal instead.
+//! - A lifecycle change's account operations (enable, disable, delete) go to the sources
+//!   where the identity has an account.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -210,6 +212,27 @@ pub fn plan(
                 {
                     job.ops = vec![Operation::DisableAccount];
                 }
+            }
+        }
+        // A lifecycle change's account operations, on the sources where the identity has
+        // an account: after whatever the items remove there (a disable comes last).
+        // Only accounts that existed before this request: one it creates is made as the
+        // source makes accounts.
+        for (source, op) in &req.account_ops {
+            if !snapshot
+                .accounts
+                .contains(&(identity.clone(), source.clone()))
+            {
+                continue;
+            }
+            let kind = if *op == Operation::EnableAccount {
+                JobKind::Grant
+            } else {
+                JobKind::Revoke
+            };
+            let j = jobs.job(identity, source, kind, None);
+            if jobs.jobs.get(j).is_some_and(|job| !job.ops.contains(op)) {
+                jobs.push(j, op.clone());
             }
         }
     }

@@ -58,6 +58,7 @@ fn req(kind: RequestType, who: &[&str], items: Vec<ValidItem>) -> ValidRequest {
         requested_for: who.iter().map(|s| s.to_string()).collect(),
         items,
         client_metadata: BTreeMap::new(),
+        account_ops: Vec::new(),
     }
 }
 
@@ -518,5 +519,55 @@ fn revoking_what_was_never_held_disables_nothing() {
         !flat_job.ops.contains(&Operation::DisableAccount),
         "{:?}",
         flat_job.ops
+    );
+}
+
+#[test]
+fn account_operations_go_where_the_identity_has_an_account_after_its_removals() {
+    let cat = catalog();
+    let snap = Snapshot {
+        assignments: vec![live(
+            1,
+            ItemType::AccessProfile,
+            "ap-eng",
+            AssignmentState::Active,
+            &cat,
+        )],
+        accounts: [("u1".to_string(), "ldap".to_string())].into(),
+    };
+    let mut r = req(
+        RequestType::Revoke,
+        &["u1"],
+        vec![item(ItemType::AccessProfile, "ap-eng")],
+    );
+    r.account_ops = vec![
+        ("ldap".into(), Operation::DisableAccount),
+        ("flat".into(), Operation::DisableAccount),
+    ];
+    let p = plan(&r, &cat, &snap, &SourceRules::default());
+    assert_eq!(
+        p.jobs.len(),
+        1,
+        "no account on flat: nothing to disable there"
+    );
+    assert_eq!(
+        p.jobs[0].ops,
+        [
+            remove("cn=git"),
+            remove("cn=vpn"),
+            Operation::DisableAccount
+        ]
+    );
+    // Alone (no items): a job of its own; twice: once.
+    let mut r = req(RequestType::Grant, &["u1"], Vec::new());
+    r.account_ops = vec![
+        ("ldap".into(), Operation::EnableAccount),
+        ("ldap".into(), Operation::EnableAccount),
+    ];
+    let p = plan(&r, &cat, &snap, &SourceRules::default());
+    assert_eq!(p.jobs.len(), 1);
+    assert_eq!(
+        (p.jobs[0].kind, p.jobs[0].ops.clone()),
+        (JobKind::Grant, vec![Operation::EnableAccount])
     );
 }

@@ -179,6 +179,7 @@ impl Fixture {
                 client_metadata: BTreeMap::new(),
             }],
             client_metadata: BTreeMap::new(),
+            account_ops: Vec::new(),
         };
         super::roles::Accept {
             request,

@@ -13,6 +13,7 @@ mod hardening_ops;
 mod harness;
 mod httpservers;
 mod intake;
+mod joiners;
 mod ldap;
 mod ldap_rules;
 mod lifecycle;

@@ -432,6 +432,73 @@ impl LdapConnector {
         .await
     }
 
+    /// Undoes the `[account.disable]` recipe (a rehire, DESIGN §13): the value it set is
+    /// removed, or the entry moves back to where `native_id`'s template puts it. Active
+    /// Directory: the ACCOUNTDISABLE bit (`account.rs`).
+    async fn enable_generic(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<Outcome, ConnectorError> {
+        if self.s.directory == settings::Directory::Ad {
+            return self.enable(identity, native_id).await;
+        }
+        let dn = self.account_dn(identity, native_id)?;
+        let Some(d) = self.s.account.disable.clone() else {
+            return Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "no [account.disable] configured for this source: nothing to undo",
+            ));
+        };
+        if d.move_to.is_some() {
+            let home = self.account_dn(identity, None)?;
+            if home == dn {
+                return Ok(Outcome::Unchanged);
+            }
+            let (rdn, parent) = split_dn(&home);
+            let (rdn, parent) = (rdn.to_string(), parent.to_string());
+            return self
+                .run("move account back", |mut ldap| {
+                    let (dn, rdn, parent, home) =
+                        (dn.clone(), rdn.clone(), parent.clone(), home.clone());
+                    async move {
+                        let r = ldap
+                            .modifydn(&dn, &rdn, true, Some(&parent))
+                            .await
+                            .map_err(|e| from_ldap("modifydn", e))?;
+                        match r.rc {
+                            // Moved back before (a retried attempt): it is home.
+                            0 | 32 | 68 => Ok(Outcome::Moved { native_id: home }),
+                            _ => Err(from_result("modifydn", &r)),
+                        }
+                    }
+                })
+                .await;
+        }
+        let (Some(attr), Some(value)) = (d.attribute, d.value) else {
+            return Err(ConnectorError::permanent(
+                None,
+                "[account.disable] needs attribute + value or move_to",
+            ));
+        };
+        self.run("enable account", |mut ldap| {
+            let (dn, attr, value) = (dn.clone(), attr.clone(), value.clone());
+            async move {
+                let r = ldap
+                    .modify(&dn, vec![Mod::Delete(attr, HashSet::from([value]))])
+                    .await
+                    .map_err(|e| from_ldap("modify", e))?;
+                match r.rc {
+                    0 => Ok(Outcome::Applied),
+                    // noSuchAttribute: not disabled (any more).
+                    16 => Ok(Outcome::Unchanged),
+                    _ => Err(from_result("modify", &r)),
+                }
+            }
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         identity: &Identity,
@@ -500,7 +567,7 @@ impl Connector for LdapConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        self.scrubbed(self.enable(identity, native_id))
+        self.scrubbed(self.enable_generic(identity, native_id))
     }
 
     fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {

@@ -30,6 +30,9 @@ pub struct RestSettings {
     pub disable_account: Option<Recipe>,
     #[serde(default)]
     pub delete_account: Option<Recipe>,
+    /// Makes a disabled account usable again (a rehire, DESIGN §13).
+    #[serde(default)]
+    pub enable_account: Option<Recipe>,
     /// What `provd check --connect` calls (default: GET /, any answer but 401/403/5xx).
     #[serde(default)]
     pub check: Option<Recipe>,
@@ -50,6 +53,7 @@ pub fn parse(table: &toml::Table) -> Result<RestSettings, SettingsProblems> {
         ("remove_entitlement", Some(&s.remove_entitlement)),
         ("disable_account", s.disable_account.as_ref()),
         ("delete_account", s.delete_account.as_ref()),
+        ("enable_account", s.enable_account.as_ref()),
         ("check", s.check.as_ref()),
     ];
     for (name, r) in named {
@@ -342,6 +346,20 @@ impl Connector for RestConnector {
         Box::pin(self.op(
             "delete_account",
             self.s.delete_account.as_ref(),
+            identity,
+            native_id,
+            None,
+        ))
+    }
+
+    fn enable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.op(
+            "enable_account",
+            self.s.enable_account.as_ref(),
             identity,
             native_id,
             None,

@@ -351,13 +351,15 @@ impl ScimConnector {
         }
     }
 
-    async fn disable(
+    /// `active` false (disable) or true (enable), by PATCH replace (RFC 7644 §3.5.2).
+    async fn set_active(
         &self,
         identity: &Identity,
         native_id: Option<&str>,
+        active: bool,
     ) -> Result<Outcome, ConnectorError> {
         let user = self.user_id(identity, native_id).await?;
-        let body = patch("replace", "active", Some(Value::Bool(false)));
+        let body = patch("replace", "active", Some(Value::Bool(active)));
         let r = self
             .http
             .send(
@@ -369,7 +371,11 @@ impl ScimConnector {
         if r.is_success() {
             Ok(Outcome::Applied)
         } else {
-            Err(r.error("disable user"))
+            Err(r.error(if active {
+                "enable user"
+            } else {
+                "disable user"
+            }))
         }
     }
 
@@ -431,7 +437,15 @@ impl Connector for ScimConnector {
         identity: &'a Identity,
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.disable(identity, native_id))
+        Box::pin(self.set_active(identity, native_id, false))
+    }
+
+    fn enable_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.set_active(identity, native_id, true))
     }
 
     fn delete_account<'a>(

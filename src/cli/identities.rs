@@ -1,0 +1,119 @@
+//! `provd identities import FILE [--confirm]`: identities added or updated all or nothing,
+//! and the lifecycle changes they bring planned first (DESIGN §13).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use provd_connector_core::Identity;
+
+use super::CliError;
+use super::commands::{failed, open};
+use crate::clock::{Clock, SystemClock, to_ms};
+use crate::config::{self, Config};
+use crate::lifecycle::apply::{ApplyError, apply};
+
+pub(super) async fn import(
+    config: &Config,
+    file: &Path,
+    confirm: bool,
+    clock: &SystemClock,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
+    let (ids, problems) = if text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('{')
+    {
+        parse_json_lines(&text)
+    } else {
+        let (m, p) = config::identities::parse_csv(text.as_bytes());
+        (m.into_values().collect(), p)
+    };
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("{}: {k}: {m}", file.display()))
+            .collect();
+        return Err(CliError::Invalid(format!(
+            "nothing imported:\n{}",
+            lines.join("\n")
+        )));
+    }
+    let store = open(config).await?;
+    let intake = crate::intake::Intake::new(
+        crate::config::Live::new(config.clone()),
+        store.clone(),
+        Arc::new(SystemClock),
+    );
+    let applied = match apply(config, &store, &intake, &ids, confirm).await {
+        Ok(a) => a,
+        Err(e @ ApplyError::Held { .. }) => {
+            return Err(CliError::Invalid(format!(
+                "{e} (provd identities import --confirm)"
+            )));
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let n = store
+        .import_identities(ids, to_ms(clock.now()), super::actor())
+        .await
+        .map_err(failed)?;
+    println!("{n} identities imported");
+    for c in &applied.changes {
+        println!(
+            "{}: {} -> {}: {} revoked, {} granted, {} account operations",
+            c.identity,
+            c.from.as_deref().unwrap_or("(none)"),
+            c.to.as_deref().unwrap_or("(none)"),
+            c.revoke.len(),
+            c.grant.len(),
+            c.accounts.len()
+        );
+    }
+    Ok(())
+}
+
+/// One JSON object per line: `{"id": "...", "firstName": "...", ...}`; values must be strings.
+fn parse_json_lines(text: &str) -> (Vec<Identity>, Vec<(String, String)>) {
+    let mut out: BTreeMap<String, Identity> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim().trim_start_matches('\u{feff}');
+        let key = format!("line {}", i + 1);
+        if line.is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push((key, format!("not a JSON object: {e}")));
+                continue;
+            }
+        };
+        let mut attributes = BTreeMap::new();
+        let mut id = None;
+        for (k, v) in obj {
+            let Some(s) = v.as_str() else {
+                problems.push((key.clone(), format!("`{k}` must be a string")));
+                continue;
+            };
+            if k == "id" {
+                id = Some(s.to_string());
+            } else if !s.is_empty() {
+                attributes.insert(k, s.to_string());
+            }
+        }
+        match id.filter(|i| !i.trim().is_empty()) {
+            None => problems.push((key, "no `id`".into())),
+            Some(id) if out.contains_key(&id) => {
+                problems.push((key, format!("duplicate identity id `{id}`")))
+            }
+            Some(id) => {
+                out.insert(id.clone(), Identity { id, attributes });
+            }
+        }
+    }
+    (out.into_values().collect(), problems)
+}

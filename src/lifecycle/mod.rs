@@ -1,0 +1,333 @@
+//! Joiners, movers and leavers (DESIGN §13): an identity's change of `lifecycleState`,
+//! diffed against the identity as stored, becomes requests like any other (requester
+//! `lifecycle`), handed to the one [`crate::intake::Intake`]: leaving a state revokes its
+//! birthright profiles, entering one grants its profiles, revokes everything when it says
+//! so, and enables, disables or deletes accounts. Revokes are reference-counted as any
+//! revoke: a group a request also granted stays.
+//!
+//! The diff is pure; callers (identity imports, `PUT /identities/v1`, reloads) read what
+//! the identity holds, submit the requests, then store the identity.
+
+pub mod apply;
+
+use std::collections::BTreeSet;
+
+use provd_connector_core::{Identity, Operation};
+
+use crate::config::ItemType;
+use crate::config::lifecycle::{AccountAction, Lifecycle, STATE_ATTRIBUTE};
+use crate::model::{RequestType, ValidItem, ValidRequest};
+
+/// What one identity's change means.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Change {
+    pub identity: String,
+    /// The state left and the state entered (None: none, or one not configured).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub revoke: Vec<(ItemType, String)>,
+    /// Birthright access profiles to grant.
+    pub grant: Vec<String>,
+    /// Account operations per source.
+    pub accounts: Vec<(String, Operation)>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.revoke.is_empty() && self.grant.is_empty() && self.accounts.is_empty()
+    }
+
+    /// Accounts this change disables or deletes (what the mass-change guard counts).
+    pub fn removals(&self) -> usize {
+        self.accounts
+            .iter()
+            .filter(|(_, op)| matches!(op, Operation::DisableAccount | Operation::DeleteAccount))
+            .count()
+    }
+
+    /// The requests the change is made of: a revoke (with disables and deletes), then a
+    /// grant (with enables); either may be missing.
+    pub fn requests(&self) -> Vec<ValidRequest> {
+        let comment = format!(
+            "lifecycle: {} -> {}",
+            self.from.as_deref().unwrap_or("(none)"),
+            self.to.as_deref().unwrap_or("(none)")
+        );
+        let item = |ty: ItemType, id: &str| ValidItem {
+            ty,
+            id: id.to_string(),
+            comment: Some(comment.clone()),
+            start_at: None,
+            remove_at: None,
+            client_metadata: Default::default(),
+        };
+        let ops = |enable: bool| -> Vec<(String, Operation)> {
+            self.accounts
+                .iter()
+                .filter(|(_, op)| (*op == Operation::EnableAccount) == enable)
+                .cloned()
+                .collect()
+        };
+        let mut out = Vec::new();
+        let (revoke_ops, grant_ops) = (ops(false), ops(true));
+        if !self.revoke.is_empty() || !revoke_ops.is_empty() {
+            out.push(ValidRequest {
+                request_type: RequestType::Revoke,
+                requested_for: vec![self.identity.clone()],
+                items: self.revoke.iter().map(|(ty, id)| item(*ty, id)).collect(),
+                client_metadata: Default::default(),
+                account_ops: revoke_ops,
+            });
+        }
+        if !self.grant.is_empty() || !grant_ops.is_empty() {
+            out.push(ValidRequest {
+                request_type: RequestType::Grant,
+                requested_for: vec![self.identity.clone()],
+                items: self
+                    .grant
+                    .iter()
+                    .map(|p| item(ItemType::AccessProfile, p))
+                    .collect(),
+                client_metadata: Default::default(),
+                account_ops: grant_ops,
+            });
+        }
+        out
+    }
+}
+
+/// The configured state an identity is in (None: no `lifecycleState`, or an unknown one).
+pub fn state_name(lifecycle: &Lifecycle, identity: Option<&Identity>) -> Option<String> {
+    let name = identity?
+        .attributes
+        .get(STATE_ATTRIBUTE)?
+        .trim()
+        .to_string();
+    lifecycle.states.contains_key(&name).then_some(name)
+}
+
+/// What the change from `old` (None: a new identity) to `new` means, given the items the
+/// identity holds now (`held`: live assignments). No change of state: nothing.
+pub fn change(
+    lifecycle: &Lifecycle,
+    old: Option<&Identity>,
+    new: &Identity,
+    held: &[(ItemType, String)],
+) -> Change {
+    let (from, to) = (state_name(lifecycle, old), state_name(lifecycle, Some(new)));
+    let mut c = Change {
+        identity: new.id.clone(),
+        ..Default::default()
+    };
+    if from == to {
+        return c;
+    }
+    let leaving = from.as_ref().and_then(|f| lifecycle.states.get(f));
+    let entering = to.as_ref().and_then(|t| lifecycle.states.get(t));
+    let keep: BTreeSet<&str> = entering
+        .map(|s| s.access_profiles.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let held_set: BTreeSet<(ItemType, &str)> =
+        held.iter().map(|(ty, id)| (*ty, id.as_str())).collect();
+    let mut revoke: BTreeSet<(ItemType, String)> = BTreeSet::new();
+    if let Some(s) = leaving {
+        for p in s
+            .access_profiles
+            .iter()
+            .filter(|p| !keep.contains(p.as_str()))
+        {
+            if held_set.contains(&(ItemType::AccessProfile, p.as_str())) {
+                revoke.insert((ItemType::AccessProfile, p.clone()));
+            }
+        }
+    }
+    if let Some(s) = entering {
+        if s.remove_all_access {
+            revoke.extend(held.iter().cloned());
+        }
+        c.grant = s
+            .access_profiles
+            .iter()
+            .filter(|p| !held_set.contains(&(ItemType::AccessProfile, p.as_str())))
+            .cloned()
+            .collect();
+        c.accounts = s
+            .accounts
+            .iter()
+            .map(|(src, a)| {
+                let op = match a {
+                    AccountAction::Enable => Operation::EnableAccount,
+                    AccountAction::Disable => Operation::DisableAccount,
+                    AccountAction::Delete => Operation::DeleteAccount,
+                };
+                (src.clone(), op)
+            })
+            .collect();
+    }
+    c.revoke = revoke.into_iter().collect();
+    (c.from, c.to) = (from, to);
+    c
+}
+
+/// A held change: how many accounts it would disable or delete, per state entered.
+pub fn summary(changes: &[Change]) -> String {
+    let mut by_state: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for c in changes.iter().filter(|c| c.removals() > 0) {
+        let e = by_state
+            .entry(c.to.as_deref().unwrap_or("(none)"))
+            .or_default();
+        e.0 += 1;
+        e.1 += c.removals();
+    }
+    by_state
+        .iter()
+        .map(|(s, (ids, accounts))| {
+            format!("{ids} identities entering `{s}`: {accounts} accounts disabled or deleted")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::files::CatalogFile;
+    use crate::config::lifecycle::{LifecycleFile, build};
+    use std::collections::BTreeMap;
+
+    fn lifecycle() -> Lifecycle {
+        let cat: CatalogFile = toml::from_str(
+            "[[entitlement]]\nid = \"e\"\nsource = \"corp\"\nattribute = \"g\"\nvalue = \"G\"\n\
+             [[access_profile]]\nid = \"ap-base\"\nentitlements = [\"e\"]\n\
+             [[access_profile]]\nid = \"ap-contractor\"\nentitlements = [\"e\"]\n",
+        )
+        .unwrap();
+        let sources = BTreeSet::from(["corp".to_string(), "wiki".to_string()]);
+        let catalog = crate::config::Catalog::build(cat, &sources).0;
+        let f: LifecycleFile = toml::from_str(
+            r#"
+            [[state]]
+            name = "active"
+            access_profiles = ["ap-base"]
+            [[state.account]]
+            action = "ENABLE"
+            sources = "all"
+            [[state]]
+            name = "contractor"
+            access_profiles = ["ap-base", "ap-contractor"]
+            [[state]]
+            name = "leaver"
+            requestable = false
+            remove_all_access = true
+            [[state.account]]
+            action = "DISABLE"
+            sources = ["corp"]
+            [[state.account]]
+            action = "DELETE"
+            sources = ["wiki"]
+            "#,
+        )
+        .unwrap();
+        let (l, problems) = build(f, &catalog, &sources);
+        assert!(problems.is_empty(), "{problems:?}");
+        l
+    }
+
+    fn who(state: &str) -> Identity {
+        Identity {
+            id: "ada".into(),
+            attributes: BTreeMap::from([(STATE_ATTRIBUTE.to_string(), state.to_string())]),
+        }
+    }
+
+    fn ap(id: &str) -> (ItemType, String) {
+        (ItemType::AccessProfile, id.to_string())
+    }
+
+    #[test]
+    fn a_joiner_gets_birthright_and_a_leaver_loses_everything() {
+        let l = lifecycle();
+        let joiner = change(&l, None, &who("active"), &[]);
+        assert_eq!(joiner.grant, ["ap-base"]);
+        assert_eq!(
+            joiner.accounts.len(),
+            2,
+            "enable everywhere (planned where accounts exist)"
+        );
+        let reqs = joiner.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].request_type, RequestType::Grant);
+
+        let held = [ap("ap-base"), (ItemType::Role, "eng".to_string())];
+        let leaver = change(&l, Some(&who("active")), &who("leaver"), &held);
+        assert_eq!(
+            leaver.revoke,
+            [(ItemType::Role, "eng".to_string()), ap("ap-base")]
+        );
+        assert!(leaver.grant.is_empty());
+        assert_eq!(leaver.removals(), 2);
+        let reqs = leaver.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].request_type, RequestType::Revoke);
+        assert_eq!(
+            reqs[0].account_ops,
+            [
+                ("corp".to_string(), Operation::DisableAccount),
+                ("wiki".to_string(), Operation::DeleteAccount)
+            ]
+        );
+        assert!(
+            reqs[0].items[0]
+                .comment
+                .as_deref()
+                .unwrap()
+                .contains("active -> leaver")
+        );
+    }
+
+    #[test]
+    fn a_mover_keeps_what_both_states_grant_and_nothing_changes_without_a_new_state() {
+        let l = lifecycle();
+        let mover = change(
+            &l,
+            Some(&who("active")),
+            &who("contractor"),
+            &[ap("ap-base")],
+        );
+        assert!(mover.revoke.is_empty(), "ap-base is birthright in both");
+        assert_eq!(mover.grant, ["ap-contractor"]);
+        let back = change(
+            &l,
+            Some(&who("contractor")),
+            &who("active"),
+            &[ap("ap-base"), ap("ap-contractor")],
+        );
+        assert_eq!(back.revoke, [ap("ap-contractor")]);
+        assert!(back.grant.is_empty(), "held already");
+        assert!(change(&l, Some(&who("active")), &who("active"), &[]).is_empty());
+        // A state provd does not know is no state: leaving `active` for it revokes.
+        let unknown = change(
+            &l,
+            Some(&who("active")),
+            &who("sabbatical"),
+            &[ap("ap-base")],
+        );
+        assert_eq!(
+            (unknown.to, unknown.revoke.clone()),
+            (None, vec![ap("ap-base")])
+        );
+        // Not held: nothing to revoke (a revoke of what is not held would still clean up).
+        assert!(
+            change(&l, Some(&who("contractor")), &who("active"), &[])
+                .revoke
+                .is_empty()
+        );
+        let rehire = change(&l, Some(&who("leaver")), &who("active"), &[]);
+        assert_eq!(rehire.grant, ["ap-base"]);
+        assert_eq!(rehire.removals(), 0);
+        assert_eq!(
+            summary(&[change(&l, Some(&who("active")), &who("leaver"), &[])]),
+            "1 identities entering `leaver`: 2 accounts disabled or deleted"
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Joiners, movers, leavers (DESIGN §13, issue 18): identity imports change what an
+//! identity holds and what its accounts can do, on a real slapd, a real SCIM server and a
+//! manual source, with the agent running and never reloaded.
+
+use serde_json::{Value, json};
+
+use crate::flow::custom_env;
+use crate::harness::{Env, eventually, wait};
+use crate::httpservers::Scim;
+use crate::slapd::{PASSWORD, Slapd};
+
+const TOKEN: &str = "scim-T0ken-lifecycle-1";
+const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
+const GIT: &str = "cn=git,ou=groups,dc=example,dc=com";
+const ADA: &str = "uid=ada,ou=people,dc=example,dc=com";
+
+fn sources(slapd: &Slapd, scim: &Scim) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "corp.toml",
+            format!(
+                "id = \"corp\"\ntype = \"ldap\"\nowner = \"dir@example.com\"\nurl = \"{}\"\n\
+                 bind_dn = \"cn=admin,dc=example,dc=com\"\nbind_password_file = \"../ldap-password\"\n\
+                 [account]\nnative_id = \"uid={{id}},ou=people,dc=example,dc=com\"\ncorrelation = \"uid\"\n\
+                 object_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{id}}\"\n\
+                 cn = \"{{firstName}} {{lastName}}\"\nsn = \"{{lastName}}\"\n\
+                 [account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n",
+                slapd.url()
+            ),
+        ),
+        (
+            "saas.toml",
+            format!(
+                "id = \"saas\"\ntype = \"scim\"\nowner = \"saas@example.com\"\nbase_url = \"{}\"\n\
+                 token_file = \"../scim-token\"\n[account]\ncorrelation = \"userName\"\n\
+                 [account.attributes]\nuserName = \"{{id}}\"\ndisplayName = \"{{firstName}} {{lastName}}\"\n",
+                scim.base()
+            ),
+        ),
+        (
+            "badges.toml",
+            "id = \"badges\"\ntype = \"manual\"\nowner = \"facilities@example.com\"\n".to_string(),
+        ),
+    ]
+}
+
+const CATALOG: &str = r#"
+[[entitlement]]
+id = "ent-vpn"
+source = "corp"
+attribute = "groups"
+value = "cn=vpn,ou=groups,dc=example,dc=com"
+[[entitlement]]
+id = "ent-git"
+source = "corp"
+attribute = "groups"
+value = "cn=git,ou=groups,dc=example,dc=com"
+[[entitlement]]
+id = "ent-eng"
+source = "saas"
+attribute = "groups"
+value = "engineers"
+[[entitlement]]
+id = "ent-hq"
+source = "badges"
+attribute = "zones"
+value = "HQ"
+[[access_profile]]
+id = "ap-base"
+entitlements = ["ent-vpn", "ent-git", "ent-eng", "ent-hq"]
+"#;
+
+const LIFECYCLE: &str = r#"
+max_changes = 25
+[[state]]
+name = "active"
+access_profiles = ["ap-base"]
+[[state.account]]
+action = "ENABLE"
+sources = "all"
+[[state]]
+name = "leaver"
+requestable = false
+[[state.account]]
+action = "DISABLE"
+sources = "all"
+[[state]]
+name = "purged"
+requestable = false
+remove_all_access = true
+[[state.account]]
+action = "DELETE"
+sources = ["corp", "saas"]
+"#;
+
+fn setup(slapd: &Slapd, scim: &Scim) -> Env {
+    let env = custom_env(&sources(slapd, scim), CATALOG);
+    let d = env.path();
+    std::fs::write(d.join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(d.join("scim-token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(d.join("lifecycle.toml"), LIFECYCLE).unwrap();
+    let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
+    std::fs::write(
+        d.join("provd.toml"),
+        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
+    )
+    .unwrap();
+    // 100 more active identities for the mass-change guard.
+    let mut ids = std::fs::read_to_string(d.join("identities.csv"))
+        .unwrap()
+        .replace(
+            "id,firstName,lastName,email\n",
+            "id,firstName,lastName,email,lifecycleState\n",
+        )
+        .replace(".com\n", ".com,\n");
+    for i in 0..100 {
+        ids.push_str(&format!("p{i},P,{i},p{i}@example.com,active\n"));
+    }
+    std::fs::write(d.join("identities.csv"), ids).unwrap();
+    env
+}
+
+/// `provd identities import` of ada in `state`; the command's output.
+fn import(env: &Env, state: &str, confirm: bool) -> std::process::Output {
+    let file = env.path().join(format!("ada-{state}.csv"));
+    std::fs::write(
+        &file,
+        format!(
+            "id,firstName,lastName,email,lifecycleState\nada,Ada,Lovelace,ada@example.com,{state}\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let args: Vec<&str> = if confirm {
+        vec!["identities", "import", f, "--confirm"]
+    } else {
+        vec!["identities", "import", f]
+    };
+    env.cli(&args)
+}
+
+/// Waits until no job is queued, running or retrying (manual ones wait on their owner).
+async fn quiet(env: &Env) {
+    let store = env.store();
+    eventually(30, "every job ended or waiting on tasks", || {
+        let busy = wait(store.job_counts())
+            .unwrap()
+            .iter()
+            .filter(|(_, s, n)| *n > 0 && ["queued", "running", "retrying"].contains(&s.as_str()))
+            .count();
+        async move { (busy == 0).then_some(()) }
+    })
+    .await;
+    let failed: Vec<_> = wait(store.job_counts())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s, n)| s == "failed" && *n > 0)
+        .collect();
+    assert!(failed.is_empty(), "failed jobs: {failed:?}");
+}
+
+/// The open manual tasks' operations; answers them all as done.
+async fn do_tasks(env: &Env) -> Vec<String> {
+    let store = env.store();
+    let tasks = wait(store.tasks(provd::store::tasks::TaskFilter {
+        open_only: true,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ops = tasks.iter().map(|t| t.operation.clone()).collect();
+    for t in tasks {
+        wait(store.resolve_task(
+            t.id,
+            "DONE".into(),
+            "facilities@example.com".into(),
+            String::new(),
+            jiff::Timestamp::now().as_millisecond(),
+        ))
+        .unwrap();
+    }
+    ops
+}
+
+async fn scim_user(scim: &Scim) -> Option<Value> {
+    let r = scim.get("/Users?filter=userName%20eq%20%22ada%22").await;
+    r["Resources"].as_array().and_then(|a| a.first().cloned())
+}
+
+#[tokio::test]
+async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let eng = scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let agent = env.start().await;
+
+    // Joiner: birthright everywhere.
+    let out = import(&env, "active", false);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(none) -> active"));
+    quiet(&env).await;
+    let badge_tasks = eventually(10, "the badge tasks", || {
+        let t = wait(env.store().open_task_count()).unwrap();
+        async move { (t > 0).then_some(()) }
+    });
+    badge_tasks.await;
+    assert_eq!(do_tasks(&env).await, ["CREATE_ACCOUNT", "ADD_ENTITLEMENT"]);
+    assert!(slapd.values(VPN, "member").await.contains(&ADA.to_string()));
+    let user = scim_user(&scim).await.expect("ada on saas");
+    let ada_id = user["id"].as_str().unwrap().to_string();
+    assert_eq!(scim.members(&eng).await, vec![ada_id.clone()]);
+    // VPN is also granted by a request of its own.
+    let r = agent
+        .post(
+            "/access-requests/v1",
+            &json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-vpn" }] })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+
+    // Leaver: accounts disabled, birthright revoked, what a request granted kept.
+    let out = import(&env, "leaver", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    eventually(10, "ada disabled on corp", || {
+        let slapd = &slapd;
+        async move { (slapd.values(ADA, "employeeType").await == ["disabled"]).then_some(()) }
+    })
+    .await;
+    assert!(
+        slapd.values(VPN, "member").await.contains(&ADA.to_string()),
+        "granted by a request too"
+    );
+    assert!(!slapd.values(GIT, "member").await.contains(&ADA.to_string()));
+    assert_eq!(scim_user(&scim).await.unwrap()["active"], false);
+    assert!(scim.members(&eng).await.is_empty());
+    eventually(10, "the badge tasks", || {
+        let n = wait(env.store().open_task_count()).unwrap();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let mut ops = do_tasks(&env).await;
+    ops.sort();
+    assert_eq!(ops, ["DISABLE_ACCOUNT", "REMOVE_ENTITLEMENT"]);
+
+    // A leaver may not be granted anything.
+    let r = agent
+        .post(
+            "/access-requests/v1",
+            &json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-git" }] })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("requestedFor[0]") && text.contains("`leaver`"),
+        "{text}"
+    );
+
+    // Rehire: enabled again, birthright back.
+    let out = import(&env, "active", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    eventually(10, "ada enabled on corp", || {
+        let slapd = &slapd;
+        async move {
+            slapd
+                .values(ADA, "employeeType")
+                .await
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(slapd.values(GIT, "member").await.contains(&ADA.to_string()));
+    assert_eq!(scim_user(&scim).await.unwrap()["active"], true);
+    assert_eq!(scim.members(&eng).await, vec![ada_id.clone()]);
+    eventually(10, "the badge tasks", || {
+        let n = wait(env.store().open_task_count()).unwrap();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let mut ops = do_tasks(&env).await;
+    ops.sort();
+    assert_eq!(ops, ["ADD_ENTITLEMENT", "ENABLE_ACCOUNT"]);
+
+    // Purged: everything revoked (the request's VPN too), the entries deleted.
+    let out = import(&env, "purged", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    eventually(10, "ada's entry deleted", || {
+        let slapd = &slapd;
+        async move {
+            slapd
+                .search("ou=people,dc=example,dc=com", "(uid=ada)")
+                .await
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(!slapd.values(VPN, "member").await.contains(&ADA.to_string()));
+    assert!(scim_user(&scim).await.is_none(), "deleted on saas");
+    let held = env.cli(&["access", "list", "--identity", "ada", "--format", "json"]);
+    let held: Value = serde_json::from_slice(&held.stdout).unwrap();
+    assert!(
+        held.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["state"] == "removal_scheduled"),
+        "only the badge revoke waits on its owner: {held}"
+    );
+    // Every lifecycle request names its requester.
+    let trail = env.cli(&["audit", "--kind", "request_accepted", "--format", "csv"]);
+    let trail = String::from_utf8(trail.stdout).unwrap();
+    assert!(
+        trail.lines().filter(|l| l.contains(",lifecycle,")).count() >= 4,
+        "{trail}"
+    );
+}
+
+#[tokio::test]
+async fn a_mass_leave_is_held_until_confirmed() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let env = setup(&slapd, &scim);
+    let _agent = env.start().await;
+    let mut file = String::from("id,firstName,lastName,email,lifecycleState\n");
+    for i in 0..100 {
+        file.push_str(&format!("p{i},P,{i},p{i}@example.com,leaver\n"));
+    }
+    let path = env.path().join("leavers.csv");
+    std::fs::write(&path, file).unwrap();
+    let out = env.cli(&["identities", "import", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("held") && err.contains("100 identities entering `leaver`"),
+        "{err}"
+    );
+    assert!(err.contains("--confirm"), "{err}");
+    assert!(
+        wait(env.store().identity("p0".into())).unwrap().is_none(),
+        "nothing imported"
+    );
+    let before = env.count("requests");
+    let out = env.cli(&["identities", "import", path.to_str().unwrap(), "--confirm"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        wait(env.store().identity("p0".into()))
+            .unwrap()
+            .unwrap()
+            .attributes["lifecycleState"],
+        "leaver"
+    );
+    assert_eq!(
+        env.count("requests") - before,
+        100,
+        "one revoke (with its disables) each"
+    );
+}
