@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+mod identities;
 pub mod serve;
 pub mod token_file;
 
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/access/v1", get(audit::holdings))
         .route("/access/v1/removals", get(audit::removals))
         .route("/audit/v1", get(audit::trail))
+        .route("/identities/v1/{id}", axum::routing::put(identities::put))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

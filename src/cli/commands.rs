@@ -120,8 +120,12 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
                 .map_err(invalid_request)?;
             print_json(&replay.accepted().response)
         }
-        Command::Plan { file } => {
-            let body = read_body(file)?;
+        Command::Plan {
+            identities: Some(path),
+            ..
+        } => super::identities::preview(&load(cli)?, path).await,
+        Command::Plan { file, .. } => {
+            let body = read_body(file.as_deref().unwrap_or("-"))?;
             let config = load(cli)?;
             let store = open(&config).await?;
             let plan = intake::dry_run(&config, &store, clock.now(), &body)
@@ -258,7 +262,7 @@ fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_plan(plan: &crate::plan::Plan) {
+pub(super) fn print_plan(plan: &crate::plan::Plan) {
     use super::text::safe;
     for item in &plan.items {
         let what = match &item.existing {

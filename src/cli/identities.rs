@@ -13,12 +13,8 @@ use crate::clock::{Clock, SystemClock, to_ms};
 use crate::config::{self, Config};
 use crate::lifecycle::apply::{ApplyError, apply};
 
-pub(super) async fn import(
-    config: &Config,
-    file: &Path,
-    confirm: bool,
-    clock: &SystemClock,
-) -> Result<(), CliError> {
+/// Reads an identities file (CSV with an `id` column, or JSON lines); all or nothing.
+fn read(file: &Path) -> Result<Vec<Identity>, CliError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
     let (ids, problems) = if text
@@ -41,13 +37,67 @@ pub(super) async fn import(
             lines.join("\n")
         )));
     }
+    Ok(ids)
+}
+
+/// `provd plan --identities FILE`: the lifecycle changes and the operations per source
+/// an import of FILE would cause; nothing is changed.
+pub(super) async fn preview(config: &Config, file: &Path) -> Result<(), CliError> {
+    let ids = read(file)?;
+    let store = open(config).await?;
+    let changes = crate::lifecycle::apply::plan(config, &store, &ids, &config.identities)
+        .await
+        .map_err(failed)?;
+    if changes.is_empty() {
+        println!("no lifecycle change");
+    }
+    for c in &changes {
+        println!("{}", describe(c));
+        let snapshot = store
+            .snapshot(vec![c.identity.clone()])
+            .await
+            .map_err(failed)?;
+        for request in c.requests() {
+            let plan = crate::plan::plan(&request, &config.catalog, &snapshot, &config.rules);
+            super::commands::print_plan(&plan);
+        }
+    }
+    let accounts: usize = changes.iter().map(crate::lifecycle::Change::removals).sum();
+    if accounts > config.lifecycle.max_changes {
+        println!(
+            "an import of this file would be held: {accounts} accounts disabled or deleted, more than max_changes ({}); it needs --confirm",
+            config.lifecycle.max_changes
+        );
+    }
+    Ok(())
+}
+
+fn describe(c: &crate::lifecycle::Change) -> String {
+    format!(
+        "{}: {} -> {}: {} revoked, {} granted, {} account operations",
+        c.identity,
+        c.from.as_deref().unwrap_or("(none)"),
+        c.to.as_deref().unwrap_or("(none)"),
+        c.revoke.len(),
+        c.grant.len(),
+        c.accounts.len()
+    )
+}
+
+pub(super) async fn import(
+    config: &Config,
+    file: &Path,
+    confirm: bool,
+    clock: &SystemClock,
+) -> Result<(), CliError> {
+    let ids = read(file)?;
     let store = open(config).await?;
     let intake = crate::intake::Intake::new(
         crate::config::Live::new(config.clone()),
         store.clone(),
         Arc::new(SystemClock),
     );
-    let applied = match apply(config, &store, &intake, &ids, confirm).await {
+    let applied = match apply(config, &store, &intake, &ids, &config.identities, confirm).await {
         Ok(a) => a,
         Err(e @ ApplyError::Held { .. }) => {
             return Err(CliError::Invalid(format!(
@@ -62,15 +112,7 @@ pub(super) async fn import(
         .map_err(failed)?;
     println!("{n} identities imported");
     for c in &applied.changes {
-        println!(
-            "{}: {} -> {}: {} revoked, {} granted, {} account operations",
-            c.identity,
-            c.from.as_deref().unwrap_or("(none)"),
-            c.to.as_deref().unwrap_or("(none)"),
-            c.revoke.len(),
-            c.grant.len(),
-            c.accounts.len()
-        );
+        println!("{}", describe(c));
     }
     Ok(())
 }

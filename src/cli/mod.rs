@@ -35,8 +35,15 @@ pub enum Command {
     },
     /// Submit an access request (JSON) from FILE, or from standard input with `-`.
     Submit { file: String },
-    /// Print the operations a request would cause, changing nothing.
-    Plan { file: String },
+    /// Print the operations a request would cause, changing nothing; with --identities,
+    /// what importing those identities would do (lifecycle changes).
+    Plan {
+        #[arg(required_unless_present = "identities")]
+        file: Option<String>,
+        /// A CSV or JSON-lines identities file, as for `identities import`.
+        #[arg(long, conflicts_with = "file")]
+        identities: Option<PathBuf>,
+    },
     /// Show the status of an access request.
     Status { request_id: String },
     /// Provisioning jobs.

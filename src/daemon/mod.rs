@@ -220,6 +220,7 @@ pub async fn run(
             dispatcher,
             store: store.clone(),
             keyring,
+            intake: intake.clone(),
         },
         stopped(),
     ));
@@ -352,7 +353,7 @@ async fn reloads(
         tokio::select! {
             _ = &mut stop => return,
             Some(_) = hups.next() => {
-                reload(&path, &current, &what.dispatcher, &what.store).await;
+                reload(&path, &current, &what).await;
                 reload_tokens(&current.get().api.tokens_file, &what.keyring).await;
                 notify(&[sd_notify::NotifyState::Ready]);
             }
@@ -360,12 +361,8 @@ async fn reloads(
     }
 }
 
-async fn reload(
-    path: &std::path::Path,
-    current: &crate::config::Live,
-    dispatcher: &Dispatcher,
-    store: &Store,
-) {
+async fn reload(path: &std::path::Path, current: &crate::config::Live, what: &Reloadable) {
+    let (dispatcher, store) = (&what.dispatcher, &what.store);
     notify(&[sd_notify::NotifyState::Reloading]);
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let p = path.to_path_buf();
@@ -402,6 +399,12 @@ async fn reload(
                     .iter()
                     .filter(|id| !config.identities.contains_key(*id))
                     .count();
+            // identities.csv's lifecycle changes are planned before the new file is in
+            // force; a mass change holds the whole reload.
+            if let Err(e) = csv_changes(&old, &config, what).await {
+                tracing::error!(error = %e, "new configuration refused; the previous one stays in force (import the identities with `provd identities import --confirm` to let a held change through)");
+                return;
+            }
             let (sources, entitlements) =
                 (config.sources.len(), config.catalog.entitlement_count());
             current.set(config);
@@ -426,6 +429,49 @@ struct Reloadable {
     dispatcher: Dispatcher,
     store: Store,
     keyring: Arc<api::auth::Keyring>,
+    /// Where identities.csv's lifecycle changes go.
+    intake: Intake,
+}
+
+/// The lifecycle changes of identities.csv's rows that changed (identities imported into
+/// the store are the store's: their rows are ignored, as everywhere).
+async fn csv_changes(
+    old: &Config,
+    new: &Config,
+    what: &Reloadable,
+) -> Result<(), crate::lifecycle::apply::ApplyError> {
+    let changed: Vec<provd_connector_core::Identity> = new
+        .identities
+        .values()
+        .filter(|i| old.identities.get(&i.id) != Some(*i))
+        .cloned()
+        .collect();
+    if changed.is_empty() || new.lifecycle.states.is_empty() {
+        return Ok(());
+    }
+    let ids = changed.iter().map(|i| i.id.clone()).collect();
+    let imported = what.store.identities(ids).await?;
+    let changed: Vec<_> = changed
+        .into_iter()
+        .filter(|i| !imported.contains_key(&i.id))
+        .collect();
+    let applied = crate::lifecycle::apply::apply(
+        new,
+        &what.store,
+        &what.intake,
+        &changed,
+        &old.identities,
+        false,
+    )
+    .await?;
+    if !applied.changes.is_empty() {
+        tracing::info!(
+            identities = applied.changes.len(),
+            requests = applied.requests,
+            "identities.csv: lifecycle changes planned"
+        );
+    }
+    Ok(())
 }
 
 /// Reads the tokens file again: added tokens work and revoked ones stop working at once.

@@ -43,12 +43,14 @@ pub struct Applied {
     pub requests: usize,
 }
 
-/// What each of `identities` was before (the store's imported identity, else
-/// `identities.csv`'s) and what it holds, diffed into changes.
+/// What each of `identities` was before (the store's imported identity, else the one in
+/// `csv_before`, i.e. `identities.csv` before this change) and what it holds, diffed into
+/// changes.
 pub async fn plan(
     config: &Config,
     store: &Store,
     identities: &[Identity],
+    csv_before: &BTreeMap<String, Identity>,
 ) -> Result<Vec<Change>, StoreError> {
     if config.lifecycle.states.is_empty() {
         return Ok(Vec::new());
@@ -57,9 +59,7 @@ pub async fn plan(
     let stored = store.identities(ids).await?;
     let mut out = Vec::new();
     for new in identities {
-        let old = stored
-            .get(&new.id)
-            .or_else(|| config.identities.get(&new.id));
+        let old = stored.get(&new.id).or_else(|| csv_before.get(&new.id));
         // Cheap first: most imports change no state, and need no look at holdings.
         if state_name(&config.lifecycle, old) == state_name(&config.lifecycle, Some(new)) {
             continue;
@@ -81,15 +81,17 @@ pub async fn plan(
     Ok(out)
 }
 
-/// Plans and submits the changes `identities` bring; `confirm` lets a mass change through.
+/// Plans and submits the changes `identities` bring (see [`plan`] for `csv_before`);
+/// `confirm` lets a mass change through.
 pub async fn apply(
     config: &Config,
     store: &Store,
     intake: &Intake,
     identities: &[Identity],
+    csv_before: &BTreeMap<String, Identity>,
     confirm: bool,
 ) -> Result<Applied, ApplyError> {
-    let changes = plan(config, store, identities).await?;
+    let changes = plan(config, store, identities, csv_before).await?;
     let accounts: usize = changes.iter().map(Change::removals).sum();
     let max = config.lifecycle.max_changes;
     if accounts > max && !confirm {

@@ -361,3 +361,91 @@ async fn a_mass_leave_is_held_until_confirmed() {
         "one revoke (with its disables) each"
     );
 }
+
+#[tokio::test]
+async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_once() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let env = setup(&slapd, &scim);
+    let agent = env.start().await;
+    let put = |id: &str, body: Value| {
+        let req = agent
+            .http
+            .put(format!("{}/identities/v1/{id}", agent.base))
+            .bearer_auth(env.token())
+            .body(body.to_string());
+        async move { req.send().await.unwrap() }
+    };
+    // PUT: grace joins; the running agent provisions her birthright.
+    let r = put(
+        "grace",
+        json!({ "firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com", "lifecycleState": "active" }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["lifecycle"]["to"].as_str(), v["requests"].as_i64()),
+        (Some("active"), Some(1))
+    );
+    let grace = "uid=grace,ou=people,dc=example,dc=com".to_string();
+    eventually(15, "grace in git", || {
+        let slapd = &slapd;
+        let grace = grace.clone();
+        async move {
+            slapd
+                .values(GIT, "member")
+                .await
+                .contains(&grace)
+                .then_some(())
+        }
+    })
+    .await;
+    let bad = put("grace", json!({ "lifecycleState": 5 })).await;
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("lifecycleState: must be a string")
+    );
+
+    // The preview changes nothing.
+    let requests = env.count("requests");
+    let file = env.path().join("grace-leaver.csv");
+    std::fs::write(
+        &file,
+        "id,firstName,lastName,email,lifecycleState\ngrace,Grace,Hopper,grace@example.com,leaver\n",
+    )
+    .unwrap();
+    let out = env.cli(&["plan", "--identities", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("grace: active -> leaver"), "{text}");
+    assert!(
+        text.contains("DISABLE_ACCOUNT") && text.contains("REMOVE_ENTITLEMENT"),
+        "{text}"
+    );
+    assert_eq!(env.count("requests"), requests, "a preview stores nothing");
+
+    // identities.csv changed and reloaded: bob becomes active.
+    let csv = env.path().join("identities.csv");
+    let text = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("bob@example.com,\n", "bob@example.com,active\n");
+    std::fs::write(&csv, text).unwrap();
+    agent.signal("HUP");
+    let bob = "uid=bob,ou=people,dc=example,dc=com".to_string();
+    eventually(15, "bob in git after the reload", || {
+        let slapd = &slapd;
+        let bob = bob.clone();
+        async move {
+            slapd
+                .values(GIT, "member")
+                .await
+                .contains(&bob)
+                .then_some(())
+        }
+    })
+    .await;
+}

@@ -63,6 +63,22 @@ pub trait Connector: Send + Sync {
         })
     }
 
+    /// Sets account attributes (attribute sync, DESIGN §13); an empty value clears one.
+    fn update_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        attributes: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        let _ = (identity, native_id, attributes);
+        Box::pin(async {
+            Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "this source's connector cannot update accounts",
+            ))
+        })
+    }
+
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
@@ -92,5 +108,10 @@ pub async fn apply(
         Operation::DisableAccount => connector.disable_account(identity, native_id).await,
         Operation::DeleteAccount => connector.delete_account(identity, native_id).await,
         Operation::EnableAccount => connector.enable_account(identity, native_id).await,
+        Operation::UpdateAccount { attributes } => {
+            connector
+                .update_account(identity, native_id, attributes)
+                .await
+        }
     }
 }

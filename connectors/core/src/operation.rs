@@ -61,8 +61,13 @@ pub enum Operation {
     /// Make the account usable. Planned right after a create on sources that create
     /// accounts disabled (Active Directory with `[account.password]`: set a fresh initial
     /// password, deliver it, then enable); skipped when the create found an existing
-    /// account, which is left as it is.
+    /// account, which is left as it is. Also a rehire's (DESIGN §13).
     EnableAccount,
+    /// Attribute sync (DESIGN §13): set these account attributes to these values; an
+    /// empty value clears the attribute.
+    UpdateAccount {
+        attributes: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// The kind of an [`Operation`], without its payload.
@@ -74,6 +79,7 @@ pub enum OpKind {
     DisableAccount,
     DeleteAccount,
     EnableAccount,
+    UpdateAccount,
 }
 
 impl OpKind {
@@ -86,6 +92,7 @@ impl OpKind {
             OpKind::DisableAccount => "DISABLE_ACCOUNT",
             OpKind::DeleteAccount => "DELETE_ACCOUNT",
             OpKind::EnableAccount => "ENABLE_ACCOUNT",
+            OpKind::UpdateAccount => "UPDATE_ACCOUNT",
         }
     }
 }
@@ -105,6 +112,7 @@ impl Operation {
             Operation::DisableAccount => OpKind::DisableAccount,
             Operation::DeleteAccount => OpKind::DeleteAccount,
             Operation::EnableAccount => OpKind::EnableAccount,
+            Operation::UpdateAccount { .. } => OpKind::UpdateAccount,
         }
     }
 

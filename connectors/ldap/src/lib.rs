@@ -499,6 +499,43 @@ impl LdapConnector {
         .await
     }
 
+    /// Attribute sync: each attribute replaced by its new value; an empty one removes the
+    /// attribute (replace with no values: RFC 4511 §4.6, fine when it is absent).
+    async fn update(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Outcome, ConnectorError> {
+        let dn = self.account_dn(identity, native_id)?;
+        let mods: Vec<Mod<String>> = attributes
+            .iter()
+            .map(|(k, v)| {
+                let values = if v.is_empty() {
+                    HashSet::new()
+                } else {
+                    HashSet::from([v.clone()])
+                };
+                Mod::Replace(k.clone(), values)
+            })
+            .collect();
+        self.run("update account", |mut ldap| {
+            let (dn, mods) = (dn.clone(), mods.clone());
+            async move {
+                let r = ldap
+                    .modify(&dn, mods)
+                    .await
+                    .map_err(|e| from_ldap("modify", e))?;
+                if r.rc == 0 {
+                    Ok(Outcome::Applied)
+                } else {
+                    Err(from_result("modify", &r))
+                }
+            }
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         identity: &Identity,
@@ -568,6 +605,15 @@ impl Connector for LdapConnector {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         self.scrubbed(self.enable_generic(identity, native_id))
+    }
+
+    fn update_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        attributes: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        self.scrubbed(self.update(identity, native_id, attributes))
     }
 
     fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {

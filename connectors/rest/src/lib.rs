@@ -33,6 +33,10 @@ pub struct RestSettings {
     /// Makes a disabled account usable again (a rehire, DESIGN §13).
     #[serde(default)]
     pub enable_account: Option<Recipe>,
+    /// Sends the identity's synced attributes again (attribute sync, DESIGN §13); the
+    /// recipe renders them from the identity as it is now.
+    #[serde(default)]
+    pub update_account: Option<Recipe>,
     /// What `provd check --connect` calls (default: GET /, any answer but 401/403/5xx).
     #[serde(default)]
     pub check: Option<Recipe>,
@@ -54,6 +58,7 @@ pub fn parse(table: &toml::Table) -> Result<RestSettings, SettingsProblems> {
         ("disable_account", s.disable_account.as_ref()),
         ("delete_account", s.delete_account.as_ref()),
         ("enable_account", s.enable_account.as_ref()),
+        ("update_account", s.update_account.as_ref()),
         ("check", s.check.as_ref()),
     ];
     for (name, r) in named {
@@ -360,6 +365,21 @@ impl Connector for RestConnector {
         Box::pin(self.op(
             "enable_account",
             self.s.enable_account.as_ref(),
+            identity,
+            native_id,
+            None,
+        ))
+    }
+
+    fn update_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        _attributes: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.op(
+            "update_account",
+            self.s.update_account.as_ref(),
             identity,
             native_id,
             None,

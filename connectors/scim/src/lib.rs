@@ -351,6 +351,41 @@ impl ScimConnector {
         }
     }
 
+    /// Attribute sync: one PATCH, a `replace` per attribute (its key is the SCIM path, as
+    /// in `[account.attributes]`), a `remove` for an emptied one (RFC 7644 §3.5.2).
+    async fn update(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Outcome, ConnectorError> {
+        let user = self.user_id(identity, native_id).await?;
+        let ops: Vec<Value> = attributes
+            .iter()
+            .map(|(path, v)| {
+                if v.is_empty() {
+                    json!({ "op": "remove", "path": path })
+                } else {
+                    json!({ "op": "replace", "path": path, "value": v })
+                }
+            })
+            .collect();
+        let body = json!({ "schemas": [PATCH_SCHEMA], "Operations": ops });
+        let r = self
+            .http
+            .send(
+                Method::PATCH,
+                &format!("{}/{}", self.s.users_path, url_encode(&user)),
+                Some(&body),
+            )
+            .await?;
+        if r.is_success() {
+            Ok(Outcome::Applied)
+        } else {
+            Err(r.error("update user"))
+        }
+    }
+
     /// `active` false (disable) or true (enable), by PATCH replace (RFC 7644 §3.5.2).
     async fn set_active(
         &self,
@@ -446,6 +481,15 @@ impl Connector for ScimConnector {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         Box::pin(self.set_active(identity, native_id, true))
+    }
+
+    fn update_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        attributes: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.update(identity, native_id, attributes))
     }
 
     fn delete_account<'a>(
