@@ -304,7 +304,16 @@ pub(super) fn print_plan(plan: &crate::plan::Plan) {
                     safe(&e.attribute),
                     safe(&e.value)
                 ),
-                None => println!("    {}", op.kind()),
+                None => match op {
+                    provd_connector_core::Operation::UpdateAccount { attributes } => {
+                        let set: Vec<String> = attributes
+                            .iter()
+                            .map(|(k, v)| format!("{}={}", safe(k), safe(v)))
+                            .collect();
+                        println!("    {} {}", op.kind(), set.join(" "))
+                    }
+                    _ => println!("    {}", op.kind()),
+                },
             }
         }
     }

@@ -58,6 +58,9 @@ pub struct Source {
     pub settings: toml::Table,
     /// Parsed settings of a manual source.
     pub manual: Option<ManualSettings>,
+    /// Attribute sync: account attribute -> template, re-rendered when the identity
+    /// changes (`[account] sync`).
+    pub sync: BTreeMap<String, String>,
 }
 
 impl Source {
@@ -281,6 +284,14 @@ fn load_one(
             }
         }
     }
+    let sync = match take_sync(&mut table) {
+        Ok(s) => s,
+        Err((key, message)) => {
+            problem(&key, message);
+            ok = false;
+            BTreeMap::new()
+        }
+    };
     let manual = match kind {
         SourceKind::Manual => {
             match toml::Value::Table(table.clone()).try_into::<ManualSettings>() {
@@ -323,5 +334,35 @@ fn load_one(
         retryable_errors,
         settings: table,
         manual,
+        sync,
     })
+}
+
+/// `[account] sync = ["mail", "cn"]` (DESIGN §13), taken out of the connector's settings:
+/// each name with its template, the one `[account.attributes]` gives it, else the
+/// identity attribute of that name (`{mail}`).
+fn take_sync(table: &mut toml::Table) -> Result<BTreeMap<String, String>, (String, String)> {
+    let Some(toml::Value::Table(account)) = table.get_mut("account") else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(list) = account.remove("sync") else {
+        return Ok(BTreeMap::new());
+    };
+    let key = "account.sync".to_string();
+    let names: Vec<String> = list
+        .try_into()
+        .map_err(|_| (key.clone(), "must be a list of attribute names".to_string()))?;
+    let attributes = account.get("attributes").and_then(toml::Value::as_table);
+    let mut out = BTreeMap::new();
+    for name in names {
+        let template = match attributes.and_then(|a| a.get(&name)) {
+            Some(toml::Value::String(t)) => t.clone(),
+            Some(_) => return Err((key, format!("`{name}`: its template is not a string"))),
+            None => format!("{{{name}}}"),
+        };
+        provd_connector_core::template::placeholders(&template)
+            .map_err(|e| (key.clone(), format!("`{name}`: {e}")))?;
+        out.insert(name, template);
+    }
+    Ok(out)
 }

@@ -446,7 +446,7 @@ async fn csv_changes(
         .filter(|i| old.identities.get(&i.id) != Some(*i))
         .cloned()
         .collect();
-    if changed.is_empty() || new.lifecycle.states.is_empty() {
+    if changed.is_empty() {
         return Ok(());
     }
     let ids = changed.iter().map(|i| i.id.clone()).collect();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use provd_connector_core::Identity;
 
-use super::{Change, change, state_name, summary};
+use super::{Change, Sync, change, state_name, summary};
 use crate::config::{Config, ItemType};
 use crate::intake::{Intake, SubmitError};
 use crate::model::Requester;
@@ -52,7 +52,13 @@ pub async fn plan(
     identities: &[Identity],
     csv_before: &BTreeMap<String, Identity>,
 ) -> Result<Vec<Change>, StoreError> {
-    if config.lifecycle.states.is_empty() {
+    let sync: Sync = config
+        .sources
+        .values()
+        .filter(|s| !s.sync.is_empty())
+        .map(|s| (s.id.clone(), s.sync.clone()))
+        .collect();
+    if config.lifecycle.states.is_empty() && sync.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = identities.iter().map(|i| i.id.clone()).collect();
@@ -62,6 +68,10 @@ pub async fn plan(
         let old = stored.get(&new.id).or_else(|| csv_before.get(&new.id));
         // Cheap first: most imports change no state, and need no look at holdings.
         if state_name(&config.lifecycle, old) == state_name(&config.lifecycle, Some(new)) {
+            let c = change(&config.lifecycle, &sync, old, new, &[]);
+            if !c.is_empty() {
+                out.push(c);
+            }
             continue;
         }
         let held: Vec<(ItemType, String)> = store
@@ -73,7 +83,7 @@ pub async fn plan(
             .filter(|h| h.state != "revoking")
             .filter_map(|h| ItemType::parse(&h.item_type).map(|ty| (ty, h.item_id)))
             .collect();
-        let c = change(&config.lifecycle, old, new, &held);
+        let c = change(&config.lifecycle, &sync, old, new, &held);
         if !c.is_empty() {
             out.push(c);
         }

@@ -10,9 +10,9 @@
 
 pub mod apply;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use provd_connector_core::{Identity, Operation};
+use provd_connector_core::{Identity, Operation, template};
 
 use crate::config::ItemType;
 use crate::config::lifecycle::{AccountAction, Lifecycle, STATE_ATTRIBUTE};
@@ -61,10 +61,16 @@ impl Change {
             remove_at: None,
             client_metadata: Default::default(),
         };
-        let ops = |enable: bool| -> Vec<(String, Operation)> {
+        // Disables and deletes go with the revoke; enables and updates with the grant.
+        let ops = |grant: bool| -> Vec<(String, Operation)> {
             self.accounts
                 .iter()
-                .filter(|(_, op)| (*op == Operation::EnableAccount) == enable)
+                .filter(|(_, op)| {
+                    matches!(
+                        op,
+                        Operation::EnableAccount | Operation::UpdateAccount { .. }
+                    ) == grant
+                })
                 .cloned()
                 .collect()
         };
@@ -106,10 +112,45 @@ pub fn state_name(lifecycle: &Lifecycle, identity: Option<&Identity>) -> Option<
     lifecycle.states.contains_key(&name).then_some(name)
 }
 
+/// Per source, the account attributes kept in sync and their templates.
+pub type Sync = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Attribute sync: for each source, the synced attributes whose rendered value changed
+/// from `old` to `new`, as one UPDATE_ACCOUNT (an attribute the identity no longer has
+/// renders empty: it is cleared). A new identity's accounts are made with its values.
+pub fn updates(sync: &Sync, old: Option<&Identity>, new: &Identity) -> Vec<(String, Operation)> {
+    let Some(old) = old else {
+        return Vec::new();
+    };
+    let render =
+        |t: &str, i: &Identity| template::fill(t, i, template::verbatim).unwrap_or_default();
+    sync.iter()
+        .filter_map(|(source, attrs)| {
+            let changed: BTreeMap<String, String> = attrs
+                .iter()
+                .filter_map(|(attr, t)| {
+                    let (before, after) = (render(t, old), render(t, new));
+                    (before != after).then(|| (attr.clone(), after))
+                })
+                .collect();
+            (!changed.is_empty()).then(|| {
+                (
+                    source.clone(),
+                    Operation::UpdateAccount {
+                        attributes: changed,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 /// What the change from `old` (None: a new identity) to `new` means, given the items the
-/// identity holds now (`held`: live assignments). No change of state: nothing.
+/// identity holds now (`held`: live assignments): the state's consequences, and attribute
+/// sync. Nothing changed: nothing.
 pub fn change(
     lifecycle: &Lifecycle,
+    sync: &Sync,
     old: Option<&Identity>,
     new: &Identity,
     held: &[(ItemType, String)],
@@ -117,6 +158,9 @@ pub fn change(
     let (from, to) = (state_name(lifecycle, old), state_name(lifecycle, Some(new)));
     let mut c = Change {
         identity: new.id.clone(),
+        from: from.clone(),
+        to: to.clone(),
+        accounts: updates(sync, old, new),
         ..Default::default()
     };
     if from == to {
@@ -151,21 +195,16 @@ pub fn change(
             .filter(|p| !held_set.contains(&(ItemType::AccessProfile, p.as_str())))
             .cloned()
             .collect();
-        c.accounts = s
-            .accounts
-            .iter()
-            .map(|(src, a)| {
-                let op = match a {
-                    AccountAction::Enable => Operation::EnableAccount,
-                    AccountAction::Disable => Operation::DisableAccount,
-                    AccountAction::Delete => Operation::DeleteAccount,
-                };
-                (src.clone(), op)
-            })
-            .collect();
+        c.accounts.extend(s.accounts.iter().map(|(src, a)| {
+            let op = match a {
+                AccountAction::Enable => Operation::EnableAccount,
+                AccountAction::Disable => Operation::DisableAccount,
+                AccountAction::Delete => Operation::DeleteAccount,
+            };
+            (src.clone(), op)
+        }));
     }
     c.revoke = revoke.into_iter().collect();
-    (c.from, c.to) = (from, to);
     c
 }
 
@@ -193,7 +232,6 @@ mod tests {
     use super::*;
     use crate::config::files::CatalogFile;
     use crate::config::lifecycle::{LifecycleFile, build};
-    use std::collections::BTreeMap;
 
     fn lifecycle() -> Lifecycle {
         let cat: CatalogFile = toml::from_str(
@@ -247,7 +285,7 @@ mod tests {
     #[test]
     fn a_joiner_gets_birthright_and_a_leaver_loses_everything() {
         let l = lifecycle();
-        let joiner = change(&l, None, &who("active"), &[]);
+        let joiner = change(&l, &Sync::new(), None, &who("active"), &[]);
         assert_eq!(joiner.grant, ["ap-base"]);
         assert_eq!(
             joiner.accounts.len(),
@@ -259,7 +297,13 @@ mod tests {
         assert_eq!(reqs[0].request_type, RequestType::Grant);
 
         let held = [ap("ap-base"), (ItemType::Role, "eng".to_string())];
-        let leaver = change(&l, Some(&who("active")), &who("leaver"), &held);
+        let leaver = change(
+            &l,
+            &Sync::new(),
+            Some(&who("active")),
+            &who("leaver"),
+            &held,
+        );
         assert_eq!(
             leaver.revoke,
             [(ItemType::Role, "eng".to_string()), ap("ap-base")]
@@ -290,6 +334,7 @@ mod tests {
         let l = lifecycle();
         let mover = change(
             &l,
+            &Sync::new(),
             Some(&who("active")),
             &who("contractor"),
             &[ap("ap-base")],
@@ -298,16 +343,18 @@ mod tests {
         assert_eq!(mover.grant, ["ap-contractor"]);
         let back = change(
             &l,
+            &Sync::new(),
             Some(&who("contractor")),
             &who("active"),
             &[ap("ap-base"), ap("ap-contractor")],
         );
         assert_eq!(back.revoke, [ap("ap-contractor")]);
         assert!(back.grant.is_empty(), "held already");
-        assert!(change(&l, Some(&who("active")), &who("active"), &[]).is_empty());
+        assert!(change(&l, &Sync::new(), Some(&who("active")), &who("active"), &[]).is_empty());
         // A state provd does not know is no state: leaving `active` for it revokes.
         let unknown = change(
             &l,
+            &Sync::new(),
             Some(&who("active")),
             &who("sabbatical"),
             &[ap("ap-base")],
@@ -318,16 +365,79 @@ mod tests {
         );
         // Not held: nothing to revoke (a revoke of what is not held would still clean up).
         assert!(
-            change(&l, Some(&who("contractor")), &who("active"), &[])
-                .revoke
-                .is_empty()
+            change(
+                &l,
+                &Sync::new(),
+                Some(&who("contractor")),
+                &who("active"),
+                &[]
+            )
+            .revoke
+            .is_empty()
         );
-        let rehire = change(&l, Some(&who("leaver")), &who("active"), &[]);
+        let rehire = change(&l, &Sync::new(), Some(&who("leaver")), &who("active"), &[]);
         assert_eq!(rehire.grant, ["ap-base"]);
         assert_eq!(rehire.removals(), 0);
         assert_eq!(
-            summary(&[change(&l, Some(&who("active")), &who("leaver"), &[])]),
+            summary(&[change(
+                &l,
+                &Sync::new(),
+                Some(&who("active")),
+                &who("leaver"),
+                &[]
+            )]),
             "1 identities entering `leaver`: 2 accounts disabled or deleted"
+        );
+    }
+
+    #[test]
+    fn synced_attributes_that_changed_become_one_update_per_source() {
+        let sync: Sync = BTreeMap::from([
+            (
+                "corp".to_string(),
+                BTreeMap::from([
+                    ("cn".to_string(), "{firstName} {lastName}".to_string()),
+                    ("sn".to_string(), "{lastName}".to_string()),
+                    ("title".to_string(), "{title}".to_string()),
+                ]),
+            ),
+            (
+                "wiki".to_string(),
+                BTreeMap::from([("mail".to_string(), "{email}".to_string())]),
+            ),
+        ]);
+        let mut old = who("active");
+        old.attributes.extend([
+            ("firstName".to_string(), "Ada".to_string()),
+            ("lastName".to_string(), "Byron".to_string()),
+            ("title".to_string(), "Countess".to_string()),
+        ]);
+        let mut new = old.clone();
+        new.attributes.insert("lastName".into(), "Lovelace".into());
+        new.attributes.remove("title");
+        let u = updates(&sync, Some(&old), &new);
+        assert_eq!(u.len(), 1, "nothing wiki syncs changed");
+        let Operation::UpdateAccount { attributes } = &u[0].1 else {
+            panic!("{u:?}")
+        };
+        assert_eq!(
+            attributes,
+            &BTreeMap::from([
+                ("cn".to_string(), "Ada Lovelace".to_string()),
+                ("sn".to_string(), "Lovelace".to_string()),
+                ("title".to_string(), String::new()),
+            ])
+        );
+        assert!(
+            updates(&sync, None, &new).is_empty(),
+            "a joiner's accounts are made new"
+        );
+        let c = change(&lifecycle(), &sync, Some(&old), &new, &[]);
+        assert_eq!(c.requests().len(), 1);
+        assert_eq!(
+            c.requests()[0].request_type,
+            RequestType::Grant,
+            "updates go with grants"
         );
     }
 }

@@ -42,6 +42,15 @@ pub fn for_job(
                 Operation::AddEntitlement(e) | Operation::RemoveEntitlement(e) => {
                     (e.attribute.clone(), e.value.clone())
                 }
+                // The owner sets each attribute named to its value (empty: clear it).
+                Operation::UpdateAccount { attributes } => (
+                    attributes.keys().cloned().collect::<Vec<_>>().join(", "),
+                    attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
                 _ => (String::new(), String::new()),
             };
             NewTask {

@@ -22,6 +22,7 @@ fn sources(slapd: &Slapd, scim: &Scim) -> Vec<(&'static str, String)> {
                 "id = \"corp\"\ntype = \"ldap\"\nowner = \"dir@example.com\"\nurl = \"{}\"\n\
                  bind_dn = \"cn=admin,dc=example,dc=com\"\nbind_password_file = \"../ldap-password\"\n\
                  [account]\nnative_id = \"uid={{id}},ou=people,dc=example,dc=com\"\ncorrelation = \"uid\"\n\
+                 sync = [\"cn\", \"sn\"]\n\
                  object_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{id}}\"\n\
                  cn = \"{{firstName}} {{lastName}}\"\nsn = \"{{lastName}}\"\n\
                  [account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n",
@@ -32,7 +33,7 @@ fn sources(slapd: &Slapd, scim: &Scim) -> Vec<(&'static str, String)> {
             "saas.toml",
             format!(
                 "id = \"saas\"\ntype = \"scim\"\nowner = \"saas@example.com\"\nbase_url = \"{}\"\n\
-                 token_file = \"../scim-token\"\n[account]\ncorrelation = \"userName\"\n\
+                 token_file = \"../scim-token\"\n[account]\ncorrelation = \"userName\"\nsync = [\"displayName\"]\n\
                  [account.attributes]\nuserName = \"{{id}}\"\ndisplayName = \"{{firstName}} {{lastName}}\"\n",
                 scim.base()
             ),
@@ -122,11 +123,16 @@ fn setup(slapd: &Slapd, scim: &Scim) -> Env {
 
 /// `provd identities import` of ada in `state`; the command's output.
 fn import(env: &Env, state: &str, confirm: bool) -> std::process::Output {
-    let file = env.path().join(format!("ada-{state}.csv"));
+    import_as(env, "Lovelace", state, confirm)
+}
+
+/// The same, with ada's last name `last`.
+fn import_as(env: &Env, last: &str, state: &str, confirm: bool) -> std::process::Output {
+    let file = env.path().join(format!("ada-{last}-{state}.csv"));
     std::fs::write(
         &file,
         format!(
-            "id,firstName,lastName,email,lifecycleState\nada,Ada,Lovelace,ada@example.com,{state}\n"
+            "id,firstName,lastName,email,lifecycleState\nada,Ada,{last},ada@example.com,{state}\n"
         ),
     )
     .unwrap();
@@ -151,12 +157,16 @@ async fn quiet(env: &Env) {
         async move { (busy == 0).then_some(()) }
     })
     .await;
-    let failed: Vec<_> = wait(store.job_counts())
-        .unwrap()
-        .into_iter()
-        .filter(|(_, s, n)| s == "failed" && *n > 0)
+    let failed = wait(store.jobs(provd::store::jobs::JobFilter {
+        state: Some(provd::store::JobState::Failed),
+        ..Default::default()
+    }))
+    .unwrap();
+    let errors: Vec<_> = failed
+        .iter()
+        .map(|j| (&j.source, &j.ops, &j.errors))
         .collect();
-    assert!(failed.is_empty(), "failed jobs: {failed:?}");
+    assert!(failed.is_empty(), "failed jobs: {errors:?}");
 }
 
 /// The open manual tasks' operations; answers them all as done.
@@ -366,6 +376,7 @@ async fn a_mass_leave_is_held_until_confirmed() {
 async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_once() {
     let slapd = Slapd::start().await;
     let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
     let env = setup(&slapd, &scim);
     let agent = env.start().await;
     let put = |id: &str, body: Value| {
@@ -448,4 +459,38 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_changed_last_name_is_synced_to_ldap_and_scim() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let _agent = env.start().await;
+    assert!(import(&env, "active", false).status.success());
+    quiet(&env).await;
+    assert_eq!(slapd.values(ADA, "cn").await, ["Ada Lovelace"]);
+    let out = import_as(&env, "King", "active", false);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("active -> active"),
+        "{out:?}"
+    );
+    quiet(&env).await;
+    eventually(10, "cn and sn re-rendered", || {
+        let slapd = &slapd;
+        async move {
+            (slapd.values(ADA, "cn").await == ["Ada King"]
+                && slapd.values(ADA, "sn").await == ["King"])
+            .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(scim_user(&scim).await.unwrap()["displayName"], "Ada King");
+    // Only what changed was sent, once: the same import again changes nothing.
+    let jobs = env.count("jobs");
+    let out = import_as(&env, "King", "active", false);
+    assert!(out.status.success());
+    assert_eq!(env.count("jobs"), jobs);
 }
