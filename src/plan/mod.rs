@@ -225,10 +225,9 @@ pub fn plan(
             {
                 continue;
             }
-            let kind = if *op == Operation::EnableAccount {
-                JobKind::Grant
-            } else {
-                JobKind::Revoke
+            let kind = match op {
+                Operation::EnableAccount | Operation::UpdateAccount { .. } => JobKind::Grant,
+                _ => JobKind::Revoke,
             };
             let j = jobs.job(identity, source, kind, None);
             if jobs.jobs.get(j).is_some_and(|job| !job.ops.contains(op)) {
