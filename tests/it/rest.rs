@@ -153,7 +153,7 @@ async fn the_recipe_format_drives_users_and_memberships_through_a_full_cycle() {
 }
 
 #[tokio::test]
-async fn disable_and_delete_follow_their_recipes() {
+async fn disable_enable_update_and_delete_follow_their_recipes() {
     use provd_connector_core::{Connector, Identity, Outcome};
     let api = JsonServer::start(json!({ "users": [], "memberships": [] })).await;
     let mut table: toml::Table = toml::from_str(&source(&api.base())).unwrap();
@@ -183,6 +183,28 @@ async fn disable_and_delete_follow_their_recipes() {
         Outcome::Applied
     );
     assert_eq!(api.get(&format!("/users/{id}")).await["active"], false);
+    // A rehire and a changed name (DESIGN §13): the enable and update recipes.
+    assert_eq!(
+        c.enable_account(&who, Some(&id)).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(api.get(&format!("/users/{id}")).await["active"], true);
+    let mut renamed = who.clone();
+    renamed
+        .attributes
+        .insert("lastName".into(), "Murray".into());
+    let changed =
+        std::collections::BTreeMap::from([("name".to_string(), "Grace Murray".to_string())]);
+    assert_eq!(
+        c.update_account(&renamed, Some(&id), &changed)
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(
+        api.get(&format!("/users/{id}")).await["name"],
+        "Grace Murray"
+    );
     assert_eq!(
         c.delete_account(&who, Some(&id)).await.unwrap(),
         Outcome::Applied
