@@ -169,6 +169,27 @@ async fn quiet(env: &Env) {
     assert!(failed.is_empty(), "failed jobs: {errors:?}");
 }
 
+/// Waits for at least `n` open manual tasks.
+async fn open_tasks(env: &Env, n: i64) {
+    eventually(10, "the badge tasks", || {
+        let open = wait(env.store().open_task_count()).unwrap();
+        async move { (open >= n).then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until `dn` is (or is no longer) a member of `group`.
+async fn member(slapd: &Slapd, group: &str, dn: &str, yes: bool) {
+    eventually(
+        15,
+        &format!("{dn} member of {group}: {yes}"),
+        || async move {
+            (slapd.values(group, "member").await.iter().any(|m| m == dn) == yes).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The open manual tasks' operations; answers them all as done.
 async fn do_tasks(env: &Env) -> Vec<String> {
     let store = env.store();
@@ -209,11 +230,7 @@ async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("(none) -> active"));
     quiet(&env).await;
-    let badge_tasks = eventually(10, "the badge tasks", || {
-        let t = wait(env.store().open_task_count()).unwrap();
-        async move { (t > 0).then_some(()) }
-    });
-    badge_tasks.await;
+    open_tasks(&env, 2).await;
     assert_eq!(do_tasks(&env).await, ["CREATE_ACCOUNT", "ADD_ENTITLEMENT"]);
     assert!(slapd.values(VPN, "member").await.contains(&ADA.to_string()));
     let user = scim_user(&scim).await.expect("ada on saas");
@@ -245,11 +262,7 @@ async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
     assert!(!slapd.values(GIT, "member").await.contains(&ADA.to_string()));
     assert_eq!(scim_user(&scim).await.unwrap()["active"], false);
     assert!(scim.members(&eng).await.is_empty());
-    eventually(10, "the badge tasks", || {
-        let n = wait(env.store().open_task_count()).unwrap();
-        async move { (n >= 2).then_some(()) }
-    })
-    .await;
+    open_tasks(&env, 2).await;
     let mut ops = do_tasks(&env).await;
     ops.sort();
     assert_eq!(ops, ["DISABLE_ACCOUNT", "REMOVE_ENTITLEMENT"]);
@@ -287,11 +300,7 @@ async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
     assert!(slapd.values(GIT, "member").await.contains(&ADA.to_string()));
     assert_eq!(scim_user(&scim).await.unwrap()["active"], true);
     assert_eq!(scim.members(&eng).await, vec![ada_id.clone()]);
-    eventually(10, "the badge tasks", || {
-        let n = wait(env.store().open_task_count()).unwrap();
-        async move { (n >= 2).then_some(()) }
-    })
-    .await;
+    open_tasks(&env, 2).await;
     let mut ops = do_tasks(&env).await;
     ops.sort();
     assert_eq!(ops, ["ADD_ENTITLEMENT", "ENABLE_ACCOUNT"]);
@@ -378,15 +387,27 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
     let scim = Scim::start(TOKEN).await;
     scim.group("engineers").await;
     let env = setup(&slapd, &scim);
+    // A guard of 1: one leaver (three accounts) is already a mass change here.
+    let lifecycle = env.path().join("lifecycle.toml");
+    let text = std::fs::read_to_string(&lifecycle).unwrap();
+    std::fs::write(
+        &lifecycle,
+        text.replace("max_changes = 25", "max_changes = 1"),
+    )
+    .unwrap();
     let agent = env.start().await;
-    let put = |id: &str, body: Value| {
-        let req = agent
+    let put_with = |id: &str, body: Value, confirm: bool| {
+        let mut req = agent
             .http
             .put(format!("{}/identities/v1/{id}", agent.base))
             .bearer_auth(env.token())
             .body(body.to_string());
+        if confirm {
+            req = req.header("Provd-Confirm", "true");
+        }
         async move { req.send().await.unwrap() }
     };
+    let put = |id: &str, body: Value| put_with(id, body, false);
     // PUT: grace joins; the running agent provisions her birthright.
     let r = put(
         "grace",
@@ -400,18 +421,7 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
         (Some("active"), Some(1))
     );
     let grace = "uid=grace,ou=people,dc=example,dc=com".to_string();
-    eventually(15, "grace in git", || {
-        let slapd = &slapd;
-        let grace = grace.clone();
-        async move {
-            slapd
-                .values(GIT, "member")
-                .await
-                .contains(&grace)
-                .then_some(())
-        }
-    })
-    .await;
+    member(&slapd, GIT, &grace, true).await;
     let bad = put("grace", json!({ "lifecycleState": 5 })).await;
     assert_eq!(bad.status(), 400);
     assert!(
@@ -420,6 +430,21 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
             .unwrap()
             .contains("lifecycleState: must be a string")
     );
+    // Leaving would disable her three accounts: held (nothing stored) until confirmed.
+    let leaver = json!({ "firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com", "lifecycleState": "leaver" });
+    let held = put("grace", leaver.clone()).await;
+    assert_eq!(held.status(), 409);
+    assert!(held.text().await.unwrap().contains("Provd-Confirm"));
+    let stored = wait(env.store().identity("grace".into())).unwrap().unwrap();
+    assert_eq!(
+        stored.attributes["lifecycleState"], "active",
+        "nothing changed"
+    );
+    let r = put_with("grace", leaver, true).await;
+    assert_eq!(r.status(), 200);
+    let active = json!({ "firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com", "lifecycleState": "active" });
+    let r = put("grace", active).await;
+    assert_eq!(r.status(), 200, "a rehire disables nothing: not held");
 
     // The preview changes nothing.
     let requests = env.count("requests");
@@ -447,18 +472,7 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
     std::fs::write(&csv, text).unwrap();
     agent.signal("HUP");
     let bob = "uid=bob,ou=people,dc=example,dc=com".to_string();
-    eventually(15, "bob in git after the reload", || {
-        let slapd = &slapd;
-        let bob = bob.clone();
-        async move {
-            slapd
-                .values(GIT, "member")
-                .await
-                .contains(&bob)
-                .then_some(())
-        }
-    })
-    .await;
+    member(&slapd, GIT, &bob, true).await;
 }
 
 #[tokio::test]

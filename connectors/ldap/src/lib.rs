@@ -378,58 +378,14 @@ impl LdapConnector {
             return self.disable_ad(identity, native_id).await;
         }
         let dn = self.account_dn(identity, native_id)?;
-        let Some(d) = self.s.account.disable.clone() else {
-            return Err(ConnectorError::permanent(
-                None,
-                "no [account.disable] configured for this source",
-            ));
-        };
+        let d = self.disable_recipe()?;
         if let Some(target) = d.move_to {
-            let rdn = split_dn(&dn).0.to_string();
-            let new_dn = format!("{rdn},{target}");
-            if new_dn == dn {
-                return Ok(Outcome::Unchanged);
-            }
-            return self
-                .run("move account", |mut ldap| {
-                    let (dn, rdn, target, new_dn) =
-                        (dn.clone(), rdn.clone(), target.clone(), new_dn.clone());
-                    async move {
-                        let r = ldap
-                            .modifydn(&dn, &rdn, true, Some(&target))
-                            .await
-                            .map_err(|e| from_ldap("modifydn", e))?;
-                        match r.rc {
-                            0 => Ok(Outcome::Moved { native_id: new_dn }),
-                            // Moved before (a retried attempt): it is where it should be.
-                            32 | 68 => Ok(Outcome::Moved { native_id: new_dn }),
-                            _ => Err(from_result("modifydn", &r)),
-                        }
-                    }
-                })
-                .await;
+            let new_dn = format!("{},{target}", split_dn(&dn).0);
+            return self.move_entry("move account", &dn, &new_dn).await;
         }
-        let (Some(attr), Some(value)) = (d.attribute, d.value) else {
-            return Err(ConnectorError::permanent(
-                None,
-                "[account.disable] needs attribute + value or move_to",
-            ));
-        };
-        self.run("disable account", |mut ldap| {
-            let (dn, attr, value) = (dn.clone(), attr.clone(), value.clone());
-            async move {
-                let r = ldap
-                    .modify(&dn, vec![Mod::Replace(attr, HashSet::from([value]))])
-                    .await
-                    .map_err(|e| from_ldap("modify", e))?;
-                if r.rc == 0 {
-                    Ok(Outcome::Applied)
-                } else {
-                    Err(from_result("modify", &r))
-                }
-            }
-        })
-        .await
+        let (attr, value) = Self::recipe_value(d)?;
+        let set = Mod::Replace(attr, HashSet::from([value]));
+        self.modify_one("disable account", &dn, set, None).await
     }
 
     /// Undoes the `[account.disable]` recipe (a rehire, DESIGN §13): the value it set is
@@ -444,54 +400,85 @@ impl LdapConnector {
             return self.enable(identity, native_id).await;
         }
         let dn = self.account_dn(identity, native_id)?;
-        let Some(d) = self.s.account.disable.clone() else {
-            return Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "no [account.disable] configured for this source: nothing to undo",
-            ));
-        };
+        let d = self.disable_recipe()?;
         if d.move_to.is_some() {
             let home = self.account_dn(identity, None)?;
-            if home == dn {
-                return Ok(Outcome::Unchanged);
-            }
-            let (rdn, parent) = split_dn(&home);
-            let (rdn, parent) = (rdn.to_string(), parent.to_string());
-            return self
-                .run("move account back", |mut ldap| {
-                    let (dn, rdn, parent, home) =
-                        (dn.clone(), rdn.clone(), parent.clone(), home.clone());
-                    async move {
-                        let r = ldap
-                            .modifydn(&dn, &rdn, true, Some(&parent))
-                            .await
-                            .map_err(|e| from_ldap("modifydn", e))?;
-                        match r.rc {
-                            // Moved back before (a retried attempt): it is home.
-                            0 | 32 | 68 => Ok(Outcome::Moved { native_id: home }),
-                            _ => Err(from_result("modifydn", &r)),
-                        }
-                    }
-                })
-                .await;
+            return self.move_entry("move account back", &dn, &home).await;
         }
-        let (Some(attr), Some(value)) = (d.attribute, d.value) else {
-            return Err(ConnectorError::permanent(
+        let (attr, value) = Self::recipe_value(d)?;
+        // noSuchAttribute (16): not disabled (any more).
+        let unset = Mod::Delete(attr, HashSet::from([value]));
+        self.modify_one("enable account", &dn, unset, Some(16))
+            .await
+    }
+
+    fn disable_recipe(&self) -> Result<settings::DisableSettings, ConnectorError> {
+        self.s.account.disable.clone().ok_or_else(|| {
+            ConnectorError::permanent(
+                Some("unsupported".into()),
+                "no [account.disable] configured for this source",
+            )
+        })
+    }
+
+    fn recipe_value(d: settings::DisableSettings) -> Result<(String, String), ConnectorError> {
+        match (d.attribute, d.value) {
+            (Some(a), Some(v)) => Ok((a, v)),
+            _ => Err(ConnectorError::permanent(
                 None,
                 "[account.disable] needs attribute + value or move_to",
-            ));
-        };
-        self.run("enable account", |mut ldap| {
-            let (dn, attr, value) = (dn.clone(), attr.clone(), value.clone());
+            )),
+        }
+    }
+
+    /// Moves the entry at `dn` to `to`; a retried attempt finds it there already.
+    async fn move_entry(&self, what: &str, dn: &str, to: &str) -> Result<Outcome, ConnectorError> {
+        if dn == to {
+            return Ok(Outcome::Unchanged);
+        }
+        let (rdn, parent) = split_dn(to);
+        let (dn, rdn, parent, to) = (
+            dn.to_string(),
+            rdn.to_string(),
+            parent.to_string(),
+            to.to_string(),
+        );
+        self.run(what, |mut ldap| {
+            let (dn, rdn, parent, to) = (dn.clone(), rdn.clone(), parent.clone(), to.clone());
             async move {
                 let r = ldap
-                    .modify(&dn, vec![Mod::Delete(attr, HashSet::from([value]))])
+                    .modifydn(&dn, &rdn, true, Some(&parent))
+                    .await
+                    .map_err(|e| from_ldap("modifydn", e))?;
+                match r.rc {
+                    // 32/68: moved before (a retried attempt): it is where it should be.
+                    0 | 32 | 68 => Ok(Outcome::Moved { native_id: to }),
+                    _ => Err(from_result("modifydn", &r)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// One modification of the entry at `dn`; `unchanged`: a result code meaning "so
+    /// already".
+    async fn modify_one(
+        &self,
+        what: &str,
+        dn: &str,
+        m: Mod<String>,
+        unchanged: Option<u32>,
+    ) -> Result<Outcome, ConnectorError> {
+        self.run(what, |mut ldap| {
+            let (dn, m) = (dn.to_string(), m.clone());
+            async move {
+                let r = ldap
+                    .modify(&dn, vec![m])
                     .await
                     .map_err(|e| from_ldap("modify", e))?;
                 match r.rc {
                     0 => Ok(Outcome::Applied),
-                    // noSuchAttribute: not disabled (any more).
-                    16 => Ok(Outcome::Unchanged),
+                    rc if Some(rc) == unchanged => Ok(Outcome::Unchanged),
                     _ => Err(from_result("modify", &r)),
                 }
             }

@@ -359,7 +359,6 @@ impl ScimConnector {
         native_id: Option<&str>,
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> Result<Outcome, ConnectorError> {
-        let user = self.user_id(identity, native_id).await?;
         let ops: Vec<Value> = attributes
             .iter()
             .map(|(path, v)| {
@@ -371,19 +370,8 @@ impl ScimConnector {
             })
             .collect();
         let body = json!({ "schemas": [PATCH_SCHEMA], "Operations": ops });
-        let r = self
-            .http
-            .send(
-                Method::PATCH,
-                &format!("{}/{}", self.s.users_path, url_encode(&user)),
-                Some(&body),
-            )
-            .await?;
-        if r.is_success() {
-            Ok(Outcome::Applied)
-        } else {
-            Err(r.error("update user"))
-        }
+        self.patch_user(identity, native_id, &body, "update user")
+            .await
     }
 
     /// `active` false (disable) or true (enable), by PATCH replace (RFC 7644 §3.5.2).
@@ -393,24 +381,29 @@ impl ScimConnector {
         native_id: Option<&str>,
         active: bool,
     ) -> Result<Outcome, ConnectorError> {
-        let user = self.user_id(identity, native_id).await?;
         let body = patch("replace", "active", Some(Value::Bool(active)));
-        let r = self
-            .http
-            .send(
-                Method::PATCH,
-                &format!("{}/{}", self.s.users_path, url_encode(&user)),
-                Some(&body),
-            )
-            .await?;
+        let what = if active {
+            "enable user"
+        } else {
+            "disable user"
+        };
+        self.patch_user(identity, native_id, &body, what).await
+    }
+
+    async fn patch_user(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        body: &Value,
+        what: &str,
+    ) -> Result<Outcome, ConnectorError> {
+        let user = self.user_id(identity, native_id).await?;
+        let path = format!("{}/{}", self.s.users_path, url_encode(&user));
+        let r = self.http.send(Method::PATCH, &path, Some(body)).await?;
         if r.is_success() {
             Ok(Outcome::Applied)
         } else {
-            Err(r.error(if active {
-                "enable user"
-            } else {
-                "disable user"
-            }))
+            Err(r.error(what))
         }
     }
 
