@@ -523,12 +523,13 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 .await
                 .map_err(failed)?;
             println!(
-                "{}: {} resolved, {} already so, {} left open, {} bad row(s)",
+                "{}: {} resolved, {} already so, {} left open, {} bad row(s) (read as {})",
                 file.display(),
                 report.applied,
                 report.unchanged,
                 report.left_open,
-                report.bad.len()
+                report.bad.len(),
+                report.encoding
             );
             if report.bad.is_empty() {
                 Ok(())

@@ -1,8 +1,10 @@
-//! Reading the task CSV back from a source owner, as spreadsheets save it: with or without
-//! a byte order mark, CRLF or LF, columns reordered or added, trailing empty rows, and
-//! cells still carrying the `'` the export put before formula-like values.
+//! Reading the task CSV back from a source owner, as spreadsheets save it: in any of the
+//! encodings `decode` detects, CRLF or LF, columns reordered or added, trailing empty rows,
+//! and cells still carrying the `'` the export put before formula-like values. A bad row
+//! is named as the spreadsheet shows it: row number, column letter and header.
 
 use super::csv_out::unescape_cell;
+use super::decode::column_letter;
 
 /// The owner's answer on one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct Row {
     /// Line in the file (the header is line 1).
     pub line: u64,
     pub task: i64,
+    /// Where the task id is (`A (task_id)`), for errors about it.
+    pub task_cell: String,
     /// The source the row says the task belongs to (if the file has that column).
     pub source: Option<String>,
     /// None: left blank, the task stays open.
@@ -37,39 +41,65 @@ pub struct Row {
 /// A row that cannot be applied, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRow {
+    /// The row as the spreadsheet numbers it (the header is row 1).
     pub line: u64,
+    /// The column, as the spreadsheet shows it: `N (resolution)`.
+    pub column: Option<String>,
     pub reason: String,
+}
+
+impl BadRow {
+    pub fn new(line: u64, reason: String) -> Self {
+        Self {
+            line,
+            column: None,
+            reason,
+        }
+    }
+
+    pub fn at(line: u64, column: String, reason: String) -> Self {
+        Self {
+            line,
+            column: Some(column),
+            reason,
+        }
+    }
 }
 
 impl std::fmt::Display for BadRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
+        match &self.column {
+            Some(c) => write!(f, "row {}, column {c}: {}", self.line, self.reason),
+            None => write!(f, "row {}: {}", self.line, self.reason),
+        }
     }
+}
+
+/// A column as the spreadsheet names it: letter and header.
+fn cell_name(i: usize, header: &str) -> String {
+    format!("{} ({header})", column_letter(i))
 }
 
 /// Parses the file; a problem with the header (no task_id or resolution column) is one
 /// bad row at line 1 and nothing else is read.
-pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
+    let bytes = text.strip_prefix('\u{feff}').unwrap_or(text).as_bytes();
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let headers: Vec<String> = match rdr.headers() {
         Ok(h) => h.iter().map(|c| c.trim().to_ascii_lowercase()).collect(),
         Err(e) => {
-            bad.push(BadRow {
-                line: 1,
-                reason: format!("cannot read the header row: {e}"),
-            });
+            bad.push(BadRow::new(1, format!("cannot read the header row: {e}")));
             return (rows, bad);
         }
     };
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(task_col), Some(res_col)) = (col("task_id"), col("resolution")) else {
-        bad.push(BadRow {
-            line: 1,
-            reason: "the header row needs task_id and resolution columns".into(),
-        });
+        bad.push(BadRow::new(
+            1,
+            "the header row needs task_id and resolution columns".into(),
+        ));
         return (rows, bad);
     };
     let (source_col, by_col, note_col) = (col("source"), col("resolved_by"), col("note"));
@@ -79,10 +109,7 @@ pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
             Ok(r) => r,
             Err(e) => {
                 let line = lines.line_of(bytes, e.position().map_or(0, |p| p.byte()));
-                bad.push(BadRow {
-                    line,
-                    reason: format!("not a CSV row: {e}"),
-                });
+                bad.push(BadRow::new(line, format!("not a CSV row: {e}")));
                 continue;
             }
         };
@@ -96,11 +123,13 @@ pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
             continue; // spreadsheets save trailing empty rows
         }
         let task_text = cell(Some(task_col));
+        let task_cell = cell_name(task_col, "task_id");
         let Some(task) = task_id(&task_text) else {
-            bad.push(BadRow {
+            bad.push(BadRow::at(
                 line,
-                reason: format!("`{task_text}` is not a task id (like T12)"),
-            });
+                task_cell,
+                format!("`{task_text}` is not a task id (like T12)"),
+            ));
             continue;
         };
         let resolution = match cell(Some(res_col)).to_ascii_uppercase().as_str() {
@@ -108,10 +137,11 @@ pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
             "DONE" => Some(Resolution::Done),
             "FAILED" => Some(Resolution::Failed),
             other => {
-                bad.push(BadRow {
+                bad.push(BadRow::at(
                     line,
-                    reason: format!("resolution `{other}` is not DONE, FAILED or blank"),
-                });
+                    cell_name(res_col, "resolution"),
+                    format!("`{other}` is not DONE, FAILED or blank"),
+                ));
                 continue;
             }
         };
@@ -121,6 +151,7 @@ pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
         rows.push(Row {
             line,
             task,
+            task_cell,
             source,
             resolution,
             resolved_by: cell(by_col),
@@ -131,8 +162,8 @@ pub fn parse(bytes: &[u8]) -> (Vec<Row>, Vec<BadRow>) {
 }
 
 /// Does the header row have this column (case-insensitive)?
-pub fn header_has(bytes: &[u8], name: &str) -> bool {
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+pub fn header_has(text: &str, name: &str) -> bool {
+    let bytes = text.strip_prefix('\u{feff}').unwrap_or(text).as_bytes();
     csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(bytes)
@@ -189,7 +220,7 @@ mod tests {
                     'no account,FAILED,3,,flat,ann\r\n\
                     ,,,,,\r\n\
                     \r\n";
-        let (rows, bad) = parse(text.as_bytes());
+        let (rows, bad) = parse(text);
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(rows.len(), 3);
         assert_eq!(
@@ -197,6 +228,7 @@ mod tests {
             Row {
                 line: 2,
                 task: 1,
+                task_cell: "C (task_id)".into(),
                 source: Some("flat".into()),
                 resolution: Some(Resolution::Done),
                 resolved_by: "=bob".into(),
@@ -238,7 +270,7 @@ mod tests {
         for i in 1..=20_000 {
             text.push_str(&format!("T{i},DONE\r\n"));
         }
-        let (rows, bad) = parse(text.as_bytes());
+        let (rows, bad) = parse(&text);
         assert!(bad.is_empty());
         assert_eq!(rows.len(), 20_000);
         assert_eq!(rows[19_999].line, 20_001);
@@ -259,22 +291,28 @@ mod tests {
     #[test]
     fn broken_rows_are_reported_with_their_line() {
         let text = "task_id,resolution\nT1,DONE\nX9,DONE\nT2,MAYBE\nT3,\n";
-        let (rows, bad) = parse(text.as_bytes());
+        let (rows, bad) = parse(text);
         assert_eq!(rows.len(), 2);
         assert_eq!(
             bad,
             [
-                BadRow {
-                    line: 3,
-                    reason: "`X9` is not a task id (like T12)".into()
-                },
-                BadRow {
-                    line: 4,
-                    reason: "resolution `MAYBE` is not DONE, FAILED or blank".into()
-                },
+                BadRow::at(
+                    3,
+                    "A (task_id)".into(),
+                    "`X9` is not a task id (like T12)".into()
+                ),
+                BadRow::at(
+                    4,
+                    "B (resolution)".into(),
+                    "`MAYBE` is not DONE, FAILED or blank".into()
+                ),
             ]
         );
-        let (_, bad) = parse(b"id,status\n1,DONE\n");
+        assert_eq!(
+            bad[1].to_string(),
+            "row 4, column B (resolution): `MAYBE` is not DONE, FAILED or blank"
+        );
+        let (_, bad) = parse("id,status\n1,DONE\n");
         assert_eq!(bad[0].line, 1);
     }
 }

@@ -24,6 +24,8 @@ pub struct Report {
     pub bad: Vec<BadRow>,
     /// Jobs whose state the import changed: (job id, new state).
     pub jobs: Vec<(i64, String)>,
+    /// The encoding the file was read as (see `decode`).
+    pub encoding: String,
 }
 
 pub async fn import(
@@ -32,33 +34,37 @@ pub async fn import(
     now: i64,
     only_source: Option<&str>,
 ) -> Result<Report, StoreError> {
-    let (rows, bad) = csv_in::parse(bytes);
-    let has_source = csv_in::header_has(bytes, "source");
+    let decoded = super::decode::decode(bytes);
+    let (rows, bad) = csv_in::parse(&decoded.text);
+    let has_source = csv_in::header_has(&decoded.text, "source");
     let mut report = Report {
         bad,
+        encoding: decoded.encoding,
         ..Default::default()
     };
     let mut checked: Vec<(Row, String)> = Vec::with_capacity(rows.len());
     let mut sources = BTreeSet::new();
     for row in rows {
         let Some(task) = store.task_brief(row.task).await? else {
-            report.bad.push(BadRow {
-                line: row.line,
-                reason: format!("unknown task T{}", row.task),
-            });
+            report.bad.push(BadRow::at(
+                row.line,
+                row.task_cell.clone(),
+                format!("unknown task T{}", row.task),
+            ));
             continue;
         };
         let claimed = row.source.as_deref().or(only_source);
         if let Some(source) = claimed
             && source != task.source
         {
-            report.bad.push(BadRow {
-                line: row.line,
-                reason: format!(
+            report.bad.push(BadRow::at(
+                row.line,
+                row.task_cell.clone(),
+                format!(
                     "task T{} belongs to source `{}`, not `{source}`",
                     row.task, task.source
                 ),
-            });
+            ));
             continue;
         }
         sources.insert(task.source.clone());
@@ -66,14 +72,14 @@ pub async fn import(
     }
     if !has_source && only_source.is_none() && sources.len() > 1 {
         let names: Vec<&str> = sources.iter().map(String::as_str).collect();
-        report.bad.push(BadRow {
-            line: 1,
-            reason: format!(
+        report.bad.push(BadRow::new(
+            1,
+            format!(
                 "the file has no `source` column and its rows name tasks of {} sources ({}); nothing was applied: add the source column or give --source",
                 names.len(),
                 names.join(", ")
             ),
-        });
+        ));
         report.bad.sort_by_key(|b| b.line);
         return Ok(report);
     }
@@ -109,10 +115,10 @@ pub async fn import(
             }
             Ok(Resolved::AlreadySo) => report.unchanged += 1,
             Err(StoreError::Conflict(m) | StoreError::NotFound(m)) => {
-                report.bad.push(BadRow {
+                report.bad.push(BadRow::new(
                     line,
-                    reason: format!("{m}; the row says {}", resolution.as_str()),
-                });
+                    format!("{m}; the row says {}", resolution.as_str()),
+                ));
             }
             Err(e) => return Err(e),
         }

@@ -3,6 +3,7 @@
 
 pub mod csv_in;
 pub mod csv_out;
+pub mod decode;
 pub mod import;
 pub mod remind;
 pub mod row;

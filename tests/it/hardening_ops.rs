@@ -161,7 +161,7 @@ async fn a_task_file_without_sources_cannot_close_another_owners_tasks() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("line 4:") && err.contains("belongs to source `badges`"),
+        err.contains("row 4, column") && err.contains("belongs to source `badges`"),
         "{err}"
     );
     let open: Vec<serde_json::Value> = agent.get("/tasks/v1").await.json().await.unwrap();

@@ -180,22 +180,21 @@ async fn export_edit_import_applies_good_rows_reports_bad_ones_and_is_idempotent
     );
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("line {bad_start}: unknown task T999")),
+        err.contains(&format!("row {bad_start}, column "))
+            && err.contains("(task_id): unknown task T999"),
         "{err}"
     );
     assert!(
-        err.contains(&format!(
-            "line {}: resolution `MAYBE` is not DONE, FAILED or blank",
-            bad_start + 1
-        )),
+        err.contains(&format!("row {}, column ", bad_start + 1))
+            && err.contains("(resolution): `MAYBE` is not DONE, FAILED or blank"),
         "{err}"
     );
     assert!(
-        err.contains(&format!(
-            "line {}: task {} belongs to source `badges`, not `flat`",
-            bad_start + 2,
-            mallory_badge[id]
-        )),
+        err.contains(&format!("row {}, column ", bad_start + 2))
+            && err.contains(&format!(
+                "(task_id): task {} belongs to source `badges`, not `flat`",
+                mallory_badge[id]
+            )),
         "{err}"
     );
 
@@ -271,7 +270,7 @@ async fn export_edit_import_applies_good_rows_reports_bad_ones_and_is_idempotent
     ]);
     assert_eq!(flip.status.code(), Some(2));
     assert!(
-        stderr(&flip).contains("line 2:") && stderr(&flip).contains("already done"),
+        stderr(&flip).contains("row 2:") && stderr(&flip).contains("already done"),
         "{}",
         stderr(&flip)
     );
@@ -364,4 +363,79 @@ async fn overdue_tasks_are_counted_per_source() {
         }
     })
     .await;
+}
+
+/// The issue 19 report: LibreOffice opened the `--excel` export as Latin-1 and saved it
+/// back so; an owner typed "Jürgen". Windows-1252 and UTF-16 files are read, names survive,
+/// and the import says which encoding it assumed.
+#[tokio::test]
+async fn files_saved_as_windows_1252_or_utf_16_are_read_and_names_survive() {
+    let env = Env::new();
+    let _agent = env.start().await;
+    submit(
+        &env,
+        json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
+    );
+    submit(
+        &env,
+        json!({ "requestedFor": ["grace"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-hq" }] }),
+    );
+    open_tasks(&env, 4).await;
+    let export = env.path().join("tasks.csv");
+    assert!(
+        env.cli(&["tasks", "export", "--out", export.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (header, rows) = read_export(&export);
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let answer = |rows: &[Vec<String>], pick: &dyn Fn(&Vec<String>) -> bool| -> String {
+        let mut text = format!("{}\r\n", header.join(","));
+        for r in rows.iter().filter(|r| pick(r)) {
+            let mut r = r.clone();
+            r[col("resolution")] = "DONE".into();
+            r[col("resolved_by")] = "Jürgen Zoë".into();
+            r[col("note")] = "erledigt – danke".into();
+            text.push_str(&format!("{}\r\n", r.join(",")));
+        }
+        text
+    };
+    let source = col("source");
+    let latin = answer(&rows, &|r| r[source] == "flat");
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&latin);
+    assert!(!unmappable);
+    let file = env.path().join("latin.csv");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2 resolved") && stdout(&out).contains("read as windows-1252"),
+        "{}",
+        stdout(&out)
+    );
+
+    let utf16 = answer(&rows, &|r| r[source] == "badges");
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(utf16.encode_utf16().flat_map(u16::to_le_bytes));
+    let file = env.path().join("utf16.csv");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2 resolved") && stdout(&out).contains("UTF-16LE"),
+        "{}",
+        stdout(&out)
+    );
+
+    let done = wait(
+        env.store()
+            .tasks(provd::store::tasks::TaskFilter::default()),
+    )
+    .unwrap();
+    assert_eq!(done.len(), 4);
+    for t in done {
+        assert_eq!(t.status, "done", "{t:?}");
+        assert_eq!(t.resolved_by.as_deref(), Some("Jürgen Zoë"));
+        assert_eq!(t.note.as_deref(), Some("erledigt – danke"));
+    }
 }
