@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/access-requests/v1/cancel", post(cancel))
         .route("/access-request-status/v1", get(status))
         .route("/tasks/v1", get(tasks))
+        .route("/tasks/v1.xlsx", get(tasks_xlsx))
         .route("/access/v1", get(audit::holdings))
         .route("/access/v1/removals", get(audit::removals))
         .route("/audit/v1", get(audit::trail))
@@ -330,10 +331,20 @@ struct TaskParams {
     status: Option<String>,
 }
 
-async fn tasks(
+async fn tasks(state: State<AppState>, headers: HeaderMap, p: Query<TaskParams>) -> Response {
+    task_list(state, headers, p, false).await
+}
+
+/// `GET /tasks/v1.xlsx`: the same tasks as the owners' workbook (DESIGN §15).
+async fn tasks_xlsx(state: State<AppState>, headers: HeaderMap, p: Query<TaskParams>) -> Response {
+    task_list(state, headers, p, true).await
+}
+
+async fn task_list(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(p): Query<TaskParams>,
+    xlsx: bool,
 ) -> Response {
     if authorized(&state, &headers).is_none() {
         return unauthorized();
@@ -354,8 +365,29 @@ async fn tasks(
         owner: None,
         open_only,
     };
-    match state.store.tasks(f).await {
-        Ok(tasks) => axum::Json(crate::tasks::row::rows(&tasks)).into_response(),
+    let tasks = match state.store.tasks(f).await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    if !xlsx {
+        return axum::Json(crate::tasks::row::rows(&tasks)).into_response();
+    }
+    let config = state.live.get();
+    match crate::tasks::xlsx_out::write(&tasks, &config.catalog, &config.agent.time_zone) {
+        Ok(bytes) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"tasks.xlsx\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
         Err(e) => internal(e),
     }
 }

@@ -459,7 +459,17 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             status,
             out,
             excel,
+            format,
         } => {
+            let xlsx = match format.as_str() {
+                "csv" => false,
+                "xlsx" => true,
+                other => {
+                    return Err(CliError::Invalid(format!(
+                        "--format: must be csv or xlsx, not `{other}`"
+                    )));
+                }
+            };
             if let Some(s) = source
                 && !config.sources.contains_key(s)
             {
@@ -470,7 +480,21 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 owner: owner.clone(),
                 open_only: open_only(status)?,
             };
-            let rows = crate::tasks::row::rows(&store.tasks(filter).await.map_err(failed)?);
+            let tasks = store.tasks(filter).await.map_err(failed)?;
+            if xlsx {
+                let bytes =
+                    crate::tasks::xlsx_out::write(&tasks, &config.catalog, &config.agent.time_zone)
+                        .map_err(failed)?;
+                match out {
+                    None => std::io::stdout().lock().write_all(&bytes).map_err(failed),
+                    Some(path) => write_atomically(path, |f| f.write_all(&bytes).map_err(failed)),
+                }?;
+                if let Some(path) = out {
+                    eprintln!("{} task(s) written to {}", tasks.len(), path.display());
+                }
+                return Ok(());
+            }
+            let rows = crate::tasks::row::rows(&tasks);
             match out {
                 None => crate::tasks::csv_out::write(std::io::stdout().lock(), &rows, *excel)
                     .map_err(failed),

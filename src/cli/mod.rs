@@ -168,9 +168,13 @@ pub enum TasksCommand {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Start with a UTF-8 byte order mark, for Excel.
+        /// Start with a UTF-8 byte order mark, for Excel (CSV).
         #[arg(long)]
         excel: bool,
+        /// csv (default) or xlsx: a workbook with a sheet per source, the columns to fill
+        /// first, a DONE/FAILED drop-down and an instructions sheet.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
     /// List tasks on the terminal.
     List {

@@ -120,6 +120,15 @@ impl Catalog {
         self.entitlements.get(id)
     }
 
+    /// The display name of the entitlement granting `value` in `attribute` on `source`
+    /// (what a task names), if the catalog has one.
+    pub fn value_name(&self, source: &str, attribute: &str, value: &str) -> Option<&str> {
+        self.entitlements
+            .values()
+            .find(|e| e.source == source && e.attribute == attribute && e.value == value)
+            .and_then(|e| e.name.as_deref())
+    }
+
     /// Every entitlement the item grants, each once, in id order.
     pub fn expand(&self, ty: ItemType, id: &str) -> Vec<&EntitlementDef> {
         let mut ids: BTreeSet<&str> = BTreeSet::new();

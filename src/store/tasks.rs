@@ -42,7 +42,21 @@ pub struct Task {
     pub resolution: Option<String>,
     pub resolved_by: Option<String>,
     pub note: Option<String>,
+    /// What the owner should know of the request (DESIGN §15): who asked, the ticket
+    /// (`clientMetadata.ticket`), and the removeDate of the access the task grants.
+    pub requester: Option<String>,
+    pub ticket: Option<String>,
+    pub remove_at: Option<i64>,
 }
+
+/// The columns a task is read with, with what the owner should know of its request.
+pub(crate) const TASK_COLUMNS_SQLITE: &str = "id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
+    created_at, due_at, status, resolution, resolved_by, note,
+    (SELECT COALESCE(r.requester, r.origin) FROM requests r WHERE r.id = tasks.request_id),
+    (SELECT json_extract(ri.client_metadata, '$.ticket') FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id
+      WHERE ij.job_id = tasks.job_id AND json_extract(ri.client_metadata, '$.ticket') IS NOT NULL LIMIT 1),
+    (SELECT a.remove_at FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id JOIN assignments a ON a.id = ri.assignment_id
+      WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1)";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -62,6 +76,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
         resolution: r.get(13)?,
         resolved_by: r.get(14)?,
         note: r.get(15)?,
+        requester: r.get(16)?,
+        ticket: r.get(17)?,
+        remove_at: r.get(18)?,
     })
 }
 
@@ -145,10 +162,9 @@ impl Sqlite {
     pub fn tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
         self.with(|c| {
             Ok(c.prepare(
-                "SELECT id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
-                        created_at, due_at, status, resolution, resolved_by, note
+                &format!("SELECT {TASK_COLUMNS_SQLITE}
                  FROM tasks WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR owner = ?2) AND (?3 = 0 OR status = 'open')
-                 ORDER BY created_at, id",
+                 ORDER BY created_at, id"),
             )?
             .query_map(params![f.source, f.owner, f.open_only as i64], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)

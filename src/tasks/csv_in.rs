@@ -4,7 +4,7 @@
 //! is named as the spreadsheet shows it: row number, column letter and header.
 
 use super::csv_out::unescape_cell;
-use super::decode::column_letter;
+use super::decode::{column_letter, repair};
 
 /// The owner's answer on one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct BadRow {
     pub line: u64,
     /// The column, as the spreadsheet shows it: `N (resolution)`.
     pub column: Option<String>,
+    /// The workbook's sheet (xlsx).
+    pub sheet: Option<String>,
     pub reason: String,
 }
 
@@ -53,6 +55,7 @@ impl BadRow {
         Self {
             line,
             column: None,
+            sheet: None,
             reason,
         }
     }
@@ -61,6 +64,7 @@ impl BadRow {
         Self {
             line,
             column: Some(column),
+            sheet: None,
             reason,
         }
     }
@@ -68,6 +72,9 @@ impl BadRow {
 
 impl std::fmt::Display for BadRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.sheet {
+            write!(f, "sheet {s}, ")?;
+        }
         match &self.column {
             Some(c) => write!(f, "row {}, column {c}: {}", self.line, self.reason),
             None => write!(f, "row {}: {}", self.line, self.reason),
@@ -85,15 +92,40 @@ fn cell_name(i: usize, header: &str) -> String {
 pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
     let bytes = text.strip_prefix('\u{feff}').unwrap_or(text).as_bytes();
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
-    let mut rows = Vec::new();
-    let mut bad = Vec::new();
     let headers: Vec<String> = match rdr.headers() {
-        Ok(h) => h.iter().map(|c| c.trim().to_ascii_lowercase()).collect(),
+        Ok(h) => h.iter().map(String::from).collect(),
         Err(e) => {
-            bad.push(BadRow::new(1, format!("cannot read the header row: {e}")));
-            return (rows, bad);
+            return (
+                Vec::new(),
+                vec![BadRow::new(1, format!("cannot read the header row: {e}"))],
+            );
         }
     };
+    let mut lines = LineCounter::default();
+    let records = rdr.records().map(|record| match record {
+        Ok(r) => {
+            let line = lines.line_of(bytes, r.position().map_or(0, |p| p.byte()));
+            Ok((line, r.iter().map(String::from).collect()))
+        }
+        Err(e) => {
+            let line = lines.line_of(bytes, e.position().map_or(0, |p| p.byte()));
+            Err(BadRow::new(line, format!("not a CSV row: {e}")))
+        }
+    });
+    parse_records(&headers, records)
+}
+
+/// A record: its row number and cells, or why it could not be read.
+pub type Record = Result<(u64, Vec<String>), BadRow>;
+
+/// The rows of a table (CSV or a workbook's sheet) under `headers`.
+pub fn parse_records(
+    headers: &[String],
+    records: impl Iterator<Item = Record>,
+) -> (Vec<Row>, Vec<BadRow>) {
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    let headers: Vec<String> = headers.iter().map(|c| header_name(c)).collect();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(task_col), Some(res_col)) = (col("task_id"), col("resolution")) else {
         bad.push(BadRow::new(
@@ -103,20 +135,17 @@ pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
         return (rows, bad);
     };
     let (source_col, by_col, note_col) = (col("source"), col("resolved_by"), col("note"));
-    let mut lines = LineCounter::default();
-    for record in rdr.records() {
-        let record = match record {
+    for record in records {
+        let (line, record) = match record {
             Ok(r) => r,
-            Err(e) => {
-                let line = lines.line_of(bytes, e.position().map_or(0, |p| p.byte()));
-                bad.push(BadRow::new(line, format!("not a CSV row: {e}")));
+            Err(b) => {
+                bad.push(b);
                 continue;
             }
         };
-        let line = lines.line_of(bytes, record.position().map_or(0, |p| p.byte()));
         let cell = |i: Option<usize>| {
             i.and_then(|i| record.get(i))
-                .map(|c| unescape_cell(c.trim()).to_string())
+                .map(|c| unescape_cell(repair(c).trim()).to_string())
                 .unwrap_or_default()
         };
         if record.iter().all(|c| c.trim().is_empty()) {
@@ -168,7 +197,16 @@ pub fn header_has(text: &str, name: &str) -> bool {
         .flexible(true)
         .from_reader(bytes)
         .headers()
-        .is_ok_and(|h| h.iter().any(|c| c.trim().eq_ignore_ascii_case(name)))
+        .is_ok_and(|h| h.iter().any(|c| header_name(c) == name))
+}
+
+/// A header cell as a column name: a byte order mark (or what became of one when the file
+/// was read as Windows-1252) and case do not count.
+fn header_name(cell: &str) -> String {
+    repair(cell)
+        .trim_start_matches('\u{feff}')
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// `T12`, `t12` or `12`: digits only after the optional `T` (`+5`, `-3`, ` 7` and `T0`

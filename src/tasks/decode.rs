@@ -17,6 +17,17 @@ pub struct Decoded {
 /// the start is zero (text without a mark); else UTF-8 when the bytes are valid UTF-8;
 /// else Windows-1252, which maps every byte to a character (what Latin-1 saves too).
 pub fn decode(bytes: &[u8]) -> Decoded {
+    // A UTF-8 mark before bytes that are not UTF-8: a spreadsheet read our file as
+    // Windows-1252 (the mark became `ï»¿`) and saved it so, mark bytes and all.
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF")
+        && std::str::from_utf8(rest).is_err()
+    {
+        let (text, _) = WINDOWS_1252.decode_without_bom_handling(rest);
+        return Decoded {
+            text: text.into_owned(),
+            encoding: "windows-1252 (after a UTF-8 byte order mark)".into(),
+        };
+    }
     if let Some((enc, bom)) = Encoding::for_bom(bytes) {
         let (text, _) = enc.decode_without_bom_handling(&bytes[bom..]);
         return Decoded {
@@ -43,6 +54,24 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 encoding: WINDOWS_1252.name().to_string(),
             }
         }
+    }
+}
+
+/// Undoes the classic mix-up: UTF-8 text read as Windows-1252 (`ZoÃ«` for `Zoë`,
+/// `ï»¿` for the byte order mark) and saved again. A cell whose characters, written back
+/// as Windows-1252, are valid UTF-8 with something beyond ASCII is taken as such; what an
+/// owner typed themselves (`Jürgen`) is not valid UTF-8 that way and stays as it is.
+pub fn repair(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.is_ascii() {
+        return cell.into();
+    }
+    let (bytes, _, unmappable) = WINDOWS_1252.encode(cell);
+    if unmappable {
+        return cell.into();
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(fixed) if !fixed.is_ascii() && fixed != cell => fixed.to_string().into(),
+        _ => cell.into(),
     }
 }
 
@@ -106,6 +135,26 @@ mod tests {
         assert_eq!((d.text.as_str(), d.encoding.as_str()), (text, "UTF-16LE"));
         let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
         assert_eq!(decode(&be).text, text);
+    }
+
+    #[test]
+    fn a_file_read_as_windows_1252_and_saved_again_is_repaired() {
+        assert_eq!(repair("ZoÃ«"), "Zoë");
+        assert_eq!(repair("ï»¿task_id"), "\u{feff}task_id");
+        assert_eq!(repair("Jürgen"), "Jürgen", "typed by the owner: left alone");
+        assert_eq!(repair("plain"), "plain");
+        // Saved as Windows-1252 after the misreading: mark bytes, then non-UTF-8.
+        let mut bytes = b"\xEF\xBB\xBFtask_id,resolved_by\r\nT1,J".to_vec();
+        bytes.extend([0xFC]);
+        bytes.extend(b"rgen Zo\xC3\xAB\r\n");
+        let d = decode(&bytes);
+        assert!(d.encoding.starts_with("windows-1252"), "{}", d.encoding);
+        assert_eq!(d.text, "task_id,resolved_by\r\nT1,Jürgen ZoÃ«\r\n");
+        assert_eq!(
+            repair("Jürgen ZoÃ«"),
+            "Jürgen ZoÃ«",
+            "mixed: cannot tell, left alone"
+        );
     }
 
     #[test]

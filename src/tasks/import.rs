@@ -34,12 +34,19 @@ pub async fn import(
     now: i64,
     only_source: Option<&str>,
 ) -> Result<Report, StoreError> {
-    let decoded = super::decode::decode(bytes);
-    let (rows, bad) = csv_in::parse(&decoded.text);
-    let has_source = csv_in::header_has(&decoded.text, "source");
+    // A workbook's sheets name their sources; a CSV is decoded first.
+    let (rows, bad, has_source, encoding) = if super::xlsx_in::is_xlsx(bytes) {
+        let (rows, bad) = super::xlsx_in::parse(bytes);
+        (rows, bad, true, "xlsx workbook".to_string())
+    } else {
+        let decoded = super::decode::decode(bytes);
+        let (rows, bad) = csv_in::parse(&decoded.text);
+        let has_source = csv_in::header_has(&decoded.text, "source");
+        (rows, bad, has_source, decoded.encoding)
+    };
     let mut report = Report {
         bad,
-        encoding: decoded.encoding,
+        encoding,
         ..Default::default()
     };
     let mut checked: Vec<(Row, String)> = Vec::with_capacity(rows.len());

@@ -7,6 +7,8 @@ pub mod decode;
 pub mod import;
 pub mod remind;
 pub mod row;
+pub mod xlsx_in;
+pub mod xlsx_out;
 
 use jiff::Timestamp;
 use provd_connector_core::{Operation, template};

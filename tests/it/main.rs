@@ -28,4 +28,5 @@ mod schedule;
 mod scim;
 mod service;
 mod slapd;
+mod spreadsheet;
 mod tasks;

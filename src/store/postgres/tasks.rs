@@ -26,6 +26,9 @@ fn task(r: &tokio_postgres::Row) -> Task {
         resolution: r.get(13),
         resolved_by: r.get(14),
         note: r.get(15),
+        requester: r.get(16),
+        ticket: r.get(17),
+        remove_at: r.get(18),
     }
 }
 
@@ -116,7 +119,13 @@ impl Tasks for Postgres {
             let rows = c
                 .query(
                     "SELECT id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
-                            created_at, due_at, status, resolution, resolved_by, note
+                            created_at, due_at, status, resolution, resolved_by, note,
+                            (SELECT COALESCE(r.requester, r.origin) FROM requests r WHERE r.id = tasks.request_id),
+                            (SELECT ri.client_metadata::jsonb ->> 'ticket' FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id
+                              WHERE ij.job_id = tasks.job_id AND ri.client_metadata::jsonb ? 'ticket' LIMIT 1),
+                            (SELECT a.remove_at FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id
+                              JOIN assignments a ON a.id = ri.assignment_id
+                              WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1)
                      FROM tasks WHERE ($1::TEXT IS NULL OR source = $1) AND ($2::TEXT IS NULL OR owner = $2)
                        AND (NOT $3 OR status = 'open')
                      ORDER BY created_at, id",
