@@ -507,11 +507,15 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        TasksCommand::List { source, status } => {
+        TasksCommand::List {
+            source,
+            owner,
+            status,
+        } => {
             let rows = store
                 .tasks(TaskFilter {
                     source: source.clone(),
-                    owner: None,
+                    owner: owner.clone(),
                     open_only: open_only(status)?,
                 })
                 .await
@@ -524,8 +528,16 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 "IDENTITY",
                 "VALUE",
                 "OWNER",
+                "DUE",
             ]);
-            for t in crate::tasks::row::rows(&rows) {
+            let now = to_ms(SystemClock.now());
+            for (task, t) in rows.iter().zip(crate::tasks::row::rows(&rows)) {
+                let due = match task.due_at {
+                    Some(at) if task.status == "open" && at <= now => {
+                        format!("{} OVERDUE", t.due_at)
+                    }
+                    _ => t.due_at,
+                };
                 table.row(vec![
                     t.task_id,
                     t.source,
@@ -534,6 +546,7 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                     t.identity_name,
                     t.value,
                     t.owner,
+                    due,
                 ]);
             }
             print!("{}", table.render());

@@ -176,10 +176,13 @@ pub enum TasksCommand {
         #[arg(long, default_value = "csv")]
         format: String,
     },
-    /// List tasks on the terminal.
+    /// List tasks on the terminal (with when each is due, and which are overdue).
     List {
         #[arg(long)]
         source: Option<String>,
+        /// Only this owner's tasks.
+        #[arg(long)]
+        owner: Option<String>,
         /// open (default) or all
         #[arg(long, default_value = "open")]
         status: String,

@@ -329,6 +329,8 @@ pub struct Overdue {
     pub owner: String,
     pub count: i64,
     pub oldest_created: i64,
+    /// The overdue tasks' ids, oldest first.
+    pub tasks: Vec<i64>,
 }
 
 impl Sqlite {
@@ -351,11 +353,14 @@ impl Sqlite {
     pub fn overdue_tasks(&self, source: &str, older_than: i64) -> Result<Vec<Overdue>> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "SELECT owner, COUNT(*), MIN(created_at) FROM tasks WHERE status = 'open' AND source = ? AND created_at <= ?
+                "SELECT owner, COUNT(*), MIN(created_at), group_concat(id) FROM
+                   (SELECT owner, created_at, id FROM tasks WHERE status = 'open' AND source = ? AND created_at <= ? ORDER BY created_at, id)
                  GROUP BY owner ORDER BY owner",
             )?
             .query_map(params![source, older_than], |r| {
-                Ok(Overdue { source: source.to_string(), owner: r.get(0)?, count: r.get(1)?, oldest_created: r.get(2)? })
+                let ids: String = r.get(3)?;
+                Ok(Overdue { source: source.to_string(), owner: r.get(0)?, count: r.get(1)?, oldest_created: r.get(2)?,
+                    tasks: ids.split(',').filter_map(|i| i.parse().ok()).collect() })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })

@@ -14,6 +14,7 @@ pub struct Reminder {
     pub count: i64,
     pub oldest_created: i64,
     pub sources: Vec<String>,
+    pub tasks: Vec<i64>,
 }
 
 /// Remembers which owners were reminded on which day.
@@ -32,8 +33,10 @@ impl Reminders {
                 count: 0,
                 oldest_created: o.oldest_created,
                 sources: Vec::new(),
+                tasks: Vec::new(),
             });
             r.count += o.count;
+            r.tasks.extend(&o.tasks);
             r.oldest_created = r.oldest_created.min(o.oldest_created);
             r.sources.push(o.source.clone());
         }
@@ -69,8 +72,31 @@ pub async fn overdue(
     Ok(out)
 }
 
-/// How often the agent looks for overdue tasks.
-pub const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the agent looks for overdue tasks: a task becomes overdue at most this late
+/// (it looked every 10 minutes, and the first warning came that late).
+pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An age as people read it: `2d 3h`, `3h 20m`, `4m 10s`.
+pub fn age(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    let (d, h, m, sec) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else {
+        format!("{m}m {sec}s")
+    }
+}
+
+/// The ids for the log line: the first 20, then how many more.
+pub fn ids(tasks: &[i64]) -> String {
+    let mut out: Vec<String> = tasks.iter().take(20).map(|t| format!("T{t}")).collect();
+    if tasks.len() > 20 {
+        out.push(format!("(+{} more)", tasks.len() - 20));
+    }
+    out.join(",")
+}
 
 /// Logs overdue tasks once a day per owner until `stop`.
 pub async fn run(
@@ -97,8 +123,9 @@ pub async fn run(
             Ok(list) => {
                 let today = now.to_zoned(config.agent.time_zone.clone()).date();
                 for r in reminders.due(&list, today) {
-                    let age_h = (now.as_millisecond() - r.oldest_created) / 3_600_000;
-                    tracing::warn!(owner = %r.owner, open_tasks = r.count, oldest_age_h = age_h, sources = %r.sources.join(","),
+                    let age_ms = now.as_millisecond() - r.oldest_created;
+                    tracing::warn!(owner = %r.owner, open_tasks = r.count, tasks = %ids(&r.tasks), oldest_age = %age(age_ms),
+                        oldest_age_s = age_ms / 1000, sources = %r.sources.join(","),
                         "manual tasks overdue: the owner has not resolved them");
                 }
             }
@@ -121,6 +148,7 @@ mod tests {
             owner: owner.into(),
             count,
             oldest_created: oldest,
+            tasks: (oldest..oldest + count).collect(),
         }
     }
 
@@ -141,7 +169,8 @@ mod tests {
                 owner: "ann".into(),
                 count: 3,
                 oldest_created: 10,
-                sources: vec!["a".into(), "b".into()]
+                sources: vec!["a".into(), "b".into()],
+                tasks: vec![50, 51, 10]
             }
         );
         assert!(r.due(&all, day1).is_empty(), "not twice the same day");
@@ -150,5 +179,15 @@ mod tests {
             2,
             "again the next day"
         );
+    }
+
+    #[test]
+    fn ages_and_ids_read_as_people_read_them() {
+        assert_eq!(age(250_000), "4m 10s");
+        assert_eq!(age(3 * 3_600_000 + 20 * 60_000), "3h 20m");
+        assert_eq!(age(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+        assert_eq!(ids(&[3, 9]), "T3,T9");
+        let many: Vec<i64> = (1..=25).collect();
+        assert!(ids(&many).ends_with(",T20,(+5 more)"));
     }
 }

@@ -110,6 +110,11 @@ fn sheet(
         ws.set_column_width(c as u16, *w)?;
     }
     ws.set_freeze_panes(1, 0)?;
+    // Printed or rendered: landscape, every column on one page's width, the header on
+    // every page (the columns to fill were on the fourth page of the CSV).
+    ws.set_landscape();
+    ws.set_print_fit_to_pages(1, 0);
+    ws.set_repeat_rows(0, 0)?;
     let last = tasks.len().max(1) as u32;
     let choices = DataValidation::new().allow_list_strings(&["DONE", "FAILED"])?;
     ws.add_data_validation(1, 0, last, 0, &choices)?;

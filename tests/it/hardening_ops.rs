@@ -95,7 +95,13 @@ async fn the_spool_refuses_big_files_unread_and_never_ignores_silently() {
         async move { (n == before + 1).then_some(()) }
     })
     .await;
-    assert!(spool.join("processed/paused.json.1").exists());
+    // Stored first, then moved aside: wait for the move too.
+    let moved = spool.join("processed/paused.json.1");
+    eventually(10, "the re-dropped file moved aside", || {
+        let done = moved.exists();
+        async move { done.then_some(()) }
+    })
+    .await;
     let log = agent.log_text();
     assert!(!log.contains("removeDate cleared"), "{log}");
 }

@@ -362,7 +362,11 @@ async fn overdue_tasks_are_counted_per_source() {
                 .then_some(())
         }
     })
-    .await;
+    .await; // The owner's own list says which are overdue; another owner's is empty.
+    let mine = stdout(&env.cli(&["tasks", "list", "--owner", "flat-owner@example.com"]));
+    assert_eq!(mine.matches("OVERDUE").count(), 2, "{mine}");
+    let theirs = stdout(&env.cli(&["tasks", "list", "--owner", "facilities@example.com"]));
+    assert!(!theirs.contains("flat"), "{theirs}");
 }
 
 /// The issue 19 report: LibreOffice opened the `--excel` export as Latin-1 and saved it

@@ -224,8 +224,8 @@ impl Tasks for Postgres {
             let c = me.client().await?;
             let rows = c
                 .query(
-                    "SELECT owner, COUNT(*), MIN(created_at) FROM tasks WHERE status = 'open' AND source = $1
-                     AND created_at <= $2 GROUP BY owner ORDER BY owner",
+                    "SELECT owner, COUNT(*), MIN(created_at), array_agg(id ORDER BY created_at, id) FROM tasks
+                     WHERE status = 'open' AND source = $1 AND created_at <= $2 GROUP BY owner ORDER BY owner",
                     &[&source, &older_than],
                 )
                 .await?;
@@ -236,6 +236,7 @@ impl Tasks for Postgres {
                     owner: r.get(0),
                     count: r.get(1),
                     oldest_created: r.get(2),
+                    tasks: r.get(3),
                 })
                 .collect())
         })
