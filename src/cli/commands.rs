@@ -553,35 +553,7 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             Ok(())
         }
         TasksCommand::Import { file, source } => {
-            let bytes = std::fs::read(file)
-                .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
-            let now = to_ms(SystemClock.now());
-            let report = crate::tasks::import::import(&store, &bytes, now, source.as_deref())
-                .await
-                .map_err(failed)?;
-            println!(
-                "{}: {} resolved, {} already so, {} left open, {} bad row(s) (read as {})",
-                file.display(),
-                report.applied,
-                report.unchanged,
-                report.left_open,
-                report.bad.len(),
-                report.encoding
-            );
-            if report.bad.is_empty() {
-                Ok(())
-            } else {
-                let lines: Vec<String> = report
-                    .bad
-                    .iter()
-                    .map(|b| format!("{}: {b}", file.display()))
-                    .collect();
-                Err(CliError::Invalid(format!(
-                    "{} bad row(s), the other rows were applied:\n{}",
-                    report.bad.len(),
-                    lines.join("\n")
-                )))
-            }
+            super::task_import::run(&config, &store, file, source.as_deref()).await
         }
     }
 }

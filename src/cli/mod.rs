@@ -5,6 +5,7 @@
 mod audit;
 mod commands;
 mod identities;
+mod task_import;
 pub mod text;
 
 use std::path::PathBuf;

@@ -123,10 +123,20 @@ impl Catalog {
     /// The display name of the entitlement granting `value` in `attribute` on `source`
     /// (what a task names), if the catalog has one.
     pub fn value_name(&self, source: &str, attribute: &str, value: &str) -> Option<&str> {
+        self.entitlement_for(source, attribute, value)
+            .and_then(|e| e.name.as_deref())
+    }
+
+    /// The entitlement granting `value` in `attribute` on `source`.
+    pub fn entitlement_for(
+        &self,
+        source: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Option<&EntitlementDef> {
         self.entitlements
             .values()
             .find(|e| e.source == source && e.attribute == attribute && e.value == value)
-            .and_then(|e| e.name.as_deref())
     }
 
     /// Every entitlement the item grants, each once, in id order.

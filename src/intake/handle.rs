@@ -96,6 +96,7 @@ impl Intake {
         request: ValidRequest,
         identities: BTreeMap<String, Identity>,
         from: &Requester,
+        idempotency_key: Option<&str>,
     ) -> Result<Replay, SubmitError> {
         let body = serde_json::json!({
             "requestedFor": request.requested_for,
@@ -112,7 +113,7 @@ impl Intake {
             config: self.live.get(),
             body,
             from: from.clone(),
-            idempotency_key: None,
+            idempotency_key: idempotency_key.map(str::to_string),
             now: self.clock.now(),
         };
         let outcome =

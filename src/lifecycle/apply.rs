@@ -121,7 +121,7 @@ pub async fn apply(
         for request in c.requests() {
             let ids = BTreeMap::from([(c.identity.clone(), (*identity).clone())]);
             intake
-                .submit_valid(request, ids, &from)
+                .submit_valid(request, ids, &from, None)
                 .await
                 .map_err(|error| ApplyError::Submit {
                     identity: c.identity.clone(),

@@ -26,6 +26,14 @@ pub struct Report {
     pub jobs: Vec<(i64, String)>,
     /// The encoding the file was read as (see `decode`).
     pub encoding: String,
+    /// DONE answers for tasks provd had withdrawn: (task, the undo request stored).
+    pub undone: Vec<(i64, String)>,
+}
+
+/// What undoing a withdrawn task needs: the catalog, and the intake the undo goes through.
+pub struct Undo<'a> {
+    pub config: &'a crate::config::Config,
+    pub intake: &'a crate::intake::Intake,
 }
 
 pub async fn import(
@@ -33,6 +41,7 @@ pub async fn import(
     bytes: &[u8],
     now: i64,
     only_source: Option<&str>,
+    undo: Option<&Undo<'_>>,
 ) -> Result<Report, StoreError> {
     // A workbook's sheets name their sources; a CSV is decoded first.
     let (rows, bad, has_source, encoding) = if super::xlsx_in::is_xlsx(bytes) {
@@ -112,7 +121,7 @@ pub async fn import(
         });
     }
     let results = store.resolve_tasks(answers, now).await?;
-    for ((line, _task, resolution), result) in lines.into_iter().zip(results) {
+    for ((line, task, resolution), result) in lines.into_iter().zip(results) {
         match result {
             Ok(Resolved::Applied { job, job_state }) => {
                 report.applied += 1;
@@ -121,6 +130,14 @@ pub async fn import(
                 }
             }
             Ok(Resolved::AlreadySo) => report.unchanged += 1,
+            Err(StoreError::Conflict(m))
+                if resolution == csv_in::Resolution::Done && m.ends_with("already canceled") =>
+            {
+                match undo_withdrawn(store, undo, task).await? {
+                    Ok(request) => report.undone.push((task, request)),
+                    Err(why) => report.bad.push(BadRow::new(line, why)),
+                }
+            }
             Err(StoreError::Conflict(m) | StoreError::NotFound(m)) => {
                 report.bad.push(BadRow::new(
                     line,
@@ -132,4 +149,112 @@ pub async fn import(
     }
     report.bad.sort_by_key(|b| b.line);
     Ok(report)
+}
+
+/// A DONE answer for a task provd had withdrawn (its job canceled): the access exists but
+/// is not wanted (DESIGN §15). The inverse is requested like any request (requester
+/// `undo:T<id>`, so the trail records the late answer), and the owner gets its task; what
+/// cannot be undone that way is said, never dropped.
+async fn undo_withdrawn(
+    store: &Store,
+    undo: Option<&Undo<'_>>,
+    task: i64,
+) -> Result<Result<String, String>, StoreError> {
+    use crate::model::{ItemType, RequestType, Requester, ValidItem, ValidRequest};
+    use provd_connector_core::Operation;
+    let Some(undo) = undo else {
+        return Ok(Err(format!(
+            "task T{task} was withdrawn before it was done"
+        )));
+    };
+    let filter = crate::store::tasks::TaskFilter::default();
+    let Some(t) = store
+        .tasks(filter)
+        .await?
+        .into_iter()
+        .find(|t| t.id == task)
+    else {
+        return Ok(Err(format!("no task T{task}")));
+    };
+    let comment = format!(
+        "undo: T{task} ({}) was done after provd had withdrawn it",
+        t.operation
+    );
+    let item = |ty| ValidItem {
+        ty,
+        id: String::new(),
+        comment: Some(comment.clone()),
+        start_at: None,
+        remove_at: None,
+        client_metadata: Default::default(),
+    };
+    let entitlement = undo
+        .config
+        .catalog
+        .entitlement_for(&t.source, &t.attribute, &t.value)
+        .map(|e| e.id.clone());
+    let (request_type, items, ops) = match (t.operation.as_str(), entitlement) {
+        ("ADD_ENTITLEMENT", Some(id)) => (
+            RequestType::Revoke,
+            vec![ValidItem {
+                id,
+                ..item(ItemType::Entitlement)
+            }],
+            vec![],
+        ),
+        ("REMOVE_ENTITLEMENT", Some(id)) => (
+            RequestType::Grant,
+            vec![ValidItem {
+                id,
+                ..item(ItemType::Entitlement)
+            }],
+            vec![],
+        ),
+        ("ENABLE_ACCOUNT", _) => (
+            RequestType::Revoke,
+            vec![],
+            vec![(t.source.clone(), Operation::DisableAccount)],
+        ),
+        ("DISABLE_ACCOUNT", _) => (
+            RequestType::Grant,
+            vec![],
+            vec![(t.source.clone(), Operation::EnableAccount)],
+        ),
+        (op, _) => {
+            return Ok(Err(format!(
+                "task T{task} ({op}) was done after provd had withdrawn it; provd cannot undo that by itself: undo it by hand"
+            )));
+        }
+    };
+    let Some(identity) =
+        crate::intake::Directory::load(undo.config, store, vec![t.identity_id.clone()])
+            .await?
+            .lookup(&t.identity_id)
+    else {
+        return Ok(Err(format!(
+            "task T{task}: identity `{}` is unknown now",
+            t.identity_id
+        )));
+    };
+    let request = ValidRequest {
+        request_type,
+        requested_for: vec![t.identity_id.clone()],
+        items,
+        client_metadata: Default::default(),
+        account_ops: ops,
+    };
+    let ids = std::collections::BTreeMap::from([(t.identity_id.clone(), identity)]);
+    let from = Requester::other(&format!("undo:T{task}"));
+    // Keyed: the same file imported again asks for the undo once.
+    let key = format!("undo:T{task}");
+    match undo
+        .intake
+        .submit_valid(request, ids, &from, Some(&key))
+        .await
+    {
+        Ok(replay) => Ok(Ok(replay.accepted().request_id.clone())),
+        Err(e) => Ok(Err(format!(
+            "task T{task}: the undo could not be stored: {e}"
+        ))),
+    }
 }

@@ -443,3 +443,61 @@ async fn files_saved_as_windows_1252_or_utf_16_are_read_and_names_survive() {
         assert_eq!(t.note.as_deref(), Some("erledigt – danke"));
     }
 }
+
+/// A DONE answer for a task provd had withdrawn is not dropped: the access exists but is
+/// not wanted, so its undo is requested and the owner gets that task (DESIGN §15).
+#[tokio::test]
+async fn a_task_done_after_it_was_withdrawn_is_undone() {
+    let env = Env::new();
+    let _agent = env.start().await;
+    submit(
+        &env,
+        json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
+    );
+    open_tasks(&env, 2).await;
+    let store = env.store();
+    let tasks = wait(store.tasks(provd::store::tasks::TaskFilter::default())).unwrap();
+    let add = tasks
+        .iter()
+        .find(|t| t.operation == "ADD_ENTITLEMENT")
+        .unwrap()
+        .clone();
+    let job = wait(store.jobs(provd::store::jobs::JobFilter::default())).unwrap()[0].id;
+    assert!(
+        env.cli(&["jobs", "cancel", &job.to_string()])
+            .status
+            .success()
+    );
+    // The owner had done it anyway, and says so afterwards.
+    let file = env.path().join("late.csv");
+    std::fs::write(
+        &file,
+        format!("task_id,resolution,resolved_by\nT{},DONE,ann\n", add.id),
+    )
+    .unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "T{} was done after provd had withdrawn it",
+            add.id
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let undo = eventually(10, "the undo task", || {
+        let t = wait(store.tasks(provd::store::tasks::TaskFilter {
+            open_only: true,
+            ..Default::default()
+        }))
+        .unwrap();
+        async move { t.into_iter().find(|t| t.operation == "REMOVE_ENTITLEMENT") }
+    })
+    .await;
+    assert_eq!(
+        (undo.value.as_str(), undo.identity_id.as_str()),
+        ("VIEW", "ada")
+    );
+    let trail = stdout(&env.cli(&["audit", "--kind", "request_accepted", "--format", "csv"]));
+    assert!(trail.contains(&format!(",undo:T{},", add.id)), "{trail}");
+}
