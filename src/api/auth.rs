@@ -59,7 +59,14 @@ pub fn parse(text: &str) -> Result<Tokens, String> {
                 credential: Credential::Plain(SecretString::from(first.to_string())),
             },
             Some(hash) => {
-                check_name(first).map_err(|e| format!("line {}: {e}", n + 1))?;
+                // Not `check_name`'s message: it quotes the name, and a line that is not
+                // `NAME sha256:HEX` may hold a token in that place.
+                check_name(first).map_err(|_| {
+                    format!(
+                        "line {}: the name must be 1-64 letters, digits, `.`, `_`, `-` or `@`",
+                        n + 1
+                    )
+                })?;
                 let hex = hash.strip_prefix("sha256:").ok_or_else(|| {
                     format!("line {}: the hash must be written `sha256:HEX`", n + 1)
                 })?;
@@ -272,7 +279,10 @@ mod tests {
         let e = parse("a b c\n").err().unwrap();
         assert!(e.starts_with("line 1:") && !e.contains(" b "), "{e}");
         let e = parse(&format!("-x {}\n", hash_line("t"))).err().unwrap();
-        assert!(e.contains("token name"), "{e}");
+        assert!(e.starts_with("line 1: the name"), "{e}");
+        // A token with a word after it (a comment, say) is refused without being quoted.
+        let e = parse("s3cr3t/+tok3n== ci-bot\n").err().unwrap();
+        assert!(!e.contains("s3cr3t"), "{e}");
         assert!(check_name("ci-bot.v2@corp").is_ok());
         assert!(check_name("").is_err() && check_name("a b").is_err());
     }

@@ -364,6 +364,7 @@ async fn task_list(
         source: p.source,
         owner: None,
         open_only,
+        id: None,
     };
     let tasks = match state.store.tasks(f).await {
         Ok(t) => t,

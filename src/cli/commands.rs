@@ -32,6 +32,16 @@ pub(super) async fn open(config: &Config) -> Result<Store, CliError> {
     crate::store::open(config).await.map_err(failed)
 }
 
+/// The one way in, for a command's requests (submit, lifecycle changes of an import,
+/// undoing withdrawn tasks): the store directly, the configuration as loaded.
+pub(super) fn cli_intake(config: &Config, store: &Store) -> intake::Intake {
+    intake::Intake::new(
+        crate::config::Live::new(config.clone()),
+        store.clone(),
+        Arc::new(SystemClock),
+    )
+}
+
 /// Reads a request body from FILE or `-`, refusing more than 1 MiB without reading it all.
 fn read_body(file: &str) -> Result<Vec<u8>, CliError> {
     let mut buf = Vec::new();
@@ -109,12 +119,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             let body = read_body(file)?;
             let config = load(cli)?;
             let store = open(&config).await?;
-            let intake = intake::Intake::new(
-                crate::config::Live::new(config),
-                store,
-                Arc::new(SystemClock),
-            );
-            let replay = intake
+            let replay = cli_intake(&config, &store)
                 .submit(&body, &crate::model::Requester::cli(&super::user()), None)
                 .await
                 .map_err(invalid_request)?;
@@ -479,6 +484,7 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 source: source.clone(),
                 owner: owner.clone(),
                 open_only: open_only(status)?,
+                id: None,
             };
             let tasks = store.tasks(filter).await.map_err(failed)?;
             if xlsx {
@@ -517,6 +523,7 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                     source: source.clone(),
                     owner: owner.clone(),
                     open_only: open_only(status)?,
+                    id: None,
                 })
                 .await
                 .map_err(failed)?;

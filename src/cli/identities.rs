@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use provd_connector_core::Identity;
 
@@ -92,11 +91,7 @@ pub(super) async fn import(
 ) -> Result<(), CliError> {
     let ids = read(file)?;
     let store = open(config).await?;
-    let intake = crate::intake::Intake::new(
-        crate::config::Live::new(config.clone()),
-        store.clone(),
-        Arc::new(SystemClock),
-    );
+    let intake = super::commands::cli_intake(config, &store);
     let applied = match apply(config, &store, &intake, &ids, &config.identities, confirm).await {
         Ok(a) => a,
         Err(e @ ApplyError::Held { .. }) => {

@@ -3,7 +3,6 @@
 //! a task provd had withdrawn is undone through a request of its own (DESIGN §15).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::CliError;
 use super::commands::failed;
@@ -21,11 +20,7 @@ pub(super) async fn run(
     let bytes =
         std::fs::read(file).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
     let now = to_ms(SystemClock.now());
-    let intake = crate::intake::Intake::new(
-        crate::config::Live::new(config.clone()),
-        store.clone(),
-        Arc::new(SystemClock),
-    );
+    let intake = super::commands::cli_intake(config, store);
     let undo = Undo {
         config,
         intake: &intake,

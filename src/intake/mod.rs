@@ -100,10 +100,13 @@ impl<'a> Directory<'a> {
     }
 
     pub fn lookup(&self, id: &str) -> Option<Identity> {
+        self.find(id).cloned()
+    }
+
+    fn find(&self, id: &str) -> Option<&Identity> {
         self.imported
             .get(id)
             .or_else(|| self.config.identities.get(id))
-            .cloned()
     }
 }
 
@@ -120,7 +123,8 @@ impl Known for Directory<'_> {
         if self.config.lifecycle.states.is_empty() {
             return None;
         }
-        let identity = self.lookup(id)?;
+        // Borrowed: validation runs for every request, a clone per identity is waste.
+        let identity = self.find(id)?;
         let state = self.config.lifecycle.state_of(&identity.attributes)?;
         (!state.requestable).then(|| {
             identity

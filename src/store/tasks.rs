@@ -89,6 +89,8 @@ pub struct TaskFilter {
     pub owner: Option<String>,
     /// Only open tasks (the default of `tasks export`).
     pub open_only: bool,
+    /// Only this task.
+    pub id: Option<i64>,
 }
 
 impl Sqlite {
@@ -164,9 +166,10 @@ impl Sqlite {
             Ok(c.prepare(
                 &format!("SELECT {TASK_COLUMNS_SQLITE}
                  FROM tasks WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR owner = ?2) AND (?3 = 0 OR status = 'open')
+                   AND (?4 IS NULL OR id = ?4)
                  ORDER BY created_at, id"),
             )?
-            .query_map(params![f.source, f.owner, f.open_only as i64], row)?
+            .query_map(params![f.source, f.owner, f.open_only as i64, f.id], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -167,13 +167,11 @@ async fn undo_withdrawn(
             "task T{task} was withdrawn before it was done"
         )));
     };
-    let filter = crate::store::tasks::TaskFilter::default();
-    let Some(t) = store
-        .tasks(filter)
-        .await?
-        .into_iter()
-        .find(|t| t.id == task)
-    else {
+    let filter = crate::store::tasks::TaskFilter {
+        id: Some(task),
+        ..Default::default()
+    };
+    let Some(t) = store.tasks(filter).await?.into_iter().next() else {
         return Ok(Err(format!("no task T{task}")));
     };
     let comment = format!(

@@ -127,9 +127,9 @@ impl Tasks for Postgres {
                               JOIN assignments a ON a.id = ri.assignment_id
                               WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1)
                      FROM tasks WHERE ($1::TEXT IS NULL OR source = $1) AND ($2::TEXT IS NULL OR owner = $2)
-                       AND (NOT $3 OR status = 'open')
+                       AND (NOT $3 OR status = 'open') AND ($4::BIGINT IS NULL OR id = $4)
                      ORDER BY created_at, id",
-                    &[&f.source, &f.owner, &f.open_only],
+                    &[&f.source, &f.owner, &f.open_only, &f.id],
                 )
                 .await?;
             Ok(rows.iter().map(task).collect())
