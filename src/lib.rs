@@ -15,6 +15,7 @@ pub mod intake;
 pub mod leading;
 pub mod lifecycle;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod plan;

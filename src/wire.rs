@@ -145,9 +145,16 @@ pub fn status_item(row: &StatusRow) -> Value {
     })
 }
 
-/// The status items of `rows`, in their order.
-pub fn status_items(rows: &[StatusRow]) -> Vec<Value> {
-    rows.iter().map(status_item).collect()
+/// The status items of `rows`, in their order, each with its catalog description (as
+/// SailPoint's items carry one; null when the catalog gives none).
+pub fn status_items(rows: &[StatusRow], catalog: &crate::config::Catalog) -> Vec<Value> {
+    rows.iter()
+        .map(|r| {
+            let mut item = status_item(r);
+            item["description"] = catalog.describe(&r.item_type, &r.item_id).1.into();
+            item
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub(super) async fn holdings(
         &holdings,
         nonempty(&p.source).as_deref(),
         nonempty(&p.item).as_deref(),
+        &state.live.get().catalog,
     );
     if csv {
         return csv_response(&access::COLUMNS, rows.iter().map(access::cells));

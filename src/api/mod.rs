@@ -320,7 +320,9 @@ async fn status(
         offset,
     };
     match state.store.status(q).await {
-        Ok(rows) => axum::Json(crate::wire::status_items(&rows)).into_response(),
+        Ok(rows) => {
+            axum::Json(crate::wire::status_items(&rows, &state.live.get().catalog)).into_response()
+        }
         Err(e) => internal(e),
     }
 }

@@ -15,6 +15,9 @@ pub struct AccessRow {
     pub identity: String,
     pub item_type: String,
     pub item_id: String,
+    /// The catalog's display name and description of the item.
+    pub item_name: String,
+    pub item_description: Option<String>,
     pub source: String,
     /// The identity's account on the source, when provd knows its native id.
     pub account: Option<String>,
@@ -44,7 +47,12 @@ pub fn state(h: &Holding) -> &'static str {
 /// Holdings as rows, one per source each touches; with `source`, only that source's;
 /// with `item`, only that catalog item's. An item with nothing to provision (all of it
 /// already held) shows once, source `-`.
-pub fn rows(holdings: &[Holding], source: Option<&str>, item: Option<&str>) -> Vec<AccessRow> {
+pub fn rows(
+    holdings: &[Holding],
+    source: Option<&str>,
+    item: Option<&str>,
+    catalog: &crate::config::Catalog,
+) -> Vec<AccessRow> {
     let mut out = Vec::new();
     for h in holdings
         .iter()
@@ -70,6 +78,7 @@ pub fn rows(holdings: &[Holding], source: Option<&str>, item: Option<&str>) -> V
             "pending" => h.created_at,
             _ => h.active_at.unwrap_or(h.created_at),
         };
+        let (item_name, item_description) = catalog.describe(&h.item_type, &h.item_id);
         for (src, values) in by_source {
             if source.is_some_and(|s| s != src) {
                 continue;
@@ -78,6 +87,8 @@ pub fn rows(holdings: &[Holding], source: Option<&str>, item: Option<&str>) -> V
                 identity: h.identity.clone(),
                 item_type: h.item_type.clone(),
                 item_id: h.item_id.clone(),
+                item_name: item_name.clone(),
+                item_description: item_description.map(str::to_string),
                 source: src.to_string(),
                 account: accounts.get(src).cloned(),
                 values,
@@ -92,10 +103,11 @@ pub fn rows(holdings: &[Holding], source: Option<&str>, item: Option<&str>) -> V
     out
 }
 
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 13] = [
     "identity",
     "item_type",
     "item_id",
+    "item_name",
     "source",
     "account",
     "values",
@@ -104,6 +116,7 @@ pub const COLUMNS: [&str; 11] = [
     "until",
     "request_id",
     "requester",
+    "item_description",
 ];
 
 pub fn cells(r: &AccessRow) -> Vec<String> {
@@ -111,6 +124,7 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.identity.clone(),
         r.item_type.clone(),
         r.item_id.clone(),
+        r.item_name.clone(),
         r.source.clone(),
         r.account.clone().unwrap_or_default(),
         r.values.join(";"),
@@ -119,6 +133,7 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.until.map(rfc3339_ms).unwrap_or_default(),
         r.request_id.clone(),
         r.requester.clone(),
+        r.item_description.clone().unwrap_or_default(),
     ]
 }
 
@@ -127,6 +142,8 @@ pub fn to_json(r: &AccessRow) -> Value {
         "identity": r.identity,
         "itemType": r.item_type,
         "itemId": r.item_id,
+        "itemName": r.item_name,
+        "itemDescription": r.item_description,
         "source": r.source,
         "account": r.account,
         "values": r.values,
@@ -212,6 +229,7 @@ pub fn removal_json(r: &RemovalRow) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Catalog;
 
     fn holding(state: &str, remove_at: Option<i64>) -> Holding {
         Holding {
@@ -235,8 +253,16 @@ mod tests {
 
     #[test]
     fn one_row_per_source_with_its_values_and_the_state_an_auditor_reads() {
-        let rows = rows(&[holding("active", None)], None, None);
-        assert!(super::rows(&[holding("active", None)], None, Some("other")).is_empty());
+        let rows = rows(&[holding("active", None)], None, None, &Catalog::default());
+        assert!(
+            super::rows(
+                &[holding("active", None)],
+                None,
+                Some("other"),
+                &Catalog::default()
+            )
+            .is_empty()
+        );
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].source, "corp");
         assert_eq!(rows[0].values, vec!["cn=vpn", "cn=vpn2"]);
@@ -244,16 +270,22 @@ mod tests {
         assert_eq!(rows[1].account, None);
         assert_eq!((rows[0].state, rows[0].since), ("active", 20));
         assert_eq!(rows[0].requester, "ci-bot");
-        let only = super::rows(&[holding("active", None)], Some("wiki"), Some("eng"));
+        let only = super::rows(
+            &[holding("active", None)],
+            Some("wiki"),
+            Some("eng"),
+            &Catalog::default(),
+        );
         assert_eq!(only.len(), 1);
         assert_eq!(state(&holding("pending", Some(5))), "pending");
         assert_eq!(state(&holding("active", Some(5))), "removal_scheduled");
         assert_eq!(state(&holding("revoking", None)), "removal_scheduled");
-        let pending = super::rows(&[holding("pending", None)], None, None);
+        let pending = super::rows(&[holding("pending", None)], None, None, &Catalog::default());
         assert_eq!(pending[0].since, 10);
         let csv = cells(&rows[0]);
         assert_eq!(csv.len(), COLUMNS.len());
-        assert_eq!(csv[5], "cn=vpn;cn=vpn2");
+        let values = COLUMNS.iter().position(|c| *c == "values").unwrap();
+        assert_eq!(csv[values], "cn=vpn;cn=vpn2");
     }
 
     #[test]

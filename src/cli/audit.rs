@@ -84,7 +84,12 @@ pub(super) async fn access(
                 })
                 .await
                 .map_err(failed)?;
-            let rows = access::rows(&holdings, source.as_deref(), item.as_deref());
+            let rows = access::rows(
+                &holdings,
+                source.as_deref(),
+                item.as_deref(),
+                &config.catalog,
+            );
             match f {
                 Format::Json => print_json(&rows.iter().map(access::to_json).collect::<Vec<_>>()),
                 Format::Csv => csv_out(&access::COLUMNS, rows.iter().map(access::cells)),

@@ -165,6 +165,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
                         };
                         print_json(&crate::wire::status_items(
                             &store.status(q).await.map_err(failed)?,
+                            &config.catalog,
                         ))
                     }
                     Some(crate::store::upstream::Pulled {
@@ -191,6 +192,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             };
             print_json(&crate::wire::status_items(
                 &store.status(q).await.map_err(failed)?,
+                &config.catalog,
             ))
         }
         Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
@@ -561,6 +563,9 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
         }
         TasksCommand::Import { file, source } => {
             super::task_import::run(&config, &store, file, source.as_deref()).await
+        }
+        TasksCommand::Send { owner } => {
+            super::task_send::run(&config, &store, owner.as_deref()).await
         }
     }
 }

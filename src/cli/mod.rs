@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod identities;
 mod task_import;
+mod task_send;
 pub mod text;
 
 use std::path::PathBuf;
@@ -187,6 +188,13 @@ pub enum TasksCommand {
         /// open (default) or all
         #[arg(long, default_value = "open")]
         status: String,
+    },
+    /// Mail every open task to its owner now (the workbook attached), as the daily digest
+    /// does; needs [mail] in provd.toml.
+    Send {
+        /// Only this owner.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Apply an edited task CSV.
     Import {

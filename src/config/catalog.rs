@@ -116,6 +116,33 @@ impl Catalog {
         name.unwrap_or_else(|| id.to_string())
     }
 
+    /// The item's description, if the catalog gives one.
+    pub fn description(&self, ty: ItemType, id: &str) -> Option<&str> {
+        match ty {
+            ItemType::Role => self.roles.get(id).and_then(|r| r.description.as_deref()),
+            ItemType::AccessProfile => self.profiles.get(id).and_then(|p| p.description.as_deref()),
+            ItemType::Entitlement => self
+                .entitlements
+                .get(id)
+                .and_then(|e| e.description.as_deref()),
+        }
+    }
+
+    /// Display name and description of an item named by its wire type (`ROLE`, …); an
+    /// item the catalog no longer has shows its id.
+    pub fn describe(&self, ty: &str, id: &str) -> (String, Option<&str>) {
+        match ItemType::parse(ty) {
+            Some(t) => (self.name(t, id), self.description(t, id)),
+            None => (id.to_string(), None),
+        }
+    }
+
+    /// The description of the entitlement granting `value` in `attribute` on `source`.
+    pub fn value_description(&self, source: &str, attribute: &str, value: &str) -> Option<&str> {
+        self.entitlement_for(source, attribute, value)
+            .and_then(|e| e.description.as_deref())
+    }
+
     pub fn entitlement(&self, id: &str) -> Option<&EntitlementDef> {
         self.entitlements.get(id)
     }

@@ -30,6 +30,9 @@ pub struct ProvdFile {
     /// Where the store is: absent, SQLite at `agent.state_dir/provd.db`.
     #[serde(default)]
     pub store: Option<StoreSection>,
+    /// Mail to source owners (DESIGN §15); absent, no mail is sent.
+    #[serde(default)]
+    pub mail: Option<super::mail::MailSection>,
 }
 
 /// `[store]`: a PostgreSQL database shared by every agent of a site (DESIGN §12).
@@ -348,6 +351,9 @@ pub struct EntitlementDef {
     /// Display name (defaults to the value).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the item gives, in words its owners and approvers read (DESIGN §15).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Source id the entitlement lives on.
     pub source: String,
     /// Account attribute (`groups` for memberships).
@@ -364,6 +370,9 @@ pub struct AccessProfileDef {
     /// Display name (defaults to the id).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the item gives, in words its owners and approvers read (DESIGN §15).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Entitlement ids it bundles.
     pub entitlements: Vec<String>,
 }
@@ -376,6 +385,9 @@ pub struct RoleDef {
     /// Display name (defaults to the id).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the item gives, in words its owners and approvers read (DESIGN §15).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Access profile ids it grants.
     #[serde(default)]
     pub access_profiles: Vec<String>,

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod files;
 pub mod identities;
 pub mod lifecycle;
+pub mod mail;
 mod retry;
 mod sources;
 
@@ -120,6 +121,8 @@ pub struct Config {
     pub store: Option<PgStore>,
     /// Lifecycle states (`agent.lifecycle`); empty when not configured.
     pub lifecycle: lifecycle::Lifecycle,
+    /// `[mail]`: how owners are mailed; None, and they are not.
+    pub mail: Option<mail::Mail>,
 }
 
 /// A PostgreSQL store as configured (the password read, never logged: `SecretString`).
@@ -360,6 +363,27 @@ impl Config {
             },
         };
 
+        let mail = file.mail.as_ref().and_then(|m| {
+            mail::build(&base, m, &defaults)
+                .map_err(|(key, message)| problems.push(at(&key, message)))
+                .ok()
+        });
+        if mail.is_some() {
+            // Mail goes to the owner: one that is not an address would never hear of its tasks.
+            for s in sources.values().filter(|s| s.manual.is_some()) {
+                if !mail::is_address(&s.owner) {
+                    problems.push(Problem {
+                        file: s.file.clone(),
+                        key: "owner".into(),
+                        message: format!(
+                            "`{}` is not a mail address, and [mail] sends this source's tasks to its owner",
+                            s.owner
+                        ),
+                    });
+                }
+            }
+        }
+
         let lifecycle = match &file.agent.lifecycle {
             None => lifecycle::Lifecycle::default(),
             Some(p) => load_lifecycle(&resolve(&base, p), &catalog, &source_ids, &mut problems),
@@ -455,6 +479,7 @@ impl Config {
             upstreams: file.upstream.clone(),
             store,
             lifecycle,
+            mail,
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),

@@ -206,6 +206,13 @@ pub async fn run(
         leading.clone(),
         stopped(),
     ));
+    let mail_task = tokio::spawn(crate::mail::run(
+        store.clone(),
+        current.clone(),
+        clock.clone(),
+        leading.clone(),
+        stopped(),
+    ));
 
     tracing::info!(listen = %local, state_dir = %state_dir.display(), agent = %config.agent.name, lease_owner = %owner, sources = config.sources.len(),
         workers = config.agent.workers, "provd ready");
@@ -230,6 +237,7 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
+    let _ = mail_task.await;
     let _ = reload_task.await;
     let _ = watchdog_task.await;
     let _ = follow_task.await;

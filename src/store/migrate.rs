@@ -12,7 +12,7 @@ use super::sqlite::{Cell, Sqlite};
 use super::{Result, StoreError};
 
 /// Tables in copy order, with the column that orders them (their id).
-const TABLES: [(&str, &str); 11] = [
+const TABLES: [(&str, &str); 12] = [
     ("requests", "seq"),
     ("request_items", "id"),
     ("jobs", "id"),
@@ -24,6 +24,7 @@ const TABLES: [(&str, &str); 11] = [
     ("events", "id"),
     ("upstream_state", "rowid"),
     ("upstream_requests", "rowid"),
+    ("mail_state", "rowid"),
 ];
 
 /// Rows read from SQLite per round trip (and written per INSERT).

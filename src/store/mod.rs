@@ -14,6 +14,7 @@ mod events;
 mod fixtures;
 mod identities;
 pub mod jobs;
+pub mod mail;
 pub mod migrate;
 pub mod postgres;
 pub mod roles;
@@ -86,7 +87,7 @@ impl StoreError {
 
 /// The tables of a store (both backends): what `store check` counts and `store migrate`
 /// copies and verifies.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "requests",
     "request_items",
     "jobs",
@@ -98,6 +99,7 @@ pub const TABLES: [&str; 11] = [
     "events",
     "upstream_state",
     "upstream_requests",
+    "mail_state",
 ];
 
 /// The store every stage holds: a backend behind the role traits. Cloning is cheap.

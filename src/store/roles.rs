@@ -20,6 +20,7 @@ use super::accept::{Accepted, Context, Replay};
 use super::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use super::events::StoredEvent;
 use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
+use super::mail::MailMark;
 use super::schedule::{Assignment, Fired, Planned, Removal};
 use super::status::{StatusQuery, StatusRow};
 use super::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
@@ -277,6 +278,9 @@ pub trait Tasks: Send + Sync {
     fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>>;
     /// Open tasks of `source` created before `older_than` (ms).
     fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>>;
+    /// What each owner was last mailed.
+    fn mail_marks(&self) -> BoxFuture<Result<Vec<MailMark>>>;
+    fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>>;
 }
 
 /// (source, state, reason) of one job of a request.

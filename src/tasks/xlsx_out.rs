@@ -13,13 +13,14 @@ use crate::config::Catalog;
 use crate::store::tasks::Task;
 
 /// The header, in the order the owner reads it.
-pub const HEADER: [&str; 14] = [
+pub const HEADER: [&str; 15] = [
     "resolution",
     "note",
     "resolved_by",
     "operation",
     "identity_name",
     "item",
+    "item_description",
     "account",
     "value",
     "requester",
@@ -105,7 +106,7 @@ fn sheet(
     for (c, h) in HEADER.iter().enumerate() {
         ws.write_with_format(0, c as u16, *h, bold)?;
     }
-    let widths = [12, 30, 18, 20, 22, 26, 28, 28, 16, 14, 17, 17, 17, 9];
+    let widths = [12, 30, 18, 20, 22, 26, 34, 28, 28, 16, 14, 17, 17, 17, 9];
     for (c, w) in widths.iter().enumerate() {
         ws.set_column_width(c as u16, *w)?;
     }
@@ -140,18 +141,22 @@ fn sheet(
             .value_name(&t.source, &t.attribute, &t.value)
             .unwrap_or(&t.value);
         ws.write(r, 5, item)?;
-        ws.write(r, 6, t.account.as_str())?;
-        ws.write(r, 7, t.value.as_str())?;
-        ws.write(r, 8, text(&t.requester))?;
-        ws.write(r, 9, text(&t.ticket))?;
+        let about = catalog
+            .value_description(&t.source, &t.attribute, &t.value)
+            .unwrap_or_default();
+        ws.write(r, 6, about)?;
+        ws.write(r, 7, t.account.as_str())?;
+        ws.write(r, 8, t.value.as_str())?;
+        ws.write(r, 9, text(&t.requester))?;
+        ws.write(r, 10, text(&t.ticket))?;
         if let Some(at) = t.remove_at {
-            ws.write_number_with_format(r, 10, serial(at, zone), date)?;
+            ws.write_number_with_format(r, 11, serial(at, zone), date)?;
         }
-        ws.write_number_with_format(r, 11, serial(t.created_at, zone), date)?;
+        ws.write_number_with_format(r, 12, serial(t.created_at, zone), date)?;
         if let Some(at) = t.due_at {
-            ws.write_number_with_format(r, 12, serial(at, zone), date)?;
+            ws.write_number_with_format(r, 13, serial(at, zone), date)?;
         }
-        ws.write(r, 13, format!("T{}", t.id))?;
+        ws.write(r, 14, format!("T{}", t.id))?;
     }
     Ok(())
 }

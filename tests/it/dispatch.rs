@@ -307,7 +307,7 @@ async fn a_permanent_error_fails_the_job_at_once_with_the_code_in_status() {
         limit: 10,
         ..Default::default()
     };
-    let s = provd::wire::status_items(&wait(r.store.status(q)).unwrap());
+    let s = provd::wire::status_items(&wait(r.store.status(q)).unwrap(), &Default::default());
     assert_eq!(s[0]["state"], "PROVISIONING_FAILED");
     assert_eq!(s[0]["errorMessages"][0][0]["text"], "objectClassViolation");
     r.stop().await;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::harness::{eventually, free_port};
 
-fn tool(rel: &str) -> PathBuf {
+pub fn tool(rel: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/test-tools")
         .join(rel);
@@ -28,6 +28,10 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc { child: Some(child) }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -17,6 +17,7 @@ mod joiners;
 mod ldap;
 mod ldap_rules;
 mod lifecycle;
+mod mail;
 mod migrate;
 mod okta;
 mod operator;

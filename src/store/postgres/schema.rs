@@ -213,4 +213,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE assignments ADD COLUMN active_at BIGINT;
     UPDATE assignments SET active_at = updated_at WHERE state IN ('active','revoking','removed');
     "#,
+    // 9: as SQLite's 9.
+    r#"
+    CREATE TABLE mail_state (
+        owner TEXT PRIMARY KEY,
+        announced_through BIGINT NOT NULL DEFAULT 0,
+        announced_at BIGINT,
+        digest_on TEXT,
+        updated_at BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{Postgres, Tx};
 use crate::store::events::Event;
+use crate::store::mail::MailMark;
 use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
@@ -239,6 +240,43 @@ impl Tasks for Postgres {
                     tasks: r.get(3),
                 })
                 .collect())
+        })
+    }
+
+    fn mail_marks(&self) -> BoxFuture<Result<Vec<MailMark>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT owner, announced_through, announced_at, digest_on FROM mail_state ORDER BY owner",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| MailMark {
+                    owner: r.get(0),
+                    announced_through: r.get(1),
+                    announced_at: r.get(2),
+                    digest_on: r.get(3),
+                })
+                .collect())
+        })
+    }
+
+    fn set_mail_mark(&self, m: MailMark, now: i64) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            c.execute(
+                "INSERT INTO mail_state (owner, announced_through, announced_at, digest_on, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (owner) DO UPDATE SET announced_through = $2, announced_at = $3, digest_on = $4, updated_at = $5",
+                &[&m.owner, &m.announced_through, &m.announced_at, &m.digest_on, &now],
+            )
+            .await?;
+            Ok(())
         })
     }
 }

@@ -12,6 +12,7 @@ use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
 use crate::store::jobs::{Finish, Job, JobFilter, Moved};
+use crate::store::mail::MailMark;
 use crate::store::roles::{
     Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, OpenTasks,
     Queue, Requests, Schedule, Tasks, Upstream,
@@ -244,6 +245,12 @@ impl Tasks for Sqlite {
     }
     fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>> {
         blocking!(self, |s| s.overdue_tasks(&source, older_than))
+    }
+    fn mail_marks(&self) -> BoxFuture<Result<Vec<MailMark>>> {
+        blocking!(self, |s| s.mail_marks())
+    }
+    fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.set_mail_mark(&mark, now))
     }
 }
 

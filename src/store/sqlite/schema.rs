@@ -265,4 +265,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE assignments ADD COLUMN active_at INTEGER;
     UPDATE assignments SET active_at = updated_at WHERE state IN ('active','revoking','removed');
     "#,
+    // 9: mail to source owners (DESIGN §15): per owner, the highest task id a message has
+    // told of, when the last "new tasks" message went, and the day of the last digest.
+    r#"
+    CREATE TABLE mail_state (
+        owner TEXT PRIMARY KEY,
+        announced_through INTEGER NOT NULL DEFAULT 0,
+        announced_at INTEGER,
+        digest_on TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
 ];
