@@ -22,5 +22,6 @@ pub mod plan;
 pub mod schedule;
 pub mod store;
 pub mod tasks;
+pub mod triggers;
 pub mod upstream;
 pub mod wire;

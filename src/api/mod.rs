@@ -6,6 +6,7 @@ pub mod auth;
 mod identities;
 pub mod serve;
 pub mod token_file;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub tokens: Arc<auth::Keyring>,
     /// How requests come in (validate, plan, store, log, wake dispatch).
     pub intake: crate::intake::Intake,
+    /// SailPoint trigger subscriptions (None: none configured at start).
+    pub triggers: Option<crate::triggers::Triggers>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/access/v1/removals", get(audit::removals))
         .route("/audit/v1", get(audit::trail))
         .route("/identities/v1/{id}", axum::routing::put(identities::put))
+        .route(
+            "/triggers/v1/{name}/access-request-submitted",
+            post(triggers::submitted),
+        )
+        .route(
+            "/triggers/v1/{name}/access-request-decision",
+            post(triggers::decided),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

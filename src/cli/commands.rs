@@ -2,7 +2,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Cli, CliError, Command, IdentitiesCommand, JobsCommand, StoreCommand, TasksCommand};
+use super::{
+    Cli, CliError, Command, IdentitiesCommand, JobsCommand, PolicyCommand, StoreCommand,
+    TasksCommand,
+};
 use crate::clock::{Clock, SystemClock, rfc3339_ms, to_ms};
 use crate::config::{self, Config};
 use crate::intake::validate::MAX_BODY;
@@ -194,6 +197,12 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
                 &store.status(q).await.map_err(failed)?,
                 &config.catalog,
             ))
+        }
+        Command::Policy(PolicyCommand::Check { file, trigger }) => {
+            let config = load(cli)?;
+            let store = open(&config).await?;
+            let body = read_body(file)?;
+            super::policy::check(&config, &store, &body, trigger.as_deref()).await
         }
         Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
         Command::Tasks(cmd) => tasks(cli, cmd).await,

@@ -5,6 +5,7 @@
 mod audit;
 mod commands;
 mod identities;
+mod policy;
 mod task_import;
 mod task_send;
 pub mod text;
@@ -64,6 +65,9 @@ pub enum Command {
     /// read the file again).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The pre-approval policy (agent.policy) SailPoint's triggers are answered with.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// What identities hold now, and the removals removeDates caused.
     #[command(subcommand)]
     Access(AccessCommand),
@@ -203,6 +207,19 @@ pub enum TasksCommand {
         /// when the file has no `source` column and names tasks of several sources.
         #[arg(long)]
         source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Decide an "Access Request Submitted" body (FILE, or `-` for standard input) as
+    /// the agent would, against the store as it is now; prints the answer and the rule.
+    Check {
+        file: String,
+        /// The [[trigger]] whose item mapping and identity attribute apply (default: the
+        /// only one, else ids as they are).
+        #[arg(long)]
+        trigger: Option<String>,
     },
 }
 

@@ -194,6 +194,19 @@ impl Catalog {
             .collect()
     }
 
+    /// The item's id with every access profile and entitlement it grants (what a
+    /// separation-of-duties rule may name at any level).
+    pub fn closure(&self, ty: ItemType, id: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::from([id.to_string()]);
+        if let ItemType::Role = ty
+            && let Some(r) = self.roles.get(id)
+        {
+            out.extend(r.access_profiles.iter().cloned());
+        }
+        out.extend(self.expand(ty, id).into_iter().map(|e| e.id.clone()));
+        out
+    }
+
     /// Entitlements per source, for `provd check` summaries.
     pub fn entitlement_count(&self) -> usize {
         self.entitlements.len()

@@ -30,6 +30,9 @@ pub struct ProvdFile {
     /// Where the store is: absent, SQLite at `agent.state_dir/provd.db`.
     #[serde(default)]
     pub store: Option<StoreSection>,
+    /// SailPoint event-trigger subscriptions (DESIGN §16).
+    #[serde(default)]
+    pub trigger: Vec<super::trigger::TriggerSection>,
     /// Mail to source owners (DESIGN §15); absent, no mail is sent.
     #[serde(default)]
     pub mail: Option<super::mail::MailSection>,
@@ -148,6 +151,10 @@ pub struct AgentSection {
     /// Optional: lifecycle states (DESIGN §13); none, and `lifecycleState` means nothing.
     #[serde(default)]
     pub lifecycle: Option<PathBuf>,
+    /// Optional: the pre-approval policy (DESIGN §16); none, and every known item is
+    /// approved.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for AgentSection {
@@ -165,6 +172,7 @@ impl Default for AgentSection {
             leader_lease: default_leader_lease(),
             name: None,
             lifecycle: None,
+            policy: None,
         }
     }
 }

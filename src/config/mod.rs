@@ -11,8 +11,10 @@ pub mod files;
 pub mod identities;
 pub mod lifecycle;
 pub mod mail;
+pub mod policy;
 mod retry;
 mod sources;
+pub mod trigger;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -123,6 +125,10 @@ pub struct Config {
     pub lifecycle: lifecycle::Lifecycle,
     /// `[mail]`: how owners are mailed; None, and they are not.
     pub mail: Option<mail::Mail>,
+    /// `[[trigger]]`: SailPoint event-trigger subscriptions, by name.
+    pub triggers: BTreeMap<String, trigger::Trigger>,
+    /// The pre-approval policy (`agent.policy`); the default approves known items.
+    pub policy: policy::Policy,
 }
 
 /// A PostgreSQL store as configured (the password read, never logged: `SecretString`).
@@ -389,6 +395,28 @@ impl Config {
             Some(p) => load_lifecycle(&resolve(&base, p), &catalog, &source_ids, &mut problems),
         };
 
+        let policy = match &file.agent.policy {
+            None => policy::Policy::default(),
+            Some(p) => load_policy(&resolve(&base, p), &catalog, &lifecycle, &mut problems),
+        };
+        let mut triggers = BTreeMap::new();
+        for (i, t) in file.trigger.iter().enumerate() {
+            match trigger::build(&base, t) {
+                Err((key, message)) => {
+                    problems.push(at(&format!("trigger[{}].{key}", i + 1), message))
+                }
+                Ok(t) => {
+                    if triggers.contains_key(&t.name) {
+                        problems.push(at(
+                            &format!("trigger[{}].name", i + 1),
+                            format!("`{}` names two triggers", t.name),
+                        ));
+                    }
+                    triggers.insert(t.name.clone(), t);
+                }
+            }
+        }
+
         let identities_path = resolve(&base, &file.agent.identities);
         let identities = match std::fs::File::open(&identities_path) {
             Err(e) => {
@@ -480,6 +508,8 @@ impl Config {
             store,
             lifecycle,
             mail,
+            triggers,
+            policy,
             path: path.to_path_buf(),
             agent: Agent {
                 state_dir: resolve(&base, &file.agent.state_dir),
@@ -560,6 +590,39 @@ impl Live {
         match self.0.write() {
             Ok(mut c) => *c = std::sync::Arc::new(config),
             Err(p) => *p.into_inner() = std::sync::Arc::new(config),
+        }
+    }
+}
+
+/// Reads and checks `policy.toml`; its problems name the file and key.
+fn load_policy(
+    path: &Path,
+    catalog: &Catalog,
+    lifecycle: &lifecycle::Lifecycle,
+    problems: &mut Vec<Problem>,
+) -> policy::Policy {
+    let problem = |key: String, message: String| Problem {
+        file: path.to_path_buf(),
+        key,
+        message,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(problem(String::new(), format!("cannot read: {e}")));
+            return policy::Policy::default();
+        }
+    };
+    match toml::from_str::<policy::PolicyFile>(&text) {
+        Err(e) => {
+            problems.push(problem(String::new(), e.to_string().trim().to_string()));
+            policy::Policy::default()
+        }
+        Ok(f) => {
+            let states = lifecycle.states.keys().cloned().collect();
+            let (p, found) = policy::build(f, catalog, &states);
+            problems.extend(found.into_iter().map(|(k, m)| problem(k, m)));
+            p
         }
     }
 }

@@ -144,12 +144,29 @@ pub async fn run(
     let intake = Intake::new(current.clone(), store.clone(), clock.clone())
         .waking(wake.clone())
         .waking_on_removals(schedule_wake.clone());
+    // SailPoint triggers: their ASYNC secrets are sealed under a key beside the store.
+    let triggers = if config.triggers.is_empty() {
+        None
+    } else {
+        let key = crate::config::trigger::key_path(&state_dir);
+        let sealer = crate::triggers::seal::Sealer::load_or_create(&key)
+            .map_err(|e| DaemonError::Config(e.to_string()))?;
+        Some(crate::triggers::Triggers {
+            store: store.clone(),
+            live: current.clone(),
+            clock: clock.clone(),
+            intake: intake.clone(),
+            sealer: Arc::new(sealer),
+            agent: crate::model::agent_actor(&config.agent.name),
+        })
+    };
     let app = api::router(AppState {
         intake: intake.clone(),
         store: store.clone(),
         live: current.clone(),
         clock: clock.clone(),
         tokens: keyring.clone(),
+        triggers: triggers.clone(),
     });
     let api_stop = stopped();
     let limits = api::serve::Limits {
@@ -206,6 +223,13 @@ pub async fn run(
         leading.clone(),
         stopped(),
     ));
+    let callback_task = triggers.map(|t| {
+        tokio::spawn(crate::triggers::callback::run(
+            t,
+            leading.clone(),
+            stopped(),
+        ))
+    });
     let mail_task = tokio::spawn(crate::mail::run(
         store.clone(),
         current.clone(),
@@ -238,6 +262,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
     let _ = mail_task.await;
+    if let Some(t) = callback_task {
+        let _ = t.await;
+    }
     let _ = reload_task.await;
     let _ = watchdog_task.await;
     let _ = follow_task.await;

@@ -4,6 +4,7 @@
 pub mod dates;
 mod group;
 mod handle;
+pub mod identity;
 pub mod json;
 pub mod spool;
 pub mod validate;

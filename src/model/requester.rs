@@ -35,6 +35,12 @@ impl Requester {
         Self::of(&n, n.clone())
     }
 
+    /// Taken in from the SailPoint trigger subscription `name` (DESIGN §16).
+    pub fn trigger(name: &str) -> Self {
+        let n = format!("trigger:{name}");
+        Self::of(&n, n.clone())
+    }
+
     /// A change of an identity's lifecycle state (DESIGN §13).
     pub fn lifecycle() -> Self {
         Self::of("lifecycle", "lifecycle".into())

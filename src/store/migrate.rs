@@ -12,7 +12,7 @@ use super::sqlite::{Cell, Sqlite};
 use super::{Result, StoreError};
 
 /// Tables in copy order, with the column that orders them (their id).
-const TABLES: [(&str, &str); 12] = [
+const TABLES: [(&str, &str); 13] = [
     ("requests", "seq"),
     ("request_items", "id"),
     ("jobs", "id"),
@@ -25,6 +25,7 @@ const TABLES: [(&str, &str); 12] = [
     ("upstream_state", "rowid"),
     ("upstream_requests", "rowid"),
     ("mail_state", "rowid"),
+    ("trigger_invocations", "rowid"),
 ];
 
 /// Rows read from SQLite per round trip (and written per INSERT).

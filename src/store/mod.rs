@@ -24,6 +24,7 @@ mod settle;
 pub mod sqlite;
 pub mod status;
 pub mod tasks;
+pub mod triggers;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ impl StoreError {
 
 /// The tables of a store (both backends): what `store check` counts and `store migrate`
 /// copies and verifies.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "requests",
     "request_items",
     "jobs",
@@ -100,6 +101,7 @@ pub const TABLES: [&str; 12] = [
     "upstream_state",
     "upstream_requests",
     "mail_state",
+    "trigger_invocations",
 ];
 
 /// The store every stage holds: a backend behind the role traits. Cloning is cheap.

@@ -24,6 +24,7 @@ use super::mail::MailMark;
 use super::schedule::{Assignment, Fired, Planned, Removal};
 use super::status::{StatusQuery, StatusRow};
 use super::tasks::{NewTask, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use super::triggers::{Answer, Invocation};
 use super::upstream::{Health, Pulled, Unwritten};
 use super::{Result, StoreError};
 use crate::model::{Snapshot, ValidRequest};
@@ -401,13 +402,64 @@ pub trait Admin: Send + Sync {
     fn writers(&self) -> usize;
 }
 
+/// SailPoint trigger invocations and their callbacks (DESIGN §16).
+pub trait Triggers: Send + Sync {
+    /// Stores a new invocation (with its answer's audit event, when decided), or returns
+    /// the one stored before under the same id.
+    /// The second value: whether this call stored it (false: it was there before).
+    fn record_invocation(
+        &self,
+        inv: Invocation,
+        actor: String,
+    ) -> BoxFuture<Result<(Invocation, bool)>>;
+    fn invocation(&self, id: String) -> BoxFuture<Result<Option<Invocation>>>;
+    /// Callbacks due at `now`, oldest first.
+    fn due_invocations(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Invocation>>>;
+    /// The answer of an invocation decided after it was stored.
+    fn answer_invocation(
+        &self,
+        inv: Invocation,
+        answer: Answer,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> BoxFuture<Result<()>>;
+    /// `delivered` or `expired`, with its audit event; the sealed secret is dropped.
+    fn finish_invocation(
+        &self,
+        inv: Invocation,
+        state: &'static str,
+        error: Option<String>,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+    /// An audit event of a trigger's own.
+    fn trigger_event(
+        &self,
+        kind: &'static str,
+        identity: Option<String>,
+        data: serde_json::Value,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>>;
+}
+
 /// Everything a store backend is.
 pub trait Backend:
-    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Leadership + Admin
+    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Triggers + Audit + Leadership + Admin
 {
 }
 
 impl<T> Backend for T where
-    T: Queue + Requests + Schedule + Accounts + Tasks + Upstream + Audit + Leadership + Admin
+    T: Queue
+        + Requests
+        + Schedule
+        + Accounts
+        + Tasks
+        + Upstream
+        + Triggers
+        + Audit
+        + Leadership
+        + Admin
 {
 }

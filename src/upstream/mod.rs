@@ -367,26 +367,14 @@ impl Puller {
     }
 
     async fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
-        let attr = &self.cfg.identity_attribute;
-        if attr == "id" {
-            let known = self.live.get().identities.contains_key(external)
-                || self.store.identity(external.to_string()).await?.is_some();
-            return Ok(known.then(|| external.to_string()));
-        }
-        if let Some(id) = self
-            .store
-            .identity_by_attribute(attr.clone(), external.to_string())
-            .await?
-        {
-            return Ok(Some(id));
-        }
-        Ok(self
-            .live
-            .get()
-            .identities
-            .values()
-            .find(|i| i.attributes.get(attr).map(String::as_str) == Some(external))
-            .map(|i| i.id.clone()))
+        let config = self.live.get();
+        crate::intake::identity::resolve(
+            &self.store,
+            &config,
+            &self.cfg.identity_attribute,
+            external,
+        )
+        .await
     }
 
     /// Posts the outcome of every request that reached one and was not written back yet.

@@ -9,7 +9,7 @@ use crate::slapd::{PASSWORD, Slapd};
 
 const PEOPLE: &str = "ou=people,dc=example,dc=com";
 pub const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
-const GIT: &str = "cn=git,ou=groups,dc=example,dc=com";
+pub const GIT: &str = "cn=git,ou=groups,dc=example,dc=com";
 const SOLO: &str = "cn=solo,ou=groups,dc=example,dc=com";
 const ADMIN_MEMBER: &str = "cn=admin,dc=example,dc=com";
 const PLACEHOLDER: &str = "cn=placeholder,dc=example,dc=com";

@@ -31,3 +31,4 @@ mod service;
 mod slapd;
 mod spreadsheet;
 mod tasks;
+mod triggers;

@@ -15,6 +15,7 @@ mod schedule;
 mod schema;
 mod settle;
 mod tasks;
+mod triggers;
 mod upstream;
 
 use std::path::PathBuf;

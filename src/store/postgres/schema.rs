@@ -223,4 +223,29 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
+    // 10: as SQLite's 10.
+    r#"
+    CREATE TABLE trigger_invocations (
+        id TEXT PRIMARY KEY,
+        trigger TEXT NOT NULL,
+        access_request_id TEXT NOT NULL,
+        identity_id TEXT,
+        mode TEXT NOT NULL,
+        body TEXT NOT NULL,
+        approved BOOLEAN,
+        comment TEXT,
+        approver TEXT,
+        rule TEXT,
+        callback_url TEXT,
+        sealed_secret TEXT,
+        state TEXT NOT NULL CHECK (state IN ('answered','pending','delivered','expired','refused')),
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT,
+        deadline_at BIGINT,
+        last_error TEXT,
+        received_at BIGINT NOT NULL,
+        done_at BIGINT
+    );
+    CREATE INDEX trigger_invocations_due ON trigger_invocations(next_attempt_at) WHERE state = 'pending';
+    "#,
 ];

@@ -15,11 +15,12 @@ use crate::store::jobs::{Finish, Job, JobFilter, Moved};
 use crate::store::mail::MailMark;
 use crate::store::roles::{
     Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, OpenTasks,
-    Queue, Requests, Schedule, Tasks, Upstream,
+    Queue, Requests, Schedule, Tasks, Triggers, Upstream,
 };
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::status::{StatusQuery, StatusRow};
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::triggers::{Answer, Invocation};
 use crate::store::upstream::{Health, Pulled, Unwritten};
 use crate::store::{Result, StoreError};
 
@@ -251,6 +252,66 @@ impl Tasks for Sqlite {
     }
     fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.set_mail_mark(&mark, now))
+    }
+}
+
+impl Triggers for Sqlite {
+    fn record_invocation(
+        &self,
+        inv: Invocation,
+        actor: String,
+    ) -> BoxFuture<Result<(Invocation, bool)>> {
+        blocking!(self, |s| s.record_invocation(&inv, &actor))
+    }
+    fn invocation(&self, id: String) -> BoxFuture<Result<Option<Invocation>>> {
+        blocking!(self, |s| s.invocation(&id))
+    }
+    fn due_invocations(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Invocation>>> {
+        blocking!(self, |s| s.due_invocations(now, limit))
+    }
+    fn answer_invocation(
+        &self,
+        inv: Invocation,
+        answer: Answer,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.answer_invocation(&inv, &answer, &actor, now))
+    }
+    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.retry_invocation(&id, next_at, &error))
+    }
+    fn finish_invocation(
+        &self,
+        inv: Invocation,
+        state: &'static str,
+        error: Option<String>,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.finish_invocation(
+            &inv,
+            state,
+            error.as_deref(),
+            &actor,
+            now
+        ))
+    }
+    fn trigger_event(
+        &self,
+        kind: &'static str,
+        identity: Option<String>,
+        data: serde_json::Value,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        blocking!(self, |s| s.trigger_event(
+            kind,
+            identity.as_deref(),
+            &data,
+            &actor,
+            now
+        ))
     }
 }
 

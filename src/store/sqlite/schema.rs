@@ -276,4 +276,30 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     "#,
+    // 10: SailPoint trigger invocations (DESIGN §16): the answer given, and an ASYNC
+    // callback still to make (its secret sealed, never readable here).
+    r#"
+    CREATE TABLE trigger_invocations (
+        id TEXT PRIMARY KEY,
+        trigger TEXT NOT NULL,
+        access_request_id TEXT NOT NULL,
+        identity_id TEXT,
+        mode TEXT NOT NULL,
+        body TEXT NOT NULL,
+        approved INTEGER,
+        comment TEXT,
+        approver TEXT,
+        rule TEXT,
+        callback_url TEXT,
+        sealed_secret TEXT,
+        state TEXT NOT NULL CHECK (state IN ('answered','pending','delivered','expired','refused')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        deadline_at INTEGER,
+        last_error TEXT,
+        received_at INTEGER NOT NULL,
+        done_at INTEGER
+    );
+    CREATE INDEX trigger_invocations_due ON trigger_invocations(next_attempt_at) WHERE state = 'pending';
+    "#,
 ];

@@ -1,0 +1,223 @@
+//! SailPoint trigger invocations on PostgreSQL (same rules as SQLite's `store/triggers.rs`).
+
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use super::Postgres;
+use crate::store::Result;
+use crate::store::events::Event;
+use crate::store::roles::{BoxFuture, Triggers};
+use crate::store::triggers::{Answer, COLUMNS, Invocation, decision_event};
+
+fn row(r: &Row) -> Result<Invocation> {
+    let approved: Option<bool> = r.try_get(6)?;
+    Ok(Invocation {
+        id: r.try_get(0)?,
+        trigger: r.try_get(1)?,
+        access_request_id: r.try_get(2)?,
+        identity: r.try_get(3)?,
+        mode: r.try_get(4)?,
+        body: r.try_get(5)?,
+        answer: match approved {
+            None => None,
+            Some(approved) => Some(Answer {
+                approved,
+                comment: r.try_get(7)?,
+                approver: r.try_get(8)?,
+                rule: r.try_get(9)?,
+            }),
+        },
+        callback_url: r.try_get(10)?,
+        sealed_secret: r.try_get(11)?,
+        state: r.try_get(12)?,
+        attempts: r.try_get(13)?,
+        next_attempt_at: r.try_get(14)?,
+        deadline_at: r.try_get(15)?,
+        received_at: r.try_get(16)?,
+    })
+}
+
+impl Triggers for Postgres {
+    fn record_invocation(
+        &self,
+        inv: Invocation,
+        actor: String,
+    ) -> BoxFuture<Result<(Invocation, bool)>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let a = inv.answer.as_ref();
+            let n = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO trigger_invocations ({COLUMNS})
+                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) ON CONFLICT DO NOTHING"
+                    ),
+                    &[
+                        &inv.id, &inv.trigger, &inv.access_request_id, &inv.identity, &inv.mode, &inv.body,
+                        &a.map(|a| a.approved), &a.map(|a| &a.comment), &a.map(|a| &a.approver), &a.map(|a| &a.rule),
+                        &inv.callback_url, &inv.sealed_secret, &inv.state, &inv.attempts, &inv.next_attempt_at,
+                        &inv.deadline_at, &inv.received_at,
+                    ],
+                )
+                .await?;
+            if n > 0
+                && let Some(a) = a
+            {
+                let event = Event {
+                    kind: "trigger_decision",
+                    identity: inv.identity.as_deref(),
+                    data: decision_event(&inv, a),
+                    actor: &actor,
+                    ..Default::default()
+                };
+                super::audit::append(&tx, inv.received_at, &event).await?;
+            }
+            let stored = tx
+                .query_one(
+                    &format!("SELECT {COLUMNS} FROM trigger_invocations WHERE id = $1"),
+                    &[&inv.id],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok((row(&stored)?, n > 0))
+        })
+    }
+
+    fn invocation(&self, id: String) -> BoxFuture<Result<Option<Invocation>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let r = c
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM trigger_invocations WHERE id = $1"),
+                    &[&id],
+                )
+                .await?;
+            r.as_ref().map(row).transpose()
+        })
+    }
+
+    fn due_invocations(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Invocation>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM trigger_invocations WHERE state = 'pending' AND next_attempt_at <= $1
+                         ORDER BY next_attempt_at, id LIMIT $2"
+                    ),
+                    &[&now, &(limit as i64)],
+                )
+                .await?;
+            rows.iter().map(row).collect()
+        })
+    }
+
+    fn answer_invocation(
+        &self,
+        inv: Invocation,
+        a: Answer,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let n = tx
+                .execute(
+                    "UPDATE trigger_invocations SET approved = $1, comment = $2, approver = $3, rule = $4 WHERE id = $5 AND approved IS NULL",
+                    &[&a.approved, &a.comment, &a.approver, &a.rule, &inv.id],
+                )
+                .await?;
+            if n > 0 {
+                let event = Event {
+                    kind: "trigger_decision",
+                    identity: inv.identity.as_deref(),
+                    data: decision_event(&inv, &a),
+                    actor: &actor,
+                    ..Default::default()
+                };
+                super::audit::append(&tx, now, &event).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            c.execute(
+                "UPDATE trigger_invocations SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3 AND state = 'pending'",
+                &[&next_at, &error, &id],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn finish_invocation(
+        &self,
+        inv: Invocation,
+        state: &'static str,
+        error: Option<String>,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let n = tx
+                .execute(
+                    "UPDATE trigger_invocations SET state = $1, attempts = attempts + 1, last_error = $2, done_at = $3, sealed_secret = NULL
+                     WHERE id = $4 AND state = 'pending'",
+                    &[&state, &error, &now, &inv.id],
+                )
+                .await?;
+            if n > 0 {
+                let data = serde_json::json!({ "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "outcome": state, "attempts": inv.attempts + 1, "error": error });
+                let event = Event {
+                    kind: "trigger_callback",
+                    identity: inv.identity.as_deref(),
+                    data,
+                    actor: &actor,
+                    ..Default::default()
+                };
+                super::audit::append(&tx, now, &event).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn trigger_event(
+        &self,
+        kind: &'static str,
+        identity: Option<String>,
+        data: Value,
+        actor: String,
+        now: i64,
+    ) -> BoxFuture<Result<()>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let event = Event {
+                kind,
+                identity: identity.as_deref(),
+                data,
+                actor: &actor,
+                ..Default::default()
+            };
+            super::audit::append(&tx, now, &event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
