@@ -11,6 +11,7 @@ pub mod config;
 pub mod connectors;
 pub mod daemon;
 pub mod dispatch;
+pub mod evidence;
 pub mod intake;
 pub mod leading;
 pub mod lifecycle;

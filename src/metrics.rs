@@ -27,6 +27,8 @@ struct Registry {
     /// Transactions that stored accepted requests, and how many requests they stored.
     accept_groups: u64,
     accept_grouped: u64,
+    /// DONE manual tasks no export has shown within verify_within, per source.
+    unverified: BTreeMap<String, usize>,
     /// This agent's name and whether it holds the leader lease.
     leader: Option<(String, bool)>,
 }
@@ -60,6 +62,13 @@ pub fn call(source: &str, d: Duration) {
         }
         h.total += 1;
         h.sum += secs;
+    });
+}
+
+/// DONE tasks of `source` not verified in time (DESIGN §17).
+pub fn unverified(source: &str, n: usize) {
+    with(|r| {
+        r.unverified.insert(source.to_string(), n);
     });
 }
 
@@ -151,6 +160,15 @@ pub fn render(out: &mut String, sources: &[String]) {
             esc(s),
             r.breaker.get(s).copied().unwrap_or(0)
         ));
+    }
+    if !r.unverified.is_empty() {
+        out.push_str("# HELP provd_manual_tasks_unverified DONE manual tasks no account export has shown within verify_within.\n# TYPE provd_manual_tasks_unverified gauge\n");
+        for (s, n) in &r.unverified {
+            out.push_str(&format!(
+                "provd_manual_tasks_unverified{{source=\"{}\"}} {n}\n",
+                esc(s)
+            ));
+        }
     }
     out.push_str(&format!(
         "# HELP provd_api_auth_failures_total API requests refused for want of a valid token.\n# TYPE provd_api_auth_failures_total counter\nprovd_api_auth_failures_total {}\n",

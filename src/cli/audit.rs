@@ -54,11 +54,14 @@ pub(super) fn tokens(config: &Config, cmd: &TokensCommand) -> Result<(), CliErro
     }
 }
 
-fn format(text: &str, allowed: &[Format]) -> Result<Format, CliError> {
+pub(super) fn format(text: &str, allowed: &[Format]) -> Result<Format, CliError> {
     Format::parse(text, allowed).map_err(CliError::Invalid)
 }
 
-fn csv_out(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<(), CliError> {
+pub(super) fn csv_out(
+    header: &[&str],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     write_csv(stdout.lock(), header, rows).map_err(failed)
 }

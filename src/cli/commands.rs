@@ -198,6 +198,10 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
                 &config.catalog,
             ))
         }
+        Command::Accounts(cmd) => super::evidence::accounts(&load(cli)?, cmd).await,
+        Command::Drift { source, format } => {
+            super::evidence::drift(&load(cli)?, source.as_deref(), format).await
+        }
         Command::Policy(PolicyCommand::Check { file, trigger }) => {
             let config = load(cli)?;
             let store = open(&config).await?;
@@ -528,16 +532,31 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             source,
             owner,
             status,
+            unverified,
         } => {
-            let rows = store
+            let mut rows = store
                 .tasks(TaskFilter {
                     source: source.clone(),
                     owner: owner.clone(),
-                    open_only: open_only(status)?,
+                    open_only: open_only(status)? && !unverified,
                     id: None,
                 })
                 .await
                 .map_err(failed)?;
+            if *unverified {
+                let now = to_ms(SystemClock.now());
+                rows.retain(|t| {
+                    let within = config
+                        .sources
+                        .get(&t.source)
+                        .and_then(|s| s.manual.as_ref())
+                        .and_then(|m| m.export.as_ref())
+                        .map(|e| e.verify_within.0);
+                    within.is_some_and(|w| {
+                        !crate::evidence::unverified(std::slice::from_ref(t), w, now).is_empty()
+                    })
+                });
+            }
             let mut table = super::text::Table::new(&[
                 "TASK",
                 "SOURCE",

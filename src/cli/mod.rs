@@ -4,6 +4,7 @@
 
 mod audit;
 mod commands;
+mod evidence;
 mod identities;
 mod policy;
 mod task_import;
@@ -65,6 +66,18 @@ pub enum Command {
     /// read the file again).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// A manual source's account export: evidence of what was really done (DESIGN §17).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Access the latest evidence disagrees with: missing (granted, not there) and
+    /// unexpected (there, granted by nothing).
+    Drift {
+        #[arg(long)]
+        source: Option<String>,
+        /// table, json or csv
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// The pre-approval policy (agent.policy) SailPoint's triggers are answered with.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -192,6 +205,10 @@ pub enum TasksCommand {
         /// open (default) or all
         #[arg(long, default_value = "open")]
         status: String,
+        /// Only DONE tasks no account export has shown within their source's
+        /// export.verify_within (DESIGN §17).
+        #[arg(long)]
+        unverified: bool,
     },
     /// Mail every open task to its owner now (the workbook attached), as the daily digest
     /// does; needs [mail] in provd.toml.
@@ -207,6 +224,24 @@ pub enum TasksCommand {
         /// when the file has no `source` column and names tasks of several sources.
         #[arg(long)]
         source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Import a full export of the source's accounts (CSV or xlsx, as [export] describes
+    /// it): verifies the tasks whose effect it shows, reports drift, and plans repairs
+    /// for missing access. Refused if older than the last import, or more than
+    /// export.max_drop shorter, unless --force.
+    Import {
+        #[arg(long)]
+        source: String,
+        file: PathBuf,
+        /// When the export was taken: RFC 3339 or a date (default: now).
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -207,6 +207,16 @@ impl Catalog {
         out
     }
 
+    /// The entitlements that live on `source`.
+    pub fn entitlements_of<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a EntitlementDef> + 'a {
+        self.entitlements
+            .values()
+            .filter(move |e| e.source == source)
+    }
+
     /// Entitlements per source, for `provd check` summaries.
     pub fn entitlement_count(&self) -> usize {
         self.entitlements.len()

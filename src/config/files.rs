@@ -322,6 +322,65 @@ pub struct ManualSettings {
     /// REMOVE_ENTITLEMENT task, the default) or `disable_account` (one DISABLE_ACCOUNT task).
     #[serde(default)]
     pub on_last_removal: OnLastRemoval,
+    /// The source's own account export, which `provd accounts import` reads as evidence
+    /// (DESIGN §17).
+    #[serde(default)]
+    pub export: Option<ExportSettings>,
+}
+
+/// `[export]` of a manual source: how to read its account export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSettings {
+    /// The column holding each account's key, matched with the account's native id (the
+    /// task's `account`).
+    pub key: String,
+    /// One column listing the entitlement values each account has.
+    #[serde(default)]
+    pub entitlements: Option<ExportColumn>,
+    /// Or, per account attribute (`groups`), the column holding its values (`;` apart).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// The column telling disabled accounts apart (what DISABLE/ENABLE tasks show as).
+    #[serde(default)]
+    pub status: Option<ExportStatus>,
+    /// A DONE task the exports have not shown within this long is unverified (default 7d).
+    #[serde(default = "default_verify_within")]
+    pub verify_within: Dur,
+    /// An export with this much fewer rows than the last is refused without --force
+    /// (default "20%").
+    #[serde(default = "default_max_drop")]
+    pub max_drop: String,
+}
+
+fn default_verify_within() -> Dur {
+    Dur(std::time::Duration::from_secs(7 * 86_400))
+}
+fn default_max_drop() -> String {
+    "20%".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportColumn {
+    /// The column's header.
+    pub column: String,
+    /// Between values in one cell (default `;`).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+fn default_separator() -> String {
+    ";".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportStatus {
+    /// The column's header.
+    pub column: String,
+    /// Values (compared without case) that mean the account is disabled.
+    pub disabled: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -26,7 +26,7 @@ use provd_connector_core::Identity;
 
 pub use catalog::{Catalog, ItemType};
 pub use files::LogFormat;
-pub use sources::{Source, SourceKind};
+pub use sources::{Source, SourceKind, max_drop};
 
 use crate::model::{BreakerPolicy, RetryPolicy};
 use files::{CatalogFile, ProvdFile};

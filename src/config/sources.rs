@@ -302,6 +302,12 @@ fn load_one(
                         problem("account.native_id", e.to_string());
                         ok = false;
                     }
+                    if let Some(e) = &m.export {
+                        for (key, message) in check_export(e) {
+                            problem(&key, message);
+                            ok = false;
+                        }
+                    }
                     Some(m)
                 }
                 Err(e) => {
@@ -336,6 +342,34 @@ fn load_one(
         manual,
         sync,
     })
+}
+
+/// `[export]`: one way to read entitlements, a share for `max_drop`.
+fn check_export(e: &super::files::ExportSettings) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if e.key.trim().is_empty() {
+        out.push(("export.key".into(), "names no column".into()));
+    }
+    if e.entitlements.is_some() && !e.attributes.is_empty() {
+        out.push((
+            "export.attributes".into(),
+            "give export.entitlements or export.attributes, not both".into(),
+        ));
+    }
+    if let Err(m) = max_drop(&e.max_drop) {
+        out.push(("export.max_drop".into(), m));
+    }
+    out
+}
+
+/// `"20%"` as 0.2.
+pub fn max_drop(text: &str) -> Result<f64, String> {
+    text.trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| (0.0..=100.0).contains(n))
+        .map(|n| n / 100.0)
+        .ok_or_else(|| format!("`{text}`: a share like \"20%\""))
 }
 
 /// `[account] sync = ["mail", "cn"]` (DESIGN §13), taken out of the connector's settings:

@@ -105,6 +105,8 @@ impl Intake {
                 "type": i.ty.as_str(), "id": i.id, "comment": i.comment })).collect::<Vec<_>>(),
             "accountOperations": request.account_ops.iter().map(|(source, op)| serde_json::json!({
                 "source": source, "op": op.kind().as_str() })).collect::<Vec<_>>(),
+            "repairs": request.repairs.iter().map(|(source, op)| serde_json::json!({
+                "source": source, "op": op.kind().as_str() })).collect::<Vec<_>>(),
         })
         .to_string()
         .into_bytes();

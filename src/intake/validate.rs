@@ -258,6 +258,7 @@ pub fn validate_parsed(
             items,
             client_metadata,
             account_ops: Vec::new(),
+            repairs: Vec::new(),
         })
     } else {
         Err(Invalid(errs.0))

@@ -83,6 +83,7 @@ impl Change {
                 items: self.revoke.iter().map(|(ty, id)| item(*ty, id)).collect(),
                 client_metadata: Default::default(),
                 account_ops: revoke_ops,
+                repairs: Vec::new(),
             });
         }
         if !self.grant.is_empty() || !grant_ops.is_empty() {
@@ -96,6 +97,7 @@ impl Change {
                     .collect(),
                 client_metadata: Default::default(),
                 account_ops: grant_ops,
+                repairs: Vec::new(),
             });
         }
         out

@@ -197,6 +197,8 @@ mod tests {
             requester: None,
             ticket: None,
             remove_at: None,
+            resolved_at: None,
+            verified_at: None,
         }
     }
 

@@ -69,4 +69,8 @@ pub struct ValidRequest {
     /// Account operations a lifecycle change asks for, per source (DESIGN §13): planned
     /// for each identity that has an account there. Never from a client's body.
     pub account_ops: Vec<(String, provd_connector_core::Operation)>,
+    /// Operations evidence found missing on a source (DESIGN §17: a value granted but not
+    /// there, an account deleted out of band), planned as given in a grant job. Never from
+    /// a client's body.
+    pub repairs: Vec<(String, provd_connector_core::Operation)>,
 }

@@ -234,6 +234,12 @@ pub fn plan(
                 jobs.push(j, op.clone());
             }
         }
+        for (source, op) in &req.repairs {
+            let j = jobs.job(identity, source, JobKind::Grant, None);
+            if jobs.jobs.get(j).is_some_and(|job| !job.ops.contains(op)) {
+                jobs.push(j, op.clone());
+            }
+        }
     }
     Plan {
         items,

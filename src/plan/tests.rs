@@ -59,6 +59,7 @@ fn req(kind: RequestType, who: &[&str], items: Vec<ValidItem>) -> ValidRequest {
         items,
         client_metadata: BTreeMap::new(),
         account_ops: Vec::new(),
+        repairs: Vec::new(),
     }
 }
 

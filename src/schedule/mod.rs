@@ -249,6 +249,7 @@ pub fn removal(fired: Fired) -> Removal {
         }],
         client_metadata: Default::default(),
         account_ops: Vec::new(),
+        repairs: Vec::new(),
     };
     let body =
         serde_json::json!({ "requestedFor": [fired.identity], "requestType": "REVOKE_ACCESS",

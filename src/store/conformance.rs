@@ -180,6 +180,7 @@ impl Fixture {
             }],
             client_metadata: BTreeMap::new(),
             account_ops: Vec::new(),
+            repairs: Vec::new(),
         };
         super::roles::Accept {
             request,

@@ -12,7 +12,7 @@ use super::sqlite::{Cell, Sqlite};
 use super::{Result, StoreError};
 
 /// Tables in copy order, with the column that orders them (their id).
-const TABLES: [(&str, &str); 13] = [
+const TABLES: [(&str, &str); 15] = [
     ("requests", "seq"),
     ("request_items", "id"),
     ("jobs", "id"),
@@ -26,6 +26,8 @@ const TABLES: [(&str, &str); 13] = [
     ("upstream_requests", "rowid"),
     ("mail_state", "rowid"),
     ("trigger_invocations", "rowid"),
+    ("account_snapshots", "id"),
+    ("source_accounts", "rowid"),
 ];
 
 /// Rows read from SQLite per round trip (and written per INSERT).

@@ -11,6 +11,7 @@ pub mod audit;
 #[doc(hidden)]
 pub mod conformance;
 mod events;
+pub mod evidence;
 mod fixtures;
 mod identities;
 pub mod jobs;
@@ -88,7 +89,7 @@ impl StoreError {
 
 /// The tables of a store (both backends): what `store check` counts and `store migrate`
 /// copies and verifies.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 15] = [
     "requests",
     "request_items",
     "jobs",
@@ -102,6 +103,8 @@ pub const TABLES: [&str; 13] = [
     "upstream_requests",
     "mail_state",
     "trigger_invocations",
+    "account_snapshots",
+    "source_accounts",
 ];
 
 /// The store every stage holds: a backend behind the role traits. Cloning is cheap.

@@ -19,6 +19,7 @@ use provd_connector_core::Identity;
 use super::accept::{Accepted, Context, Replay};
 use super::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use super::events::StoredEvent;
+use super::evidence::{SeenRow, SnapshotMeta};
 use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
 use super::mail::MailMark;
 use super::schedule::{Assignment, Fired, Planned, Removal};
@@ -444,9 +445,34 @@ pub trait Triggers: Send + Sync {
     ) -> BoxFuture<Result<()>>;
 }
 
+/// Evidence (DESIGN §17): account exports and read-backs, and what they showed.
+pub trait Evidence: Send + Sync {
+    fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>>;
+    fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>>;
+    /// Stores a snapshot (replacing the source's seen accounts) and verifies `verify`, in
+    /// one transaction; returns its id.
+    fn record_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        rows: Vec<SeenRow>,
+        verify: Vec<i64>,
+        now: i64,
+    ) -> BoxFuture<Result<i64>>;
+}
+
 /// Everything a store backend is.
 pub trait Backend:
-    Queue + Requests + Schedule + Accounts + Tasks + Upstream + Triggers + Audit + Leadership + Admin
+    Queue
+    + Requests
+    + Schedule
+    + Accounts
+    + Tasks
+    + Upstream
+    + Triggers
+    + Evidence
+    + Audit
+    + Leadership
+    + Admin
 {
 }
 
@@ -458,6 +484,7 @@ impl<T> Backend for T where
         + Tasks
         + Upstream
         + Triggers
+        + Evidence
         + Audit
         + Leadership
         + Admin

@@ -122,6 +122,8 @@ pub fn task_status(resolution: &str) -> Result<&'static str> {
     match resolution {
         "DONE" => Ok("done"),
         "FAILED" => Ok("failed"),
+        // An account export showed the task's effect (DESIGN §17): done, by evidence.
+        "VERIFIED" => Ok("done"),
         other => Err(StoreError::Conflict(format!(
             "resolution must be DONE or FAILED, not `{other}`"
         ))),

@@ -47,6 +47,10 @@ pub struct Task {
     pub requester: Option<String>,
     pub ticket: Option<String>,
     pub remove_at: Option<i64>,
+    /// When the owner (or an import) resolved it.
+    pub resolved_at: Option<i64>,
+    /// When an account export showed its effect (DESIGN §17).
+    pub verified_at: Option<i64>,
 }
 
 /// The columns a task is read with, with what the owner should know of its request.
@@ -56,7 +60,8 @@ pub(crate) const TASK_COLUMNS_SQLITE: &str = "id, source, owner, identity_id, id
     (SELECT json_extract(ri.client_metadata, '$.ticket') FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id
       WHERE ij.job_id = tasks.job_id AND json_extract(ri.client_metadata, '$.ticket') IS NOT NULL LIMIT 1),
     (SELECT a.remove_at FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id JOIN assignments a ON a.id = ri.assignment_id
-      WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1)";
+      WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1),
+    resolved_at, verified_at";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -79,6 +84,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
         requester: r.get(16)?,
         ticket: r.get(17)?,
         remove_at: r.get(18)?,
+        resolved_at: r.get(19)?,
+        verified_at: r.get(20)?,
     })
 }
 
@@ -250,7 +257,7 @@ pub struct TaskAnswer {
     pub note: String,
 }
 
-fn resolve_in(
+pub(crate) fn resolve_in(
     tx: &rusqlite::Transaction<'_>,
     task: i64,
     resolution: &str,

@@ -240,6 +240,7 @@ async fn undo_withdrawn(
         items,
         client_metadata: Default::default(),
         account_ops: ops,
+        repairs: Vec::new(),
     };
     let ids = std::collections::BTreeMap::from([(t.identity_id.clone(), identity)]);
     let from = Requester::other(&format!("undo:T{task}"));

@@ -98,6 +98,37 @@ pub fn ids(tasks: &[i64]) -> String {
     out.join(",")
 }
 
+/// Counts, per source with an `[export]`, the DONE tasks no export has shown within its
+/// `verify_within`; logs them once a day per source.
+async fn unverified(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    now_ms: i64,
+    today: Date,
+    warned: &mut BTreeMap<String, Date>,
+) -> Result<(), crate::store::StoreError> {
+    for s in config.sources.values() {
+        let Some(e) = s.manual.as_ref().and_then(|m| m.export.as_ref()) else {
+            continue;
+        };
+        let tasks = store
+            .tasks(crate::store::tasks::TaskFilter {
+                source: Some(s.id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let late = crate::evidence::unverified(&tasks, e.verify_within.0, now_ms);
+        crate::metrics::unverified(&s.id, late.len());
+        if !late.is_empty() && warned.get(&s.id) != Some(&today) {
+            warned.insert(s.id.clone(), today);
+            let late_ids: Vec<i64> = late.iter().map(|t| t.id).collect();
+            tracing::warn!(source = %s.id, unverified = late.len(), tasks = %ids(&late_ids),
+                "manual tasks unverified: answered DONE, but no account export has shown their effect");
+        }
+    }
+    Ok(())
+}
+
 /// Logs overdue tasks once a day per owner until `stop`.
 pub async fn run(
     store: crate::store::Store,
@@ -108,6 +139,7 @@ pub async fn run(
 ) {
     tokio::pin!(stop);
     let mut reminders = Reminders::default();
+    let mut warned: BTreeMap<String, Date> = BTreeMap::new();
     loop {
         // One agent reminds (the leader), not each of them.
         if !leading.now() {
@@ -130,6 +162,11 @@ pub async fn run(
                 }
             }
             Err(e) => tracing::error!(error = %e, "looking for overdue tasks failed"),
+        }
+        let today = now.to_zoned(config.agent.time_zone.clone()).date();
+        if let Err(e) = unverified(&store, &config, now.as_millisecond(), today, &mut warned).await
+        {
+            tracing::error!(error = %e, "looking for unverified tasks failed");
         }
         tokio::select! {
             _ = &mut stop => return,

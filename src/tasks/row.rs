@@ -85,7 +85,12 @@ impl From<&Task> for TaskRow {
             request_id: t.request_id.clone(),
             created_at: rfc3339_ms(t.created_at),
             due_at: t.due_at.map(rfc3339_ms).unwrap_or_default(),
-            status: t.status.to_uppercase(),
+            // Shown by an account export (DESIGN §17), whoever answered first.
+            status: if t.verified_at.is_some() {
+                "VERIFIED".into()
+            } else {
+                t.status.to_uppercase()
+            },
             resolution: t.resolution.clone().unwrap_or_default(),
             resolved_by: t.resolved_by.clone().unwrap_or_default(),
             note: t.note.clone().unwrap_or_default(),

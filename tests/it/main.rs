@@ -7,6 +7,7 @@ mod agents;
 mod audit;
 mod crash;
 mod dispatch;
+mod evidence;
 mod flow;
 mod hardening;
 mod hardening_ops;

@@ -91,6 +91,7 @@ async fn grant(store: &Store, who: &str, n: usize) {
             }],
             client_metadata: Default::default(),
             account_ops: Vec::new(),
+            repairs: Vec::new(),
         };
         store
             .accept(provd::store::roles::Accept {

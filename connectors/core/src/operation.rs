@@ -139,6 +139,9 @@ pub enum Outcome {
     /// belongs to another account (two people named Ada Lovelace), so the identity's id
     /// was added to it. Recorded in the audit trail with both.
     CreatedElsewhere { native_id: String, taken: String },
+    /// The account was gone (deleted out of band, DESIGN §17): it was created again, at
+    /// this native id, before the change was made.
+    Recreated { native_id: String },
     /// The change was made.
     Applied,
     /// Nothing to do: the target was already in the wanted state.
@@ -151,7 +154,8 @@ impl Outcome {
             Outcome::Created { native_id }
             | Outcome::Correlated { native_id }
             | Outcome::Moved { native_id }
-            | Outcome::CreatedElsewhere { native_id, .. } => Some(native_id),
+            | Outcome::CreatedElsewhere { native_id, .. }
+            | Outcome::Recreated { native_id } => Some(native_id),
             _ => None,
         }
     }
@@ -161,6 +165,9 @@ impl Outcome {
         match self {
             Outcome::CreatedElsewhere { native_id, taken } => Some(format!(
                 "{taken} belongs to another account; created {native_id} instead"
+            )),
+            Outcome::Recreated { native_id } => Some(format!(
+                "the account was gone (deleted out of band); {native_id} was created again first"
             )),
             _ => None,
         }
@@ -173,6 +180,7 @@ impl Outcome {
             Outcome::Correlated { .. } => "correlated",
             Outcome::Moved { .. } => "moved",
             Outcome::CreatedElsewhere { .. } => "created_elsewhere",
+            Outcome::Recreated { .. } => "recreated",
             Outcome::Applied => "applied",
             Outcome::Unchanged => "unchanged",
         }

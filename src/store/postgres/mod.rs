@@ -7,6 +7,7 @@ mod accept;
 mod accounts;
 mod admin;
 mod audit;
+mod evidence;
 mod leader;
 mod queue;
 mod requests;

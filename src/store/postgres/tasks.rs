@@ -30,10 +30,12 @@ fn task(r: &tokio_postgres::Row) -> Task {
         requester: r.get(16),
         ticket: r.get(17),
         remove_at: r.get(18),
+        resolved_at: r.get(19),
+        verified_at: r.get(20),
     }
 }
 
-async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
+pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<Resolved> {
     let (task, resolution, resolved_by, note) = (
         a.task,
         a.resolution.as_str(),
@@ -126,7 +128,8 @@ impl Tasks for Postgres {
                               WHERE ij.job_id = tasks.job_id AND ri.client_metadata::jsonb ? 'ticket' LIMIT 1),
                             (SELECT a.remove_at FROM item_jobs ij JOIN request_items ri ON ri.id = ij.item_id
                               JOIN assignments a ON a.id = ri.assignment_id
-                              WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1)
+                              WHERE ij.job_id = tasks.job_id AND a.remove_at IS NOT NULL LIMIT 1),
+                            resolved_at, verified_at
                      FROM tasks WHERE ($1::TEXT IS NULL OR source = $1) AND ($2::TEXT IS NULL OR owner = $2)
                        AND (NOT $3 OR status = 'open') AND ($4::BIGINT IS NULL OR id = $4)
                      ORDER BY created_at, id",

@@ -11,11 +11,12 @@ use crate::model::Snapshot;
 use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
+use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::jobs::{Finish, Job, JobFilter, Moved};
 use crate::store::mail::MailMark;
 use crate::store::roles::{
-    Accept, Accounts, Admin, Audit, BoxFuture, Claim, JobOutcome, Leader, Leadership, OpenTasks,
-    Queue, Requests, Schedule, Tasks, Triggers, Upstream,
+    Accept, Accounts, Admin, Audit, BoxFuture, Claim, Evidence, JobOutcome, Leader, Leadership,
+    OpenTasks, Queue, Requests, Schedule, Tasks, Triggers, Upstream,
 };
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::status::{StatusQuery, StatusRow};
@@ -252,6 +253,24 @@ impl Tasks for Sqlite {
     }
     fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.set_mail_mark(&mark, now))
+    }
+}
+
+impl Evidence for Sqlite {
+    fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
+        blocking!(self, |s| s.last_snapshot(&source))
+    }
+    fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>> {
+        blocking!(self, |s| s.seen_accounts(&source))
+    }
+    fn record_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        rows: Vec<SeenRow>,
+        verify: Vec<i64>,
+        now: i64,
+    ) -> BoxFuture<Result<i64>> {
+        blocking!(self, |s| s.record_snapshot(&meta, &rows, &verify, now))
     }
 }
 

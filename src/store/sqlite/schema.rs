@@ -302,4 +302,29 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX trigger_invocations_due ON trigger_invocations(next_attempt_at) WHERE state = 'pending';
     "#,
+    // 11: evidence (DESIGN §17): each account export imported or read back, the accounts
+    // the latest one showed per source, and when a task's effect was seen.
+    r#"
+    ALTER TABLE tasks ADD COLUMN verified_at INTEGER;
+    ALTER TABLE tasks ADD COLUMN verified_by TEXT;
+    CREATE TABLE account_snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('import','readback')),
+        sha256 TEXT,
+        rows INTEGER NOT NULL,
+        as_of INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        taken_at INTEGER NOT NULL
+    );
+    CREATE INDEX account_snapshots_source ON account_snapshots(source, id);
+    CREATE TABLE source_accounts (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        snapshot_id INTEGER NOT NULL,
+        entitlement_values TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (source, account)
+    );
+    "#,
 ];

@@ -1,0 +1,211 @@
+//! The comparisons evidence rests on (DESIGN §17), pure: does a snapshot show a task's
+//! effect, and where does it disagree with what provd granted (drift).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::export::{ANY, Seen};
+use crate::store::tasks::Task;
+
+/// Whether `seen` (the source's accounts by key) shows what `task` asked for. DISABLE and
+/// ENABLE need a status column (`has_status`); UPDATE_ACCOUNT is never shown.
+pub fn shows(task: &Task, seen: &BTreeMap<String, Seen>, has_status: bool) -> bool {
+    let row = seen.get(&task.account);
+    match task.operation.as_str() {
+        "CREATE_ACCOUNT" => row.is_some(),
+        "ADD_ENTITLEMENT" => row.is_some_and(|r| r.has(&task.attribute, &task.value)),
+        "REMOVE_ENTITLEMENT" => row.is_none_or(|r| !r.has(&task.attribute, &task.value)),
+        "DISABLE_ACCOUNT" => has_status && row.is_some_and(|r| r.disabled),
+        "ENABLE_ACCOUNT" => has_status && row.is_some_and(|r| !r.disabled),
+        "DELETE_ACCOUNT" => row.is_none(),
+        _ => false,
+    }
+}
+
+/// One value provd granted an identity on the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub identity: String,
+    /// The identity's account key on the source, when known.
+    pub account: Option<String>,
+    pub attribute: String,
+    pub value: String,
+    /// Provisioned (not still pending): only those can be missing.
+    pub active: bool,
+}
+
+/// A disagreement between a snapshot and the grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub source: String,
+    /// `missing` (granted, not there) or `unexpected` (there, granted by nothing).
+    pub kind: &'static str,
+    pub identity: Option<String>,
+    pub account: String,
+    pub attribute: String,
+    pub value: String,
+}
+
+/// Missing and unexpected access on `source`. Only values the catalog knows on the source
+/// (`known`: (attribute, value)) count as access; other columns are the source's business.
+pub fn drift(
+    source: &str,
+    grants: &[Grant],
+    seen: &BTreeMap<String, Seen>,
+    known: &BTreeSet<(String, String)>,
+) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for g in grants.iter().filter(|g| g.active) {
+        let Some(account) = &g.account else { continue };
+        if !seen
+            .get(account)
+            .is_some_and(|r| r.has(&g.attribute, &g.value))
+        {
+            out.push(Drift {
+                source: source.into(),
+                kind: "missing",
+                identity: Some(g.identity.clone()),
+                account: account.clone(),
+                attribute: g.attribute.clone(),
+                value: g.value.clone(),
+            });
+        }
+    }
+    let owner: BTreeMap<&str, &str> = grants
+        .iter()
+        .filter_map(|g| g.account.as_deref().map(|a| (a, g.identity.as_str())))
+        .collect();
+    for (account, row) in seen {
+        for (attribute, value) in &row.values {
+            // The catalog's attribute for a value read from an "any attribute" column.
+            let Some((attr, _)) = known
+                .iter()
+                .find(|(a, v)| v == value && (attribute == ANY || a == attribute))
+            else {
+                continue;
+            };
+            let granted = grants.iter().any(|g| {
+                g.account.as_deref() == Some(account.as_str())
+                    && &g.attribute == attr
+                    && &g.value == value
+            });
+            if !granted {
+                out.push(Drift {
+                    source: source.into(),
+                    kind: "unexpected",
+                    identity: owner.get(account.as_str()).map(|s| s.to_string()),
+                    account: account.clone(),
+                    attribute: attr.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(key: &str, values: &[&str], disabled: bool) -> (String, Seen) {
+        (
+            key.into(),
+            Seen {
+                key: key.into(),
+                values: values
+                    .iter()
+                    .map(|v| (ANY.to_string(), v.to_string()))
+                    .collect(),
+                disabled,
+            },
+        )
+    }
+
+    fn task(op: &str, account: &str, value: &str) -> Task {
+        Task {
+            id: 1,
+            source: "payroll".into(),
+            owner: "o".into(),
+            identity_id: "ada".into(),
+            identity_name: "Ada".into(),
+            operation: op.into(),
+            account: account.into(),
+            attribute: "groups".into(),
+            value: value.into(),
+            request_id: "r".into(),
+            created_at: 0,
+            due_at: None,
+            status: "open".into(),
+            resolution: None,
+            resolved_by: None,
+            note: None,
+            requester: None,
+            ticket: None,
+            remove_at: None,
+            resolved_at: None,
+            verified_at: None,
+        }
+    }
+
+    #[test]
+    fn each_operation_is_shown_by_its_own_effect() {
+        let s: BTreeMap<_, _> = [seen("ada", &["VIEW"], false), seen("bob", &[], true)].into();
+        assert!(shows(&task("CREATE_ACCOUNT", "ada", ""), &s, true));
+        assert!(!shows(&task("CREATE_ACCOUNT", "zoe", ""), &s, true));
+        assert!(shows(&task("ADD_ENTITLEMENT", "ada", "VIEW"), &s, true));
+        assert!(!shows(&task("ADD_ENTITLEMENT", "ada", "ADMIN"), &s, true));
+        assert!(shows(&task("REMOVE_ENTITLEMENT", "ada", "ADMIN"), &s, true));
+        assert!(shows(&task("REMOVE_ENTITLEMENT", "zoe", "VIEW"), &s, true));
+        assert!(shows(&task("DISABLE_ACCOUNT", "bob", ""), &s, true));
+        assert!(
+            !shows(&task("DISABLE_ACCOUNT", "bob", ""), &s, false),
+            "no status column, no evidence"
+        );
+        assert!(shows(&task("ENABLE_ACCOUNT", "ada", ""), &s, true));
+        assert!(shows(&task("DELETE_ACCOUNT", "zoe", ""), &s, true));
+        assert!(!shows(&task("UPDATE_ACCOUNT", "ada", ""), &s, true));
+    }
+
+    #[test]
+    fn drift_finds_missing_and_unexpected_known_values() {
+        let known: BTreeSet<_> = [
+            ("groups".to_string(), "VIEW".to_string()),
+            ("groups".into(), "ADMIN".into()),
+        ]
+        .into();
+        let grant = |who: &str, acc: &str, v: &str, active| Grant {
+            identity: who.into(),
+            account: Some(acc.into()),
+            attribute: "groups".into(),
+            value: v.into(),
+            active,
+        };
+        let grants = [
+            grant("ada", "ada@x", "VIEW", true),
+            grant("bob", "bob@x", "VIEW", true),
+            grant("cy", "cy@x", "VIEW", false),
+        ];
+        let s: BTreeMap<_, _> = [
+            seen("ada@x", &["VIEW", "ADMIN", "LUNCH"], false),
+            seen("eve@x", &["ADMIN"], false),
+        ]
+        .into();
+        let d = drift("payroll", &grants, &s, &known);
+        let got: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|d| (d.kind, d.account.as_str(), d.value.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("missing", "bob@x", "VIEW"),
+                ("unexpected", "ada@x", "ADMIN"),
+                ("unexpected", "eve@x", "ADMIN")
+            ]
+        );
+        assert_eq!(d[1].identity.as_deref(), Some("ada"));
+        assert_eq!(d[2].identity, None, "an account provd does not know");
+    }
+}

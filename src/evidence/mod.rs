@@ -1,0 +1,381 @@
+//! Evidence (DESIGN §17): a manual source's own account export, imported, verifies the
+//! tasks whose effect it shows and reveals drift; missing access is repaired through the
+//! normal queue (a manual source's repair is a new task for its owner).
+
+pub mod check;
+pub mod export;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use provd_connector_core::{Entitlement, Operation, template};
+use sha2::{Digest, Sha256};
+
+use crate::clock::to_ms;
+use crate::config::{Config, Source};
+use crate::intake::{Intake, SubmitError};
+use crate::model::{Granted, RequestType, Requester, ValidRequest};
+use crate::store::audit::AccessQuery;
+use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+use crate::store::tasks::TaskFilter;
+use crate::store::{Store, StoreError};
+use check::{Drift, Grant};
+use export::Seen;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// Bad usage or a bad file: nothing stored.
+    #[error("{0}")]
+    Invalid(String),
+    /// A guard refused the file (without --force): nothing stored.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub snapshot: i64,
+    pub rows: usize,
+    /// How the file was read (`CSV, UTF-8`, `xlsx, sheet …`).
+    pub read_as: String,
+    pub verified: Vec<i64>,
+    pub drift: Vec<Drift>,
+    /// Repair requests made for missing access.
+    pub repairs: Vec<String>,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The account key provd expects an identity to have on `source`: the one it recorded,
+/// else the source's `[account] native_id` template, else the identity's id.
+fn account_key(
+    source: &Source,
+    recorded: Option<&str>,
+    identity: Option<&provd_connector_core::Identity>,
+    id: &str,
+) -> String {
+    if let Some(r) = recorded {
+        return r.to_string();
+    }
+    source
+        .manual
+        .as_ref()
+        .and_then(|m| m.account.as_ref())
+        .and_then(|a| a.native_id.as_deref())
+        .zip(identity)
+        .and_then(|(t, i)| template::fill(t, i, template::verbatim).ok())
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// What provd granted on `source`, per identity, with the account key it expects.
+pub async fn grants(
+    store: &Store,
+    config: &Config,
+    source: &Source,
+) -> Result<Vec<Grant>, StoreError> {
+    let holdings = store.holdings(AccessQuery { identity: None }).await?;
+    let ids: Vec<String> = holdings
+        .iter()
+        .map(|h| h.identity.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let dir = crate::intake::Directory::load(config, store, ids).await?;
+    let mut out = Vec::new();
+    for h in holdings.iter().filter(|h| h.state != "revoking") {
+        let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
+        let accounts: BTreeMap<String, String> = h
+            .accounts
+            .as_deref()
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        for g in granted.into_iter().filter(|g| g.source == source.id) {
+            let identity = dir.lookup(&h.identity);
+            out.push(Grant {
+                identity: h.identity.clone(),
+                account: Some(account_key(
+                    source,
+                    accounts.get(&source.id).map(String::as_str),
+                    identity.as_ref(),
+                    &h.identity,
+                )),
+                attribute: g.attribute,
+                value: g.value,
+                active: h.state == "active",
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The (attribute, value) pairs the catalog grants on `source`.
+pub fn known_values(config: &Config, source: &str) -> BTreeSet<(String, String)> {
+    config
+        .catalog
+        .entitlements_of(source)
+        .map(|e| (e.attribute.clone(), e.value.clone()))
+        .collect()
+}
+
+/// Plans a repair for each identity missing access (one request per identity, through
+/// the one intake): the account first if the snapshot lacks it, then the values. An
+/// identity with a job still under way on the source is left alone (the repair would
+/// race it). Returns the repair requests made.
+pub async fn repair(
+    store: &Store,
+    config: &Config,
+    intake: &Intake,
+    source: &str,
+    snapshot: i64,
+    missing: &[Drift],
+    seen: &BTreeMap<String, Seen>,
+) -> Result<Vec<String>, EvidenceError> {
+    let busy: BTreeSet<String> = store
+        .jobs(crate::store::jobs::JobFilter {
+            source: Some(source.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|j| !j.state.is_final())
+        .map(|j| j.identity_id)
+        .collect();
+    let mut per_identity: BTreeMap<String, Vec<&Drift>> = BTreeMap::new();
+    for d in missing.iter().filter(|d| d.kind == "missing") {
+        if let Some(who) = &d.identity
+            && !busy.contains(who)
+        {
+            per_identity.entry(who.clone()).or_default().push(d);
+        }
+    }
+    let dir = crate::intake::Directory::load(config, store, per_identity.keys().cloned().collect())
+        .await?;
+    let mut made = Vec::new();
+    for (who, ds) in per_identity {
+        let Some(identity) = dir.lookup(&who) else {
+            continue;
+        };
+        let mut ops = Vec::new();
+        if !ds.iter().any(|d| seen.contains_key(&d.account)) {
+            ops.push((source.to_string(), Operation::CreateAccount));
+        }
+        ops.extend(ds.iter().map(|d| {
+            (
+                source.to_string(),
+                Operation::AddEntitlement(Entitlement {
+                    attribute: d.attribute.clone(),
+                    value: d.value.clone(),
+                }),
+            )
+        }));
+        let request = ValidRequest {
+            request_type: RequestType::Grant,
+            requested_for: vec![who.clone()],
+            items: Vec::new(),
+            client_metadata: [("repair".to_string(), format!("{source}:#{snapshot}"))].into(),
+            account_ops: Vec::new(),
+            repairs: ops,
+        };
+        let key = format!("repair:{source}:{snapshot}:{who}");
+        let replay = intake
+            .submit_valid(
+                request,
+                [(who.clone(), identity)].into(),
+                &Requester::other("evidence"),
+                Some(&key),
+            )
+            .await
+            .map_err(|e| match e {
+                SubmitError::Store(e) => EvidenceError::Store(e),
+                e => EvidenceError::Invalid(e.to_string()),
+            })?;
+        made.push(replay.accepted().request_id.clone());
+    }
+    Ok(made)
+}
+
+/// One export to import, as `provd accounts import` was given it.
+pub struct ExportFile<'a> {
+    pub source: &'a str,
+    pub bytes: &'a [u8],
+    /// When the export was taken.
+    pub as_of: Timestamp,
+    /// Past the stale and max_drop guards.
+    pub force: bool,
+    pub actor: &'a str,
+}
+
+/// `provd accounts import --source S FILE [--as-of T] [--force]`.
+pub async fn import(
+    store: &Store,
+    config: &Config,
+    intake: &Intake,
+    file: ExportFile<'_>,
+    now: Timestamp,
+) -> Result<Imported, EvidenceError> {
+    let ExportFile {
+        source: source_id,
+        bytes,
+        as_of,
+        force,
+        actor,
+    } = file;
+    let source = config
+        .sources
+        .get(source_id)
+        .ok_or_else(|| EvidenceError::Invalid(format!("--source: no source `{source_id}`")))?;
+    let export = source
+        .manual
+        .as_ref()
+        .and_then(|m| m.export.as_ref())
+        .ok_or_else(|| {
+            EvidenceError::Invalid(format!(
+                "--source: `{source_id}` has no [export] section describing its account export"
+            ))
+        })?;
+    let (rows, read_as) = export::table(bytes).map_err(EvidenceError::Invalid)?;
+    let seen = export::accounts(&rows, export).map_err(|p| EvidenceError::Invalid(p.join("\n")))?;
+    let as_of_ms = to_ms(as_of);
+    if let Some(last) = store.last_snapshot(source_id.to_string()).await?
+        && !force
+    {
+        if as_of_ms < last.as_of {
+            return Err(EvidenceError::Refused(format!(
+                "this export is as of {}, older than the last one ({}); --force takes it anyway",
+                crate::clock::rfc3339_ms(as_of_ms),
+                crate::clock::rfc3339_ms(last.as_of)
+            )));
+        }
+        let drop = crate::config::max_drop(&export.max_drop).unwrap_or(0.2);
+        let floor = (last.rows as f64) * (1.0 - drop);
+        if (seen.len() as f64) < floor {
+            return Err(EvidenceError::Refused(format!(
+                "this export has {} accounts, the last one {}: more than {} fewer; --force takes it anyway",
+                seen.len(),
+                last.rows,
+                export.max_drop
+            )));
+        }
+    }
+    let tasks = store
+        .tasks(TaskFilter {
+            source: Some(source_id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    let verified: Vec<i64> = tasks
+        .iter()
+        .filter(|t| t.verified_at.is_none() && (t.status == "open" || t.status == "done"))
+        .filter(|t| t.created_at <= as_of_ms)
+        .filter(|t| check::shows(t, &seen, export.status.is_some()))
+        .map(|t| t.id)
+        .collect();
+    let mut stored = Vec::with_capacity(seen.len());
+    for s in seen.values() {
+        stored.push(SeenRow {
+            account: s.key.clone(),
+            values: values_json(&s.values)?,
+            disabled: s.disabled,
+        });
+    }
+    let meta = SnapshotMeta {
+        id: 0,
+        source: source_id.to_string(),
+        kind: "import".into(),
+        sha256: Some(sha256(bytes)),
+        rows: seen.len() as i64,
+        as_of: as_of_ms,
+        actor: actor.to_string(),
+        taken_at: to_ms(now),
+    };
+    let snapshot = store
+        .record_snapshot(meta, stored, verified.clone(), to_ms(now))
+        .await?;
+    let drift = check::drift(
+        source_id,
+        &grants(store, config, source).await?,
+        &seen,
+        &known_values(config, source_id),
+    );
+    let repairs = repair(store, config, intake, source_id, snapshot, &drift, &seen).await?;
+    tracing::info!(source = %source_id, snapshot, rows = seen.len(), verified = verified.len(),
+        missing = drift.iter().filter(|d| d.kind == "missing").count(),
+        unexpected = drift.iter().filter(|d| d.kind == "unexpected").count(), actor, "account export imported");
+    Ok(Imported {
+        snapshot,
+        rows: seen.len(),
+        read_as,
+        verified,
+        drift,
+        repairs,
+    })
+}
+
+/// DONE tasks no export has shown within `within` of their answer (DESIGN §17).
+pub fn unverified(
+    tasks: &[crate::store::tasks::Task],
+    within: std::time::Duration,
+    now_ms: i64,
+) -> Vec<&crate::store::tasks::Task> {
+    tasks
+        .iter()
+        .filter(|t| t.status == "done" && t.verified_at.is_none())
+        .filter(|t| {
+            t.resolved_at
+                .is_some_and(|r| r + within.as_millis() as i64 <= now_ms)
+        })
+        .collect()
+}
+
+/// The accounts a source's latest snapshot showed.
+pub async fn latest(store: &Store, source: &str) -> Result<BTreeMap<String, Seen>, StoreError> {
+    let rows = store.seen_accounts(source.to_string()).await?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let values: BTreeSet<(String, String)> = serde_json::from_str(&r.values)
+            .map_err(|e| StoreError::Corrupt(format!("source_accounts {}: {e}", r.account)))?;
+        out.insert(
+            r.account.clone(),
+            Seen {
+                key: r.account,
+                values,
+                disabled: r.disabled,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Drift of every source with a snapshot (or just `only`).
+pub async fn drift(
+    store: &Store,
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<Drift>, StoreError> {
+    let mut out = Vec::new();
+    for s in config
+        .sources
+        .values()
+        .filter(|s| only.is_none_or(|o| o == s.id))
+    {
+        if store.last_snapshot(s.id.clone()).await?.is_none() {
+            continue;
+        }
+        let seen = latest(store, &s.id).await?;
+        out.extend(check::drift(
+            &s.id,
+            &grants(store, config, s).await?,
+            &seen,
+            &known_values(config, &s.id),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,130 @@
+//! Evidence (DESIGN §17): the account exports imported (or read back from a direct
+//! source), the accounts the latest one showed, and the tasks whose effect it showed.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+use super::events::{self, Event};
+use super::{Result, StoreError, sqlite::Sqlite};
+
+/// One import or read-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub id: i64,
+    pub source: String,
+    /// `import` or `readback`.
+    pub kind: String,
+    pub sha256: Option<String>,
+    pub rows: i64,
+    pub as_of: i64,
+    pub actor: String,
+    pub taken_at: i64,
+}
+
+/// One account as a snapshot showed it; `values` is `[[attribute, value], …]` JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRow {
+    pub account: String,
+    pub values: String,
+    pub disabled: bool,
+}
+
+const META: &str = "id, source, kind, sha256, rows, as_of, actor, taken_at";
+
+impl Sqlite {
+    pub fn last_snapshot(&self, source: &str) -> Result<Option<SnapshotMeta>> {
+        self.with(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {META} FROM account_snapshots WHERE source = ? ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([source], |r| {
+                Ok(SnapshotMeta {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    kind: r.get(2)?,
+                    sha256: r.get(3)?,
+                    rows: r.get(4)?,
+                    as_of: r.get(5)?,
+                    actor: r.get(6)?,
+                    taken_at: r.get(7)?,
+                })
+            })
+            .optional()?)
+        })
+    }
+
+    pub fn seen_accounts(&self, source: &str) -> Result<Vec<SeenRow>> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT account, entitlement_values, disabled FROM source_accounts WHERE source = ? ORDER BY account",
+            )?
+            .query_map([source], |r| {
+                Ok(SeenRow {
+                    account: r.get(0)?,
+                    values: r.get(1)?,
+                    disabled: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Records a snapshot in one transaction: it replaces the source's seen accounts, and
+    /// every task in `verify` is verified (an open one resolved as VERIFIED, which ends
+    /// its job when no task is left open). Returns the snapshot's id.
+    pub fn record_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        rows: &[SeenRow],
+        verify: &[i64],
+        now: i64,
+    ) -> Result<i64> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at) VALUES (?,?,?,?,?,?,?)",
+            )?
+            .execute(params![meta.source, meta.kind, meta.sha256, meta.rows, meta.as_of, meta.actor, now])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached("DELETE FROM source_accounts WHERE source = ?")?
+                .execute([&meta.source])?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO source_accounts (source, account, snapshot_id, entitlement_values, disabled) VALUES (?,?,?,?,?)",
+                )?;
+                for r in rows {
+                    ins.execute(params![meta.source, r.account, id, r.values, r.disabled])?;
+                }
+            }
+            let by = format!("{}:#{id}", meta.kind);
+            for task in verify {
+                let status: Option<String> = tx
+                    .prepare_cached("SELECT status FROM tasks WHERE id = ? AND verified_at IS NULL")?
+                    .query_row([task], |r| r.get(0))
+                    .optional()?;
+                match status.as_deref() {
+                    Some("open") => {
+                        super::tasks::resolve_in(&tx, *task, "VERIFIED", &meta.actor, &format!("shown by {by}"), now)?;
+                    }
+                    Some("done") => {
+                        let data = json!({ "task": format!("T{task}"), "by": by });
+                        events::append(&tx, now, &Event { kind: "task_verified", source: Some(&meta.source), data, actor: &meta.actor, ..Default::default() })?;
+                    }
+                    _ => continue,
+                }
+                tx.prepare_cached("UPDATE tasks SET verified_at = ?, verified_by = ? WHERE id = ?")?
+                    .execute(params![now, by, task])?;
+            }
+            let data = json!({ "snapshot": id, "kind": meta.kind, "sha256": meta.sha256, "rows": meta.rows,
+                "asOf": crate::clock::rfc3339_ms(meta.as_of), "verified": verify.len() });
+            events::append(&tx, now, &Event { kind: "accounts_snapshot", source: Some(&meta.source), data, actor: &meta.actor, ..Default::default() })?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+}
+
+/// `[[attribute, value], …]` as stored.
+pub fn values_json(values: &std::collections::BTreeSet<(String, String)>) -> Result<String> {
+    serde_json::to_string(values).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

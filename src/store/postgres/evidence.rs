@@ -1,0 +1,152 @@
+//! Evidence on PostgreSQL (same rules as SQLite's `store/evidence.rs`).
+
+use serde_json::json;
+
+use super::Postgres;
+use crate::store::Result;
+use crate::store::events::Event;
+use crate::store::evidence::{SeenRow, SnapshotMeta};
+use crate::store::roles::{BoxFuture, Evidence};
+use crate::store::tasks::TaskAnswer;
+
+impl Evidence for Postgres {
+    fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let r = c
+                .query_opt(
+                    "SELECT id, source, kind, sha256, rows, as_of, actor, taken_at FROM account_snapshots
+                     WHERE source = $1 ORDER BY id DESC LIMIT 1",
+                    &[&source],
+                )
+                .await?;
+            Ok(r.map(|r| SnapshotMeta {
+                id: r.get(0),
+                source: r.get(1),
+                kind: r.get(2),
+                sha256: r.get(3),
+                rows: r.get(4),
+                as_of: r.get(5),
+                actor: r.get(6),
+                taken_at: r.get(7),
+            }))
+        })
+    }
+
+    fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT account, entitlement_values, disabled FROM source_accounts WHERE source = $1 ORDER BY account",
+                    &[&source],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| SeenRow {
+                    account: r.get(0),
+                    values: r.get(1),
+                    disabled: r.get::<_, i64>(2) != 0,
+                })
+                .collect())
+        })
+    }
+
+    fn record_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        rows: Vec<SeenRow>,
+        verify: Vec<i64>,
+        now: i64,
+    ) -> BoxFuture<Result<i64>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING id",
+                    &[&meta.source, &meta.kind, &meta.sha256, &meta.rows, &meta.as_of, &meta.actor, &now],
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                "DELETE FROM source_accounts WHERE source = $1",
+                &[&meta.source],
+            )
+            .await?;
+            let ins = tx
+                .prepare(
+                    "INSERT INTO source_accounts (source, account, snapshot_id, entitlement_values, disabled) VALUES ($1,$2,$3,$4,$5)",
+                )
+                .await?;
+            for r in &rows {
+                tx.execute(
+                    &ins,
+                    &[
+                        &meta.source,
+                        &r.account,
+                        &id,
+                        &r.values,
+                        &i64::from(r.disabled),
+                    ],
+                )
+                .await?;
+            }
+            let by = format!("{}:#{id}", meta.kind);
+            for task in &verify {
+                let status: Option<String> = tx
+                    .query_opt(
+                        "SELECT status FROM tasks WHERE id = $1 AND verified_at IS NULL FOR UPDATE",
+                        &[task],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                match status.as_deref() {
+                    Some("open") => {
+                        let answer = TaskAnswer {
+                            task: *task,
+                            resolution: "VERIFIED".into(),
+                            resolved_by: meta.actor.clone(),
+                            note: format!("shown by {by}"),
+                        };
+                        super::tasks::resolve_in(&tx, &answer, now).await?;
+                    }
+                    Some("done") => {
+                        let data = json!({ "task": format!("T{task}"), "by": by });
+                        let e = Event {
+                            kind: "task_verified",
+                            source: Some(&meta.source),
+                            data,
+                            actor: &meta.actor,
+                            ..Default::default()
+                        };
+                        super::audit::append(&tx, now, &e).await?;
+                    }
+                    _ => continue,
+                }
+                tx.execute(
+                    "UPDATE tasks SET verified_at = $1, verified_by = $2 WHERE id = $3",
+                    &[&now, &by, task],
+                )
+                .await?;
+            }
+            let data = json!({ "snapshot": id, "kind": meta.kind, "sha256": meta.sha256, "rows": meta.rows,
+                "asOf": crate::clock::rfc3339_ms(meta.as_of), "verified": verify.len() });
+            let e = Event {
+                kind: "accounts_snapshot",
+                source: Some(&meta.source),
+                data,
+                actor: &meta.actor,
+                ..Default::default()
+            };
+            super::audit::append(&tx, now, &e).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+}

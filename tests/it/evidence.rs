@@ -1,0 +1,265 @@
+//! Evidence on a manual source (DESIGN §17): the source's own account export verifies the
+//! tasks whose effect it shows, finds missing and unexpected access, and reopens work for
+//! what is missing; stale and much shorter exports are refused.
+
+use serde_json::{Value, json};
+
+use crate::flow::{grant, submit};
+use crate::harness::{Env, eventually, wait};
+use provd::store::tasks::{Task, TaskFilter};
+
+fn with_export(env: &Env) {
+    let path = env.path().join("sources/flat.toml");
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "[export]\nkey = \"employee_id\"\nentitlements = { column = \"roles\" }\nstatus = { column = \"state\", disabled = [\"inactive\"] }\nverify_within = \"1s\"\nmax_drop = \"20%\"\n";
+    std::fs::write(path, text).unwrap();
+}
+
+/// An export: the given accounts plus eight of the source's own that provd never granted.
+fn export(env: &Env, name: &str, rows: &[(&str, &str)]) -> String {
+    let mut text = String::from("employee_id,name,roles,state\r\n");
+    for (key, roles) in rows {
+        text.push_str(&format!("{key},Someone,{roles},active\r\n"));
+    }
+    for i in 0..8 {
+        text.push_str(&format!("svc{i}@example.com,Service {i},LUNCH,active\r\n"));
+    }
+    let path = env.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn tasks(env: &Env) -> Vec<Task> {
+    wait(env.store().tasks(TaskFilter::default())).unwrap()
+}
+
+fn of<'a>(all: &'a [Task], who: &str, op: &str) -> Vec<&'a Task> {
+    all.iter()
+        .filter(|t| t.identity_id == who && t.operation == op)
+        .collect()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn an_export_verifies_reports_drift_reopens_work_and_guards_itself() {
+    let env = Env::new();
+    with_export(&env);
+    let _agent = env.start().await;
+    submit(&env, grant("ada", "ENTITLEMENT", "ent-view"));
+    submit(&env, grant("grace", "ENTITLEMENT", "ent-view"));
+    let store = env.store();
+    eventually(15, "four open tasks", || {
+        let t = wait(store.tasks(TaskFilter {
+            open_only: true,
+            ..Default::default()
+        }))
+        .unwrap();
+        async move { (t.len() == 4).then_some(()) }
+    })
+    .await;
+
+    // The export shows ada's account with VIEW, grace's account without it: three of the
+    // four tasks' effects, with no owner answer at all.
+    let first = export(
+        &env,
+        "export1.csv",
+        &[("ada@example.com", "VIEW"), ("grace@example.com", "")],
+    );
+    let out = env.cli(&["accounts", "import", "--source", "flat", &first]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("10 account(s) read (CSV, UTF-8), 3 task(s) verified"),
+        "{}",
+        stdout(&out)
+    );
+    let all = tasks(&env);
+    for t in of(&all, "ada", "CREATE_ACCOUNT")
+        .into_iter()
+        .chain(of(&all, "ada", "ADD_ENTITLEMENT"))
+        .chain(of(&all, "grace", "CREATE_ACCOUNT"))
+    {
+        assert_eq!(
+            (t.status.as_str(), t.verified_at.is_some()),
+            ("done", true),
+            "{t:?}"
+        );
+    }
+    let grace_add = of(&all, "grace", "ADD_ENTITLEMENT")[0].clone();
+    assert_eq!(grace_add.status, "open", "not shown: still the owner's");
+    let access: Value = serde_json::from_slice(
+        &env.cli(&["access", "list", "--identity", "ada", "--format", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        access[0]["state"], "active",
+        "ada's job ended on evidence alone: {access}"
+    );
+    let csv = stdout(&env.cli(&["tasks", "export", "--status", "all"]));
+    assert_eq!(csv.matches(",VERIFIED,").count(), 3, "{csv}");
+
+    // The owner says DONE for grace, but no export shows it: unverified after verify_within.
+    wait(store.resolve_task(
+        grace_add.id,
+        "DONE".into(),
+        "owner".into(),
+        String::new(),
+        provd::clock::to_ms(jiff::Timestamp::now()),
+    ))
+    .unwrap();
+    let listed = eventually(10, "grace's task listed as unverified", || {
+        let out = stdout(&env.cli(&["tasks", "list", "--unverified"]));
+        async move { out.contains(&format!("T{}", grace_add.id)).then_some(out) }
+    })
+    .await;
+    assert_eq!(listed.lines().count(), 2, "only that one: {listed}");
+
+    // ada's row removed out of band, an account provd never granted appears: missing and
+    // unexpected; the missing access is a new task for the owner.
+    let second = export(
+        &env,
+        "export2.csv",
+        &[("grace@example.com", "VIEW"), ("eve@example.com", "VIEW")],
+    );
+    let out = env.cli(&["accounts", "import", "--source", "flat", &second]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("drift: 1 missing, 1 unexpected; 1 repair request(s) made"),
+        "{}",
+        stdout(&out)
+    );
+    let drift: Value =
+        serde_json::from_slice(&env.cli(&["drift", "--format", "json"]).stdout).unwrap();
+    let kinds: Vec<(String, String)> = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().into(),
+                d["account"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("missing".into(), "ada@example.com".into()),
+            ("unexpected".into(), "eve@example.com".into())
+        ],
+        "{drift}"
+    );
+    let reopened = eventually(15, "a task reopened for ada", || {
+        let t = tasks(&env);
+        async move {
+            let open: Vec<String> = t
+                .iter()
+                .filter(|t| t.identity_id == "ada" && t.status == "open")
+                .map(|t| t.operation.clone())
+                .collect();
+            (open.len() == 2).then_some(open)
+        }
+    })
+    .await;
+    assert_eq!(reopened, ["CREATE_ACCOUNT", "ADD_ENTITLEMENT"]);
+    let grace_add = tasks(&env)
+        .into_iter()
+        .find(|t| t.id == grace_add.id)
+        .unwrap();
+    assert!(
+        grace_add.verified_at.is_some(),
+        "a DONE task is verified by a later export"
+    );
+
+    // Guards: an older export, and one far shorter than the last, are refused; --force
+    // takes them. Nothing is stored by a refusal.
+    let snapshots = env.count("account_snapshots");
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "flat",
+        &second,
+        "--as-of",
+        "2020-01-01",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("older than the last one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short = env.path().join("short.csv");
+    std::fs::write(
+        &short,
+        "employee_id,roles,state\ngrace@example.com,VIEW,active\n",
+    )
+    .unwrap();
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "flat",
+        short.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 accounts, the last one 10"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("account_snapshots"), snapshots);
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "flat",
+        short.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A bad file names its cell and stores nothing.
+    let bad = env.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "employee_id,roles,state\nada@example.com,VIEW,active\nada@example.com,VIEW,active\n",
+    )
+    .unwrap();
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "flat",
+        bad.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("row 3, column A (employee_id): key `ada@example.com` appears twice"),
+        "{err}"
+    );
+    assert_eq!(env.count("account_snapshots"), snapshots + 1);
+    let events: Vec<String> = env.events().iter().map(|e| e.kind.clone()).collect();
+    assert!(
+        events.iter().filter(|k| *k == "accounts_snapshot").count() == 3,
+        "{events:?}"
+    );
+    let _ = json!({});
+}
