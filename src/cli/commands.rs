@@ -199,6 +199,11 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             ))
         }
         Command::Accounts(cmd) => super::evidence::accounts(&load(cli)?, cmd).await,
+        Command::Reconcile {
+            source,
+            fix,
+            format,
+        } => super::evidence::reconcile(&load(cli)?, source, *fix, format).await,
         Command::Drift { source, format } => {
             super::evidence::drift(&load(cli)?, source.as_deref(), format).await
         }

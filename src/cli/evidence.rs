@@ -119,3 +119,52 @@ pub(super) async fn drift(config: &Config, source: Option<&str>, f: &str) -> Res
         .map_err(failed)?;
     print(&drift, f)
 }
+
+pub(super) async fn reconcile(
+    config: &Config,
+    source: &str,
+    fix: bool,
+    f: &str,
+) -> Result<(), CliError> {
+    let f = format(f, &[Format::Table, Format::Json, Format::Csv])?;
+    let connectors = crate::connectors::build(config).map_err(|p| {
+        CliError::Invalid(
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let connector = connectors.get(source).cloned().ok_or_else(|| {
+        CliError::Invalid(format!(
+            "--source: `{source}` is not a direct source (LDAP, SCIM or REST); a manual source's evidence is `provd accounts import`"
+        ))
+    })?;
+    let store = open(config).await?;
+    let intake = cli_intake(config, &store);
+    let actor = crate::model::Requester::cli(&super::user()).name;
+    let ctx = crate::evidence::reconcile::Ctx {
+        store: &store,
+        config,
+        intake: &intake,
+        connector,
+        actor: &actor,
+    };
+    let done = crate::evidence::reconcile::reconcile(&ctx, source, fix, SystemClock.now())
+        .await
+        .map_err(|e| match e {
+            EvidenceError::Store(e) => failed(e),
+            e => CliError::Failed(e.to_string()),
+        })?;
+    let missing = done.drift.iter().filter(|d| d.kind == "missing").count();
+    eprintln!(
+        "read-back #{} of {source}: {} account(s) in {} ms, {} gone; drift: {missing} missing, {} unexpected; {} repair request(s) made",
+        done.snapshot,
+        done.accounts,
+        done.elapsed.as_millis(),
+        done.gone,
+        done.drift.len() - missing,
+        done.repairs.len()
+    );
+    print(&done.drift, f)
+}

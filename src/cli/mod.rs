@@ -78,6 +78,17 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Read back every account provd manages on a direct source (LDAP, SCIM) and report
+    /// drift; --fix plans repair jobs for missing access through the normal queue.
+    Reconcile {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        fix: bool,
+        /// table, json or csv (the drift)
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// The pre-approval policy (agent.policy) SailPoint's triggers are answered with.
     #[command(subcommand)]
     Policy(PolicyCommand),

@@ -305,6 +305,10 @@ pub struct SourceCommon {
     /// Retry overrides.
     #[serde(default)]
     pub retry: Option<RetrySection>,
+    /// A direct source: read back every account provd manages this often and report
+    /// drift (DESIGN §17); none, and only `provd reconcile` does.
+    #[serde(default)]
+    pub reconcile_every: Option<Dur>,
 }
 
 /// The connector part of a `type = "manual"` source.

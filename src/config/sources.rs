@@ -61,6 +61,8 @@ pub struct Source {
     /// Attribute sync: account attribute -> template, re-rendered when the identity
     /// changes (`[account] sync`).
     pub sync: BTreeMap<String, String>,
+    /// How often the agent reconciles this (direct) source (DESIGN §17).
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 impl Source {
@@ -127,7 +129,7 @@ fn walk(table: &toml::Table, prefix: &str, f: &mut dyn FnMut(&str, &toml::Value)
     }
 }
 
-const COMMON_KEYS: [&str; 4] = ["id", "type", "owner", "retry"];
+const COMMON_KEYS: [&str; 5] = ["id", "type", "owner", "retry", "reconcile_every"];
 
 /// An "unknown field" error lists only the keys of the part of the file that refused it
 /// (the connector's own); a source file also takes the common keys and, for HTTP
@@ -334,6 +336,7 @@ fn load_one(
         id: common.id,
         kind,
         owner: common.owner,
+        reconcile_every: common.reconcile_every.map(|d| d.0),
         file: file.to_path_buf(),
         breaker: breaker_policy(breaker_defaults, &section),
         retry,

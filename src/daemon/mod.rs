@@ -191,7 +191,7 @@ pub async fn run(
     let dispatcher = Dispatcher::new(
         store.clone(),
         current.clone(),
-        connectors,
+        connectors.clone(),
         clock.clone(),
         owner.clone(),
         wake.clone(),
@@ -230,6 +230,20 @@ pub async fn run(
             stopped(),
         ))
     });
+    // Scheduled read-backs use the connectors of the start (a reload's new ones reach
+    // dispatch; a changed reconcile_every needs a restart).
+    let reconcile_task = tokio::spawn(crate::evidence::reconcile::run(
+        crate::evidence::reconcile::Scheduled {
+            store: store.clone(),
+            live: current.clone(),
+            connectors: connectors.clone(),
+            intake: intake.clone(),
+            clock: clock.clone(),
+            leading: leading.clone(),
+            agent: crate::model::agent_actor(&config.agent.name),
+        },
+        stopped(),
+    ));
     let mail_task = tokio::spawn(crate::mail::run(
         store.clone(),
         current.clone(),
@@ -262,6 +276,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
     let _ = mail_task.await;
+    let _ = reconcile_task.await;
     if let Some(t) = callback_task {
         let _ = t.await;
     }

@@ -525,8 +525,13 @@ impl Dispatcher {
                     }
                     found_existing = matches!(outcome, Outcome::Correlated { .. });
                     if let Some(detail) = outcome.detail() {
-                        tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source,
-                            identity = %job.identity_id, op = %op.kind(), outcome = outcome.as_str(), detail = %detail, "account created at another DN");
+                        if matches!(outcome, Outcome::Recreated { .. }) {
+                            tracing::warn!(request_id = %job.request_id, job_id = job.id, source = %job.source,
+                                identity = %job.identity_id, op = %op.kind(), outcome = outcome.as_str(), detail = %detail, "account was gone: created again");
+                        } else {
+                            tracing::info!(request_id = %job.request_id, job_id = job.id, source = %job.source,
+                                identity = %job.identity_id, op = %op.kind(), outcome = outcome.as_str(), detail = %detail, "account created at another DN");
+                        }
                     }
                     let mut closed = false;
                     self.breaker(&job.source, |b, _| closed = b.on_success());

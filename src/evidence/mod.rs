@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod export;
+pub mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet};
 

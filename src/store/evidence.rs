@@ -32,6 +32,16 @@ pub struct SeenRow {
 const META: &str = "id, source, kind, sha256, rows, as_of, actor, taken_at";
 
 impl Sqlite {
+    pub fn managed_accounts(&self, source: &str) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT identity_id, native_id FROM accounts WHERE source = ? AND native_id IS NOT NULL ORDER BY identity_id",
+            )?
+            .query_map([source], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     pub fn last_snapshot(&self, source: &str) -> Result<Option<SnapshotMeta>> {
         self.with(|c| {
             Ok(c.prepare_cached(&format!(

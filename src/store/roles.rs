@@ -447,6 +447,8 @@ pub trait Triggers: Send + Sync {
 
 /// Evidence (DESIGN §17): account exports and read-backs, and what they showed.
 pub trait Evidence: Send + Sync {
+    /// (identity, native id) of every account provd knows on `source`.
+    fn managed_accounts(&self, source: String) -> BoxFuture<Result<Vec<(String, String)>>>;
     fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>>;
     fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>>;
     /// Stores a snapshot (replacing the source's seen accounts) and verifies `verify`, in

@@ -263,3 +263,185 @@ async fn an_export_verifies_reports_drift_reopens_work_and_guards_itself() {
     );
     let _ = json!({});
 }
+
+fn drift_of(env: &Env, source: &str) -> Vec<(String, String, String)> {
+    let out = env.cli(&["reconcile", "--source", source, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["identity"].as_str().unwrap_or("").to_string(),
+                d["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for every job of the repair requests a `--fix` made to end well.
+async fn fixed(env: &Env, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = env.store();
+    eventually(20, "the repair jobs succeeded", || {
+        let jobs = wait(store.jobs(provd::store::jobs::JobFilter::default())).unwrap();
+        async move {
+            jobs.iter()
+                .all(|j| j.state == provd::store::JobState::Succeeded)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ldap_reconcile_finds_a_deleted_entry_and_a_hand_added_member_and_fix_repairs() {
+    use crate::ldap::{GIT, VPN, ldap_env};
+    let slapd = crate::slapd::Slapd::start().await;
+    let env = ldap_env(&slapd.url(), "", &[]);
+    let mut agent = env.start().await;
+    for who in ["ada", "bob"] {
+        let rid = submit(&env, grant(who, "ENTITLEMENT", "ent-vpn"));
+        crate::flow::all_succeeded(&crate::flow::settled(&env, &rid).await);
+    }
+    // The directory came with ada in `solo`, which provd never granted.
+    let solo = "cn=solo,ou=groups,dc=example,dc=com";
+    assert_eq!(
+        drift_of(&env, "corp"),
+        [("unexpected".into(), "ada".into(), solo.into())]
+    );
+
+    let ada = "uid=ada,ou=people,dc=example,dc=com";
+    let bob = "uid=bob,ou=people,dc=example,dc=com";
+    slapd.ldapadd(&format!("dn: {ada}\nchangetype: delete\n"));
+    slapd.ldapadd(&format!(
+        "dn: {GIT}\nchangetype: modify\nadd: member\nmember: {bob}\n"
+    ));
+    assert_eq!(
+        drift_of(&env, "corp"),
+        [
+            ("missing".into(), "ada".into(), VPN.into()),
+            ("unexpected".into(), "bob".into(), GIT.into())
+        ]
+    );
+    fixed(&env, &env.cli(&["reconcile", "--source", "corp", "--fix"])).await;
+    assert_eq!(
+        slapd.search(ada, "(objectClass=*)").await.len(),
+        1,
+        "ada's entry made again"
+    );
+    assert_eq!(
+        drift_of(&env, "corp"),
+        [
+            ("unexpected".into(), "ada".into(), solo.into()),
+            ("unexpected".into(), "bob".into(), GIT.into())
+        ],
+        "missing repaired; unexpected access is reported, never removed by --fix"
+    );
+
+    // A grant to an identity whose entry was deleted by hand re-creates it first (after a
+    // restart: the agent no longer remembers having just created it).
+    agent.signal_and_wait("TERM", 15).await;
+    let _agent = env.start().await;
+    slapd.ldapadd(&format!("dn: {bob}\nchangetype: delete\n"));
+    let rid = submit(&env, grant("bob", "ENTITLEMENT", "ent-solo"));
+    let jobs = crate::flow::settled(&env, &rid).await;
+    crate::flow::all_succeeded(&jobs);
+    assert_eq!(
+        slapd.search(bob, "(objectClass=*)").await.len(),
+        1,
+        "bob's entry made again"
+    );
+    let events = env.cli(&[
+        "audit",
+        "--job",
+        &jobs[0].id.to_string(),
+        "--format",
+        "json",
+    ]);
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["outcome"] == "recreated"),
+        "an audit event says the account was made again: {events}"
+    );
+}
+
+#[tokio::test]
+async fn scim_reconcile_finds_a_deleted_user_and_a_hand_added_member_and_a_grant_recreates() {
+    use crate::scim::{TOKEN, env_with_token, user};
+    let scim = crate::httpservers::Scim::start(TOKEN).await;
+    let eng = scim.group("engineers").await;
+    let ops = scim.group("ops").await;
+    let env = env_with_token(&scim.base(), TOKEN);
+    let mut agent = env.start().await;
+    for who in ["ada", "bob"] {
+        let rid = submit(&env, grant(who, "ENTITLEMENT", "ent-eng"));
+        crate::flow::all_succeeded(&crate::flow::settled(&env, &rid).await);
+    }
+    assert!(drift_of(&env, "saas").is_empty());
+    let ada = user(&scim, "ada").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = user(&scim, "bob").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scim.by_hand("DELETE", &format!("/Users/{ada}"), None).await;
+    scim.by_hand(
+        "PATCH",
+        &format!("/Groups/{ops}"),
+        Some(
+            json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "add", "path": "members", "value": [{ "value": bob }] }] }),
+        ),
+    )
+    .await;
+    assert_eq!(
+        drift_of(&env, "saas"),
+        [
+            ("missing".into(), "ada".into(), "engineers".into()),
+            ("unexpected".into(), "bob".into(), "ops".into())
+        ]
+    );
+    fixed(&env, &env.cli(&["reconcile", "--source", "saas", "--fix"])).await;
+    let again = user(&scim, "ada").await;
+    assert_eq!(again.len(), 1, "ada made again");
+    let new_id = again[0]["id"].as_str().unwrap().to_string();
+    assert!(scim.members(&eng).await.contains(&new_id));
+    assert_eq!(
+        drift_of(&env, "saas"),
+        [("unexpected".into(), "bob".into(), "ops".into())]
+    );
+
+    // A grant whose user was deleted: 404, unlinked, created again, then added.
+    agent.signal_and_wait("TERM", 15).await;
+    let _agent = env.start().await;
+    scim.by_hand("DELETE", &format!("/Users/{bob}"), None).await;
+    let rid = submit(&env, grant("bob", "ENTITLEMENT", "ent-vpn"));
+    crate::flow::all_succeeded(&crate::flow::settled(&env, &rid).await);
+    let b = user(&scim, "bob").await;
+    assert_eq!(b.len(), 1, "bob made again");
+    assert_eq!(b[0]["entitlements"][0]["value"], "vpn");
+    assert_eq!(
+        wait(env.store().native_id("bob".into(), "saas".into()))
+            .unwrap()
+            .as_deref(),
+        b[0]["id"].as_str(),
+        "provd follows the new id"
+    );
+}

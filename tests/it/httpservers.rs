@@ -112,6 +112,21 @@ impl Scim {
         r.json().await.unwrap()
     }
 
+    /// A change made by hand on the server (DELETE, or PATCH with `body`).
+    pub async fn by_hand(&self, method: &str, path: &str, body: Option<serde_json::Value>) {
+        let c = crate::harness::client();
+        let url = format!("{}{path}", self.base());
+        let req = match method {
+            "DELETE" => c.delete(url),
+            _ => c
+                .patch(url)
+                .header("content-type", "application/scim+json")
+                .body(body.unwrap_or_default().to_string()),
+        };
+        let r = req.bearer_auth(&self.token).send().await.unwrap();
+        assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+    }
+
     pub async fn get(&self, path: &str) -> serde_json::Value {
         let r = crate::harness::client()
             .get(format!("{}{path}", self.base()))

@@ -7,7 +7,7 @@ use crate::flow::{all_succeeded, custom_env, grant, job_in, revoke, settled, sub
 use crate::harness::Env;
 use crate::httpservers::{Scim, TokenServer, TooMany};
 
-const TOKEN: &str = "scim-T0ken-9f8e7d6c5b4a";
+pub const TOKEN: &str = "scim-T0ken-9f8e7d6c5b4a";
 
 /// A SCIM source file; `auth` is the token or [oauth] part.
 fn source(base: &str, auth: &str) -> String {
@@ -60,7 +60,7 @@ id = "ap-b"
 entitlements = ["ent-eng"]
 "#;
 
-fn env_with_token(base: &str, token: &str) -> Env {
+pub fn env_with_token(base: &str, token: &str) -> Env {
     let env = custom_env(
         &[("saas.toml", source(base, "token_file = \"../scim-token\""))],
         CATALOG,
@@ -69,7 +69,7 @@ fn env_with_token(base: &str, token: &str) -> Env {
     env
 }
 
-async fn user(scim: &Scim, name: &str) -> Vec<Value> {
+pub async fn user(scim: &Scim, name: &str) -> Vec<Value> {
     let r = scim
         .get(&format!("/Users?filter=userName%20eq%20%22{name}%22"))
         .await;

@@ -79,6 +79,24 @@ pub trait Connector: Send + Sync {
         })
     }
 
+    /// Reads back what the source holds for an account (DESIGN §17): None when there is
+    /// no such account; else which of `candidates` (the catalog's values on this source)
+    /// it has, and whether it is disabled (None: the source cannot tell).
+    fn read_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        candidates: &'a [Entitlement],
+    ) -> BoxFuture<'a, Result<Option<ReadBack>, ConnectorError>> {
+        let _ = (identity, native_id, candidates);
+        Box::pin(async {
+            Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "this source's connector cannot read accounts back",
+            ))
+        })
+    }
+
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
@@ -90,6 +108,14 @@ pub trait Connector: Send + Sync {
         let _ = identities;
         Box::pin(async {})
     }
+}
+
+/// An account as read back from its source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// The candidates the account has.
+    pub values: Vec<Entitlement>,
+    pub disabled: Option<bool>,
 }
 
 /// Hands one operation to the method of its kind.

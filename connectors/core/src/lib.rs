@@ -6,6 +6,7 @@
 //! Connectors know nothing of provd's store, queue or retry policy: the dispatcher hands
 //! them one operation at a time and decides what to do with the answer.
 
+pub mod confirmed;
 mod connector;
 pub mod duration;
 mod error;
@@ -15,7 +16,7 @@ mod operation;
 pub mod redact;
 pub mod template;
 
-pub use connector::{BoxFuture, Connector, apply};
+pub use connector::{BoxFuture, Connector, ReadBack, apply};
 pub use error::{
     ConnectorError, ErrorClass, classify_http_status, classify_io, classify_ldap_code,
 };

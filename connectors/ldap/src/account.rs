@@ -19,7 +19,7 @@ use crate::{LdapConnector, template_error};
 const AD_CN_MAX: usize = 64;
 
 /// Reads one entry's attributes; None when there is no entry at `dn`.
-async fn read(
+pub(crate) async fn read(
     ldap: &mut Ldap,
     dn: &str,
     attrs: Vec<&str>,
@@ -48,7 +48,7 @@ fn fold(v: &str) -> String {
 }
 
 /// Does the entry hold `value` in `attr`?
-fn holds(entry: &SearchEntry, attr: &str, value: &str) -> bool {
+pub(crate) fn holds(entry: &SearchEntry, attr: &str, value: &str) -> bool {
     let want = fold(value);
     entry
         .attrs

@@ -14,6 +14,7 @@ mod error;
 pub mod escape;
 mod pool;
 mod prefetch;
+mod readback;
 pub mod settings;
 mod tls;
 
@@ -47,6 +48,8 @@ pub struct LdapConnector {
     redactor: Arc<Redactor>,
     /// The source's id (for a delivery command's environment).
     source: String,
+    /// Entries known to exist lately (an add right after a create needs no second look).
+    confirmed: provd_connector_core::confirmed::Confirmed,
 }
 
 /// Parses and validates the settings without reading secrets or connecting (`provd check`).
@@ -132,14 +135,15 @@ impl LdapConnector {
             pool,
             op_timeout,
             prefetched: prefetch::Cache::default(),
+            confirmed: Default::default(),
         })
     }
 
     /// Whatever the server said, without the bind password.
-    fn scrubbed<'a>(
+    fn scrubbed<'a, T>(
         &'a self,
-        call: impl Future<Output = Result<Outcome, ConnectorError>> + Send + 'a,
-    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        call: impl Future<Output = Result<T, ConnectorError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, ConnectorError>> {
         Box::pin(async move { call.await.map_err(|e| e.redacted(&self.redactor)) })
     }
 
@@ -354,6 +358,25 @@ impl LdapConnector {
         e: &Entitlement,
         add: bool,
     ) -> Result<Outcome, ConnectorError> {
+        if add {
+            // An entry deleted by hand is made again first (DESIGN §17).
+            let (nid, recreated) = self.ensure_account(identity, native_id).await?;
+            let out = self.change(identity, nid.as_deref(), e, true).await?;
+            return Ok(match (recreated, nid) {
+                (true, Some(dn)) => Self::recreated(out, dn),
+                _ => out,
+            });
+        }
+        self.change(identity, native_id, e, false).await
+    }
+
+    async fn change(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        e: &Entitlement,
+        add: bool,
+    ) -> Result<Outcome, ConnectorError> {
         if e.attribute == "groups" {
             let member = self.member_value(identity, native_id)?;
             self.change_value(
@@ -549,7 +572,22 @@ impl Connector for LdapConnector {
         &'a self,
         identity: &'a Identity,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        self.scrubbed(self.create(identity))
+        self.scrubbed(async move {
+            let out = self.create(identity).await?;
+            if let Some(dn) = out.native_id() {
+                self.confirmed.note(dn);
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        candidates: &'a [Entitlement],
+    ) -> BoxFuture<'a, Result<Option<provd_connector_core::ReadBack>, ConnectorError>> {
+        self.scrubbed(self.read_back(identity, native_id, candidates))
     }
 
     fn add_entitlement<'a>(

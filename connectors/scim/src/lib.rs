@@ -7,6 +7,7 @@
 //! PATCH on the group; the group's id is looked up once and cached. Membership is read
 //! first so that adding what is there and removing what is not report `Unchanged`.
 
+mod readback;
 pub mod resource;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +98,8 @@ pub struct ScimConnector {
     s: ScimSettings,
     http: HttpClient,
     group_ids: Mutex<HashMap<String, String>>,
+    /// Users known to exist lately (DESIGN §17: an add checks the user first).
+    confirmed: provd_connector_core::confirmed::Confirmed,
 }
 
 fn template_error(e: TemplateError) -> ConnectorError {
@@ -130,6 +133,7 @@ impl ScimConnector {
             s,
             http,
             group_ids: Mutex::new(HashMap::new()),
+            confirmed: Default::default(),
         })
     }
 
@@ -439,7 +443,13 @@ impl Connector for ScimConnector {
         &'a self,
         identity: &'a Identity,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.create(identity))
+        Box::pin(async move {
+            let out = self.create(identity).await?;
+            if let Some(id) = out.native_id() {
+                self.confirmed.note(id);
+            }
+            Ok(out)
+        })
     }
 
     fn add_entitlement<'a>(
@@ -448,7 +458,23 @@ impl Connector for ScimConnector {
         native_id: Option<&'a str>,
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
-        Box::pin(self.membership(identity, native_id, e, true))
+        Box::pin(async move {
+            let (id, recreated) = self.ensure_user(identity, native_id).await?;
+            let out = self.membership(identity, id.as_deref(), e, true).await?;
+            Ok(match (recreated, id) {
+                (true, Some(id)) => Self::recreated(out, id),
+                _ => out,
+            })
+        })
+    }
+
+    fn read_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        candidates: &'a [Entitlement],
+    ) -> BoxFuture<'a, Result<Option<provd_connector_core::ReadBack>, ConnectorError>> {
+        Box::pin(self.read_back(identity, native_id, candidates))
     }
 
     fn remove_entitlement<'a>(

@@ -10,6 +10,19 @@ use crate::store::roles::{BoxFuture, Evidence};
 use crate::store::tasks::TaskAnswer;
 
 impl Evidence for Postgres {
+    fn managed_accounts(&self, source: String) -> BoxFuture<Result<Vec<(String, String)>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT identity_id, native_id FROM accounts WHERE source = $1 AND native_id IS NOT NULL ORDER BY identity_id",
+                    &[&source],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
     fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
         let me = self.clone();
         Box::pin(async move {

@@ -257,6 +257,9 @@ impl Tasks for Sqlite {
 }
 
 impl Evidence for Sqlite {
+    fn managed_accounts(&self, source: String) -> BoxFuture<Result<Vec<(String, String)>>> {
+        blocking!(self, |s| s.managed_accounts(&source))
+    }
     fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
         blocking!(self, |s| s.last_snapshot(&source))
     }

@@ -1,0 +1,143 @@
+//! Evidence (DESIGN §17): reading an account back (the entry, its values, its group
+//! memberships), and making sure an account still exists before it is given something —
+//! an entry deleted by hand would otherwise be left as a group member pointing at nothing.
+
+use ldap3::Scope;
+use provd_connector_core::{ConnectorError, Entitlement, Identity, Outcome, ReadBack};
+
+use crate::account::{holds, read};
+use crate::error::{from_ldap, from_result};
+use crate::escape::{filter_value, split_dn};
+use crate::{LdapConnector, settings};
+
+impl LdapConnector {
+    /// Whether the entry at `dn` exists (one base-scope read unless confirmed lately).
+    async fn exists(&self, dn: &str) -> Result<bool, ConnectorError> {
+        if self.confirmed.recent(dn) {
+            return Ok(true);
+        }
+        let found = self
+            .run("read account", |mut ldap| {
+                let dn = dn.to_string();
+                async move { read(&mut ldap, &dn, vec!["1.1"]).await }
+            })
+            .await?
+            .is_some();
+        if found {
+            self.confirmed.note(dn);
+        }
+        Ok(found)
+    }
+
+    /// Before an add: the account, created again if it was deleted out of band. Returns
+    /// the native id to use and whether it had to be re-created.
+    pub(crate) async fn ensure_account(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<(Option<String>, bool), ConnectorError> {
+        let dn = self.account_dn(identity, native_id)?;
+        if self.exists(&dn).await? {
+            return Ok((native_id.map(str::to_string), false));
+        }
+        let made = self.create(identity).await?;
+        let new = made.native_id().map(str::to_string).unwrap_or(dn);
+        self.confirmed.note(&new);
+        tracing::warn!(source = %self.source, identity = %identity.id, native_id = %new,
+            "account was gone (deleted out of band): created it again before the change");
+        Ok((Some(new), true))
+    }
+
+    /// What an add that had to re-create the account reports.
+    pub(crate) fn recreated(outcome: Outcome, native_id: String) -> Outcome {
+        match outcome {
+            Outcome::Applied | Outcome::Unchanged => Outcome::Recreated { native_id },
+            other => other,
+        }
+    }
+
+    /// Reads the account back: None when the entry is gone.
+    pub(crate) async fn read_back(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+        candidates: &[Entitlement],
+    ) -> Result<Option<ReadBack>, ConnectorError> {
+        let dn = self.account_dn(identity, native_id)?;
+        let member = self.member_value(identity, Some(&dn))?;
+        let member_attr = self.s.groups.member_attribute.clone();
+        let ad = self.s.directory == settings::Directory::Ad;
+        let disable = self.s.account.disable.clone();
+        let mut attrs: Vec<String> = candidates
+            .iter()
+            .filter(|e| e.attribute != "groups")
+            .map(|e| e.attribute.clone())
+            .collect();
+        if ad {
+            attrs.push("userAccountControl".into());
+        } else if let Some(a) = disable.as_ref().and_then(|d| d.attribute.clone()) {
+            attrs.push(a);
+        }
+        if attrs.is_empty() {
+            attrs.push("1.1".into());
+        }
+        let candidates = candidates.to_vec();
+        self.run("read account back", |mut ldap| {
+            let (dn, member, member_attr, attrs, candidates, disable) = (
+                dn.clone(),
+                member.clone(),
+                member_attr.clone(),
+                attrs.clone(),
+                candidates.clone(),
+                disable.clone(),
+            );
+            async move {
+                let Some(entry) =
+                    read(&mut ldap, &dn, attrs.iter().map(String::as_str).collect()).await?
+                else {
+                    return Ok(None);
+                };
+                let mut values = Vec::new();
+                for e in &candidates {
+                    let has = if e.attribute == "groups" {
+                        let filter = format!("({member_attr}={})", filter_value(&member));
+                        let r = ldap
+                            .search(&e.value, Scope::Base, &filter, vec!["1.1"])
+                            .await
+                            .map_err(|err| from_ldap("read group", err))?;
+                        match r.1.rc {
+                            0 => r.0.iter().any(|x| !x.is_ref()),
+                            32 => false,
+                            _ => return Err(from_result("read group", &r.1)),
+                        }
+                    } else {
+                        holds(&entry, &e.attribute, &e.value)
+                    };
+                    if has {
+                        values.push(e.clone());
+                    }
+                }
+                let disabled = if ad {
+                    entry
+                        .attrs
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("userAccountControl"))
+                        .and_then(|(_, v)| v.first())
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .map(|uac| uac & 2 != 0)
+                } else {
+                    match disable {
+                        Some(d) => match (d.move_to, d.attribute, d.value) {
+                            (Some(to), _, _) => Some(split_dn(&dn).1.eq_ignore_ascii_case(&to)),
+                            (None, Some(a), Some(v)) => Some(holds(&entry, &a, &v)),
+                            _ => None,
+                        },
+                        None => None,
+                    }
+                };
+                Ok(Some(ReadBack { values, disabled }))
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,231 @@
+//! `provd reconcile --source S [--fix]` (DESIGN §17): every account provd manages on a
+//! direct source read back through its connector, stored as a snapshot, compared with
+//! what provd granted. `--fix` repairs missing access through the normal queue (never a
+//! direct write); a source with `reconcile_every` is read back on that schedule.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use jiff::Timestamp;
+use provd_connector_core::{Connector, Entitlement};
+
+use super::check::{self, Drift};
+use super::export::Seen;
+use super::{EvidenceError, grants, known_values, repair};
+use crate::clock::to_ms;
+use crate::config::Config;
+use crate::intake::Intake;
+use crate::store::Store;
+use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+
+/// Read-backs under way at once.
+const CONCURRENCY: usize = 8;
+
+/// What a reconcile found.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub snapshot: i64,
+    /// Accounts read; of those, gone.
+    pub accounts: usize,
+    pub gone: usize,
+    pub elapsed: Duration,
+    pub drift: Vec<Drift>,
+    pub repairs: Vec<String>,
+}
+
+/// Where a reconcile reads from and writes to.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub config: &'a Config,
+    pub intake: &'a Intake,
+    pub connector: Arc<dyn Connector>,
+    /// Who runs it (`cli:USER`, `agent:NAME`).
+    pub actor: &'a str,
+}
+
+/// Reads back every managed account of `source` and compares; with `fix`, plans repairs.
+pub async fn reconcile(
+    ctx: &Ctx<'_>,
+    source: &str,
+    fix: bool,
+    now: Timestamp,
+) -> Result<Reconciled, EvidenceError> {
+    let Ctx {
+        store,
+        config,
+        intake,
+        connector,
+        actor,
+    } = ctx;
+    let (store, config, intake, actor) = (*store, *config, *intake, *actor);
+    let started = Instant::now();
+    let managed = store.managed_accounts(source.to_string()).await?;
+    let dir = crate::intake::Directory::load(
+        config,
+        store,
+        managed.iter().map(|(i, _)| i.clone()).collect(),
+    )
+    .await?;
+    let candidates: Vec<Entitlement> = config
+        .catalog
+        .entitlements_of(source)
+        .map(|e| Entitlement {
+            attribute: e.attribute.clone(),
+            value: e.value.clone(),
+        })
+        .collect();
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut gone = 0;
+    for chunk in managed.chunks(CONCURRENCY) {
+        let reads = chunk.iter().map(|(who, native)| {
+            let (connector, candidates) = (connector.clone(), &candidates);
+            let identity = dir.lookup(who);
+            async move {
+                let r = match &identity {
+                    Some(i) => connector.read_account(i, Some(native), candidates).await,
+                    None => Ok(None),
+                };
+                (native.clone(), r)
+            }
+        });
+        for (native, r) in join_all(reads).await {
+            let r = r.map_err(|e| EvidenceError::Invalid(format!("reading {native} back: {e}")))?;
+            match r {
+                None => gone += 1,
+                Some(back) => {
+                    seen.insert(
+                        native.clone(),
+                        Seen {
+                            key: native,
+                            values: back
+                                .values
+                                .into_iter()
+                                .map(|e| (e.attribute, e.value))
+                                .collect(),
+                            disabled: back.disabled.unwrap_or(false),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut rows = Vec::with_capacity(seen.len());
+    for s in seen.values() {
+        rows.push(SeenRow {
+            account: s.key.clone(),
+            values: values_json(&s.values)?,
+            disabled: s.disabled,
+        });
+    }
+    let meta = SnapshotMeta {
+        id: 0,
+        source: source.to_string(),
+        kind: "readback".into(),
+        sha256: None,
+        rows: seen.len() as i64,
+        as_of: to_ms(now),
+        actor: actor.to_string(),
+        taken_at: to_ms(now),
+    };
+    let snapshot = store
+        .record_snapshot(meta, rows, Vec::new(), to_ms(now))
+        .await?;
+    let Some(src) = config.sources.get(source) else {
+        return Err(EvidenceError::Invalid(format!("no source `{source}`")));
+    };
+    let drift = check::drift(
+        source,
+        &grants(store, config, src).await?,
+        &seen,
+        &known_values(config, source),
+    );
+    let repairs = if fix {
+        repair(store, config, intake, source, snapshot, &drift, &seen).await?
+    } else {
+        Vec::new()
+    };
+    let elapsed = started.elapsed();
+    tracing::info!(
+        source,
+        snapshot,
+        accounts = managed.len(),
+        gone,
+        elapsed_ms = elapsed.as_millis() as u64,
+        missing = drift.iter().filter(|d| d.kind == "missing").count(),
+        unexpected = drift.iter().filter(|d| d.kind == "unexpected").count(),
+        repairs = repairs.len(),
+        actor,
+        "source reconciled"
+    );
+    Ok(Reconciled {
+        snapshot,
+        accounts: managed.len(),
+        gone,
+        elapsed,
+        drift,
+        repairs,
+    })
+}
+
+/// What the scheduled reconciles run with.
+pub struct Scheduled {
+    pub store: Store,
+    pub live: Arc<crate::config::Live>,
+    pub connectors: crate::connectors::Connectors,
+    pub intake: Intake,
+    pub clock: crate::clock::SharedClock,
+    pub leading: crate::leading::Leading,
+    /// `agent:NAME`.
+    pub agent: String,
+}
+
+/// Reconciles each source that sets `reconcile_every`, on that schedule, while this agent
+/// leads; it reports drift and repairs nothing (`provd reconcile --fix` does).
+pub async fn run(sched: Scheduled, stop: impl std::future::Future<Output = ()>) {
+    let Scheduled {
+        store,
+        live,
+        connectors,
+        intake,
+        clock,
+        mut leading,
+        agent,
+    } = sched;
+    tokio::pin!(stop);
+    let mut last: BTreeMap<String, Instant> = BTreeMap::new();
+    loop {
+        if !leading.now() {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = leading.wait() => {}
+            }
+        }
+        let config = live.get();
+        for s in config.sources.values() {
+            let (Some(every), Some(c)) = (s.reconcile_every, connectors.get(&s.id)) else {
+                continue;
+            };
+            if last.get(&s.id).is_some_and(|at| at.elapsed() < every) {
+                continue;
+            }
+            last.insert(s.id.clone(), Instant::now());
+            let ctx = Ctx {
+                store: &store,
+                config: &config,
+                intake: &intake,
+                connector: c.clone(),
+                actor: &agent,
+            };
+            let done = reconcile(&ctx, &s.id, false, clock.now()).await;
+            if let Err(e) = done {
+                tracing::error!(source = %s.id, error = %e, "reconcile failed");
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
