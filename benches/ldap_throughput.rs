@@ -13,7 +13,11 @@
 //! cargo bench --bench ldap_throughput            # N = 1000 and 10000, 5 rounds each
 //! cargo bench --bench ldap_throughput -- 1000 --rounds 5
 //! cargo bench --bench ldap_throughput -- 1000 10000 --http 8 --rounds 3
+//! cargo bench --bench ldap_throughput -- 10000 --rounds 1 --reconcile
 //! ```
+//!
+//! `--reconcile` also times `provd reconcile --source corp` after the SQLite run: every
+//! account just made, read back with its group membership (DESIGN §17).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -22,6 +26,9 @@ use common::{free_port, pg::Pg, rss_kib};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `--reconcile`: time a read-back of every account after the SQLite run.
+static RECONCILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 const ADMIN: &str = "cn=admin,dc=example,dc=com";
 const PW: &str = "secret";
@@ -296,6 +303,31 @@ fn provd(
     let rss = rss_kib(agent.id());
     let cpu = common::cpu_s(agent.id());
     common::stop_agent(&mut agent);
+    if pg.is_none() && RECONCILE.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        let out = common::agent_command()
+            .args([
+                "reconcile",
+                "--source",
+                "corp",
+                "--format",
+                "json",
+                "--config",
+            ])
+            .arg(c.join("provd.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "  reconcile: {n} accounts read back in {:.2}s ({})",
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     (elapsed, rss, cpu)
 }
 
@@ -356,7 +388,9 @@ fn main() {
     let mut http = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--http" {
+        if a == "--reconcile" {
+            RECONCILE.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else if a == "--http" {
             http = Some(
                 args.next()
                     .and_then(|c| c.parse().ok())

@@ -107,7 +107,6 @@ pub const COLUMNS: [&str; 13] = [
     "identity",
     "item_type",
     "item_id",
-    "item_name",
     "source",
     "account",
     "values",
@@ -116,6 +115,7 @@ pub const COLUMNS: [&str; 13] = [
     "until",
     "request_id",
     "requester",
+    "item_name",
     "item_description",
 ];
 
@@ -124,7 +124,6 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.identity.clone(),
         r.item_type.clone(),
         r.item_id.clone(),
-        r.item_name.clone(),
         r.source.clone(),
         r.account.clone().unwrap_or_default(),
         r.values.join(";"),
@@ -133,6 +132,7 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.until.map(rfc3339_ms).unwrap_or_default(),
         r.request_id.clone(),
         r.requester.clone(),
+        r.item_name.clone(),
         r.item_description.clone().unwrap_or_default(),
     ]
 }

@@ -445,3 +445,51 @@ async fn scim_reconcile_finds_a_deleted_user_and_a_hand_added_member_and_a_grant
         "provd follows the new id"
     );
 }
+
+#[tokio::test]
+async fn rest_reconcile_reads_back_through_the_read_account_recipe() {
+    let api =
+        crate::httpservers::JsonServer::start(json!({ "users": [], "memberships": [] })).await;
+    let env = crate::flow::custom_env(
+        &[("crm.toml", crate::rest::source(&api.base()))],
+        crate::rest::CATALOG,
+    );
+    let _agent = env.start().await;
+    for (who, ap) in [("ada", "ap-sales"), ("bob", "ap-reports")] {
+        let rid = submit(&env, grant(who, "ACCESS_PROFILE", ap));
+        crate::flow::all_succeeded(&crate::flow::settled(&env, &rid).await);
+    }
+    assert!(drift_of(&env, "crm").is_empty());
+    let http = crate::harness::client();
+    let ada = api.get("/users?username=ada").await[0]["id"].to_string();
+    let bob = api.get("/users?username=bob").await[0]["id"].to_string();
+    let reports = api
+        .get(&format!("/memberships?userId={ada}&role=reports"))
+        .await[0]["id"]
+        .to_string();
+    let r = http
+        .delete(format!("{}/memberships/{reports}", api.base()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = http
+        .post(format!("{}/memberships", api.base()))
+        .json(&json!({ "userId": bob, "role": "sales" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        drift_of(&env, "crm"),
+        [
+            ("missing".into(), "ada".into(), "reports".into()),
+            ("unexpected".into(), "bob".into(), "sales".into())
+        ]
+    );
+    fixed(&env, &env.cli(&["reconcile", "--source", "crm", "--fix"])).await;
+    assert_eq!(
+        drift_of(&env, "crm"),
+        [("unexpected".into(), "bob".into(), "sales".into())]
+    );
+}

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::flow::{all_succeeded, custom_env, grant, revoke, settled, submit};
 use crate::httpservers::JsonServer;
 
-fn source(base: &str) -> String {
+pub fn source(base: &str) -> String {
     // The shipped example, pointed at this test's server.
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sources/crm.toml"),
@@ -16,7 +16,7 @@ fn source(base: &str) -> String {
     text.replace("http://127.0.0.1:3000", base)
 }
 
-const CATALOG: &str = r#"
+pub const CATALOG: &str = r#"
 [[entitlement]]
 id = "ent-sales"
 source = "crm"

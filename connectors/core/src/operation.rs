@@ -160,6 +160,15 @@ impl Outcome {
         }
     }
 
+    /// What a change reports when the account had to be created again first (DESIGN
+    /// §17): `Recreated` at its new native id, unless the change says more itself.
+    pub fn after_recreate(self, native_id: String) -> Outcome {
+        match self {
+            Outcome::Applied | Outcome::Unchanged => Outcome::Recreated { native_id },
+            other => other,
+        }
+    }
+
     /// What the audit trail should say beyond the outcome word.
     pub fn detail(&self) -> Option<String> {
         match self {

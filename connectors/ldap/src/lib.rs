@@ -363,7 +363,7 @@ impl LdapConnector {
             let (nid, recreated) = self.ensure_account(identity, native_id).await?;
             let out = self.change(identity, nid.as_deref(), e, true).await?;
             return Ok(match (recreated, nid) {
-                (true, Some(dn)) => Self::recreated(out, dn),
+                (true, Some(dn)) => out.after_recreate(dn),
                 _ => out,
             });
         }

@@ -3,7 +3,7 @@
 //! an entry deleted by hand would otherwise be left as a group member pointing at nothing.
 
 use ldap3::Scope;
-use provd_connector_core::{ConnectorError, Entitlement, Identity, Outcome, ReadBack};
+use provd_connector_core::{ConnectorError, Entitlement, Identity, ReadBack};
 
 use crate::account::{holds, read};
 use crate::error::{from_ldap, from_result};
@@ -46,14 +46,6 @@ impl LdapConnector {
         tracing::warn!(source = %self.source, identity = %identity.id, native_id = %new,
             "account was gone (deleted out of band): created it again before the change");
         Ok((Some(new), true))
-    }
-
-    /// What an add that had to re-create the account reports.
-    pub(crate) fn recreated(outcome: Outcome, native_id: String) -> Outcome {
-        match outcome {
-            Outcome::Applied | Outcome::Unchanged => Outcome::Recreated { native_id },
-            other => other,
-        }
     }
 
     /// Reads the account back: None when the entry is gone.

@@ -4,6 +4,7 @@
 //! created twice. A recipe's `lookup` + `skip_if` makes adds and removes idempotent on APIs
 //! that would otherwise create duplicates or answer 404.
 
+mod read;
 pub mod recipe;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ pub struct RestSettings {
     /// recipe renders them from the identity as it is now.
     #[serde(default)]
     pub update_account: Option<Recipe>,
+    /// How `provd reconcile` reads an account back (DESIGN §17); optional.
+    #[serde(default)]
+    pub read_account: Option<read::ReadRecipe>,
     /// What `provd check --connect` calls (default: GET /, any answer but 401/403/5xx).
     #[serde(default)]
     pub check: Option<Recipe>,
@@ -297,6 +301,15 @@ impl Connector for RestConnector {
         identity: &'a Identity,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         Box::pin(self.create(identity))
+    }
+
+    fn read_account<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+        candidates: &'a [Entitlement],
+    ) -> BoxFuture<'a, Result<Option<provd_connector_core::ReadBack>, ConnectorError>> {
+        Box::pin(self.read_back(identity, native_id, candidates))
     }
 
     fn add_entitlement<'a>(

@@ -462,7 +462,7 @@ impl Connector for ScimConnector {
             let (id, recreated) = self.ensure_user(identity, native_id).await?;
             let out = self.membership(identity, id.as_deref(), e, true).await?;
             Ok(match (recreated, id) {
-                (true, Some(id)) => Self::recreated(out, id),
+                (true, Some(id)) => out.after_recreate(id),
                 _ => out,
             })
         })

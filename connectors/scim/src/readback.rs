@@ -3,7 +3,7 @@
 //! exists: a 404 unlinks it, correlates again, and creates it if nothing correlates.
 
 use provd_connector_core::http::{Method, url_encode};
-use provd_connector_core::{ConnectorError, Entitlement, Identity, Outcome, ReadBack};
+use provd_connector_core::{ConnectorError, Entitlement, Identity, ReadBack};
 use serde_json::Value;
 
 use crate::ScimConnector;
@@ -50,14 +50,6 @@ impl ScimConnector {
         tracing::warn!(identity = %identity.id, old = %id, native_id = %new,
             "SCIM user was gone (deleted out of band): unlinked, correlated or created again");
         Ok((Some(new), true))
-    }
-
-    /// What an add that had to re-create the user reports.
-    pub(crate) fn recreated(outcome: Outcome, native_id: String) -> Outcome {
-        match outcome {
-            Outcome::Applied | Outcome::Unchanged => Outcome::Recreated { native_id },
-            other => other,
-        }
     }
 
     pub(crate) async fn read_back(
