@@ -493,3 +493,37 @@ async fn rest_reconcile_reads_back_through_the_read_account_recipe() {
         [("unexpected".into(), "bob".into(), "sales".into())]
     );
 }
+
+#[tokio::test]
+async fn a_source_with_reconcile_every_is_read_back_by_the_agent() {
+    use crate::scim::{TOKEN, env_with_token};
+    let scim = crate::httpservers::Scim::start(TOKEN).await;
+    scim.group("engineers").await;
+    let env = env_with_token(&scim.base(), TOKEN);
+    let path = env.path().join("sources/saas.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("reconcile_every = \"1s\"\n{text}")).unwrap();
+    let agent = env.start().await;
+    let rid = submit(&env, grant("ada", "ENTITLEMENT", "ent-eng"));
+    crate::flow::all_succeeded(&crate::flow::settled(&env, &rid).await);
+    let snap = eventually(
+        20,
+        "a read-back by the agent that saw ada's account",
+        || {
+            let out = env.cli(&["audit", "--kind", "accounts_snapshot", "--format", "json"]);
+            async move {
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                v.as_array()?
+                    .iter()
+                    .find(|e| e["data"]["kind"] == "readback" && e["data"]["rows"] == 1)
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert!(
+        snap["actor"].as_str().unwrap().starts_with("agent:"),
+        "{snap}"
+    );
+    assert!(agent.log_text().contains("source reconciled"));
+}
