@@ -294,6 +294,13 @@ fn load_one(
             BTreeMap::new()
         }
     };
+    if kind == SourceKind::Manual && common.reconcile_every.is_some() {
+        problem(
+            "reconcile_every",
+            "a manual source cannot be read back; its evidence is `provd accounts import` (its [export])".into(),
+        );
+        ok = false;
+    }
     let manual = match kind {
         SourceKind::Manual => {
             match toml::Value::Table(table.clone()).try_into::<ManualSettings>() {

@@ -212,3 +212,33 @@ fn the_agent_is_named_by_config_or_host_and_pid() {
     let c = Config::load(&tmp.path().join("provd.toml")).unwrap();
     assert_eq!(c.agent.name, "provd-a");
 }
+
+#[test]
+fn evidence_settings_are_checked_where_they_belong() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path());
+    let flat = tmp.path().join("sources/flat.toml");
+    std::fs::write(
+        &flat,
+        "id = \"flat\"\ntype = \"manual\"\nowner = \"o@example.com\"\nreconcile_every = \"1h\"\n[export]\nkey = \"id\"\nentitlements = { column = \"roles\" }\nattributes = { groups = \"g\" }\nmax_drop = \"a fifth\"\n",
+    )
+    .unwrap();
+    let text = Config::load(&tmp.path().join("provd.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("flat.toml: reconcile_every: a manual source cannot be read back"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "flat.toml: export.attributes: give export.entitlements or export.attributes, not both"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("flat.toml: export.max_drop: `a fifth`: a share like \"20%\""),
+        "{text}"
+    );
+    assert_eq!(max_drop("20%"), Ok(0.2));
+}

@@ -111,6 +111,30 @@ impl Fake {
     }
 }
 
+/// A subscription as SailPoint holds it: where to call, with which credentials.
+struct Subscription<'a> {
+    fake: &'a Fake,
+    port: u16,
+    url: String,
+    auth: String,
+}
+
+impl Subscription<'_> {
+    /// Invokes "Access Request Submitted" for `who` asking for `items`.
+    async fn ask(
+        &self,
+        id: &str,
+        who: &str,
+        items: &[(&str, &str)],
+        mode: Option<&str>,
+    ) -> (u16, Value) {
+        let body = submitted(id, who, items);
+        self.fake
+            .invoke(self.port, &self.url, &self.auth, body, mode)
+            .await
+    }
+}
+
 fn submitted(id: &str, who: &str, items: &[(&str, &str)]) -> Value {
     json!({
         "accessRequestId": id,
@@ -165,18 +189,16 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
     let env = Env::new();
     let token = with_triggers(&env, "");
     let _agent = env.start().await;
-    let submit_url = url(env.port, "sp", "access-request-submitted");
-    let bearer = format!("Bearer {token}");
+    let sp = Subscription {
+        fake: &fake,
+        port: fport,
+        url: url(env.port, "sp", "access-request-submitted"),
+        auth: format!("Bearer {token}"),
+    };
 
     // Nothing held: approved, as the policy's approver.
-    let (status, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-1", "ada", &[("ENTITLEMENT", "ent-view")]),
-            None,
-        )
+    let (status, out) = sp
+        .ask("ar-1", "ada", &[("ENTITLEMENT", "ent-view")], None)
         .await;
     assert_eq!(
         (status, out["approved"].clone()),
@@ -187,12 +209,11 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
 
     // Over a pending item: grace has ent-admin pending (a manual task not done yet).
     submit(&env, grant("grace", "ENTITLEMENT", "ent-admin"));
-    let (status, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-2", "grace", &[("ENTITLEMENT", "ent-view")]),
+    let (status, out) = sp
+        .ask(
+            "ar-2",
+            "grace",
+            &[("ENTITLEMENT", "ent-view")],
             Some("SYNC"),
         )
         .await;
@@ -237,14 +258,8 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
     })
     .await;
     assert_eq!(holdings[0].item_id, "ent-admin");
-    let (_, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-3", "mallory", &[("ACCESS_PROFILE", "ap-view")]),
-            None,
-        )
+    let (_, out) = sp
+        .ask("ar-3", "mallory", &[("ACCESS_PROFILE", "ap-view")], None)
         .await;
     assert_eq!(
         out["approved"], false,
@@ -252,43 +267,26 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
     );
 
     // Inside one request.
-    let (_, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted(
-                "ar-4",
-                "ada",
-                &[("ENTITLEMENT", "ent-admin"), ("ENTITLEMENT", "ent-view")],
-            ),
+    let (_, out) = sp
+        .ask(
+            "ar-4",
+            "ada",
+            &[("ENTITLEMENT", "ent-admin"), ("ENTITLEMENT", "ent-view")],
             None,
         )
         .await;
     assert_eq!(out["approved"], false, "{out}");
 
     // An item provd does not know is denied (unknown_items defaults to deny).
-    let (_, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-5", "ada", &[("ROLE", "role-nobody")]),
-            None,
-        )
+    let (_, out) = sp
+        .ask("ar-5", "ada", &[("ROLE", "role-nobody")], None)
         .await;
     assert_eq!(out["approved"], false, "{out}");
 
     // The same invocation again gets the same answer; every decision is an audit event
     // naming its rule.
-    let (_, again) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-2", "grace", &[("ENTITLEMENT", "ent-view")]),
-            None,
-        )
+    let (_, again) = sp
+        .ask("ar-2", "grace", &[("ENTITLEMENT", "ent-view")], None)
         .await;
     assert_eq!(again["approved"], false);
     let rules: Vec<String> = decisions(&env)
@@ -327,16 +325,20 @@ async fn an_async_answer_survives_a_restart_and_dynamic_answers_at_once() {
     let token = with_triggers(&env, "");
     let bearer = format!("Bearer {token}");
     let mut agent = env.start().await;
-    let submit_url = url(env.port, "sp", "access-request-submitted");
+    let sp = Subscription {
+        fake: &fake,
+        port: fport,
+        url: url(env.port, "sp", "access-request-submitted"),
+        auth: bearer.clone(),
+    };
 
     // SailPoint's side is down when the answer is first tried.
     fake.set_down(true);
-    let (status, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-async", "ada", &[("ENTITLEMENT", "ent-view")]),
+    let (status, out) = sp
+        .ask(
+            "ar-async",
+            "ada",
+            &[("ENTITLEMENT", "ent-view")],
             Some("ASYNC"),
         )
         .await;
@@ -348,13 +350,17 @@ async fn an_async_answer_survives_a_restart_and_dynamic_answers_at_once() {
     })
     .await;
     // An answer SailPoint cannot take before the deadline is recorded as expired.
-    let short_url = url(env.port, "sp-short", "access-request-submitted");
-    let (status, _) = fake
-        .invoke(
-            fport,
-            &short_url,
-            &bearer,
-            submitted("ar-late", "ada", &[("ENTITLEMENT", "ent-view")]),
+    let short = Subscription {
+        fake: &fake,
+        port: fport,
+        url: url(env.port, "sp-short", "access-request-submitted"),
+        auth: bearer.clone(),
+    };
+    let (status, _) = short
+        .ask(
+            "ar-late",
+            "ada",
+            &[("ENTITLEMENT", "ent-view")],
             Some("ASYNC"),
         )
         .await;
@@ -397,12 +403,11 @@ async fn an_async_answer_survives_a_restart_and_dynamic_answers_at_once() {
     );
 
     // DYNAMIC: decided at once, answered at once.
-    let (status, out) = fake
-        .invoke(
-            fport,
-            &submit_url,
-            &bearer,
-            submitted("ar-dyn", "ada", &[("ENTITLEMENT", "ent-view")]),
+    let (status, out) = sp
+        .ask(
+            "ar-dyn",
+            "ada",
+            &[("ENTITLEMENT", "ent-view")],
             Some("DYNAMIC"),
         )
         .await;
