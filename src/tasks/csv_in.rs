@@ -162,7 +162,9 @@ pub fn parse_records(
             continue;
         };
         let resolution = match cell(Some(res_col)).to_ascii_uppercase().as_str() {
-            "" => None,
+            // VERIFIED: an account export closed it (DESIGN §17), not the owner; a file
+            // exported with it and handed back unchanged leaves it as it is.
+            "" | "VERIFIED" => None,
             "DONE" => Some(Resolution::Done),
             "FAILED" => Some(Resolution::Failed),
             other => {

@@ -104,6 +104,17 @@ async fn an_export_verifies_reports_drift_reopens_work_and_guards_itself() {
     );
     let csv = stdout(&env.cli(&["tasks", "export", "--status", "all"]));
     assert_eq!(csv.matches(",VERIFIED,").count(), 3, "{csv}");
+    // Handed back unchanged, the export changes nothing and refuses no row.
+    let back = env.path().join("back.csv");
+    std::fs::write(&back, &csv).unwrap();
+    let out = env.cli(&["tasks", "import", back.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tasks(&env), all, "nothing changed");
 
     // The owner says DONE for grace, but no export shows it: unverified after verify_within.
     wait(store.resolve_task(
