@@ -112,19 +112,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// `sha256:HEX` of a token, as the file stores it.
 pub fn hash_line(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::model::hex::encode(&digest);
     format!("sha256:{hex}")
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::model::hex::decode(s)?.try_into().ok()
 }
 
 /// The tokens in force, replaced as a whole when the file is reloaded (SIGHUP).
@@ -201,7 +194,7 @@ pub fn describe_presented(header: Option<&str>) -> &'static str {
 }
 
 /// Compares in time independent of where the two differ.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

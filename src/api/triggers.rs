@@ -18,17 +18,20 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A refusal in the API's one error shape (`detailCode`, `messages[].text`).
 fn refused(status: StatusCode, message: &str) -> Response {
-    answer(status, json!({ "error": message }))
+    let detail = match status {
+        StatusCode::BAD_REQUEST => "400.1 Bad request content",
+        StatusCode::UNAUTHORIZED => "401 Unauthorized",
+        StatusCode::NOT_FOUND => "404.0 Object not found",
+        _ => "503 Service unavailable",
+    };
+    super::error(status, detail, &[message.to_string()])
 }
 
-/// Equal in constant time (the digests are compared, so lengths do not show either).
+/// Equal in constant time; the digests are compared, so lengths do not show either.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    super::auth::ct_eq(&Sha256::digest(a), &Sha256::digest(b))
 }
 
 /// Whether the request carries the credentials `trigger` expects.
@@ -42,7 +45,12 @@ fn authenticated(state: &AppState, trigger: &Trigger, headers: &HeaderMap) -> bo
         }
         TriggerAuth::Basic { user, password } => {
             use secrecy::ExposeSecret;
-            let Some(encoded) = given.and_then(|g| g.strip_prefix("Basic ")) else {
+            // The scheme is case-insensitive (RFC 7235 §2.1), as for bearer tokens.
+            let Some(encoded) = given
+                .and_then(|g| g.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+                .map(|(_, rest)| rest)
+            else {
                 return false;
             };
             let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())

@@ -479,7 +479,8 @@ async fn wrong_credentials_and_bad_bodies_are_refused_and_nothing_is_stored() {
         .invoke(
             fport,
             &basic_url,
-            &basic("sailpoint", "b4sic-pw"),
+            // The scheme is case-insensitive.
+            &basic("sailpoint", "b4sic-pw").replacen("Basic", "basic", 1),
             body.clone(),
             None,
         )
@@ -498,8 +499,12 @@ async fn wrong_credentials_and_bad_bodies_are_refused_and_nothing_is_stored() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(
-        out["error"],
+        out["messages"][0]["text"],
         "requestedItems[0].type: must be ROLE, ACCESS_PROFILE or ENTITLEMENT"
+    );
+    assert_eq!(
+        out["detailCode"], "400.1 Bad request content",
+        "the API's one error shape"
     );
     assert_eq!(env.count("trigger_invocations"), 1, "only the good one");
     let (status, _) = fake
