@@ -377,7 +377,7 @@ async fn task_list(
         source: p.source,
         owner: None,
         open_only,
-        id: None,
+        ..Default::default()
     };
     let tasks = match state.store.tasks(f).await {
         Ok(t) => t,

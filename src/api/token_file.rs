@@ -40,9 +40,7 @@ pub fn new_token() -> Result<SecretString, TokenError> {
         path: "(random source)".into(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    Ok(SecretString::from(
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    ))
+    Ok(SecretString::from(crate::model::hex::encode(&bytes)))
 }
 
 /// Reads the tokens; if the file does not exist, creates it (mode 0600) with one random

@@ -464,6 +464,32 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
     }
 }
 
+/// `tasks list --unverified`: per source with an `[export]`, its DONE tasks older than
+/// its `verify_within` that no export has shown.
+async fn unverified_tasks(
+    config: &Config,
+    store: &Store,
+    filter: TaskFilter,
+) -> Result<Vec<crate::store::tasks::Task>, CliError> {
+    let now = to_ms(SystemClock.now());
+    let mut out = Vec::new();
+    for s in config.sources.values() {
+        let Some(e) = s.manual.as_ref().and_then(|m| m.export.as_ref()) else {
+            continue;
+        };
+        if filter.source.as_ref().is_some_and(|f| *f != s.id) {
+            continue;
+        }
+        let f = TaskFilter {
+            source: Some(s.id.clone()),
+            unverified_before: Some(now - e.verify_within.0.as_millis() as i64),
+            ..filter.clone()
+        };
+        out.extend(store.tasks(f).await.map_err(failed)?);
+    }
+    Ok(out)
+}
+
 fn open_only(status: &str) -> Result<bool, CliError> {
     match status {
         "open" => Ok(true),
@@ -504,7 +530,7 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 source: source.clone(),
                 owner: owner.clone(),
                 open_only: open_only(status)?,
-                id: None,
+                ..Default::default()
             };
             let tasks = store.tasks(filter).await.map_err(failed)?;
             if xlsx {
@@ -539,29 +565,17 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
             status,
             unverified,
         } => {
-            let mut rows = store
-                .tasks(TaskFilter {
-                    source: source.clone(),
-                    owner: owner.clone(),
-                    open_only: open_only(status)? && !unverified,
-                    id: None,
-                })
-                .await
-                .map_err(failed)?;
-            if *unverified {
-                let now = to_ms(SystemClock.now());
-                rows.retain(|t| {
-                    let within = config
-                        .sources
-                        .get(&t.source)
-                        .and_then(|s| s.manual.as_ref())
-                        .and_then(|m| m.export.as_ref())
-                        .map(|e| e.verify_within.0);
-                    within.is_some_and(|w| {
-                        !crate::evidence::unverified(std::slice::from_ref(t), w, now).is_empty()
-                    })
-                });
-            }
+            let filter = TaskFilter {
+                source: source.clone(),
+                owner: owner.clone(),
+                open_only: open_only(status)? && !unverified,
+                ..Default::default()
+            };
+            let rows = if *unverified {
+                unverified_tasks(&config, &store, filter).await?
+            } else {
+                store.tasks(filter).await.map_err(failed)?
+            };
             let mut table = super::text::Table::new(&[
                 "TASK",
                 "SOURCE",

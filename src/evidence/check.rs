@@ -125,27 +125,11 @@ mod tests {
 
     fn task(op: &str, account: &str, value: &str) -> Task {
         Task {
-            id: 1,
-            source: "payroll".into(),
-            owner: "o".into(),
-            identity_id: "ada".into(),
-            identity_name: "Ada".into(),
             operation: op.into(),
             account: account.into(),
             attribute: "groups".into(),
             value: value.into(),
-            request_id: "r".into(),
-            created_at: 0,
-            due_at: None,
-            status: "open".into(),
-            resolution: None,
-            resolved_by: None,
-            note: None,
-            requester: None,
-            ticket: None,
-            remove_at: None,
-            resolved_at: None,
-            verified_at: None,
+            ..Task::sample(1)
         }
     }
 

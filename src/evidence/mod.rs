@@ -49,10 +49,7 @@ pub struct Imported {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::model::hex::encode(&Sha256::digest(bytes))
 }
 
 /// The account key provd expects an identity to have on `source`: the one it recorded,
@@ -318,22 +315,6 @@ pub async fn import(
         drift,
         repairs,
     })
-}
-
-/// DONE tasks no export has shown within `within` of their answer (DESIGN §17).
-pub fn unverified(
-    tasks: &[crate::store::tasks::Task],
-    within: std::time::Duration,
-    now_ms: i64,
-) -> Vec<&crate::store::tasks::Task> {
-    tasks
-        .iter()
-        .filter(|t| t.status == "done" && t.verified_at.is_none())
-        .filter(|t| {
-            t.resolved_at
-                .is_some_and(|r| r + within.as_millis() as i64 <= now_ms)
-        })
-        .collect()
 }
 
 /// The accounts a source's latest snapshot showed.

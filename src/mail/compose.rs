@@ -178,8 +178,6 @@ mod tests {
 
     fn task(id: i64, due_at: Option<i64>) -> Task {
         Task {
-            id,
-            source: "payroll".into(),
             owner: "ann@example.com".into(),
             identity_id: "zoe".into(),
             identity_name: "Zoë Ångström".into(),
@@ -187,18 +185,8 @@ mod tests {
             account: "zoe@example.com".into(),
             attribute: "groups".into(),
             value: "PAYROLL_VIEW".into(),
-            request_id: "r".into(),
-            created_at: 0,
             due_at,
-            status: "open".into(),
-            resolution: None,
-            resolved_by: None,
-            note: None,
-            requester: None,
-            ticket: None,
-            remove_at: None,
-            resolved_at: None,
-            verified_at: None,
+            ..Task::sample(id)
         }
     }
 

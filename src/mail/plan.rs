@@ -155,27 +155,8 @@ mod tests {
 
     fn task(id: i64, owner: &str) -> Task {
         Task {
-            id,
-            source: "payroll".into(),
             owner: owner.into(),
-            identity_id: "u".into(),
-            identity_name: "U".into(),
-            operation: "CREATE_ACCOUNT".into(),
-            account: "u".into(),
-            attribute: String::new(),
-            value: String::new(),
-            request_id: "r".into(),
-            created_at: 0,
-            due_at: None,
-            status: "open".into(),
-            resolution: None,
-            resolved_by: None,
-            note: None,
-            requester: None,
-            ticket: None,
-            remove_at: None,
-            resolved_at: None,
-            verified_at: None,
+            ..Task::sample(id)
         }
     }
 

@@ -2,6 +2,7 @@
 //! writes, retry policies. They live below intake, plan, store and dispatch so that no
 //! import runs back up the flow (DESIGN §2, §12).
 
+pub mod hex;
 mod plan;
 mod request;
 mod requester;

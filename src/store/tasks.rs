@@ -53,6 +53,36 @@ pub struct Task {
     pub verified_at: Option<i64>,
 }
 
+#[cfg(test)]
+impl Task {
+    /// An open CREATE_ACCOUNT task of `payroll`, for unit tests to change what they test.
+    pub(crate) fn sample(id: i64) -> Task {
+        Task {
+            id,
+            source: "payroll".into(),
+            owner: "o@example.com".into(),
+            identity_id: "u".into(),
+            identity_name: "U".into(),
+            operation: "CREATE_ACCOUNT".into(),
+            account: "u".into(),
+            attribute: String::new(),
+            value: String::new(),
+            request_id: "r".into(),
+            created_at: 0,
+            due_at: None,
+            status: "open".into(),
+            resolution: None,
+            resolved_by: None,
+            note: None,
+            requester: None,
+            ticket: None,
+            remove_at: None,
+            resolved_at: None,
+            verified_at: None,
+        }
+    }
+}
+
 /// The columns a task is read with, with what the owner should know of its request.
 pub(crate) const TASK_COLUMNS_SQLITE: &str = "id, source, owner, identity_id, identity_name, operation, account, attribute, value, request_id,
     created_at, due_at, status, resolution, resolved_by, note,
@@ -98,6 +128,8 @@ pub struct TaskFilter {
     pub open_only: bool,
     /// Only this task.
     pub id: Option<i64>,
+    /// Only DONE tasks answered before this (ms) that no export has verified (DESIGN §17).
+    pub unverified_before: Option<i64>,
 }
 
 impl Sqlite {
@@ -174,9 +206,10 @@ impl Sqlite {
                 &format!("SELECT {TASK_COLUMNS_SQLITE}
                  FROM tasks WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR owner = ?2) AND (?3 = 0 OR status = 'open')
                    AND (?4 IS NULL OR id = ?4)
+                   AND (?5 IS NULL OR (status = 'done' AND verified_at IS NULL AND resolved_at <= ?5))
                  ORDER BY created_at, id"),
             )?
-            .query_map(params![f.source, f.owner, f.open_only as i64, f.id], row)?
+            .query_map(params![f.source, f.owner, f.open_only as i64, f.id, f.unverified_before], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -132,8 +132,9 @@ impl Tasks for Postgres {
                             resolved_at, verified_at
                      FROM tasks WHERE ($1::TEXT IS NULL OR source = $1) AND ($2::TEXT IS NULL OR owner = $2)
                        AND (NOT $3 OR status = 'open') AND ($4::BIGINT IS NULL OR id = $4)
+                       AND ($5::BIGINT IS NULL OR (status = 'done' AND verified_at IS NULL AND resolved_at <= $5))
                      ORDER BY created_at, id",
-                    &[&f.source, &f.owner, &f.open_only, &f.id],
+                    &[&f.source, &f.owner, &f.open_only, &f.id, &f.unverified_before],
                 )
                 .await?;
             Ok(rows.iter().map(task).collect())
