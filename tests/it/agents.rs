@@ -95,7 +95,14 @@ async fn three_agents_survive_kills_and_stalls_applying_everything_once() {
         "body = '{\"username\": \"{id}\"",
         "body = '{\"id\": \"{id}\", \"username\": \"{id}\"",
     )
-    .replace("already = [409]", "already = [409, 500]");
+    .replace("already = [409]", "already = [409, 500]")
+    // The same for a membership: an agent stalled between its lookup and its POST must
+    // meet a refusal, as with an API that keeps one membership per user and role.
+    .replace(
+        "body = '{\"userId\": \"{native_id}\", \"role\": \"{value}\"}'",
+        "body = '{\"id\": \"{native_id}-{value}\", \"userId\": \"{native_id}\", \"role\": \"{value}\"}'\nalready = [409, 500]",
+    );
+    assert_eq!(crm.matches("already = [409, 500]").count(), 2, "{crm}");
     let env = crate::ldap::ldap_env(
         &slapd.url(),
         "[retry]\nmax_attempts = 30\ninitial = \"100ms\"\nmax_interval = \"500ms\"\n",
