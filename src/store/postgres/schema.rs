@@ -272,4 +272,6 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, account)
     );
     "#,
+    // 12: SQLite's 12 gives its jobs the indexes PostgreSQL's had from the start.
+    "-- 12: as SQLite's 12, already so here",
 ];
