@@ -373,7 +373,7 @@ impl Sqlite {
                         SELECT j.id FROM jobs j INDEXED BY jobs_claimable
                         WHERE j.lane_head = 1 AND j.state IN ('queued','retrying')
                           AND COALESCE(j.next_attempt_at, j.created_at) <= ?3
-                          AND j.source NOT IN (SELECT value FROM json_each(?4))
+                          AND (?4 = '[]' OR j.source NOT IN (SELECT value FROM json_each(?4)))
                           AND (?5 IS NULL OR j.source = ?5)
                         ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id LIMIT ?6)
                      RETURNING {COLUMNS},

@@ -332,9 +332,31 @@ pub const MIGRATIONS: &[&str] = &[
     // and served only the lease sweep, which needs just the few running jobs;
     // `jobs_lane` (identity, source, id) put every job on a random page and is covered by
     // `jobs_open_lane` for the lane rule. PostgreSQL has had this shape from the start.
+    // The lane triggers' conditions are spelled as comparisons: an IN list of more than
+    // two values makes SQLite build a temporary table for it on every firing, and
+    // jobs_lane_update fires on every change of state.
     r#"
     DROP INDEX jobs_ready;
     DROP INDEX jobs_lane;
     CREATE INDEX jobs_running ON jobs(id) WHERE state = 'running';
+    DROP TRIGGER jobs_lane_insert;
+    DROP TRIGGER jobs_lane_update;
+    CREATE TRIGGER jobs_lane_insert AFTER INSERT ON jobs
+        WHEN NEW.state = 'queued' OR NEW.state = 'running' OR NEW.state = 'retrying' OR NEW.state = 'manual'
+    BEGIN
+        UPDATE jobs SET lane_head = 1 WHERE id = NEW.id
+            AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = NEW.identity_id AND p.source = NEW.source
+                            AND p.state IN ('queued','running','retrying','manual') AND p.id < NEW.id);
+    END;
+    CREATE TRIGGER jobs_lane_update AFTER UPDATE OF state ON jobs
+        WHEN (OLD.state = 'queued' OR OLD.state = 'running' OR OLD.state = 'retrying' OR OLD.state = 'manual')
+          <> (NEW.state = 'queued' OR NEW.state = 'running' OR NEW.state = 'retrying' OR NEW.state = 'manual')
+    BEGIN
+        UPDATE jobs SET lane_head = (id = (SELECT MIN(p.id) FROM jobs p
+                WHERE p.identity_id = NEW.identity_id AND p.source = NEW.source
+                  AND p.state IN ('queued','running','retrying','manual')))
+            WHERE identity_id = NEW.identity_id AND source = NEW.source
+              AND state IN ('queued','running','retrying','manual');
+    END;
     "#,
 ];
