@@ -23,7 +23,7 @@ fn refused(status: StatusCode, message: &str) -> Response {
     let detail = match status {
         StatusCode::BAD_REQUEST => "400.1 Bad request content",
         StatusCode::UNAUTHORIZED => "401 Unauthorized",
-        StatusCode::NOT_FOUND => "404.0 Object not found",
+        StatusCode::NOT_FOUND => "404 Not found",
         _ => "503 Service unavailable",
     };
     super::error(status, detail, &[message.to_string()])

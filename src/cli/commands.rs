@@ -214,7 +214,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             super::policy::check(&config, &store, &body, trigger.as_deref()).await
         }
         Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
-        Command::Tasks(cmd) => tasks(cli, cmd).await,
+        Command::Tasks(cmd) => tasks(cli, cmd, clock).await,
         Command::Identities(IdentitiesCommand::Import { file, confirm }) => {
             super::identities::import(&load(cli)?, file, *confirm, clock).await
         }
@@ -464,27 +464,16 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
     }
 }
 
-/// `tasks list --unverified`: per source with an `[export]`, its DONE tasks older than
-/// its `verify_within` that no export has shown.
+/// `tasks list --unverified`: the DONE tasks of sources with an `[export]` that no export
+/// has shown within its `verify_within`.
 async fn unverified_tasks(
     config: &Config,
     store: &Store,
     filter: TaskFilter,
+    now: i64,
 ) -> Result<Vec<crate::store::tasks::Task>, CliError> {
-    let now = to_ms(SystemClock.now());
     let mut out = Vec::new();
-    for s in config.sources.values() {
-        let Some(e) = s.manual.as_ref().and_then(|m| m.export.as_ref()) else {
-            continue;
-        };
-        if filter.source.as_ref().is_some_and(|f| *f != s.id) {
-            continue;
-        }
-        let f = TaskFilter {
-            source: Some(s.id.clone()),
-            unverified_before: Some(now - e.verify_within.0.as_millis() as i64),
-            ..filter.clone()
-        };
+    for f in crate::evidence::unverified_filters(config, &filter, now) {
         out.extend(store.tasks(f).await.map_err(failed)?);
     }
     Ok(out)
@@ -500,7 +489,7 @@ fn open_only(status: &str) -> Result<bool, CliError> {
     }
 }
 
-async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
+async fn tasks(cli: &Cli, cmd: &TasksCommand, clock: &SystemClock) -> Result<(), CliError> {
     let config = load(cli)?;
     let store = open(&config).await?;
     match cmd {
@@ -571,8 +560,9 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 open_only: open_only(status)? && !unverified,
                 ..Default::default()
             };
+            let now = to_ms(clock.now());
             let rows = if *unverified {
-                unverified_tasks(&config, &store, filter).await?
+                unverified_tasks(&config, &store, filter, now).await?
             } else {
                 store.tasks(filter).await.map_err(failed)?
             };
@@ -586,7 +576,6 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand) -> Result<(), CliError> {
                 "OWNER",
                 "DUE",
             ]);
-            let now = to_ms(SystemClock.now());
             for (task, t) in rows.iter().zip(crate::tasks::row::rows(&rows)) {
                 let due = match task.due_at {
                     Some(at) if task.status == "open" && at <= now => {

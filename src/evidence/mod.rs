@@ -317,6 +317,25 @@ pub async fn import(
     })
 }
 
+/// What finds the unverified tasks now (DESIGN §17): per source with an `[export]` (and
+/// among `base.source`, if set), its DONE tasks answered more than its `verify_within`
+/// ago that no export has shown; `base`'s other conditions kept.
+pub fn unverified_filters(config: &Config, base: &TaskFilter, now_ms: i64) -> Vec<TaskFilter> {
+    config
+        .sources
+        .values()
+        .filter(|s| base.source.as_ref().is_none_or(|only| *only == s.id))
+        .filter_map(|s| {
+            let e = s.manual.as_ref()?.export.as_ref()?;
+            Some(TaskFilter {
+                source: Some(s.id.clone()),
+                unverified_before: Some(now_ms - e.verify_within.0.as_millis() as i64),
+                ..base.clone()
+            })
+        })
+        .collect()
+}
+
 /// The accounts a source's latest snapshot showed.
 pub async fn latest(store: &Store, source: &str) -> Result<BTreeMap<String, Seen>, StoreError> {
     let rows = store.seen_accounts(source.to_string()).await?;
@@ -360,4 +379,32 @@ pub async fn drift(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_tasks_are_looked_for_per_exporting_source_with_its_own_window() {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/provd.toml");
+        let config = Config::load(&shipped).unwrap();
+        let now = 30 * 86_400_000;
+        let base = TaskFilter {
+            owner: Some("payroll-team@example.com".into()),
+            ..Default::default()
+        };
+        // Only payroll exports its accounts; its window is 7 days; the owner is kept.
+        let filters = unverified_filters(&config, &base, now);
+        assert_eq!(filters.len(), 1, "{filters:?}");
+        assert_eq!(filters[0].source.as_deref(), Some("payroll"));
+        assert_eq!(filters[0].unverified_before, Some(now - 7 * 86_400_000));
+        assert_eq!(filters[0].owner, base.owner);
+        // A source asked for that exports nothing: nothing to look for.
+        let other = TaskFilter {
+            source: Some("crm".into()),
+            ..Default::default()
+        };
+        assert!(unverified_filters(&config, &other, now).is_empty());
+    }
 }

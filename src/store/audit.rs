@@ -121,8 +121,8 @@ pub(crate) enum Param {
 
 /// The audit query's SQL (`p(n)` writes placeholder n) and its values in order. Each
 /// filter reaches the events the way the indexes allow: a request's job events through
-/// its jobs, its own events through `events_request`; an identity's through its jobs
-/// (`jobs_lane`) and the requests naming it (`request_items_identity`).
+/// its jobs, its own events through `events_request`; an identity's by the events' own
+/// identity and the requests naming it (`request_items_identity`).
 pub(crate) fn audit_sql(q: &AuditQuery, p: fn(usize) -> String) -> (String, Vec<Param>) {
     let mut params = vec![Param::Int(q.after)];
     let next = |v: Param, params: &mut Vec<Param>| {

@@ -107,22 +107,14 @@ async fn unverified(
     today: Date,
     warned: &mut BTreeMap<String, Date>,
 ) -> Result<(), crate::store::StoreError> {
-    for s in config.sources.values() {
-        let Some(e) = s.manual.as_ref().and_then(|m| m.export.as_ref()) else {
-            continue;
-        };
-        let late = store
-            .tasks(crate::store::tasks::TaskFilter {
-                source: Some(s.id.clone()),
-                unverified_before: Some(now_ms - e.verify_within.0.as_millis() as i64),
-                ..Default::default()
-            })
-            .await?;
-        crate::metrics::unverified(&s.id, late.len());
-        if !late.is_empty() && warned.get(&s.id) != Some(&today) {
-            warned.insert(s.id.clone(), today);
+    for f in crate::evidence::unverified_filters(config, &Default::default(), now_ms) {
+        let source = f.source.clone().unwrap_or_default();
+        let late = store.tasks(f).await?;
+        crate::metrics::unverified(&source, late.len());
+        if !late.is_empty() && warned.get(&source) != Some(&today) {
+            warned.insert(source.clone(), today);
             let late_ids: Vec<i64> = late.iter().map(|t| t.id).collect();
-            tracing::warn!(source = %s.id, unverified = late.len(), tasks = %ids(&late_ids),
+            tracing::warn!(source = %source, unverified = late.len(), tasks = %ids(&late_ids),
                 "manual tasks unverified: answered DONE, but no account export has shown their effect");
         }
     }

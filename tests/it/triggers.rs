@@ -507,7 +507,7 @@ async fn wrong_credentials_and_bad_bodies_are_refused_and_nothing_is_stored() {
         "the API's one error shape"
     );
     assert_eq!(env.count("trigger_invocations"), 1, "only the good one");
-    let (status, _) = fake
+    let (status, out) = fake
         .invoke(
             fport,
             &url(env.port, "nope", "access-request-submitted"),
@@ -517,6 +517,9 @@ async fn wrong_credentials_and_bad_bodies_are_refused_and_nothing_is_stored() {
         )
         .await;
     assert_eq!(status, 404);
+    // The same shape and code as the API's other 404 (a canceled request not found).
+    assert_eq!(out["detailCode"], "404 Not found", "{out}");
+    assert_eq!(out["messages"][0]["text"], "no such trigger", "{out}");
 }
 
 #[tokio::test]
