@@ -295,10 +295,21 @@ fn provd(
         at("job_running").into_iter().min().unwrap_or(t0_ms),
         at("job_succeeded").into_iter().max().unwrap_or(t0_ms),
     );
+    // A claim writes its events with one time: how many there were tells how well
+    // claiming in batches worked.
+    let groups = |kind: &str| {
+        at(kind)
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            .max(1)
+    };
+    let claims = groups("job_running");
     println!(
-        "  provd: first claim {} ms after start, last end written at {} ms",
+        "  provd: first claim {} ms after start, last end written at {} ms; {claims} claims ({:.1} jobs each)",
         first - t0_ms,
-        last - t0_ms
+        last - t0_ms,
+        n as f64 / claims as f64,
     );
     let rss = rss_kib(agent.id());
     let cpu = common::cpu_s(agent.id());
@@ -354,6 +365,11 @@ fn round(n: usize, provd_first: bool, pg: &Pg, r: usize, http: Option<usize>) ->
     // are q*, so it creates as many new entries as the SQLite run did).
     let db = format!("bench_{n}_{r}");
     pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+    // BENCH_PG_STATEMENTS=1: the of the PostgreSQL run that took the server's time, longest first.
+    let statements = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
+    if statements {
+        pg.psql(&db, "CREATE EXTENSION pg_stat_statements");
+    }
     let (tpg, _, cpu_pg) = provd(
         dir.path(),
         &url,
@@ -361,6 +377,9 @@ fn round(n: usize, provd_first: bool, pg: &Pg, r: usize, http: Option<usize>) ->
         Some(&format!("{}?sslmode=disable", pg.url(&db))),
         http,
     );
+    if statements {
+        println!("{}", pg.psql(&db, "SELECT calls, round(total_exec_time::numeric,1) AS ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"));
+    }
     let (b, p) = (base.0.as_secs_f64(), ours.0.as_secs_f64());
     let q = tpg.as_secs_f64();
     println!(

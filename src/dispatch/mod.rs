@@ -66,6 +66,9 @@ struct Inner {
     opener: manual::Opener,
 }
 
+/// A claim running beside the dispatch loop.
+type ClaimTask = tokio::task::JoinHandle<Result<Vec<Job>, StoreError>>;
+
 /// Done once a batch correlation lookup for the job's source has answered.
 type Lookup = tokio::sync::watch::Receiver<bool>;
 
@@ -183,6 +186,11 @@ impl Dispatcher {
             std::collections::VecDeque::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_sweep = Instant::now();
+        // The claim under way (how many it asked for), whether to claim again as soon
+        // as there is room, and when to try again after a failed claim.
+        let mut claiming: Option<(usize, ClaimTask)> = None;
+        let mut claim_again = true;
+        let mut claim_retry_at: Option<Instant> = None;
         loop {
             if let Some(l) = &me.liveness {
                 l.beat_dispatch();
@@ -203,20 +211,17 @@ impl Dispatcher {
                 }
             }
             // Claim in batches into a local queue: one claim transaction then feeds many
-            // workers, instead of one fsync per job as workers free up one by one.
-            if ready.len() < workers {
-                match self.claim(workers * CLAIM_AHEAD - ready.len()).await {
-                    Ok(claimed) => ready.extend(self.prefetch(claimed)),
-                    // The store may be back in a moment (a PostgreSQL failover): wait, retry.
-                    Err(e) => {
-                        tracing::error!(error = %e, "claiming jobs failed; tried again in a second");
-                        tokio::select! {
-                            _ = &mut shutdown => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                        continue;
-                    }
-                }
+            // workers, instead of one fsync per job as workers free up one by one. The
+            // claim runs beside this loop, which goes on starting the jobs it has and
+            // taking in ends: on PostgreSQL a claim is a few milliseconds of round trips
+            // and a commit, in which workers would otherwise sit idle.
+            if claiming.is_none()
+                && claim_again
+                && ready.len() < workers
+                && claim_retry_at.is_none_or(|t| Instant::now() >= t)
+            {
+                let (d, asked) = (self.clone(), workers * CLAIM_AHEAD - ready.len());
+                claiming = Some((asked, tokio::spawn(async move { d.claim(asked).await })));
             }
             while inflight.len() < workers {
                 let Some((job, lookup)) = ready.pop_front() else {
@@ -236,21 +241,47 @@ impl Dispatcher {
                 let d = self.clone();
                 inflight.spawn(async move { d.run_job(job, lookup).await });
             }
-            // With jobs waiting locally, a finishing one wakes the loop: no store read.
-            let wait = if ready.is_empty() {
+            // With jobs waiting locally or a claim under way, a finishing one (or the
+            // claim) wakes the loop: no store read.
+            let wait = if ready.is_empty() && claiming.is_none() {
                 self.next_wait().await
             } else {
                 POLL
             };
+            claim_again = true;
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                Some(got) = async { match claiming.as_mut() { Some((_, h)) => Some(h.await), None => None } }, if claiming.is_some() => {
+                    let asked = claiming.take().map_or(0, |(a, _)| a);
+                    match got {
+                        Ok(Ok(claimed)) => {
+                            // Fewer than asked: nothing more is due now; the next claim
+                            // waits for a wake, an end or the timer.
+                            claim_again = claimed.len() >= asked;
+                            ready.extend(self.prefetch(claimed));
+                        }
+                        // The store may be back in a moment (a PostgreSQL failover): wait, retry.
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "claiming jobs failed; tried again in a second");
+                            claim_retry_at = Some(Instant::now() + Duration::from_secs(1));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the claim task ended abnormally; tried again in a second");
+                            claim_retry_at = Some(Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
                 _ = me.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
             // Jobs end in batches (a group commit answers them together): one claim for
             // all their places, not one each.
             while inflight.try_join_next().is_some() {}
+        }
+        // A claim under way finishes first: what it took is in `running`, released below.
+        if let Some((_, h)) = claiming.take() {
+            let _ = h.await;
         }
         me.stopping.store(true, Ordering::SeqCst);
         tracing::info!(

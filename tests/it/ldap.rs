@@ -471,7 +471,7 @@ async fn unique_member_and_member_uid_groups_work() {
 }
 
 /// The connector on its own, for the operations no request plans yet (disable, delete).
-async fn connector(
+pub(crate) async fn connector(
     slapd: &Slapd,
     extra: &str,
 ) -> (tempfile::TempDir, provd_connector_ldap::LdapConnector) {
@@ -486,7 +486,7 @@ async fn connector(
     (dir, c)
 }
 
-fn person(id: &str) -> provd_connector_core::Identity {
+pub(crate) fn person(id: &str) -> provd_connector_core::Identity {
     let attributes = [
         ("firstName", "Grace"),
         ("lastName", "Hopper"),

@@ -16,6 +16,7 @@ mod httpservers;
 mod intake;
 mod joiners;
 mod ldap;
+mod ldap_members;
 mod ldap_rules;
 mod lifecycle;
 mod mail;

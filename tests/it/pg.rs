@@ -60,6 +60,16 @@ impl Pg {
         // Set on the command line at start, so it takes a restart.
         pg.stop();
         pg.fsync = true;
+        // BENCH_PG_STATEMENTS: statement statistics, for a benchmark to show where the
+        // server's time went.
+        if std::env::var_os("BENCH_PG_STATEMENTS").is_some() {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(pg.dir.path().join("data/postgresql.auto.conf"))
+                .and_then(|mut f| f.write_all(b"shared_preload_libraries = 'pg_stat_statements'\n"))
+                .unwrap();
+        }
         pg.restart();
         assert_eq!(pg.psql("postgres", "SHOW fsync"), "on");
         pg

@@ -12,6 +12,7 @@ mod account;
 pub mod ad;
 mod error;
 pub mod escape;
+mod members;
 mod pool;
 mod prefetch;
 mod readback;
@@ -50,6 +51,8 @@ pub struct LdapConnector {
     source: String,
     /// Entries known to exist lately (an add right after a create needs no second look).
     confirmed: provd_connector_core::confirmed::Confirmed,
+    /// Member changes of one group waiting together (see [`members`]).
+    members: members::Batcher,
 }
 
 /// Parses and validates the settings without reading secrets or connecting (`provd check`).
@@ -136,6 +139,7 @@ impl LdapConnector {
             op_timeout,
             prefetched: prefetch::Cache::default(),
             confirmed: Default::default(),
+            members: Default::default(),
         })
     }
 
@@ -379,13 +383,7 @@ impl LdapConnector {
     ) -> Result<Outcome, ConnectorError> {
         if e.attribute == "groups" {
             let member = self.member_value(identity, native_id)?;
-            self.change_value(
-                &e.value,
-                &self.s.groups.member_attribute.clone(),
-                &member,
-                add,
-            )
-            .await
+            self.change_member(&e.value, &member, add).await
         } else {
             let dn = self.account_dn(identity, native_id)?;
             self.change_value(&dn, &e.attribute, &e.value, add).await

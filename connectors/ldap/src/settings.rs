@@ -154,6 +154,10 @@ pub struct GroupSettings {
     /// (which must have one) succeeds.
     #[serde(default)]
     pub placeholder_member: Option<String>,
+    /// Changes of one group's members waiting at the same time are written in one modify
+    /// of at most this many values (default 100; 1 = one member per modify).
+    #[serde(default = "default_members_per_modify")]
+    pub members_per_modify: usize,
 }
 
 impl Default for GroupSettings {
@@ -161,8 +165,13 @@ impl Default for GroupSettings {
         Self {
             member_attribute: default_member_attribute(),
             placeholder_member: None,
+            members_per_modify: default_members_per_modify(),
         }
     }
+}
+
+fn default_members_per_modify() -> usize {
+    100
 }
 
 fn default_member_attribute() -> String {
@@ -205,6 +214,12 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
     }
     if s.pool_size == 0 {
         out.push(("pool_size".into(), "must be at least 1".into()));
+    }
+    if s.groups.members_per_modify == 0 {
+        out.push((
+            "groups.members_per_modify".into(),
+            "must be at least 1".into(),
+        ));
     }
     if s.pipeline == 0 {
         out.push(("pipeline".into(), "must be at least 1".into()));

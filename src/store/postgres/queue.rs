@@ -244,11 +244,14 @@ impl Queue for Postgres {
             let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
             jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
             let actor = agent_actor(&cl.owner);
-            for j in &jobs {
+            // Pipelined: one round trip for the claim's events, not one per job (the
+            // dispatcher waits for its claim before it starts the jobs).
+            try_join_all(jobs.iter().map(|j| {
                 let data =
                     json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
-                event(&tx, cl.now, "job_running", j, &actor, data).await?;
-            }
+                event(&tx, cl.now, "job_running", j, &actor, data)
+            }))
+            .await?;
             tx.commit().await?;
             Ok(jobs)
         })

@@ -13,10 +13,16 @@ use crate::store::{Result, StoreError};
 /// After a job ended: move the assignments it granted or revoked, and drop an account it
 /// was to create but did not.
 pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+    // The job's items looked up one by one through the key (the OFFSET 0 keeps the
+    // planner from flattening the lateral join): the statement is prepared once per
+    // connection, and a plan made while the tables were small and never analyzed
+    // hash-joined a scan of every request item, on every job's end.
     let items = super::query(
         tx,
-        "SELECT ri.id, ri.effect, ri.assignment_id FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
-         WHERE ij.job_id = $1 AND ri.assignment_id IS NOT NULL",
+        "SELECT ri.id, ri.effect, ri.assignment_id FROM item_jobs ij,
+            LATERAL (SELECT r.id, r.effect, r.assignment_id FROM request_items r
+                     WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
+         WHERE ij.job_id = $1",
         &[&job_id],
     )
     .await?;
