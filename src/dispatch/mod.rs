@@ -214,10 +214,11 @@ impl Dispatcher {
             // workers, instead of one fsync per job as workers free up one by one. The
             // claim runs beside this loop, which goes on starting the jobs it has and
             // taking in ends: on PostgreSQL a claim is a few milliseconds of round trips
-            // and a commit, in which workers would otherwise sit idle.
+            // and a commit, in which workers would otherwise sit idle — so the next claim
+            // starts while two rounds of work are still waiting here.
             if claiming.is_none()
                 && claim_again
-                && ready.len() < workers
+                && ready.len() < workers * 2
                 && claim_retry_at.is_none_or(|t| Instant::now() >= t)
             {
                 let (d, asked) = (self.clone(), workers * CLAIM_AHEAD - ready.len());

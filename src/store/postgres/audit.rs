@@ -39,6 +39,42 @@ pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> 
     Ok(())
 }
 
+/// Appends `events` (each with its time) in one statement, in their order: a claim's or
+/// a group commit's events cost one round trip and one statement, not one each.
+pub(super) async fn append_all(c: &Tx<'_>, events: &[(i64, Event<'_>)]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let at: Vec<i64> = events.iter().map(|(at, _)| *at).collect();
+    let kind: Vec<&str> = events.iter().map(|(_, e)| e.kind).collect();
+    let request: Vec<Option<&str>> = events.iter().map(|(_, e)| e.request_id).collect();
+    let job: Vec<Option<i64>> = events.iter().map(|(_, e)| e.job_id).collect();
+    let source: Vec<Option<&str>> = events.iter().map(|(_, e)| e.source).collect();
+    let identity: Vec<Option<&str>> = events.iter().map(|(_, e)| e.identity).collect();
+    let data: Vec<String> = events
+        .iter()
+        .map(|(_, e)| {
+            if e.data.is_null() {
+                "{}".to_string()
+            } else {
+                e.data.to_string()
+            }
+        })
+        .collect();
+    let who: Vec<Option<&str>> = events.iter().map(|(_, e)| actor(e)).collect();
+    super::exec(
+        c,
+        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor)
+         SELECT u.at, u.kind, u.request_id, u.job_id, u.source, u.identity_id, u.data, $9, u.actor
+         FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])
+              WITH ORDINALITY AS u(at, kind, request_id, job_id, source, identity_id, data, actor, n)
+         ORDER BY u.n",
+        &[&at, &kind, &request, &job, &source, &identity, &data, &who, &writer()],
+    )
+    .await?;
+    Ok(())
+}
+
 fn stored(r: &tokio_postgres::Row) -> StoredEvent {
     StoredEvent {
         id: r.get(0),

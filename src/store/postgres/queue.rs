@@ -8,7 +8,9 @@
 
 use serde_json::json;
 
-use super::rows::{COLUMNS, event, get, job, to_json};
+use super::audit::append_all;
+use super::rows::{COLUMNS, event, get, job, job_event, to_json};
+use crate::store::events::Event;
 use futures_util::future::try_join_all;
 
 use super::{Postgres, Tx, exec};
@@ -23,18 +25,23 @@ fn lost(job_id: i64) -> StoreError {
     StoreError::LeaseLost { job_id }
 }
 
-/// Fences one attempt's end: writes the job's new state only where owner and epoch still
-/// match; false when another agent holds the job now.
+/// The progress an attempt's calls leave on the job (ops done), if it made any.
+fn ops_done(f: &Finish) -> Option<i64> {
+    f.ops.last().map(|last| (last.index + 1) as i64)
+}
+
+/// Fences one attempt's end: writes the job's new state (and its progress) only where
+/// owner and epoch still match; false when another agent holds the job now.
 async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
-    let (job, owner, now) = (&f.job, f.owner.as_str(), f.now);
+    let (job, owner, now, done) = (&f.job, f.owner.as_str(), f.now, ops_done(f));
     let n = match crate::store::rules::end_row(job, &f.ending, now)? {
         None => {
             exec(
                 tx,
                 "UPDATE jobs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), next_attempt_at = NULL,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $1, ops_done = COALESCE($5, ops_done)
                  WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
-                &[&now, &job.id, &owner, &job.lease_epoch],
+                &[&now, &job.id, &owner, &job.lease_epoch, &done],
             )
             .await?
         }
@@ -42,9 +49,9 @@ async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
             exec(
                 tx,
                 "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
-                    lease_expires_at = NULL, finalized_at = $4, updated_at = $5
+                    lease_expires_at = NULL, finalized_at = $4, updated_at = $5, ops_done = COALESCE($9, ops_done)
                  WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
-                &[&row.state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch],
+                &[&row.state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch, &done],
             )
             .await?
         }
@@ -52,49 +59,53 @@ async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// What a fenced end writes besides the job: its calls, its event, its settling.
-async fn after_fence(tx: &Tx<'_>, f: &Finish) -> Result<()> {
+/// The event kind of a job's end in `state`.
+fn end_kind(state: &str) -> &'static str {
+    match state {
+        "succeeded" => "job_succeeded",
+        "retrying" => "job_retrying",
+        "failed" => "job_failed",
+        _ => "job_ended",
+    }
+}
+
+/// What a fenced end writes besides the job: its account, its settling; and the events
+/// it leaves, for the group to write together.
+async fn after_fence<'a>(
+    tx: &Tx<'_>,
+    f: &'a Finish,
+    actor: &'a str,
+) -> Result<Vec<(i64, Event<'a>)>> {
     let (job, now) = (&f.job, f.now);
-    let actor = agent_actor(&f.owner);
-    record_ops(tx, job, &f.ops, now, &actor).await?;
+    let mut events = record_ops(tx, job, &f.ops, now, actor).await?;
     match (
         &f.ending,
         crate::store::rules::end_row(job, &f.ending, now)?,
     ) {
         (Ending::Released { error }, _) => {
             let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
-            event(tx, now, "job_released", job, &actor, data).await
+            events.push((now, job_event("job_released", job, actor, data)));
         }
         (_, Some(row)) => {
-            event(
-                tx,
-                now,
-                &format!("job_{}", row.state),
-                job,
-                &actor,
-                row.data,
-            )
-            .await?;
+            events.push((now, job_event(end_kind(row.state), job, actor, row.data)));
             if row.state != "retrying" {
-                super::settle::settle(tx, job.id, now).await?;
+                super::settle::settle(tx, job.id, now, row.state).await?;
             }
-            Ok(())
         }
-        (_, None) => Ok(()),
+        (_, None) => {}
     }
+    Ok(events)
 }
 
-/// Writes an attempt's calls: progress, the account's native id, one audit event each.
-async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64, actor: &str) -> Result<()> {
-    let Some(last) = ops.last() else {
-        return Ok(());
-    };
-    exec(
-        tx,
-        "UPDATE jobs SET ops_done = $1 WHERE id = $2",
-        &[&((last.index + 1) as i64), &job.id],
-    )
-    .await?;
+/// Writes an attempt's calls: the account's native id; one audit event each, returned.
+async fn record_ops<'a>(
+    tx: &Tx<'_>,
+    job: &'a Job,
+    ops: &[OpRecord],
+    now: i64,
+    actor: &'a str,
+) -> Result<Vec<(i64, Event<'a>)>> {
+    let mut events = Vec::with_capacity(ops.len() + 1);
     for op in ops {
         if let Some(native) = &op.native_id {
             exec(
@@ -107,9 +118,9 @@ async fn record_ops(tx: &Tx<'_>, job: &Job, ops: &[OpRecord], now: i64, actor: &
             .await?;
         }
         let data = crate::store::rules::call_event(job, op);
-        event(tx, now, "connector_call", job, actor, data).await?;
+        events.push((now, job_event("connector_call", job, actor, data)));
     }
-    Ok(())
+    Ok(events)
 }
 
 impl Postgres {
@@ -244,14 +255,15 @@ impl Queue for Postgres {
             let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
             jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
             let actor = agent_actor(&cl.owner);
-            // Pipelined: one round trip for the claim's events, not one per job (the
-            // dispatcher waits for its claim before it starts the jobs).
-            try_join_all(jobs.iter().map(|j| {
-                let data =
-                    json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
-                event(&tx, cl.now, "job_running", j, &actor, data)
-            }))
-            .await?;
+            let events: Vec<_> = jobs
+                .iter()
+                .map(|j| {
+                    let data =
+                        json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
+                    (cl.now, job_event("job_running", j, &actor, data))
+                })
+                .collect();
+            append_all(&tx, &events).await?;
             tx.commit().await?;
             Ok(jobs)
         })
@@ -289,14 +301,17 @@ impl Queue for Postgres {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
             let held = try_join_all(items.iter().map(|f| fence(&tx, f))).await?;
-            try_join_all(
+            let actors: Vec<String> = items.iter().map(|f| agent_actor(&f.owner)).collect();
+            let events = try_join_all(
                 items
                     .iter()
+                    .zip(&actors)
                     .zip(&held)
                     .filter(|(_, h)| **h)
-                    .map(|(f, _)| after_fence(&tx, f)),
+                    .map(|((f, actor), _)| after_fence(&tx, f, actor)),
             )
             .await?;
+            append_all(&tx, &events.concat()).await?;
             tx.commit().await?;
             Ok(items
                 .iter()

@@ -51,6 +51,24 @@ pub(super) async fn get(tx: &Tx<'_>, id: i64) -> Result<Option<Job>> {
     row.as_ref().map(job).transpose()
 }
 
+/// An event about `job`, to be written with others ([`super::audit::append_all`]).
+pub(super) fn job_event<'a>(
+    kind: &'a str,
+    job: &'a Job,
+    actor: &'a str,
+    data: serde_json::Value,
+) -> Event<'a> {
+    Event {
+        kind,
+        request_id: Some(&job.request_id),
+        job_id: Some(job.id),
+        source: Some(&job.source),
+        identity: Some(&job.identity_id),
+        data,
+        actor,
+    }
+}
+
 pub(super) async fn event(
     tx: &Tx<'_>,
     now: i64,

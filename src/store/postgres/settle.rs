@@ -12,7 +12,9 @@ use crate::store::{Result, StoreError};
 
 /// After a job ended: move the assignments it granted or revoked, and drop an account it
 /// was to create but did not.
-pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+/// `state`: the job's state now, when the caller knows it (an account is dropped only
+/// after a failed or canceled job).
+pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> Result<()> {
     // The job's items looked up one by one through the key (the OFFSET 0 keeps the
     // planner from flattening the lateral join): the statement is prepared once per
     // connection, and a plan made while the tables were small and never analyzed
@@ -48,6 +50,9 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
             &[&to, &now, &assignment, &from],
         )
         .await?;
+    }
+    if state == "succeeded" {
+        return Ok(());
     }
     super::exec(
         tx,
@@ -126,7 +131,7 @@ pub(super) async fn cancel_in(
     .await?;
     let data = json!({ "reason": reason, "from": job.state.as_str() });
     event(tx, now, "job_canceled", &job, actor, data).await?;
-    settle(tx, id, now).await?;
+    settle(tx, id, now, "canceled").await?;
     Ok(job)
 }
 
@@ -221,6 +226,6 @@ pub(super) async fn finish_manual(
     }
     let data = json!({ "by": "manual tasks", "error": error });
     event(tx, now, &format!("job_{state}"), &job, actor, data).await?;
-    settle(tx, job_id, now).await?;
+    settle(tx, job_id, now, state).await?;
     Ok(state.to_string())
 }
