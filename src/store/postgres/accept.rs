@@ -38,7 +38,7 @@ pub(super) async fn lock_all(tx: &Tx<'_>, names: &[String]) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    super::exec(tx,
         "SELECT pg_advisory_xact_lock(h) FROM
            (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest($1::text[]) AS n ORDER BY h) AS l",
         &[&names],
@@ -59,8 +59,7 @@ pub(super) async fn snapshot(
     include: Option<i64>,
 ) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
-    let rows = tx
-        .query(
+    let rows = super::query(tx,
             "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
              WHERE identity_id = ANY($1) AND (state IN ('pending','active') OR id = $2) ORDER BY id",
             &[&identities, &include],
@@ -87,12 +86,12 @@ pub(super) async fn snapshot(
             entitlements,
         });
     }
-    let accounts = tx
-        .query(
-            "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
-            &[&identities],
-        )
-        .await?;
+    let accounts = super::query(
+        tx,
+        "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
+        &[&identities],
+    )
+    .await?;
     for r in &accounts {
         snap.accounts.insert((r.get(0), r.get(1)));
     }
@@ -100,25 +99,25 @@ pub(super) async fn snapshot(
 }
 
 pub(super) async fn lookup_key(tx: &Tx<'_>, key: &str) -> Result<Option<Accepted>> {
-    let Some(row) = tx
-        .query_opt(
-            "SELECT id, response, body FROM requests WHERE idempotency_key = $1",
-            &[&key],
-        )
-        .await?
+    let Some(row) = super::query_opt(
+        tx,
+        "SELECT id, response, body FROM requests WHERE idempotency_key = $1",
+        &[&key],
+    )
+    .await?
     else {
         return Ok(None);
     };
     let request_id: String = row.get(0);
-    let job_ids = tx
-        .query(
-            "SELECT id FROM jobs WHERE request_id = $1 ORDER BY id",
-            &[&request_id],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let job_ids = super::query(
+        tx,
+        "SELECT id FROM jobs WHERE request_id = $1 ORDER BY id",
+        &[&request_id],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     Ok(Some(Accepted {
         request_id,
         response: serde_json::from_str(row.get(1)).map_err(corrupt)?,
@@ -183,7 +182,7 @@ struct Write<'a> {
 async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
     let (req, plan, request_id) = (w.req, w.plan, w.request_id);
     let mut removals = Vec::new();
-    tx.execute(
+    super::exec(tx,
         "INSERT INTO requests (id, idempotency_key, origin, requester, request_type, body, response, received_at)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
         &[&request_id, &w.idempotency_key, &w.from.origin, &w.from.name, &req.request_type.as_str(), &w.body, &w.response.to_string(), &now_ms],
@@ -206,8 +205,7 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
                 job.identity
             ))
         })?;
-        let row = tx
-            .query_one(
+        let row = super::query_one(tx,
                 "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
                                    next_attempt_at, created_at, updated_at)
                  VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
@@ -226,7 +224,7 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
             .await?;
         let id: i64 = row.get(0);
         if job.ops.contains(&Operation::CreateAccount) {
-            tx.execute(
+            super::exec(tx,
                 "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
                  ON CONFLICT (identity_id, source) DO NOTHING",
                 &[&job.identity, &job.source, &id, &now_ms],
@@ -253,13 +251,13 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
                 assignment,
                 remove_at,
             } => {
-                let current: Option<i64> = tx
-                    .query_one(
-                        "SELECT remove_at FROM assignments WHERE id = $1",
-                        &[&assignment],
-                    )
-                    .await?
-                    .get(0);
+                let current: Option<i64> = super::query_one(
+                    tx,
+                    "SELECT remove_at FROM assignments WHERE id = $1",
+                    &[&assignment],
+                )
+                .await?
+                .get(0);
                 current == remove_at.map(to_ms)
             }
             _ => false,
@@ -282,8 +280,7 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
         let effect = crate::store::rules::effect_name(&item.effect);
         let mut meta = req.client_metadata.clone();
         meta.extend(item.item.client_metadata.clone());
-        let row = tx
-            .query_one(
+        let row = super::query_one(tx,
                 "INSERT INTO request_items (request_id, identity_id, item_type, item_id, name, disposition,
                     existing_request_id, assignment_id, effect, comment, start_at, remove_at, client_metadata)
                  VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
@@ -307,7 +304,8 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
         let item_row: i64 = row.get(0);
         for j in &item.jobs {
             if let Some(job_id) = job_ids.get(*j) {
-                tx.execute(
+                super::exec(
+                    tx,
                     "INSERT INTO item_jobs (item_id, job_id) VALUES ($1,$2) ON CONFLICT DO NOTHING",
                     &[&item_row, job_id],
                 )
@@ -334,8 +332,7 @@ async fn apply_effect(
             } else {
                 "pending"
             };
-            let row = tx
-                .query_one(
+            let row = super::query_one(tx,
                     "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
                         start_at, remove_at, created_at, updated_at, active_at)
                      VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,CASE WHEN $4 = 'active' THEN $9::BIGINT END) RETURNING id",
@@ -389,7 +386,8 @@ async fn apply_effect(
                 } else {
                     "revoking"
                 };
-                tx.execute(
+                super::exec(
+                    tx,
                     "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3",
                     &[&state, &now_ms, &a],
                 )
@@ -408,7 +406,8 @@ async fn set_remove_at(
     (request_id, actor, identity): (&str, &str, &str),
     now_ms: i64,
 ) -> Result<()> {
-    tx.execute(
+    super::exec(
+        tx,
         "UPDATE assignments SET remove_at = $1, updated_at = $2 WHERE id = $3",
         &[&remove_at, &now_ms, &assignment],
     )

@@ -120,6 +120,26 @@ pub(super) async fn query(
     Ok(tx.query(&st, params).await?)
 }
 
+/// The one row of a statement prepared once per connection.
+pub(super) async fn query_one(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<tokio_postgres::Row> {
+    let st = tx.prepare_cached(sql).await?;
+    Ok(tx.query_one(&st, params).await?)
+}
+
+/// At most one row, of a statement prepared once per connection.
+pub(super) async fn query_opt(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Option<tokio_postgres::Row>> {
+    let st = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&st, params).await?)
+}
+
 fn config_error(what: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("postgres: {what}").into())
 }
