@@ -42,6 +42,21 @@ pub struct Event<'a> {
     pub actor: &'a str,
 }
 
+impl<'a> Event<'a> {
+    /// An event about `job` (its request, source and identity filled in).
+    pub fn of_job(kind: &'a str, job: &'a super::Job, actor: &'a str, data: Value) -> Self {
+        Event {
+            kind,
+            request_id: Some(&job.request_id),
+            job_id: Some(job.id),
+            source: Some(&job.source),
+            identity: Some(&job.identity_id),
+            data,
+            actor,
+        }
+    }
+}
+
 pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
     let data = if e.data.is_null() {
         "{}".to_string()

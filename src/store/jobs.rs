@@ -297,19 +297,7 @@ pub(super) fn event(
     actor: &str,
     data: serde_json::Value,
 ) -> Result<()> {
-    events::append(
-        conn,
-        now,
-        &Event {
-            kind,
-            request_id: Some(&job.request_id),
-            job_id: Some(job.id),
-            source: Some(&job.source),
-            identity: Some(&job.identity_id),
-            data,
-            actor,
-        },
-    )
+    events::append(conn, now, &Event::of_job(kind, job, actor, data))
 }
 
 pub(super) fn get(conn: &Connection, id: i64) -> Result<Option<Job>> {

@@ -9,7 +9,7 @@
 use serde_json::json;
 
 use super::audit::append_all;
-use super::rows::{COLUMNS, event, get, job, job_event, to_json};
+use super::rows::{COLUMNS, event, get, job, to_json};
 use crate::store::events::Event;
 use futures_util::future::try_join_all;
 
@@ -84,10 +84,13 @@ async fn after_fence<'a>(
     ) {
         (Ending::Released { error }, _) => {
             let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
-            events.push((now, job_event("job_released", job, actor, data)));
+            events.push((now, Event::of_job("job_released", job, actor, data)));
         }
         (_, Some(row)) => {
-            events.push((now, job_event(end_kind(row.state), job, actor, row.data)));
+            events.push((
+                now,
+                Event::of_job(end_kind(row.state), job, actor, row.data),
+            ));
             if row.state != "retrying" {
                 super::settle::settle(tx, job.id, now, row.state).await?;
             }
@@ -118,7 +121,7 @@ async fn record_ops<'a>(
             .await?;
         }
         let data = crate::store::rules::call_event(job, op);
-        events.push((now, job_event("connector_call", job, actor, data)));
+        events.push((now, Event::of_job("connector_call", job, actor, data)));
     }
     Ok(events)
 }
@@ -266,7 +269,7 @@ impl Queue for Postgres {
                 .map(|j| {
                     let data =
                         json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
-                    (cl.now, job_event("job_running", j, &actor, data))
+                    (cl.now, Event::of_job("job_running", j, &actor, data))
                 })
                 .collect();
             append_all(&tx, &events).await?;

@@ -51,24 +51,6 @@ pub(super) async fn get(tx: &Tx<'_>, id: i64) -> Result<Option<Job>> {
     row.as_ref().map(job).transpose()
 }
 
-/// An event about `job`, to be written with others ([`super::audit::append_all`]).
-pub(super) fn job_event<'a>(
-    kind: &'a str,
-    job: &'a Job,
-    actor: &'a str,
-    data: serde_json::Value,
-) -> Event<'a> {
-    Event {
-        kind,
-        request_id: Some(&job.request_id),
-        job_id: Some(job.id),
-        source: Some(&job.source),
-        identity: Some(&job.identity_id),
-        data,
-        actor,
-    }
-}
-
 pub(super) async fn event(
     tx: &Tx<'_>,
     now: i64,
@@ -77,16 +59,7 @@ pub(super) async fn event(
     actor: &str,
     data: serde_json::Value,
 ) -> Result<()> {
-    let e = Event {
-        kind,
-        request_id: Some(&job.request_id),
-        job_id: Some(job.id),
-        source: Some(&job.source),
-        identity: Some(&job.identity_id),
-        data,
-        actor,
-    };
-    super::audit::append(tx, now, &e).await
+    super::audit::append(tx, now, &Event::of_job(kind, job, actor, data)).await
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
