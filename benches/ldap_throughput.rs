@@ -351,8 +351,16 @@ fn provd(
     (elapsed, rss, cpu)
 }
 
-/// One round on a fresh slapd: the baseline and provd on SQLite in the given order, then
-/// provd on PostgreSQL; (baseline, provd on SQLite, provd on PostgreSQL) times.
+/// The three runs of a round.
+enum Run {
+    Baseline,
+    Sqlite,
+    Pg,
+}
+
+/// One round on a fresh slapd: the baseline, provd on SQLite and provd on PostgreSQL,
+/// PostgreSQL first when `provd_first`; (baseline, provd on SQLite, provd on PostgreSQL)
+/// times.
 fn round(n: usize, provd_first: bool, pg: &Pg, r: usize, http: Option<usize>) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -360,34 +368,44 @@ fn round(n: usize, provd_first: bool, pg: &Pg, r: usize, http: Option<usize>) ->
     let url = format!("ldap://127.0.0.1:{port}");
     let mut base = (Duration::ZERO, 0.0);
     let mut ours = (Duration::ZERO, 0, 0.0, 0.0);
-    for provd_turn in [provd_first, !provd_first] {
+    let (mut tpg, mut cpu_pg) = (Duration::ZERO, 0.0);
+    // Each run adds N entries to the one directory, and a later run works on a larger
+    // one: rounds alternate the order, the baseline first and PostgreSQL last, then the
+    // other way round (SQLite in the middle), so that no side always gets the largest.
+    let order = if provd_first {
+        [Run::Pg, Run::Sqlite, Run::Baseline]
+    } else {
+        [Run::Baseline, Run::Sqlite, Run::Pg]
+    };
+    for run in order {
         let cpu0 = common::cpu_s(server.id());
-        if provd_turn {
-            let (t, rss, cpu) = provd(dir.path(), &url, n, None, http);
-            ours = (t, rss, cpu, common::cpu_s(server.id()) - cpu0);
-        } else {
-            let t = baseline(dir.path(), &url, n);
-            base = (t, common::cpu_s(server.id()) - cpu0);
+        match run {
+            Run::Sqlite => {
+                let (t, rss, cpu) = provd(dir.path(), &url, n, None, http);
+                ours = (t, rss, cpu, common::cpu_s(server.id()) - cpu0);
+            }
+            Run::Baseline => {
+                let t = baseline(dir.path(), &url, n);
+                base = (t, common::cpu_s(server.id()) - cpu0);
+            }
+            // On a fresh database (its identities are q*, so it creates as many new
+            // entries as the SQLite run does).
+            Run::Pg => {
+                let db = format!("bench_{n}_{r}");
+                pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+                // BENCH_PG_STATEMENTS=1: the statements of the PostgreSQL run that took
+                // the server's time, longest first.
+                let statements = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
+                if statements {
+                    pg.psql(&db, "CREATE EXTENSION pg_stat_statements");
+                }
+                let url_pg = format!("{}?sslmode=disable", pg.url(&db));
+                (tpg, _, cpu_pg) = provd(dir.path(), &url, n, Some(&url_pg), http);
+                if statements {
+                    println!("{}", pg.psql(&db, "SELECT calls, round(total_exec_time::numeric,1) AS ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"));
+                }
+            }
         }
-    }
-    // The PostgreSQL store last, on a fresh database and the same server (its identities
-    // are q*, so it creates as many new entries as the SQLite run did).
-    let db = format!("bench_{n}_{r}");
-    pg.psql("postgres", &format!("CREATE DATABASE {db}"));
-    // BENCH_PG_STATEMENTS=1: the of the PostgreSQL run that took the server's time, longest first.
-    let statements = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
-    if statements {
-        pg.psql(&db, "CREATE EXTENSION pg_stat_statements");
-    }
-    let (tpg, _, cpu_pg) = provd(
-        dir.path(),
-        &url,
-        n,
-        Some(&format!("{}?sslmode=disable", pg.url(&db))),
-        http,
-    );
-    if statements {
-        println!("{}", pg.psql(&db, "SELECT calls, round(total_exec_time::numeric,1) AS ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"));
     }
     let (b, p) = (base.0.as_secs_f64(), ours.0.as_secs_f64());
     let q = tpg.as_secs_f64();

@@ -18,10 +18,13 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> R
     // The job's items looked up one by one through the key (the OFFSET 0 keeps the
     // planner from flattening the lateral join): the statement is prepared once per
     // connection, and a plan made while the tables were small and never analyzed
-    // hash-joined a scan of every request item, on every job's end.
+    // hash-joined a scan of every request item, on every job's end. Each item comes with
+    // the states of all its jobs: one round trip, not one more per item.
     let items = super::query(
         tx,
-        "SELECT ri.id, ri.effect, ri.assignment_id FROM item_jobs ij,
+        "SELECT ri.id, ri.effect, ri.assignment_id,
+                ARRAY(SELECT j.state FROM item_jobs o JOIN jobs j ON j.id = o.job_id WHERE o.item_id = ri.id)
+         FROM item_jobs ij,
             LATERAL (SELECT r.id, r.effect, r.assignment_id FROM request_items r
                      WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
          WHERE ij.job_id = $1",
@@ -29,15 +32,11 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> R
     )
     .await?;
     for row in &items {
-        let (item, effect, assignment): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let states: Vec<JobState> = super::query(
-            tx,
-            "SELECT j.state FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id WHERE ij.item_id = $1",
-            &[&item],
-        )
-        .await?
+        let (effect, assignment): (String, i64) = (row.get(1), row.get(2));
+        let states: Vec<JobState> = row
+            .get::<_, Vec<String>>(3)
             .iter()
-            .filter_map(|r| JobState::parse(r.get(0)))
+            .filter_map(|s| JobState::parse(s))
             .collect();
         let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
             continue;
