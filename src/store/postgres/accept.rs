@@ -11,6 +11,8 @@ use jiff::Timestamp;
 use provd_connector_core::Operation;
 use serde_json::{Value, json};
 
+use futures_util::future::try_join_all;
+
 use super::Tx;
 use super::rows::to_json;
 use crate::clock::to_ms;
@@ -197,7 +199,10 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
     };
     super::audit::append(tx, now_ms, &e).await?;
 
-    let mut job_ids = Vec::with_capacity(plan.jobs.len());
+    // The request's jobs are inserted in one pipelined wave (sent in plan order, so that
+    // they get ids in that order, as jobs of one lane must), then their accounts and
+    // events in a second: a round trip or two per request, not three per job.
+    let mut rows = Vec::with_capacity(plan.jobs.len());
     for job in &plan.jobs {
         let identity = w.ctx.identities.get(&job.identity).ok_or_else(|| {
             StoreError::Conflict(format!(
@@ -205,44 +210,74 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
                 job.identity
             ))
         })?;
-        let row = super::query_one(tx,
-                "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
-                                   next_attempt_at, created_at, updated_at)
-                 VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
+        rows.push((
+            to_json(identity)?,
+            to_json(&job.ops)?,
+            job.not_before.map(to_ms),
+        ));
+    }
+    let insert_job = tx
+        .prepare_cached(
+            "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
+                               next_attempt_at, created_at, updated_at)
+             VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
+        )
+        .await?;
+    let insert_job = &insert_job;
+    let job_ids: Vec<i64> = try_join_all(plan.jobs.iter().zip(&rows).map(
+        |(job, (identity, ops, not_before))| async move {
+            let (kind, max) = (job.kind.as_str(), i64::from(job.max_attempts));
+            tx.query_one(
+                insert_job,
                 &[
                     &request_id,
                     &job.identity,
                     &job.source,
-                    &job.kind.as_str(),
-                    &to_json(identity)?,
-                    &to_json(&job.ops)?,
-                    &i64::from(job.max_attempts),
-                    &job.not_before.map(to_ms),
+                    &kind,
+                    identity,
+                    ops,
+                    &max,
+                    not_before,
                     &now_ms,
                 ],
             )
-            .await?;
-        let id: i64 = row.get(0);
-        if job.ops.contains(&Operation::CreateAccount) {
-            super::exec(tx,
-                "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
-                 ON CONFLICT (identity_id, source) DO NOTHING",
-                &[&job.identity, &job.source, &id, &now_ms],
-            )
-            .await?;
-        }
-        let e = Event {
-            kind: "job_queued",
-            request_id: Some(request_id),
-            job_id: Some(id),
-            source: Some(&job.source),
-            identity: Some(&job.identity),
-            data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
-            actor: &w.from.name,
-        };
-        super::audit::append(tx, now_ms, &e).await?;
-        job_ids.push(id);
-    }
+            .await
+            .map(|r| r.get::<_, i64>(0))
+        },
+    ))
+    .await?;
+    let creates = plan
+        .jobs
+        .iter()
+        .zip(&job_ids)
+        .filter(|(job, _)| job.ops.contains(&Operation::CreateAccount));
+    try_join_all(creates.map(|(job, id)| async move {
+        super::exec(
+            tx,
+            "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
+             ON CONFLICT (identity_id, source) DO NOTHING",
+            &[&job.identity, &job.source, id, &now_ms],
+        )
+        .await
+    }))
+    .await?;
+    let events: Vec<(i64, Event)> = plan
+        .jobs
+        .iter()
+        .zip(&job_ids)
+        .map(|(job, id)| {
+            (now_ms, Event {
+                kind: "job_queued",
+                request_id: Some(request_id),
+                job_id: Some(*id),
+                source: Some(&job.source),
+                identity: Some(&job.identity),
+                data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+                actor: &w.from.name,
+            })
+        })
+        .collect();
+    super::audit::append_all(tx, &events).await?;
 
     for item in &plan.items {
         // A duplicate grant that keeps the removeDate it had changes nothing.
