@@ -235,6 +235,8 @@ impl LdapConnector {
                 false
             }
             Err(e) => {
+                // Logged here, before the connector's own scrubbing: redact first.
+                let e = e.redacted(&self.redactor);
                 tracing::debug!(group = %key.group, values = values.len(), error = %e, "batched member change failed; written one by one");
                 false
             }

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::audit::append_all;
 use super::rows::{COLUMNS, event, get, job, to_json};
 use crate::store::events::Event;
+use crate::store::rules::{EndRow, end_row};
 use futures_util::future::try_join_all;
 
 use super::{Postgres, Tx, exec};
@@ -32,9 +33,9 @@ fn ops_done(f: &Finish) -> Option<i64> {
 
 /// Fences one attempt's end: writes the job's new state (and its progress) only where
 /// owner and epoch still match; false when another agent holds the job now.
-async fn fence(tx: &Tx<'_>, f: &Finish) -> Result<bool> {
+async fn fence(tx: &Tx<'_>, f: &Finish, row: Option<&EndRow>) -> Result<bool> {
     let (job, owner, now, done) = (&f.job, f.owner.as_str(), f.now, ops_done(f));
-    let n = match crate::store::rules::end_row(job, &f.ending, now)? {
+    let n = match row {
         None => {
             exec(
                 tx,
@@ -70,18 +71,16 @@ fn end_kind(state: &str) -> &'static str {
 }
 
 /// What a fenced end writes besides the job: its account, its settling; and the events
-/// it leaves, for the group to write together.
+/// it leaves, for the group to write together. `row`: the same as [`fence`] wrote.
 async fn after_fence<'a>(
     tx: &Tx<'_>,
     f: &'a Finish,
+    row: Option<EndRow>,
     actor: &'a str,
 ) -> Result<Vec<(i64, Event<'a>)>> {
     let (job, now) = (&f.job, f.now);
     let mut events = record_ops(tx, job, &f.ops, now, actor).await?;
-    match (
-        &f.ending,
-        crate::store::rules::end_row(job, &f.ending, now)?,
-    ) {
+    match (&f.ending, row) {
         (Ending::Released { error }, _) => {
             let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
             events.push((now, Event::of_job("job_released", job, actor, data)));
@@ -309,15 +308,28 @@ impl Queue for Postgres {
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let held = try_join_all(items.iter().map(|f| fence(&tx, f))).await?;
+            // Each end's row once (it serializes the job's error history): the fence
+            // writes it, what follows reads its state and event data.
+            let rows = items
+                .iter()
+                .map(|f| end_row(&f.job, &f.ending, f.now))
+                .collect::<Result<Vec<_>>>()?;
+            let held = try_join_all(
+                items
+                    .iter()
+                    .zip(&rows)
+                    .map(|(f, r)| fence(&tx, f, r.as_ref())),
+            )
+            .await?;
             let actors: Vec<String> = items.iter().map(|f| agent_actor(&f.owner)).collect();
             let events = try_join_all(
                 items
                     .iter()
+                    .zip(rows)
                     .zip(&actors)
                     .zip(&held)
                     .filter(|(_, h)| **h)
-                    .map(|((f, actor), _)| after_fence(&tx, f, actor)),
+                    .map(|(((f, row), actor), _)| after_fence(&tx, f, row, actor)),
             )
             .await?;
             append_all(&tx, &events.concat()).await?;
