@@ -129,8 +129,10 @@ fn baseline(dir: &Path, url: &str, n: usize) -> Duration {
 const PER_REQUEST: usize = 10;
 
 /// Posts `n` grants as n/10 requests of 10 identities (`who`0…) from `clients` keep-alive
-/// clients, each sending its share one after another; every one must get its 202.
-fn post_all(port: u16, who: &str, n: usize, clients: usize) {
+/// clients, each sending its share one after another; every one must get its 202. Returns
+/// how long until the last 202.
+fn post_all(port: u16, who: &str, n: usize, clients: usize) -> Duration {
+    let t = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,6 +162,7 @@ fn post_all(port: u16, who: &str, n: usize, clients: usize) {
             t.unwrap();
         }
     });
+    t.elapsed()
 }
 
 /// provd on the same server: N requests preloaded, then the agent started and timed; or
@@ -289,9 +292,8 @@ fn provd(
         assert_eq!(failed, 0, "jobs failed");
     }
     let elapsed = t.elapsed();
-    if let Some(p) = posting {
-        p.join().unwrap();
-    }
+    // When the last request got its 202: whether intake or dispatch was the long pole.
+    let posted = posting.map(|p| format!(", last 202 at {} ms", p.join().unwrap().as_millis()));
     let events = rt.block_on(store.events_after(0, usize::MAX >> 1)).unwrap();
     let at = |kind: &str| -> Vec<i64> {
         events
@@ -315,8 +317,9 @@ fn provd(
     };
     let claims = groups("job_running");
     println!(
-        "  provd: first claim {} ms after start, last end written at {} ms; {claims} claims ({:.1} jobs each)",
+        "  provd: first claim {} ms after start{}, last end written at {} ms; {claims} claims ({:.1} jobs each)",
         first - t0_ms,
+        posted.unwrap_or_default(),
         last - t0_ms,
         n as f64 / claims as f64,
     );

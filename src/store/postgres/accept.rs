@@ -11,10 +11,13 @@ use jiff::Timestamp;
 use provd_connector_core::Operation;
 use serde_json::{Value, json};
 
-use futures_util::future::try_join_all;
+use std::collections::HashMap;
 
-use super::Tx;
+use futures_util::future::try_join_all;
+use tokio_postgres::Statement;
+
 use super::rows::to_json;
+use super::{Param, Tx};
 use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::{
@@ -61,12 +64,20 @@ pub(super) async fn snapshot(
     include: Option<i64>,
 ) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
-    let rows = super::query(tx,
+    // Both reads in one round trip.
+    let (live, held): (&[Param], &[Param]) = (&[&identities, &include], &[&identities]);
+    let (rows, accounts) = futures_util::try_join!(
+        super::query(tx,
             "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
              WHERE identity_id = ANY($1) AND (state IN ('pending','active') OR id = $2) ORDER BY id",
-            &[&identities, &include],
-        )
-        .await?;
+            live,
+        ),
+        super::query(
+            tx,
+            "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
+            held,
+        ),
+    )?;
     for r in &rows {
         let id: i64 = r.get(0);
         let ty: String = r.get(2);
@@ -88,12 +99,6 @@ pub(super) async fn snapshot(
             entitlements,
         });
     }
-    let accounts = super::query(
-        tx,
-        "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
-        &[&identities],
-    )
-    .await?;
     for r in &accounts {
         snap.accounts.insert((r.get(0), r.get(1)));
     }
@@ -181,27 +186,122 @@ struct Write<'a> {
     response: &'a Value,
 }
 
-async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
-    let (req, plan, request_id) = (w.req, w.plan, w.request_id);
-    let mut removals = Vec::new();
-    super::exec(tx,
+/// The statements of a request's writes. They are prepared (from the connection's cache)
+/// before any is sent: a statement prepared on first use costs a round trip of its own
+/// and could let one sent after it overtake it, and ids must follow plan order.
+struct Statements {
+    request: Statement,
+    job: Statement,
+    account: Statement,
+    grant: Statement,
+    remove_at: Statement,
+    revoke: Statement,
+    item: Statement,
+}
+
+async fn prepare(tx: &Tx<'_>) -> Result<Statements> {
+    let sql = [
         "INSERT INTO requests (id, idempotency_key, origin, requester, request_type, body, response, received_at)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-        &[&request_id, &w.idempotency_key, &w.from.origin, &w.from.name, &req.request_type.as_str(), &w.body, &w.response.to_string(), &now_ms],
-    )
-    .await?;
-    let e = Event {
+        "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
+                           next_attempt_at, created_at, updated_at)
+         VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
+        "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
+         ON CONFLICT (identity_id, source) DO NOTHING",
+        "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
+            start_at, remove_at, created_at, updated_at, active_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,CASE WHEN $4 = 'active' THEN $9::BIGINT END) RETURNING id",
+        "UPDATE assignments SET remove_at = $1, updated_at = $2 WHERE id = $3",
+        "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3",
+        "INSERT INTO request_items (request_id, identity_id, item_type, item_id, name, disposition,
+            existing_request_id, assignment_id, effect, comment, start_at, remove_at, client_metadata)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
+    ];
+    let mut st = try_join_all(sql.iter().map(|s| tx.prepare_cached(s)))
+        .await?
+        .into_iter();
+    let mut next = || {
+        st.next()
+            .ok_or_else(|| corrupt("a statement was not prepared"))
+    };
+    Ok(Statements {
+        request: next()?,
+        job: next()?,
+        account: next()?,
+        grant: next()?,
+        remove_at: next()?,
+        revoke: next()?,
+        item: next()?,
+    })
+}
+
+/// Writes a request in four pipelined waves, whatever its size: (1) the request, its
+/// event and the removeDates its duplicate grants may keep; (2) its jobs, then what each
+/// item does to the assignments; (3) accounts, the jobs' and items' events, the items'
+/// rows; (4) the links of items to jobs. Each wave is sent in plan order (ids keep it),
+/// and waits only for what the next one needs — a request of ten identities was some
+/// forty round trips one after another, three per item. Items of a request concern
+/// distinct assignments (validation refuses an identity or an item named twice), so
+/// none of a wave's statements depends on another's.
+async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
+    let (req, plan, request_id) = (w.req, w.plan, w.request_id);
+    let st = prepare(tx).await?;
+
+    let (request_type, response) = (req.request_type.as_str(), w.response.to_string());
+    let accepted = Event {
         kind: "request_accepted",
         request_id: Some(request_id),
-        data: json!({ "origin": w.from.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
+        data: json!({ "origin": w.from.origin, "requestType": request_type, "jobs": plan.jobs.len() }),
         actor: &w.from.name,
         ..Default::default()
     };
-    super::audit::append(tx, now_ms, &e).await?;
+    let kept: Vec<i64> = plan
+        .items
+        .iter()
+        .filter_map(|i| match i.effect {
+            Effect::SetRemoveDate { assignment, .. } => Some(assignment),
+            _ => None,
+        })
+        .collect();
+    let (_, _, current) = futures_util::try_join!(
+        async {
+            tx.execute(
+                &st.request,
+                &[
+                    &request_id,
+                    &w.idempotency_key,
+                    &w.from.origin,
+                    &w.from.name,
+                    &request_type,
+                    &w.body,
+                    &response,
+                    &now_ms,
+                ],
+            )
+            .await
+            .map_err(StoreError::from)
+        },
+        super::audit::append(tx, now_ms, &accepted),
+        remove_dates(tx, &kept),
+    )?;
+    // A duplicate grant that keeps the removeDate it had changes nothing.
+    let unchanged = plan
+        .items
+        .iter()
+        .map(|item| match item.effect {
+            Effect::SetRemoveDate {
+                assignment,
+                remove_at,
+            } => current
+                .get(&assignment)
+                .map(|c| *c == remove_at.map(to_ms))
+                .ok_or_else(|| {
+                    corrupt(format!("assignment {assignment} vanished while accepting"))
+                }),
+            _ => Ok(false),
+        })
+        .collect::<Result<Vec<bool>>>()?;
 
-    // The request's jobs are inserted in one pipelined wave (sent in plan order, so that
-    // they get ids in that order, as jobs of one lane must), then their accounts and
-    // events in a second: a round trip or two per request, not three per job.
     let mut rows = Vec::with_capacity(plan.jobs.len());
     for job in &plan.jobs {
         let identity = w.ctx.identities.get(&job.identity).ok_or_else(|| {
@@ -214,54 +314,51 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
             to_json(identity)?,
             to_json(&job.ops)?,
             job.not_before.map(to_ms),
+            job.kind.as_str(),
+            i64::from(job.max_attempts),
         ));
     }
-    let insert_job = tx
-        .prepare_cached(
-            "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
-                               next_attempt_at, created_at, updated_at)
-             VALUES ($1,$2,$3,$4,$5,$6,'queued',$7,$8,$9,$9) RETURNING id",
-        )
-        .await?;
-    let insert_job = &insert_job;
-    let job_ids: Vec<i64> = try_join_all(plan.jobs.iter().zip(&rows).map(
-        |(job, (identity, ops, not_before))| async move {
-            let (kind, max) = (job.kind.as_str(), i64::from(job.max_attempts));
-            tx.query_one(
-                insert_job,
-                &[
-                    &request_id,
-                    &job.identity,
-                    &job.source,
-                    &kind,
-                    identity,
-                    ops,
-                    &max,
-                    not_before,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
+    let st = &st;
+    let jobs = try_join_all(plan.jobs.iter().zip(&rows).map(
+        |(job, (identity, ops, not_before, kind, max))| async move {
+            let row = tx
+                .query_one(
+                    &st.job,
+                    &[
+                        &request_id,
+                        &job.identity,
+                        &job.source,
+                        kind,
+                        identity,
+                        ops,
+                        max,
+                        not_before,
+                        &now_ms,
+                    ],
+                )
+                .await?;
+            Ok::<i64, StoreError>(row.get(0))
         },
-    ))
-    .await?;
+    ));
+    let effects = try_join_all(
+        plan.items
+            .iter()
+            .zip(&unchanged)
+            .map(|(item, &unchanged)| apply_effect(tx, st, item, unchanged, request_id, now_ms)),
+    );
+    let (job_ids, assignments) = futures_util::try_join!(jobs, effects)?;
+
     let creates = plan
         .jobs
         .iter()
         .zip(&job_ids)
         .filter(|(job, _)| job.ops.contains(&Operation::CreateAccount));
-    try_join_all(creates.map(|(job, id)| async move {
-        super::exec(
-            tx,
-            "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
-             ON CONFLICT (identity_id, source) DO NOTHING",
-            &[&job.identity, &job.source, id, &now_ms],
-        )
-        .await
-    }))
-    .await?;
-    let events: Vec<(i64, Event)> = plan
+    let accounts = try_join_all(creates.map(|(job, id)| async move {
+        tx.execute(&st.account, &[&job.identity, &job.source, id, &now_ms])
+            .await
+            .map_err(StoreError::from)
+    }));
+    let mut events: Vec<(i64, Event)> = plan
         .jobs
         .iter()
         .zip(&job_ids)
@@ -277,86 +374,107 @@ async fn write(tx: &Tx<'_>, w: &Write<'_>, now_ms: i64) -> Result<(Vec<i64>, Vec
             })
         })
         .collect();
-    super::audit::append_all(tx, &events).await?;
-
-    for item in &plan.items {
-        // A duplicate grant that keeps the removeDate it had changes nothing.
-        let unchanged = match item.effect {
-            Effect::SetRemoveDate {
-                assignment,
-                remove_at,
-            } => {
-                let current: Option<i64> = super::query_one(
-                    tx,
-                    "SELECT remove_at FROM assignments WHERE id = $1",
-                    &[&assignment],
+    for (item, &unchanged) in plan.items.iter().zip(&unchanged) {
+        if let Some(e) = remove_date_event(item, unchanged, request_id, &w.from.name) {
+            events.push((now_ms, e));
+        }
+    }
+    let mut item_rows = Vec::with_capacity(plan.items.len());
+    for (item, assignment) in plan.items.iter().zip(&assignments) {
+        let (disposition, existing_request) = crate::store::rules::disposition(item);
+        let mut meta = req.client_metadata.clone();
+        meta.extend(item.item.client_metadata.clone());
+        item_rows.push((
+            item,
+            *assignment,
+            disposition,
+            existing_request,
+            crate::store::rules::effect_name(&item.effect),
+            to_json(&meta)?,
+        ));
+    }
+    let items = try_join_all(item_rows.iter().map(
+        |(item, assignment, disposition, existing, effect, meta)| async move {
+            let row = tx
+                .query_one(
+                    &st.item,
+                    &[
+                        &request_id,
+                        &item.identity,
+                        &item.item.ty.as_str(),
+                        &item.item.id,
+                        &item.name,
+                        disposition,
+                        existing,
+                        assignment,
+                        effect,
+                        &item.item.comment,
+                        &item.item.start_at.map(to_ms),
+                        &item.item.remove_at.map(to_ms),
+                        meta,
+                    ],
                 )
-                .await?
-                .get(0);
-                current == remove_at.map(to_ms)
-            }
-            _ => false,
-        };
-        let assignment = match item.effect {
-            Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
-            _ => apply_effect(tx, item, request_id, &w.from.name, now_ms).await?,
-        };
-        let change = crate::store::rules::removal_change(item, unchanged);
-        if let Some(change) = change {
+                .await?;
+            Ok::<i64, StoreError>(row.get(0))
+        },
+    ));
+    let (_, _, item_ids) =
+        futures_util::try_join!(accounts, super::audit::append_all(tx, &events), items)?;
+
+    let (mut link_items, mut link_jobs) = (Vec::new(), Vec::new());
+    for (item, item_id) in plan.items.iter().zip(&item_ids) {
+        for job_id in item.jobs.iter().filter_map(|j| job_ids.get(*j)) {
+            link_items.push(*item_id);
+            link_jobs.push(*job_id);
+        }
+    }
+    if !link_items.is_empty() {
+        super::exec(
+            tx,
+            "INSERT INTO item_jobs (item_id, job_id) SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[])
+             ON CONFLICT DO NOTHING",
+            &[&link_items, &link_jobs],
+        )
+        .await?;
+    }
+
+    let mut removals = Vec::new();
+    for ((item, &unchanged), assignment) in plan.items.iter().zip(&unchanged).zip(&assignments) {
+        if let Some(change) = crate::store::rules::removal_change(item, unchanged) {
             removals.push(RemovalChange {
                 identity: item.identity.clone(),
                 item: item.item.id.clone(),
-                assignment,
+                assignment: *assignment,
                 change,
                 remove_at: item.item.remove_at.map(to_ms),
             });
-        }
-        let (disposition, existing_request) = crate::store::rules::disposition(item);
-        let effect = crate::store::rules::effect_name(&item.effect);
-        let mut meta = req.client_metadata.clone();
-        meta.extend(item.item.client_metadata.clone());
-        let row = super::query_one(tx,
-                "INSERT INTO request_items (request_id, identity_id, item_type, item_id, name, disposition,
-                    existing_request_id, assignment_id, effect, comment, start_at, remove_at, client_metadata)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
-                &[
-                    &request_id,
-                    &item.identity,
-                    &item.item.ty.as_str(),
-                    &item.item.id,
-                    &item.name,
-                    &disposition,
-                    &existing_request,
-                    &assignment,
-                    &effect,
-                    &item.item.comment,
-                    &item.item.start_at.map(to_ms),
-                    &item.item.remove_at.map(to_ms),
-                    &to_json(&meta)?,
-                ],
-            )
-            .await?;
-        let item_row: i64 = row.get(0);
-        for j in &item.jobs {
-            if let Some(job_id) = job_ids.get(*j) {
-                super::exec(
-                    tx,
-                    "INSERT INTO item_jobs (item_id, job_id) VALUES ($1,$2) ON CONFLICT DO NOTHING",
-                    &[&item_row, job_id],
-                )
-                .await?;
-            }
         }
     }
     Ok((job_ids, removals))
 }
 
-/// Writes what an item does to the assignments; returns the assignment it concerns.
+/// The removeDates now held by `assignments` (none asked: no round trip).
+async fn remove_dates(tx: &Tx<'_>, assignments: &[i64]) -> Result<HashMap<i64, Option<i64>>> {
+    if assignments.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = super::query(
+        tx,
+        "SELECT id, remove_at FROM assignments WHERE id = ANY($1)",
+        &[&assignments],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// What an item does to the assignments — at most one statement, so that the wave of a
+/// request's items goes out in their order; returns the assignment it concerns.
 async fn apply_effect(
     tx: &Tx<'_>,
+    st: &Statements,
     item: &crate::model::PlannedItem,
+    unchanged: bool,
     request_id: &str,
-    actor: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     Ok(match item.effect {
@@ -367,10 +485,9 @@ async fn apply_effect(
             } else {
                 "pending"
             };
-            let row = super::query_one(tx,
-                    "INSERT INTO assignments (identity_id, item_type, item_id, state, request_id, entitlements,
-                        start_at, remove_at, created_at, updated_at, active_at)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9,CASE WHEN $4 = 'active' THEN $9::BIGINT END) RETURNING id",
+            let row = tx
+                .query_one(
+                    &st.grant,
                     &[
                         &item.identity,
                         &item.item.ty.as_str(),
@@ -386,32 +503,28 @@ async fn apply_effect(
                 .await?;
             Some(row.get(0))
         }
+        Effect::SetRemoveDate { assignment, .. } if unchanged => Some(assignment),
         Effect::SetRemoveDate {
+            assignment,
+            remove_at: Some(remove_at),
+        }
+        | Effect::ScheduleRemoval {
             assignment,
             remove_at,
         } => {
-            set_remove_at(
-                tx,
-                assignment,
-                remove_at.map(to_ms),
-                (request_id, actor, &item.identity),
-                now_ms,
+            tx.execute(
+                &st.remove_at,
+                &[&Some(to_ms(remove_at)), &now_ms, &assignment],
             )
             .await?;
             Some(assignment)
         }
-        Effect::ScheduleRemoval {
+        Effect::SetRemoveDate {
             assignment,
-            remove_at,
+            remove_at: None,
         } => {
-            set_remove_at(
-                tx,
-                assignment,
-                Some(to_ms(remove_at)),
-                (request_id, actor, &item.identity),
-                now_ms,
-            )
-            .await?;
+            tx.execute(&st.remove_at, &[&None::<i64>, &now_ms, &assignment])
+                .await?;
             Some(assignment)
         }
         Effect::Revoke { assignment } => {
@@ -421,12 +534,7 @@ async fn apply_effect(
                 } else {
                     "revoking"
                 };
-                super::exec(
-                    tx,
-                    "UPDATE assignments SET state = $1, updated_at = $2 WHERE id = $3",
-                    &[&state, &now_ms, &a],
-                )
-                .await?;
+                tx.execute(&st.revoke, &[&state, &now_ms, &a]).await?;
             }
             assignment
         }
@@ -434,26 +542,31 @@ async fn apply_effect(
     })
 }
 
-async fn set_remove_at(
-    tx: &Tx<'_>,
-    assignment: i64,
-    remove_at: Option<i64>,
-    (request_id, actor, identity): (&str, &str, &str),
-    now_ms: i64,
-) -> Result<()> {
-    super::exec(
-        tx,
-        "UPDATE assignments SET remove_at = $1, updated_at = $2 WHERE id = $3",
-        &[&remove_at, &now_ms, &assignment],
-    )
-    .await?;
-    let e = Event {
+/// The event of an item that sets or clears a removeDate.
+fn remove_date_event<'a>(
+    item: &'a crate::model::PlannedItem,
+    unchanged: bool,
+    request_id: &'a str,
+    actor: &'a str,
+) -> Option<Event<'a>> {
+    let (assignment, remove_at) = match item.effect {
+        Effect::SetRemoveDate { .. } if unchanged => return None,
+        Effect::SetRemoveDate {
+            assignment,
+            remove_at,
+        } => (assignment, remove_at),
+        Effect::ScheduleRemoval {
+            assignment,
+            remove_at,
+        } => (assignment, Some(remove_at)),
+        _ => return None,
+    };
+    Some(Event {
         kind: "remove_date_set",
         request_id: Some(request_id),
-        identity: Some(identity),
-        data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+        identity: Some(&item.identity),
+        data: json!({ "assignment": assignment, "removeDate": remove_at.map(|t| crate::clock::rfc3339_ms(to_ms(t))) }),
         actor,
         ..Default::default()
-    };
-    super::audit::append(tx, now_ms, &e).await
+    })
 }

@@ -101,7 +101,7 @@ macro_rules! each_in_savepoint {
 }
 pub(super) use each_in_savepoint;
 
-type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+pub(super) type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
 /// Executes a hot statement, prepared once per connection: an unprepared one costs a
 /// second round trip every time.
@@ -118,16 +118,6 @@ pub(super) async fn query(
 ) -> Result<Vec<tokio_postgres::Row>> {
     let st = tx.prepare_cached(sql).await?;
     Ok(tx.query(&st, params).await?)
-}
-
-/// The one row of a statement prepared once per connection.
-pub(super) async fn query_one(
-    tx: &Tx<'_>,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<tokio_postgres::Row> {
-    let st = tx.prepare_cached(sql).await?;
-    Ok(tx.query_one(&st, params).await?)
 }
 
 /// At most one row, of a statement prepared once per connection.

@@ -10,6 +10,21 @@ use crate::store::roles::{Accept, BoxFuture, Requests};
 use crate::store::status::{StatusJob, StatusQuery, StatusRow};
 use crate::store::{Result, StoreError};
 
+async fn accept_one(tx: &super::Tx<'_>, a: &Accept) -> Result<Replay> {
+    let key = a.idempotency_key.as_deref();
+    accept_in(
+        tx,
+        &a.request,
+        &a.body,
+        &a.requester,
+        key,
+        &a.ctx,
+        a.now,
+        None,
+    )
+    .await
+}
+
 impl Requests for Postgres {
     fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
         let me = self.clone();
@@ -32,19 +47,17 @@ impl Requests for Postgres {
                 .flat_map(|a| lock_names(a.idempotency_key.as_deref(), &a.request.requested_for))
                 .collect();
             lock_all(&tx, &names).await?;
-            let out = super::each_in_savepoint!(tx, batch, |sp, a| {
-                let key = a.idempotency_key.as_deref();
-                accept_in(
-                    &sp,
-                    &a.request,
-                    &a.body,
-                    &a.requester,
-                    key,
-                    &a.ctx,
-                    a.now,
-                    None,
-                )
-            });
+            // A request alone needs no savepoint (two round trips): refused, its
+            // transaction is rolled back whole.
+            if let [a] = batch.as_slice() {
+                let out = accept_one(&tx, a).await;
+                match out {
+                    Ok(_) => tx.commit().await?,
+                    Err(_) => tx.rollback().await?,
+                }
+                return Ok(vec![out]);
+            }
+            let out = super::each_in_savepoint!(tx, batch, |sp, a| accept_one(&sp, a));
             tx.commit().await?;
             Ok(out)
         })

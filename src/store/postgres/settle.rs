@@ -19,11 +19,13 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> R
     // planner from flattening the lateral join): the statement is prepared once per
     // connection, and a plan made while the tables were small and never analyzed
     // hash-joined a scan of every request item, on every job's end. Each item comes with
-    // the states of all its jobs: one round trip, not one more per item.
+    // the states of all its jobs: one round trip, not one more per item. Those states are
+    // read job by job through the key too (a scalar subquery): joined, the same plan
+    // hashed a scan of every job on every end.
     let items = super::query(
         tx,
         "SELECT ri.id, ri.effect, ri.assignment_id,
-                ARRAY(SELECT j.state FROM item_jobs o JOIN jobs j ON j.id = o.job_id WHERE o.item_id = ri.id)
+                ARRAY(SELECT (SELECT j.state FROM jobs j WHERE j.id = o.job_id) FROM item_jobs o WHERE o.item_id = ri.id)
          FROM item_jobs ij,
             LATERAL (SELECT r.id, r.effect, r.assignment_id FROM request_items r
                      WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
