@@ -31,12 +31,12 @@ impl Accounts for Postgres {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
-            let rows = c
-                .query(
-                    "SELECT id, attributes FROM identities WHERE id = ANY($1)",
-                    &[&ids],
-                )
+            // Every accept reads its identities: prepared once per connection, not
+            // parsed and planned anew (and a round trip more) each time.
+            let st = c
+                .prepare_cached("SELECT id, attributes FROM identities WHERE id = ANY($1)")
                 .await?;
+            let rows = c.query(&st, &[&ids]).await?;
             rows.iter()
                 .map(|r| {
                     let id: String = r.get(0);

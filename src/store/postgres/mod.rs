@@ -4,6 +4,7 @@
 //! for it (or allows it); the password from a file or the environment, never in the URL.
 
 mod accept;
+mod accept_rows;
 mod accounts;
 mod admin;
 mod audit;
