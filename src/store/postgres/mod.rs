@@ -9,6 +9,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod evidence;
+mod finish;
 mod leader;
 mod queue;
 mod requests;

@@ -11,119 +11,14 @@ use serde_json::json;
 use super::audit::append_all;
 use super::rows::{COLUMNS, event, get, job, to_json};
 use crate::store::events::Event;
-use crate::store::rules::{EndRow, end_row};
-use futures_util::future::try_join_all;
 
-use super::{Postgres, Tx, exec};
+use super::Postgres;
 use crate::model::agent_actor;
-use crate::store::jobs::{AttemptError, Ending, Finish, Job, JobFilter, JobState, Moved, OpRecord};
+use crate::store::jobs::{AttemptError, Finish, Job, JobFilter, JobState, Moved};
 use crate::store::roles::{BoxFuture, Claim, Queue};
 use crate::store::{Result, StoreError};
 
 const OPEN: &str = "('queued','running','retrying','manual')";
-
-fn lost(job_id: i64) -> StoreError {
-    StoreError::LeaseLost { job_id }
-}
-
-/// The progress an attempt's calls leave on the job (ops done), if it made any.
-fn ops_done(f: &Finish) -> Option<i64> {
-    f.ops.last().map(|last| (last.index + 1) as i64)
-}
-
-/// Fences one attempt's end: writes the job's new state (and its progress) only where
-/// owner and epoch still match; false when another agent holds the job now.
-async fn fence(tx: &Tx<'_>, f: &Finish, row: Option<&EndRow>) -> Result<bool> {
-    let (job, owner, now, done) = (&f.job, f.owner.as_str(), f.now, ops_done(f));
-    let n = match row {
-        None => {
-            exec(
-                tx,
-                "UPDATE jobs SET state = 'queued', attempt = GREATEST(attempt - 1, 0), next_attempt_at = NULL,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = $1, ops_done = COALESCE($5, ops_done)
-                 WHERE id = $2 AND state = 'running' AND lease_owner = $3 AND lease_epoch = $4",
-                &[&now, &job.id, &owner, &job.lease_epoch, &done],
-            )
-            .await?
-        }
-        Some(row) => {
-            exec(
-                tx,
-                "UPDATE jobs SET state = $1, next_attempt_at = $2, errors = COALESCE($3, errors), lease_owner = NULL,
-                    lease_expires_at = NULL, finalized_at = $4, updated_at = $5, ops_done = COALESCE($9, ops_done)
-                 WHERE id = $6 AND state = 'running' AND lease_owner = $7 AND lease_epoch = $8",
-                &[&row.state, &row.next_attempt_at, &row.errors, &row.finalized_at, &now, &job.id, &owner, &job.lease_epoch, &done],
-            )
-            .await?
-        }
-    };
-    Ok(n > 0)
-}
-
-/// The event kind of a job's end in `state`.
-fn end_kind(state: &str) -> &'static str {
-    match state {
-        "succeeded" => "job_succeeded",
-        "retrying" => "job_retrying",
-        "failed" => "job_failed",
-        _ => "job_ended",
-    }
-}
-
-/// What a fenced end writes besides the job: its account, its settling; and the events
-/// it leaves, for the group to write together. `row`: the same as [`fence`] wrote.
-async fn after_fence<'a>(
-    tx: &Tx<'_>,
-    f: &'a Finish,
-    row: Option<EndRow>,
-    actor: &'a str,
-) -> Result<Vec<(i64, Event<'a>)>> {
-    let (job, now) = (&f.job, f.now);
-    let mut events = record_ops(tx, job, &f.ops, now, actor).await?;
-    match (&f.ending, row) {
-        (Ending::Released { error }, _) => {
-            let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
-            events.push((now, Event::of_job("job_released", job, actor, data)));
-        }
-        (_, Some(row)) => {
-            events.push((
-                now,
-                Event::of_job(end_kind(row.state), job, actor, row.data),
-            ));
-            if row.state != "retrying" {
-                super::settle::settle(tx, job.id, now, row.state).await?;
-            }
-        }
-        (_, None) => {}
-    }
-    Ok(events)
-}
-
-/// Writes an attempt's calls: the account's native id; one audit event each, returned.
-async fn record_ops<'a>(
-    tx: &Tx<'_>,
-    job: &'a Job,
-    ops: &[OpRecord],
-    now: i64,
-    actor: &'a str,
-) -> Result<Vec<(i64, Event<'a>)>> {
-    let mut events = Vec::with_capacity(ops.len() + 1);
-    for op in ops {
-        if let Some(native) = &op.native_id {
-            exec(
-                tx,
-                "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at) VALUES ($1,$2,$3,'active',$4,$5)
-                 ON CONFLICT (identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
-                    updated_at = excluded.updated_at",
-                &[&job.identity_id, &job.source, native, &job.id, &now],
-            )
-            .await?;
-        }
-        let data = crate::store::rules::call_event(job, op);
-        events.push((now, Event::of_job("connector_call", job, actor, data)));
-    }
-    Ok(events)
-}
 
 impl Postgres {
     /// Puts running jobs matching `which` (over `params`) back in the queue, each with a
@@ -299,46 +194,17 @@ impl Queue for Postgres {
         })
     }
 
-    /// One transaction for the group. Its statements are pipelined (sent without waiting
-    /// for each answer): first every end's fence, then what the held ones did. An end
-    /// whose lease was lost writes nothing (LeaseLost); any other error fails the group,
-    /// whose jobs then run again once their leases expire.
+    /// One transaction for the group, in a few statements whatever its size (see
+    /// `finish.rs`). An end whose lease was lost writes nothing (LeaseLost); any other
+    /// error fails the group, whose jobs then run again once their leases expire.
     fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            // Each end's row once (it serializes the job's error history): the fence
-            // writes it, what follows reads its state and event data.
-            let rows = items
-                .iter()
-                .map(|f| end_row(&f.job, &f.ending, f.now))
-                .collect::<Result<Vec<_>>>()?;
-            let held = try_join_all(
-                items
-                    .iter()
-                    .zip(&rows)
-                    .map(|(f, r)| fence(&tx, f, r.as_ref())),
-            )
-            .await?;
-            let actors: Vec<String> = items.iter().map(|f| agent_actor(&f.owner)).collect();
-            let events = try_join_all(
-                items
-                    .iter()
-                    .zip(rows)
-                    .zip(&actors)
-                    .zip(&held)
-                    .filter(|(_, h)| **h)
-                    .map(|(((f, row), actor), _)| after_fence(&tx, f, row, actor)),
-            )
-            .await?;
-            append_all(&tx, &events.concat()).await?;
+            let out = super::finish::finish_all_in(&tx, &items).await?;
             tx.commit().await?;
-            Ok(items
-                .iter()
-                .zip(held)
-                .map(|(f, h)| if h { Ok(()) } else { Err(lost(f.job.id)) })
-                .collect())
+            Ok(out)
         })
     }
 

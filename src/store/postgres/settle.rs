@@ -88,6 +88,72 @@ pub(super) async fn unsettle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// [`settle`] for jobs that succeeded, all at once: their items in one statement, the
+/// assignments they move in another (`(job id, time)` each). A group commit's ends
+/// settled one by one were two statements a job.
+pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+    // Keyed as in `settle`; an item shared by several of the jobs comes once per job.
+    let items = super::query(
+        tx,
+        "SELECT ij.job_id, ri.id, ri.effect, ri.assignment_id,
+                ARRAY(SELECT (SELECT j.state FROM jobs j WHERE j.id = o.job_id) FROM item_jobs o WHERE o.item_id = ri.id)
+         FROM item_jobs ij,
+            LATERAL (SELECT r.id, r.effect, r.assignment_id FROM request_items r
+                     WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
+         WHERE ij.job_id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    let at: std::collections::HashMap<i64, i64> = jobs.iter().copied().collect();
+    // Each item once, each assignment once (an UPDATE joins a row to one of its matches).
+    let (mut seen, mut moved) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let (mut assignment, mut from, mut to, mut now) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for row in &items {
+        let (job, item): (i64, i64) = (row.get(0), row.get(1));
+        if !seen.insert(item) {
+            continue;
+        }
+        let states: Vec<JobState> = row
+            .get::<_, Vec<String>>(4)
+            .iter()
+            .filter_map(|s| JobState::parse(s))
+            .collect();
+        let effect: String = row.get(2);
+        let id: i64 = row.get(3);
+        if let Some((f, t)) = crate::store::rules::settled(&effect, &states)
+            && moved.insert(id)
+        {
+            assignment.push(id);
+            from.push(f);
+            to.push(t);
+            now.push(at.get(&job).copied().unwrap_or_default());
+        }
+    }
+    if assignment.is_empty() {
+        return Ok(());
+    }
+    // `a.id = ANY(…)`: the assignments are found through their key whatever the plan
+    // thinks of the array's size.
+    super::exec(
+        tx,
+        "UPDATE assignments a SET state = u.to_state, updated_at = u.at,
+            active_at = CASE WHEN u.to_state = 'active' THEN u.at ELSE a.active_at END
+         FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS u(id, from_state, to_state, at)
+         WHERE a.id = ANY($1) AND a.id = u.id AND a.state = u.from_state",
+        &[&assignment, &from, &to, &now],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn cancel_in(
     tx: &Tx<'_>,
     id: i64,
