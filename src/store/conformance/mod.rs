@@ -5,6 +5,8 @@
 //! Compiled into the library (hidden) so that both runners can reach it; the cases return
 //! errors instead of unwrapping, and check with `assert!`, which a failing case should do.
 
+mod ends;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use provd_connector_core::Identity;
@@ -71,6 +73,12 @@ pub const CASES: &[(&str, Case)] = &[
     ),
     ("events_are_read_in_order_and_counted", |s| {
         Box::pin(events(s))
+    }),
+    ("a_group_of_ends_writes_nothing_of_a_lost_one", |s| {
+        Box::pin(ends::lost_in_a_group(s))
+    }),
+    ("an_item_whose_jobs_end_in_one_group_settles_once", |s| {
+        Box::pin(ends::one_item_two_jobs_in_a_group(s))
     }),
 ];
 

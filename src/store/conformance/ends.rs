@@ -1,0 +1,188 @@
+//! Cases about a group of ends written together (the dispatcher's group commit): each
+//! end is written or, its lease lost, nothing of it is; an item whose jobs end in the
+//! same group settles once, from all of their states.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use provd_connector_core::Identity;
+
+use super::{Fixture, Outcome, err};
+use crate::config::files::CatalogFile;
+use crate::config::{Catalog, ItemType};
+use crate::model::RequestType;
+use crate::store::jobs::{Ending, Finish, Job, JobState, OpRecord};
+use crate::store::{Store, StoreError};
+
+/// Two sources: `ap-two` makes one job on each for one item.
+fn two_sources(store: Store) -> Result<Fixture, Box<dyn std::error::Error + Send + Sync>> {
+    let f: CatalogFile = toml::from_str(
+        r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "flat"
+        attribute = "groups"
+        value = "VPN"
+        [[entitlement]]
+        id = "wiki"
+        source = "flat2"
+        attribute = "groups"
+        value = "WIKI"
+        [[access_profile]]
+        id = "ap-eng"
+        entitlements = ["vpn"]
+        [[access_profile]]
+        id = "ap-two"
+        entitlements = ["vpn", "wiki"]
+        "#,
+    )?;
+    let sources = BTreeSet::from(["flat".to_string(), "flat2".to_string()]);
+    let catalog = Catalog::build(f, &sources).0;
+    let identities = ["u1", "u2", "u3"]
+        .into_iter()
+        .map(|i| {
+            let identity = Identity {
+                id: i.into(),
+                attributes: BTreeMap::new(),
+            };
+            (i.to_string(), identity)
+        })
+        .collect();
+    Ok(Fixture {
+        store,
+        catalog,
+        identities,
+    })
+}
+
+fn end(job: &Job, owner: &str, now: i64, ending: Ending, native_id: Option<&str>) -> Finish {
+    Finish {
+        job: job.clone(),
+        owner: owner.into(),
+        now,
+        ops: native_id
+            .map(|n| OpRecord {
+                index: 0,
+                outcome: "applied",
+                native_id: Some(n.into()),
+                account: None,
+                detail: None,
+            })
+            .into_iter()
+            .collect(),
+        ending,
+    }
+}
+
+/// The states of `who`'s assignments.
+async fn states(f: &Fixture, who: &str) -> Result<Vec<String>, StoreError> {
+    let all = f.store.assignments(Some(who.into())).await?;
+    assert!(all.iter().all(|a| a.ty == ItemType::AccessProfile));
+    Ok(all.into_iter().map(|a| a.state).collect())
+}
+
+fn job_of<'a>(jobs: &'a [Job], who: &str) -> Result<&'a Job, String> {
+    jobs.iter()
+        .find(|j| j.identity_id == who)
+        .ok_or_else(|| format!("no job of {who} in {jobs:?}"))
+}
+
+/// In one group: u1's end (with the account it created), u2's end under an owner that
+/// does not hold its lease, and u1's job a second time. Only the first is written.
+pub(super) async fn lost_in_a_group(store: Store) -> Outcome {
+    let f = two_sources(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    f.grant("u2", "ap-eng", 1_000).await?;
+    let jobs = f.claim("a", 2_000).await?;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let (j1, j2) = (job_of(&jobs, "u1")?, job_of(&jobs, "u2")?);
+    let out = f
+        .store
+        .finish_all(vec![
+            end(j1, "a", 2_001, Ending::Succeeded, Some("uid=u1")),
+            end(j2, "b", 2_001, Ending::Succeeded, Some("uid=u2")),
+            end(j1, "a", 2_002, Ending::Succeeded, Some("uid=u1-again")),
+        ])
+        .await?;
+    assert!(out[0].is_ok(), "{out:?}");
+    assert!(
+        matches!(out[1], Err(StoreError::LeaseLost { job_id }) if job_id == j2.id),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[2], Err(StoreError::LeaseLost { job_id }) if job_id == j1.id),
+        "{out:?}"
+    );
+    assert_eq!(f.job(j1.id).await?.state, JobState::Succeeded);
+    let still = f.job(j2.id).await?;
+    assert_eq!(still.state, JobState::Running);
+    assert_eq!(still.lease_owner.as_deref(), Some("a"));
+    let native = |who: &str| f.store.native_id(who.into(), "flat".into());
+    assert_eq!(native("u1").await?.as_deref(), Some("uid=u1"));
+    assert_eq!(
+        native("u2").await?,
+        None,
+        "nothing of a lost end is written"
+    );
+    let events = f.store.events_after(0, 1_000).await?;
+    let of = |id: i64, kind: &str| {
+        events
+            .iter()
+            .filter(|e| e.job_id == Some(id) && e.kind == kind)
+            .count()
+    };
+    assert_eq!(of(j1.id, "job_succeeded"), 1);
+    assert_eq!(of(j1.id, "connector_call"), 1);
+    assert_eq!(of(j2.id, "job_succeeded") + of(j2.id, "connector_call"), 0);
+    assert_eq!(states(&f, "u1").await?, ["active"]);
+    assert_eq!(states(&f, "u2").await?, ["pending"]);
+    // The holder ends it later: written then.
+    f.succeed(&still, "a", 2_003).await?;
+    assert_eq!(states(&f, "u2").await?, ["active"]);
+    Ok(())
+}
+
+/// An item with a job on each of two sources, both ending in one group: u1's both
+/// succeed (active), u2's one fails (the grant failed), u3's ends apart (pending after
+/// the first, active after the second).
+pub(super) async fn one_item_two_jobs_in_a_group(store: Store) -> Outcome {
+    let f = two_sources(store)?;
+    for who in ["u1", "u2", "u3"] {
+        f.grant(who, "ap-two", 1_000).await?;
+    }
+    let jobs = f.claim("a", 2_000).await?;
+    assert_eq!(jobs.len(), 6, "{jobs:?}");
+    let failed = || Ending::Failed {
+        error: err(1),
+        reason: "refused".into(),
+    };
+    let mut group = Vec::new();
+    let mut later = Vec::new();
+    for j in &jobs {
+        match (j.identity_id.as_str(), j.source.as_str()) {
+            ("u2", "flat2") => group.push(end(j, "a", 2_001, failed(), None)),
+            ("u3", "flat2") => later.push(j.clone()),
+            _ => group.push(end(j, "a", 2_001, Ending::Succeeded, None)),
+        }
+    }
+    let out = f.store.finish_all(group).await?;
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    assert_eq!(states(&f, "u1").await?, ["active"]);
+    assert_eq!(states(&f, "u2").await?, ["failed"]);
+    assert_eq!(
+        states(&f, "u3").await?,
+        ["pending"],
+        "one of its jobs still runs"
+    );
+    for j in &later {
+        f.succeed(j, "a", 2_002).await?;
+    }
+    assert_eq!(states(&f, "u3").await?, ["active"]);
+    // Granted again: decided against what the group wrote (u1 holds it; u2 does not).
+    for (who, jobs) in [("u1", 0), ("u2", 2)] {
+        let r = f
+            .submit(RequestType::Grant, who, "ap-two", None, None, 3_000)
+            .await?;
+        assert_eq!(r.accepted().job_ids.len(), jobs, "{who}");
+    }
+    Ok(())
+}
