@@ -5,7 +5,8 @@
 //! for the same identity are decided one after the other, each seeing the other's
 //! assignments, and jobs of one lane get ids in acceptance order. A group of requests
 //! (group commit, DESIGN §18) takes all its locks at once, then accepts each request in a
-//! savepoint of its own.
+//! savepoint of its own (a group of one needs none: refused, it is rolled back whole).
+//! The rows are written by `accept_rows.rs`.
 
 use super::accept_rows::{Write, write};
 use super::{Param, Tx};

@@ -14,8 +14,8 @@ use provd_connector_core::Operation;
 use serde_json::{Value, json};
 use tokio_postgres::Statement;
 
-use super::Tx;
 use super::rows::to_json;
+use super::{Param, Tx};
 use crate::clock::to_ms;
 use crate::model::{Effect, Plan, PlannedItem, Requester, ValidRequest};
 use crate::store::accept::{Context, RemovalChange};
@@ -240,11 +240,25 @@ async fn remove_dates(tx: &Tx<'_>, assignments: &[i64]) -> Result<HashMap<i64, O
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Ids a multi-row insert returned, in the order the rows were inserted.
-fn in_order(rows: Vec<tokio_postgres::Row>) -> Vec<i64> {
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+/// Runs a multi-row insert of `rows` rows (none: no statement) and returns the new ids
+/// in the order the rows were inserted, whatever order RETURNING lists them in.
+async fn insert_ids(
+    tx: &Tx<'_>,
+    st: &Statement,
+    rows: usize,
+    params: &[Param<'_>],
+) -> Result<Vec<i64>> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<i64> = tx
+        .query(st, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     ids.sort_unstable();
-    ids
+    Ok(ids)
 }
 
 /// The request's jobs as columns.
@@ -291,26 +305,18 @@ impl<'a> Jobs<'a> {
         request: &str,
         now: i64,
     ) -> Result<Vec<i64>> {
-        if self.identity_id.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = tx
-            .query(
-                &st.jobs,
-                &[
-                    &request,
-                    &now,
-                    &self.identity_id,
-                    &self.source,
-                    &self.kind,
-                    &self.identity,
-                    &self.operations,
-                    &self.max_attempts,
-                    &self.not_before,
-                ],
-            )
-            .await?;
-        Ok(in_order(rows))
+        let params: &[Param] = &[
+            &request,
+            &now,
+            &self.identity_id,
+            &self.source,
+            &self.kind,
+            &self.identity,
+            &self.operations,
+            &self.max_attempts,
+            &self.not_before,
+        ];
+        insert_ids(tx, &st.jobs, self.identity_id.len(), params).await
     }
 }
 
@@ -363,26 +369,18 @@ impl<'a> Grants<'a> {
         request: &str,
         now: i64,
     ) -> Result<Vec<i64>> {
-        if self.identity_id.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = tx
-            .query(
-                &st.grants,
-                &[
-                    &request,
-                    &now,
-                    &self.identity_id,
-                    &self.item_type,
-                    &self.item_id,
-                    &self.state,
-                    &self.entitlements,
-                    &self.start_at,
-                    &self.remove_at,
-                ],
-            )
-            .await?;
-        Ok(in_order(rows))
+        let params: &[Param] = &[
+            &request,
+            &now,
+            &self.identity_id,
+            &self.item_type,
+            &self.item_id,
+            &self.state,
+            &self.entitlements,
+            &self.start_at,
+            &self.remove_at,
+        ];
+        insert_ids(tx, &st.grants, self.identity_id.len(), params).await
     }
 }
 

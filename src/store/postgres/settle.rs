@@ -98,13 +98,12 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
     // statement's plan, found by key. One statement for all (`job_id = ANY(…)`, or a
     // lateral lookup per id) was planned on the tables while they were small and
     // scanned every link: 25-130 ms a group at 10,000 jobs.
-    let found = try_join_all(jobs.iter().map(|(job, _)| async move {
+    let found = try_join_all(jobs.iter().map(|(job, at)| async move {
         let rows = super::query(tx, ITEMS, &[job]).await?;
-        Ok::<_, StoreError>(rows.into_iter().map(move |r| (*job, r)))
+        Ok::<_, StoreError>(rows.into_iter().map(move |r| (*at, r)))
     }))
     .await?;
     let items: Vec<(i64, tokio_postgres::Row)> = found.into_iter().flatten().collect();
-    let at: std::collections::HashMap<i64, i64> = jobs.iter().copied().collect();
     // Each item once, each assignment once (an UPDATE joins a row to one of its matches).
     let (mut seen, mut moved) = (
         std::collections::HashSet::new(),
@@ -112,8 +111,8 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
     );
     let (mut assignment, mut from, mut to, mut now) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (job, row) in &items {
-        let (job, item): (i64, i64) = (*job, row.get(0));
+    for (at, row) in &items {
+        let item: i64 = row.get(0);
         if !seen.insert(item) {
             continue;
         }
@@ -130,7 +129,7 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
             assignment.push(id);
             from.push(f);
             to.push(t);
-            now.push(at.get(&job).copied().unwrap_or_default());
+            now.push(*at);
         }
     }
     if assignment.is_empty() {
