@@ -260,13 +260,29 @@ fn provd(
             post_all(api_port, &who, n, clients)
         }));
     }
+    let mut stalled_report = 0;
     loop {
         // Every 20 ms (100 ms past 2,000 jobs): counting is a GROUP BY over every job on
         // PostgreSQL; polling it every 5 ms took a third of a core from the agent and the
         // database on this 2-core machine, and at N=10,000 every 20 ms still cost the
         // server 1.8 s of its CPU during the run.
         std::thread::sleep(Duration::from_millis(if n > 2_000 { 100 } else { 20 }));
+        let asked = Instant::now();
         let counts = rt.block_on(store.job_counts()).unwrap();
+        // A run that stalls says where: the count itself, or jobs not yet done.
+        if asked.elapsed() > Duration::from_secs(1) {
+            println!(
+                "  (counting jobs took {:?} at {:?})",
+                asked.elapsed(),
+                t.elapsed()
+            );
+        }
+        if t.elapsed().as_secs() > stalled_report {
+            stalled_report = t.elapsed().as_secs() + 5;
+            if t.elapsed() > Duration::from_secs(20) {
+                println!("  (at {:?}: {counts:?})", t.elapsed());
+            }
+        }
         let count = |states: &[&str]| -> i64 {
             counts
                 .iter()
