@@ -9,13 +9,14 @@
 //! The rows are written by `accept_rows.rs`.
 
 use super::accept_rows::{Write, write};
-use super::{Param, Tx};
+use super::{Tx, Typed};
 use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::{AssignmentState, Granted, LiveAssignment, Requester, Snapshot, ValidRequest};
 use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::{Result, StoreError};
 use jiff::Timestamp;
+use tokio_postgres::types::Type;
 
 /// The advisory locks a request takes: its idempotency key and each identity it names.
 pub(super) fn lock_names(key: Option<&str>, identities: &[String]) -> Vec<String> {
@@ -54,15 +55,19 @@ pub(super) async fn snapshot(
     include: Option<i64>,
 ) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
-    // Both reads in one round trip.
-    let (live, held): (&[Param], &[Param]) = (&[&identities, &include], &[&identities]);
+    // Both reads in one round trip, each planned for its identities: they run on every
+    // accept while the tables grow, and a plan cached when they were small scans them.
+    let (live, held): (&[Typed], &[Typed]) = (
+        &[(&identities, Type::TEXT_ARRAY), (&include, Type::INT8)],
+        &[(&identities, Type::TEXT_ARRAY)],
+    );
     let (rows, accounts) = futures_util::try_join!(
-        super::query(tx,
+        super::query_planned(tx,
             "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
              WHERE identity_id = ANY($1) AND (state IN ('pending','active') OR id = $2) ORDER BY id",
             live,
         ),
-        super::query(
+        super::query_planned(
             tx,
             "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
             held,

@@ -122,6 +122,22 @@ pub(super) async fn query(
     Ok(tx.query(&st, params).await?)
 }
 
+/// A parameter with its type, for a statement sent without a prepare step.
+pub(super) type Typed<'a> = (Param<'a>, tokio_postgres::types::Type);
+
+/// The rows of a statement planned for these arguments at each call (unnamed, in one
+/// round trip), for a read whose good plan depends on how large its table is now: a plan
+/// cached per connection was made once, maybe while the table was nearly empty, and a
+/// scan that was cheap then costs milliseconds a call once the table holds thousands of
+/// rows. Planning again costs tens of microseconds.
+pub(super) async fn query_planned(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[Typed<'_>],
+) -> Result<Vec<tokio_postgres::Row>> {
+    Ok(tx.query_typed(sql, params).await?)
+}
+
 /// At most one row, of a statement prepared once per connection.
 pub(super) async fn query_opt(
     tx: &Tx<'_>,
