@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use provd_connector_core::{Identity, Operation};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::events::{self, Event};
 use super::roles::Accept;
@@ -75,6 +75,16 @@ pub struct Context {
     /// The identities the request names, as they are now (snapshotted into the jobs).
     pub identities: BTreeMap<String, Identity>,
     pub decide: std::sync::Arc<Decide>,
+}
+
+impl Context {
+    /// The snapshot of an identity a planned job names (the plan only names identities
+    /// of the request, all read before it).
+    pub(crate) fn identity(&self, id: &str) -> Result<&Identity> {
+        self.identities
+            .get(id)
+            .ok_or_else(|| StoreError::Conflict(format!("identity `{id}` vanished while planning")))
+    }
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -239,26 +249,13 @@ fn write(
          VALUES (?,?,?,?,?,?,?,?)",
     )?
     .execute(params![request_id, idempotency_key, from.origin, from.name, req.request_type.as_str(), body, response.to_string(), now_ms])?;
-    events::append(
-        tx,
-        now_ms,
-        &Event {
-            kind: "request_accepted",
-            request_id: Some(request_id),
-            data: json!({ "origin": from.origin, "requestType": req.request_type.as_str(), "jobs": plan.jobs.len() }),
-            actor: &from.name,
-            ..Default::default()
-        },
-    )?;
+    let accepted =
+        Event::request_accepted(request_id, from, req.request_type.as_str(), plan.jobs.len());
+    events::append(tx, now_ms, &accepted)?;
 
     let mut job_ids = Vec::with_capacity(plan.jobs.len());
     for job in &plan.jobs {
-        let identity = ctx.identities.get(&job.identity).ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "identity `{}` vanished while planning",
-                job.identity
-            ))
-        })?;
+        let identity = ctx.identity(&job.identity)?;
         let max_attempts = job.max_attempts;
         tx.prepare_cached(
             "INSERT INTO jobs (request_id, identity_id, source, kind, identity, operations, state, max_attempts,
@@ -288,15 +285,7 @@ fn write(
         events::append(
             tx,
             now_ms,
-            &Event {
-                kind: "job_queued",
-                request_id: Some(request_id),
-                job_id: Some(id),
-                source: Some(&job.source),
-                identity: Some(&job.identity),
-                data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
-                actor: &from.name,
-            },
+            &Event::job_queued(request_id, id, job, &from.name),
         )?;
         job_ids.push(id);
     }
@@ -452,18 +441,8 @@ fn set_remove_at(
 ) -> Result<()> {
     tx.prepare_cached("UPDATE assignments SET remove_at = ?, updated_at = ? WHERE id = ?")?
         .execute(params![remove_at, now_ms, assignment])?;
-    events::append(
-        tx,
-        now_ms,
-        &Event {
-            kind: "remove_date_set",
-            request_id: Some(request_id),
-            identity: Some(identity),
-            data: json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
-            actor,
-            ..Default::default()
-        },
-    )
+    let e = Event::remove_date_set(request_id, identity, assignment, remove_at, actor);
+    events::append(tx, now_ms, &e)
 }
 
 impl Sqlite {

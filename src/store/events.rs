@@ -55,14 +55,71 @@ impl<'a> Event<'a> {
             actor,
         }
     }
+
+    /// A request stored: the first event of every accept, on either store.
+    pub fn request_accepted(
+        request_id: &'a str,
+        from: &'a crate::model::Requester,
+        request_type: &str,
+        jobs: usize,
+    ) -> Self {
+        Event {
+            kind: "request_accepted",
+            request_id: Some(request_id),
+            data: serde_json::json!({ "origin": from.origin, "requestType": request_type, "jobs": jobs }),
+            actor: &from.name,
+            ..Default::default()
+        }
+    }
+
+    /// A job queued by an accept, stored under `job_id`.
+    pub fn job_queued(
+        request_id: &'a str,
+        job_id: i64,
+        job: &'a crate::model::PlannedJob,
+        actor: &'a str,
+    ) -> Self {
+        Event {
+            kind: "job_queued",
+            request_id: Some(request_id),
+            job_id: Some(job_id),
+            source: Some(&job.source),
+            identity: Some(&job.identity),
+            data: serde_json::json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
+            actor,
+        }
+    }
+
+    /// An assignment's removeDate set (or cleared: None), in ms.
+    pub fn remove_date_set(
+        request_id: &'a str,
+        identity: &'a str,
+        assignment: i64,
+        remove_at: Option<i64>,
+        actor: &'a str,
+    ) -> Self {
+        Event {
+            kind: "remove_date_set",
+            request_id: Some(request_id),
+            identity: Some(identity),
+            data: serde_json::json!({ "assignment": assignment, "removeDate": remove_at.map(crate::clock::rfc3339_ms) }),
+            actor,
+            ..Default::default()
+        }
+    }
+
+    /// The data column's text: an event without data stores `{}`.
+    pub fn data_text(&self) -> String {
+        if self.data.is_null() {
+            "{}".to_string()
+        } else {
+            self.data.to_string()
+        }
+    }
 }
 
 pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
-    let data = if e.data.is_null() {
-        "{}".to_string()
-    } else {
-        e.data.to_string()
-    };
+    let data = e.data_text();
     conn.prepare_cached(
         "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor) VALUES (?,?,?,?,?,?,?,?,?)",
     )?

@@ -218,7 +218,7 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
             "job_released",
             job,
             &actor,
-            json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt }),
+            super::rules::released_event(job, error),
         );
     }
     let Some(row) = super::rules::end_row(job, &f.ending, now)? else {
@@ -236,7 +236,7 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
         return Err(lost(job.id));
     }
     record_ops(tx, job, &f.ops, now, &actor)?;
-    event(tx, now, &format!("job_{state}"), job, &actor, row.data)?;
+    event(tx, now, row.kind, job, &actor, row.data)?;
     if state != "retrying" {
         settle(tx, job.id, now)?;
     }

@@ -13,6 +13,8 @@ use crate::model::{Effect, PlannedItem};
 pub struct EndRow {
     /// `succeeded`, `retrying` or `failed`.
     pub state: &'static str,
+    /// The audit event's kind: `job_` and the state.
+    pub kind: &'static str,
     pub next_attempt_at: Option<i64>,
     /// The error history with this attempt's error appended (JSON); None: unchanged.
     pub errors: Option<String>,
@@ -22,6 +24,11 @@ pub struct EndRow {
     pub data: Value,
 }
 
+/// The `job_released` event's data: the attempt given back, and why.
+pub fn released_event(job: &Job, error: &AttemptError) -> Value {
+    json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt })
+}
+
 /// The row an end writes; None for [`Ending::Released`] (written differently).
 pub fn end_row(job: &Job, ending: &Ending, now: i64) -> Result<Option<EndRow>> {
     let errors_with = |e: &AttemptError| {
@@ -29,16 +36,24 @@ pub fn end_row(job: &Job, ending: &Ending, now: i64) -> Result<Option<EndRow>> {
         errors.push(e.clone());
         serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))
     };
-    let (state, next_attempt_at, errors, data) = match ending {
-        Ending::Succeeded => ("succeeded", None, None, json!({ "attempt": job.attempt })),
+    let (state, kind, next_attempt_at, errors, data) = match ending {
+        Ending::Succeeded => (
+            "succeeded",
+            "job_succeeded",
+            None,
+            None,
+            json!({ "attempt": job.attempt }),
+        ),
         Ending::Retry { at, error } => (
             "retrying",
+            "job_retrying",
             Some(*at),
             Some(errors_with(error)?),
             json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
         ),
         Ending::Failed { error, reason } => (
             "failed",
+            "job_failed",
             None,
             Some(errors_with(error)?),
             json!({ "attempt": job.attempt, "error": error, "reason": reason }),
@@ -47,6 +62,7 @@ pub fn end_row(job: &Job, ending: &Ending, now: i64) -> Result<Option<EndRow>> {
     };
     Ok(Some(EndRow {
         state,
+        kind,
         next_attempt_at,
         errors,
         finalized_at: (state != "retrying").then_some(now),

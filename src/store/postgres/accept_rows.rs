@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
 use provd_connector_core::Operation;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_postgres::Statement;
 
 use super::rows::to_json;
@@ -278,13 +278,7 @@ impl<'a> Jobs<'a> {
         let mut identity = Vec::with_capacity(jobs.len());
         let mut operations = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let found = w.ctx.identities.get(&job.identity).ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "identity `{}` vanished while planning",
-                    job.identity
-                ))
-            })?;
-            identity.push(to_json(found)?);
+            identity.push(to_json(w.ctx.identity(&job.identity)?)?);
             operations.push(to_json(&job.ops)?);
         }
         Ok(Self {
@@ -450,22 +444,13 @@ fn events<'a>(
     now_ms: i64,
 ) -> Vec<(i64, Event<'a>)> {
     let (plan, request_id, actor) = (w.plan, w.request_id, w.from.name.as_str());
-    let accepted = Event {
-        kind: "request_accepted",
-        request_id: Some(request_id),
-        data: json!({ "origin": w.from.origin, "requestType": w.req.request_type.as_str(), "jobs": plan.jobs.len() }),
-        actor,
-        ..Default::default()
-    };
-    let queued = plan.jobs.iter().zip(job_ids).map(|(job, id)| Event {
-        kind: "job_queued",
-        request_id: Some(request_id),
-        job_id: Some(*id),
-        source: Some(&job.source),
-        identity: Some(&job.identity),
-        data: json!({ "kind": job.kind.as_str(), "operations": job.ops, "notBefore": job.not_before.map(|t| t.to_string()) }),
-        actor,
-    });
+    let request_type = w.req.request_type.as_str();
+    let accepted = Event::request_accepted(request_id, w.from, request_type, plan.jobs.len());
+    let queued = plan
+        .jobs
+        .iter()
+        .zip(job_ids)
+        .map(|(job, id)| Event::job_queued(request_id, *id, job, actor));
     let dates = plan
         .items
         .iter()
@@ -497,14 +482,14 @@ fn remove_date_event<'a>(
         } => (assignment, Some(remove_at)),
         _ => return None,
     };
-    Some(Event {
-        kind: "remove_date_set",
-        request_id: Some(request_id),
-        identity: Some(&item.identity),
-        data: json!({ "assignment": assignment, "removeDate": remove_at.map(|t| crate::clock::rfc3339_ms(to_ms(t))) }),
+    let at = remove_at.map(to_ms);
+    Some(Event::remove_date_set(
+        request_id,
+        &item.identity,
+        assignment,
+        at,
         actor,
-        ..Default::default()
-    })
+    ))
 }
 
 /// The request's items as columns, with the links to their jobs (item place, job id).

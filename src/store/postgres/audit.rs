@@ -14,11 +14,7 @@ use crate::store::events::{Event, StoredEvent, actor, writer};
 use crate::store::roles::{Audit, BoxFuture};
 
 pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> {
-    let data = if e.data.is_null() {
-        "{}".to_string()
-    } else {
-        e.data.to_string()
-    };
+    let data = e.data_text();
     super::exec(
         c,
         "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor)
@@ -51,16 +47,7 @@ pub(super) async fn append_all(c: &Tx<'_>, events: &[(i64, Event<'_>)]) -> Resul
     let job: Vec<Option<i64>> = events.iter().map(|(_, e)| e.job_id).collect();
     let source: Vec<Option<&str>> = events.iter().map(|(_, e)| e.source).collect();
     let identity: Vec<Option<&str>> = events.iter().map(|(_, e)| e.identity).collect();
-    let data: Vec<String> = events
-        .iter()
-        .map(|(_, e)| {
-            if e.data.is_null() {
-                "{}".to_string()
-            } else {
-                e.data.to_string()
-            }
-        })
-        .collect();
+    let data: Vec<String> = events.iter().map(|(_, e)| e.data_text()).collect();
     let who: Vec<Option<&str>> = events.iter().map(|(_, e)| actor(e)).collect();
     super::exec(
         c,

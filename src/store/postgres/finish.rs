@@ -10,29 +10,18 @@
 use std::collections::HashSet;
 
 use futures_util::future::try_join_all;
-use serde_json::json;
 
 use super::audit::append_all;
 use super::{Tx, exec};
 use crate::model::agent_actor;
 use crate::store::events::Event;
 use crate::store::jobs::{Ending, Finish};
-use crate::store::rules::{EndRow, end_row};
+use crate::store::rules::{EndRow, end_row, released_event};
 use crate::store::{Result, StoreError};
 
 /// The progress an attempt's calls leave on the job (ops done), if it made any.
 fn ops_done(f: &Finish) -> Option<i64> {
     f.ops.last().map(|last| (last.index + 1) as i64)
-}
-
-/// The event kind of a job's end in `state`.
-fn end_kind(state: &str) -> &'static str {
-    match state {
-        "succeeded" => "job_succeeded",
-        "retrying" => "job_retrying",
-        "failed" => "job_failed",
-        _ => "job_ended",
-    }
 }
 
 /// Fences a release (the attempt given back): only where owner and epoch still match.
@@ -133,12 +122,11 @@ fn events_of<'a>(f: &'a Finish, row: Option<&EndRow>, actor: &'a str) -> Vec<(i6
         .collect();
     match (&f.ending, row) {
         (Ending::Released { error }, _) => {
-            let data = json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt });
+            let data = released_event(job, error);
             events.push((now, Event::of_job("job_released", job, actor, data)));
         }
         (_, Some(row)) => {
-            let kind = end_kind(row.state);
-            events.push((now, Event::of_job(kind, job, actor, row.data.clone())));
+            events.push((now, Event::of_job(row.kind, job, actor, row.data.clone())));
         }
         (_, None) => {}
     }

@@ -48,12 +48,15 @@ impl Requests for Postgres {
                 .collect();
             lock_all(&tx, &names).await?;
             // A request alone needs no savepoint (two round trips): refused, its
-            // transaction is rolled back whole.
+            // transaction is rolled back whole. The refusal is its answer; a failed
+            // rollback (the connection gone) must not hide it, and the server ends the
+            // transaction anyway.
             if let [a] = batch.as_slice() {
                 let out = accept_one(&tx, a).await;
-                match out {
-                    Ok(_) => tx.commit().await?,
-                    Err(_) => tx.rollback().await?,
+                if out.is_ok() {
+                    tx.commit().await?;
+                } else {
+                    let _ = tx.rollback().await;
                 }
                 return Ok(vec![out]);
             }

@@ -51,7 +51,8 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> R
         )
         .await?;
     }
-    if state == "succeeded" {
+    // Only a failed or canceled job leaves an account it did not create behind.
+    if !matches!(state, "failed" | "canceled") {
         return Ok(());
     }
     super::exec(
