@@ -2,21 +2,15 @@
 //! end is written or, its lease lost, nothing of it is; an item whose jobs end in the
 //! same group settles once, from all of their states.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use provd_connector_core::Identity;
-
-use super::{Fixture, Outcome, err};
-use crate::config::files::CatalogFile;
-use crate::config::{Catalog, ItemType};
+use super::{Failure, Fixture, Outcome, err};
+use crate::config::ItemType;
 use crate::model::RequestType;
 use crate::store::jobs::{Ending, Finish, Job, JobState, OpRecord};
 use crate::store::{Store, StoreError};
 
 /// Two sources: `ap-two` makes one job on each for one item.
-fn two_sources(store: Store) -> Result<Fixture, Box<dyn std::error::Error + Send + Sync>> {
-    let f: CatalogFile = toml::from_str(
-        r#"
+fn two_sources(store: Store) -> Result<Fixture, Failure> {
+    let catalog = r#"
         [[entitlement]]
         id = "vpn"
         source = "flat"
@@ -33,25 +27,8 @@ fn two_sources(store: Store) -> Result<Fixture, Box<dyn std::error::Error + Send
         [[access_profile]]
         id = "ap-two"
         entitlements = ["vpn", "wiki"]
-        "#,
-    )?;
-    let sources = BTreeSet::from(["flat".to_string(), "flat2".to_string()]);
-    let catalog = Catalog::build(f, &sources).0;
-    let identities = ["u1", "u2", "u3"]
-        .into_iter()
-        .map(|i| {
-            let identity = Identity {
-                id: i.into(),
-                attributes: BTreeMap::new(),
-            };
-            (i.to_string(), identity)
-        })
-        .collect();
-    Ok(Fixture {
-        store,
-        catalog,
-        identities,
-    })
+        "#;
+    Fixture::new(store, catalog, &["flat", "flat2"], &["u1", "u2", "u3"])
 }
 
 fn end(job: &Job, owner: &str, now: i64, ending: Ending, native_id: Option<&str>) -> Finish {

@@ -6,21 +6,18 @@
 //! errors instead of unwrapping, and check with `assert!`, which a failing case should do.
 
 mod ends;
+mod fixture;
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use provd_connector_core::Identity;
+use fixture::{Fixture, err, fixture};
 
 use super::audit::{AccessQuery, AuditQuery};
-use super::jobs::{AttemptError, Job, JobFilter, JobState};
-use super::status::StatusQuery;
+use super::jobs::{Job, JobFilter, JobState};
 use super::tasks::{NewTask, TaskFilter};
-use super::{BoxFuture, Claim, Context, Replay, Store, StoreError};
-use crate::config::files::CatalogFile;
-use crate::config::{Catalog, ItemType, SourceRules};
-use crate::model::{RequestType, ValidItem, ValidRequest};
+use super::{BoxFuture, Replay, Store, StoreError};
+use crate::model::RequestType;
 
-pub type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
+pub type Outcome = Result<(), Failure>;
 type Case = fn(Store) -> BoxFuture<Outcome>;
 
 /// Every case, by name.
@@ -81,192 +78,6 @@ pub const CASES: &[(&str, Case)] = &[
         Box::pin(ends::one_item_two_jobs_in_a_group(s))
     }),
 ];
-
-struct Fixture {
-    store: Store,
-    catalog: Catalog,
-    identities: BTreeMap<String, Identity>,
-}
-
-fn fixture(store: Store) -> Result<Fixture, Box<dyn std::error::Error + Send + Sync>> {
-    let f: CatalogFile = toml::from_str(
-        r#"
-        [[entitlement]]
-        id = "vpn"
-        source = "flat"
-        attribute = "groups"
-        value = "VPN"
-        [[entitlement]]
-        id = "git"
-        source = "flat"
-        attribute = "groups"
-        value = "GIT"
-        [[access_profile]]
-        id = "ap-eng"
-        entitlements = ["vpn", "git"]
-        [[access_profile]]
-        id = "ap-remote"
-        entitlements = ["vpn"]
-        "#,
-    )?;
-    let catalog = Catalog::build(f, &BTreeSet::from(["flat".to_string()])).0;
-    let identities = ["u1", "u2"]
-        .into_iter()
-        .map(|i| {
-            let identity = Identity {
-                id: i.into(),
-                attributes: BTreeMap::new(),
-            };
-            (i.to_string(), identity)
-        })
-        .collect();
-    Ok(Fixture {
-        store,
-        catalog,
-        identities,
-    })
-}
-
-fn err(attempt: u32) -> AttemptError {
-    AttemptError {
-        at: "2030-01-01T00:00:00Z".into(),
-        attempt,
-        class: "retryable".into(),
-        code: None,
-        message: "down".into(),
-    }
-}
-
-impl Fixture {
-    /// Decides the intake's way: planned against the catalog, answered in SailPoint's shape.
-    fn ctx(&self) -> Context {
-        let catalog = self.catalog.clone();
-        Context {
-            identities: self.identities.clone(),
-            decide: std::sync::Arc::new(move |req, snapshot, request_id| {
-                let plan = crate::plan::plan(req, &catalog, snapshot, &SourceRules::default());
-                let answer = crate::wire::accepted(request_id, &plan);
-                (plan, answer)
-            }),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn submit(
-        &self,
-        kind: RequestType,
-        who: &str,
-        id: &str,
-        key: Option<&str>,
-        remove_at: Option<i64>,
-        now: i64,
-    ) -> Result<Replay, StoreError> {
-        let a = self.accept(kind, who, id, key, remove_at, now);
-        self.store.accept(a).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &self,
-        kind: RequestType,
-        who: &str,
-        id: &str,
-        key: Option<&str>,
-        remove_at: Option<i64>,
-        now: i64,
-    ) -> super::roles::Accept {
-        let request = ValidRequest {
-            request_type: kind,
-            requested_for: vec![who.into()],
-            items: vec![ValidItem {
-                ty: ItemType::AccessProfile,
-                id: id.into(),
-                comment: Some("because".into()),
-                start_at: None,
-                remove_at: remove_at.map(crate::clock::from_ms),
-                client_metadata: BTreeMap::new(),
-            }],
-            client_metadata: BTreeMap::new(),
-            account_ops: Vec::new(),
-            repairs: Vec::new(),
-        };
-        super::roles::Accept {
-            request,
-            body: "{}".into(),
-            requester: crate::model::Requester::other("test"),
-            idempotency_key: key.map(str::to_string),
-            ctx: self.ctx(),
-            now: crate::clock::from_ms(now),
-        }
-    }
-
-    async fn grant(&self, who: &str, profile: &str, now: i64) -> Result<String, StoreError> {
-        let r = self
-            .submit(RequestType::Grant, who, profile, None, None, now)
-            .await?;
-        Ok(r.accepted().request_id.clone())
-    }
-
-    async fn claim(&self, owner: &str, now: i64) -> Result<Vec<Job>, StoreError> {
-        self.claim_until(owner, now, now + 60_000).await
-    }
-
-    async fn claim_until(&self, owner: &str, now: i64, until: i64) -> Result<Vec<Job>, StoreError> {
-        self.store
-            .claim(Claim {
-                owner: owner.into(),
-                limit: 10,
-                now,
-                lease_until: until,
-                ..Default::default()
-            })
-            .await
-    }
-
-    async fn first(
-        &self,
-        owner: &str,
-        now: i64,
-    ) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
-        let mut got = self.claim(owner, now).await?;
-        if got.is_empty() {
-            return Err(format!("nothing to claim at {now}").into());
-        }
-        Ok(got.remove(0))
-    }
-
-    async fn succeed(&self, job: &Job, owner: &str, now: i64) -> Result<(), StoreError> {
-        self.store
-            .succeed(job.clone(), owner.into(), now, Vec::new())
-            .await
-    }
-
-    async fn state_of(
-        &self,
-        request: &str,
-    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let q = StatusQuery {
-            request_id: Some(request.into()),
-            limit: 100,
-            ..Default::default()
-        };
-        let rows = self.store.status(q).await?;
-        let row = rows.first().ok_or("no status row")?;
-        Ok(crate::wire::status_item(row)["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
-    }
-
-    async fn assignment_states(&self) -> Result<Vec<String>, StoreError> {
-        let all = self.store.assignments(None).await?;
-        Ok(all.into_iter().map(|a| a.state).collect())
-    }
-
-    async fn job(&self, id: i64) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.store.job(id).await?.ok_or("no such job")?)
-    }
-}
 
 fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
