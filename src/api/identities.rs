@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use provd_connector_core::Identity;
 use serde_json::{Value, json};
 
-use super::{AppState, authorized, error, internal, unauthorized};
+use super::{AppState, authorized, error, internal};
 use crate::clock::to_ms;
 use crate::intake::validate::MAX_BODY;
 use crate::lifecycle::apply::{ApplyError, apply};
@@ -59,11 +59,12 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(token) = authorized(&state, &headers) else {
-        return unauthorized();
+    let token = match authorized(&state, &headers, super::auth::Scope::Identities) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
-    if id.trim().is_empty() {
-        return bad(vec!["id: must not be empty".into()]);
+    if let Err(e) = crate::model::ident::check_identity_id(&id) {
+        return bad(vec![format!("id: {e}")]);
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return bad(vec!["body: larger than 1 MiB".into()]);
@@ -72,6 +73,9 @@ pub(super) async fn put(
         Ok(a) => a,
         Err(problems) => return bad(problems),
     };
+    if let Err(e) = state.live.get().lifecycle.check_state(&attributes) {
+        return bad(vec![e]);
+    }
     let confirm = headers
         .get("provd-confirm")
         .and_then(|v| v.to_str().ok())

@@ -13,10 +13,10 @@ use crate::config::{self, Config};
 use crate::lifecycle::apply::{ApplyError, apply};
 
 /// Reads an identities file (CSV with an `id` column, or JSON lines); all or nothing.
-fn read(file: &Path) -> Result<Vec<Identity>, CliError> {
+fn read(config: &Config, file: &Path) -> Result<Vec<Identity>, CliError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
-    let (ids, problems) = if text
+    let (ids, mut problems) = if text
         .trim_start_matches('\u{feff}')
         .trim_start()
         .starts_with('{')
@@ -26,6 +26,13 @@ fn read(file: &Path) -> Result<Vec<Identity>, CliError> {
         let (m, p) = config::identities::parse_csv(text.as_bytes());
         (m.into_values().collect(), p)
     };
+    for identity in &ids {
+        if let Err(e) = crate::model::ident::check_identity_id(&identity.id) {
+            problems.push(("id".into(), e));
+        } else if let Err(e) = config.lifecycle.check_state(&identity.attributes) {
+            problems.push((format!("identity `{}`", identity.id), e));
+        }
+    }
     if !problems.is_empty() {
         let lines: Vec<String> = problems
             .iter()
@@ -42,7 +49,7 @@ fn read(file: &Path) -> Result<Vec<Identity>, CliError> {
 /// `provd plan --identities FILE`: the lifecycle changes and the operations per source
 /// an import of FILE would cause; nothing is changed.
 pub(super) async fn preview(config: &Config, file: &Path) -> Result<(), CliError> {
-    let ids = read(file)?;
+    let ids = read(config, file)?;
     let store = open(config).await?;
     let changes = crate::lifecycle::apply::plan(config, &store, &ids, &config.identities)
         .await
@@ -89,7 +96,7 @@ pub(super) async fn import(
     confirm: bool,
     clock: &SystemClock,
 ) -> Result<(), CliError> {
-    let ids = read(file)?;
+    let ids = read(config, file)?;
     let store = open(config).await?;
     let intake = super::commands::cli_intake(config, &store);
     let applied = match apply(config, &store, &intake, &ids, &config.identities, confirm).await {

@@ -23,13 +23,7 @@ pub fn safe(s: &str) -> String {
 }
 
 fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}'   // zero-width spaces and joiners, LRM, RLM
-            | '\u{202a}'..='\u{202e}' // embeddings and overrides
-            | '\u{2066}'..='\u{2069}' // isolates
-            | '\u{061c}'              // Arabic letter mark
-            | '\u{feff}')
+    crate::model::ident::is_control_or_invisible(c)
 }
 
 /// A table printed with two spaces between columns, each as wide as its widest cell

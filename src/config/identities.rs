@@ -44,6 +44,10 @@ pub fn parse_csv(reader: impl Read) -> (BTreeMap<String, Identity>, Vec<(String,
             problems.push((format!("line {line}"), "empty `id`".into()));
             continue;
         }
+        if let Err(e) = crate::model::ident::check_identity_id(&id) {
+            problems.push((format!("line {line}"), format!("`id` {e}")));
+            continue;
+        }
         let attributes = headers
             .iter()
             .zip(record.iter())

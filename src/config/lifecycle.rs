@@ -116,6 +116,23 @@ impl Lifecycle {
             .get(STATE_ATTRIBUTE)
             .and_then(|s| self.states.get(s.trim()))
     }
+
+    /// Whether the attributes name a state that is configured: a typo (`leavr`) would
+    /// otherwise be stored as "no state", skip the leaver's actions and undo them later.
+    /// Without any configured state the attribute is free text.
+    pub fn check_state(&self, attributes: &BTreeMap<String, String>) -> Result<(), String> {
+        match attributes.get(STATE_ATTRIBUTE) {
+            Some(s) if !self.states.is_empty() && !self.states.contains_key(s.trim()) => {
+                let known: Vec<&str> = self.states.keys().map(String::as_str).collect();
+                Err(format!(
+                    "{STATE_ATTRIBUTE}: `{}` is not a configured lifecycle state ({})",
+                    s.escape_debug(),
+                    known.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Checks the file against the catalog and the sources; problems as (key, message).
@@ -298,5 +315,26 @@ mod tests {
             "{problems:?}"
         );
         assert!(toml::from_str::<LifecycleFile>("[[state]]\nname = \"a\"\ncolour = 1\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod state_check {
+    use super::*;
+
+    #[test]
+    fn only_configured_states_are_taken() {
+        let attrs = |s: &str| BTreeMap::from([(STATE_ATTRIBUTE.to_string(), s.to_string())]);
+        let none = Lifecycle::default();
+        assert!(
+            none.check_state(&attrs("anything")).is_ok(),
+            "no states: free text"
+        );
+        let mut l = Lifecycle::default();
+        l.states.insert("leaver".into(), State::default());
+        assert!(l.check_state(&attrs("leaver")).is_ok());
+        assert!(l.check_state(&BTreeMap::new()).is_ok(), "no state at all");
+        let e = l.check_state(&attrs("leavr")).unwrap_err();
+        assert!(e.contains("`leavr`") && e.contains("(leaver)"), "{e}");
     }
 }

@@ -438,6 +438,15 @@ impl Config {
             }
         };
 
+        for identity in identities.values() {
+            if let Err(message) = lifecycle.check_state(&identity.attributes) {
+                problems.push(Problem {
+                    file: identities_path.clone(),
+                    key: format!("identity `{}`", identity.id),
+                    message,
+                });
+            }
+        }
         if !problems.is_empty() {
             return Err(Problems(problems));
         }

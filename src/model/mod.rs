@@ -3,6 +3,7 @@
 //! import runs back up the flow (DESIGN §2, §12).
 
 pub mod hex;
+pub mod ident;
 mod plan;
 mod request;
 mod requester;

@@ -342,8 +342,22 @@ async fn text_output_is_safe_plans_have_no_job_numbers_and_paths_are_normalised(
         "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\n\"evil\u{202e}gpj.exe\",E,Vil,e@example.com\n",
     )
     .unwrap();
+    // An id that could rewrite a terminal is refused where it comes in, naming the line
+    // and never printing the id itself (issue 31).
+    let out = env.cli(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("U+202E") && !err.contains('\u{202e}'),
+        "{err}"
+    );
+    std::fs::write(
+        env.path().join("identities.csv"),
+        "id,firstName,lastName,email\nada,Ada,Lovelace,ada@example.com\n",
+    )
+    .unwrap();
     let body = serde_json::json!({
-        "requestedFor": ["evil\u{202e}gpj.exe"],
+        "requestedFor": ["ada"],
         "requestedItems": [{"type": "ROLE", "id": "role-staff"}]
     });
     let out = env.cli_with(&["plan", "-"], Some(body.to_string().as_bytes()));
@@ -353,19 +367,9 @@ async fn text_output_is_safe_plans_have_no_job_numbers_and_paths_are_normalised(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!text.contains('\u{202e}'), "{text}");
-    assert!(text.contains("evil\\u{202e}gpj.exe"), "{text}");
     assert!(
         !text.contains("job 1"),
         "planned jobs are not numbered like job ids: {text}"
-    );
-    let f = env.write_request("r.json", &body);
-    assert!(env.cli(&["submit", f.to_str().unwrap()]).status.success());
-    let out = env.cli(&["jobs", "list"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        !text.contains('\u{202e}') && text.contains("evil\\u{202e}gpj.exe"),
-        "{text}"
     );
 
     // Dates: an offset past 23:59 and a date past what can be kept say what is wrong.

@@ -430,6 +430,36 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
             .unwrap()
             .contains("lifecycleState: must be a string")
     );
+    // A state that is not configured is refused, naming it, and nothing is stored.
+    let typo = put(
+        "grace",
+        json!({ "firstName": "Grace", "lifecycleState": "leavr" }),
+    )
+    .await;
+    assert_eq!(typo.status(), 400);
+    let text = typo.text().await.unwrap();
+    assert!(
+        text.contains("`leavr` is not a configured lifecycle state"),
+        "{text}"
+    );
+    // Ids are checked like any other input: no NUL, bidi override, path or 10 KB id.
+    let long = "a".repeat(10_000);
+    for id in [
+        "bad%00id",
+        "evil%E2%80%AEtxt",
+        "..%2F..%2Fetc",
+        long.as_str(),
+    ] {
+        let r = put(id, json!({ "firstName": "X" })).await;
+        assert_eq!(r.status(), 400, "{id:.40}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\"id: ") && text.len() < 1_000, "{text:.200}");
+    }
+    assert!(
+        wait(env.store().identity("..\u{2f}..\u{2f}etc".into()))
+            .unwrap()
+            .is_none()
+    );
     // Leaving would disable her three accounts: held (nothing stored) until confirmed.
     let leaver = json!({ "firstName": "Grace", "lastName": "Hopper", "email": "grace@example.com", "lifecycleState": "leaver" });
     let held = put("grace", leaver.clone()).await;
