@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, authorized, error, internal, unauthorized};
+use super::{AppState, authorized, error, internal};
 use crate::audit::{access, trail, write_csv};
 use crate::clock::to_ms;
 use crate::store::audit::AccessQuery;
@@ -23,9 +23,7 @@ fn admit(
     headers: &HeaderMap,
     format: Option<&str>,
 ) -> Result<bool, Box<Response>> {
-    if authorized(state, headers).is_none() {
-        return Err(Box::new(unauthorized()));
-    }
+    authorized(state, headers, super::auth::Scope::Audit)?;
     csv_wanted(format).map_err(|e| Box::new(bad(vec![e])))
 }
 

@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+pub use super::scope::{Scope, Scopes};
+
 pub use super::token_file::{TokenError, load_or_create, new_token};
 
 /// The name bare (unhashed) token lines are known by.
@@ -16,6 +18,8 @@ pub const PLAIN_NAME: &str = "api";
 pub struct Token {
     pub name: String,
     credential: Credential,
+    /// What it may reach (DESIGN §25).
+    pub scopes: Scopes,
 }
 
 enum Credential {
@@ -36,8 +40,8 @@ impl Token {
 #[derive(Default)]
 pub struct Tokens(pub Vec<Token>);
 
-/// Parses a tokens file: `NAME sha256:HEX` or a bare token per line; blank lines and `#`
-/// comments ignored. A bad line is named by its number, never by its content (it may be
+/// Parses a tokens file: `NAME sha256:HEX [scopes=S,…]` or a bare token per line; blank
+/// lines and `#` comments ignored. A bad line is named by its number, never by its content (it may be
 /// a secret).
 pub fn parse(text: &str) -> Result<Tokens, String> {
     let mut out = Vec::new();
@@ -47,16 +51,28 @@ pub fn parse(text: &str) -> Result<Tokens, String> {
             continue;
         }
         let mut words = line.split_whitespace();
-        let (Some(first), second, None) = (words.next(), words.next(), words.next()) else {
+        let (Some(first), second, third, None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
             return Err(format!(
-                "line {}: expected `NAME sha256:HEX` or a bare token",
+                "line {}: expected `NAME sha256:HEX [scopes=…]` or a bare token",
                 n + 1
             ));
+        };
+        let scopes = match third {
+            None => Scopes::All,
+            Some(word) => {
+                let list = word.strip_prefix("scopes=").ok_or_else(|| {
+                    format!("line {}: the third word must be `scopes=S,…`", n + 1)
+                })?;
+                Scopes::parse_list(list).map_err(|e| format!("line {}: {e}", n + 1))?
+            }
         };
         let token = match second {
             None => Token {
                 name: PLAIN_NAME.into(),
                 credential: Credential::Plain(SecretString::from(first.to_string())),
+                scopes,
             },
             Some(hash) => {
                 // Not `check_name`'s message: it quotes the name, and a line that is not
@@ -79,6 +95,7 @@ pub fn parse(text: &str) -> Result<Tokens, String> {
                 Token {
                     name: first.to_string(),
                     credential: Credential::Sha256(digest),
+                    scopes,
                 }
             }
         };
@@ -201,9 +218,14 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The name of the token the `Authorization` header presents, if it is valid. Every
-/// token is compared, so the time taken does not tell which one matched.
+/// The name of the token the `Authorization` header presents, if it is valid.
 pub fn authorized<'a>(header: Option<&str>, tokens: &'a Tokens) -> Option<&'a str> {
+    presented(header, tokens).map(|t| t.name.as_str())
+}
+
+/// The token the `Authorization` header presents, if it is valid. Every token is
+/// compared, so the time taken does not tell which one matched.
+pub fn presented<'a>(header: Option<&str>, tokens: &'a Tokens) -> Option<&'a Token> {
     // The scheme is case-insensitive (RFC 7235 §2.1): `bearer x` is as good as `Bearer x`.
     let given = header
         .and_then(|h| h.split_once(' '))
@@ -216,7 +238,7 @@ pub fn authorized<'a>(header: Option<&str>, tokens: &'a Tokens) -> Option<&'a st
             Credential::Sha256(h) => ct_eq(h, &digest),
         };
         if ok && found.is_none() {
-            Some(t.name.as_str())
+            Some(t)
         } else {
             found
         }
@@ -264,12 +286,35 @@ mod tests {
     }
 
     #[test]
+    fn scoped_lines() {
+        let file = format!(
+            "sp {} scopes=trigger:sp\nhr {}\n",
+            hash_line("t1"),
+            hash_line("t2")
+        );
+        let tokens = parse(&file).unwrap();
+        let sp = presented(Some("Bearer t1"), &tokens).unwrap();
+        assert!(sp.scopes.allows(&Scope::Trigger("sp".into())));
+        assert!(!sp.scopes.allows(&Scope::Intake));
+        let hr = presented(Some("Bearer t2"), &tokens).unwrap();
+        assert_eq!(hr.scopes, Scopes::All, "no scopes= keeps every scope");
+        let e = parse(&format!("sp {} scopes=root\n", hash_line("t")))
+            .err()
+            .unwrap();
+        assert!(e.starts_with("line 1: unknown scope `root`"), "{e}");
+        let e = parse(&format!("sp {} root\n", hash_line("t")))
+            .err()
+            .unwrap();
+        assert!(e.starts_with("line 1: the third word"), "{e}");
+    }
+
+    #[test]
     fn bad_lines_are_named_by_number_not_content() {
         let e = parse("ok\nbot sha256:12\n").err().unwrap();
         assert!(e.starts_with("line 2:"), "{e}");
         let e = parse("bot md5:ab\n").err().unwrap();
         assert!(e.contains("line 1") && e.contains("sha256:"), "{e}");
-        let e = parse("a b c\n").err().unwrap();
+        let e = parse("a b c d\n").err().unwrap();
         assert!(e.starts_with("line 1:") && !e.contains(" b "), "{e}");
         let e = parse(&format!("-x {}\n", hash_line("t"))).err().unwrap();
         assert!(e.starts_with("line 1: the name"), "{e}");

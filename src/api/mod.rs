@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 mod identities;
+mod scope;
 pub mod serve;
 pub mod token_file;
 mod triggers;
@@ -90,13 +91,39 @@ pub(crate) fn unauthorized() -> Response {
     r
 }
 
-/// The name of the token the request presents (its requester), or None: refused.
-pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Option<String> {
+/// A token outside its scopes: 403 naming the scope the call needs (DESIGN §25).
+pub(crate) fn forbidden(needed: &auth::Scope) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "403 Forbidden",
+        &[format!("this token lacks the scope `{needed}`")],
+    )
+}
+
+/// The name of the token the request presents (its requester), if it is valid and has
+/// the scope `needed`; else the 401 or 403 answer.
+pub(crate) fn authorized(
+    state: &AppState,
+    headers: &HeaderMap,
+    needed: auth::Scope,
+) -> Result<String, Box<Response>> {
+    match presented(state, headers) {
+        None => Err(Box::new(unauthorized())),
+        Some((name, scopes)) if scopes.allows(&needed) => Ok(name),
+        Some((name, _)) => {
+            tracing::warn!(actor = %name, scope = %needed, "API call outside the token's scopes");
+            Err(Box::new(forbidden(&needed)))
+        }
+    }
+}
+
+/// The token the request presents (name and scopes), or None: not a valid token.
+pub(crate) fn presented(state: &AppState, headers: &HeaderMap) -> Option<(String, auth::Scopes)> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Some(name) = auth::authorized(given, &state.tokens.get()) {
-        return Some(name.to_string());
+    if let Some(t) = auth::presented(given, &state.tokens.get()) {
+        return Some((t.name.clone(), t.scopes.clone()));
     }
     crate::metrics::auth_failure();
     static LOG: std::sync::Mutex<auth::FailureLog> = std::sync::Mutex::new(auth::FailureLog::new());
@@ -129,8 +156,9 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn create(State(state): State<AppState>, req: Request) -> Response {
-    let Some(token) = authorized(&state, req.headers()) else {
-        return unauthorized();
+    let token = match authorized(&state, req.headers(), auth::Scope::Intake) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
     let key = match idempotency_key(req.headers()) {
         Ok(k) => k.map(|k| format!("api:{k}")),
@@ -216,8 +244,9 @@ struct CancelBody {
 }
 
 async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(token) = authorized(&state, &headers) else {
-        return unauthorized();
+    let token = match authorized(&state, &headers, auth::Scope::Intake) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -310,8 +339,8 @@ async fn status(
     headers: HeaderMap,
     Query(p): Query<StatusParams>,
 ) -> Response {
-    if authorized(&state, &headers).is_none() {
-        return unauthorized();
+    if let Err(r) = authorized(&state, &headers, auth::Scope::Status) {
+        return *r;
     }
     let limit = number("limit", p.limit.as_deref(), 250, 250);
     // The store counts in i64: a larger offset would wrap to -1, which SQLite reads as
@@ -359,8 +388,8 @@ async fn task_list(
     Query(p): Query<TaskParams>,
     xlsx: bool,
 ) -> Response {
-    if authorized(&state, &headers).is_none() {
-        return unauthorized();
+    if let Err(r) = authorized(&state, &headers, auth::Scope::Tasks) {
+        return *r;
     }
     let open_only = match p.status.as_deref() {
         None | Some("open") => true,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::auth::{PLAIN_NAME, Tokens, check_name, hash_line, parse};
+use super::auth::{PLAIN_NAME, Scopes, Tokens, check_name, hash_line, parse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -72,9 +72,9 @@ pub fn load(path: &Path) -> Result<Tokens, TokenError> {
     })
 }
 
-/// `provd tokens add NAME`: appends `NAME sha256:HEX` and returns the token, which exists
-/// nowhere else: it is shown once.
-pub fn add(path: &Path, name: &str) -> Result<SecretString, TokenError> {
+/// `provd tokens add NAME [--scope …]`: appends `NAME sha256:HEX [scopes=…]` and returns
+/// the token, which exists nowhere else: it is shown once.
+pub fn add(path: &Path, name: &str, scopes: &Scopes) -> Result<SecretString, TokenError> {
     use secrecy::ExposeSecret;
     check_name(name).map_err(TokenError::Usage)?;
     let text = if path.exists() {
@@ -96,17 +96,22 @@ pub fn add(path: &Path, name: &str) -> Result<SecretString, TokenError> {
     if !new.is_empty() && !new.ends_with('\n') {
         new.push('\n');
     }
-    new.push_str(&format!("{name} {}\n", hash_line(token.expose_secret())));
+    new.push_str(&format!("{name} {}", hash_line(token.expose_secret())));
+    if let Some(word) = scopes.file_word() {
+        new.push(' ');
+        new.push_str(&word);
+    }
+    new.push('\n');
     write_new(path, &new, false)?;
     Ok(token)
 }
 
-/// `provd tokens list`: (name, hashed) in file order; never a token.
-pub fn list(path: &Path) -> Result<Vec<(String, bool)>, TokenError> {
+/// `provd tokens list`: (name, hashed, scopes) in file order; never a token.
+pub fn list(path: &Path) -> Result<Vec<(String, bool, Scopes)>, TokenError> {
     Ok(load(path)?
         .0
         .iter()
-        .map(|t| (t.name.clone(), t.hashed()))
+        .map(|t| (t.name.clone(), t.hashed(), t.scopes.clone()))
         .collect())
 }
 
@@ -213,19 +218,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         std::fs::write(&path, "# ours\nplain-old\n").unwrap();
-        let t = add(&path, "ci-bot").unwrap();
+        let t = add(&path, "ci-bot", &Scopes::All).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             !text.contains(t.expose_secret()),
             "the token is stored hashed"
         );
         assert!(text.starts_with("# ours\nplain-old\nci-bot sha256:"));
-        assert!(matches!(add(&path, "ci-bot"), Err(TokenError::Usage(_))));
-        assert!(matches!(add(&path, "bad name"), Err(TokenError::Usage(_))));
+        assert!(matches!(
+            add(&path, "ci-bot", &Scopes::All),
+            Err(TokenError::Usage(_))
+        ));
+        assert!(matches!(
+            add(&path, "bad name", &Scopes::All),
+            Err(TokenError::Usage(_))
+        ));
+        let sp = Scopes::parse_list("trigger:sp").unwrap();
+        add(&path, "sp", &sp).unwrap();
         assert_eq!(
             list(&path).unwrap(),
-            vec![("api".into(), false), ("ci-bot".into(), true)]
+            vec![
+                ("api".into(), false, Scopes::All),
+                ("ci-bot".into(), true, Scopes::All),
+                ("sp".into(), true, sp)
+            ]
         );
+        assert_eq!(revoke(&path, "sp").unwrap(), 1);
         let bearer = format!("Bearer {}", t.expose_secret());
         assert_eq!(
             authorized(Some(&bearer), &load(&path).unwrap()),

@@ -40,9 +40,12 @@ fn authenticated(state: &AppState, trigger: &Trigger, headers: &HeaderMap) -> bo
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match &trigger.auth {
-        TriggerAuth::Bearer(name) => {
-            super::auth::authorized(given, &state.tokens.get()).is_some_and(|n| n == name)
-        }
+        TriggerAuth::Bearer(name) => super::auth::presented(given, &state.tokens.get())
+            .is_some_and(|t| {
+                &t.name == name
+                    && t.scopes
+                        .allows(&super::auth::Scope::Trigger(trigger.name.clone()))
+            }),
         TriggerAuth::Basic { user, password } => {
             use secrecy::ExposeSecret;
             // The scheme is case-insensitive (RFC 7235 §2.1), as for bearer tokens.

@@ -25,8 +25,14 @@ fn token_err(e: TokenError) -> CliError {
 pub(super) fn tokens(config: &Config, cmd: &TokensCommand) -> Result<(), CliError> {
     let path = &config.api.tokens_file;
     match cmd {
-        TokensCommand::Add { name } => {
-            let token = token_file::add(path, name).map_err(token_err)?;
+        TokensCommand::Add { name, scope } => {
+            let scopes = if scope.is_empty() {
+                crate::api::auth::Scopes::All
+            } else {
+                crate::api::auth::Scopes::parse_list(&scope.join(","))
+                    .map_err(|e| CliError::Invalid(format!("--scope: {e}")))?
+            };
+            let token = token_file::add(path, name, &scopes).map_err(token_err)?;
             // The token itself goes to standard output alone (for scripts); the advice
             // to standard error.
             println!("{}", token.expose_secret());
@@ -37,9 +43,13 @@ pub(super) fn tokens(config: &Config, cmd: &TokensCommand) -> Result<(), CliErro
             Ok(())
         }
         TokensCommand::List => {
-            for (name, hashed) in token_file::list(path).map_err(token_err)? {
+            for (name, hashed, scopes) in token_file::list(path).map_err(token_err)? {
                 let kind = if hashed { "sha256" } else { "plain" };
-                println!("{name}\t{kind}");
+                let scopes = match scopes {
+                    crate::api::auth::Scopes::All => "all (no scopes= set)".to_string(),
+                    s => s.to_string(),
+                };
+                println!("{name}\t{kind}\t{scopes}");
             }
             Ok(())
         }

@@ -125,8 +125,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Create a token called NAME: printed once, stored only as its SHA-256 hash.
-    Add { name: String },
-    /// The names of the tokens (never a token).
+    Add {
+        name: String,
+        /// What it may reach: intake, status, audit, tasks, identities, trigger:NAME
+        /// (comma-separated); without it, every scope.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+    },
+    /// The names of the tokens and their scopes (never a token).
     List,
     /// Remove the token called NAME (`api`: every bare token line).
     Revoke { name: String },

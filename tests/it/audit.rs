@@ -72,7 +72,10 @@ async fn named_tokens_are_the_requesters_everywhere_and_a_revoked_token_is_refus
     }
     assert!(!file.contains(&bot) && !file.contains(&portal));
     let listed = String::from_utf8(env.cli(&["tokens", "list"]).stdout).unwrap();
-    assert_eq!(listed, "ci-bot\tsha256\nhr-portal\tsha256\n");
+    assert_eq!(
+        listed,
+        "ci-bot\tsha256\tall (no scopes= set)\nhr-portal\tsha256\tall (no scopes= set)\n"
+    );
     let dup = env.cli(&["tokens", "add", "ci-bot"]);
     assert_eq!(dup.status.code(), Some(2), "a name in use is refused");
 

@@ -148,7 +148,14 @@ fn submitted(id: &str, who: &str, items: &[(&str, &str)]) -> Value {
 /// An Env with a policy and two triggers: `sp` (bearer: the provd token `sailpoint`) and
 /// `sp-basic` (Basic). Returns the bearer token.
 fn with_triggers(env: &Env, policy_extra: &str) -> String {
-    let out = env.cli(&["tokens", "add", "sailpoint"]);
+    // Scoped as an operator should: SailPoint holds it, so it opens these triggers only.
+    let out = env.cli(&[
+        "tokens",
+        "add",
+        "sailpoint",
+        "--scope",
+        "trigger:sp,trigger:sp-short",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -188,7 +195,36 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
     let (fake, fport) = Fake::start().await;
     let env = Env::new();
     let token = with_triggers(&env, "");
-    let _agent = env.start().await;
+    let agent = env.start().await;
+    // The trigger's token reaches its triggers only: 403 naming the scope elsewhere.
+    for (method, path, scope) in [
+        (reqwest::Method::POST, "/access-requests/v1", "intake"),
+        (reqwest::Method::GET, "/audit/v1", "audit"),
+        (reqwest::Method::GET, "/access/v1", "audit"),
+        (reqwest::Method::GET, "/tasks/v1", "tasks"),
+        (reqwest::Method::GET, "/access-request-status/v1", "status"),
+        (reqwest::Method::PUT, "/identities/v1/ada", "identities"),
+    ] {
+        let r = agent
+            .http
+            .request(method, format!("{}{path}", agent.base))
+            .bearer_auth(&token)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(&format!("lacks the scope `{scope}`")),
+            "{text}"
+        );
+    }
+    let listed = String::from_utf8(env.cli(&["tokens", "list"]).stdout).unwrap();
+    assert!(
+        listed.contains("sailpoint\tsha256\ttrigger:sp,trigger:sp-short\n"),
+        "{listed}"
+    );
     let sp = Subscription {
         fake: &fake,
         port: fport,
