@@ -46,14 +46,13 @@ pub fn classify(status: u16, text: &str) -> Outcome {
     }
 }
 
-/// A target's words, with the secret taken out should it echo it, and cut short.
+/// A target's words, with the secret taken out should it echo it (plain or encoded: the
+/// redactor every connector uses), and cut short.
 fn scrub(text: &str, secret: &str) -> String {
-    let text = if secret.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(secret, "[redacted]")
-    };
-    text.chars().take(200).collect()
+    let redactor = provd_connector_core::redact::Redactor::new([secrecy::SecretString::from(
+        secret.to_string(),
+    )]);
+    redactor.redact(text).chars().take(200).collect()
 }
 
 async fn post(client: &reqwest::Client, url: &str, secret: &str, a: &Answer) -> Outcome {
@@ -223,7 +222,12 @@ mod tests {
     fn an_echoed_secret_is_scrubbed() {
         assert_eq!(
             scrub("wrong secret s3cr3t given", "s3cr3t"),
-            "wrong secret [redacted] given"
+            "wrong secret [REDACTED] given"
+        );
+        // As a form or URL would carry it, too.
+        assert_eq!(
+            scrub("secret=a%2Bb%2Fc%3D given", "a+b/c="),
+            "secret=[REDACTED] given"
         );
         assert_eq!(scrub(&"x".repeat(500), "").len(), 200);
     }

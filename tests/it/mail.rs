@@ -23,6 +23,11 @@ struct Smtp {
 
 impl Smtp {
     async fn start(refuse: u32) -> Smtp {
+        Self::start_with(refuse, PASSWORD, false).await
+    }
+
+    /// `password`: the one the server takes; `echo`: a refused login is repeated back.
+    async fn start_with(refuse: u32, password: &str, echo: bool) -> Smtp {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let script =
@@ -30,7 +35,8 @@ impl Smtp {
         let child = Command::new(tool("venv/bin/python"))
             .arg(script)
             .args(["--port", &port.to_string(), "--refuse", &refuse.to_string()])
-            .args(["--user", USER, "--password", PASSWORD])
+            .args(["--user", USER, "--password", password])
+            .args(echo.then_some("--echo"))
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -258,6 +264,40 @@ async fn owners_get_a_digest_then_new_tasks_and_a_refusal_is_retried() {
         let bytes = std::fs::read(state.join(f)).unwrap_or_default();
         assert!(!String::from_utf8_lossy(&bytes).contains(PASSWORD), "{f}");
     }
+}
+
+/// A server that repeats a refused password in its 535 reply: the password is redacted on
+/// the terminal of `provd tasks send` and in the running agent's log.
+#[tokio::test]
+async fn a_password_the_server_echoes_is_redacted() {
+    let smtp = Smtp::start_with(0, "not-the-configured-one", true).await;
+    let env = Env::new();
+    with_mail(&env, &smtp);
+    let agent = env.start().await;
+    submit(
+        &env,
+        json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
+    );
+    open_tasks(&env, 1).await;
+    let out = env.cli(&["tasks", "send"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("535"),
+        "the server's refusal is shown: {printed}"
+    );
+    assert!(printed.contains("[REDACTED]"), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    eventually(20, "the agent's refused send logged", || {
+        let log = agent.log_text();
+        async move { log.contains("535").then_some(()) }
+    })
+    .await;
+    let log = agent.log_text();
+    assert!(!log.contains(PASSWORD), "{log}");
 }
 
 #[test]

@@ -4,7 +4,8 @@ Every accepted message is written to DIR as N.json (envelope, headers, plain-tex
 attachment names) with each attachment beside it as N-FILENAME, written whole before the
 JSON appears. The first --refuse messages get `451 4.3.0` (a transient refusal) and are
 counted in DIR/refused. With --user/--password, AUTH is required (over plain text: the
-test server has no TLS) and a wrong login is refused with 535.
+test server has no TLS) and a wrong login is refused with 535; with --echo, that refusal
+repeats the login and password it was given, as some servers do.
 """
 
 import argparse
@@ -69,6 +70,7 @@ def main():
     p.add_argument("--refuse", type=int, default=0)
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--echo", action="store_true")
     a = p.parse_args()
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -77,6 +79,10 @@ def main():
             and auth_data.login.decode() == a.user
             and auth_data.password.decode() == a.password
         )
+        if not ok and a.echo and isinstance(auth_data, LoginPassword):
+            given = f"{auth_data.login.decode()} / {auth_data.password.decode()}"
+            return AuthResult(success=False, handled=False,
+                              message=f"535 5.7.8 authentication failed for credentials [ / {given}]")
         return AuthResult(success=ok, auth_data=auth_data if ok else None)
 
     kwargs = {}
