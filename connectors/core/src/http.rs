@@ -247,6 +247,13 @@ impl HttpClient {
     /// Builds the client; `base` is the directory secret and CA paths are relative to.
     pub fn new(s: &HttpSettings, base: &Path) -> Result<Self, (String, String)> {
         init_tls();
+        use crate::url_check::{Query, check_url};
+        check_url(&s.base_url, &["http", "https"], Query::Allowed)
+            .map_err(|e| ("base_url".to_string(), e))?;
+        if let Some(o) = &s.oauth {
+            check_url(&o.token_url, &["http", "https"], Query::Refused)
+                .map_err(|e| ("oauth.token_url".to_string(), e))?;
+        }
         let timeout = crate::duration::parse(&s.timeout).map_err(|e| ("timeout".to_string(), e))?;
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)

@@ -15,6 +15,7 @@ pub mod http;
 mod operation;
 pub mod redact;
 pub mod template;
+pub mod url_check;
 
 pub use connector::{BoxFuture, Connector, ReadBack, apply};
 pub use error::{

@@ -181,11 +181,12 @@ fn default_member_attribute() -> String {
 /// Problems with the settings, each with its key.
 pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if !(s.url.starts_with("ldap://") || s.url.starts_with("ldaps://")) {
-        out.push((
-            "url".into(),
-            format!("`{}` must start with ldap:// or ldaps://", s.url),
-        ));
+    if let Err(e) = provd_connector_core::url_check::check_url(
+        &s.url,
+        &["ldap", "ldaps"],
+        provd_connector_core::url_check::Query::Refused,
+    ) {
+        out.push(("url".into(), e));
     }
     if s.starttls && s.url.starts_with("ldaps://") {
         out.push((

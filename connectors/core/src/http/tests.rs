@@ -85,6 +85,19 @@ async fn transport_errors_do_not_carry_credentials_from_the_url() {
         "base_url = \"http://svc:pa55w0rd@127.0.0.1:{port}/api?key=K3Y\""
     ))
     .unwrap();
+    // Credentials in the URL are refused outright, without being repeated.
+    let Err((key, e)) = HttpClient::new(&s, Path::new(".")) else {
+        panic!("a URL with a password was taken");
+    };
+    assert_eq!(key, "base_url");
+    assert!(
+        e.contains("must not hold a user or password") && !e.contains("pa55w0rd"),
+        "{e}"
+    );
+    let s: HttpSettings = toml::from_str(&format!(
+        "base_url = \"http://127.0.0.1:{port}/api?key=K3Y\""
+    ))
+    .unwrap();
     let client = HttpClient::new(&s, Path::new(".")).unwrap();
     let e = client.send(Method::GET, "/Users", None).await.unwrap_err();
     assert_eq!(e.class, crate::ErrorClass::Retryable);
