@@ -52,14 +52,42 @@ pub trait Known {
     }
 }
 
-struct Errors(Vec<FieldError>);
+/// The most problems one refusal names: a body naming 100,000 unknown ids must not turn
+/// into a 10 MB answer (and a log line as long). The rest are counted.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The problems found so far: the first [`MAX_PROBLEMS`], and how many more.
+struct Errors(Vec<FieldError>, usize);
 
 impl Errors {
+    const fn new() -> Self {
+        Self(Vec::new(), 0)
+    }
+
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        if self.0.len() >= MAX_PROBLEMS {
+            self.1 += 1;
+            return;
+        }
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// How many were found in all (also those not kept).
+    fn count(&self) -> usize {
+        self.0.len() + self.1
+    }
+
+    fn invalid(mut self) -> Invalid {
+        if self.1 > 0 {
+            self.0.push(FieldError {
+                field: "body".into(),
+                message: format!("{} more problems not listed", self.1),
+            });
+        }
+        Invalid(self.0)
     }
 }
 
@@ -89,23 +117,23 @@ pub fn validate(
 
 /// The body as JSON: within the size limit, well formed, no duplicate keys.
 pub fn parse(body: &[u8]) -> Result<Value, Invalid> {
-    let mut errs = Errors(Vec::new());
+    let mut errs = Errors::new();
     if body.len() > MAX_BODY {
         errs.add(
             "body",
             format!("is {} bytes; the limit is {MAX_BODY} (1 MiB)", body.len()),
         );
-        return Err(Invalid(errs.0));
+        return Err(errs.invalid());
     }
     match super::json::parse_strict(body) {
         Ok(v) => Ok(v),
         Err(e) if e.to_string().starts_with("duplicate key") => {
             errs.add("body", e.to_string());
-            Err(Invalid(errs.0))
+            Err(errs.invalid())
         }
         Err(e) => {
             errs.add("body", format!("malformed JSON: {e}"));
-            Err(Invalid(errs.0))
+            Err(errs.invalid())
         }
     }
 }
@@ -117,10 +145,10 @@ pub fn validate_parsed(
     agent_zone: &TimeZone,
     now: Timestamp,
 ) -> Result<ValidRequest, Invalid> {
-    let mut errs = Errors(Vec::new());
+    let mut errs = Errors::new();
     let Some(obj) = value.as_object() else {
         errs.add("body", "must be a JSON object");
-        return Err(Invalid(errs.0));
+        return Err(errs.invalid());
     };
     for key in obj.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
@@ -261,7 +289,7 @@ pub fn validate_parsed(
             repairs: Vec::new(),
         })
     } else {
-        Err(Invalid(errs.0))
+        Err(errs.invalid())
     }
 }
 
@@ -274,7 +302,7 @@ fn validate_item(
     now: Timestamp,
     errs: &mut Errors,
 ) -> Option<ValidItem> {
-    let before = errs.0.len();
+    let before = errs.count();
     for key in item.keys() {
         if !ITEM_KEYS.contains(&key.as_str()) {
             errs.add(
@@ -371,7 +399,7 @@ fn validate_item(
     {
         errs.add(format!("{base}.removeDate"), "must be after startDate");
     }
-    if errs.0.len() > before {
+    if errs.count() > before {
         return None;
     }
     Some(ValidItem {

@@ -256,3 +256,20 @@ fn every_problem_is_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn a_flood_of_problems_names_the_first_hundred_and_counts_the_rest() {
+    let ids: Vec<String> = (0..100_000).map(|i| format!("x{i}")).collect();
+    let Err(Invalid(e)) =
+        check(json!({ "requestedFor": ids, "requestedItems": [{ "type": "ROLE", "id": "r1" }] }))
+    else {
+        panic!("accepted");
+    };
+    assert_eq!(e.len(), MAX_PROBLEMS + 1);
+    let last = e.last().unwrap();
+    assert_eq!(last.field, "body");
+    // One problem for the count of identities, 100,000 unknown ones: 100 kept.
+    assert_eq!(last.message, "99901 more problems not listed");
+    let text: usize = e.iter().map(|f| f.to_string().len()).sum();
+    assert!(text < 10_000, "{text} bytes");
+}
