@@ -1,12 +1,13 @@
 //! The auditor's endpoints (DESIGN §14): `GET /access/v1`, `GET /access/v1/removals`,
 //! `GET /audit/v1` (cursor pages, JSON or CSV). Shaped by `crate::audit`, like the CLI.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::params::Params;
 use super::{AppState, authorized, error, internal};
 use crate::audit::{access, trail, write_csv};
 use crate::clock::to_ms;
@@ -48,24 +49,55 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct AccessParams {
     identity: Option<String>,
     source: Option<String>,
     item: Option<String>,
     format: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
 }
 
+/// The most holdings one page of `/access/v1` lists; the default is [`ACCESS_PAGE`].
+const MAX_ACCESS_PAGE: usize = 10_000;
+const ACCESS_PAGE: usize = 1_000;
+
+/// `/access/v1`: a page of holdings (the array of the contract), with a `Link: <…>;
+/// rel="next"` header while more follow, as `/audit/v1` pages: the whole list of a large
+/// site would otherwise be built in memory for one answer.
 pub(super) async fn holdings(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<AccessParams>,
+    Params(p): Params<AccessParams>,
+    uri: axum::http::Uri,
 ) -> Response {
     let csv = match admit(&state, &headers, p.format.as_deref()) {
         Ok(c) => c,
         Err(refused) => return *refused,
     };
+    let limit = super::number("limit", p.limit.as_deref(), ACCESS_PAGE, MAX_ACCESS_PAGE);
+    let after = match p.after.as_deref().map(str::parse::<i64>) {
+        None => Ok(None),
+        Some(Ok(n)) if n >= 0 => Ok(Some(n)),
+        Some(_) => Err("after: must be a whole number (the `Link` header's cursor)".to_string()),
+    };
+    let (limit, after) = match (limit, after) {
+        (Ok(l), Ok(a)) if l > 0 => (l, a),
+        (l, a) => {
+            let mut texts: Vec<String> = [l.err(), a.err()].into_iter().flatten().collect();
+            if texts.is_empty() {
+                texts.push(format!(
+                    "limit: must be a whole number from 1 to {MAX_ACCESS_PAGE}"
+                ));
+            }
+            return bad(texts);
+        }
+    };
     let q = AccessQuery {
         identity: p.identity.filter(|i| !i.is_empty()),
+        after,
+        limit: Some(limit),
     };
     let holdings = match state.store.holdings(q).await {
         Ok(h) => h,
@@ -78,13 +110,29 @@ pub(super) async fn holdings(
         nonempty(&p.item).as_deref(),
         &state.live.get().catalog,
     );
-    if csv {
-        return csv_response(&access::COLUMNS, rows.iter().map(access::cells));
+    // A full page may have more behind it; the cursor is the last holding read.
+    let next = holdings
+        .last()
+        .filter(|_| holdings.len() == limit)
+        .map(|h| h.assignment);
+    let mut response = if csv {
+        csv_response(&access::COLUMNS, rows.iter().map(access::cells))
+    } else {
+        axum::Json(rows.iter().map(access::to_json).collect::<Vec<_>>()).into_response()
+    };
+    if let Some(after) = next
+        && let Ok(link) = HeaderValue::from_str(&format!(
+            "<{}>; rel=\"next\"",
+            next_link(uri.path(), uri.query().unwrap_or(""), after)
+        ))
+    {
+        response.headers_mut().insert(header::LINK, link);
     }
-    axum::Json(rows.iter().map(access::to_json).collect::<Vec<_>>()).into_response()
+    response
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RemovalParams {
     since: Option<String>,
     until: Option<String>,
@@ -98,7 +146,7 @@ const MAX_REMOVALS: usize = 10_000;
 pub(super) async fn removals(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<RemovalParams>,
+    Params(p): Params<RemovalParams>,
 ) -> Response {
     let csv = match admit(&state, &headers, p.format.as_deref()) {
         Ok(c) => c,
@@ -143,6 +191,7 @@ pub(super) async fn removals(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
     identity: Option<String>,
     request: Option<String>,
@@ -161,7 +210,7 @@ pub(super) struct AuditParams {
 pub(super) async fn trail(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<AuditParams>,
+    Params(p): Params<AuditParams>,
     uri: axum::http::Uri,
 ) -> Response {
     let csv = match admit(&state, &headers, p.format.as_deref()) {

@@ -66,6 +66,7 @@ pub(super) async fn put(
     if let Err(e) = crate::model::ident::check_identity_id(&id) {
         return bad(vec![format!("id: {e}")]);
     }
+    let _turn = super::body_turn().await;
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return bad(vec!["body: larger than 1 MiB".into()]);
     };

@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 mod identities;
+mod params;
 mod scope;
 pub mod serve;
 pub mod token_file;
@@ -13,10 +14,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use params::Params;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -146,6 +148,19 @@ pub(crate) fn presented(state: &AppState, headers: &HeaderMap) -> Option<(String
     None
 }
 
+/// How many request bodies may be read and worked on at once. Each may be 1 MiB, and
+/// its parsed JSON several times that: without a cap, a burst of large bodies in
+/// parallel decides the agent's memory from outside. Others wait their turn (within
+/// the server's read deadline).
+const BODIES_AT_ONCE: usize = 8;
+static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODIES_AT_ONCE);
+
+/// A place to read and handle one body, held until the answer is built.
+pub(crate) async fn body_turn() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    // The semaphore is never closed; None would only mean it had been.
+    BODIES.acquire().await.ok()
+}
+
 pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "request failed");
     error(
@@ -170,6 +185,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
+    let _turn = body_turn().await;
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -248,6 +264,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         Ok(t) => t,
         Err(r) => return *r,
     };
+    let _turn = body_turn().await;
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -311,6 +328,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StatusParams {
     #[serde(rename = "requested-for")]
     requested_for: Option<String>,
@@ -337,7 +355,7 @@ pub(crate) fn number(
 async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<StatusParams>,
+    Params(p): Params<StatusParams>,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers, auth::Scope::Status) {
         return *r;
@@ -368,24 +386,25 @@ async fn status(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TaskParams {
     source: Option<String>,
     status: Option<String>,
 }
 
-async fn tasks(state: State<AppState>, headers: HeaderMap, p: Query<TaskParams>) -> Response {
+async fn tasks(state: State<AppState>, headers: HeaderMap, p: Params<TaskParams>) -> Response {
     task_list(state, headers, p, false).await
 }
 
 /// `GET /tasks/v1.xlsx`: the same tasks as the owners' workbook (DESIGN §15).
-async fn tasks_xlsx(state: State<AppState>, headers: HeaderMap, p: Query<TaskParams>) -> Response {
+async fn tasks_xlsx(state: State<AppState>, headers: HeaderMap, p: Params<TaskParams>) -> Response {
     task_list(state, headers, p, true).await
 }
 
 async fn task_list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<TaskParams>,
+    Params(p): Params<TaskParams>,
     xlsx: bool,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers, auth::Scope::Tasks) {

@@ -94,6 +94,7 @@ pub(super) async fn access(
             let holdings = store
                 .holdings(AccessQuery {
                     identity: identity.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(failed)?;

@@ -79,7 +79,7 @@ pub async fn grants(
     config: &Config,
     source: &Source,
 ) -> Result<Vec<Grant>, StoreError> {
-    let holdings = store.holdings(AccessQuery { identity: None }).await?;
+    let holdings = store.holdings(AccessQuery::default()).await?;
     let ids: Vec<String> = holdings
         .iter()
         .map(|h| h.identity.clone())

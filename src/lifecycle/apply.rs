@@ -77,6 +77,7 @@ pub async fn plan(
         let held: Vec<(ItemType, String)> = store
             .holdings(AccessQuery {
                 identity: Some(new.id.clone()),
+                ..Default::default()
             })
             .await?
             .into_iter()

@@ -9,10 +9,23 @@ use super::Result;
 use super::events::StoredEvent;
 use super::sqlite::Sqlite;
 
-/// Which holdings to list.
+/// Which holdings to list: in (identity, assignment) order, a page at a time when
+/// `limit` is set (the API's pages; the CLI and the planning stages read them all).
 #[derive(Debug, Clone, Default)]
 pub struct AccessQuery {
     pub identity: Option<String>,
+    /// Only holdings after this assignment in that order (the previous page's last).
+    pub after: Option<i64>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+}
+
+impl AccessQuery {
+    /// The limit as the SQL takes it (no limit: all).
+    pub(crate) fn sql_limit(&self) -> i64 {
+        self.limit
+            .map_or(i64::MAX, |l| l.min(i64::MAX as usize) as i64)
+    }
 }
 
 /// An assignment still held, pending, or on its way out (`pending`, `active`,
@@ -42,14 +55,16 @@ pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_typ
         (SELECT json_group_object(source, native_id) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking') AND (?1 IS NULL OR a.identity_id = ?1)
-     ORDER BY a.identity_id, a.id";
+       AND (?2 IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = ?2), ?2))
+     ORDER BY a.identity_id, a.id LIMIT ?3";
 
 pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
         COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
         (SELECT json_object_agg(source, native_id)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking') AND ($1::TEXT IS NULL OR a.identity_id = $1)
-     ORDER BY a.identity_id, a.id";
+       AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))
+     ORDER BY a.identity_id, a.id LIMIT $3";
 
 /// A removal a removeDate caused: when it was due, when it fired, the revoke it became
 /// and when that ended.
@@ -191,7 +206,7 @@ impl Sqlite {
         self.with(|c| {
             let mut st = c.prepare_cached(HOLDINGS_SQLITE)?;
             let rows = st
-                .query_map([&q.identity], |r| {
+                .query_map(params![q.identity, q.after, q.sql_limit()], |r| {
                     Ok(Holding {
                         assignment: r.get(0)?,
                         identity: r.get(1)?,

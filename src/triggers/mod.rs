@@ -315,6 +315,7 @@ pub async fn pre_approve(
         let existing: Vec<(ItemType, String)> = store
             .holdings(AccessQuery {
                 identity: Some(id.clone()),
+                ..Default::default()
             })
             .await?
             .into_iter()

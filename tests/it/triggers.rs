@@ -288,6 +288,7 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
     let holdings = eventually(15, "mallory's ent-admin active", || {
         let h = wait(store.holdings(provd::store::audit::AccessQuery {
             identity: Some("mallory".into()),
+            ..Default::default()
         }))
         .unwrap();
         async move { h.iter().any(|h| h.state == "active").then_some(h) }

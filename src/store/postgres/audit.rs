@@ -82,7 +82,9 @@ impl Audit for Postgres {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
-            let rows = c.query(HOLDINGS_POSTGRES, &[&q.identity]).await?;
+            let rows = c
+                .query(HOLDINGS_POSTGRES, &[&q.identity, &q.after, &q.sql_limit()])
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| Holding {
