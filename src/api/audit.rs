@@ -101,7 +101,7 @@ pub(super) async fn holdings(
     };
     let holdings = match state.store.holdings(q).await {
         Ok(h) => h,
-        Err(e) => return internal(e),
+        Err(e) => return super::store_failed(e),
     };
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let rows = access::rows(
@@ -179,7 +179,7 @@ pub(super) async fn removals(
     }
     let rows = match state.store.removals(since, until, limit).await {
         Ok(r) => r,
-        Err(e) => return internal(e),
+        Err(e) => return super::store_failed(e),
     };
     if csv {
         return csv_response(
@@ -234,7 +234,7 @@ pub(super) async fn trail(
     };
     let page = match state.store.audit(q.clone()).await {
         Ok(page) => page,
-        Err(e) => return internal(e),
+        Err(e) => return super::store_failed(e),
     };
     let next = trail::next(&page, q.limit);
     let mut response = if csv {

@@ -166,35 +166,7 @@ impl Keyring {
 pub const FAILURE_LOG_EVERY_MS: i64 = 10_000;
 
 /// Rate limit for "authentication failed" log lines.
-#[derive(Debug, Default)]
-pub struct FailureLog {
-    last_ms: Option<i64>,
-    suppressed: u64,
-}
-
-impl FailureLog {
-    pub const fn new() -> Self {
-        Self {
-            last_ms: None,
-            suppressed: 0,
-        }
-    }
-
-    /// A failure at `now_ms`: `Some(n)` when it should be logged, `n` being how many were
-    /// left unlogged since the last line.
-    pub fn note(&mut self, now_ms: i64) -> Option<u64> {
-        match self.last_ms {
-            Some(last) if now_ms - last < FAILURE_LOG_EVERY_MS => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last_ms = Some(now_ms);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
+pub type FailureLog = crate::logging::Throttle;
 
 /// What the presented `Authorization` header was, for the log: never the token itself.
 pub fn describe_presented(header: Option<&str>) -> &'static str {

@@ -112,7 +112,7 @@ pub(super) async fn put(
         .import_identities(vec![identity], now, token.clone())
         .await
     {
-        return internal(e);
+        return super::store_failed(e);
     }
     tracing::info!(identity = %id, actor = %token, lifecycle_requests = applied.requests, "identity updated");
     let change = applied.changes.first().map(|c| {

@@ -128,7 +128,8 @@ pub(crate) fn presented(state: &AppState, headers: &HeaderMap) -> Option<(String
         return Some((t.name.clone(), t.scopes.clone()));
     }
     crate::metrics::auth_failure();
-    static LOG: std::sync::Mutex<auth::FailureLog> = std::sync::Mutex::new(auth::FailureLog::new());
+    static LOG: std::sync::Mutex<auth::FailureLog> =
+        std::sync::Mutex::new(auth::FailureLog::new(auth::FAILURE_LOG_EVERY_MS));
     let logged = LOG
         .lock()
         .ok()
@@ -159,6 +160,32 @@ static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODIES
 pub(crate) async fn body_turn() -> Option<tokio::sync::SemaphorePermit<'static>> {
     // The semaphore is never closed; None would only mean it had been.
     BODIES.acquire().await.ok()
+}
+
+/// How long a client is asked to wait while the store is unavailable.
+const RETRY_AFTER_S: u64 = 10;
+
+/// A store error as the API's answer: 503 with `Retry-After` while the store is
+/// unavailable (the client should send again: nothing was accepted), else 500. The
+/// unavailable case is logged at most once per 10 s with a count, as a down database
+/// would otherwise log every request.
+pub(crate) fn store_failed(e: StoreError) -> Response {
+    if !e.is_unavailable() {
+        return internal(e);
+    }
+    crate::logging::throttled_store_error(&e);
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Store unavailable",
+        &[format!(
+            "the store is unavailable; nothing was changed: try again in {RETRY_AFTER_S} s"
+        )],
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_AFTER_S),
+    );
+    r
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
@@ -219,7 +246,7 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
                 &[e.to_string()],
             )
         }
-        Err(SubmitError::Store(e)) => internal(e),
+        Err(SubmitError::Store(e)) => store_failed(e),
         Err(e @ SubmitError::Internal(_)) => internal(e),
     }
 }
@@ -323,7 +350,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             "404 Not found",
             &[format!("accessRequestId: {m}")],
         ),
-        Err(e) => internal(e),
+        Err(e) => store_failed(e),
     }
 }
 
@@ -381,7 +408,7 @@ async fn status(
         Ok(rows) => {
             axum::Json(crate::wire::status_items(&rows, &state.live.get().catalog)).into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => store_failed(e),
     }
 }
 
@@ -429,7 +456,7 @@ async fn task_list(
     };
     let tasks = match state.store.tasks(f).await {
         Ok(t) => t,
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     };
     if !xlsx {
         return axum::Json(crate::tasks::row::rows(&tasks)).into_response();
@@ -512,7 +539,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     .await;
     let (jobs, open_tasks) = match counts {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return store_failed(e),
     };
     let mut out =
         String::from("# HELP provd_jobs Jobs by source and state.\n# TYPE provd_jobs gauge\n");

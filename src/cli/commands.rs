@@ -90,7 +90,7 @@ fn invalid_request(e: SubmitError) -> CliError {
 pub fn execute(cli: Cli) -> Result<(), CliError> {
     let clock = SystemClock;
     match &cli.command {
-        Command::Run => {
+        Command::Run { new_store } => {
             let config = load(&cli)?;
             crate::logging::init(config.log.format, &config.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -100,9 +100,13 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             rt.block_on(crate::daemon::run(
                 config,
                 Arc::new(SystemClock),
+                *new_store,
                 crate::daemon::signals(),
             ))
-            .map_err(failed)
+            .map_err(|e| match e {
+                crate::daemon::DaemonError::StoreChanged(m) => CliError::Invalid(m),
+                e => failed(e),
+            })
         }
         Command::Check { connect } => check(&cli, *connect),
         // Every other command is a short conversation with the store (async): one
@@ -117,7 +121,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
 
 async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
     match &cli.command {
-        Command::Run | Command::Check { .. } => Ok(()),
+        Command::Run { .. } | Command::Check { .. } => Ok(()),
         Command::Submit { file } => {
             let body = read_body(file)?;
             let config = load(cli)?;

@@ -31,7 +31,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: API, spool folder, dispatch.
-    Run,
+    Run {
+        /// Go on with the store found even though it is not the one the state
+        /// directory's marker names (it was deleted or replaced since the last start).
+        #[arg(long)]
+        new_store: bool,
+    },
     /// Validate the configuration; with --connect, also reach every direct source.
     Check {
         #[arg(long)]

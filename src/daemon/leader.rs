@@ -65,7 +65,9 @@ async fn run(
             }
             Ok(Ok(None)) => set(false, None),
             Ok(Err(e)) => {
-                tracing::warn!(agent = %name, error = %e, "renewing the leader lease failed")
+                if !crate::logging::store_unavailable(&e) {
+                    tracing::warn!(agent = %name, error = %e, "renewing the leader lease failed")
+                }
             }
             Err(_) => tracing::warn!(agent = %name, "renewing the leader lease timed out"),
         }

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 
 pub mod follow;
 pub mod leader;
+pub mod marker;
 pub mod watchdog;
 
 use crate::api::{self, AppState};
@@ -40,6 +41,9 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Config(String),
+    /// The store is not the one the state directory's marker names: exit 2.
+    #[error("{0}")]
+    StoreChanged(String),
     #[error("API server: {0}")]
     Serve(std::io::Error),
 }
@@ -57,6 +61,7 @@ fn lease_owner(name: &str) -> String {
 pub async fn run(
     config: Config,
     clock: SharedClock,
+    new_store: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let path = config.path.clone();
@@ -93,6 +98,19 @@ pub async fn run(
     let store = crate::store::open(&config).await?;
     // A damaged store is refused before anything is dispatched from it.
     store.quick_check().await?;
+    // So is a store deleted or replaced since the last start (DESIGN §25).
+    let found = marker::Marker {
+        location: store.location(),
+        store_id: store.store_id().await?,
+    };
+    let known = marker::read(&state_dir).map_err(DaemonError::StoreChanged)?;
+    marker::verdict(known.as_ref(), &found, new_store).map_err(DaemonError::StoreChanged)?;
+    if known.as_ref() != Some(&found) {
+        marker::write(&state_dir, &found).map_err(|source| DaemonError::Lock {
+            path: marker::path(&state_dir),
+            source,
+        })?;
+    }
     let owner = lease_owner(&config.agent.name);
     let now = crate::clock::to_ms(clock.now());
     // Alone on its store (SQLite's lock file), the agent knows every lease left is a dead

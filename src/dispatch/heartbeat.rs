@@ -45,7 +45,11 @@ pub(super) fn spawn(inner: Arc<Inner>) -> Heartbeat {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing leases failed; tried again shortly"),
+                Err(e) => {
+                    if !crate::logging::store_unavailable(&e) {
+                        tracing::warn!(error = %e, "renewing leases failed; tried again shortly");
+                    }
+                }
             }
         }
     }))

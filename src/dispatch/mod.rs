@@ -206,7 +206,9 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "looking for expired leases failed; tried again later")
+                        if !crate::logging::store_unavailable(&e) {
+                            tracing::warn!(error = %e, "looking for expired leases failed; tried again later")
+                        }
                     }
                 }
             }
@@ -264,7 +266,7 @@ impl Dispatcher {
                         }
                         // The store may be back in a moment (a PostgreSQL failover): wait, retry.
                         Ok(Err(e)) => {
-                            tracing::error!(error = %e, "claiming jobs failed; tried again in a second");
+                            if !crate::logging::store_unavailable(&e) { tracing::error!(error = %e, "claiming jobs failed; tried again in a second"); }
                             claim_retry_at = Some(Instant::now() + Duration::from_secs(1));
                         }
                         Err(e) => {

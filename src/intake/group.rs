@@ -112,7 +112,9 @@ async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, S
                     .collect()
             }
             Err(e) => {
-                tracing::error!(requests = count, error = %e, "a group of requests could not be stored");
+                if !crate::logging::store_unavailable(&e) {
+                    tracing::error!(requests = count, error = %e, "a group of requests could not be stored");
+                }
                 e.for_each_of(count)
                     .into_iter()
                     .map(|e| Err(e.into()))

@@ -120,7 +120,9 @@ impl Scheduler {
                 }
                 Err(e) => {
                     // The store may be back in a moment (a PostgreSQL failover).
-                    tracing::error!(error = %e, "firing removals failed; tried again shortly");
+                    if !crate::logging::store_unavailable(&e) {
+                        tracing::error!(error = %e, "firing removals failed; tried again shortly");
+                    }
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -72,17 +72,43 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The store cannot be reached or trusted right now: its file was deleted, replaced
+    /// or truncated under the agent, the disk is full, I/O failed, PostgreSQL is down.
+    /// Worth asking again later: the API answers 503 with Retry-After, never a 202.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
+    /// Whether this is the store being unavailable rather than the request being at
+    /// fault: damaged pages found on a read count too (the database said "corrupt").
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::Damaged { .. } => true,
+            Self::Backend(b) => sqlite::is_unavailable(b.as_ref()),
+            _ => false,
+        }
+    }
+
     /// The same failure again, for each of the items of a batch whose one transaction
     /// failed (the error itself cannot be cloned: it may hold the backend's error).
     pub fn for_each_of(&self, n: usize) -> Vec<StoreError> {
-        let reason = self.to_string();
+        let reason = match self {
+            StoreError::Unavailable(m) => m.clone(),
+            e => e.to_string(),
+        };
+        // An unavailable store stays one for every item: each is answered 503, not 500.
+        let unavailable = self.is_unavailable();
         (0..n)
-            .map(|_| StoreError::Backend(reason.clone().into()))
+            .map(|_| {
+                if unavailable {
+                    StoreError::Unavailable(reason.clone())
+                } else {
+                    StoreError::Backend(reason.clone().into())
+                }
+            })
             .collect()
     }
 }
@@ -106,6 +132,9 @@ pub const TABLES: [&str; 15] = [
     "account_snapshots",
     "source_accounts",
 ];
+
+/// The store's identity (migration 13), the same statement on both backends.
+pub(crate) const STORE_ID_SQL: &str = "SELECT store_id FROM store_identity WHERE id = 1";
 
 /// The store every stage holds: a backend behind the role traits. Cloning is cheap.
 #[derive(Clone)]

@@ -393,6 +393,9 @@ pub trait Admin: Send + Sync {
     fn check_free_space(&self) -> BoxFuture<Result<()>>;
     /// The backend's integrity check, run before the agent starts.
     fn quick_check(&self) -> BoxFuture<Result<()>>;
+    /// The store's own identity, drawn when it was created: a store deleted or replaced
+    /// between two starts has another one.
+    fn store_id(&self) -> BoxFuture<Result<String>>;
     /// Is this agent the store's only user (SQLite, guarded by the state directory's
     /// lock)? Then start-up may take back every lease at once.
     fn exclusive(&self) -> bool;

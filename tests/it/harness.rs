@@ -233,11 +233,21 @@ impl Agent {
     /// One of several agents on one configuration: its own port, and whatever else
     /// `vars` override (PROVD_AGENT__NAME, PROVD_AGENT__STATE_DIR, ...).
     pub async fn start_on(env: &Env, port: u16, vars: &[(&str, String)]) -> Agent {
+        Self::start_full(env, port, vars, &[]).await
+    }
+
+    /// Starts with extra arguments after `run` (`--new-store`).
+    pub async fn start_args(env: &Env, args: &[&str]) -> Agent {
+        Self::start_full(env, env.port, &[], args).await
+    }
+
+    async fn start_full(env: &Env, port: u16, vars: &[(&str, String)], args: &[&str]) -> Agent {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = env.path().join(format!("agent-{n}.log"));
         let child = Command::new(BIN)
             .arg("run")
+            .args(args)
             .arg("--config")
             .arg(env.config())
             .env("PROVD_API__LISTEN", format!("127.0.0.1:{port}"))

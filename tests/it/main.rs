@@ -10,6 +10,7 @@ mod dispatch;
 mod evidence;
 mod flow;
 mod hardening;
+mod hardening2;
 mod hardening_ops;
 mod harness;
 mod httpservers;

@@ -59,6 +59,18 @@ impl Admin for Postgres {
     }
 
     /// Every table this build needs is there and the append-only trigger guards events.
+    fn store_id(&self) -> BoxFuture<Result<String>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let row = me
+                .client()
+                .await?
+                .query_one(crate::store::STORE_ID_SQL, &[])
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
     fn quick_check(&self) -> BoxFuture<Result<()>> {
         let me = self.clone();
         Box::pin(async move {

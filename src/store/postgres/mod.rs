@@ -62,15 +62,38 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether PostgreSQL is out of reach or out of service (connection lost or refused,
+/// shutting down, starting up, out of disk or connections) rather than refusing a
+/// statement.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+        }
+        // No SQLSTATE: the connection or its I/O failed.
+        None => e.as_db_error().is_none(),
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Backend(format!("postgres: {}", chain(&e)).into())
+        let text = format!("postgres: {}", chain(&e));
+        if unreachable(&e) {
+            StoreError::Unavailable(text)
+        } else {
+            StoreError::Backend(text.into())
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("postgres: {}", chain(&e)).into())
+        // No connection could be had: the server is down, refusing, or full.
+        StoreError::Unavailable(format!("postgres: {}", chain(&e)))
     }
 }
 

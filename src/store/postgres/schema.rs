@@ -274,4 +274,9 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 12: SQLite's 12 gives its jobs the indexes PostgreSQL's had from the start.
     "-- 12: as SQLite's 12, already so here",
+    // 13: as SQLite's 13.
+    r#"
+    CREATE TABLE store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
+    INSERT INTO store_identity (id, store_id) VALUES (1, md5(random()::TEXT || clock_timestamp()::TEXT));
+    "#,
 ];

@@ -32,14 +32,53 @@ use super::{Result, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(Box::new(e))
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    C::DiskFull
+                        | C::SystemIoFailure
+                        | C::CannotOpen
+                        | C::ReadOnly
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            // Damage stays the backend's error: start-up tells it apart to refuse the
+            // file; `is_unavailable` still counts it for the API.
+            _ => StoreError::Backend(Box::new(e)),
+        }
     }
+}
+
+/// Whether a backend error is SQLite finding damaged pages (or an I/O failure).
+pub(crate) fn is_unavailable(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    match e.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+        ),
+        _ => e.downcast_ref::<std::io::Error>().is_some(),
+    }
+}
+
+/// Which file the store opened: (device, inode). A file deleted or replaced under the
+/// agent keeps taking writes into the old inode, which nobody will ever read again.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 #[derive(Clone)]
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The file opened (device, inode), checked after every durable write and by ping.
+    identity: Option<(u64, u64)>,
     /// The lease `lead` granted (for `/readyz`): in memory, as nobody else can lead.
     leader: Arc<Mutex<Option<crate::store::Leader>>>,
 }
@@ -123,6 +162,7 @@ impl Sqlite {
         migrate(&mut conn)?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
+            identity: file_identity(path).ok(),
             path: path.to_path_buf(),
             leader: Arc::new(Mutex::new(None)),
         })
@@ -143,8 +183,42 @@ impl Sqlite {
         };
         if wrote {
             self.sync_log()?;
+            // Only now may the caller say "stored": not if the file is no longer the one
+            // written to.
+            self.check_file()?;
         }
         r
+    }
+
+    /// Is the file at the store's path still the one it opened, and still a database?
+    /// A deleted, replaced or truncated file makes the store unavailable (DESIGN §25).
+    pub(crate) fn check_file(&self) -> Result<()> {
+        let gone = |what: &str| {
+            StoreError::Unavailable(format!(
+                "{} {what} while the agent was running; stop the agent and restore it (accepted work since then is not in it)",
+                self.path.display()
+            ))
+        };
+        let m = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone("was deleted")),
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )));
+            }
+        };
+        use std::os::unix::fs::MetadataExt;
+        if self.identity.is_some_and(|id| id != (m.dev(), m.ino())) {
+            return Err(gone("was replaced by another file"));
+        }
+        // A database is at least its 100-byte header; WAL mode only ever grows the file
+        // at checkpoints, so a shorter one was cut.
+        if m.len() < 100 {
+            return Err(gone("was truncated"));
+        }
+        Ok(())
     }
 
     /// Runs `f`, a write provd redoes by itself if a power cut loses it (a claim, an
@@ -194,6 +268,7 @@ impl Sqlite {
 
     /// Is the database usable (for `/readyz`)?
     pub fn ping(&self) -> Result<()> {
+        self.check_file()?;
         self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 

@@ -489,6 +489,13 @@ impl Admin for Sqlite {
     fn quick_check(&self) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.quick_check())
     }
+    fn store_id(&self) -> BoxFuture<Result<String>> {
+        blocking!(self, |s| s.with(|c| Ok(c.query_row(
+            crate::store::STORE_ID_SQL,
+            [],
+            |r| r.get(0)
+        )?)))
+    }
     fn exclusive(&self) -> bool {
         true
     }

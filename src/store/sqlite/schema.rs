@@ -359,4 +359,10 @@ pub const MIGRATIONS: &[&str] = &[
               AND state IN ('queued','running','retrying','manual');
     END;
     "#,
+    // 13: the store's own identity, which the agent keeps a marker of in its state
+    // directory: a store deleted or replaced between two starts is noticed (DESIGN §25).
+    r#"
+    CREATE TABLE store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
+    INSERT INTO store_identity (id, store_id) VALUES (1, lower(hex(randomblob(16))));
+    "#,
 ];
