@@ -487,8 +487,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         // Upstream health is reported, not failed on: the agent still serves what it has.
         Ok(upstreams) => {
             let config = state.live.get();
-            // Agents alive: seen within three leader leases.
-            let since = now - 3 * config.agent.leader_lease.as_millis() as i64;
+            // Agents alive: their heartbeat (every third of a lease at most) seen within
+            // one leader lease. A dead one leaves the count once that has passed.
+            let since = now - config.agent.leader_lease.as_millis() as i64;
             let leader = state
                 .store
                 .leader(crate::store::SINGLETON.into())

@@ -65,11 +65,27 @@ pub fn load_or_create(path: &Path) -> Result<(Tokens, bool), TokenError> {
 
 /// Reads and parses the file (for SIGHUP: an invalid file is refused as a whole).
 pub fn load(path: &Path) -> Result<Tokens, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    parse(&text).map_err(|message| TokenError::Invalid {
+    let invalid = |message: String| TokenError::Invalid {
         path: path.display().to_string(),
         message,
-    })
+    };
+    provd_connector_core::http::check_trusted(path).map_err(invalid)?;
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let tokens = parse(&text).map_err(invalid)?;
+    // A bare line is the token itself: whoever can read the file can use it. (This also
+    // keeps `tokens_file = /etc/passwd` from turning every account line into a token.)
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 && tokens.0.iter().any(|t| !t.hashed()) {
+        return Err(invalid(format!(
+            "holds bare tokens but others can read it (mode {:o}); chmod 600 it, or replace them with `provd tokens add`",
+            mode & 0o777
+        )));
+    }
+    Ok(tokens)
 }
 
 /// `provd tokens add NAME [--scope …]`: appends `NAME sha256:HEX [scopes=…]` and returns

@@ -561,14 +561,21 @@ impl Config {
         for source in self.sources.values() {
             problems.extend(source.check_secrets());
         }
-        if self.api.tokens_file.exists()
-            && let Err(e) = std::fs::read_to_string(&self.api.tokens_file)
-        {
-            problems.push(Problem {
-                file: self.path.clone(),
-                key: "api.tokens_file".into(),
-                message: format!("cannot read {}: {e}", self.api.tokens_file.display()),
-            });
+        if self.api.tokens_file.exists() {
+            let path = &self.api.tokens_file;
+            let read = provd_connector_core::http::check_trusted(path)
+                .and_then(|()| {
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                })
+                .and_then(|text| bare_tokens_private(path, &text));
+            if let Err(message) = read {
+                problems.push(Problem {
+                    file: self.path.clone(),
+                    key: "api.tokens_file".into(),
+                    message,
+                });
+            }
         }
         problems
     }
@@ -670,4 +677,26 @@ fn load_lifecycle(
             l
         }
     }
+}
+
+/// A tokens file with bare tokens (a line of one word) must be readable by its owner
+/// alone: the line is the token. The agent's own loader says the same at start.
+fn bare_tokens_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bare = text
+        .lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#') && l.split_whitespace().count() == 1);
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if bare && mode & 0o077 != 0 {
+        return Err(format!(
+            "{} holds bare tokens but others can read it (mode {:o}); chmod 600 it, or replace them with `provd tokens add`",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }

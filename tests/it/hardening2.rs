@@ -158,11 +158,73 @@ fn output_to_a_full_disk_is_an_error_not_a_panic() {
     let out = Command::new(BIN)
         .args(["jobs", "list", "--config"])
         .arg(env.config())
-        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
         .stderr(Stdio::piped())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot write the output") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("cannot write the output") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// Finding 9: `provd check` refuses a tokens file anyone may read or write, and URLs of
+/// the wrong scheme or with credentials in them, without repeating the credential.
+#[test]
+fn check_refuses_untrusted_files_and_urls_with_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    let check = |env: &Env| {
+        let out = env.cli(&["check"]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    std::fs::write(
+        env.config(),
+        config.replace("tokens_file = \"tokens\"", "tokens_file = \"/etc/passwd\""),
+    )
+    .unwrap();
+    let (ok, err) = check(&env);
+    assert!(
+        !ok && err.contains("api.tokens_file") && err.contains("bare tokens"),
+        "{err}"
+    );
+    std::fs::write(env.config(), &config).unwrap();
+    let tokens = env.path().join("tokens");
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let (ok, err) = check(&env);
+    assert!(!ok && err.contains("writable by its group"), "{err}");
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(env.path().join("rest-token"), "t0k3n-value\n").unwrap();
+    for (url, says) in [
+        (
+            "http://svc:pa55w0rd@127.0.0.1:1/api",
+            "must not hold a user or password",
+        ),
+        ("file:///etc/passwd", "must start with http:// or https://"),
+        ("ldap://127.0.0.1:1", "must start with http:// or https://"),
+        ("http://[::1", "is not a URL"),
+    ] {
+        std::fs::write(
+            env.path().join("sources/app.toml"),
+            format!("id = \"app\"\ntype = \"scim\"\nowner = \"o@example.com\"\nbase_url = \"{url}\"\ntoken_file = \"../rest-token\"\n[account]\ncorrelation = \"userName\"\n[account.attributes]\nuserName = \"{{id}}\"\n"),
+        )
+        .unwrap();
+        let (ok, err) = check(&env);
+        assert!(
+            !ok && err.contains("base_url") && err.contains(says),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("pa55w0rd"), "{err}");
+    }
 }

@@ -71,6 +71,12 @@ impl Env {
             "# test token\nt0ken-for-tests-1234567890\n",
         )
         .unwrap();
+        // A file of bare tokens is its owner's alone, or provd refuses it.
+        std::fs::set_permissions(
+            d.join("tokens"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         std::fs::write(
             d.join("sources/flat.toml"),
             "id = \"flat\"\ntype = \"manual\"\nowner = \"flat-owner@example.com\"\nremind_after = \"3d\"\n[account]\nnative_id = \"{email}\"\n",

@@ -97,6 +97,31 @@ pub fn split_settings(
 
 /// Reads a secret from `file` (first line, relative to `base`) or the variable `env`.
 /// The error names the key and the path, never the content.
+/// Whether a file provd reads a secret or a credential list from can be trusted: owned
+/// by the user provd runs as (or by root), and writable by nobody else. A file someone
+/// else may write can swap the credential provd presents, or add a token it accepts.
+pub fn check_trusted(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me && m.uid() != 0 {
+        return Err(format!(
+            "{} belongs to user id {}, not to the user provd runs as ({me}) or root",
+            path.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by its group or by everyone (mode {:o}); chmod go-w it",
+            path.display(),
+            m.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 pub fn read_secret(
     base: &Path,
     file: Option<&str>,
@@ -110,6 +135,7 @@ pub fn read_secret(
             } else {
                 base.join(f)
             };
+            check_trusted(&path).map_err(|e| (format!("{key}_file"), e))?;
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 (
                     format!("{key}_file"),

@@ -71,6 +71,8 @@ pub fn parse(table: &toml::Table, base: &Path) -> Result<LdapSettings, SettingsP
 fn read_password(s: &LdapSettings, base: &Path) -> Result<SecretString, SettingsProblems> {
     if let Some(f) = &s.bind_password_file {
         let path = settings::resolve(base, f);
+        provd_connector_core::http::check_trusted(&path)
+            .map_err(|e| vec![("bind_password_file".to_string(), e)])?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             vec![(
                 "bind_password_file".to_string(),

@@ -464,9 +464,14 @@ impl Leadership for Sqlite {
     fn seen(&self, _name: String, _now: i64) -> BoxFuture<Result<()>> {
         Box::pin(async { Ok(()) })
     }
-    fn agents(&self, _since: i64) -> BoxFuture<Result<Vec<String>>> {
+    fn agents(&self, since: i64) -> BoxFuture<Result<Vec<String>>> {
+        // The only agent is the one leading; counted while its lease is recent.
         let l = self.leader.lock().ok().and_then(|l| l.clone());
-        Box::pin(async move { Ok(l.map(|l| vec![l.holder]).unwrap_or_default()) })
+        Box::pin(async move {
+            Ok(l.filter(|l| l.expires_at >= since)
+                .map(|l| vec![l.holder])
+                .unwrap_or_default())
+        })
     }
 }
 
