@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::{AppState, authorized, error, internal};
 use crate::clock::to_ms;
-use crate::intake::validate::MAX_BODY;
 use crate::lifecycle::apply::{ApplyError, apply};
 
 fn bad(texts: Vec<String>) -> Response {
@@ -66,10 +65,12 @@ pub(super) async fn put(
     if let Err(e) = crate::model::ident::check_identity_id(&id) {
         return bad(vec![format!("id: {e}")]);
     }
-    let _turn = super::body_turn().await;
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return bad(vec!["body: larger than 1 MiB".into()]);
+    let bytes = match super::read_body(&state, body).await {
+        Ok(b) => b,
+        Err(super::BodyError::Late(r)) => return r,
+        Err(super::BodyError::TooLarge) => return bad(vec!["body: larger than 1 MiB".into()]),
     };
+    let _turn = super::body_turn().await;
     let attributes = match attributes(&id, &bytes) {
         Ok(a) => a,
         Err(problems) => return bad(problems),

@@ -188,6 +188,35 @@ pub(crate) fn store_failed(e: StoreError) -> Response {
     r
 }
 
+/// Why a body was not read.
+pub(crate) enum BodyError {
+    /// Over the 1 MiB limit: each endpoint says so in its words.
+    TooLarge,
+    /// Not all there within `api.body_read_timeout`: the 408 to send.
+    Late(Response),
+}
+
+/// Reads a whole body within `api.body_read_timeout` and the 1 MiB limit: a client that
+/// sends its body a byte at a time cannot hold a connection (and its memory) for ever.
+pub(crate) async fn read_body(
+    state: &AppState,
+    body: Body,
+) -> Result<axum::body::Bytes, BodyError> {
+    let deadline = state.live.get().api.body_read_timeout;
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Late(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "408 Request Timeout",
+            &[format!(
+                "body: not received in full within {} s",
+                deadline.as_secs()
+            )],
+        ))),
+    }
+}
+
 pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "request failed");
     error(
@@ -212,10 +241,10 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
-    let _turn = body_turn().await;
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+    let body = match read_body(&state, req.into_body()).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(BodyError::Late(r)) => return r,
+        Err(BodyError::TooLarge) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "400.1 Bad request content",
@@ -223,6 +252,9 @@ async fn create(State(state): State<AppState>, req: Request) -> Response {
             );
         }
     };
+    // The body is in: wait for a turn to parse and plan it (bodies are read outside the
+    // turns, so slow senders cannot hold them).
+    let _turn = body_turn().await;
     let result = state
         .intake
         .submit(&body, &crate::model::Requester::api(&token), key.as_deref())
@@ -291,10 +323,10 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let _turn = body_turn().await;
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match read_body(&state, body).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(BodyError::Late(r)) => return r,
+        Err(BodyError::TooLarge) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "400.1 Bad request content",
@@ -302,6 +334,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             );
         }
     };
+    let _turn = body_turn().await;
     let parsed: CancelBody =
         match crate::intake::json::parse_strict(&bytes).and_then(serde_json::from_value) {
             Ok(b) => b,

@@ -93,9 +93,10 @@ async fn admit(
         return Err(r);
     }
     let trigger = trigger.clone();
-    match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+    match super::read_body(state, req.into_body()).await {
         Ok(b) => Ok((trigger, b)),
-        Err(_) => Err(refused(
+        Err(super::BodyError::Late(r)) => Err(r),
+        Err(super::BodyError::TooLarge) => Err(refused(
             StatusCode::BAD_REQUEST,
             &format!("body: larger than {MAX_BODY} bytes (1 MiB)"),
         )),

@@ -223,6 +223,14 @@ pub struct ApiSection {
     /// (default 10s): idle, half-sent requests cannot hold connections for ever.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Dur,
+    /// Connections one client address may hold at once; more are closed when accepted
+    /// (default 64): one host cannot take every slot.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// A request's whole body must arrive within this time, or it is answered 408
+    /// (default 30s): slow bodies cannot hold connections for ever.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: Dur,
 }
 
 impl Default for ApiSection {
@@ -232,6 +240,8 @@ impl Default for ApiSection {
             tokens_file: default_tokens_file(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -241,6 +251,12 @@ fn default_max_connections() -> usize {
 }
 fn default_header_read_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(10))
+}
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_body_read_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
 }
 
 fn default_listen() -> SocketAddr {

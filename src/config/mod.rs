@@ -94,6 +94,8 @@ pub struct Api {
     pub tokens_file: PathBuf,
     pub max_connections: usize,
     pub header_read_timeout: std::time::Duration,
+    pub max_connections_per_peer: usize,
+    pub body_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -541,6 +543,8 @@ impl Config {
                 tokens_file: resolve(&base, &file.api.tokens_file),
                 max_connections: file.api.max_connections.max(1),
                 header_read_timeout: file.api.header_read_timeout.0,
+                max_connections_per_peer: file.api.max_connections_per_peer.max(1),
+                body_read_timeout: file.api.body_read_timeout.0,
             },
             log: Log {
                 format: file.log.format,

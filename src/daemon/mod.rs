@@ -189,6 +189,7 @@ pub async fn run(
     let api_stop = stopped();
     let limits = api::serve::Limits {
         max_connections: config.api.max_connections,
+        max_connections_per_peer: config.api.max_connections_per_peer,
         header_read_timeout: config.api.header_read_timeout,
     };
     let api_task = tokio::spawn(api::serve::serve(listener, app, limits, api_stop));

@@ -228,3 +228,104 @@ fn check_refuses_untrusted_files_and_urls_with_credentials() {
         assert!(!err.contains("pa55w0rd"), "{err}");
     }
 }
+
+/// Connects from `ip` (a loopback address of its own, so the agent sees another peer).
+async fn connect_from(ip: [u8; 4], port: u16) -> Option<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().ok()?;
+    sock.bind((std::net::Ipv4Addr::from(ip), 0).into()).ok()?;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::time::timeout(std::time::Duration::from_secs(3), sock.connect(to))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Finding 6: real clients are served while 2,000 idle clients reconnect from one host
+/// and 600 slow bodies (with a valid token) trickle in from another; the slow bodies are
+/// cut off (408 or closed) instead of holding their connections for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_are_served_while_idle_and_slow_connections_are_held() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new();
+    let agent =
+        Agent::start_with(&env, &[("PROVD_API__BODY_READ_TIMEOUT", "4s".to_string())]).await;
+    let port = env.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    // 2,000 idle clients from 127.0.0.2, each reconnecting as soon as it is dropped.
+    for _ in 0..2_000 {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                match connect_from([127, 0, 0, 2], port).await {
+                    Some(mut s) => {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(20),
+                            s.read(&mut buf),
+                        )
+                        .await;
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
+    // 600 slow bodies from 127.0.0.3: headers and a few bytes of a 1,000-byte body.
+    let cut = Arc::new(AtomicUsize::new(0));
+    let token = env.token();
+    let mut slow = Vec::new();
+    for _ in 0..600 {
+        let cut = cut.clone();
+        slow.push(tokio::spawn(async move {
+            let Some(mut s) = connect_from([127, 0, 0, 3], port).await else {
+                cut.fetch_add(1, Ordering::Relaxed); // refused at once: cut off too
+                return;
+            };
+            let head = format!(
+                "POST /access-requests/v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n{{\"requ"
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                s.read_to_end(&mut answer),
+            )
+            .await;
+            if read.is_ok() {
+                cut.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // Eight real requests, each within a client deadline, all served.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(8))
+        .build()
+        .unwrap();
+    let mut served = 0;
+    for _ in 0..8 {
+        let r = http
+            .post(format!("{}/access-requests/v1", agent.base))
+            .bearer_auth(env.token())
+            .body(grant("ada").to_string())
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 202) {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 8, "real requests served while under attack");
+    for t in slow {
+        t.await.unwrap();
+    }
+    assert_eq!(cut.load(Ordering::Relaxed), 600, "every slow body cut off");
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    let log = agent.log_text();
+    assert!(log.contains("too many from one address"), "{log:.2000}");
+}
