@@ -24,6 +24,8 @@ struct Registry {
     polls: BTreeMap<(String, String), u64>,
     auth_failures: u64,
     lease_lost: u64,
+    /// Store transactions failed by a deadlock or serialization conflict and run again.
+    store_contention: u64,
     /// Transactions that stored accepted requests, and how many requests they stored.
     accept_groups: u64,
     accept_grouped: u64,
@@ -91,6 +93,11 @@ pub fn poll(upstream: &str, result: &str) {
 /// An attempt's outcome (or a lease renewal) found the job leased to another agent.
 pub fn lease_lost() {
     with(|r| r.lease_lost += 1);
+}
+
+/// A store transaction was failed to break a deadlock and is run again whole.
+pub fn store_contention() {
+    with(|r| r.store_contention += 1);
 }
 
 /// One group commit stored `size` requests.
@@ -177,6 +184,10 @@ pub fn render(out: &mut String, sources: &[String]) {
     out.push_str(&format!(
         "# HELP provd_lease_lost_total Attempt outcomes dropped because another agent held the job's lease.\n# TYPE provd_lease_lost_total counter\nprovd_lease_lost_total {}\n",
         r.lease_lost
+    ));
+    out.push_str(&format!(
+        "# HELP provd_store_contention_total Store transactions failed to break a deadlock or conflict and run again whole.\n# TYPE provd_store_contention_total counter\nprovd_store_contention_total {}\n",
+        r.store_contention
     ));
     out.push_str(&format!(
         "# HELP provd_accept_groups_total Transactions that stored accepted requests (group commit).\n# TYPE provd_accept_groups_total counter\nprovd_accept_groups_total {}\n# HELP provd_accept_grouped_requests_total Requests those transactions stored.\n# TYPE provd_accept_grouped_requests_total counter\nprovd_accept_grouped_requests_total {}\n",

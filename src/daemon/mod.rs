@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 
 pub mod follow;
 pub mod leader;
+pub mod maintain;
 pub mod marker;
 pub mod watchdog;
 
@@ -276,6 +277,7 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog_task = tokio::spawn(watchdog::run(live.clone(), store.clone(), stopped()));
     let follow_task = tokio::spawn(follow::run(store.clone(), stopped()));
+    let maintain_task = tokio::spawn(maintain::run(store.clone(), leading.clone(), stopped()));
 
     let reload_task = tokio::spawn(reloads(
         path,
@@ -294,6 +296,7 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = remind_task.await;
+    let _ = maintain_task.await;
     let _ = mail_task.await;
     let _ = reconcile_task.await;
     if let Some(t) = callback_task {

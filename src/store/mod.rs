@@ -77,6 +77,10 @@ pub enum StoreError {
     /// Worth asking again later: the API answers 503 with Retry-After, never a 202.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database failed the transaction to break a deadlock or a serialization
+    /// conflict: nothing of it was written, and the whole of it may be tried again.
+    #[error("store: {0}")]
+    Contention(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -396,6 +396,10 @@ pub trait Admin: Send + Sync {
     /// The store's own identity, drawn when it was created: a store deleted or replaced
     /// between two starts has another one.
     fn store_id(&self) -> BoxFuture<Result<String>>;
+    /// Refreshes the planner's statistics of provd's tables that changed by more than
+    /// `share` of their rows since they were last analyzed; returns their names. The
+    /// leader runs it: plans costed on stale statistics once stalled a whole backlog.
+    fn analyze_stale(&self, share: f64) -> BoxFuture<Result<Vec<String>>>;
     /// Is this agent the store's only user (SQLite, guarded by the state directory's
     /// lock)? Then start-up may take back every lease at once.
     fn exclusive(&self) -> bool;

@@ -25,6 +25,7 @@ mod migrate;
 mod okta;
 mod operator;
 mod pg;
+mod pg_backlog;
 mod pg_store;
 mod rest;
 mod samba;

@@ -206,6 +206,11 @@ impl Pg {
         );
     }
 
+    /// What the server has logged (errors such as `deadlock detected`).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&self) {
         pg_ctl_start(&self.bin, self.dir.path(), self.port, self.fsync);

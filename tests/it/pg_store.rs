@@ -46,7 +46,7 @@ async fn two(pg: &Pg, name: &str) -> (Store, Store) {
     (a, b)
 }
 
-async fn grant(store: &Store, who: &str, n: usize) {
+pub async fn grant(store: &Store, who: &str, n: usize) {
     use provd::model::{RequestType, ValidItem, ValidRequest};
     let catalog: provd::config::files::CatalogFile = toml::from_str(
         r#"
@@ -107,7 +107,7 @@ async fn grant(store: &Store, who: &str, n: usize) {
     }
 }
 
-fn claim(owner: &str, now: i64, until: i64, limit: usize) -> provd::store::Claim {
+pub fn claim(owner: &str, now: i64, until: i64, limit: usize) -> provd::store::Claim {
     provd::store::Claim {
         owner: owner.into(),
         limit,

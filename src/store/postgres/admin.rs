@@ -59,6 +59,35 @@ impl Admin for Postgres {
     }
 
     /// Every table this build needs is there and the append-only trigger guards events.
+    fn analyze_stale(&self, share: f64) -> BoxFuture<Result<Vec<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            // Never analyzed with rows in it, or changed by more than `share` (of at
+            // least 1,000 rows, so small tables are not analyzed over and over).
+            let stale: Vec<String> = c
+                .query(
+                    "SELECT relname::TEXT FROM pg_stat_user_tables
+                     WHERE relname = ANY($1::TEXT[])
+                       AND ((last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_mod_since_analyze > 0)
+                            OR n_mod_since_analyze > $2::FLOAT8 * GREATEST(n_live_tup, 1000))
+                     ORDER BY relname",
+                    &[&TABLES.to_vec(), &share],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let names: Vec<&str> = TABLES
+                .iter()
+                .copied()
+                .filter(|t| stale.iter().any(|s| s == t))
+                .collect();
+            me.analyze(&names).await?;
+            Ok(stale)
+        })
+    }
+
     fn store_id(&self) -> BoxFuture<Result<String>> {
         let me = self.clone();
         Box::pin(async move {

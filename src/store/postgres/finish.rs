@@ -136,6 +136,14 @@ fn events_of<'a>(f: &'a Finish, row: Option<&EndRow>, actor: &'a str) -> Vec<(i6
 /// Writes `items`' ends inside `tx`; per end, Ok or LeaseLost (another agent holds the
 /// job now, and nothing of this end is written).
 pub(super) async fn finish_all_in(tx: &Tx<'_>, items: &[Finish]) -> Result<Vec<Result<()>>> {
+    // One lock order for every statement that writes several jobs: by id, taken first.
+    // Without it an end batch and a lease renewal (or two batches) took the same rows in
+    // opposite orders and deadlocked by the thousand under a backlog (issue 31).
+    let ids: Vec<i64> = items.iter().map(|f| f.job.id).collect();
+    let lock = tx
+        .prepare_cached("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .await?;
+    tx.query(&lock, &[&ids]).await?;
     // Each end's row once (it serializes the job's error history).
     let rows = items
         .iter()

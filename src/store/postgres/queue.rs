@@ -73,6 +73,66 @@ impl Postgres {
         tx.commit().await?;
         Ok(moved)
     }
+    /// One claim transaction (see `claim`), run again whole after a deadlock.
+    async fn claim_once(&self, cl: &Claim) -> Result<Vec<Job>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The claim must walk jobs_claimable in due order and stop after `limit`
+        // heads. Planned while the table was small or never analyzed (a new store, a
+        // burst of new jobs) it would rather bitmap-scan every queued job and sort
+        // them: 8 ms a claim at 10,000 queued. Without a sort to choose, the planner
+        // takes the ordered index scan, whatever the statistics say.
+        tx.batch_execute("SET LOCAL enable_sort = off").await?;
+        let rows = super::query(
+            &tx,
+            &format!(
+                    "WITH picked AS (
+                        SELECT j.id FROM jobs j
+                        WHERE j.state IN ('queued','retrying')
+                          AND COALESCE(j.next_attempt_at, j.created_at) <= $3
+                          AND NOT (j.source = ANY($4))
+                          AND ($5::TEXT IS NULL OR j.source = $5)
+                          AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id
+                              AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)
+                        ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id
+                        LIMIT $6 FOR UPDATE SKIP LOCKED)
+                     UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2,
+                        lease_epoch = lease_epoch + 1, attempt = attempt + 1,
+                        window_start = COALESCE(window_start, $3), next_attempt_at = NULL, updated_at = $3
+                     FROM picked WHERE jobs.id = picked.id
+                     RETURNING {cols},
+                        (SELECT a.native_id FROM accounts a WHERE a.identity_id = jobs.identity_id AND a.source = jobs.source)",
+                    cols = COLUMNS
+                        .split(',')
+                        .map(|c| format!("jobs.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[
+                    &cl.owner,
+                    &cl.lease_until,
+                    &cl.now,
+                    &cl.skip_sources,
+                    &cl.only_source,
+                    &(cl.limit as i64),
+                ],
+            )
+            .await?;
+        let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
+        let actor = agent_actor(&cl.owner);
+        let events: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                let data =
+                    json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
+                (cl.now, Event::of_job("job_running", j, &actor, data))
+            })
+            .collect();
+        append_all(&tx, &events).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
 }
 
 impl Queue for Postgres {
@@ -112,63 +172,7 @@ impl Queue for Postgres {
             if cl.limit == 0 {
                 return Ok(Vec::new());
             }
-            let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            // The claim must walk jobs_claimable in due order and stop after `limit`
-            // heads. Planned while the table was small or never analyzed (a new store, a
-            // burst of new jobs) it would rather bitmap-scan every queued job and sort
-            // them: 8 ms a claim at 10,000 queued. Without a sort to choose, the planner
-            // takes the ordered index scan, whatever the statistics say.
-            tx.batch_execute("SET LOCAL enable_sort = off").await?;
-            let rows = super::query(
-                &tx,
-                &format!(
-                        "WITH picked AS (
-                            SELECT j.id FROM jobs j
-                            WHERE j.state IN ('queued','retrying')
-                              AND COALESCE(j.next_attempt_at, j.created_at) <= $3
-                              AND NOT (j.source = ANY($4))
-                              AND ($5::TEXT IS NULL OR j.source = $5)
-                              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.identity_id = j.identity_id
-                                  AND p.source = j.source AND p.state IN {OPEN} AND p.id < j.id)
-                            ORDER BY COALESCE(j.next_attempt_at, j.created_at), j.id
-                            LIMIT $6 FOR UPDATE SKIP LOCKED)
-                         UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2,
-                            lease_epoch = lease_epoch + 1, attempt = attempt + 1,
-                            window_start = COALESCE(window_start, $3), next_attempt_at = NULL, updated_at = $3
-                         FROM picked WHERE jobs.id = picked.id
-                         RETURNING {cols},
-                            (SELECT a.native_id FROM accounts a WHERE a.identity_id = jobs.identity_id AND a.source = jobs.source)",
-                        cols = COLUMNS
-                            .split(',')
-                            .map(|c| format!("jobs.{}", c.trim()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    &[
-                        &cl.owner,
-                        &cl.lease_until,
-                        &cl.now,
-                        &cl.skip_sources,
-                        &cl.only_source,
-                        &(cl.limit as i64),
-                    ],
-                )
-                .await?;
-            let mut jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
-            jobs.sort_by_key(|j| (j.next_attempt_at.unwrap_or(j.created_at), j.id));
-            let actor = agent_actor(&cl.owner);
-            let events: Vec<_> = jobs
-                .iter()
-                .map(|j| {
-                    let data =
-                        json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
-                    (cl.now, Event::of_job("job_running", j, &actor, data))
-                })
-                .collect();
-            append_all(&tx, &events).await?;
-            tx.commit().await?;
-            Ok(jobs)
+            super::retrying(|| me.claim_once(&cl)).await
         })
     }
 
@@ -200,11 +204,14 @@ impl Queue for Postgres {
     fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
         let me = self.clone();
         Box::pin(async move {
-            let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            let out = super::finish::finish_all_in(&tx, &items).await?;
-            tx.commit().await?;
-            Ok(out)
+            super::retrying(|| async {
+                let mut c = me.client().await?;
+                let tx = c.transaction().await?;
+                let out = super::finish::finish_all_in(&tx, &items).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
         })
     }
 
@@ -218,12 +225,16 @@ impl Queue for Postgres {
         Box::pin(async move {
             let (ids, epochs): (Vec<i64>, Vec<i64>) = jobs.into_iter().unzip();
             let c = me.client().await?;
+            // A renewal never waits behind an end batch (which once made renewals wait
+            // minutes and leases expire): rows locked now are skipped; the rest are
+            // taken in id order, as every multi-row write takes them.
             let held: Vec<i64> = c
                 .query(
-                    "UPDATE jobs SET lease_expires_at = $1
-                     FROM unnest($2::BIGINT[], $3::BIGINT[]) AS l(id, epoch)
-                     WHERE jobs.id = l.id AND jobs.lease_epoch = l.epoch AND jobs.state = 'running'
-                       AND jobs.lease_owner = $4
+                    "WITH mine AS (
+                        SELECT j.id FROM jobs j JOIN unnest($2::BIGINT[], $3::BIGINT[]) AS l(id, epoch) ON j.id = l.id
+                        WHERE j.lease_epoch = l.epoch AND j.state = 'running' AND j.lease_owner = $4
+                        ORDER BY j.id FOR UPDATE OF j SKIP LOCKED)
+                     UPDATE jobs SET lease_expires_at = $1 FROM mine WHERE jobs.id = mine.id
                      RETURNING jobs.id",
                     &[&until, &ids, &epochs, &owner],
                 )
@@ -231,7 +242,28 @@ impl Queue for Postgres {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+            let (rest, rest_epochs): (Vec<i64>, Vec<i64>) = ids
+                .iter()
+                .zip(&epochs)
+                .filter(|(id, _)| !held.contains(id))
+                .map(|(i, e)| (*i, *e))
+                .unzip();
+            if rest.is_empty() {
+                return Ok(rest);
+            }
+            // Not renewed: lost, or locked by a write under way (an end). A plain read
+            // sees the last committed owner without waiting: still ours is not lost.
+            let busy: Vec<i64> = c
+                .query(
+                    "SELECT j.id FROM jobs j JOIN unnest($1::BIGINT[], $2::BIGINT[]) AS l(id, epoch) ON j.id = l.id
+                     WHERE j.lease_epoch = l.epoch AND j.state = 'running' AND j.lease_owner = $3",
+                    &[&rest, &rest_epochs, &owner],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(rest.into_iter().filter(|id| !busy.contains(id)).collect())
         })
     }
 
@@ -272,16 +304,19 @@ impl Queue for Postgres {
     ) -> BoxFuture<Result<Vec<Moved>>> {
         let me = self.clone();
         Box::pin(async move {
-            match &all_but {
-                Some(o) => {
-                    let which = "lease_expires_at < $1 OR lease_owner IS DISTINCT FROM $2";
-                    me.take_back(which, &[&now, o], now, &by).await
+            super::retrying(|| async {
+                match &all_but {
+                    Some(o) => {
+                        let which = "lease_expires_at < $1 OR lease_owner IS DISTINCT FROM $2";
+                        me.take_back(which, &[&now, o], now, &by).await
+                    }
+                    None => {
+                        me.take_back("lease_expires_at < $1", &[&now], now, &by)
+                            .await
+                    }
                 }
-                None => {
-                    me.take_back("lease_expires_at < $1", &[&now], now, &by)
-                        .await
-                }
-            }
+            })
+            .await
         })
     }
 

@@ -494,6 +494,11 @@ impl Admin for Sqlite {
     fn quick_check(&self) -> BoxFuture<Result<()>> {
         blocking!(self, |s| s.quick_check())
     }
+    fn analyze_stale(&self, _share: f64) -> BoxFuture<Result<Vec<String>>> {
+        // SQLite's plans do not hinge on gathered statistics the way PostgreSQL's do
+        // (and the hot statements pin theirs, see `open_existing`).
+        Box::pin(async { Ok(Vec::new()) })
+    }
     fn store_id(&self) -> BoxFuture<Result<String>> {
         blocking!(self, |s| s.with(|c| Ok(c.query_row(
             crate::store::STORE_ID_SQL,

@@ -1,0 +1,107 @@
+//! PostgreSQL under a backlog (issue 31, finding 1): lease renewals that never wait
+//! behind another writer's locks, and statistics the store keeps fresh itself.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::eventually;
+use crate::pg::Pg;
+use crate::pg_store::fresh;
+
+/// A job locked by another transaction (an end batch under way) does not hold its
+/// renewal up, and is not reported lost: only a job really taken away is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_never_waits_behind_a_locked_job() {
+    let pg = Pg::start();
+    let store = fresh(&pg, "renew").await;
+    crate::pg_store::grant(&store, "u", 3).await;
+    let jobs = store
+        .claim(crate::pg_store::claim("a#1", 2_000, 60_000, 10))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 3);
+    let locked = jobs[0].id;
+    // Another session holds one job's row, as an end batch in flight would.
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(pg.url("renew"))
+        .args([
+            "-c",
+            &format!("BEGIN; SELECT id FROM jobs WHERE id = {locked} FOR UPDATE; SELECT pg_sleep(60); COMMIT;"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(10, "the row lock held", || {
+        let held = pg.psql(
+            "renew",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        ) == "1";
+        async move { held.then_some(()) }
+    })
+    .await;
+    let held: Vec<(i64, i64)> = jobs.iter().map(|j| (j.id, j.lease_epoch)).collect();
+    let lost = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.renew("a#1".into(), held.clone(), 90_000),
+    )
+    .await
+    .expect("the renewal waited behind the lock")
+    .unwrap();
+    assert!(lost.is_empty(), "a busy job is not lost: {lost:?}");
+    // The two it could take are renewed.
+    let renewed = pg.psql(
+        "renew",
+        "SELECT count(*) FROM jobs WHERE lease_expires_at = 90000",
+    );
+    assert_eq!(renewed, "2");
+    // Ended on the server's side: a killed psql leaves its backend asleep with the lock.
+    pg.psql(
+        "renew",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+    );
+    let _ = holder.wait();
+    // One taken away by another agent is reported lost.
+    pg.psql(
+        "renew",
+        &format!(
+            "UPDATE jobs SET lease_owner = 'b#1', lease_epoch = lease_epoch + 1 WHERE id = {locked}"
+        ),
+    );
+    let lost = store.renew("a#1".into(), held, 95_000).await.unwrap();
+    assert_eq!(lost, [locked]);
+    assert!(!pg.log_text().contains("deadlock detected"));
+}
+
+/// The store analyzes its tables after migrating, and the leader's upkeep analyzes a
+/// table again once a good share of it changed: stale statistics once made a backlog
+/// livelock three agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_refreshed_after_migration_and_when_stale() {
+    let pg = Pg::start();
+    pg.psql("postgres", "ALTER SYSTEM SET autovacuum = off");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let store = fresh(&pg, "stats").await;
+    let analyzed = pg.psql(
+        "stats",
+        "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('jobs','requests','events') AND last_analyze IS NOT NULL",
+    );
+    assert_eq!(analyzed, "3", "analyzed after the migration");
+    crate::pg_store::grant(&store, "u", 300).await;
+    let tables = eventually(15, "stale tables analyzed", || {
+        let s = store.clone();
+        async move {
+            let t = s.analyze_stale(0.2).await.unwrap();
+            t.contains(&"jobs".to_string()).then_some(t)
+        }
+    })
+    .await;
+    assert!(tables.contains(&"events".to_string()), "{tables:?}");
+    let mods = pg.psql(
+        "stats",
+        "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    );
+    assert_eq!(mods, "0");
+    assert!(store.analyze_stale(0.2).await.unwrap().is_empty());
+}
