@@ -34,8 +34,23 @@ pub(super) fn spawn(inner: Arc<Inner>) -> Heartbeat {
                 continue;
             }
             let until = to_ms(add(inner.clock.now(), lease));
-            match inner.store.renew(inner.owner.clone(), held, until).await {
+            match inner
+                .store
+                .renew(inner.owner.clone(), held.clone(), until)
+                .await
+            {
                 Ok(lost) => {
+                    // What this agent may still start: a job waiting locally is started
+                    // only while its lease is known to last (see `Dispatcher::run`).
+                    if let Ok(mut running) = inner.running.lock() {
+                        for (id, _) in &held {
+                            if !lost.contains(id)
+                                && let Some(j) = running.get_mut(id)
+                            {
+                                j.lease_expires_at = Some(until);
+                            }
+                        }
+                    }
                     for id in lost {
                         // Ended a moment ago (committed) or taken back by another agent.
                         let still_ours = inner.running.lock().is_ok_and(|r| r.contains_key(&id));
