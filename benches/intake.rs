@@ -23,7 +23,7 @@ const IDENTITIES: usize = 100_000;
 
 fn start(dir: &Path, port: u16, store: &str) -> Child {
     std::fs::create_dir_all(dir.join("sources")).unwrap();
-    std::fs::write(dir.join("tokens"), "bench-token\n").unwrap();
+    common::write_tokens(&dir.join("tokens"));
     std::fs::write(
         dir.join("provd.toml"),
         format!("[agent]\nstate_dir = \"state\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"\n[log]\nlevel = \"warn\"\n{store}"),

@@ -179,7 +179,7 @@ fn provd(
     let api_port = free_port();
     std::fs::create_dir_all(c.join("sources")).unwrap();
     std::fs::write(c.join("pw"), PW).unwrap();
-    std::fs::write(c.join("tokens"), "bench-token\n").unwrap();
+    common::write_tokens(&c.join("tokens"));
     std::fs::write(
         c.join("provd.toml"),
         format!(

@@ -26,7 +26,7 @@ const CLAIMS: usize = 50;
 fn config(dir: &Path, port: u16) -> PathBuf {
     let c = dir.join("cfg");
     std::fs::create_dir_all(c.join("sources")).unwrap();
-    std::fs::write(c.join("tokens"), "bench-token\n").unwrap();
+    common::write_tokens(&c.join("tokens"));
     std::fs::write(
         c.join("provd.toml"),
         format!("[agent]\nstate_dir = \"state\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"\n[log]\nlevel = \"warn\"\n"),

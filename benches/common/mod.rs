@@ -9,6 +9,15 @@ use std::process::Command;
 #[path = "../../tests/it/pg.rs"]
 pub mod pg;
 
+pub mod crm;
+
+/// The benches' tokens file: one bare token, readable by its owner alone (provd refuses
+/// a file of bare tokens others can read).
+pub fn write_tokens(path: &std::path::Path) {
+    std::fs::write(path, "bench-token\n").unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
