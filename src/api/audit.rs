@@ -115,20 +115,12 @@ pub(super) async fn holdings(
         .last()
         .filter(|_| holdings.len() == limit)
         .map(|h| h.assignment);
-    let mut response = if csv {
+    let response = if csv {
         csv_response(&access::COLUMNS, rows.iter().map(access::cells))
     } else {
         axum::Json(rows.iter().map(access::to_json).collect::<Vec<_>>()).into_response()
     };
-    if let Some(after) = next
-        && let Ok(link) = HeaderValue::from_str(&format!(
-            "<{}>; rel=\"next\"",
-            next_link(uri.path(), uri.query().unwrap_or(""), after)
-        ))
-    {
-        response.headers_mut().insert(header::LINK, link);
-    }
-    response
+    with_next(response, &uri, next)
 }
 
 #[derive(Deserialize)]
@@ -237,12 +229,18 @@ pub(super) async fn trail(
         Err(e) => return super::store_failed(e),
     };
     let next = trail::next(&page, q.limit);
-    let mut response = if csv {
+    let response = if csv {
         csv_response(&trail::COLUMNS, page.iter().map(trail::cells))
     } else {
         let items: Vec<_> = page.iter().map(trail::to_json).collect();
         axum::Json(json!({ "items": items, "next": next.map(|n| n.to_string()) })).into_response()
     };
+    with_next(response, &uri, next)
+}
+
+/// `response` with a `Link: <…>; rel="next"` header (RFC 8288) for the page after
+/// `next`, when there is one: the same path and filters, `after` moved on.
+fn with_next(mut response: Response, uri: &axum::http::Uri, next: Option<i64>) -> Response {
     if let Some(after) = next
         && let Ok(link) = HeaderValue::from_str(&format!(
             "<{}>; rel=\"next\"",
