@@ -105,3 +105,56 @@ async fn statistics_are_refreshed_after_migration_and_when_stale() {
     assert_eq!(mods, "0");
     assert!(store.analyze_stale(0.2).await.unwrap().is_empty());
 }
+
+/// A retry racing a claim (issue 32): the claim commits between the retry's read and
+/// its guarded UPDATE, so the UPDATE changes nothing. The retry must say so, and leave
+/// no `job_retry_requested` event claiming it happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_loses_a_race_to_a_claim_says_so_and_writes_nothing() {
+    let pg = Pg::start();
+    let store = fresh(&pg, "race").await;
+    crate::pg_store::grant(&store, "u", 1).await;
+    let id = pg.psql("race", "SELECT id FROM jobs");
+    pg.psql(
+        "race",
+        &format!("UPDATE jobs SET state = 'retrying', next_attempt_at = 99999999 WHERE id = {id}"),
+    );
+    // Another agent's claim holds the row and commits in a moment.
+    let mut claim = Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(pg.url("race"))
+        .args([
+            "-c",
+            &format!("BEGIN; UPDATE jobs SET state = 'running', lease_owner = 'b#1', lease_epoch = lease_epoch + 1 WHERE id = {id}; SELECT pg_sleep(2); COMMIT;"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(10, "the claim holding the row", || {
+        let held = pg.psql(
+            "race",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        ) == "1";
+        async move { held.then_some(()) }
+    })
+    .await;
+    let id: i64 = id.parse().unwrap();
+    let r = store.retry_job(id, 5_000, 3, None, "cli:op".into()).await;
+    let _ = claim.wait();
+    assert!(
+        matches!(&r, Err(provd::store::StoreError::Conflict(m)) if m.contains("changed while")),
+        "{r:?}"
+    );
+    assert_eq!(
+        pg.psql(
+            "race",
+            "SELECT count(*) FROM events WHERE kind = 'job_retry_requested'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("race", &format!("SELECT state FROM jobs WHERE id = {id}")),
+        "running"
+    );
+}

@@ -396,24 +396,40 @@ impl Queue for Postgres {
             let j = get(&tx, id)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            // Each UPDATE is guarded by the state read above; one that changed nothing
+            // lost a race (a claim took the job meanwhile) and must not be reported, nor
+            // leave a `job_retry_requested` event, as if it had happened (issue 32).
+            let raced = || {
+                StoreError::Conflict(format!(
+                    "job {id} changed while it was being retried; look at it again (provd jobs show {id})"
+                ))
+            };
             match j.state {
                 JobState::Failed => {
-                    tx.execute(
-                        "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = $1, window_start = NULL,
+                    let n = tx
+                        .execute(
+                            "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = $1, window_start = NULL,
                             next_attempt_at = NULL, finalized_at = NULL, updated_at = $2,
                             identity = COALESCE($3, identity)
                          WHERE id = $4 AND state = 'failed'",
-                        &[&i64::from(max_attempts), &now, &identity, &id],
-                    )
-                    .await?;
+                            &[&i64::from(max_attempts), &now, &identity, &id],
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Err(raced());
+                    }
                     super::settle::unsettle(&tx, id, now).await?;
                 }
                 JobState::Retrying => {
-                    tx.execute(
-                        "UPDATE jobs SET next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state = 'retrying'",
-                        &[&now, &id],
-                    )
-                    .await?;
+                    let n = tx
+                        .execute(
+                            "UPDATE jobs SET next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state = 'retrying'",
+                            &[&now, &id],
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Err(raced());
+                    }
                 }
                 other => {
                     return Err(StoreError::Conflict(format!(
