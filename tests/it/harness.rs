@@ -194,6 +194,40 @@ access_profiles = ["ap-basic"]
         }
     }
 
+    /// Everything the store holds, as text: the SQLite files' bytes, or a data-only
+    /// dump of the PostgreSQL database. A check that a secret is nowhere in the store must
+    /// read this, never the SQLite file alone (which is absent on PostgreSQL, and would
+    /// pass without looking).
+    pub fn store_text(&self) -> String {
+        if let Some((_, url)) = &self.pg {
+            let out = Command::new("pg_dump")
+                .args(["--data-only", "--no-owner", "-d"])
+                .arg(url.replace("?sslmode=disable", ""))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                text.contains("COPY public.events"),
+                "the dump holds the store"
+            );
+            return text;
+        }
+        let state = self.path().join("state");
+        let db = std::fs::read(state.join("provd.db")).unwrap();
+        let wal = std::fs::read(state.join("provd.db-wal")).unwrap_or_default();
+        assert!(!db.is_empty(), "the store file is there");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&db),
+            String::from_utf8_lossy(&wal)
+        )
+    }
+
     pub fn count(&self, table: &str) -> i64 {
         *wait(self.store().row_counts())
             .unwrap()
