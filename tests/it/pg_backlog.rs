@@ -8,6 +8,31 @@ use crate::harness::eventually;
 use crate::pg::Pg;
 use crate::pg_store::fresh;
 
+/// Another session runs `sql` in a transaction that then sleeps `seconds` before it
+/// commits; returns once it is asleep, holding whatever `sql` locked.
+async fn hold(pg: &Pg, db: &str, sql: &str, seconds: u32) -> std::process::Child {
+    let child = Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(pg.url(db))
+        .args([
+            "-c",
+            &format!("BEGIN; {sql}; SELECT pg_sleep({seconds}); COMMIT;"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(10, "the other session holding its locks", || {
+        let held = pg.psql(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        ) == "1";
+        async move { held.then_some(()) }
+    })
+    .await;
+    child
+}
+
 /// A job locked by another transaction (an end batch under way) does not hold its
 /// renewal up, and is not reported lost: only a job really taken away is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,24 +47,12 @@ async fn a_renewal_never_waits_behind_a_locked_job() {
     assert_eq!(jobs.len(), 3);
     let locked = jobs[0].id;
     // Another session holds one job's row, as an end batch in flight would.
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-d"])
-        .arg(pg.url("renew"))
-        .args([
-            "-c",
-            &format!("BEGIN; SELECT id FROM jobs WHERE id = {locked} FOR UPDATE; SELECT pg_sleep(60); COMMIT;"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(10, "the row lock held", || {
-        let held = pg.psql(
-            "renew",
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
-        ) == "1";
-        async move { held.then_some(()) }
-    })
+    let mut holder = hold(
+        &pg,
+        "renew",
+        &format!("SELECT id FROM jobs WHERE id = {locked} FOR UPDATE"),
+        60,
+    )
     .await;
     let held: Vec<(i64, i64)> = jobs.iter().map(|j| (j.id, j.lease_epoch)).collect();
     let lost = tokio::time::timeout(
@@ -120,24 +133,12 @@ async fn a_retry_that_loses_a_race_to_a_claim_says_so_and_writes_nothing() {
         &format!("UPDATE jobs SET state = 'retrying', next_attempt_at = 99999999 WHERE id = {id}"),
     );
     // Another agent's claim holds the row and commits in a moment.
-    let mut claim = Command::new("psql")
-        .args(["-X", "-q", "-d"])
-        .arg(pg.url("race"))
-        .args([
-            "-c",
-            &format!("BEGIN; UPDATE jobs SET state = 'running', lease_owner = 'b#1', lease_epoch = lease_epoch + 1 WHERE id = {id}; SELECT pg_sleep(2); COMMIT;"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(10, "the claim holding the row", || {
-        let held = pg.psql(
-            "race",
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
-        ) == "1";
-        async move { held.then_some(()) }
-    })
+    let mut claim = hold(
+        &pg,
+        "race",
+        &format!("UPDATE jobs SET state = 'running', lease_owner = 'b#1', lease_epoch = lease_epoch + 1 WHERE id = {id}"),
+        2,
+    )
     .await;
     let id: i64 = id.parse().unwrap();
     let r = store.retry_job(id, 5_000, 3, None, "cli:op".into()).await;
