@@ -8,10 +8,12 @@
 
 pub mod accept;
 pub mod audit;
+#[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod conformance;
 mod events;
 pub mod evidence;
+#[cfg(any(test, feature = "test-support"))]
 mod fixtures;
 mod identities;
 pub mod jobs;
