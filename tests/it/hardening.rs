@@ -97,15 +97,8 @@ async fn a_damaged_store_is_refused_at_start() {
         (b"not a database at all, just text ".repeat(200), "damaged"),
     ] {
         std::fs::write(&db, &content).unwrap();
-        let out = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(env.config())
-            .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", env.port))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let (code, err) = env.run_refused();
+        assert_eq!(code, Some(1), "{err}");
         assert!(err.contains(want) && err.contains("provd.db"), "{err}");
         // Nothing was written over it.
         assert_eq!(std::fs::read(&db).unwrap(), content);

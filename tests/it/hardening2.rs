@@ -78,15 +78,8 @@ async fn a_store_that_vanishes_under_the_agent_is_seen_and_nothing_is_accepted_i
 
         if how == "deleted" {
             // The next start finds a new, empty store where the old one was: refused.
-            let out = Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(env.config())
-                .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", env.port))
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{err}");
+            let (code, err) = env.run_refused();
+            assert_eq!(code, Some(2), "{err}");
             assert!(
                 err.contains("--new-store") && err.contains("provd.db"),
                 "{err}"

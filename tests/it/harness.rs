@@ -194,6 +194,22 @@ access_profiles = ["ap-basic"]
         }
     }
 
+    /// `provd run` on this environment when it is expected to refuse to start: its exit
+    /// code and standard error (it would run for ever otherwise).
+    pub fn run_refused(&self) -> (Option<i32>, String) {
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
     /// Everything the store holds, as text: the SQLite files' bytes, or a data-only
     /// dump of the PostgreSQL database. A check that a secret is nowhere in the store must
     /// read this, never the SQLite file alone (which is absent on PostgreSQL, and would
