@@ -14,53 +14,7 @@ use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 use crate::model::agent_actor;
 
-/// DESIGN §3 contract: the job states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Retrying,
-    Manual,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 7] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Retrying,
-        JobState::Manual,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Canceled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Retrying => "retrying",
-            JobState::Manual => "manual",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Canceled
-        )
-    }
-}
+pub use super::rules::states::JobState;
 
 /// The error of one attempt, kept for good in the job's list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +185,13 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
                 lease_expires_at = NULL, finalized_at = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ?",
         )?
-        .execute(params![state, row.next_attempt_at, row.errors, row.finalized_at, now, job.id, owner])?;
+        .execute(params![state.as_str(), row.next_attempt_at, row.errors, row.finalized_at, now, job.id, owner])?;
     if n == 0 {
         return Err(lost(job.id));
     }
     record_ops(tx, job, &f.ops, now, &actor)?;
     event(tx, now, row.kind, job, &actor, row.data)?;
-    if state != "retrying" {
+    if state.is_final() {
         settle(tx, job.id, now)?;
     }
     Ok(())

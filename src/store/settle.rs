@@ -4,10 +4,11 @@
 
 use provd_connector_core::Identity;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use super::events::{self, Event};
 use super::jobs::{AttemptError, Job, JobState, event, get};
+use super::rules::operator::{self, RetryMove, guarded};
+use super::rules::{Machine, manual};
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 
@@ -35,7 +36,7 @@ impl Sqlite {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let exists: Option<i64> = tx.prepare_cached("SELECT seq FROM requests WHERE id = ?")?.query_row([request_id], |r| r.get(0)).optional()?;
             if exists.is_none() {
-                return Err(StoreError::NotFound(format!("no access request `{request_id}`")));
+                return Err(operator::no_request(request_id));
             }
             let ids = tx
                 .prepare_cached("SELECT id FROM jobs WHERE request_id = ? AND state IN ('queued','retrying','manual') ORDER BY id")?
@@ -52,7 +53,7 @@ impl Sqlite {
                 &Event {
                     kind: "request_canceled",
                     request_id: Some(request_id),
-                    data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+                    data: operator::request_canceled(comment, ids.len()),
                     actor,
                     ..Default::default()
                 },
@@ -80,31 +81,28 @@ impl Sqlite {
             .transpose()?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
-            match job.state {
-                JobState::Failed => {
-                    tx.prepare_cached(
+            let job = get(&tx, id)?.ok_or_else(|| operator::no_job(id))?;
+            let retry = operator::retry(&job, max_attempts)?;
+            match retry.how {
+                RetryMove::Requeue { max_attempts } => {
+                    let n = tx.prepare_cached(
                         "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = ?, window_start = NULL,
                             next_attempt_at = NULL, finalized_at = NULL, updated_at = ?,
                             identity = COALESCE(?, identity)
-                         WHERE id = ? AND state = 'failed'",
+                         WHERE id = ? AND state = ?",
                     )?
-                    .execute(params![max_attempts, now, identity, id])?;
+                    .execute(params![max_attempts, now, identity, id, job.state.as_str()])?;
+                    guarded(n as u64, || operator::retry_raced(id))?;
                     unsettle(&tx, id, now)?;
                 }
-                JobState::Retrying => {
-                    tx.prepare_cached("UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'retrying'")?
+                RetryMove::RunNow => {
+                    let n = tx.prepare_cached("UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'retrying'")?
                         .execute(params![now, now, id])?;
-                }
-                other => {
-                    return Err(StoreError::Conflict(format!(
-                        "job {id} is {}; only failed or retrying jobs can be retried",
-                        other.as_str()
-                    )));
+                    guarded(n as u64, || operator::retry_raced(id))?;
                 }
             }
-            event(&tx, now, "job_retry_requested", &job, actor, json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }))?;
-            let job = get(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            event(&tx, now, "job_retry_requested", &job, actor, retry.data)?;
+            let job = get(&tx, id)?.ok_or_else(|| operator::no_job(id))?;
             tx.commit()?;
             Ok(job)
         })
@@ -112,36 +110,18 @@ impl Sqlite {
 }
 
 fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str, actor: &str) -> Result<Job> {
-    let job = get(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
-    match job.state {
-        JobState::Queued | JobState::Retrying | JobState::Manual => {}
-        JobState::Running => {
-            return Err(StoreError::Conflict(format!(
-                "job {id} is running right now; cancel it once this attempt has ended"
-            )));
-        }
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "job {id} has already ended ({})",
-                other.as_str()
-            )));
-        }
-    }
-    tx.prepare_cached(
-        "UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finalized_at = ?, updated_at = ?
-         WHERE id = ? AND state IN ('queued','retrying','manual')",
-    )?
-    .execute(params![now, now, id])?;
+    let job = get(tx, id)?.ok_or_else(|| operator::no_job(id))?;
+    let cancel = operator::cancel(&job, reason)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finalized_at = ?, updated_at = ?
+             WHERE id = ? AND state = ?",
+        )?
+        .execute(params![now, now, id, cancel.from.as_str()])?;
+    guarded(n as u64, || operator::cancel_raced(id))?;
     tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = ? WHERE job_id = ? AND status = 'open'")?
         .execute(params![now, reason, id])?;
-    event(
-        tx,
-        now,
-        "job_canceled",
-        &job,
-        actor,
-        json!({ "reason": reason, "from": job.state.as_str() }),
-    )?;
+    event(tx, now, "job_canceled", &job, actor, cancel.data)?;
     settle(tx, id, now)?;
     Ok(job)
 }
@@ -170,7 +150,7 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
                 active_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE active_at END
              WHERE id = ?3 AND state = ?4",
         )?
-        .execute(params![to, now, assignment, from])?;
+        .execute(params![to.as_str(), now, assignment, from.as_str()])?;
     }
     tx.prepare_cached(
         "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
@@ -204,28 +184,23 @@ pub(crate) fn finish_manual(
     tx: &Connection,
     job_id: i64,
     now: i64,
-    state: &str,
+    to: JobState,
     error: Option<AttemptError>,
     actor: &str,
-) -> Result<String> {
-    let Some(job) = get(tx, job_id)? else {
-        return Err(StoreError::NotFound(format!("no job {job_id}")));
+) -> Result<JobState> {
+    let job = get(tx, job_id)?.ok_or_else(|| operator::no_job(job_id))?;
+    let Some(end) = manual::end_manual(&job, to, error)? else {
+        return Ok(job.state);
     };
-    if job.state != JobState::Manual {
-        return Ok(job.state.as_str().to_string());
+    let n = tx
+        .prepare_cached("UPDATE jobs SET state = ?, errors = ?, ops_done = ?, finalized_at = ?, updated_at = ? WHERE id = ? AND state = 'manual'")?
+        .execute(params![end.state.as_str(), end.errors, end.ops_done, now, now, job_id])?;
+    guarded(n as u64, || manual::end_raced(job_id))?;
+    if let Some(note) = end.cancel_open_tasks {
+        tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = ? WHERE job_id = ? AND status = 'open'")?
+            .execute(params![now, note, job_id])?;
     }
-    let mut errors = job.errors.clone();
-    errors.extend(error.clone());
-    let errors = serde_json::to_string(&errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.prepare_cached("UPDATE jobs SET state = ?, errors = ?, ops_done = CASE WHEN ? = 'succeeded' THEN json_array_length(operations) ELSE ops_done END, finalized_at = ?, updated_at = ? WHERE id = ? AND state = 'manual'")?
-        .execute(params![state, errors, state, now, now, job_id])?;
-    // The job failed: its other open tasks are moot, take them off the owner's list.
-    if state == "failed" {
-        tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = 'the job failed' WHERE job_id = ? AND status = 'open'")?
-            .execute(params![now, job_id])?;
-    }
-    // A manual job that created the account: the account now exists on the source.
-    if state == "succeeded" {
+    if end.activate_account {
         // Its native id is the one the tasks named (the source owner made it so).
         tx.prepare_cached(
             "UPDATE accounts SET state = 'active', updated_at = ?1,
@@ -234,14 +209,7 @@ pub(crate) fn finish_manual(
         )?
         .execute(params![now, job_id])?;
     }
-    event(
-        tx,
-        now,
-        &format!("job_{state}"),
-        &job,
-        actor,
-        json!({ "by": "manual tasks", "error": error }),
-    )?;
+    event(tx, now, end.kind, &job, actor, end.data)?;
     settle(tx, job_id, now)?;
-    Ok(state.to_string())
+    Ok(end.state)
 }

@@ -2,10 +2,13 @@
 //! the source's owner; the job waits in `manual` until they are resolved.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::events::{self, Event};
+use super::jobs::JobState;
 use super::roles::OpenTasks;
+use super::rules::manual::{self, Answer, TaskRow};
+use super::rules::operator::guarded;
+use super::rules::states::{Machine, TaskStatus, parse_stored};
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 
@@ -191,7 +194,7 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
             job_id: Some(job.id),
             source: Some(&job.source),
             identity: Some(&job.identity_id),
-            data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+            data: manual::tasks_opened(&opened, tasks.first().map(|t| t.owner.as_str())),
             actor: &crate::model::agent_actor(owner),
         },
     )?;
@@ -230,7 +233,7 @@ impl Sqlite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
     /// Recorded; the job's state is now this.
-    Applied { job: i64, job_state: String },
+    Applied { job: i64, job_state: JobState },
     /// It was already resolved the same way: nothing changed.
     AlreadySo,
 }
@@ -298,59 +301,60 @@ pub(crate) fn resolve_in(
     note: &str,
     now: i64,
 ) -> Result<Resolved> {
-    let status = crate::store::rules::task_status(resolution)?;
-    let row: Option<(String, i64, String, String, String)> = tx
+    manual::task_status(resolution)?;
+    let row: Option<(String, TaskRow)> = tx
         .prepare_cached(
             "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = ?",
         )?
         .query_row([task], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let row = TaskRow {
+                status: TaskStatus::Open,
+                job_id: r.get(1)?,
+                request_id: r.get(2)?,
+                source: r.get(3)?,
+                identity: r.get(4)?,
+            };
+            Ok((r.get(0)?, row))
         })
         .optional()?;
-    let Some((current, job_id, request_id, source, identity)) = row else {
+    let row = row
+        .map(|(status, row)| {
+            let status = parse_stored(&status, format_args!("T{task}"))?;
+            Ok::<_, StoreError>(TaskRow { status, ..row })
+        })
+        .transpose()?;
+    let (status, data) = match manual::answer(task, row.as_ref(), resolution, resolved_by, note)? {
+        Answer::AlreadySo => return Ok(Resolved::AlreadySo),
+        Answer::Close { status, data } => (status, data),
+    };
+    let Some(row) = row else {
         return Err(StoreError::NotFound(format!("no task T{task}")));
     };
-    if current == status {
-        return Ok(Resolved::AlreadySo);
-    }
-    if current != "open" {
-        return Err(StoreError::Conflict(format!(
-            "task T{task} is already {current}"
-        )));
-    }
-    tx.prepare_cached(
-        "UPDATE tasks SET status = ?, resolution = ?, resolved_by = ?, note = ?, resolved_at = ? WHERE id = ? AND status = 'open'",
-    )?
-    .execute(params![status, resolution, resolved_by, note, now, task])?;
-    let ev = |kind: &'static str, data: serde_json::Value| Event {
-        kind,
-        request_id: Some(&request_id),
-        job_id: Some(job_id),
-        source: Some(&source),
-        identity: Some(&identity),
+    let n = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = ?, resolution = ?, resolved_by = ?, note = ?, resolved_at = ? WHERE id = ? AND status = 'open'",
+        )?
+        .execute(params![status.as_str(), resolution, resolved_by, note, now, task])?;
+    guarded(n as u64, || manual::answer_raced(task))?;
+    let event = Event {
+        kind: "task_resolved",
+        request_id: Some(&row.request_id),
+        job_id: Some(row.job_id),
+        source: Some(&row.source),
+        identity: Some(&row.identity),
         data,
         actor: resolved_by,
     };
-    events::append(
-        tx,
-        now,
-        &ev(
-            "task_resolved",
-            json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
-        ),
-    )?;
+    events::append(tx, now, &event)?;
+    let job_id = row.job_id;
     let open: i64 = tx.query_row(
         "SELECT COUNT(*) FROM tasks WHERE job_id = ? AND status = 'open'",
         [job_id],
         |r| r.get(0),
     )?;
-    let job_state = if status == "failed" {
-        let error = crate::store::rules::task_error(task, resolved_by, note, now);
-        super::settle::finish_manual(tx, job_id, now, "failed", Some(error), resolved_by)?
-    } else if open == 0 {
-        super::settle::finish_manual(tx, job_id, now, "succeeded", None, resolved_by)?
-    } else {
-        "manual".to_string()
+    let job_state = match manual::job_after_answer(task, status, open, resolved_by, note, now) {
+        Some((to, error)) => super::settle::finish_manual(tx, job_id, now, to, error, resolved_by)?,
+        None => JobState::Manual,
     };
     Ok(Resolved::Applied {
         job: job_id,

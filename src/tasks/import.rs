@@ -125,8 +125,8 @@ pub async fn import(
         match result {
             Ok(Resolved::Applied { job, job_state }) => {
                 report.applied += 1;
-                if job_state != "manual" {
-                    report.jobs.push((job, job_state));
+                if job_state != crate::store::jobs::JobState::Manual {
+                    report.jobs.push((job, job_state.to_string()));
                 }
             }
             Ok(Resolved::AlreadySo) => report.unchanged += 1,

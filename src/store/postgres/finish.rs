@@ -15,7 +15,7 @@ use super::audit::append_all;
 use super::{Tx, exec};
 use crate::model::agent_actor;
 use crate::store::events::Event;
-use crate::store::jobs::{Ending, Finish};
+use crate::store::jobs::{Ending, Finish, JobState};
 use crate::store::rules::{EndRow, end_row, released_event};
 use crate::store::{Result, StoreError};
 
@@ -45,7 +45,7 @@ async fn fence_ends(tx: &Tx<'_>, ends: &[(&Finish, &EndRow)]) -> Result<HashSet<
         return Ok(HashSet::new());
     }
     let id: Vec<i64> = ends.iter().map(|(f, _)| f.job.id).collect();
-    let state: Vec<&str> = ends.iter().map(|(_, r)| r.state).collect();
+    let state: Vec<&str> = ends.iter().map(|(_, r)| r.state.as_str()).collect();
     let next: Vec<Option<i64>> = ends.iter().map(|(_, r)| r.next_attempt_at).collect();
     let errors: Vec<Option<&str>> = ends.iter().map(|(_, r)| r.errors.as_deref()).collect();
     let finalized: Vec<Option<i64>> = ends.iter().map(|(_, r)| r.finalized_at).collect();
@@ -191,12 +191,12 @@ pub(super) async fn finish_all_in(tx: &Tx<'_>, items: &[Finish]) -> Result<Vec<R
     let finished: Vec<&Finish> = kept.iter().map(|(f, _, _)| *f).collect();
     let succeeded: Vec<(i64, i64)> = kept
         .iter()
-        .filter(|(_, r, _)| r.is_some_and(|r| r.state == "succeeded"))
+        .filter(|(_, r, _)| r.is_some_and(|r| r.state == JobState::Succeeded))
         .map(|(f, _, _)| (f.job.id, f.now))
         .collect();
     // Failed ones settle on their own: they may drop an account or a grant.
     let others = kept.iter().filter_map(|(f, r, _)| match r {
-        Some(r) if r.state != "succeeded" && r.state != "retrying" => {
+        Some(r) if r.state.is_final() && r.state != JobState::Succeeded => {
             Some(super::settle::settle(tx, f.job.id, f.now, r.state))
         }
         _ => None,

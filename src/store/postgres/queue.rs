@@ -14,9 +14,10 @@ use crate::store::events::Event;
 
 use super::Postgres;
 use crate::model::agent_actor;
+use crate::store::Result;
 use crate::store::jobs::{AttemptError, Finish, Job, JobFilter, JobState, Moved};
 use crate::store::roles::{BoxFuture, Claim, Queue};
-use crate::store::{Result, StoreError};
+use crate::store::rules::operator::{self, RetryMove, guarded};
 
 const OPEN: &str = "('queued','running','retrying','manual')";
 
@@ -393,56 +394,37 @@ impl Queue for Postgres {
             let identity = identity.as_ref().map(to_json).transpose()?;
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let j = get(&tx, id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            let j = get(&tx, id).await?.ok_or_else(|| operator::no_job(id))?;
+            let retry = operator::retry(&j, max_attempts)?;
             // Each UPDATE is guarded by the state read above; one that changed nothing
             // lost a race (a claim took the job meanwhile) and must not be reported, nor
             // leave a `job_retry_requested` event, as if it had happened (issue 32).
-            let raced = || {
-                StoreError::Conflict(format!(
-                    "job {id} changed while it was being retried; look at it again (provd jobs show {id})"
-                ))
-            };
-            match j.state {
-                JobState::Failed => {
+            match retry.how {
+                RetryMove::Requeue { max_attempts } => {
                     let n = tx
                         .execute(
                             "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = $1, window_start = NULL,
                             next_attempt_at = NULL, finalized_at = NULL, updated_at = $2,
                             identity = COALESCE($3, identity)
-                         WHERE id = $4 AND state = 'failed'",
-                            &[&i64::from(max_attempts), &now, &identity, &id],
+                         WHERE id = $4 AND state = $5",
+                            &[&i64::from(max_attempts), &now, &identity, &id, &j.state.as_str()],
                         )
                         .await?;
-                    if n == 0 {
-                        return Err(raced());
-                    }
+                    guarded(n, || operator::retry_raced(id))?;
                     super::settle::unsettle(&tx, id, now).await?;
                 }
-                JobState::Retrying => {
+                RetryMove::RunNow => {
                     let n = tx
                         .execute(
                             "UPDATE jobs SET next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state = 'retrying'",
                             &[&now, &id],
                         )
                         .await?;
-                    if n == 0 {
-                        return Err(raced());
-                    }
-                }
-                other => {
-                    return Err(StoreError::Conflict(format!(
-                        "job {id} is {}; only failed or retrying jobs can be retried",
-                        other.as_str()
-                    )));
+                    guarded(n, || operator::retry_raced(id))?;
                 }
             }
-            let data = json!({ "from": j.state.as_str(), "attempts_before": j.attempt, "max_attempts": max_attempts });
-            event(&tx, now, "job_retry_requested", &j, &actor, data).await?;
-            let j = get(&tx, id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+            event(&tx, now, "job_retry_requested", &j, &actor, retry.data).await?;
+            let j = get(&tx, id).await?.ok_or_else(|| operator::no_job(id))?;
             tx.commit().await?;
             Ok(j)
         })

@@ -1,14 +1,15 @@
 //! What happens to a job after its attempts, on PostgreSQL: settling its assignments and
-//! account, the manual path's end, and the operator's cancel. Same rules as SQLite's
-//! `store/settle.rs`.
+//! account, the manual path's end, and the operator's cancel. The rules are
+//! `store::rules`'; this file writes what they decide.
 
 use futures_util::future::try_join_all;
-use serde_json::json;
 
 use super::Tx;
-use super::rows::{event, get, to_json};
+use super::rows::{event, get};
 use crate::store::events::Event;
 use crate::store::jobs::{AttemptError, Job, JobState};
+use crate::store::rules::operator::{self, guarded};
+use crate::store::rules::{Machine, manual};
 use crate::store::{Result, StoreError};
 
 /// A job's items that concern an assignment, each with the states of all its jobs.
@@ -23,7 +24,7 @@ const ITEMS: &str = "SELECT ri.id, ri.effect, ri.assignment_id,
 /// was to create but did not.
 /// `state`: the job's state now, when the caller knows it (an account is dropped only
 /// after a failed or canceled job).
-pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> Result<()> {
+pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) -> Result<()> {
     // The job's items looked up one by one through the key (the OFFSET 0 keeps the
     // planner from flattening the lateral join): the statement is prepared once per
     // connection, and a plan made while the tables were small and never analyzed
@@ -47,12 +48,12 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: &str) -> R
             "UPDATE assignments SET state = $1, updated_at = $2,
                 active_at = CASE WHEN $1 = 'active' THEN $2::BIGINT ELSE active_at END
              WHERE id = $3 AND state = $4",
-            &[&to, &now, &assignment, &from],
+            &[&to.as_str(), &now, &assignment, &from.as_str()],
         )
         .await?;
     }
     // Only a failed or canceled job leaves an account it did not create behind.
-    if !matches!(state, "failed" | "canceled") {
+    if !matches!(state, JobState::Failed | JobState::Canceled) {
         return Ok(());
     }
     super::exec(
@@ -128,8 +129,8 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
             && moved.insert(id)
         {
             assignment.push(id);
-            from.push(f);
-            to.push(t);
+            from.push(f.as_str());
+            to.push(t.as_str());
             now.push(*at);
         }
     }
@@ -157,44 +158,23 @@ pub(super) async fn cancel_in(
     reason: &str,
     actor: &str,
 ) -> Result<Job> {
-    let job = get(tx, id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
-    match job.state {
-        JobState::Queued | JobState::Retrying | JobState::Manual => {}
-        JobState::Running => {
-            return Err(StoreError::Conflict(format!(
-                "job {id} is running right now; cancel it once this attempt has ended"
-            )));
-        }
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "job {id} has already ended ({})",
-                other.as_str()
-            )));
-        }
-    }
+    let job = get(tx, id).await?.ok_or_else(|| operator::no_job(id))?;
+    let cancel = operator::cancel(&job, reason)?;
     let n = tx
         .execute(
             "UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finalized_at = $1,
-                updated_at = $1 WHERE id = $2 AND state IN ('queued','retrying','manual')",
-            &[&now, &id],
+                updated_at = $1 WHERE id = $2 AND state = $3",
+            &[&now, &id, &cancel.from.as_str()],
         )
         .await?;
-    if n == 0 {
-        // Claimed by another agent since it was read.
-        return Err(StoreError::Conflict(format!(
-            "job {id} is running right now; cancel it once this attempt has ended"
-        )));
-    }
+    guarded(n, || operator::cancel_raced(id))?;
     tx.execute(
         "UPDATE tasks SET status = 'canceled', resolved_at = $1, note = $2 WHERE job_id = $3 AND status = 'open'",
         &[&now, &reason, &id],
     )
     .await?;
-    let data = json!({ "reason": reason, "from": job.state.as_str() });
-    event(tx, now, "job_canceled", &job, actor, data).await?;
-    settle(tx, id, now, "canceled").await?;
+    event(tx, now, "job_canceled", &job, actor, cancel.data).await?;
+    settle(tx, id, now, JobState::Canceled).await?;
     Ok(job)
 }
 
@@ -209,9 +189,7 @@ pub(super) async fn cancel_request(
         .query_opt("SELECT seq FROM requests WHERE id = $1", &[&request_id])
         .await?;
     if exists.is_none() {
-        return Err(StoreError::NotFound(format!(
-            "no access request `{request_id}`"
-        )));
+        return Err(operator::no_request(request_id));
     }
     let ids: Vec<i64> = tx
         .query(
@@ -233,7 +211,7 @@ pub(super) async fn cancel_request(
     let e = Event {
         kind: "request_canceled",
         request_id: Some(request_id),
-        data: json!({ "comment": comment, "jobsCanceled": ids.len() }),
+        data: operator::request_canceled(comment, ids.len()),
         actor,
         ..Default::default()
     };
@@ -246,39 +224,32 @@ pub(super) async fn finish_manual(
     tx: &Tx<'_>,
     job_id: i64,
     now: i64,
-    state: &str,
+    to: JobState,
     error: Option<AttemptError>,
     actor: &str,
-) -> Result<String> {
-    let Some(job) = get(tx, job_id).await? else {
-        return Err(StoreError::NotFound(format!("no job {job_id}")));
+) -> Result<JobState> {
+    let job = get(tx, job_id)
+        .await?
+        .ok_or_else(|| operator::no_job(job_id))?;
+    let Some(end) = manual::end_manual(&job, to, error)? else {
+        return Ok(job.state);
     };
-    if job.state != JobState::Manual {
-        return Ok(job.state.as_str().to_string());
-    }
-    let mut errors = job.errors.clone();
-    errors.extend(error.clone());
-    let ops_done = if state == "succeeded" {
-        job.ops.len() as i64
-    } else {
-        job.ops_done as i64
-    };
-    tx.execute(
-        "UPDATE jobs SET state = $1, errors = $2, ops_done = $3, finalized_at = $4, updated_at = $4
-         WHERE id = $5 AND state = 'manual'",
-        &[&state, &to_json(&errors)?, &ops_done, &now, &job_id],
-    )
-    .await?;
-    // The job failed: its other open tasks are moot, take them off the owner's list.
-    if state == "failed" {
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = $1, errors = $2, ops_done = $3, finalized_at = $4, updated_at = $4
+             WHERE id = $5 AND state = 'manual'",
+            &[&end.state.as_str(), &end.errors, &end.ops_done, &now, &job_id],
+        )
+        .await?;
+    guarded(n, || manual::end_raced(job_id))?;
+    if let Some(note) = end.cancel_open_tasks {
         tx.execute(
-            "UPDATE tasks SET status = 'canceled', resolved_at = $1, note = 'the job failed' WHERE job_id = $2 AND status = 'open'",
-            &[&now, &job_id],
+            "UPDATE tasks SET status = 'canceled', resolved_at = $1, note = $2 WHERE job_id = $3 AND status = 'open'",
+            &[&now, &note, &job_id],
         )
         .await?;
     }
-    // A manual job that created the account: the account now exists on the source.
-    if state == "succeeded" {
+    if end.activate_account {
         tx.execute(
             "UPDATE accounts SET state = 'active', updated_at = $1,
                 native_id = COALESCE(native_id, (SELECT account FROM tasks WHERE job_id = $2 AND account <> '' ORDER BY op_index LIMIT 1))
@@ -287,8 +258,7 @@ pub(super) async fn finish_manual(
         )
         .await?;
     }
-    let data = json!({ "by": "manual tasks", "error": error });
-    event(tx, now, &format!("job_{state}"), &job, actor, data).await?;
-    settle(tx, job_id, now, state).await?;
-    Ok(state.to_string())
+    event(tx, now, end.kind, &job, actor, end.data).await?;
+    settle(tx, job_id, now, end.state).await?;
+    Ok(end.state)
 }

@@ -1,11 +1,13 @@
 //! Manual tasks on PostgreSQL (same rules as SQLite's `store/tasks.rs`).
 
-use serde_json::json;
-
 use super::{Postgres, Tx};
 use crate::store::events::Event;
+use crate::store::jobs::JobState;
 use crate::store::mail::MailMark;
 use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
+use crate::store::rules::manual::{self, Answer, TaskRow};
+use crate::store::rules::operator::guarded;
+use crate::store::rules::states::{Machine, parse_stored};
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
 
@@ -42,44 +44,51 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         a.resolved_by.as_str(),
         a.note.as_str(),
     );
-    let status = crate::store::rules::task_status(resolution)?;
-    let Some(row) = tx
+    manual::task_status(resolution)?;
+    let row = tx
         .query_opt(
             "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = $1 FOR UPDATE",
             &[&task],
         )
         .await?
-    else {
+        .map(|r| {
+            Ok::<_, StoreError>(TaskRow {
+                status: parse_stored(r.get(0), format_args!("T{task}"))?,
+                job_id: r.get(1),
+                request_id: r.get(2),
+                source: r.get(3),
+                identity: r.get(4),
+            })
+        })
+        .transpose()?;
+    let (status, data) = match manual::answer(task, row.as_ref(), resolution, resolved_by, note)? {
+        Answer::AlreadySo => return Ok(Resolved::AlreadySo),
+        Answer::Close { status, data } => (status, data),
+    };
+    let Some(row) = row else {
         return Err(StoreError::NotFound(format!("no task T{task}")));
     };
-    let (current, job_id, request_id, source, identity): (String, i64, String, String, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    if current == status {
-        return Ok(Resolved::AlreadySo);
-    }
-    if current != "open" {
-        return Err(StoreError::Conflict(format!(
-            "task T{task} is already {current}"
-        )));
-    }
-    tx.execute(
-        "UPDATE tasks SET status = $1, resolution = $2, resolved_by = $3, note = $4, resolved_at = $5
-         WHERE id = $6 AND status = 'open'",
-        &[&status, &resolution, &resolved_by, &note, &now, &task],
-    )
-    .await?;
+    let n = tx
+        .execute(
+            "UPDATE tasks SET status = $1, resolution = $2, resolved_by = $3, note = $4, resolved_at = $5
+             WHERE id = $6 AND status = 'open'",
+            &[&status.as_str(), &resolution, &resolved_by, &note, &now, &task],
+        )
+        .await?;
+    guarded(n, || manual::answer_raced(task))?;
     let e = Event {
         kind: "task_resolved",
-        request_id: Some(&request_id),
-        job_id: Some(job_id),
-        source: Some(&source),
-        identity: Some(&identity),
-        data: json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
+        request_id: Some(&row.request_id),
+        job_id: Some(row.job_id),
+        source: Some(&row.source),
+        identity: Some(&row.identity),
+        data,
         actor: resolved_by,
     };
     super::audit::append(tx, now, &e).await?;
     // The job's row is locked before its tasks are counted: two imports answering the
     // last two tasks of one job at once cannot both see one still open.
+    let job_id = row.job_id;
     tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
         .await?;
     let open: i64 = tx
@@ -89,13 +98,11 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         )
         .await?
         .get(0);
-    let job_state = if status == "failed" {
-        let error = crate::store::rules::task_error(task, resolved_by, note, now);
-        super::settle::finish_manual(tx, job_id, now, "failed", Some(error), resolved_by).await?
-    } else if open == 0 {
-        super::settle::finish_manual(tx, job_id, now, "succeeded", None, resolved_by).await?
-    } else {
-        "manual".to_string()
+    let job_state = match manual::job_after_answer(task, status, open, resolved_by, note, now) {
+        Some((to, error)) => {
+            super::settle::finish_manual(tx, job_id, now, to, error, resolved_by).await?
+        }
+        None => JobState::Manual,
     };
     Ok(Resolved::Applied {
         job: job_id,
@@ -335,7 +342,7 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
         job_id: Some(job.id),
         source: Some(&job.source),
         identity: Some(&job.identity_id),
-        data: json!({ "tasks": opened, "owner": tasks.first().map(|t| t.owner.as_str()) }),
+        data: manual::tasks_opened(&opened, tasks.first().map(|t| t.owner.as_str())),
         actor: &crate::model::agent_actor(owner),
     };
     super::audit::append(tx, now, &e).await?;

@@ -1,18 +1,27 @@
-//! The store's rules that do not depend on a database: what an attempt's end writes, how a
-//! job's end settles an assignment, how a planned item is recorded. Both backends write
-//! what these say, so the rules live once, as plain functions tested here.
+//! The store's rules that do not depend on a database: which moves each state machine
+//! allows ([`states`]), what an attempt's end writes, how a job's end settles an
+//! assignment, what the operator's cancel and retry change ([`operator`]), what an
+//! owner's answer changes ([`manual`]), which events each writes with which data. Both
+//! backends read, ask these, and write what they say in their dialect, so the rules live
+//! once, as plain functions tested here.
+
+pub mod events;
+pub mod manual;
+pub mod operator;
+pub mod states;
 
 use serde_json::{Value, json};
 
-use super::jobs::{AttemptError, Ending, Job, JobState, OpRecord};
+use super::jobs::{AttemptError, Ending, Job, OpRecord};
 use super::{Result, StoreError};
 use crate::model::{Effect, PlannedItem};
+pub use states::{AssignmentState, JobState, Machine, TaskStatus};
 
 /// What an attempt's end (other than a release) writes on the job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndRow {
     /// `succeeded`, `retrying` or `failed`.
-    pub state: &'static str,
+    pub state: JobState,
     /// The audit event's kind: `job_` and the state.
     pub kind: &'static str,
     pub next_attempt_at: Option<i64>,
@@ -38,21 +47,21 @@ pub fn end_row(job: &Job, ending: &Ending, now: i64) -> Result<Option<EndRow>> {
     };
     let (state, kind, next_attempt_at, errors, data) = match ending {
         Ending::Succeeded => (
-            "succeeded",
+            JobState::Succeeded,
             "job_succeeded",
             None,
             None,
             json!({ "attempt": job.attempt }),
         ),
         Ending::Retry { at, error } => (
-            "retrying",
+            JobState::Retrying,
             "job_retrying",
             Some(*at),
             Some(errors_with(error)?),
             json!({ "attempt": job.attempt, "error": error, "nextAttemptAt": crate::clock::rfc3339_ms(*at) }),
         ),
         Ending::Failed { error, reason } => (
-            "failed",
+            JobState::Failed,
             "job_failed",
             None,
             Some(errors_with(error)?),
@@ -65,28 +74,31 @@ pub fn end_row(job: &Job, ending: &Ending, now: i64) -> Result<Option<EndRow>> {
         kind,
         next_attempt_at,
         errors,
-        finalized_at: (state != "retrying").then_some(now),
+        finalized_at: state.is_final().then_some(now),
         data,
     }))
 }
 
 /// How an assignment moves once every job carrying its item has ended: (from, to).
 /// None while a job is still open, or for effects that move nothing.
-pub fn settled(effect: &str, states: &[JobState]) -> Option<(&'static str, &'static str)> {
+pub fn settled(effect: &str, states: &[JobState]) -> Option<(AssignmentState, AssignmentState)> {
+    use AssignmentState::*;
     if !states.iter().all(|s| s.is_final()) {
         return None;
     }
     let all_ok = states.iter().all(|s| *s == JobState::Succeeded);
     let all_canceled = states.iter().all(|s| *s == JobState::Canceled);
-    match (effect, all_ok, all_canceled) {
-        ("grant", true, _) => Some(("pending", "active")),
-        ("grant", false, true) => Some(("pending", "canceled")),
-        ("grant", false, false) => Some(("pending", "failed")),
-        ("revoke", true, _) => Some(("revoking", "removed")),
+    let (from, to) = match (effect, all_ok, all_canceled) {
+        ("grant", true, _) => (Pending, Active),
+        ("grant", false, true) => (Pending, Canceled),
+        ("grant", false, false) => (Pending, Failed),
+        ("revoke", true, _) => (Revoking, Removed),
         // The removal did not (fully) happen: the access is still there.
-        ("revoke", false, _) => Some(("revoking", "active")),
-        _ => None,
-    }
+        ("revoke", false, _) => (Revoking, Active),
+        _ => return None,
+    };
+    debug_assert!(from.can_move(to));
+    Some((from, to))
 }
 
 /// The effect as recorded on a request item.
@@ -133,34 +145,6 @@ pub fn call_event(job: &Job, op: &OpRecord) -> serde_json::Value {
         "nativeId": op.native_id.as_ref().or(op.account.as_ref()), "detail": op.detail })
 }
 
-/// A manual task's answer: the task status it sets (`DONE` → `done`, `FAILED` → `failed`).
-pub fn task_status(resolution: &str) -> Result<&'static str> {
-    match resolution {
-        "DONE" => Ok("done"),
-        "FAILED" => Ok("failed"),
-        // An account export showed the task's effect (DESIGN §17): done, by evidence.
-        "VERIFIED" => Ok("done"),
-        other => Err(StoreError::Conflict(format!(
-            "resolution must be DONE or FAILED, not `{other}`"
-        ))),
-    }
-}
-
-/// The error a failed task puts in its job's history.
-pub fn task_error(task: i64, resolved_by: &str, note: &str, now: i64) -> AttemptError {
-    AttemptError {
-        at: crate::clock::rfc3339_ms(now),
-        attempt: 1,
-        class: "manual".into(),
-        code: Some(format!("T{task}")),
-        message: if note.is_empty() {
-            format!("task T{task} failed ({resolved_by})")
-        } else {
-            note.to_string()
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,42 +153,28 @@ mod tests {
     #[test]
     fn an_item_settles_only_when_all_its_jobs_have_ended() {
         assert_eq!(settled("grant", &[Succeeded, Running]), None);
+        use AssignmentState as A;
         assert_eq!(
             settled("grant", &[Succeeded, Succeeded]),
-            Some(("pending", "active"))
+            Some((A::Pending, A::Active))
         );
         assert_eq!(
             settled("grant", &[Canceled, Canceled]),
-            Some(("pending", "canceled"))
+            Some((A::Pending, A::Canceled))
         );
         assert_eq!(
             settled("grant", &[Succeeded, Failed]),
-            Some(("pending", "failed"))
+            Some((A::Pending, A::Failed))
         );
         assert_eq!(
             settled("revoke", &[Succeeded]),
-            Some(("revoking", "removed"))
+            Some((A::Revoking, A::Removed))
         );
         assert_eq!(
             settled("revoke", &[Failed]),
-            Some(("revoking", "active")),
+            Some((A::Revoking, A::Active)),
             "still held"
         );
         assert_eq!(settled("set_remove_date", &[Succeeded]), None);
-    }
-
-    #[test]
-    fn task_answers_are_done_or_failed() {
-        assert_eq!(task_status("DONE").ok(), Some("done"));
-        assert!(matches!(task_status("done"), Err(StoreError::Conflict(_))));
-        let e = task_error(7, "owner@x", "", 0);
-        assert_eq!(
-            (e.code.as_deref(), e.message.as_str()),
-            (Some("T7"), "task T7 failed (owner@x)")
-        );
-        assert_eq!(
-            task_error(7, "o", "no such user", 0).message,
-            "no such user"
-        );
     }
 }

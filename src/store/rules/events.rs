@@ -1,0 +1,1 @@
+//! Audit events both backends write: each kind's data, built once.
