@@ -179,7 +179,7 @@ fn main() {
         .job_counts()
         .unwrap()
         .iter()
-        .filter(|(_, state, _)| state == "manual")
+        .filter(|(_, state, _)| *state == provd::store::JobState::Manual)
         .map(|(_, _, n)| n)
         .sum();
     let _ = Command::new("kill")

@@ -198,7 +198,7 @@ pub fn succeeded(rt: &tokio::runtime::Runtime, store: &provd::store::Store) -> i
     let counts = rt.block_on(store.job_counts()).unwrap();
     counts
         .iter()
-        .filter(|(_, s, _)| s == "succeeded")
+        .filter(|(_, s, _)| *s == provd::store::JobState::Succeeded)
         .map(|(_, _, n)| n)
         .sum()
 }

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use crate::clock::{SharedClock, to_ms};
 use crate::intake::SubmitError;
 use crate::intake::validate::MAX_BODY;
+use crate::store::jobs::JobState;
 use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
 use crate::store::{Store, StoreError, new_id};
@@ -585,7 +586,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     let depth: i64 = jobs
         .iter()
-        .filter(|(_, st, _)| st == "queued" || st == "retrying")
+        .filter(|(_, st, _)| matches!(st, JobState::Queued | JobState::Retrying))
         .map(|(_, _, n)| n)
         .sum();
     out.push_str(&format!("# HELP provd_queue_depth Jobs waiting to run.\n# TYPE provd_queue_depth gauge\nprovd_queue_depth {depth}\n"));

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339_ms;
 use crate::model::Granted;
 use crate::store::audit::{Holding, RemovalRow};
+use crate::store::rules::AssignmentState;
 
 /// One item an identity holds (or is getting, or is losing) on one source.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,9 +37,9 @@ pub struct AccessRow {
 /// `pending` until the grant's jobs succeed; `removal_scheduled` once a removeDate is set
 /// or the removal is under way; `active` otherwise.
 pub fn state(h: &Holding) -> &'static str {
-    match h.state.as_str() {
-        "pending" => "pending",
-        "revoking" => "removal_scheduled",
+    match h.state {
+        AssignmentState::Pending => "pending",
+        AssignmentState::Revoking => "removal_scheduled",
         _ if h.remove_at.is_some() => "removal_scheduled",
         _ => "active",
     }
@@ -74,8 +75,8 @@ pub fn rows(
         if by_source.is_empty() {
             by_source.insert("-", Vec::new());
         }
-        let since = match h.state.as_str() {
-            "pending" => h.created_at,
+        let since = match h.state {
+            AssignmentState::Pending => h.created_at,
             _ => h.active_at.unwrap_or(h.created_at),
         };
         let (item_name, item_description) = catalog.describe(&h.item_type, &h.item_id);
@@ -160,8 +161,8 @@ pub fn to_json(r: &AccessRow) -> Value {
 /// the revoke was planned).
 pub fn outcome(r: &RemovalRow) -> &'static str {
     match &r.revoke_request {
-        None if matches!(r.state.as_str(), "pending" | "active") => "superseded",
-        None if r.state == "removed" => "superseded",
+        // Granted again before the revoke was planned.
+        None if r.state.is_live() || r.state == AssignmentState::Removed => "superseded",
         None => "not_planned",
         Some(_) if r.jobs_failed > 0 => "failed",
         Some(_) if r.jobs_ended == r.jobs => "done",
@@ -237,7 +238,7 @@ mod tests {
             identity: "ada".into(),
             item_type: "ROLE".into(),
             item_id: "eng".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             request_id: "r1".into(),
             requester: "ci-bot".into(),
             created_at: 10,
@@ -303,7 +304,7 @@ mod tests {
             jobs_ended: 1,
             jobs_failed: 0,
             done_at: Some(1_500),
-            state: "removed".into(),
+            state: AssignmentState::Removed,
         };
         assert_eq!(outcome(&r), "done");
         assert_eq!(removal_json(&r)["lateMs"], 500);
@@ -313,9 +314,9 @@ mod tests {
         r.jobs_failed = 1;
         assert_eq!(outcome(&r), "failed");
         r.revoke_request = None;
-        r.state = "revoking".into();
+        r.state = AssignmentState::Revoking;
         assert_eq!(outcome(&r), "not_planned");
-        r.state = "active".into();
+        r.state = AssignmentState::Active;
         assert_eq!(outcome(&r), "superseded");
         assert_eq!(removal_cells(&r).len(), REMOVAL_COLUMNS.len());
     }

@@ -582,7 +582,9 @@ async fn tasks(cli: &Cli, cmd: &TasksCommand, clock: &SystemClock) -> Result<(),
             ]);
             for (task, t) in rows.iter().zip(crate::tasks::row::rows(&rows)) {
                 let due = match task.due_at {
-                    Some(at) if task.status == "open" && at <= now => {
+                    Some(at)
+                        if task.status == crate::store::rules::TaskStatus::Open && at <= now =>
+                    {
                         format!("{} OVERDUE", t.due_at)
                     }
                     _ => t.due_at,

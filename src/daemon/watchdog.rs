@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
+use crate::store::jobs::JobState;
 
 /// The last beat of each loop, in ms since `start`.
 pub struct Liveness {
@@ -51,18 +52,18 @@ impl Liveness {
 /// The `STATUS=` text: what an operator sees in `systemctl status provd`.
 async fn status(store: &Store) -> String {
     let counts = store.job_counts().await.unwrap_or_default();
-    let n = |states: &[&str]| {
+    let n = |states: &[JobState]| {
         counts
             .iter()
-            .filter(|(_, s, _)| states.contains(&s.as_str()))
+            .filter(|(_, s, _)| states.contains(s))
             .map(|(_, _, n)| n)
             .sum::<i64>()
     };
     format!(
         "queue depth {}, running {}, waiting on manual tasks {}",
-        n(&["queued", "retrying"]),
-        n(&["running"]),
-        n(&["manual"])
+        n(&[JobState::Queued, JobState::Retrying]),
+        n(&[JobState::Running]),
+        n(&[JobState::Manual])
     )
 }
 

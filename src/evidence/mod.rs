@@ -18,6 +18,7 @@ use crate::intake::{Intake, SubmitError};
 use crate::model::{Granted, RequestType, Requester, ValidRequest};
 use crate::store::audit::AccessQuery;
 use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+use crate::store::rules::{AssignmentState, TaskStatus};
 use crate::store::tasks::TaskFilter;
 use crate::store::{Store, StoreError};
 use check::{Drift, Grant};
@@ -88,7 +89,10 @@ pub async fn grants(
         .collect();
     let dir = crate::intake::Directory::load(config, store, ids).await?;
     let mut out = Vec::new();
-    for h in holdings.iter().filter(|h| h.state != "revoking") {
+    for h in holdings
+        .iter()
+        .filter(|h| h.state != AssignmentState::Revoking)
+    {
         let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
         let accounts: BTreeMap<String, String> = h
             .accounts
@@ -107,7 +111,7 @@ pub async fn grants(
                 )),
                 attribute: g.attribute,
                 value: g.value,
-                active: h.state == "active",
+                active: h.state == AssignmentState::Active,
             });
         }
     }
@@ -271,7 +275,9 @@ pub async fn import(
         .await?;
     let verified: Vec<i64> = tasks
         .iter()
-        .filter(|t| t.verified_at.is_none() && (t.status == "open" || t.status == "done"))
+        .filter(|t| {
+            t.verified_at.is_none() && matches!(t.status, TaskStatus::Open | TaskStatus::Done)
+        })
         .filter(|t| t.created_at <= as_of_ms)
         .filter(|t| check::shows(t, &seen, export.status.is_some()))
         .map(|t| t.id)

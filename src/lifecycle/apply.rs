@@ -81,7 +81,7 @@ pub async fn plan(
             })
             .await?
             .into_iter()
-            .filter(|h| h.state != "revoking")
+            .filter(|h| h.state != crate::store::rules::AssignmentState::Revoking)
             .filter_map(|h| ItemType::parse(&h.item_type).map(|ty| (ty, h.item_id)))
             .collect();
         let c = change(&config.lifecycle, &sync, old, new, &held);

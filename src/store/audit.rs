@@ -7,6 +7,7 @@ use rusqlite::params;
 
 use super::Result;
 use super::events::StoredEvent;
+use super::rules::AssignmentState;
 use super::sqlite::Sqlite;
 
 /// Which holdings to list: in (identity, assignment) order, a page at a time when
@@ -36,7 +37,7 @@ pub struct Holding {
     pub identity: String,
     pub item_type: String,
     pub item_id: String,
-    pub state: String,
+    pub state: AssignmentState,
     /// The granting request and its requester.
     pub request_id: String,
     pub requester: String,
@@ -85,7 +86,7 @@ pub struct RemovalRow {
     pub jobs_failed: i64,
     pub done_at: Option<i64>,
     /// The assignment's state now (`revoking`, `removed`, `active` when re-granted …).
-    pub state: String,
+    pub state: AssignmentState,
 }
 
 /// Removals due in [since, until), oldest due first. The revoke is found through its

@@ -2,9 +2,10 @@
 //! source), the accounts the latest one showed, and the tasks whose effect it showed.
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::json;
 
-use super::events::{self, Event};
+use super::events::{self};
+use super::rules::events::{self as rules, Verify};
+use super::rules::states::parse_stored;
 use super::{Result, StoreError, sqlite::Sqlite};
 
 /// One import or read-back.
@@ -106,28 +107,24 @@ impl Sqlite {
                     ins.execute(params![meta.source, r.account, id, r.values, r.disabled])?;
                 }
             }
-            let by = format!("{}:#{id}", meta.kind);
+            let by = rules::snapshot_by(meta, id);
             for task in verify {
                 let status: Option<String> = tx
                     .prepare_cached("SELECT status FROM tasks WHERE id = ? AND verified_at IS NULL")?
                     .query_row([task], |r| r.get(0))
                     .optional()?;
-                match status.as_deref() {
-                    Some("open") => {
-                        super::tasks::resolve_in(&tx, *task, "VERIFIED", &meta.actor, &format!("shown by {by}"), now)?;
+                let status = status.map(|s| parse_stored(&s, format_args!("T{task}"))).transpose()?;
+                match rules::verify(*task, status, &by) {
+                    Verify::Answer { note } => {
+                        super::tasks::resolve_in(&tx, *task, "VERIFIED", &meta.actor, &note, now)?;
                     }
-                    Some("done") => {
-                        let data = json!({ "task": format!("T{task}"), "by": by });
-                        events::append(&tx, now, &Event { kind: "task_verified", source: Some(&meta.source), data, actor: &meta.actor, ..Default::default() })?;
-                    }
-                    _ => continue,
+                    Verify::Confirm(data) => events::append(&tx, now, &rules::task_verified(meta, data))?,
+                    Verify::Skip => continue,
                 }
                 tx.prepare_cached("UPDATE tasks SET verified_at = ?, verified_by = ? WHERE id = ?")?
                     .execute(params![now, by, task])?;
             }
-            let data = json!({ "snapshot": id, "kind": meta.kind, "sha256": meta.sha256, "rows": meta.rows,
-                "asOf": crate::clock::rfc3339_ms(meta.as_of), "verified": verify.len() });
-            events::append(&tx, now, &Event { kind: "accounts_snapshot", source: Some(&meta.source), data, actor: &meta.actor, ..Default::default() })?;
+            events::append(&tx, now, &rules::accounts_snapshot(id, meta, verify.len()))?;
             tx.commit()?;
             Ok(id)
         })

@@ -1,13 +1,11 @@
 //! Identities imported with `provd identities import` (and later by upstream pulls).
 //! They take precedence over `identities.csv` for the same id.
 
-use std::collections::BTreeMap;
-
 use provd_connector_core::Identity;
 use rusqlite::{OptionalExtension, params};
 
+use super::Result;
 use super::sqlite::Sqlite;
-use super::{Result, StoreError};
 
 impl Sqlite {
     pub fn identity(&self, id: &str) -> Result<Option<Identity>> {
@@ -17,14 +15,7 @@ impl Sqlite {
                 .query_row([id], |r| r.get(0))
                 .optional()?;
             attrs
-                .map(|a| {
-                    let attributes: BTreeMap<String, String> = serde_json::from_str(&a)
-                        .map_err(|e| StoreError::Corrupt(format!("identity {id}: {e}")))?;
-                    Ok(Identity {
-                        id: id.to_string(),
-                        attributes,
-                    })
-                })
+                .map(|a| super::rules::stored_identity(id.to_string(), &a))
                 .transpose()
         })
     }
@@ -33,7 +24,7 @@ impl Sqlite {
     /// Ids of the imported identities (they take precedence over `identities.csv`).
     pub fn identity_ids(&self) -> Result<Vec<String>> {
         self.with(|c| {
-            Ok(c.prepare_cached("SELECT id FROM identities")?
+            Ok(c.prepare_cached("SELECT id FROM identities ORDER BY id")?
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?)
         })
@@ -48,20 +39,11 @@ impl Sqlite {
                      ON CONFLICT(id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
                 )?;
                 for i in ids {
-                    let attrs = serde_json::to_string(&i.attributes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let attrs = super::rules::identity_attributes(i)?;
                     stmt.execute(params![i.id, attrs, now_ms])?;
                 }
             }
-            super::events::append(
-                &tx,
-                now_ms,
-                &super::Event {
-                    kind: "identities_imported",
-                    data: serde_json::json!({ "count": ids.len() }),
-                    actor,
-                    ..Default::default()
-                },
-            )?;
+            super::events::append(&tx, now_ms, &super::rules::events::identities_imported(ids.len(), actor))?;
             tx.commit()?;
             Ok(ids.len())
         })

@@ -6,7 +6,6 @@
 use provd_connector_core::{Identity, Operation};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::events::{self, Event};
 use super::settle::settle;
@@ -324,7 +323,7 @@ impl Sqlite {
                 .query_map(params![owner, lease_until, now, skip, only_source, limit as i64], from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for job in &jobs {
-                event(&tx, now, "job_running", job, &actor, json!({ "attempt": job.attempt, "owner": owner }))?;
+                event(&tx, now, "job_running", job, &actor, super::rules::events::job_running(job, owner))?;
             }
             tx.commit()?;
             Ok(jobs)
@@ -461,7 +460,7 @@ impl Sqlite {
                 )?
                 .execute(params![now, job.id, owner])?;
             if n > 0 {
-                event(&tx, now, "job_released", job, &agent_actor(owner), json!({ "reason": "shutdown" }))?;
+                event(&tx, now, "job_released", job, &agent_actor(owner), super::rules::events::released_at_shutdown())?;
             }
             tx.commit()?;
             Ok(())
@@ -502,7 +501,7 @@ impl Sqlite {
                      WHERE id = ? AND state = 'running' AND lease_owner IS ?",
                 )?
                 .execute(params![errors, now, job.id, job.lease_owner])?;
-                event(&tx, now, "job_lease_expired", &job, &actor, json!({ "owner": job.lease_owner, "attempt": job.attempt }))?;
+                event(&tx, now, "job_lease_expired", &job, &actor, super::rules::events::lease_expired(&job))?;
                 moved.push(Moved {
                     job_id: job.id,
                     request_id: job.request_id.clone(),
@@ -517,7 +516,7 @@ impl Sqlite {
 
     /// Jobs per (source, state), from the trigger-kept `job_counts` table: read every few
     /// seconds (STATUS=, /metrics), it must not count a million rows each time.
-    pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
+    pub fn job_counts(&self) -> Result<Vec<(String, JobState, i64)>> {
         self.with(|c| {
             Ok(c.prepare_cached(
                 "SELECT source, state, n FROM job_counts WHERE n > 0 ORDER BY source, state",

@@ -20,7 +20,7 @@ use super::accept::{Accepted, Context, Replay};
 use super::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use super::events::StoredEvent;
 use super::evidence::{SeenRow, SnapshotMeta};
-use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, Moved, OpRecord};
+use super::jobs::{AttemptError, Ending, Finish, Job, JobFilter, JobState, Moved, OpRecord};
 use super::mail::MailMark;
 use super::schedule::{Assignment, Fired, Planned, Removal};
 use super::status::{StatusQuery, StatusRow};
@@ -80,7 +80,7 @@ pub trait Queue: Send + Sync {
     /// is dead. (Names are unique per agent: DESIGN §12.)
     fn reclaim(&self, name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>>;
     /// (source, state, count) over all jobs.
-    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>>;
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, JobState, i64)>>>;
     /// `actor`: who cancels (DESIGN §14), as in the rest of these.
     fn cancel_job(
         &self,
@@ -285,8 +285,8 @@ pub trait Tasks: Send + Sync {
     fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>>;
 }
 
-/// (source, state, reason) of one job of a request.
-pub type JobOutcome = (String, String, Option<String>);
+/// (state, source, last error) of one job of a request.
+pub type JobOutcome = (JobState, String, Option<String>);
 
 /// Upstream governance services: checkpoints, what was pulled, what was written back.
 pub trait Upstream: Send + Sync {
@@ -320,7 +320,7 @@ pub trait Upstream: Send + Sync {
         now: i64,
     ) -> BoxFuture<Result<()>>;
     fn upstream_request(&self, id: String) -> BoxFuture<Result<Option<Pulled>>>;
-    /// (source, state, reason) of each job of a request.
+    /// (state, source, last error) of each job of a request.
     fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>>;
 }
 

@@ -15,12 +15,12 @@
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
-use serde_json::json;
 
 use super::accept::{Accepted, Context, Replay, accept_in};
-use super::events::{self, Event};
+use super::events::{self};
+use super::rules::AssignmentState;
 use super::{Result, sqlite::Sqlite};
-use crate::clock::{rfc3339_ms, to_ms};
+use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::ValidRequest;
 
@@ -68,8 +68,7 @@ pub struct Assignment {
     pub identity: String,
     pub ty: ItemType,
     pub item_id: String,
-    /// `pending`, `active`, `revoking`, `removed`, `failed` or `canceled`.
-    pub state: String,
+    pub state: AssignmentState,
     pub request_id: String,
     pub remove_at: Option<i64>,
 }
@@ -141,11 +140,7 @@ impl Sqlite {
             let mut fired: Vec<Fired> = rows.into_iter().flatten().collect();
             fired.sort_by_key(|f| (f.remove_at, f.assignment));
             if !fired.is_empty() {
-                let list: Vec<serde_json::Value> = fired
-                    .iter()
-                    .map(|f| json!({ "assignment": f.assignment, "identity": f.identity, "item": f.item_id, "due": rfc3339_ms(f.remove_at), "lagMs": f.lag_ms }))
-                    .collect();
-                events::append(&tx, now, &Event { kind: "removals_fired", data: json!({ "removals": list }), actor: "schedule", ..Default::default() })?;
+                events::append(&tx, now, &super::rules::events::removals_fired(&fired))?;
             }
             tx.commit()?;
             Ok(fired)
@@ -199,17 +194,7 @@ impl Sqlite {
                 if let Some(newer) = regranted {
                     tx.prepare_cached("UPDATE assignments SET state = 'removed', revoke_planned = 1, updated_at = ? WHERE id = ?")?
                         .execute(params![now_ms, f.assignment])?;
-                    events::append(
-                        &tx,
-                        now_ms,
-                        &Event {
-                            kind: "removal_superseded",
-                            identity: Some(&f.identity),
-                            data: json!({ "assignment": f.assignment, "by": newer }),
-                            actor: "schedule",
-                            ..Default::default()
-                        },
-                    )?;
+                    events::append(&tx, now_ms, &super::rules::events::removal_superseded(f, newer))?;
                     out.push(planned);
                     continue;
                 }

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::events::{self, Event};
 use super::jobs::{AttemptError, Job, JobState, event, get};
+use super::rules::manual;
 use super::rules::operator::{self, RetryMove, guarded};
-use super::rules::{Machine, manual};
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 

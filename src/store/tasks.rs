@@ -8,7 +8,7 @@ use super::jobs::JobState;
 use super::roles::OpenTasks;
 use super::rules::manual::{self, Answer, TaskRow};
 use super::rules::operator::guarded;
-use super::rules::states::{Machine, TaskStatus, parse_stored};
+use super::rules::states::{TaskStatus, parse_stored};
 use super::sqlite::Sqlite;
 use super::{Result, StoreError};
 
@@ -40,8 +40,7 @@ pub struct Task {
     pub request_id: String,
     pub created_at: i64,
     pub due_at: Option<i64>,
-    /// `open`, `done`, `failed`, `canceled`.
-    pub status: String,
+    pub status: TaskStatus,
     pub resolution: Option<String>,
     pub resolved_by: Option<String>,
     pub note: Option<String>,
@@ -73,7 +72,7 @@ impl Task {
             request_id: "r".into(),
             created_at: 0,
             due_at: None,
-            status: "open".into(),
+            status: TaskStatus::Open,
             resolution: None,
             resolved_by: None,
             note: None,

@@ -190,8 +190,7 @@ impl Sqlite {
                 )?
                 .execute(params![state, error, now, inv.id])?;
             if n > 0 {
-                let data = serde_json::json!({ "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "outcome": state, "attempts": inv.attempts + 1, "error": error });
-                let event = Event { kind: "trigger_callback", identity: inv.identity.as_deref(), data, actor, ..Default::default() };
+                let event = super::rules::events::trigger_callback(inv, state, error, actor);
                 events::append(&tx, now, &event)?;
             }
             tx.commit()?;

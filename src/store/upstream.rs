@@ -3,9 +3,9 @@
 //! whether the write-back message was accepted.
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::json;
 
-use super::events::{self, Event};
+use super::events::{self};
+use super::rules::events as rules;
 use super::{Result, sqlite::Sqlite};
 
 /// A pulled request whose write-back has not been accepted yet.
@@ -129,7 +129,7 @@ impl Sqlite {
                 events::append(
                     &tx,
                     now,
-                    &Event { kind: "upstream_rejected", data: json!({ "upstream": name, "upstreamId": id, "reason": reason }), actor: &format!("upstream:{name}"), ..Default::default() },
+                    &rules::upstream_rejected(name, id, reason, &rules::upstream_actor(name)),
                 )?;
             }
             tx.commit()?;
@@ -156,7 +156,7 @@ impl Sqlite {
             events::append(
                 &tx,
                 now,
-                &Event { kind: "upstream_written_back", data: json!({ "upstream": name, "upstreamId": id, "message": message }), actor: &format!("upstream:{name}"), ..Default::default() },
+                &rules::upstream_written_back(name, id, message, &rules::upstream_actor(name)),
             )?;
             tx.commit()?;
             Ok(())
@@ -184,7 +184,7 @@ impl Sqlite {
     }
 
     /// (state, source, last error, open task owners) of each job of a request.
-    pub fn request_jobs(&self, request_id: &str) -> Result<Vec<(String, String, Option<String>)>> {
+    pub fn request_jobs(&self, request_id: &str) -> Result<Vec<super::roles::JobOutcome>> {
         self.with(|c| {
             let rows = c
                 .prepare_cached(
@@ -192,7 +192,7 @@ impl Sqlite {
                 )?
                 .query_map([request_id], |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
+                        r.get::<_, super::jobs::JobState>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                     ))

@@ -89,7 +89,7 @@ impl From<&Task> for TaskRow {
             status: if t.verified_at.is_some() {
                 "VERIFIED".into()
             } else {
-                t.status.to_uppercase()
+                t.status.to_string().to_uppercase()
             },
             resolution: t.resolution.clone().unwrap_or_default(),
             resolved_by: t.resolved_by.clone().unwrap_or_default(),

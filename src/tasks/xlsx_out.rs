@@ -121,7 +121,7 @@ fn sheet(
     ws.add_data_validation(1, 0, last, 0, &choices)?;
     for (i, t) in tasks.iter().enumerate() {
         let r = i as u32 + 1;
-        let answered = t.status != "open";
+        let answered = t.status != crate::store::rules::TaskStatus::Open;
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         ws.write_with_format(r, 0, text(&t.resolution), fill)?;
         ws.write_with_format(r, 1, text(&t.note), fill)?;

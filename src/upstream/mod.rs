@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 use crate::clock::SharedClock;
 use crate::config::files::UpstreamSection;
 use crate::intake::SubmitError;
+use crate::store::jobs::JobState;
+use crate::store::roles::JobOutcome;
 use crate::store::upstream::Unwritten;
 use crate::store::{Store, StoreError};
 
@@ -77,11 +79,7 @@ pub fn next_link(link: &str) -> Option<String> {
 }
 
 /// The one message written back for a request, or None while provd is still working on it.
-pub fn summary(
-    outcome: &str,
-    reason: Option<&str>,
-    jobs: &[(String, String, Option<String>)],
-) -> Option<String> {
+pub fn summary(outcome: &str, reason: Option<&str>, jobs: &[JobOutcome]) -> Option<String> {
     if outcome == "rejected" {
         return Some(format!(
             "provd: not provisioned: {}",
@@ -90,25 +88,25 @@ pub fn summary(
     }
     if jobs
         .iter()
-        .any(|(s, _, _)| matches!(s.as_str(), "queued" | "running" | "retrying"))
+        .any(|(s, _, _)| matches!(s, JobState::Queued | JobState::Running | JobState::Retrying))
     {
         return None;
     }
     let failed: Vec<String> = jobs
         .iter()
-        .filter(|(s, _, _)| s == "failed")
+        .filter(|(s, _, _)| *s == JobState::Failed)
         .map(|(_, src, e)| format!("{src}: {}", e.as_deref().unwrap_or("failed")))
         .collect();
     let manual: Vec<&str> = jobs
         .iter()
-        .filter(|(s, _, _)| s == "manual")
+        .filter(|(s, _, _)| *s == JobState::Manual)
         .map(|(_, src, _)| src.as_str())
         .collect();
     Some(if !failed.is_empty() {
         format!("provd: provisioning failed: {}", failed.join("; "))
     } else if !manual.is_empty() {
         format!("provd: waiting for a manual task on {}", manual.join(", "))
-    } else if jobs.iter().all(|(s, _, _)| s == "canceled") && !jobs.is_empty() {
+    } else if jobs.iter().all(|(s, _, _)| *s == JobState::Canceled) && !jobs.is_empty() {
         "provd: canceled".to_string()
     } else {
         "provd: access granted".to_string()
@@ -459,7 +457,10 @@ mod tests {
 
     #[test]
     fn summaries() {
-        let j = |s: &str| (s.to_string(), "src".to_string(), Some("boom".to_string()));
+        let j = |s: &str| {
+            let state = JobState::parse(s).unwrap();
+            (state, "src".to_string(), Some("boom".to_string()))
+        };
         assert_eq!(
             summary("rejected", Some("unknown entry"), &[]).unwrap(),
             "provd: not provisioned: unknown entry"

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::flow::{grant, submit};
 use crate::harness::{Env, eventually, wait};
+use provd::store::rules::TaskStatus;
 use provd::store::tasks::{Task, TaskFilter};
 
 fn with_export(env: &Env) {
@@ -92,7 +93,11 @@ async fn an_export_verifies_reports_drift_reopens_work_and_guards_itself() {
         );
     }
     let grace_add = of(&all, "grace", "ADD_ENTITLEMENT")[0].clone();
-    assert_eq!(grace_add.status, "open", "not shown: still the owner's");
+    assert_eq!(
+        grace_add.status,
+        TaskStatus::Open,
+        "not shown: still the owner's"
+    );
     let access: Value = serde_json::from_slice(
         &env.cli(&["access", "list", "--identity", "ada", "--format", "json"])
             .stdout,
@@ -176,7 +181,7 @@ async fn an_export_verifies_reports_drift_reopens_work_and_guards_itself() {
         async move {
             let open: Vec<String> = t
                 .iter()
-                .filter(|t| t.identity_id == "ada" && t.status == "open")
+                .filter(|t| t.identity_id == "ada" && t.status == TaskStatus::Open)
                 .map(|t| t.operation.clone())
                 .collect();
             (open.len() == 2).then_some(open)

@@ -173,7 +173,7 @@ async fn answers_survive_a_round_trip_through_libreoffice() {
 
     let done = wait(store.tasks(provd::store::tasks::TaskFilter::default())).unwrap();
     for t in &done {
-        assert_eq!(t.status, "done", "{t:?}");
+        assert_eq!(t.status, provd::store::rules::TaskStatus::Done, "{t:?}");
         assert_eq!(t.resolved_by.as_deref(), Some(NAME), "{t:?}");
         assert_eq!(t.note.as_deref(), Some(NOTE), "{t:?}");
     }

@@ -438,7 +438,7 @@ async fn files_saved_as_windows_1252_or_utf_16_are_read_and_names_survive() {
     .unwrap();
     assert_eq!(done.len(), 4);
     for t in done {
-        assert_eq!(t.status, "done", "{t:?}");
+        assert_eq!(t.status, provd::store::rules::TaskStatus::Done, "{t:?}");
         assert_eq!(t.resolved_by.as_deref(), Some("Jürgen Zoë"));
         assert_eq!(t.note.as_deref(), Some("erledigt – danke"));
     }

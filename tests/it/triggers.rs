@@ -291,7 +291,11 @@ async fn sync_answers_approve_and_deny_by_separation_of_duties() {
             ..Default::default()
         }))
         .unwrap();
-        async move { h.iter().any(|h| h.state == "active").then_some(h) }
+        async move {
+            h.iter()
+                .any(|h| h.state == provd::store::rules::AssignmentState::Active)
+                .then_some(h)
+        }
     })
     .await;
     assert_eq!(holdings[0].item_id, "ent-admin");

@@ -54,7 +54,7 @@ fn end(job: &Job, owner: &str, now: i64, ending: Ending, native_id: Option<&str>
 async fn states(f: &Fixture, who: &str) -> Result<Vec<String>, StoreError> {
     let all = f.store.assignments(Some(who.into())).await?;
     assert!(all.iter().all(|a| a.ty == ItemType::AccessProfile));
-    Ok(all.into_iter().map(|a| a.state).collect())
+    Ok(all.into_iter().map(|a| a.state.to_string()).collect())
 }
 
 fn job_of<'a>(jobs: &'a [Job], who: &str) -> Result<&'a Job, String> {

@@ -214,7 +214,7 @@ impl Fixture {
 
     pub(super) async fn assignment_states(&self) -> Result<Vec<String>, StoreError> {
         let all = self.store.assignments(None).await?;
-        Ok(all.into_iter().map(|a| a.state).collect())
+        Ok(all.into_iter().map(|a| a.state.to_string()).collect())
     }
 
     pub(super) async fn job(

@@ -7,6 +7,8 @@
 
 mod ends;
 mod fixture;
+mod races;
+mod surface;
 
 use fixture::{Fixture, err, fixture};
 
@@ -77,7 +79,50 @@ pub const CASES: &[(&str, Case)] = &[
     ("an_item_whose_jobs_end_in_one_group_settles_once", |s| {
         Box::pin(ends::one_item_two_jobs_in_a_group(s))
     }),
+    ("a_retry_racing_a_claim_moves_the_job_once", |s| {
+        Box::pin(races::retry_against_claim(s))
+    }),
+    ("a_cancel_racing_a_claim_moves_the_job_once", |s| {
+        Box::pin(races::cancel_against_claim(s))
+    }),
+    ("two_agents_answering_one_job_close_each_task_once", |s| {
+        Box::pin(races::two_answer_one_job(s))
+    }),
+    ("a_cancel_racing_the_last_answer_ends_the_job_once", |s| {
+        Box::pin(races::cancel_against_last_answer(s))
+    }),
+    ("identities_import_whole_and_accounts_are_found", |s| {
+        Box::pin(surface::accounts(s))
+    }),
+    ("upstream_bookkeeping_records_each_pull_once", |s| {
+        Box::pin(surface::upstream(s))
+    }),
+    (
+        "a_trigger_invocation_is_answered_and_called_back_once",
+        |s| Box::pin(surface::triggers(s)),
+    ),
+    ("a_snapshot_verifies_what_it_shows_once", |s| {
+        Box::pin(surface::evidence(s))
+    }),
+    ("an_import_answers_each_row_in_its_place", |s| {
+        Box::pin(surface::task_imports(s))
+    }),
+    ("leases_are_renewed_counted_and_reclaimed", |s| {
+        Box::pin(surface::lease_upkeep(s))
+    }),
+    ("the_leader_lease_and_the_stores_health", |s| {
+        Box::pin(surface::leadership_and_admin(s))
+    }),
 ];
+
+/// The cases to run: all, or (to watch one fail against a backend broken on purpose)
+/// those whose name contains `PROVD_CONFORMANCE_CASE`.
+pub fn selected() -> impl Iterator<Item = &'static (&'static str, Case)> {
+    let only = std::env::var("PROVD_CONFORMANCE_CASE").unwrap_or_default();
+    CASES
+        .iter()
+        .filter(move |(name, _)| name.contains(only.as_str()))
+}
 
 fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
@@ -370,6 +415,44 @@ async fn cancel_job(store: Store) -> Outcome {
         .await;
     assert!(matches!(done, Err(StoreError::Conflict(_))), "{done:?}");
     Ok(())
+}
+
+/// `who`'s grant of ap-eng claimed by `a` and turned into open tasks for `o@x`, one per
+/// operation: the job's id and its tasks' ids.
+async fn manual_job(f: &Fixture, who: &str, now: i64) -> Result<(i64, Vec<i64>), Failure> {
+    f.grant(who, "ap-eng", now).await?;
+    let job = f.first("a", now + 1).await?;
+    let tasks: Vec<NewTask> = job
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| NewTask {
+            op_index: i,
+            owner: "o@x".into(),
+            identity_name: who.into(),
+            operation: op.kind().as_str().into(),
+            account: who.into(),
+            attribute: String::new(),
+            value: String::new(),
+            due_at: None,
+        })
+        .collect();
+    f.store
+        .open_tasks(job.clone(), "a".into(), tasks, now + 2)
+        .await?;
+    let open = f
+        .store
+        .tasks(TaskFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let ids = open
+        .iter()
+        .filter(|t| t.identity_id == who)
+        .map(|t| t.id)
+        .collect();
+    Ok((job.id, ids))
 }
 
 async fn manual_tasks(store: Store) -> Outcome {

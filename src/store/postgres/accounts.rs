@@ -5,15 +5,11 @@ use std::collections::BTreeMap;
 use provd_connector_core::Identity;
 
 use super::Postgres;
-use crate::store::events::Event;
+use crate::store::Result;
 use crate::store::roles::{Accounts, BoxFuture};
-use crate::store::{Result, StoreError};
+use crate::store::rules::events;
 
-fn identity(id: String, attrs: &str) -> Result<Identity> {
-    let attributes: BTreeMap<String, String> = serde_json::from_str(attrs)
-        .map_err(|e| StoreError::Corrupt(format!("identity {id}: {e}")))?;
-    Ok(Identity { id, attributes })
-}
+use crate::store::rules::stored_identity as identity;
 
 impl Accounts for Postgres {
     fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
@@ -74,16 +70,10 @@ impl Accounts for Postgres {
                 )
                 .await?;
             for i in &identities {
-                let attrs = serde_json::to_string(&i.attributes)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let attrs = crate::store::rules::identity_attributes(i)?;
                 tx.execute(&st, &[&i.id, &attrs, &now]).await?;
             }
-            let event = Event {
-                kind: "identities_imported",
-                data: serde_json::json!({ "count": identities.len() }),
-                actor: &actor,
-                ..Default::default()
-            };
+            let event = events::identities_imported(identities.len(), &actor);
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
             Ok(identities.len())

@@ -1,12 +1,11 @@
 //! Evidence on PostgreSQL (same rules as SQLite's `store/evidence.rs`).
 
-use serde_json::json;
-
 use super::Postgres;
 use crate::store::Result;
-use crate::store::events::Event;
 use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::roles::{BoxFuture, Evidence};
+use crate::store::rules::events::{self as rules, Verify};
+use crate::store::rules::states::parse_stored;
 use crate::store::tasks::TaskAnswer;
 
 impl Evidence for Postgres {
@@ -110,8 +109,15 @@ impl Evidence for Postgres {
                 )
                 .await?;
             }
-            let by = format!("{}:#{id}", meta.kind);
+            let by = rules::snapshot_by(&meta, id);
             for task in &verify {
+                // The task's job first, then the task: the lock order of every writer of
+                // a manual job (see `tasks::resolve_in`).
+                tx.execute(
+                    "SELECT 1 FROM jobs WHERE id = (SELECT job_id FROM tasks WHERE id = $1) FOR UPDATE",
+                    &[task],
+                )
+                .await?;
                 let status: Option<String> = tx
                     .query_opt(
                         "SELECT status FROM tasks WHERE id = $1 AND verified_at IS NULL FOR UPDATE",
@@ -119,28 +125,23 @@ impl Evidence for Postgres {
                     )
                     .await?
                     .map(|r| r.get(0));
-                match status.as_deref() {
-                    Some("open") => {
+                let status = status
+                    .map(|s| parse_stored(&s, format_args!("T{task}")))
+                    .transpose()?;
+                match rules::verify(*task, status, &by) {
+                    Verify::Answer { note } => {
                         let answer = TaskAnswer {
                             task: *task,
                             resolution: "VERIFIED".into(),
                             resolved_by: meta.actor.clone(),
-                            note: format!("shown by {by}"),
+                            note,
                         };
                         super::tasks::resolve_in(&tx, &answer, now).await?;
                     }
-                    Some("done") => {
-                        let data = json!({ "task": format!("T{task}"), "by": by });
-                        let e = Event {
-                            kind: "task_verified",
-                            source: Some(&meta.source),
-                            data,
-                            actor: &meta.actor,
-                            ..Default::default()
-                        };
-                        super::audit::append(&tx, now, &e).await?;
+                    Verify::Confirm(data) => {
+                        super::audit::append(&tx, now, &rules::task_verified(&meta, data)).await?;
                     }
-                    _ => continue,
+                    Verify::Skip => continue,
                 }
                 tx.execute(
                     "UPDATE tasks SET verified_at = $1, verified_by = $2 WHERE id = $3",
@@ -148,15 +149,7 @@ impl Evidence for Postgres {
                 )
                 .await?;
             }
-            let data = json!({ "snapshot": id, "kind": meta.kind, "sha256": meta.sha256, "rows": meta.rows,
-                "asOf": crate::clock::rfc3339_ms(meta.as_of), "verified": verify.len() });
-            let e = Event {
-                kind: "accounts_snapshot",
-                source: Some(&meta.source),
-                data,
-                actor: &meta.actor,
-                ..Default::default()
-            };
+            let e = rules::accounts_snapshot(id, &meta, verify.len());
             super::audit::append(&tx, now, &e).await?;
             tx.commit().await?;
             Ok(id)

@@ -17,6 +17,7 @@ mod rows;
 mod schedule;
 mod schema;
 mod settle;
+mod states;
 mod tasks;
 mod triggers;
 mod upstream;

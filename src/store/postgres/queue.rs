@@ -6,8 +6,6 @@
 //! job's `lease_epoch`; every end, retry and release is written only while owner and
 //! epoch still match, so an agent that stalled past its lease writes nothing (LeaseLost).
 
-use serde_json::json;
-
 use super::audit::append_all;
 use super::rows::{COLUMNS, event, get, job, to_json};
 use crate::store::events::Event;
@@ -17,6 +15,7 @@ use crate::model::agent_actor;
 use crate::store::Result;
 use crate::store::jobs::{AttemptError, Finish, Job, JobFilter, JobState, Moved};
 use crate::store::roles::{BoxFuture, Claim, Queue};
+use crate::store::rules::events;
 use crate::store::rules::operator::{self, RetryMove, guarded};
 
 const OPEN: &str = "('queued','running','retrying','manual')";
@@ -61,8 +60,7 @@ impl Postgres {
                 &[&to_json(&errors)?, &now, &j.id, &j.lease_epoch],
             )
             .await?;
-            let data =
-                json!({ "owner": j.lease_owner, "attempt": j.attempt, "epoch": j.lease_epoch });
+            let data = events::lease_expired(&j);
             event(&tx, now, "job_lease_expired", &j, &actor, data).await?;
             moved.push(Moved {
                 job_id: j.id,
@@ -125,8 +123,7 @@ impl Postgres {
         let events: Vec<_> = jobs
             .iter()
             .map(|j| {
-                let data =
-                    json!({ "attempt": j.attempt, "owner": cl.owner, "epoch": j.lease_epoch });
+                let data = events::job_running(j, &cl.owner);
                 (cl.now, Event::of_job("job_running", j, &actor, data))
             })
             .collect();
@@ -288,7 +285,7 @@ impl Queue for Postgres {
                     "job_released",
                     &j,
                     &agent_actor(&owner),
-                    json!({ "reason": "shutdown" }),
+                    events::released_at_shutdown(),
                 )
                 .await?;
             }
@@ -330,7 +327,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, JobState, i64)>>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

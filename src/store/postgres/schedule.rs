@@ -3,14 +3,13 @@
 //! twice; planning locks each fired row, so a revoke is planned once.
 
 use jiff::Timestamp;
-use serde_json::json;
 
 use super::Postgres;
-use crate::clock::{rfc3339_ms, to_ms};
+use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::store::accept::{Accepted, Context, Replay};
-use crate::store::events::Event;
 use crate::store::roles::{BoxFuture, Schedule};
+use crate::store::rules::events;
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::{Result, StoreError};
 
@@ -96,16 +95,7 @@ impl Schedule for Postgres {
             let mut list: Vec<Fired> = rows.iter().filter_map(|r| fired(r, Some(now))).collect();
             list.sort_by_key(|f| (f.remove_at, f.assignment));
             if !list.is_empty() {
-                let data: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|f| json!({ "assignment": f.assignment, "identity": f.identity, "item": f.item_id, "due": rfc3339_ms(f.remove_at), "lagMs": f.lag_ms }))
-                    .collect();
-                let e = Event {
-                    kind: "removals_fired",
-                    data: json!({ "removals": data }),
-                    actor: "schedule",
-                    ..Default::default()
-                };
+                let e = events::removals_fired(&list);
                 super::audit::append(&tx, now, &e).await?;
             }
             tx.commit().await?;
@@ -184,13 +174,7 @@ impl Schedule for Postgres {
                         &[&now_ms, &f.assignment],
                     )
                     .await?;
-                    let e = Event {
-                        kind: "removal_superseded",
-                        identity: Some(&f.identity),
-                        data: json!({ "assignment": f.assignment, "by": newer }),
-                        actor: "schedule",
-                        ..Default::default()
-                    };
+                    let e = events::removal_superseded(f, newer);
                     super::audit::append(&tx, now_ms, &e).await?;
                     out.push(planned);
                     continue;

@@ -8,8 +8,8 @@ use super::Tx;
 use super::rows::{event, get};
 use crate::store::events::Event;
 use crate::store::jobs::{AttemptError, Job, JobState};
+use crate::store::rules::manual;
 use crate::store::rules::operator::{self, guarded};
-use crate::store::rules::{Machine, manual};
 use crate::store::{Result, StoreError};
 
 /// A job's items that concern an assignment, each with the states of all its jobs.

@@ -7,7 +7,7 @@ use crate::store::mail::MailMark;
 use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
 use crate::store::rules::manual::{self, Answer, TaskRow};
 use crate::store::rules::operator::guarded;
-use crate::store::rules::states::{Machine, parse_stored};
+use crate::store::rules::states::parse_stored;
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
 
@@ -45,6 +45,18 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         a.note.as_str(),
     );
     manual::task_status(resolution)?;
+    // One lock order with cancel and the job's other writers: the job's row first, then
+    // its task's. The job's row also keeps two answers to the last two tasks of one job
+    // from both seeing the other still open when they count. (Task, then job: a cancel
+    // holding the job and waiting for its tasks deadlocked with an answer.)
+    let job = tx
+        .query_opt("SELECT job_id FROM tasks WHERE id = $1", &[&task])
+        .await?;
+    if let Some(job) = job {
+        let job: i64 = job.get(0);
+        tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job])
+            .await?;
+    }
     let row = tx
         .query_opt(
             "SELECT status, job_id, request_id, source, identity_id FROM tasks WHERE id = $1 FOR UPDATE",
@@ -86,11 +98,7 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         actor: resolved_by,
     };
     super::audit::append(tx, now, &e).await?;
-    // The job's row is locked before its tasks are counted: two imports answering the
-    // last two tasks of one job at once cannot both see one still open.
     let job_id = row.job_id;
-    tx.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &[&job_id])
-        .await?;
     let open: i64 = tx
         .query_one(
             "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND status = 'open'",

@@ -7,6 +7,7 @@ use super::Postgres;
 use crate::store::Result;
 use crate::store::events::Event;
 use crate::store::roles::{BoxFuture, Triggers};
+use crate::store::rules::events::trigger_callback;
 use crate::store::triggers::{Answer, COLUMNS, Invocation, decision_event};
 
 fn row(r: &Row) -> Result<Invocation> {
@@ -181,14 +182,7 @@ impl Triggers for Postgres {
                 )
                 .await?;
             if n > 0 {
-                let data = serde_json::json!({ "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "outcome": state, "attempts": inv.attempts + 1, "error": error });
-                let event = Event {
-                    kind: "trigger_callback",
-                    identity: inv.identity.as_deref(),
-                    data,
-                    actor: &actor,
-                    ..Default::default()
-                };
+                let event = trigger_callback(&inv, state, error.as_deref(), &actor);
                 super::audit::append(&tx, now, &event).await?;
             }
             tx.commit().await?;

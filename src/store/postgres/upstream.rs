@@ -1,12 +1,10 @@
 //! Upstream checkpoints and pulled requests, on PostgreSQL.
 
-use serde_json::json;
-
 use super::Postgres;
 use crate::store::Result;
-use crate::store::events::Event;
 use crate::store::jobs::AttemptError;
 use crate::store::roles::{BoxFuture, JobOutcome, Upstream};
+use crate::store::rules::events;
 use crate::store::upstream::{Health, Pulled, Unwritten};
 
 impl Upstream for Postgres {
@@ -125,12 +123,7 @@ impl Upstream for Postgres {
                 )
                 .await?;
             if n > 0 && request_id.is_none() {
-                let event = Event {
-                    kind: "upstream_rejected",
-                    data: json!({ "upstream": name, "upstreamId": id, "reason": reason }),
-                    actor: &actor,
-                    ..Default::default()
-                };
+                let event = events::upstream_rejected(&name, &id, reason.as_deref(), &actor);
                 super::audit::append(&tx, now, &event).await?;
             }
             tx.commit().await?;
@@ -180,12 +173,7 @@ impl Upstream for Postgres {
                 &[&now, &name, &id],
             )
             .await?;
-            let event = Event {
-                kind: "upstream_written_back",
-                data: json!({ "upstream": name, "upstreamId": id, "message": message }),
-                actor: &actor,
-                ..Default::default()
-            };
+            let event = events::upstream_written_back(&name, &id, &message, &actor);
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
             Ok(())

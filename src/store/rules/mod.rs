@@ -145,6 +145,18 @@ pub fn call_event(job: &Job, op: &OpRecord) -> serde_json::Value {
         "nativeId": op.native_id.as_ref().or(op.account.as_ref()), "detail": op.detail })
 }
 
+/// An imported identity's attributes as stored (JSON text).
+pub fn identity_attributes(i: &provd_connector_core::Identity) -> Result<String> {
+    serde_json::to_string(&i.attributes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// An imported identity read back from its stored attributes.
+pub fn stored_identity(id: String, attributes: &str) -> Result<provd_connector_core::Identity> {
+    let attributes = serde_json::from_str(attributes)
+        .map_err(|e| StoreError::Corrupt(format!("identity {id}: {e}")))?;
+    Ok(provd_connector_core::Identity { id, attributes })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

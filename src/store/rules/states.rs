@@ -230,6 +230,12 @@ impl Machine for TaskStatus {
 
 macro_rules! text_mapping {
     ($($t:ty),*) => {$(
+        impl $t {
+            /// The state's word (its [`Machine`] mapping), without importing the trait.
+            pub fn as_str(self) -> &'static str {
+                <$t as Machine>::as_str(self)
+            }
+        }
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(Machine::as_str(*self))

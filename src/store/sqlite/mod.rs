@@ -17,6 +17,7 @@
 mod dump;
 mod roles;
 mod schema;
+mod states;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,7 @@ use crate::store::accept::{Accepted, Context, Replay};
 use crate::store::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
 use crate::store::evidence::{SeenRow, SnapshotMeta};
-use crate::store::jobs::{Finish, Job, JobFilter, Moved};
+use crate::store::jobs::{Finish, Job, JobFilter, JobState, Moved};
 use crate::store::mail::MailMark;
 use crate::store::roles::{
     Accept, Accounts, Admin, Audit, BoxFuture, Claim, Evidence, JobOutcome, Leader, Leadership,
@@ -83,7 +83,7 @@ impl Queue for Sqlite {
     fn reclaim(&self, _name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
         blocking!(self, |s| s.expire_leases(now, Some(&me), &me))
     }
-    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, String, i64)>>> {
+    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, JobState, i64)>>> {
         blocking!(self, |s| s.job_counts())
     }
     fn cancel_job(

@@ -3,6 +3,7 @@
 
 use super::{Sqlite, schema};
 use crate::store::Store;
+use crate::store::jobs::JobState;
 
 fn fresh() -> (tempfile::TempDir, Sqlite) {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +61,7 @@ fn the_lane_flags_are_computed_for_jobs_written_before_migration_5() {
         .unwrap();
     assert_eq!(heads, [(1, 0), (2, 1), (3, 0), (4, 1)]);
     let counts = store.job_counts().unwrap();
-    let s = |a: &str, b: &str, n: i64| (a.to_string(), b.to_string(), n);
+    let s = |a: &str, b: &str, n: i64| (a.to_string(), JobState::parse(b).unwrap(), n);
     assert_eq!(
         counts,
         [
@@ -76,7 +77,7 @@ fn the_lane_flags_are_computed_for_jobs_written_before_migration_5() {
         [4],
         "3 waits behind running 2"
     );
-    let direct: Vec<(String, String, i64)> = store
+    let direct: Vec<(String, JobState, i64)> = store
         .with(|c| {
             let mut st =
                 c.prepare("SELECT source, state, COUNT(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")?;
