@@ -441,7 +441,7 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
                 .map_or(10, |s| s.retry.max_attempts);
             // The identity as it is now: an import since the failure may have fixed it.
             let current =
-                crate::intake::Directory::load(&config, &store, vec![job.identity_id.clone()])
+                crate::intake::Directory::load(&config, &*store, vec![job.identity_id.clone()])
                     .await
                     .map_err(failed)?
                     .lookup(&job.identity_id);

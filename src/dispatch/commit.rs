@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::rfc3339_ms;
 use crate::store::jobs::{Ending, Finish};
-use crate::store::{Job, Store, StoreError};
+use crate::store::roles::Queue;
+use crate::store::{Job, StoreError};
 
 /// At most this many ends in one transaction.
 const MAX_BATCH: usize = 512;
@@ -34,7 +35,7 @@ pub enum Commit {
 
 /// The committer's view of the dispatcher: who is still running, and whom to forget.
 pub struct Shared<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Queue,
     /// Connector calls in progress: while there are none, waiting for more ends is pointless.
     pub busy: &'a AtomicUsize,
     pub running: &'a Mutex<BTreeMap<i64, Job>>,

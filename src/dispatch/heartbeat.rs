@@ -35,7 +35,7 @@ pub(super) fn spawn(inner: Arc<Inner>) -> Heartbeat {
             }
             let until = to_ms(add(inner.clock.now(), lease));
             match inner
-                .store
+                .queue
                 .renew(inner.owner.clone(), held.clone(), until)
                 .await
             {

@@ -15,7 +15,7 @@ impl Dispatcher {
     pub(super) async fn release_orphans(&self, now: i64) -> bool {
         let me = &self.inner;
         let running = match me
-            .store
+            .queue
             .jobs(crate::store::jobs::JobFilter {
                 state: Some(crate::store::jobs::JobState::Running),
                 ..Default::default()
@@ -34,7 +34,7 @@ impl Dispatcher {
         });
         for j in orphans {
             let id = j.id;
-            if let Err(e) = me.store.release(j, me.owner.clone(), now).await {
+            if let Err(e) = me.queue.release(j, me.owner.clone(), now).await {
                 tracing::warn!(job_id = id, error = %e, "giving back a job an unanswered claim took failed; its lease will expire");
                 return false;
             }

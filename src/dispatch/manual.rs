@@ -6,21 +6,23 @@
 use super::Dispatcher;
 use crate::batch::{Batcher, BoxFuture, Work};
 use crate::clock::to_ms;
-use crate::store::roles::OpenTasks;
-use crate::store::{Job, Store, StoreError};
+use std::sync::Arc;
+
+use crate::store::roles::{OpenTasks, Tasks};
+use crate::store::{Job, StoreError};
 
 /// At most this many jobs' tasks in one transaction.
 const MAX_BATCH: usize = 256;
 
 pub(super) type Opener = Batcher<Opening>;
 
-pub(super) fn opener(store: Store) -> Opener {
-    let writers = store.writers();
+/// `writers`: how many write transactions the store runs at once (one batch each).
+pub(super) fn opener(store: Arc<dyn Tasks>, writers: usize) -> Opener {
     Batcher::new(Opening { store }, MAX_BATCH, writers)
 }
 
 pub(super) struct Opening {
-    store: Store,
+    store: Arc<dyn Tasks>,
 }
 
 impl Work for Opening {

@@ -25,6 +25,7 @@ use crate::clock::{SharedClock, to_ms};
 use crate::config::{Config, SourceKind};
 use crate::connectors::Connectors;
 use crate::store::jobs::{Ending, Finish, OpRecord};
+use crate::store::roles::Queue;
 use crate::store::{Claim, Job, Store, StoreError};
 use breaker::{Breaker, BreakerState};
 use commit::Commit;
@@ -46,7 +47,8 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    store: Store,
+    /// The store as dispatch uses it: the queue (manual tasks go through `opener`).
+    queue: Arc<dyn Queue>,
     live: Arc<crate::config::Live>,
     connectors: std::sync::RwLock<Arc<Connectors>>,
     clock: SharedClock,
@@ -95,8 +97,8 @@ impl Dispatcher {
         let (commits, commit_queue) = tokio::sync::mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
-                opener: manual::opener(store.clone()),
-                store,
+                opener: manual::opener(store.as_tasks(), store.writers()),
+                queue: store.as_queue(),
                 live,
                 connectors: std::sync::RwLock::new(Arc::new(connectors)),
                 clock,
@@ -174,7 +176,7 @@ impl Dispatcher {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 let shared = commit::Shared {
-                    store: &inner.store,
+                    store: &*inner.queue,
                     busy: &inner.busy,
                     running: &inner.running,
                 };
@@ -202,7 +204,7 @@ impl Dispatcher {
             if last_sweep.elapsed() >= LEASE_SWEEP {
                 last_sweep = Instant::now();
                 let now = to_ms(me.clock.now());
-                match me.store.expire_leases(now, None, me.owner.clone()).await {
+                match me.queue.expire_leases(now, None, me.owner.clone()).await {
                     Ok(moved) => {
                         for m in moved {
                             tracing::warn!(job_id = m.job_id, request_id = %m.request_id, source = %m.source,
@@ -243,7 +245,7 @@ impl Dispatcher {
                 if self.held_by_breaker(&job.source) {
                     // Claimed before its source's breaker opened: give it back unspent.
                     let (owner, now, id) = (me.owner.clone(), to_ms(me.clock.now()), job.id);
-                    if let Err(e) = me.store.release(job, owner, now).await {
+                    if let Err(e) = me.queue.release(job, owner, now).await {
                         tracing::warn!(job_id = id, error = %e, "releasing a job failed; its lease will expire");
                     }
                     if let Ok(mut running) = me.running.lock() {
@@ -329,7 +331,7 @@ impl Dispatcher {
             let now = to_ms(me.clock.now());
             let owner = me.owner.clone();
             let (id, rid, src) = (job.id, job.request_id.clone(), job.source.clone());
-            me.store.release(job, owner, now).await?;
+            me.queue.release(job, owner, now).await?;
             tracing::info!(job_id = id, request_id = %rid, source = %src, state = "queued", "released at shutdown");
         }
         if let Some(c) = committer {
@@ -353,7 +355,7 @@ impl Dispatcher {
 
     async fn next_wait(&self) -> Duration {
         let me = &self.inner;
-        let due = me.store.next_due().await.ok().flatten();
+        let due = me.queue.next_due().await.ok().flatten();
         let now = to_ms(me.clock.now());
         match due {
             Some(at) if at <= now => Duration::from_millis(10),
@@ -394,7 +396,7 @@ impl Dispatcher {
                 continue;
             }
             let got = me
-                .store
+                .queue
                 .claim(Claim {
                     owner: me.owner.clone(),
                     limit: 1,
@@ -416,7 +418,7 @@ impl Dispatcher {
         }
         skip.sort();
         claimed.extend(
-            me.store
+            me.queue
                 .claim(Claim {
                     owner: me.owner.clone(),
                     limit: free.saturating_sub(claimed.len()),

@@ -87,7 +87,7 @@ pub async fn grants(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let dir = crate::intake::Directory::load(config, store, ids).await?;
+    let dir = crate::intake::Directory::load(config, &**store, ids).await?;
     let mut out = Vec::new();
     for h in holdings
         .iter()
@@ -158,8 +158,9 @@ pub async fn repair(
             per_identity.entry(who.clone()).or_default().push(d);
         }
     }
-    let dir = crate::intake::Directory::load(config, store, per_identity.keys().cloned().collect())
-        .await?;
+    let dir =
+        crate::intake::Directory::load(config, &**store, per_identity.keys().cloned().collect())
+            .await?;
     let mut made = Vec::new();
     for (who, ds) in per_identity {
         let Some(identity) = dir.lookup(&who) else {

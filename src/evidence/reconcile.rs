@@ -64,7 +64,7 @@ pub async fn reconcile(
     let managed = store.managed_accounts(source.to_string()).await?;
     let dir = crate::intake::Directory::load(
         config,
-        store,
+        &**store,
         managed.iter().map(|(i, _)| i.clone()).collect(),
     )
     .await?;

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{Directory, SubmitError, named_identities, to_accept, validated};
 use crate::batch::{Batcher, BoxFuture, Work};
 use crate::config::Config;
-use crate::store::roles::Accept;
+use crate::store::roles::{Accept, Accounts, Requests};
 use crate::store::{Replay, Store};
 
 /// What is to be stored: a client's body (validated in the group), or a request provd
@@ -50,13 +50,18 @@ pub(super) type Group = Batcher<Accepting>;
 /// One group under way per writer the store has: on SQLite the next group forms while
 /// one is written; on PostgreSQL several groups are written at once, on their own
 /// connections, as single requests were before.
-pub(super) fn group(store: Store) -> Group {
-    let writers = store.writers();
-    Batcher::new(Accepting { store }, MAX_GROUP, writers)
+pub(super) fn group(store: &Store) -> Group {
+    let accepting = Accepting {
+        accounts: store.as_accounts(),
+        requests: store.as_requests(),
+    };
+    Batcher::new(accepting, MAX_GROUP, store.writers())
 }
 
+/// What a group needs of the store: its identities looked up, its requests accepted.
 pub(super) struct Accepting {
-    store: Store,
+    accounts: Arc<dyn Accounts>,
+    requests: Arc<dyn Requests>,
 }
 
 impl Work for Accepting {
@@ -64,12 +69,16 @@ impl Work for Accepting {
     type Out = Result<Replay, SubmitError>;
 
     fn run(&self, items: Vec<Parsed>) -> BoxFuture<Vec<Self::Out>> {
-        let store = self.store.clone();
-        Box::pin(async move { accept_group(&store, items).await })
+        let (accounts, requests) = (self.accounts.clone(), self.requests.clone());
+        Box::pin(async move { accept_group(&*accounts, &*requests, items).await })
     }
 }
 
-async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, SubmitError>> {
+async fn accept_group(
+    accounts: &dyn Accounts,
+    requests: &dyn Requests,
+    items: Vec<Parsed>,
+) -> Vec<Result<Replay, SubmitError>> {
     let ids: Vec<String> = items
         .iter()
         .flat_map(|p| match &p.value {
@@ -77,7 +86,7 @@ async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, S
             Body::Valid(..) => Vec::new(),
         })
         .collect();
-    let imported = match store.identities(ids).await {
+    let imported = match accounts.identities(ids).await {
         Ok(found) => found,
         Err(e) => {
             return e
@@ -103,7 +112,7 @@ async fn accept_group(store: &Store, items: Vec<Parsed>) -> Vec<Result<Replay, S
     let stored: Vec<Result<Replay, SubmitError>> = if count == 0 {
         Vec::new()
     } else {
-        match store.accept_all(accepts).await {
+        match requests.accept_all(accepts).await {
             Ok(results) => {
                 crate::metrics::accept_group(count);
                 results

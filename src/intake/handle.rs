@@ -16,12 +16,14 @@ use super::{SubmitError, replayed, stored, validate};
 use crate::clock::SharedClock;
 use crate::config::Live;
 use crate::model::{Requester, ValidRequest};
+use crate::store::roles::Requests;
 use crate::store::{Replay, Store};
 
 #[derive(Clone)]
 pub struct Intake {
     live: Arc<Live>,
-    store: Store,
+    /// The store as the intake uses it: requests (identities are read by the group).
+    requests: Arc<dyn Requests>,
     clock: SharedClock,
     /// Concurrent submits share one transaction (group commit).
     group: Arc<Group>,
@@ -36,8 +38,8 @@ impl Intake {
     pub fn new(live: Arc<Live>, store: Store, clock: SharedClock) -> Self {
         Self {
             live,
-            group: Arc::new(group(store.clone())),
-            store,
+            group: Arc::new(group(&store)),
+            requests: store.as_requests(),
             clock,
             wakers: Vec::new(),
             removal_wakers: Vec::new(),
@@ -67,7 +69,7 @@ impl Intake {
         let origin = from.origin.as_str();
         let config = self.live.get();
         let now = self.clock.now();
-        let replay = match replayed(&self.store, body, origin, idempotency_key).await? {
+        let replay = match replayed(&*self.requests, body, origin, idempotency_key).await? {
             Some(found) => found,
             None => {
                 let parsed = Parsed {

@@ -3,11 +3,12 @@
 //! take precedence over identities.csv, as everywhere.
 
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::roles::Accounts;
 
 /// The id of the identity whose `attribute` is `external` (`id`: the id itself), if any.
 pub async fn resolve(
-    store: &Store,
+    store: &dyn Accounts,
     config: &Config,
     attribute: &str,
     external: &str,

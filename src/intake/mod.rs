@@ -18,6 +18,7 @@ use provd_connector_core::Identity;
 use crate::config::{Config, ItemType};
 use crate::model::{Requester, ValidRequest};
 use crate::store::roles::Accept;
+use crate::store::roles::{Accounts, Requests};
 use crate::store::{Context, Replay, Store, StoreError};
 use validate::{Invalid, Known};
 
@@ -83,7 +84,7 @@ impl<'a> Directory<'a> {
     /// Looks up `ids` in the store once.
     pub async fn load(
         config: &'a Config,
-        store: &Store,
+        store: &dyn Accounts,
         ids: Vec<String>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
@@ -154,7 +155,7 @@ fn named_identities(body: &serde_json::Value) -> Vec<String> {
 /// Parses once, looks up the identities the body names once, then validates.
 async fn checked(
     config: &Config,
-    store: &Store,
+    store: &dyn Accounts,
     now: Timestamp,
     body: &[u8],
 ) -> Result<(ValidRequest, BTreeMap<String, Identity>), SubmitError> {
@@ -204,7 +205,7 @@ fn to_accept(
 /// A replay under a known idempotency key, answered from the store before anything else
 /// (the first answer stands even if the body would no longer validate).
 async fn replayed(
-    store: &Store,
+    store: &dyn Requests,
     body: &[u8],
     origin: &str,
     idempotency_key: Option<&str>,
@@ -229,10 +230,10 @@ pub async fn submit(
     from: &Requester,
     idempotency_key: Option<&str>,
 ) -> Result<Replay, SubmitError> {
-    if let Some(found) = replayed(store, body, &from.origin, idempotency_key).await? {
+    if let Some(found) = replayed(&**store, body, &from.origin, idempotency_key).await? {
         return Ok(found);
     }
-    let valid = checked(config, store, now, body).await?;
+    let valid = checked(config, &**store, now, body).await?;
     let accept = to_accept(config, valid, body, from, idempotency_key, now);
     let replay = store.accept(accept).await?;
     stored(replay, body, &from.origin)
@@ -261,7 +262,7 @@ pub async fn dry_run(
     now: Timestamp,
     body: &[u8],
 ) -> Result<crate::plan::Plan, SubmitError> {
-    let (req, _) = checked(config, store, now, body).await?;
+    let (req, _) = checked(config, &**store, now, body).await?;
     let snapshot = store.snapshot(req.requested_for.clone()).await?;
     Ok(crate::plan::plan(
         &req,

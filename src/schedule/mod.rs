@@ -185,7 +185,7 @@ impl Scheduler {
             return Ok(0);
         }
         let ids = fired.iter().map(|f| f.identity.clone()).collect();
-        let dir = Directory::load(&config, &self.store, ids).await?;
+        let dir = Directory::load(&config, &*self.store, ids).await?;
         let identities = fired
             .iter()
             .map(|f| {

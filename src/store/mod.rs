@@ -179,6 +179,27 @@ impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
         Store(Arc::new(backend))
     }
+
+    /// The queue alone, for a stage that works jobs and nothing else of the store (as
+    /// lldap's handlers take only the backend traits they use).
+    pub fn as_queue(&self) -> Arc<dyn roles::Queue> {
+        self.0.clone()
+    }
+
+    /// Manual tasks alone.
+    pub fn as_tasks(&self) -> Arc<dyn roles::Tasks> {
+        self.0.clone()
+    }
+
+    /// Requests alone: accepting, replaying, reading back.
+    pub fn as_requests(&self) -> Arc<dyn roles::Requests> {
+        self.0.clone()
+    }
+
+    /// Imported identities and accounts alone.
+    pub fn as_accounts(&self) -> Arc<dyn roles::Accounts> {
+        self.0.clone()
+    }
 }
 
 /// The store `config` names: its `[store]` PostgreSQL database, else SQLite in

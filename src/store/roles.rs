@@ -220,7 +220,11 @@ pub trait Schedule: Send + Sync {
 
 /// Identities imported into the store and the accounts provd made for them.
 pub trait Accounts: Send + Sync {
-    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>>;
+    /// One identity: [`Accounts::identities`] of one.
+    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
+        let all = self.identities(vec![id.clone()]);
+        Box::pin(async move { Ok(all.await?.remove(&id)) })
+    }
     /// The imported identities among `ids`.
     fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>>;
     fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>>;
@@ -263,6 +267,7 @@ pub trait Tasks: Send + Sync {
     }
     fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>>;
     fn open_task_count(&self) -> BoxFuture<Result<i64>>;
+    /// One answer: [`Tasks::resolve_tasks`] of one, its outcome the call's.
     fn resolve_task(
         &self,
         task: i64,
@@ -270,7 +275,20 @@ pub trait Tasks: Send + Sync {
         resolved_by: String,
         note: String,
         now: i64,
-    ) -> BoxFuture<Result<Resolved>>;
+    ) -> BoxFuture<Result<Resolved>> {
+        let answer = TaskAnswer {
+            task,
+            resolution,
+            resolved_by,
+            note,
+        };
+        let all = self.resolve_tasks(vec![answer], now);
+        Box::pin(async move {
+            all.await?
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Backend("the store answered nothing".into())))
+        })
+    }
     /// An imported file's answers, in one transaction; each row's own outcome.
     fn resolve_tasks(
         &self,

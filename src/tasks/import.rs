@@ -225,7 +225,7 @@ async fn undo_withdrawn(
         }
     };
     let Some(identity) =
-        crate::intake::Directory::load(undo.config, store, vec![t.identity_id.clone()])
+        crate::intake::Directory::load(undo.config, &**store, vec![t.identity_id.clone()])
             .await?
             .lookup(&t.identity_id)
     else {

@@ -179,7 +179,7 @@ impl Triggers {
         let mut ids = Vec::new();
         for who in &d.requested_for {
             match crate::intake::identity::resolve(
-                &self.store,
+                &*self.store,
                 &config,
                 &trigger.identity_attribute,
                 &who.id,
@@ -288,7 +288,7 @@ pub async fn pre_approve(
     let policy = &config.policy;
     let mut last = None;
     for who in &sub.requested_for {
-        let found = crate::intake::identity::resolve(store, config, attribute, &who.id).await?;
+        let found = crate::intake::identity::resolve(&**store, config, attribute, &who.id).await?;
         let Some(id) = found else {
             return Ok(Verdict {
                 approved: false,

@@ -367,7 +367,7 @@ impl Puller {
     async fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
         let config = self.live.get();
         crate::intake::identity::resolve(
-            &self.store,
+            &*self.store,
             &config,
             &self.cfg.identity_attribute,
             external,

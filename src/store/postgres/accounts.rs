@@ -12,17 +12,6 @@ use crate::store::rules::events;
 use crate::store::rules::stored_identity as identity;
 
 impl Accounts for Postgres {
-    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
-        let me = self.clone();
-        Box::pin(async move {
-            let c = me.client().await?;
-            let row = c
-                .query_opt("SELECT attributes FROM identities WHERE id = $1", &[&id])
-                .await?;
-            row.map(|r| identity(id, r.get(0))).transpose()
-        })
-    }
-
     fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
         let me = self.clone();
         Box::pin(async move {

@@ -168,30 +168,6 @@ impl Tasks for Postgres {
         })
     }
 
-    fn resolve_task(
-        &self,
-        task: i64,
-        resolution: String,
-        resolved_by: String,
-        note: String,
-        now: i64,
-    ) -> BoxFuture<Result<Resolved>> {
-        let me = self.clone();
-        Box::pin(async move {
-            let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            let a = TaskAnswer {
-                task,
-                resolution,
-                resolved_by,
-                note,
-            };
-            let r = resolve_in(&tx, &a, now).await?;
-            tx.commit().await?;
-            Ok(r)
-        })
-    }
-
     fn resolve_tasks(
         &self,
         rows: Vec<TaskAnswer>,

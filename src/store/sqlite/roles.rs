@@ -172,9 +172,6 @@ impl Schedule for Sqlite {
 }
 
 impl Accounts for Sqlite {
-    fn identity(&self, id: String) -> BoxFuture<Result<Option<Identity>>> {
-        blocking!(self, |s| s.identity(&id))
-    }
     fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
         blocking!(self, |s| {
             let mut out = BTreeMap::new();
@@ -218,22 +215,6 @@ impl Tasks for Sqlite {
     }
     fn open_task_count(&self) -> BoxFuture<Result<i64>> {
         blocking!(self, |s| s.open_task_count())
-    }
-    fn resolve_task(
-        &self,
-        task: i64,
-        resolution: String,
-        resolved_by: String,
-        note: String,
-        now: i64,
-    ) -> BoxFuture<Result<Resolved>> {
-        blocking!(self, |s| s.resolve_task(
-            task,
-            &resolution,
-            &resolved_by,
-            &note,
-            now
-        ))
     }
     fn resolve_tasks(
         &self,
