@@ -171,7 +171,12 @@ impl Sqlite {
         now: Timestamp,
     ) -> Result<Vec<Planned>> {
         let now_ms = to_ms(now);
-        self.with(|c| {
+        // Redone if a power cut loses it: a fired removal without its revoke is planned
+        // again (`unplanned`), one not fired either fires again, and a revoke that ran
+        // meanwhile runs again, as after a lost attempt's end (revokes are idempotent).
+        // Waiting on the log's sync for each batch made a burst's last revoke late by the
+        // disk's speed (issue 32).
+        self.with_redoable(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::new();
             for removal in removals {

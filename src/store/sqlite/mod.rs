@@ -14,6 +14,7 @@
 //! queries live in the store's topic files (`jobs.rs`, `accept.rs`, …) as blocking
 //! methods; [`roles`] runs them on the blocking pool behind the async role traits.
 
+mod checkpoint;
 mod dump;
 mod roles;
 mod schema;
@@ -82,6 +83,8 @@ pub struct Sqlite {
     identity: Option<(u64, u64)>,
     /// The lease `lead` granted (for `/readyz`): in memory, as nobody else can lead.
     leader: Arc<Mutex<Option<crate::store::Leader>>>,
+    /// Moves the log into the database file, off the writer's path.
+    checkpoints: checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -161,7 +164,10 @@ impl Sqlite {
             true,
         )?;
         migrate(&mut conn)?;
+        // Checkpoints run on a thread of their own (see `checkpoint`), not in a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(Sqlite {
+            checkpoints: checkpoint::Checkpointer::new(path),
             conn: Arc::new(Mutex::new(conn)),
             identity: file_identity(path).ok(),
             path: path.to_path_buf(),
@@ -183,6 +189,7 @@ impl Sqlite {
             (r, conn.total_changes() != before)
         };
         if wrote {
+            self.checkpoints.wrote();
             self.sync_log()?;
             // Only now may the caller say "stored": not if the file is no longer the one
             // written to.
@@ -223,7 +230,8 @@ impl Sqlite {
     }
 
     /// Runs `f`, a write provd redoes by itself if a power cut loses it (a claim, an
-    /// attempt's end, the tasks of a running job, a removal fired), without syncing the
+    /// attempt's end, the tasks of a running job, a removal fired or its revoke planned),
+    /// without syncing the
     /// log: the next durable write (an accepted request) or checkpoint syncs it. These are
     /// most of the store's writes; skipping their syncs leaves the disk to the writes
     /// whose answers promise it.
@@ -231,8 +239,16 @@ impl Sqlite {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        f(&mut conn)
+        let (r, wrote) = {
+            let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+            let before = conn.total_changes();
+            let r = f(&mut conn);
+            (r, conn.total_changes() != before)
+        };
+        if wrote {
+            self.checkpoints.wrote();
+        }
+        r
     }
 
     /// Makes every commit so far durable: fdatasync of the write-ahead log (what

@@ -136,3 +136,34 @@ async fn a_store_reopened_on_the_same_file_sees_what_was_committed() {
     let again = Store::open(dir.path()).unwrap();
     assert_eq!(again.identity_ids().await.unwrap(), ["u9"]);
 }
+
+/// The writer never checkpoints (autocheckpoint is off on its connection): the log
+/// reaches the database file only through the checkpointer's thread.
+#[test]
+fn the_log_is_folded_into_the_file_off_the_writers_path() {
+    let (dir, store) = fresh();
+    let db = dir.path().join(super::DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    let big = "x".repeat(4_000);
+    for batch in 0..4 {
+        let ids: Vec<provd_connector_core::Identity> = (0..400)
+            .map(|i| provd_connector_core::Identity {
+                id: format!("u{batch}-{i}"),
+                attributes: [("note".to_string(), format!("{big}{i}"))].into(),
+            })
+            .collect();
+        store.import_identities(&ids, 1, "cli:test").unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = std::fs::metadata(&db).unwrap().len();
+        if now > before + (4 << 20) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file did not grow past {before} bytes (now {now}): no checkpoint ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,115 @@
+//! Checkpoints off the writer's path. SQLite's automatic checkpoint runs inside the
+//! commit that fills the log past its limit: that commit, holding the one connection,
+//! copies the log into the database file and fsyncs it before anyone writes again. On a
+//! disk slower to sync than this machine's, those waits added up: a burst of 100,000
+//! removals wrote about 290 MB of log and 260 MB of database pages, and the last revoke
+//! was planned 14 s after its due time with the disk held to 30 MB/s (1.8 s unthrottled;
+//! `cargo bench --bench schedule`, issue 32). Here a thread of its own, on a connection
+//! of its own, checkpoints (PASSIVE: it never blocks a writer) whenever a write left the
+//! log past [`CHECKPOINT_AT`].
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// The log's size past which a checkpoint is asked for: SQLite's own default (1,000
+/// pages of 4 KiB).
+pub const CHECKPOINT_AT: u64 = 4 << 20;
+
+/// Asks the checkpointer to run; cheap to clone. The thread starts the first time the
+/// log passes the limit (a CLI command never needs one) and is joined when the last
+/// clone goes, so that its connection is closed before the store counts as closed: the
+/// last connection to close folds the log into the file, and a store opened again at
+/// once (a new store renamed into place, a test) must not race it.
+#[derive(Clone, Debug)]
+pub struct Checkpointer {
+    db: PathBuf,
+    log: PathBuf,
+    thread: Arc<Mutex<Option<Running>>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    wake: Option<SyncSender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // No sender left: the thread's loop ends, and with it its connection.
+        self.wake.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Checkpointer {
+    pub fn new(db: &Path) -> Checkpointer {
+        let mut log = db.as_os_str().to_owned();
+        log.push("-wal");
+        Checkpointer {
+            db: db.to_path_buf(),
+            log: log.into(),
+            thread: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// After a write: asks for a checkpoint once the log has grown past the limit (a
+    /// request already waiting covers this one).
+    pub fn wrote(&self) {
+        let size = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        if size <= CHECKPOINT_AT {
+            return;
+        }
+        let Ok(mut thread) = self.thread.lock() else {
+            return;
+        };
+        if thread.is_none() {
+            match start(&self.db) {
+                Ok(running) => *thread = Some(running),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store checkpointer not started; tried again after the next writes");
+                    return;
+                }
+            }
+        }
+        if let Some(wake) = thread.as_ref().and_then(|t| t.wake.as_ref()) {
+            match wake.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::warn!("store checkpointer has stopped");
+                }
+            }
+        }
+    }
+}
+
+/// The thread, on a connection of its own.
+fn start(db: &Path) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+    let conn = Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Syncs the database file after each checkpoint (NORMAL, as the writer's).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let (wake, asked) = sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("provd-checkpoint".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                let done =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                if let Err(e) = done {
+                    // The next write past the limit asks again.
+                    tracing::warn!(error = %e, "store checkpoint failed");
+                }
+            }
+        })?;
+    Ok(Running {
+        wake: Some(wake),
+        handle: Some(handle),
+    })
+}
