@@ -3,12 +3,7 @@
 //! types and the SQL both backends run (placeholders aside) live here; shaping them for
 //! people (JSON, CSV, tables) is `crate::audit`'s.
 
-use rusqlite::params;
-
-use super::Result;
-use super::events::StoredEvent;
 use super::rules::AssignmentState;
-use super::sqlite::Sqlite;
 
 /// Which holdings to list: in (identity, assignment) order, a page at a time when
 /// `limit` is set (the API's pages; the CLI and the planning stages read them all).
@@ -50,14 +45,6 @@ pub struct Holding {
     /// The identity's accounts: `{source: native id}` JSON.
     pub accounts: Option<String>,
 }
-
-pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
-        COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
-        (SELECT json_group_object(source, native_id) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
-     FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
-     WHERE a.state IN ('pending','active','revoking') AND (?1 IS NULL OR a.identity_id = ?1)
-       AND (?2 IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = ?2), ?2))
-     ORDER BY a.identity_id, a.id LIMIT ?3";
 
 pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
         COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
@@ -200,80 +187,6 @@ pub(crate) fn sqlite_param(n: usize) -> String {
 /// PostgreSQL's placeholders.
 pub(crate) fn postgres_param(n: usize) -> String {
     format!("${n}")
-}
-
-impl Sqlite {
-    pub fn holdings(&self, q: &AccessQuery) -> Result<Vec<Holding>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(HOLDINGS_SQLITE)?;
-            let rows = st
-                .query_map(params![q.identity, q.after, q.sql_limit()], |r| {
-                    Ok(Holding {
-                        assignment: r.get(0)?,
-                        identity: r.get(1)?,
-                        item_type: r.get(2)?,
-                        item_id: r.get(3)?,
-                        state: r.get(4)?,
-                        request_id: r.get(5)?,
-                        requester: r.get(6)?,
-                        created_at: r.get(7)?,
-                        active_at: r.get(8)?,
-                        remove_at: r.get(9)?,
-                        entitlements: r.get(10)?,
-                        accounts: r.get(11)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-
-    pub fn removals(&self, since: i64, until: i64, limit: usize) -> Result<Vec<RemovalRow>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(&removals_sql(sqlite_param))?;
-            let rows = st
-                .query_map(params![since, until, limit as i64], |r| {
-                    Ok(RemovalRow {
-                        assignment: r.get(0)?,
-                        identity: r.get(1)?,
-                        item_type: r.get(2)?,
-                        item_id: r.get(3)?,
-                        due_at: r.get(4)?,
-                        fired_at: r.get(5)?,
-                        grant_request: r.get(6)?,
-                        revoke_request: r.get(7)?,
-                        jobs: r.get(8)?,
-                        jobs_ended: r.get(9)?,
-                        jobs_failed: r.get(10)?,
-                        done_at: r.get(11)?,
-                        state: r.get(12)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-
-    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<StoredEvent>> {
-        let (sql, params) = audit_sql(q, sqlite_param);
-        let values: Vec<rusqlite::types::Value> = params
-            .into_iter()
-            .map(|p| match p {
-                Param::Int(i) => rusqlite::types::Value::Integer(i),
-                Param::Text(t) => rusqlite::types::Value::Text(t),
-            })
-            .collect();
-        self.with(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st
-                .query_map(
-                    rusqlite::params_from_iter(values.iter()),
-                    super::events::stored,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
 }
 
 #[cfg(test)]

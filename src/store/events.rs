@@ -2,10 +2,7 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, params};
 use serde_json::Value;
-
-use super::{Result, sqlite::Sqlite};
 
 /// This process, as recorded in every event it writes: `HOST:PID`.
 static WRITER: LazyLock<String> =
@@ -118,15 +115,6 @@ impl<'a> Event<'a> {
     }
 }
 
-pub fn append(conn: &Connection, at_ms: i64, e: &Event<'_>) -> Result<()> {
-    let data = e.data_text();
-    conn.prepare_cached(
-        "INSERT INTO events (at, kind, request_id, job_id, source, identity_id, data, writer, actor) VALUES (?,?,?,?,?,?,?,?,?)",
-    )?
-    .execute(params![at_ms, e.kind, e.request_id, e.job_id, e.source, e.identity, data, writer(), actor(e)])?;
-    Ok(())
-}
-
 /// The actor column: None when a writer left it empty (older rows have none either).
 pub fn actor<'a>(e: &Event<'a>) -> Option<&'a str> {
     (!e.actor.is_empty()).then_some(e.actor)
@@ -147,56 +135,4 @@ pub struct StoredEvent {
     pub writer: Option<String>,
     /// Who did it; None for events older than the column.
     pub actor: Option<String>,
-}
-
-impl Sqlite {
-    /// The newest event's id (0 when there is none): where a follower starts.
-    pub fn last_event_id(&self) -> Result<i64> {
-        self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
-    }
-
-    /// Up to `limit` events after `after`, oldest first.
-    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
-        self.events_between(after, i64::MAX, None, limit)
-    }
-
-    /// Up to `limit` events with `after < id <= upto` that `writer` did not write, oldest
-    /// first (what the running agent must log for other processes).
-    pub fn events_between(
-        &self,
-        after: i64,
-        upto: i64,
-        not_by: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer, actor
-                 FROM events WHERE id > ?1 AND id <= ?2 AND (?3 IS NULL OR writer IS NULL OR writer <> ?3)
-                 ORDER BY id LIMIT ?4",
-            )?;
-            let rows = st
-                .query_map(params![after, upto, not_by, limit as i64], stored)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-}
-
-/// An event read back; columns: id, at, kind, request_id, job_id, source, identity_id,
-/// data, writer, actor.
-pub(super) fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let data: String = r.get(7)?;
-    Ok(StoredEvent {
-        id: r.get(0)?,
-        at: r.get(1)?,
-        kind: r.get(2)?,
-        request_id: r.get(3)?,
-        job_id: r.get(4)?,
-        source: r.get(5)?,
-        identity: r.get(6)?,
-        data: serde_json::from_str(&data).unwrap_or(Value::Null),
-        writer: r.get(8)?,
-        actor: r.get(9)?,
-    })
 }

@@ -3,8 +3,12 @@
 //! them all and [`Store`] is the cloneable handle every stage holds. SQLite
 //! ([`sqlite::Sqlite`]) is the embedded default.
 //!
-//! The topic files (`jobs.rs`, `accept.rs`, …) hold the row types the roles exchange and
-//! SQLite's queries for them; nothing outside `src/store/` names a database crate.
+//! Above the backends: the role traits ([`roles`]), the rules every backend writes by
+//! ([`rules`]: state machines, decisions, event data), the row types the roles exchange
+//! (the topic files, `jobs.rs`, `tasks.rs`, …) and the conformance suite. Below them,
+//! `sqlite/` and `postgres/` mirror each other file for file (`queue.rs`, `tasks.rs`,
+//! `settle.rs`, …), each writing in its dialect what the rules decide; nothing outside
+//! `src/store/` names a database crate.
 
 pub mod accept;
 pub mod audit;
@@ -13,9 +17,6 @@ pub mod audit;
 pub mod conformance;
 mod events;
 pub mod evidence;
-#[cfg(any(test, feature = "test-support"))]
-mod fixtures;
-mod identities;
 pub mod jobs;
 pub mod mail;
 pub mod migrate;
@@ -23,7 +24,6 @@ pub mod postgres;
 pub mod roles;
 pub mod rules;
 pub mod schedule;
-mod settle;
 pub mod sqlite;
 pub mod status;
 pub mod tasks;

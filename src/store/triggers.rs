@@ -2,11 +2,7 @@
 //! with provd's answer, and for ASYNC (or a DYNAMIC one answered later) the callback still
 //! to make: its URL, its secret sealed (never readable here), attempts, deadline.
 
-use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
-
-use super::events::{self, Event};
-use super::{Result, sqlite::Sqlite};
 
 /// provd's answer to an invocation, and the rule that gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,175 +43,10 @@ pub(crate) const COLUMNS: &str =
     "id, trigger, access_request_id, identity_id, mode, body, approved, comment, approver, rule,
     callback_url, sealed_secret, state, attempts, next_attempt_at, deadline_at, received_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Invocation> {
-    let approved: Option<bool> = r.get(6)?;
-    Ok(Invocation {
-        id: r.get(0)?,
-        trigger: r.get(1)?,
-        access_request_id: r.get(2)?,
-        identity: r.get(3)?,
-        mode: r.get(4)?,
-        body: r.get(5)?,
-        answer: match approved {
-            None => None,
-            Some(approved) => Some(Answer {
-                approved,
-                comment: r.get(7)?,
-                approver: r.get(8)?,
-                rule: r.get(9)?,
-            }),
-        },
-        callback_url: r.get(10)?,
-        sealed_secret: r.get(11)?,
-        state: r.get(12)?,
-        attempts: r.get(13)?,
-        next_attempt_at: r.get(14)?,
-        deadline_at: r.get(15)?,
-        received_at: r.get(16)?,
-    })
-}
-
 /// The audit event of an invocation's answer.
 pub fn decision_event(inv: &Invocation, a: &Answer) -> Value {
     serde_json::json!({
         "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "mode": inv.mode,
         "approved": a.approved, "rule": a.rule, "comment": a.comment, "approver": a.approver,
     })
-}
-
-impl Sqlite {
-    /// Stores a new invocation with its answer's event (when decided), or returns the one
-    /// stored before under the same id.
-    pub fn record_invocation(&self, inv: &Invocation, actor: &str) -> Result<(Invocation, bool)> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let a = inv.answer.as_ref();
-            let n = tx
-                .prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO trigger_invocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                ))?
-                .execute(params![
-                    inv.id, inv.trigger, inv.access_request_id, inv.identity, inv.mode, inv.body,
-                    a.map(|a| a.approved), a.map(|a| &a.comment), a.map(|a| &a.approver), a.map(|a| &a.rule),
-                    inv.callback_url, inv.sealed_secret, inv.state, inv.attempts, inv.next_attempt_at,
-                    inv.deadline_at, inv.received_at
-                ])?;
-            if n > 0
-                && let Some(a) = a
-            {
-                let event = Event { kind: "trigger_decision", identity: inv.identity.as_deref(), data: decision_event(inv, a), actor, ..Default::default() };
-                events::append(&tx, inv.received_at, &event)?;
-            }
-            let stored = tx
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM trigger_invocations WHERE id = ?"))?
-                .query_row([&inv.id], row)?;
-            tx.commit()?;
-            Ok((stored, n > 0))
-        })
-    }
-
-    /// Callbacks to make now, oldest first.
-    pub fn due_invocations(&self, now: i64, limit: usize) -> Result<Vec<Invocation>> {
-        self.with(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM trigger_invocations WHERE state = 'pending' AND next_attempt_at <= ?
-                 ORDER BY next_attempt_at, id LIMIT ?"
-            ))?
-            .query_map(params![now, limit as i64], row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
-    pub fn invocation(&self, id: &str) -> Result<Option<Invocation>> {
-        self.with(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM trigger_invocations WHERE id = ?"
-            ))?
-            .query_row([id], row)
-            .optional()?)
-        })
-    }
-
-    /// Records the answer of an invocation decided late, with its event.
-    pub fn answer_invocation(
-        &self,
-        inv: &Invocation,
-        a: &Answer,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE trigger_invocations SET approved = ?, comment = ?, approver = ?, rule = ? WHERE id = ? AND approved IS NULL",
-                )?
-                .execute(params![a.approved, a.comment, a.approver, a.rule, inv.id])?;
-            if n > 0 {
-                let event = Event { kind: "trigger_decision", identity: inv.identity.as_deref(), data: decision_event(inv, a), actor, ..Default::default() };
-                events::append(&tx, now, &event)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    /// A failed callback: when to try again, and why it failed.
-    pub fn retry_invocation(&self, id: &str, next_at: i64, error: &str) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE trigger_invocations SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
-            )?
-            .execute(params![next_at, error, id])?;
-            Ok(())
-        })
-    }
-
-    /// The callback went (`delivered`) or its deadline passed (`expired`): recorded with
-    /// an event. The sealed secret is dropped: nothing will need it again.
-    pub fn finish_invocation(
-        &self,
-        inv: &Invocation,
-        state: &str,
-        error: Option<&str>,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE trigger_invocations SET state = ?, attempts = attempts + 1, last_error = ?, done_at = ?, sealed_secret = NULL
-                     WHERE id = ? AND state = 'pending'",
-                )?
-                .execute(params![state, error, now, inv.id])?;
-            if n > 0 {
-                let event = super::rules::events::trigger_callback(inv, state, error, actor);
-                events::append(&tx, now, &event)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    /// An event of a trigger's own (denied items of a decision, …).
-    pub fn trigger_event(
-        &self,
-        kind: &str,
-        identity: Option<&str>,
-        data: &Value,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            let event = Event {
-                kind,
-                identity,
-                data: data.clone(),
-                actor,
-                ..Default::default()
-            };
-            events::append(c, now, &event)
-        })
-    }
 }

@@ -11,16 +11,42 @@
 //!
 //! One connection behind a mutex per process: SQLite takes one writer at a time anyway,
 //! and CLI commands run against the same file while the daemon runs (busy timeout). The
-//! queries live in the store's topic files (`jobs.rs`, `accept.rs`, …) as blocking
-//! methods; [`roles`] runs them on the blocking pool behind the async role traits.
+//! queries are blocking methods in this folder's topic files, which mirror `postgres/`'s;
+//! each file's role impl runs them on the blocking pool ([`blocking!`]).
 
+/// Runs `$body` with `$s` (a clone of the backend) on the blocking pool.
+macro_rules! blocking {
+    ($self:ident, |$s:ident| $body:expr) => {{
+        let $s = $self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || $body)
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}").into()))?
+        })
+    }};
+}
+
+mod accept;
+mod accounts;
+mod admin;
+mod audit;
 mod checkpoint;
 mod dump;
-mod roles;
+mod evidence;
+#[cfg(any(test, feature = "test-support"))]
+mod fixtures;
+mod leader;
+mod queue;
+mod requests;
+mod schedule;
 mod schema;
+mod settle;
 mod states;
+mod tasks;
 #[cfg(test)]
 mod tests;
+mod triggers;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -96,7 +96,7 @@ fn events_are_append_only() {
     let (_dir, store) = fresh();
     store
         .with(|c| {
-            super::super::events::append(
+            super::audit::append(
                 c,
                 1,
                 &super::super::Event {

@@ -5,7 +5,8 @@
 
 use rusqlite::params;
 
-use super::{Result, sqlite::Sqlite};
+use super::Sqlite;
+use crate::store::Result;
 
 impl Sqlite {
     /// Copies job 1 (a real accepted job) into jobs `from..to`, one in ten the second of

@@ -1,16 +1,16 @@
-//! What happens to a job after its attempts: settling its assignments and account when
-//! it ends, the manual path's end (all tasks answered), and the operator's cancel and
-//! retry. Claims, leases and attempt ends are in `jobs.rs`.
+//! What happens to a job after its attempts, on SQLite: settling its assignments and
+//! account, the manual path's end, the operator's cancel and retry. The rules are
+//! `store::rules`'; this file writes what they decide.
 
+use super::Sqlite;
+use super::queue::{event, get};
+use crate::store::events::Event;
+use crate::store::jobs::{AttemptError, Job, JobState};
+use crate::store::rules::manual;
+use crate::store::rules::operator::{self, RetryMove, guarded};
+use crate::store::{Result, StoreError};
 use provd_connector_core::Identity;
 use rusqlite::{Connection, OptionalExtension, params};
-
-use super::events::{self, Event};
-use super::jobs::{AttemptError, Job, JobState, event, get};
-use super::rules::manual;
-use super::rules::operator::{self, RetryMove, guarded};
-use super::sqlite::Sqlite;
-use super::{Result, StoreError};
 
 impl Sqlite {
     /// `provd jobs cancel`: a job that has not been applied (queued, retrying, waiting on
@@ -47,7 +47,7 @@ impl Sqlite {
             }
             tx.prepare_cached("UPDATE requests SET canceled_at = ?, cancel_comment = ? WHERE id = ?")?
                 .execute(params![now, comment, request_id])?;
-            events::append(
+            super::audit::append(
                 &tx,
                 now,
                 &Event {
@@ -142,7 +142,7 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
             .query_map([item], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let states: Vec<JobState> = states.iter().filter_map(|s| JobState::parse(s)).collect();
-        let Some((from, to)) = super::rules::settled(&effect, &states) else {
+        let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
             continue;
         };
         tx.prepare_cached(

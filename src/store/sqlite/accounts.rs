@@ -1,0 +1,87 @@
+//! Imported identities on SQLite.
+
+use super::Sqlite;
+use crate::store::roles::{Accounts, BoxFuture};
+use crate::store::{Result, StoreError};
+use provd_connector_core::Identity;
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, params};
+
+impl Sqlite {
+    pub fn identity(&self, id: &str) -> Result<Option<Identity>> {
+        self.with(|c| {
+            let attrs: Option<String> = c
+                .prepare_cached("SELECT attributes FROM identities WHERE id = ?")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            attrs
+                .map(|a| crate::store::rules::stored_identity(id.to_string(), &a))
+                .transpose()
+        })
+    }
+
+    /// Upserts all identities in one transaction: all or nothing.
+    /// Ids of the imported identities (they take precedence over `identities.csv`).
+    pub fn identity_ids(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT id FROM identities ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    pub fn import_identities(&self, ids: &[Identity], now_ms: i64, actor: &str) -> Result<usize> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO identities (id, attributes, updated_at) VALUES (?,?,?)
+                     ON CONFLICT(id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+                )?;
+                for i in ids {
+                    let attrs = crate::store::rules::identity_attributes(i)?;
+                    stmt.execute(params![i.id, attrs, now_ms])?;
+                }
+            }
+            super::audit::append(&tx, now_ms, &crate::store::rules::events::identities_imported(ids.len(), actor))?;
+            tx.commit()?;
+            Ok(ids.len())
+        })
+    }
+}
+
+impl Accounts for Sqlite {
+    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
+        blocking!(self, |s| {
+            let mut out = BTreeMap::new();
+            for id in ids {
+                if let Some(found) = s.identity(&id)? {
+                    out.insert(id, found);
+                }
+            }
+            Ok(out)
+        })
+    }
+    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
+        blocking!(self, |s| s.identity_ids())
+    }
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        now: i64,
+        actor: String,
+    ) -> BoxFuture<Result<usize>> {
+        blocking!(self, |s| s.import_identities(&identities, now, &actor))
+    }
+    fn identity_by_attribute(
+        &self,
+        attr: String,
+        value: String,
+    ) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.identity_by_attribute(&attr, &value))
+    }
+    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>> {
+        blocking!(self, |s| s.native_id(&identity, &source))
+    }
+}
