@@ -88,15 +88,7 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         )
         .await?;
     guarded(n, || manual::answer_raced(task))?;
-    let e = Event {
-        kind: "task_resolved",
-        request_id: Some(&row.request_id),
-        job_id: Some(row.job_id),
-        source: Some(&row.source),
-        identity: Some(&row.identity),
-        data,
-        actor: resolved_by,
-    };
+    let e = manual::task_resolved(&row, data, resolved_by);
     super::audit::append(tx, now, &e).await?;
     let job_id = row.job_id;
     let open: i64 = tx

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::states::{JobState, Machine, TaskStatus};
+use crate::store::events::Event;
 use crate::store::jobs::{AttemptError, Job};
 use crate::store::{Result, StoreError};
 
@@ -65,6 +66,20 @@ pub fn answer(
         status,
         data: json!({ "task": format!("T{task}"), "resolution": resolution, "resolvedBy": resolved_by, "note": note }),
     })
+}
+
+/// The `task_resolved` event of an answer that closed `row`'s task ([`Answer::Close`]'s
+/// data), written by whoever answered.
+pub fn task_resolved<'a>(row: &'a TaskRow, data: Value, actor: &'a str) -> Event<'a> {
+    Event {
+        kind: "task_resolved",
+        request_id: Some(&row.request_id),
+        job_id: Some(row.job_id),
+        source: Some(&row.source),
+        identity: Some(&row.identity),
+        data,
+        actor,
+    }
 }
 
 /// What a task lost to a concurrent answer says (its guard on `open` matched nothing).

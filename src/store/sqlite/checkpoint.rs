@@ -5,10 +5,12 @@
 //! removals wrote about 290 MB of log and 260 MB of database pages, and the last revoke
 //! was planned 14 s after its due time with the disk held to 30 MB/s (1.8 s unthrottled;
 //! `cargo bench --bench schedule`, issue 32). Here a thread of its own, on a connection
-//! of its own, checkpoints (PASSIVE: it never blocks a writer) whenever a write left the
-//! log past [`CHECKPOINT_AT`].
+//! of its own, checkpoints (PASSIVE: it never blocks a writer) whenever a commit left
+//! the log past [`CHECKPOINT_PAGES`] — SQLite's own test, told by its WAL hook, which
+//! also turns its automatic checkpoint off.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,9 +18,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-/// The log's size past which a checkpoint is asked for: SQLite's own default (1,000
-/// pages of 4 KiB).
-pub const CHECKPOINT_AT: u64 = 4 << 20;
+/// The log's length (pages) past which a checkpoint is asked for: SQLite's own default.
+pub const CHECKPOINT_PAGES: i32 = 1000;
 
 /// Asks the checkpointer to run; cheap to clone. The thread starts the first time the
 /// log passes the limit (a CLI command never needs one) and is joined when the last
@@ -28,7 +29,9 @@ pub const CHECKPOINT_AT: u64 = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct Checkpointer {
     db: PathBuf,
-    log: PathBuf,
+    /// Set by the writer's WAL hook inside a commit; read after the connection is let
+    /// go (the hook itself does nothing that could fail or block).
+    due: Arc<AtomicBool>,
     thread: Arc<Mutex<Option<Running>>>,
 }
 
@@ -49,21 +52,28 @@ impl Drop for Running {
 }
 
 impl Checkpointer {
-    pub fn new(db: &Path) -> Checkpointer {
-        let mut log = db.as_os_str().to_owned();
-        log.push("-wal");
-        Checkpointer {
+    /// The checkpointer of the database at `db`, whose writer is `conn`: its WAL hook
+    /// (replacing SQLite's automatic checkpoint) marks a checkpoint due.
+    pub fn new(db: &Path, conn: &mut Connection) -> rusqlite::Result<Checkpointer> {
+        let due = Arc::new(AtomicBool::new(false));
+        let mark = due.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            if pages > CHECKPOINT_PAGES {
+                mark.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }))?;
+        Ok(Checkpointer {
             db: db.to_path_buf(),
-            log: log.into(),
+            due,
             thread: Arc::new(Mutex::new(None)),
-        }
+        })
     }
 
-    /// After a write: asks for a checkpoint once the log has grown past the limit (a
-    /// request already waiting covers this one).
+    /// After a write, the connection let go: asks for a checkpoint if a commit left the
+    /// log past the limit (a request already waiting covers this one).
     pub fn wrote(&self) {
-        let size = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        if size <= CHECKPOINT_AT {
+        if !self.due.swap(false, Ordering::Relaxed) {
             return;
         }
         let Ok(mut thread) = self.thread.lock() else {

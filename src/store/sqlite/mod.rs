@@ -191,9 +191,9 @@ impl Sqlite {
         )?;
         migrate(&mut conn)?;
         // Checkpoints run on a thread of their own (see `checkpoint`), not in a commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = checkpoint::Checkpointer::new(path, &mut conn)?;
         Ok(Sqlite {
-            checkpoints: checkpoint::Checkpointer::new(path),
+            checkpoints,
             conn: Arc::new(Mutex::new(conn)),
             identity: file_identity(path).ok(),
             path: path.to_path_buf(),

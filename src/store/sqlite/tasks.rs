@@ -233,15 +233,7 @@ pub(crate) fn resolve_in(
         )?
         .execute(params![status.as_str(), resolution, resolved_by, note, now, task])?;
     guarded(n as u64, || manual::answer_raced(task))?;
-    let event = Event {
-        kind: "task_resolved",
-        request_id: Some(&row.request_id),
-        job_id: Some(row.job_id),
-        source: Some(&row.source),
-        identity: Some(&row.identity),
-        data,
-        actor: resolved_by,
-    };
+    let event = manual::task_resolved(&row, data, resolved_by);
     super::audit::append(tx, now, &event)?;
     let job_id = row.job_id;
     let open: i64 = tx.query_row(
