@@ -1,7 +1,6 @@
 //! Manual tasks on PostgreSQL (same rules as SQLite's `store/tasks.rs`).
 
 use super::{Postgres, Tx};
-use crate::store::events::Event;
 use crate::store::jobs::JobState;
 use crate::store::mail::MailMark;
 use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
@@ -312,15 +311,8 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
             .await?;
         opened.extend(row.map(|r| r.get::<_, i64>(0)));
     }
-    let e = Event {
-        kind: "job_manual",
-        request_id: Some(&job.request_id),
-        job_id: Some(job.id),
-        source: Some(&job.source),
-        identity: Some(&job.identity_id),
-        data: manual::tasks_opened(&opened, tasks.first().map(|t| t.owner.as_str())),
-        actor: &crate::model::agent_actor(owner),
-    };
-    super::audit::append(tx, now, &e).await?;
+    let actor = crate::model::agent_actor(owner);
+    let owner = tasks.first().map(|t| t.owner.as_str());
+    super::audit::append(tx, now, &manual::tasks_opened(job, &opened, owner, &actor)).await?;
     Ok(())
 }

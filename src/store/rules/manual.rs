@@ -198,9 +198,16 @@ pub fn job_event(state: JobState) -> &'static str {
     }
 }
 
-/// The `job_manual` event's data: the tasks opened, and whose they are.
-pub fn tasks_opened(opened: &[i64], owner: Option<&str>) -> Value {
-    json!({ "tasks": opened, "owner": owner })
+/// The `job_manual` event of `job` turned into the tasks `opened` (of `owner`'s source)
+/// by the agent `actor`.
+pub fn tasks_opened<'a>(
+    job: &'a Job,
+    opened: &[i64],
+    owner: Option<&str>,
+    actor: &'a str,
+) -> Event<'a> {
+    let data = json!({ "tasks": opened, "owner": owner });
+    Event::of_job(job_event(JobState::Manual), job, actor, data)
 }
 
 #[cfg(test)]

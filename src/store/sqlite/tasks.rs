@@ -8,7 +8,6 @@ use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
 
-use crate::store::events::Event;
 use crate::store::rules::manual::{self, TaskRow};
 use crate::store::rules::operator::guarded;
 use crate::store::rules::states::{TaskStatus, parse_stored};
@@ -100,19 +99,9 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
             opened.push(tx.last_insert_rowid());
         }
     }
-    super::audit::append(
-        tx,
-        now,
-        &Event {
-            kind: "job_manual",
-            request_id: Some(&job.request_id),
-            job_id: Some(job.id),
-            source: Some(&job.source),
-            identity: Some(&job.identity_id),
-            data: manual::tasks_opened(&opened, tasks.first().map(|t| t.owner.as_str())),
-            actor: &crate::model::agent_actor(owner),
-        },
-    )?;
+    let actor = crate::model::agent_actor(owner);
+    let owner = tasks.first().map(|t| t.owner.as_str());
+    super::audit::append(tx, now, &manual::tasks_opened(job, &opened, owner, &actor))?;
     Ok(())
 }
 
