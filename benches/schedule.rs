@@ -79,7 +79,8 @@ fn main() {
     let began = Instant::now();
     rt.block_on(async {
         let scheduler = Scheduler {
-            store: store.clone(),
+            removals: store.as_schedule(),
+            accounts: store.as_accounts(),
             live: live.clone(),
             clock: Arc::new(SystemClock),
             wake: Arc::new(Notify::new()),

@@ -19,7 +19,7 @@ pub async fn run(config: &Config, store: &Store, owner: Option<&str>) -> Result<
         )));
     }
     let sent = send_now(
-        store,
+        &**store,
         config,
         owner.map(str::to_string),
         SystemClock.now(),

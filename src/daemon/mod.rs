@@ -220,7 +220,8 @@ pub async fn run(
     let dispatcher = dispatcher.with_liveness(live.clone());
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stopped()));
     let scheduler = crate::schedule::Scheduler {
-        store: store.clone(),
+        removals: store.as_schedule(),
+        accounts: store.as_accounts(),
         live: current.clone(),
         clock: clock.clone(),
         wake: schedule_wake.clone(),
@@ -265,7 +266,7 @@ pub async fn run(
         stopped(),
     ));
     let mail_task = tokio::spawn(crate::mail::run(
-        store.clone(),
+        store.as_tasks(),
         current.clone(),
         clock.clone(),
         leading.clone(),

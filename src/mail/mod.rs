@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::config::mail::{Mail, is_address};
-use crate::store::Store;
 use crate::store::mail::MailMark;
+use crate::store::roles::Tasks;
 use crate::store::tasks::TaskFilter;
 use plan::{Backoff, Kind, Now, Outgoing};
 
@@ -37,7 +37,7 @@ pub enum MailError {
 
 /// The open tasks of the owners that can be mailed (one owner, or all).
 async fn open_tasks(
-    store: &Store,
+    store: &dyn Tasks,
     owner: Option<String>,
 ) -> Result<Vec<crate::store::tasks::Task>, MailError> {
     let tasks = store
@@ -73,7 +73,7 @@ async fn deliver(
 /// One pass of the loop: sends what is due, each owner apart (one failing owner does not
 /// hold the others back).
 async fn pass(
-    store: &Store,
+    store: &dyn Tasks,
     config: &Config,
     mail: &Mail,
     transport: &smtp::Transport,
@@ -112,7 +112,7 @@ async fn pass(
 
 /// Mails owners until `stop`, while this agent leads (one agent mails, not each of them).
 pub async fn run(
-    store: Store,
+    store: std::sync::Arc<dyn Tasks>,
     live: std::sync::Arc<crate::config::Live>,
     clock: crate::clock::SharedClock,
     mut leading: crate::leading::Leading,
@@ -133,7 +133,7 @@ pub async fn run(
             Some(mail) => {
                 let now = Now::at(clock.now(), &config.agent.time_zone);
                 let result = match smtp::transport(mail) {
-                    Ok(t) => pass(&store, &config, mail, &t, &mut backoff, now).await,
+                    Ok(t) => pass(&*store, &config, mail, &t, &mut backoff, now).await,
                     Err(e) => Err(e.into()),
                 };
                 if let Err(e) = result {
@@ -160,7 +160,7 @@ pub struct SentNow {
 /// `provd tasks send [--owner X]`: every open task to its owner now, as a digest, each
 /// message tried up to `attempts` times with the `[retry]` backoff between tries.
 pub async fn send_now(
-    store: &Store,
+    store: &dyn Tasks,
     config: &Config,
     owner: Option<String>,
     now: jiff::Timestamp,

@@ -19,9 +19,10 @@ use tokio::sync::Notify;
 use crate::clock::{SharedClock, rfc3339_ms, to_ms};
 use crate::intake::Directory;
 use crate::model::{RequestType, ValidItem, ValidRequest};
+use crate::store::StoreError;
 use crate::store::accept::Context;
+use crate::store::roles::{Accounts, Schedule};
 use crate::store::schedule::{Fired, Planned, Removal};
-use crate::store::{Store, StoreError};
 
 /// How long the scheduler waits at most before looking at the store again: only writes
 /// from another process (a CLI `provd submit`) can change the next date without waking it.
@@ -84,7 +85,10 @@ impl LagHistogram {
 }
 
 pub struct Scheduler {
-    pub store: Store,
+    /// Removal dates: what comes due, and the revokes it becomes.
+    pub removals: Arc<dyn Schedule>,
+    /// The identities a revoke is planned for.
+    pub accounts: Arc<dyn Accounts>,
     /// The configuration in force (replaced on reload).
     pub live: Arc<crate::config::Live>,
     pub clock: SharedClock,
@@ -131,7 +135,7 @@ impl Scheduler {
                 }
             }
             let now = to_ms(self.clock.now());
-            let wait = match self.store.next_removal().await? {
+            let wait = match self.removals.next_removal().await? {
                 Some(at) => Duration::from_millis((at - now).max(0) as u64).min(RECHECK),
                 None => RECHECK,
             };
@@ -157,7 +161,7 @@ impl Scheduler {
         loop {
             loop {
                 let now = to_ms(self.clock.now());
-                let fired: Vec<Fired> = self.store.fire(now, BATCH).await?;
+                let fired: Vec<Fired> = self.removals.fire(now, BATCH).await?;
                 for f in &fired {
                     FIRE_LAG.observe(f.lag_ms);
                     tracing::info!(identity = %f.identity, item = %f.item_id, assignment = f.assignment,
@@ -180,12 +184,12 @@ impl Scheduler {
     async fn plan_fired(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let config = self.live.get();
-        let fired = self.store.unplanned(PLAN_BATCH).await?;
+        let fired = self.removals.unplanned(PLAN_BATCH).await?;
         if fired.is_empty() {
             return Ok(0);
         }
         let ids = fired.iter().map(|f| f.identity.clone()).collect();
-        let dir = Directory::load(&config, &*self.store, ids).await?;
+        let dir = Directory::load(&config, &*self.accounts, ids).await?;
         let identities = fired
             .iter()
             .map(|f| {
@@ -202,7 +206,7 @@ impl Scheduler {
             decide: crate::intake::decider(config.clone()),
         };
         let removals: Vec<Removal> = fired.into_iter().map(removal).collect();
-        let planned: Vec<Planned> = self.store.plan_fired(removals, ctx, now).await?;
+        let planned: Vec<Planned> = self.removals.plan_fired(removals, ctx, now).await?;
         if planned.is_empty() {
             return Ok(0);
         }

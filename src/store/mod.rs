@@ -196,6 +196,16 @@ impl Store {
         self.0.clone()
     }
 
+    /// Removal dates alone: what comes due and the revokes it becomes.
+    pub fn as_schedule(&self) -> Arc<dyn roles::Schedule> {
+        self.0.clone()
+    }
+
+    /// Upstream bookkeeping alone: checkpoints, pulls, write-backs.
+    pub fn as_upstream(&self) -> Arc<dyn roles::Upstream> {
+        self.0.clone()
+    }
+
     /// Imported identities and accounts alone.
     pub fn as_accounts(&self) -> Arc<dyn roles::Accounts> {
         self.0.clone()

@@ -29,6 +29,7 @@ use crate::config::files::UpstreamSection;
 use crate::intake::SubmitError;
 use crate::store::jobs::JobState;
 use crate::store::roles::JobOutcome;
+use crate::store::roles::{Accounts, Upstream};
 use crate::store::upstream::Unwritten;
 use crate::store::{Store, StoreError};
 
@@ -49,7 +50,10 @@ pub enum PollError {
 pub struct Puller {
     pub cfg: UpstreamSection,
     http: HttpClient,
-    store: Store,
+    /// Checkpoints, what was pulled, what was written back.
+    upstream: Arc<dyn Upstream>,
+    /// The identities pulled requests name.
+    accounts: Arc<dyn Accounts>,
     live: Arc<crate::config::Live>,
     clock: SharedClock,
     /// Where pulled requests go in, like every other request.
@@ -135,7 +139,8 @@ impl Puller {
         Ok(Self {
             cfg,
             http,
-            store,
+            upstream: store.as_upstream(),
+            accounts: store.as_accounts(),
             live,
             clock,
             intake,
@@ -170,7 +175,7 @@ impl Puller {
                 Ok(n) => {
                     failures = 0;
                     let _ = self
-                        .store
+                        .upstream
                         .set_upstream_health(self.cfg.name.clone(), true, None, self.now())
                         .await;
                     if n > 0 {
@@ -186,7 +191,7 @@ impl Puller {
                 Err(PollError::Unauthorized(e)) => {
                     tracing::error!(upstream = %self.cfg.name, error = %e, "upstream refuses our credentials (after renewing the token): unhealthy");
                     let _ = self
-                        .store
+                        .upstream
                         .set_upstream_health(self.cfg.name.clone(), false, Some(e), self.now())
                         .await;
                     self.cfg.poll_interval.0
@@ -198,7 +203,7 @@ impl Puller {
                         .min(self.cfg.poll_interval.0.max(Duration::from_secs(1)) * 10);
                     tracing::warn!(upstream = %self.cfg.name, error = %e, retry_in_ms = wait.as_millis() as u64, "pull failed; backing off");
                     let _ = self
-                        .store
+                        .upstream
                         .set_upstream_health(
                             self.cfg.name.clone(),
                             false,
@@ -239,7 +244,7 @@ impl Puller {
     pub async fn poll(&self) -> Result<usize, PollError> {
         let name = self.cfg.name.clone();
         let filter = url_encode("status eq \"APPROVED\"");
-        let mut path = match self.store.upstream_cursor(name.clone()).await? {
+        let mut path = match self.upstream.upstream_cursor(name.clone()).await? {
             Some(c) => format!("{LIST}?filter={filter}&limit=200&after={}", url_encode(&c)),
             None => format!("{LIST}?filter={filter}&limit=200"),
         };
@@ -270,7 +275,7 @@ impl Puller {
                 .and_then(|d| d.get("id"))
                 .and_then(Value::as_str)
             {
-                self.store
+                self.upstream
                     .set_upstream_cursor(name.clone(), last.to_string(), self.now())
                     .await?;
             }
@@ -297,7 +302,7 @@ impl Puller {
         // The filter asks for APPROVED only; a server that sends others anyway is not obeyed.
         if item.get("status").and_then(Value::as_str) != Some("APPROVED")
             || self
-                .store
+                .upstream
                 .upstream_seen(name.clone(), id.to_string())
                 .await?
         {
@@ -314,7 +319,7 @@ impl Puller {
             .unwrap_or("");
         let reject = async |reason: String| -> Result<bool, PollError> {
             tracing::warn!(upstream = %name, upstream_id = id, reason = %reason, "pulled request rejected");
-            self.store
+            self.upstream
                 .record_upstream(name.clone(), id.to_string(), None, Some(reason), now)
                 .await?;
             Ok(true)
@@ -351,7 +356,7 @@ impl Puller {
         match result {
             Ok(replay) => {
                 let rid = replay.accepted().request_id.clone();
-                self.store
+                self.upstream
                     .record_upstream(name.clone(), id.to_string(), Some(rid.clone()), None, now)
                     .await?;
                 tracing::info!(upstream = %name, upstream_id = id, request_id = %rid, "pulled request accepted");
@@ -367,7 +372,7 @@ impl Puller {
     async fn identity(&self, external: &str) -> Result<Option<String>, StoreError> {
         let config = self.live.get();
         crate::intake::identity::resolve(
-            &*self.store,
+            &*self.accounts,
             &config,
             &self.cfg.identity_attribute,
             external,
@@ -377,11 +382,11 @@ impl Puller {
 
     /// Posts the outcome of every request that reached one and was not written back yet.
     pub async fn write_back(&self) -> Result<usize, PollError> {
-        let pending: Vec<Unwritten> = self.store.unwritten(self.cfg.name.clone()).await?;
+        let pending: Vec<Unwritten> = self.upstream.unwritten(self.cfg.name.clone()).await?;
         let mut written = 0;
         for p in pending {
             let jobs = match &p.request_id {
-                Some(rid) => self.store.request_jobs(rid.clone()).await?,
+                Some(rid) => self.upstream.request_jobs(rid.clone()).await?,
                 None => Vec::new(),
             };
             let Some(message) = summary(&p.outcome, p.reason.as_deref(), &jobs) else {
@@ -394,7 +399,7 @@ impl Puller {
                 .await
                 .map_err(|e| PollError::Transient(e.message))?;
             if r.is_success() {
-                self.store
+                self.upstream
                     .mark_written(
                         self.cfg.name.clone(),
                         p.upstream_id.clone(),
