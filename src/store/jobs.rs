@@ -6,6 +6,9 @@
 use provd_connector_core::{Identity, Operation};
 use serde::{Deserialize, Serialize};
 
+use super::cells::Cells;
+use super::{Result, StoreError};
+
 pub use super::rules::states::JobState;
 
 /// The error of one attempt, kept for good in the job's list.
@@ -112,4 +115,45 @@ pub struct JobFilter {
     pub source: Option<String>,
     pub request_id: Option<String>,
     pub limit: Option<usize>,
+}
+
+/// A job from a row of its columns in the order both backends read them (`id, request_id,
+/// identity_id, source, kind, identity, operations, ops_done, state, attempt,
+/// max_attempts, next_attempt_at, lease_owner, lease_expires_at, errors, created_at,
+/// window_start, updated_at, finalized_at`), then PostgreSQL's lease epoch (`with_epoch`),
+/// then, when there, the account's native id (a claim's read).
+pub(crate) fn job_from(r: &impl Cells, with_epoch: bool) -> Result<Job> {
+    let id = r.int(0)?;
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("job {id}: {what}: {e}"))
+    };
+    let state = r.text(8)?;
+    let account_at = if with_epoch { 20 } else { 19 };
+    Ok(Job {
+        id,
+        request_id: r.text(1)?,
+        identity_id: r.text(2)?,
+        source: r.text(3)?,
+        kind: r.text(4)?,
+        identity: serde_json::from_str(&r.text(5)?).map_err(|e| corrupt("identity", &e))?,
+        ops: serde_json::from_str(&r.text(6)?).map_err(|e| corrupt("operations", &e))?,
+        ops_done: r.int(7)? as usize,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        attempt: r.int(9)? as u32,
+        max_attempts: r.int(10)? as u32,
+        next_attempt_at: r.opt_int(11)?,
+        lease_owner: r.opt_text(12)?,
+        lease_expires_at: r.opt_int(13)?,
+        errors: serde_json::from_str(&r.text(14)?).map_err(|e| corrupt("errors", &e))?,
+        created_at: r.int(15)?,
+        window_start: r.opt_int(16)?,
+        updated_at: r.int(17)?,
+        finalized_at: r.opt_int(18)?,
+        lease_epoch: if with_epoch { r.int(19)? } else { 0 },
+        account: if r.width() > account_at {
+            r.opt_text(account_at)?
+        } else {
+            None
+        },
+    })
 }

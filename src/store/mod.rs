@@ -12,6 +12,7 @@
 
 pub mod accept;
 pub mod audit;
+pub mod cells;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod conformance;

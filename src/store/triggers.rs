@@ -4,6 +4,9 @@
 
 use serde_json::Value;
 
+use super::Result;
+use super::cells::Cells;
+
 /// provd's answer to an invocation, and the rule that gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -48,5 +51,34 @@ pub fn decision_event(inv: &Invocation, a: &Answer) -> Value {
     serde_json::json!({
         "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "mode": inv.mode,
         "approved": a.approved, "rule": a.rule, "comment": a.comment, "approver": a.approver,
+    })
+}
+
+/// An invocation from a row of [`COLUMNS`].
+pub(crate) fn invocation_from(r: &impl Cells) -> Result<Invocation> {
+    let answer = match r.opt_bool(6)? {
+        None => None,
+        Some(approved) => Some(Answer {
+            approved,
+            comment: r.text(7)?,
+            approver: r.text(8)?,
+            rule: r.text(9)?,
+        }),
+    };
+    Ok(Invocation {
+        id: r.text(0)?,
+        trigger: r.text(1)?,
+        access_request_id: r.text(2)?,
+        identity: r.opt_text(3)?,
+        mode: r.text(4)?,
+        body: r.text(5)?,
+        answer,
+        callback_url: r.opt_text(10)?,
+        sealed_secret: r.opt_text(11)?,
+        state: r.text(12)?,
+        attempts: r.int(13)?,
+        next_attempt_at: r.opt_int(14)?,
+        deadline_at: r.opt_int(15)?,
+        received_at: r.int(16)?,
     })
 }

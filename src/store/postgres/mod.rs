@@ -8,6 +8,7 @@ mod accept_rows;
 mod accounts;
 mod admin;
 mod audit;
+mod cells;
 mod evidence;
 mod finish;
 mod leader;

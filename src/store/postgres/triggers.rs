@@ -11,31 +11,7 @@ use crate::store::rules::events::trigger_callback;
 use crate::store::triggers::{Answer, COLUMNS, Invocation, decision_event};
 
 fn row(r: &Row) -> Result<Invocation> {
-    let approved: Option<bool> = r.try_get(6)?;
-    Ok(Invocation {
-        id: r.try_get(0)?,
-        trigger: r.try_get(1)?,
-        access_request_id: r.try_get(2)?,
-        identity: r.try_get(3)?,
-        mode: r.try_get(4)?,
-        body: r.try_get(5)?,
-        answer: match approved {
-            None => None,
-            Some(approved) => Some(Answer {
-                approved,
-                comment: r.try_get(7)?,
-                approver: r.try_get(8)?,
-                rule: r.try_get(9)?,
-            }),
-        },
-        callback_url: r.try_get(10)?,
-        sealed_secret: r.try_get(11)?,
-        state: r.try_get(12)?,
-        attempts: r.try_get(13)?,
-        next_attempt_at: r.try_get(14)?,
-        deadline_at: r.try_get(15)?,
-        received_at: r.try_get(16)?,
-    })
+    crate::store::triggers::invocation_from(r)
 }
 
 impl Triggers for Postgres {

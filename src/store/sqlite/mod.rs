@@ -30,6 +30,7 @@ mod accept;
 mod accounts;
 mod admin;
 mod audit;
+mod cells;
 mod checkpoint;
 mod dump;
 mod evidence;

@@ -16,47 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 const COLUMNS: &str = "id, request_id, identity_id, source, kind, identity, operations, ops_done, state, attempt,
     max_attempts, next_attempt_at, lease_owner, lease_expires_at, errors, created_at, window_start, updated_at, finalized_at";
 
-fn corrupt(id: i64, what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("job {id}: {what}: {e}").into(),
-    )
-}
-
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let id: i64 = r.get(0)?;
-    let identity: String = r.get(5)?;
-    let ops: String = r.get(6)?;
-    let state: String = r.get(8)?;
-    let errors: String = r.get(14)?;
-    Ok(Job {
-        id,
-        request_id: r.get(1)?,
-        identity_id: r.get(2)?,
-        source: r.get(3)?,
-        kind: r.get(4)?,
-        identity: serde_json::from_str(&identity).map_err(|e| corrupt(id, "identity", e))?,
-        ops: serde_json::from_str(&ops).map_err(|e| corrupt(id, "operations", e))?,
-        ops_done: r.get::<_, i64>(7)? as usize,
-        state: JobState::parse(&state).ok_or_else(|| corrupt(id, "state", &state))?,
-        attempt: r.get(9)?,
-        max_attempts: r.get(10)?,
-        next_attempt_at: r.get(11)?,
-        lease_owner: r.get(12)?,
-        lease_expires_at: r.get(13)?,
-        errors: serde_json::from_str(&errors).map_err(|e| corrupt(id, "errors", e))?,
-        created_at: r.get(15)?,
-        window_start: r.get(16)?,
-        updated_at: r.get(17)?,
-        finalized_at: r.get(18)?,
-        lease_epoch: 0,
-        account: if r.as_ref().column_count() > 19 {
-            r.get(19)?
-        } else {
-            None
-        },
-    })
+    crate::store::jobs::job_from(r, false).map_err(super::cells::driver_error)
 }
 
 /// Writes one attempt's end inside the caller's transaction, guarded on the lease.

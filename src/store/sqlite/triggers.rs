@@ -11,31 +11,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Invocation> {
-    let approved: Option<bool> = r.get(6)?;
-    Ok(Invocation {
-        id: r.get(0)?,
-        trigger: r.get(1)?,
-        access_request_id: r.get(2)?,
-        identity: r.get(3)?,
-        mode: r.get(4)?,
-        body: r.get(5)?,
-        answer: match approved {
-            None => None,
-            Some(approved) => Some(Answer {
-                approved,
-                comment: r.get(7)?,
-                approver: r.get(8)?,
-                rule: r.get(9)?,
-            }),
-        },
-        callback_url: r.get(10)?,
-        sealed_secret: r.get(11)?,
-        state: r.get(12)?,
-        attempts: r.get(13)?,
-        next_attempt_at: r.get(14)?,
-        deadline_at: r.get(15)?,
-        received_at: r.get(16)?,
-    })
+    invocation_from(r).map_err(super::cells::driver_error)
 }
 
 impl Sqlite {
