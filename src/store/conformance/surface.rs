@@ -76,6 +76,18 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     assert_eq!(native.as_deref(), Some("uid=u1"));
     let managed = s.managed_accounts("flat".into()).await?;
     assert_eq!(managed, [("u1".to_string(), "uid=u1".to_string())]);
+    // What a plan is made against: u1's held item and account; nothing of u2's.
+    let snap = s.snapshot(vec!["u1".into(), "u2".into()]).await?;
+    let held: Vec<(&str, &str)> = snap
+        .assignments
+        .iter()
+        .map(|a| (a.identity.as_str(), a.item_id.as_str()))
+        .collect();
+    assert_eq!(held, [("u1", "ap-remote")]);
+    assert!(
+        snap.accounts
+            .contains(&("u1".to_string(), "flat".to_string()))
+    );
     Ok(())
 }
 
