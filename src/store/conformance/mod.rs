@@ -422,6 +422,13 @@ async fn cancel_job(store: Store) -> Outcome {
 async fn manual_job(f: &Fixture, who: &str, now: i64) -> Result<(i64, Vec<i64>), Failure> {
     f.grant(who, "ap-eng", now).await?;
     let job = f.first("a", now + 1).await?;
+    let tasks = open_manual(f, &job, now + 2).await?;
+    Ok((job.id, tasks))
+}
+
+/// A claimed `job` (lease owner `a`) turned into open tasks for `o@x`, one per operation;
+/// returns its tasks' ids.
+async fn open_manual(f: &Fixture, job: &Job, now: i64) -> Result<Vec<i64>, Failure> {
     let tasks: Vec<NewTask> = job
         .ops
         .iter()
@@ -429,16 +436,16 @@ async fn manual_job(f: &Fixture, who: &str, now: i64) -> Result<(i64, Vec<i64>),
         .map(|(i, op)| NewTask {
             op_index: i,
             owner: "o@x".into(),
-            identity_name: who.into(),
+            identity_name: job.identity_id.clone(),
             operation: op.kind().as_str().into(),
-            account: who.into(),
+            account: job.identity_id.clone(),
             attribute: String::new(),
             value: String::new(),
             due_at: None,
         })
         .collect();
     f.store
-        .open_tasks(job.clone(), "a".into(), tasks, now + 2)
+        .open_tasks(job.clone(), "a".into(), tasks, now)
         .await?;
     let open = f
         .store
@@ -447,12 +454,11 @@ async fn manual_job(f: &Fixture, who: &str, now: i64) -> Result<(i64, Vec<i64>),
             ..Default::default()
         })
         .await?;
-    let ids = open
+    Ok(open
         .iter()
-        .filter(|t| t.identity_id == who)
+        .filter(|t| t.identity_id == job.identity_id)
         .map(|t| t.id)
-        .collect();
-    Ok((job.id, ids))
+        .collect())
 }
 
 async fn manual_tasks(store: Store) -> Outcome {

@@ -9,7 +9,7 @@ use super::fixture::{Fixture, err};
 use super::{Failure, Outcome};
 use crate::store::audit::AuditQuery;
 use crate::store::jobs::{Job, JobState};
-use crate::store::tasks::{NewTask, Resolved, TaskFilter};
+use crate::store::tasks::Resolved;
 use crate::store::{Store, StoreError};
 
 const ROUNDS: usize = 6;
@@ -170,36 +170,7 @@ async fn manual_jobs(f: &Fixture, round: i64, t: i64) -> Result<Vec<(Job, Vec<i6
     let jobs = f.claim("a", t + 100).await?;
     let mut out = Vec::new();
     for job in jobs {
-        let tasks: Vec<NewTask> = job
-            .ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| NewTask {
-                op_index: i,
-                owner: "o@x".into(),
-                identity_name: job.identity_id.clone(),
-                operation: op.kind().as_str().into(),
-                account: job.identity_id.clone(),
-                attribute: String::new(),
-                value: String::new(),
-                due_at: None,
-            })
-            .collect();
-        f.store
-            .open_tasks(job.clone(), "a".into(), tasks, t + 200)
-            .await?;
-        let open = f
-            .store
-            .tasks(TaskFilter {
-                open_only: true,
-                ..Default::default()
-            })
-            .await?;
-        let ids = open
-            .iter()
-            .filter(|t| t.identity_id == job.identity_id)
-            .map(|t| t.id)
-            .collect();
+        let ids = super::open_manual(f, &job, t + 200).await?;
         out.push((job, ids));
     }
     Ok(out)
