@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{AppState, authorized, error, internal};
 use crate::clock::to_ms;
 use crate::lifecycle::apply::{ApplyError, apply};
+use crate::store::Stamp;
 
 fn bad(texts: Vec<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "400.1 Bad request content", &texts)
@@ -87,7 +88,7 @@ pub(super) async fn put(
     let identities = [identity];
     let applied = match apply(
         &config,
-        &state.store,
+        &*state.store,
         &state.intake,
         &identities,
         &config.identities,
@@ -110,7 +111,7 @@ pub(super) async fn put(
     let id = identity.id.clone();
     if let Err(e) = state
         .store
-        .import_identities(vec![identity], now, token.clone())
+        .import_identities(vec![identity], Stamp::new(token.clone(), now))
         .await
     {
         return super::store_failed(e);

@@ -28,7 +28,7 @@ use crate::intake::validate::MAX_BODY;
 use crate::store::jobs::JobState;
 use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
-use crate::store::{Store, StoreError, new_id};
+use crate::store::{Stamp, Store, StoreError, new_id};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -372,7 +372,7 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     let now = to_ms(state.clock.now());
     match state
         .store
-        .cancel_request(id.clone(), now, comment, token.clone())
+        .cancel_request(id.clone(), comment, Stamp::new(token.clone(), now))
         .await
     {
         Ok(n) => {

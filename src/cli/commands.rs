@@ -10,10 +10,10 @@ use crate::clock::{Clock, SystemClock, rfc3339_ms, to_ms};
 use crate::config::{self, Config};
 use crate::intake::validate::MAX_BODY;
 use crate::intake::{self, SubmitError};
-use crate::store::jobs::{JobFilter, JobState};
+use crate::store::jobs::{JobFilter, JobState, Retry};
 use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
-use crate::store::{Store, StoreError};
+use crate::store::{Stamp, Store, StoreError};
 
 pub(super) fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
@@ -446,7 +446,14 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
                     .map_err(failed)?
                     .lookup(&job.identity_id);
             let j = store
-                .retry_job(*id, now, max, current, super::actor())
+                .retry_job(
+                    *id,
+                    Retry {
+                        max_attempts: max,
+                        identity: current,
+                    },
+                    Stamp::new(super::actor(), now),
+                )
                 .await
                 .map_err(store_err)?;
             println!(
@@ -459,7 +466,7 @@ async fn jobs(cli: &Cli, cmd: &JobsCommand, clock: &SystemClock) -> Result<(), C
         }
         JobsCommand::Cancel { id, reason } => {
             store
-                .cancel_job(*id, now, reason.clone(), super::actor())
+                .cancel_job(*id, reason.clone(), Stamp::new(super::actor(), now))
                 .await
                 .map_err(store_err)?;
             println!("job {id} canceled");

@@ -11,6 +11,7 @@ use super::commands::{failed, open};
 use crate::clock::{Clock, SystemClock, to_ms};
 use crate::config::{self, Config};
 use crate::lifecycle::apply::{ApplyError, apply};
+use crate::store::Stamp;
 
 /// Reads an identities file (CSV with an `id` column, or JSON lines); all or nothing.
 fn read(config: &Config, file: &Path) -> Result<Vec<Identity>, CliError> {
@@ -51,7 +52,7 @@ fn read(config: &Config, file: &Path) -> Result<Vec<Identity>, CliError> {
 pub(super) async fn preview(config: &Config, file: &Path) -> Result<(), CliError> {
     let ids = read(config, file)?;
     let store = open(config).await?;
-    let changes = crate::lifecycle::apply::plan(config, &store, &ids, &config.identities)
+    let changes = crate::lifecycle::apply::plan(config, &*store, &ids, &config.identities)
         .await
         .map_err(failed)?;
     if changes.is_empty() {
@@ -99,7 +100,7 @@ pub(super) async fn import(
     let ids = read(config, file)?;
     let store = open(config).await?;
     let intake = super::commands::cli_intake(config, &store);
-    let applied = match apply(config, &store, &intake, &ids, &config.identities, confirm).await {
+    let applied = match apply(config, &*store, &intake, &ids, &config.identities, confirm).await {
         Ok(a) => a,
         Err(e @ ApplyError::Held { .. }) => {
             return Err(CliError::Invalid(format!(
@@ -109,7 +110,7 @@ pub(super) async fn import(
         Err(e) => return Err(failed(e)),
     };
     let n = store
-        .import_identities(ids, to_ms(clock.now()), super::actor())
+        .import_identities(ids, Stamp::new(super::actor(), to_ms(clock.now())))
         .await
         .map_err(failed)?;
     println!("{n} identities imported");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::store::audit::EventWindow;
 use crate::store::{Store, StoredEvent, writer};
 
 /// How often the trail is read.
@@ -155,7 +156,12 @@ pub async fn run(store: Store, stop: impl Future<Output = ()>) {
         while cursor < upto {
             let after = cursor;
             let found = store
-                .events_between(after, upto, Some(me.to_string()), BATCH)
+                .events_between(EventWindow {
+                    after,
+                    upto,
+                    not_by: Some(me.to_string()),
+                    limit: BATCH,
+                })
                 .await;
             let events = match found {
                 Ok(e) => e,

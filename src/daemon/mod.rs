@@ -530,7 +530,7 @@ async fn csv_changes(
         .collect();
     let applied = crate::lifecycle::apply::apply(
         new,
-        &what.store,
+        &*what.store,
         &what.intake,
         &changed,
         &old.identities,

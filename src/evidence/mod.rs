@@ -302,7 +302,7 @@ pub async fn import(
         taken_at: to_ms(now),
     };
     let snapshot = store
-        .record_snapshot(meta, stored, verified.clone(), to_ms(now))
+        .record_snapshot(meta, stored, verified.clone())
         .await?;
     let drift = check::drift(
         source_id,

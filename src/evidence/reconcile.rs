@@ -129,9 +129,7 @@ pub async fn reconcile(
         actor: actor.to_string(),
         taken_at: to_ms(now),
     };
-    let snapshot = store
-        .record_snapshot(meta, rows, Vec::new(), to_ms(now))
-        .await?;
+    let snapshot = store.record_snapshot(meta, rows, Vec::new()).await?;
     let Some(src) = config.sources.get(source) else {
         return Err(EvidenceError::Invalid(format!("no source `{source}`")));
     };

@@ -11,8 +11,9 @@ use super::{Change, Sync, change, state_name, summary};
 use crate::config::{Config, ItemType};
 use crate::intake::{Intake, SubmitError};
 use crate::model::Requester;
+use crate::store::StoreError;
 use crate::store::audit::AccessQuery;
-use crate::store::{Store, StoreError};
+use crate::store::roles::{Accounts, Audit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -48,7 +49,7 @@ pub struct Applied {
 /// changes.
 pub async fn plan(
     config: &Config,
-    store: &Store,
+    store: &(impl Accounts + Audit + ?Sized),
     identities: &[Identity],
     csv_before: &BTreeMap<String, Identity>,
 ) -> Result<Vec<Change>, StoreError> {
@@ -96,7 +97,7 @@ pub async fn plan(
 /// `confirm` lets a mass change through.
 pub async fn apply(
     config: &Config,
-    store: &Store,
+    store: &(impl Accounts + Audit + ?Sized),
     intake: &Intake,
     identities: &[Identity],
     csv_before: &BTreeMap<String, Identity>,

@@ -12,8 +12,8 @@ use provd_connector_core::Identity;
 use serde_json::Value;
 
 use super::{Result, StoreError};
-use crate::model::ValidRequest;
 use crate::model::{Plan, Snapshot};
+use crate::model::{Requester, ValidRequest};
 
 /// A request on disk.
 #[derive(Debug, Clone)]
@@ -27,6 +27,23 @@ pub struct Accepted {
     pub body: Option<String>,
     /// removeDates this request scheduled, moved or cleared (for the log).
     pub removals: Vec<RemovalChange>,
+}
+
+impl Accepted {
+    /// A request stored now: its body is the caller's.
+    pub fn stored(
+        request_id: String,
+        response: Value,
+        (job_ids, removals): (Vec<i64>, Vec<RemovalChange>),
+    ) -> Replay {
+        Replay::New(Accepted {
+            request_id,
+            response,
+            job_ids,
+            body: None,
+            removals,
+        })
+    }
 }
 
 /// A change to when an assignment is removed.
@@ -78,4 +95,20 @@ impl Context {
             .get(id)
             .ok_or_else(|| StoreError::Conflict(format!("identity `{id}` vanished while planning")))
     }
+}
+
+/// One request to plan and write, as a backend's accept reads it: borrowed from an
+/// [`super::roles::Accept`], or from a removal whose revoke is being planned.
+#[derive(Clone, Copy)]
+pub struct Submission<'a> {
+    pub request: &'a ValidRequest,
+    /// The body as received (kept for replays and audits).
+    pub body: &'a str,
+    pub requester: &'a Requester,
+    pub idempotency_key: Option<&'a str>,
+    pub ctx: &'a Context,
+    pub now: jiff::Timestamp,
+    /// An assignment to count as held although no longer live: the one a removal's revoke
+    /// takes away (None for any other request).
+    pub include: Option<i64>,
 }

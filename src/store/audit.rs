@@ -115,6 +115,16 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// Events in (after, upto], at most `limit`, leaving out those written by `not_by` (a
+/// mirror's own writes, which it must not copy back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventWindow {
+    pub after: i64,
+    pub upto: i64,
+    pub not_by: Option<String>,
+    pub limit: usize,
+}
+
 /// A bound value of an audit query.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {

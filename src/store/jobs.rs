@@ -99,6 +99,15 @@ pub struct Finish {
     pub ending: Ending,
 }
 
+/// An operator's retry of a failed or canceled job: the attempts it gets from now, and
+/// its identity as imported now (None: keep the one it was planned with), so that a
+/// retry after a fix to the identity sees the fix.
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub identity: Option<provd_connector_core::Identity>,
+}
+
 /// A job that moved, for the log line the caller writes.
 #[derive(Debug, Clone)]
 pub struct Moved {

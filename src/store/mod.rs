@@ -37,7 +37,7 @@ use std::sync::Arc;
 pub use accept::{Accepted, Context, Decide, Replay};
 pub use events::{Event, StoredEvent, writer};
 pub use jobs::{Job, JobState};
-pub use roles::{Backend, BoxFuture, Claim, Leader, SINGLETON};
+pub use roles::{Backend, BoxFuture, Claim, Fut, Leader, SINGLETON, Stamp};
 pub use sqlite::DB_FILE;
 
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,26 @@ pub struct Removal {
     pub key: String,
 }
 
+impl Removal {
+    /// The revoke this removal becomes, as the schedule requests it.
+    pub fn submission<'a>(
+        &'a self,
+        from: &'a crate::model::Requester,
+        ctx: &'a super::accept::Context,
+        now: jiff::Timestamp,
+    ) -> super::accept::Submission<'a> {
+        super::accept::Submission {
+            request: &self.request,
+            body: &self.body,
+            requester: from,
+            idempotency_key: Some(&self.key),
+            ctx,
+            now,
+            include: Some(self.fired.assignment),
+        }
+    }
+}
+
 /// A planned removal (phase 2).
 #[derive(Debug, Clone)]
 pub struct Planned {

@@ -2,7 +2,8 @@
 //! with the jobs that carry it. Shaping it like the upstream's `/access-request-status`
 //! items is `crate::wire`'s.
 
-use super::jobs::JobState;
+use super::jobs::{AttemptError, JobState};
+use super::{Result, StoreError};
 
 /// Which status items to list.
 #[derive(Debug, Clone, Default)]
@@ -52,4 +53,31 @@ pub struct StatusJob {
     pub updated_at: i64,
     /// Open manual tasks: (owner, created_at).
     pub open_tasks: Vec<(String, i64)>,
+}
+
+impl StatusJob {
+    /// A job as its row stores it (`errors`: its attempts' errors, JSON); the caller adds
+    /// the open tasks of one that [`StatusJob::waits_on_tasks`].
+    pub fn from_row(id: i64, state: &str, errors: &str, updated_at: i64) -> Result<StatusJob> {
+        let state = JobState::parse(state);
+        let last_error = if matches!(state, Some(JobState::Failed | JobState::Retrying)) {
+            let errs: Vec<AttemptError> =
+                serde_json::from_str(errors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            errs.last().map(|e| e.message.clone())
+        } else {
+            None
+        };
+        Ok(StatusJob {
+            id,
+            state,
+            last_error,
+            updated_at,
+            open_tasks: Vec::new(),
+        })
+    }
+
+    /// A manual job: its open tasks say whom it waits on.
+    pub fn waits_on_tasks(&self) -> bool {
+        self.state == Some(JobState::Manual)
+    }
 }

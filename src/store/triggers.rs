@@ -46,6 +46,22 @@ pub(crate) const COLUMNS: &str =
     "id, trigger, access_request_id, identity_id, mode, body, approved, comment, approver, rule,
     callback_url, sealed_secret, state, attempts, next_attempt_at, deadline_at, received_at";
 
+/// How an invocation's callback ended: `delivered` or `expired`, and why not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackEnd {
+    pub state: &'static str,
+    pub error: Option<String>,
+}
+
+/// An audit event of a trigger's own (not about a job): its kind, whom it concerns, and
+/// its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerEvent {
+    pub kind: &'static str,
+    pub identity: Option<String>,
+    pub data: Value,
+}
+
 /// The audit event of an invocation's answer.
 pub fn decision_event(inv: &Invocation, a: &Answer) -> Value {
     serde_json::json!({

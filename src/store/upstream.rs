@@ -20,6 +20,33 @@ pub struct Pulled {
     pub received_at: i64,
 }
 
+/// What became of a pulled request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted as this provd request.
+    Accepted(String),
+    /// Rejected, for this reason (written back to the upstream).
+    Rejected(String),
+}
+
+impl Outcome {
+    /// The outcome column's text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Accepted(_) => "accepted",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+
+    /// (request id, reason) as the store keeps them: one of the two is set.
+    pub fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Outcome::Accepted(id) => (Some(id), None),
+            Outcome::Rejected(why) => (None, Some(why)),
+        }
+    }
+}
+
 /// An upstream's health, for `/readyz`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{Triggers, body, output};
 use crate::clock::to_ms;
 use crate::model::RetryPolicy;
-use crate::store::StoreError;
-use crate::store::triggers::{Answer, Invocation};
+use crate::store::triggers::{Answer, CallbackEnd, Invocation};
+use crate::store::{Stamp, StoreError};
 
 /// Between failed callbacks: 1 s, doubling, at most a minute apart.
 fn backoff() -> RetryPolicy {
@@ -93,8 +93,7 @@ impl Triggers {
             .answer_invocation(
                 inv.clone(),
                 a.clone(),
-                format!("trigger:{}", inv.trigger),
-                now,
+                Stamp::new(format!("trigger:{}", inv.trigger), now),
             )
             .await?;
         Ok(Some(a))
@@ -110,7 +109,11 @@ impl Triggers {
         tracing::info!(trigger = %inv.trigger, access_request_id = %inv.access_request_id, outcome = state,
             attempts = inv.attempts + 1, error = error.as_deref().unwrap_or("-"), "pre-approval callback ended");
         self.store
-            .finish_invocation(inv.clone(), state, error, self.agent.clone(), now)
+            .finish_invocation(
+                inv.clone(),
+                CallbackEnd { state, error },
+                Stamp::new(self.agent.clone(), now),
+            )
             .await
     }
 

@@ -21,8 +21,8 @@ use crate::config::{Config, Live};
 use crate::intake::{Intake, SubmitError};
 use crate::model::{ItemType, Requester};
 use crate::store::audit::AccessQuery;
-use crate::store::triggers::{Answer, Invocation};
-use crate::store::{Store, StoreError};
+use crate::store::triggers::{Answer, Invocation, TriggerEvent};
+use crate::store::{Stamp, Store, StoreError};
 use body::{BadField, Decided, Mode, Operation, Submitted};
 use decide::{Asked, Verdict};
 
@@ -228,11 +228,12 @@ impl Triggers {
             let data = json!({ "trigger": trigger.name, "accessRequestId": d.access_request_id, "items": denied });
             self.store
                 .trigger_event(
-                    "trigger_items_denied",
-                    ids.first().cloned(),
-                    data,
-                    actor.clone(),
-                    now,
+                    TriggerEvent {
+                        kind: "trigger_items_denied",
+                        identity: ids.first().cloned(),
+                        data,
+                    },
+                    Stamp::new(actor.clone(), now),
                 )
                 .await?;
         }

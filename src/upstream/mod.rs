@@ -30,7 +30,7 @@ use crate::intake::SubmitError;
 use crate::store::jobs::JobState;
 use crate::store::roles::JobOutcome;
 use crate::store::roles::{Accounts, Upstream};
-use crate::store::upstream::Unwritten;
+use crate::store::upstream::{Outcome, Unwritten};
 use crate::store::{Store, StoreError};
 
 const LIST: &str = "/governance/api/v2/requests";
@@ -176,7 +176,7 @@ impl Puller {
                     failures = 0;
                     let _ = self
                         .upstream
-                        .set_upstream_health(self.cfg.name.clone(), true, None, self.now())
+                        .set_upstream_health(self.cfg.name.clone(), None, self.now())
                         .await;
                     if n > 0 {
                         tracing::info!(upstream = %self.cfg.name, pulled = n, "approved requests pulled");
@@ -192,7 +192,7 @@ impl Puller {
                     tracing::error!(upstream = %self.cfg.name, error = %e, "upstream refuses our credentials (after renewing the token): unhealthy");
                     let _ = self
                         .upstream
-                        .set_upstream_health(self.cfg.name.clone(), false, Some(e), self.now())
+                        .set_upstream_health(self.cfg.name.clone(), Some(e), self.now())
                         .await;
                     self.cfg.poll_interval.0
                 }
@@ -204,12 +204,7 @@ impl Puller {
                     tracing::warn!(upstream = %self.cfg.name, error = %e, retry_in_ms = wait.as_millis() as u64, "pull failed; backing off");
                     let _ = self
                         .upstream
-                        .set_upstream_health(
-                            self.cfg.name.clone(),
-                            false,
-                            Some(e.to_string()),
-                            self.now(),
-                        )
+                        .set_upstream_health(self.cfg.name.clone(), Some(e.to_string()), self.now())
                         .await;
                     wait
                 }
@@ -320,7 +315,7 @@ impl Puller {
         let reject = async |reason: String| -> Result<bool, PollError> {
             tracing::warn!(upstream = %name, upstream_id = id, reason = %reason, "pulled request rejected");
             self.upstream
-                .record_upstream(name.clone(), id.to_string(), None, Some(reason), now)
+                .record_upstream(name.clone(), id.to_string(), Outcome::Rejected(reason), now)
                 .await?;
             Ok(true)
         };
@@ -357,7 +352,12 @@ impl Puller {
             Ok(replay) => {
                 let rid = replay.accepted().request_id.clone();
                 self.upstream
-                    .record_upstream(name.clone(), id.to_string(), Some(rid.clone()), None, now)
+                    .record_upstream(
+                        name.clone(),
+                        id.to_string(),
+                        Outcome::Accepted(rid.clone()),
+                        now,
+                    )
                     .await?;
                 tracing::info!(upstream = %name, upstream_id = id, request_id = %rid, "pulled request accepted");
                 Ok(true)

@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::harness::eventually;
 use crate::pg::Pg;
 use crate::pg_store::fresh;
+use provd::store::Stamp;
+use provd::store::jobs::Retry;
 
 /// Another session runs `sql` in a transaction that then sleeps `seconds` before it
 /// commits; returns once it is asleep, holding whatever `sql` locked.
@@ -141,7 +143,16 @@ async fn a_retry_that_loses_a_race_to_a_claim_says_so_and_writes_nothing() {
     )
     .await;
     let id: i64 = id.parse().unwrap();
-    let r = store.retry_job(id, 5_000, 3, None, "cli:op".into()).await;
+    let r = store
+        .retry_job(
+            id,
+            Retry {
+                max_attempts: 3,
+                identity: None,
+            },
+            Stamp::new("cli:op", 5_000),
+        )
+        .await;
     let _ = claim.wait();
     assert!(
         matches!(&r, Err(provd::store::StoreError::Conflict(m)) if m.contains("changed while")),

@@ -13,9 +13,9 @@ mod surface;
 use fixture::{Fixture, err, fixture};
 
 use super::audit::{AccessQuery, AuditQuery};
-use super::jobs::{Job, JobFilter, JobState};
+use super::jobs::{Job, JobFilter, JobState, Retry};
 use super::tasks::{NewTask, TaskFilter};
-use super::{BoxFuture, Replay, Store, StoreError};
+use super::{BoxFuture, Replay, Stamp, Store, StoreError};
 use crate::model::RequestType;
 
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -159,7 +159,14 @@ async fn retried_heads_lane(store: Store) -> Outcome {
         .await?;
     // The operator retries job 1 before job 2 ran: job 1 goes first again.
     f.store
-        .retry_job(first.id, 2_002, 3, None, "cli:op".into())
+        .retry_job(
+            first.id,
+            Retry {
+                max_attempts: 3,
+                identity: None,
+            },
+            Stamp::new("cli:op", 2_002),
+        )
         .await?;
     let next = f.claim("a", 2_003).await?;
     assert_eq!(ids(&next), [first.id]);
@@ -244,7 +251,14 @@ async fn attempt_errors(store: Store) -> Outcome {
     assert_eq!(f.state_of(&rid).await?, "PROVISIONING_FAILED");
     assert_eq!(f.assignment_states().await?, ["failed"]);
     f.store
-        .retry_job(job.id, 6_000, 10, None, "cli:op".into())
+        .retry_job(
+            job.id,
+            Retry {
+                max_attempts: 10,
+                identity: None,
+            },
+            Stamp::new("cli:op", 6_000),
+        )
         .await?;
     let j = f.job(job.id).await?;
     // A fresh budget of the source's max_attempts, counted from zero; history kept.
@@ -378,7 +392,11 @@ async fn cancel_request(store: Store) -> Outcome {
     let rid = f.grant("u1", "ap-eng", 1_000).await?;
     assert_eq!(
         f.store
-            .cancel_request(rid.clone(), 1_500, "not needed".into(), "cli:op".into())
+            .cancel_request(
+                rid.clone(),
+                "not needed".into(),
+                Stamp::new("cli:op", 1_500)
+            )
             .await?,
         1
     );
@@ -387,7 +405,7 @@ async fn cancel_request(store: Store) -> Outcome {
     assert!(f.claim("a", 2_000).await?.is_empty());
     let missing = f
         .store
-        .cancel_request("nope".into(), 1, "x".into(), "cli:op".into())
+        .cancel_request("nope".into(), "x".into(), Stamp::new("cli:op", 1))
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
@@ -402,7 +420,7 @@ async fn cancel_job(store: Store) -> Outcome {
     let job = f.first("a", 2_000).await?;
     let running = f
         .store
-        .cancel_job(job.id, 2_001, "x".into(), "cli:op".into())
+        .cancel_job(job.id, "x".into(), Stamp::new("cli:op", 2_001))
         .await;
     assert!(
         matches!(running, Err(StoreError::Conflict(_))),
@@ -411,7 +429,7 @@ async fn cancel_job(store: Store) -> Outcome {
     f.succeed(&job, "a", 2_002).await?;
     let done = f
         .store
-        .cancel_job(job.id, 2_003, "x".into(), "cli:op".into())
+        .cancel_job(job.id, "x".into(), Stamp::new("cli:op", 2_003))
         .await;
     assert!(matches!(done, Err(StoreError::Conflict(_))), "{done:?}");
     Ok(())

@@ -8,9 +8,9 @@
 use super::fixture::{Fixture, err};
 use super::{Failure, Outcome};
 use crate::store::audit::AuditQuery;
-use crate::store::jobs::{Job, JobState};
+use crate::store::jobs::{Job, JobState, Retry};
 use crate::store::tasks::Resolved;
-use crate::store::{Store, StoreError};
+use crate::store::{Stamp, Store, StoreError};
 
 const ROUNDS: usize = 6;
 /// Jobs a round: one for each of as many people (a grant held already makes no job, so
@@ -74,9 +74,16 @@ pub(super) async fn retry_against_claim(store: Store) -> Outcome {
                 .await?;
         }
         let now = t + 1_000;
-        let retries = jobs
-            .iter()
-            .map(|j| f.store.retry_job(j.id, now, 3, None, "cli:op".into()));
+        let retries = jobs.iter().map(|j| {
+            f.store.retry_job(
+                j.id,
+                Retry {
+                    max_attempts: 3,
+                    identity: None,
+                },
+                Stamp::new("cli:op", now),
+            )
+        });
         let (retried, claimed) = tokio::join!(
             futures_util::future::join_all(retries),
             f.claim_until("b", now, now + 600_000)
@@ -135,7 +142,7 @@ pub(super) async fn cancel_against_claim(store: Store) -> Outcome {
         let now = t + 1_000;
         let cancels = jobs.iter().map(|j| {
             f.store
-                .cancel_job(j.id, now, "not needed".into(), "cli:op".into())
+                .cancel_job(j.id, "not needed".into(), Stamp::new("cli:op", now))
         });
         let (canceled, claimed) =
             tokio::join!(futures_util::future::join_all(cancels), f.claim("a", now));
@@ -231,7 +238,7 @@ pub(super) async fn cancel_against_last_answer(store: Store) -> Outcome {
         });
         let cancels = jobs.iter().map(|(job, _)| {
             f.store
-                .cancel_job(job.id, t + 500, "withdrawn".into(), "cli:op".into())
+                .cancel_job(job.id, "withdrawn".into(), Stamp::new("cli:op", t + 500))
         });
         let (answered, canceled) = tokio::join!(
             futures_util::future::join_all(answers),

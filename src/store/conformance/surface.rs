@@ -8,14 +8,14 @@ use provd_connector_core::Identity;
 
 use super::fixture::{err, fixture};
 use super::{Outcome, manual_job};
-use crate::store::audit::AuditQuery;
+use crate::store::audit::{AuditQuery, EventWindow};
 use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::jobs::{JobState, OpRecord};
 use crate::store::mail::MailMark;
 use crate::store::rules::TaskStatus;
 use crate::store::tasks::{Resolved, TaskAnswer, TaskFilter};
-use crate::store::triggers::{Answer, Invocation};
-use crate::store::{Store, StoreError, TABLES};
+use crate::store::triggers::{Answer, CallbackEnd, Invocation, TriggerEvent};
+use crate::store::{Stamp, Store, StoreError, TABLES};
 
 async fn count(store: &Store, kind: &str) -> Result<usize, StoreError> {
     let q = AuditQuery {
@@ -39,8 +39,7 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     let n = s
         .import_identities(
             vec![person("u2", "b@x"), person("u1", "a@x")],
-            1_000,
-            "cli:op".into(),
+            Stamp::new("cli:op", 1_000),
         )
         .await?;
     assert_eq!(n, 2);
@@ -57,7 +56,7 @@ pub(super) async fn accounts(store: Store) -> Outcome {
         None
     );
     // A second import replaces what it names, whole.
-    s.import_identities(vec![person("u1", "new@x")], 1_001, "cli:op".into())
+    s.import_identities(vec![person("u1", "new@x")], Stamp::new("cli:op", 1_001))
         .await?;
     assert_eq!(s.identity("u1".into()).await?, Some(person("u1", "new@x")));
     // The account a job created is known by its native id from then on.
@@ -102,8 +101,7 @@ pub(super) async fn upstream(store: Store) -> Outcome {
     s.set_upstream_cursor(up(), "c1".into(), 10).await?;
     s.set_upstream_cursor(up(), "c2".into(), 11).await?;
     assert_eq!(s.upstream_cursor(up()).await?.as_deref(), Some("c2"));
-    s.set_upstream_health(up(), false, Some("503".into()), 12)
-        .await?;
+    s.set_upstream_health(up(), Some("503".into()), 12).await?;
     let health = s.upstream_health().await?;
     assert_eq!(health.len(), 1);
     assert_eq!(
@@ -123,11 +121,21 @@ pub(super) async fn upstream(store: Store) -> Outcome {
     );
     assert!(!s.upstream_seen(up(), "x1".into()).await?);
     for _ in 0..2 {
-        s.record_upstream(up(), "x1".into(), Some(rid.clone()), None, 20)
-            .await?;
-    }
-    s.record_upstream(up(), "x2".into(), None, Some("unknown item".into()), 21)
+        s.record_upstream(
+            up(),
+            "x1".into(),
+            crate::store::upstream::Outcome::Accepted(rid.clone()),
+            20,
+        )
         .await?;
+    }
+    s.record_upstream(
+        up(),
+        "x2".into(),
+        crate::store::upstream::Outcome::Rejected("unknown item".into()),
+        21,
+    )
+    .await?;
     assert!(s.upstream_seen(up(), "x1".into()).await?);
     assert_eq!(count(s, "upstream_rejected").await?, 1);
     let pulled = s
@@ -215,7 +223,7 @@ pub(super) async fn triggers(store: Store) -> Outcome {
         due.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
         ["submitted:a2"]
     );
-    s.answer_invocation(pending.clone(), approve(), "trigger:x".into(), 201)
+    s.answer_invocation(pending.clone(), approve(), Stamp::new("trigger:x", 201))
         .await?;
     s.retry_invocation(pending.id.clone(), 400, "503".into())
         .await?;
@@ -223,8 +231,15 @@ pub(super) async fn triggers(store: Store) -> Outcome {
     let again = s.invocation(pending.id.clone()).await?.ok_or("a2 lost")?;
     assert_eq!((again.attempts, again.answer.clone()), (1, Some(approve())));
     for _ in 0..2 {
-        s.finish_invocation(again.clone(), "delivered", None, "trigger:x".into(), 401)
-            .await?;
+        s.finish_invocation(
+            again.clone(),
+            CallbackEnd {
+                state: "delivered",
+                error: None,
+            },
+            Stamp::new("trigger:x", 401),
+        )
+        .await?;
     }
     let done = s.invocation(pending.id).await?.ok_or("a2 lost")?;
     assert_eq!(
@@ -233,11 +248,12 @@ pub(super) async fn triggers(store: Store) -> Outcome {
     );
     assert_eq!(count(&s, "trigger_callback").await?, 1, "finished once");
     s.trigger_event(
-        "trigger_refused",
-        None,
-        serde_json::json!({ "why": "test" }),
-        "trigger:x".into(),
-        500,
+        TriggerEvent {
+            kind: "trigger_refused",
+            identity: None,
+            data: serde_json::json!({ "why": "test" }),
+        },
+        Stamp::new("trigger:x", 500),
     )
     .await?;
     assert_eq!(count(&s, "trigger_refused").await?, 1);
@@ -270,7 +286,7 @@ pub(super) async fn evidence(store: Store) -> Outcome {
         disabled: false,
     }];
     let id = s
-        .record_snapshot(meta.clone(), seen.clone(), tasks.clone(), 2_000)
+        .record_snapshot(meta.clone(), seen.clone(), tasks.clone())
         .await?;
     let last = s.last_snapshot("flat".into()).await?.ok_or("no snapshot")?;
     assert_eq!((last.id, last.rows, last.kind.as_str()), (id, 1, "import"));
@@ -283,7 +299,7 @@ pub(super) async fn evidence(store: Store) -> Outcome {
     assert_eq!(count(s, "task_verified").await?, 1);
     assert_eq!(count(s, "accounts_snapshot").await?, 1);
     // A later snapshot replaces the accounts seen; verified tasks stay verified once.
-    s.record_snapshot(meta, Vec::new(), tasks, 3_000).await?;
+    s.record_snapshot(meta, Vec::new(), tasks).await?;
     assert!(s.seen_accounts("flat".into()).await?.is_empty());
     assert_eq!(count(s, "task_verified").await?, 1);
     Ok(())
@@ -373,14 +389,16 @@ pub(super) async fn lease_upkeep(store: Store) -> Outcome {
     assert_eq!(moved.len(), 2);
     assert!(s.renew("a#1".into(), held, 9_000).await?.len() == 2);
     let after = s.last_event_id().await?;
-    let mine = s.events_between(upto, after, None, 100).await?;
+    let window = |not_by| EventWindow {
+        after: upto,
+        upto: after,
+        not_by,
+        limit: 100,
+    };
+    let mine = s.events_between(window(None)).await?;
     assert_eq!(mine.len(), 2, "one lease_expired each");
     let writer = crate::store::writer().to_string();
-    assert!(
-        s.events_between(upto, after, Some(writer), 100)
-            .await?
-            .is_empty()
-    );
+    assert!(s.events_between(window(Some(writer))).await?.is_empty());
     for j in f.claim("a#2", 5_002).await? {
         s.fail_attempt(j, "a#2".into(), 5_003, err(1), None).await?;
     }

@@ -12,10 +12,9 @@ use super::accept_rows::{Write, write};
 use super::{Tx, Typed};
 use crate::clock::to_ms;
 use crate::config::ItemType;
-use crate::model::{AssignmentState, Granted, LiveAssignment, Requester, Snapshot, ValidRequest};
-use crate::store::accept::{Accepted, Context, Replay};
+use crate::model::{AssignmentState, Granted, LiveAssignment, Snapshot};
+use crate::store::accept::{Accepted, Replay, Submission};
 use crate::store::{Result, StoreError};
-use jiff::Timestamp;
 use tokio_postgres::types::Type;
 
 /// The advisory locks a request takes: its idempotency key and each identity it names.
@@ -131,41 +130,25 @@ pub(super) async fn lookup_key(tx: &Tx<'_>, key: &str) -> Result<Option<Accepted
 
 /// Plans and writes a request inside the caller's transaction, which holds the request's
 /// locks ([`lock_names`]).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn accept_in(
-    tx: &Tx<'_>,
-    req: &ValidRequest,
-    body: &str,
-    from: &Requester,
-    idempotency_key: Option<&str>,
-    ctx: &Context,
-    now: Timestamp,
-    include: Option<i64>,
-) -> Result<Replay> {
-    if let Some(key) = idempotency_key
+pub(super) async fn accept_in(tx: &Tx<'_>, s: &Submission<'_>) -> Result<Replay> {
+    if let Some(key) = s.idempotency_key
         && let Some(found) = lookup_key(tx, key).await?
     {
         return Ok(Replay::Replayed(found));
     }
-    let snap = snapshot(tx, &req.requested_for, include).await?;
-    let request_id = crate::store::new_request_id(now);
-    let (plan, response) = (ctx.decide)(req, &snap, &request_id);
+    let snap = snapshot(tx, &s.request.requested_for, s.include).await?;
+    let request_id = crate::store::new_request_id(s.now);
+    let (plan, response) = (s.ctx.decide)(s.request, &snap, &request_id);
     let w = Write {
-        req,
-        body,
-        from,
-        idempotency_key,
-        ctx,
+        req: s.request,
+        body: s.body,
+        from: s.requester,
+        idempotency_key: s.idempotency_key,
+        ctx: s.ctx,
         plan: &plan,
         request_id: &request_id,
         response: &response,
     };
-    let (job_ids, removals) = write(tx, &w, to_ms(now)).await?;
-    Ok(Replay::New(Accepted {
-        request_id,
-        response,
-        job_ids,
-        body: None,
-        removals,
-    }))
+    let written = write(tx, &w, to_ms(s.now)).await?;
+    Ok(Accepted::stored(request_id, response, written))
 }

@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use provd_connector_core::Identity;
 
 use super::Postgres;
-use crate::store::Result;
-use crate::store::roles::{Accounts, BoxFuture};
+use crate::store::roles::{Accounts, Fut, Stamp};
 use crate::store::rules::events;
 
 use crate::store::rules::stored_identity as identity;
 
 impl Accounts for Postgres {
-    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
+    fn identities(&self, ids: Vec<String>) -> Fut<BTreeMap<String, Identity>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -31,7 +30,7 @@ impl Accounts for Postgres {
         })
     }
 
-    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
+    fn identity_ids(&self) -> Fut<Vec<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -42,13 +41,9 @@ impl Accounts for Postgres {
         })
     }
 
-    fn import_identities(
-        &self,
-        identities: Vec<Identity>,
-        now: i64,
-        actor: String,
-    ) -> BoxFuture<Result<usize>> {
+    fn import_identities(&self, identities: Vec<Identity>, by: Stamp) -> Fut<usize> {
         let me = self.clone();
+        let Stamp { actor, now } = by;
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
@@ -69,11 +64,7 @@ impl Accounts for Postgres {
         })
     }
 
-    fn identity_by_attribute(
-        &self,
-        attr: String,
-        value: String,
-    ) -> BoxFuture<Result<Option<String>>> {
+    fn identity_by_attribute(&self, attr: String, value: String) -> Fut<Option<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -87,7 +78,7 @@ impl Accounts for Postgres {
         })
     }
 
-    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>> {
+    fn native_id(&self, identity: String, source: String) -> Fut<Option<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

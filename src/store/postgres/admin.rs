@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::{Postgres, schema};
-use crate::store::roles::{Admin, BoxFuture};
-use crate::store::{Result, StoreError, TABLES};
+use crate::store::roles::{Admin, Fut};
+use crate::store::{StoreError, TABLES};
 
 impl Admin for Postgres {
-    fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {
+    fn schema_version(&self) -> Fut<(i64, i64)> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -16,7 +16,7 @@ impl Admin for Postgres {
         })
     }
 
-    fn row_counts(&self) -> BoxFuture<Result<BTreeMap<&'static str, i64>>> {
+    fn row_counts(&self) -> Fut<BTreeMap<&'static str, i64>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -31,7 +31,7 @@ impl Admin for Postgres {
         })
     }
 
-    fn ping(&self) -> BoxFuture<Result<()>> {
+    fn ping(&self) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             me.client().await?.query_one("SELECT 1", &[]).await?;
@@ -39,7 +39,7 @@ impl Admin for Postgres {
         })
     }
 
-    fn probe_write(&self, now: i64) -> BoxFuture<Result<()>> {
+    fn probe_write(&self, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             me.client()
@@ -54,12 +54,12 @@ impl Admin for Postgres {
     }
 
     /// The database server manages its own disk; a full one fails `probe_write`.
-    fn check_free_space(&self) -> BoxFuture<Result<()>> {
+    fn check_free_space(&self) -> Fut<()> {
         Box::pin(async { Ok(()) })
     }
 
     /// Every table this build needs is there and the append-only trigger guards events.
-    fn analyze_stale(&self, share: f64) -> BoxFuture<Result<Vec<String>>> {
+    fn analyze_stale(&self, share: f64) -> Fut<Vec<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -88,7 +88,7 @@ impl Admin for Postgres {
         })
     }
 
-    fn store_id(&self) -> BoxFuture<Result<String>> {
+    fn store_id(&self) -> Fut<String> {
         let me = self.clone();
         Box::pin(async move {
             let row = me
@@ -100,7 +100,7 @@ impl Admin for Postgres {
         })
     }
 
-    fn quick_check(&self) -> BoxFuture<Result<()>> {
+    fn quick_check(&self) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

@@ -7,11 +7,11 @@ use serde_json::Value;
 use super::{Postgres, Tx};
 use crate::store::Result;
 use crate::store::audit::{
-    AccessQuery, AuditQuery, HOLDINGS_POSTGRES, Holding, Param, RemovalRow, audit_sql,
+    AccessQuery, AuditQuery, EventWindow, HOLDINGS_POSTGRES, Holding, Param, RemovalRow, audit_sql,
     postgres_param, removals_sql,
 };
 use crate::store::events::{Event, StoredEvent, actor, writer};
-use crate::store::roles::{Audit, BoxFuture};
+use crate::store::roles::{Audit, Fut};
 
 pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> {
     let data = e.data_text();
@@ -78,7 +78,7 @@ fn stored(r: &tokio_postgres::Row) -> StoredEvent {
 }
 
 impl Audit for Postgres {
-    fn holdings(&self, q: AccessQuery) -> BoxFuture<Result<Vec<Holding>>> {
+    fn holdings(&self, q: AccessQuery) -> Fut<Vec<Holding>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -105,7 +105,7 @@ impl Audit for Postgres {
         })
     }
 
-    fn removals(&self, since: i64, until: i64, limit: usize) -> BoxFuture<Result<Vec<RemovalRow>>> {
+    fn removals(&self, since: i64, until: i64, limit: usize) -> Fut<Vec<RemovalRow>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -134,7 +134,7 @@ impl Audit for Postgres {
         })
     }
 
-    fn audit(&self, q: AuditQuery) -> BoxFuture<Result<Vec<StoredEvent>>> {
+    fn audit(&self, q: AuditQuery) -> Fut<Vec<StoredEvent>> {
         let me = self.clone();
         Box::pin(async move {
             let (sql, params) = audit_sql(&q, postgres_param);
@@ -157,7 +157,7 @@ impl Audit for Postgres {
         })
     }
 
-    fn last_event_id(&self) -> BoxFuture<Result<i64>> {
+    fn last_event_id(&self) -> Fut<i64> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -168,17 +168,7 @@ impl Audit for Postgres {
         })
     }
 
-    fn events_after(&self, after: i64, limit: usize) -> BoxFuture<Result<Vec<StoredEvent>>> {
-        self.events_between(after, i64::MAX, None, limit)
-    }
-
-    fn events_between(
-        &self,
-        after: i64,
-        upto: i64,
-        not_by: Option<String>,
-        limit: usize,
-    ) -> BoxFuture<Result<Vec<StoredEvent>>> {
+    fn events_between(&self, w: EventWindow) -> Fut<Vec<StoredEvent>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -189,10 +179,10 @@ impl Audit for Postgres {
                        AND ($3::TEXT IS NULL OR writer IS NULL OR writer <> $3)
                      ORDER BY id LIMIT $4",
                     &[
-                        &after,
-                        &upto,
-                        &not_by,
-                        &(limit.min(i64::MAX as usize) as i64),
+                        &w.after,
+                        &w.upto,
+                        &w.not_by,
+                        &(w.limit.min(i64::MAX as usize) as i64),
                     ],
                 )
                 .await?;

@@ -1,15 +1,14 @@
 //! Evidence on PostgreSQL (same rules as SQLite's `store/evidence.rs`).
 
 use super::Postgres;
-use crate::store::Result;
 use crate::store::evidence::{SeenRow, SnapshotMeta};
-use crate::store::roles::{BoxFuture, Evidence};
+use crate::store::roles::{Evidence, Fut};
 use crate::store::rules::events::{self as rules, Verify};
 use crate::store::rules::states::parse_stored;
 use crate::store::tasks::TaskAnswer;
 
 impl Evidence for Postgres {
-    fn managed_accounts(&self, source: String) -> BoxFuture<Result<Vec<(String, String)>>> {
+    fn managed_accounts(&self, source: String) -> Fut<Vec<(String, String)>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -22,7 +21,7 @@ impl Evidence for Postgres {
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
-    fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
+    fn last_snapshot(&self, source: String) -> Fut<Option<SnapshotMeta>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -46,7 +45,7 @@ impl Evidence for Postgres {
         })
     }
 
-    fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>> {
+    fn seen_accounts(&self, source: String) -> Fut<Vec<SeenRow>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -67,14 +66,9 @@ impl Evidence for Postgres {
         })
     }
 
-    fn record_snapshot(
-        &self,
-        meta: SnapshotMeta,
-        rows: Vec<SeenRow>,
-        verify: Vec<i64>,
-        now: i64,
-    ) -> BoxFuture<Result<i64>> {
+    fn record_snapshot(&self, meta: SnapshotMeta, rows: Vec<SeenRow>, tasks: Vec<i64>) -> Fut<i64> {
         let me = self.clone();
+        let now = meta.taken_at;
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
@@ -110,7 +104,7 @@ impl Evidence for Postgres {
                 .await?;
             }
             let by = rules::snapshot_by(&meta, id);
-            for task in &verify {
+            for task in &tasks {
                 // The task's job first, then the task: the lock order of every writer of
                 // a manual job (see `tasks::resolve_in`).
                 tx.execute(
@@ -149,7 +143,7 @@ impl Evidence for Postgres {
                 )
                 .await?;
             }
-            let e = rules::accounts_snapshot(id, &meta, verify.len());
+            let e = rules::accounts_snapshot(id, &meta, tasks.len());
             super::audit::append(&tx, now, &e).await?;
             tx.commit().await?;
             Ok(id)

@@ -4,7 +4,7 @@
 //! woke up writes nothing.
 
 use super::{Postgres, Tx};
-use crate::store::roles::{BoxFuture, Leader, Leadership, SINGLETON};
+use crate::store::roles::{Fut, Leader, Leadership, SINGLETON};
 use crate::store::{Result, StoreError};
 
 impl Postgres {
@@ -35,13 +35,7 @@ impl Postgres {
 }
 
 impl Leadership for Postgres {
-    fn lead(
-        &self,
-        duty: String,
-        holder: String,
-        now: i64,
-        until: i64,
-    ) -> BoxFuture<Result<Option<i64>>> {
+    fn lead(&self, duty: String, holder: String, now: i64, until: i64) -> Fut<Option<i64>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -65,7 +59,7 @@ impl Leadership for Postgres {
         })
     }
 
-    fn resign(&self, duty: String, holder: String) -> BoxFuture<Result<()>> {
+    fn resign(&self, duty: String, holder: String) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             if duty == SINGLETON {
@@ -82,7 +76,7 @@ impl Leadership for Postgres {
         })
     }
 
-    fn leader(&self, duty: String) -> BoxFuture<Result<Option<Leader>>> {
+    fn leader(&self, duty: String) -> Fut<Option<Leader>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -100,7 +94,7 @@ impl Leadership for Postgres {
         })
     }
 
-    fn seen(&self, name: String, now: i64) -> BoxFuture<Result<()>> {
+    fn seen(&self, name: String, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -114,7 +108,7 @@ impl Leadership for Postgres {
         })
     }
 
-    fn agents(&self, since: i64) -> BoxFuture<Result<Vec<String>>> {
+    fn agents(&self, since: i64) -> Fut<Vec<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

@@ -7,14 +7,14 @@
 //! epoch still match, so an agent that stalled past its lease writes nothing (LeaseLost).
 
 use super::audit::append_all;
-use super::rows::{COLUMNS, event, get, job, to_json};
+use super::rows::{COLUMNS, get, job, to_json};
 use crate::store::events::Event;
 
 use super::Postgres;
 use crate::model::agent_actor;
 use crate::store::Result;
-use crate::store::jobs::{AttemptError, Finish, Job, JobFilter, JobState, Moved};
-use crate::store::roles::{BoxFuture, Claim, Queue};
+use crate::store::jobs::{AttemptError, Finish, Job, JobFilter, JobState, Moved, Retry};
+use crate::store::roles::{Claim, Fut, Queue, Stamp};
 use crate::store::rules::events;
 use crate::store::rules::operator::{self, RetryMove, guarded};
 
@@ -61,7 +61,12 @@ impl Postgres {
             )
             .await?;
             let data = events::lease_expired(&j);
-            event(&tx, now, "job_lease_expired", &j, &actor, data).await?;
+            super::audit::append(
+                &tx,
+                now,
+                &Event::of_job("job_lease_expired", &j, &actor, data),
+            )
+            .await?;
             moved.push(Moved {
                 job_id: j.id,
                 request_id: j.request_id.clone(),
@@ -134,7 +139,7 @@ impl Postgres {
 }
 
 impl Queue for Postgres {
-    fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>> {
+    fn job(&self, id: i64) -> Fut<Option<Job>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -145,7 +150,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn jobs(&self, f: JobFilter) -> BoxFuture<Result<Vec<Job>>> {
+    fn jobs(&self, f: JobFilter) -> Fut<Vec<Job>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -164,7 +169,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn claim(&self, cl: Claim) -> BoxFuture<Result<Vec<Job>>> {
+    fn claim(&self, cl: Claim) -> Fut<Vec<Job>> {
         let me = self.clone();
         Box::pin(async move {
             if cl.limit == 0 {
@@ -174,7 +179,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn next_due(&self) -> BoxFuture<Result<Option<i64>>> {
+    fn next_due(&self) -> Fut<Option<i64>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -199,7 +204,7 @@ impl Queue for Postgres {
     /// One transaction for the group, in a few statements whatever its size (see
     /// `finish.rs`). An end whose lease was lost writes nothing (LeaseLost); any other
     /// error fails the group, whose jobs then run again once their leases expire.
-    fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
+    fn finish_all(&self, items: Vec<Finish>) -> Fut<Vec<Result<()>>> {
         let me = self.clone();
         Box::pin(async move {
             super::retrying(|| async {
@@ -213,12 +218,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn renew(
-        &self,
-        owner: String,
-        jobs: Vec<(i64, i64)>,
-        until: i64,
-    ) -> BoxFuture<Result<Vec<i64>>> {
+    fn renew(&self, owner: String, jobs: Vec<(i64, i64)>, until: i64) -> Fut<Vec<i64>> {
         let me = self.clone();
         Box::pin(async move {
             let (ids, epochs): (Vec<i64>, Vec<i64>) = jobs.into_iter().unzip();
@@ -265,7 +265,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn release(&self, j: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
+    fn release(&self, j: Job, owner: String, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -279,13 +279,15 @@ impl Queue for Postgres {
                 )
                 .await?;
             if n > 0 {
-                event(
+                super::audit::append(
                     &tx,
                     now,
-                    "job_released",
-                    &j,
-                    &agent_actor(&owner),
-                    events::released_at_shutdown(),
+                    &Event::of_job(
+                        "job_released",
+                        &j,
+                        &agent_actor(&owner),
+                        events::released_at_shutdown(),
+                    ),
                 )
                 .await?;
             }
@@ -294,12 +296,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn expire_leases(
-        &self,
-        now: i64,
-        all_but: Option<String>,
-        by: String,
-    ) -> BoxFuture<Result<Vec<Moved>>> {
+    fn expire_leases(&self, now: i64, all_but: Option<String>, by: String) -> Fut<Vec<Moved>> {
         let me = self.clone();
         Box::pin(async move {
             super::retrying(|| async {
@@ -318,7 +315,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn reclaim(&self, name: String, me_owner: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
+    fn reclaim(&self, name: String, me_owner: String, now: i64) -> Fut<Vec<Moved>> {
         let me = self.clone();
         Box::pin(async move {
             let which = "left(lease_owner, length($1) + 1) = $1 || '#' AND lease_owner <> $2";
@@ -327,7 +324,7 @@ impl Queue for Postgres {
         })
     }
 
-    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, JobState, i64)>>> {
+    fn job_counts(&self) -> Fut<Vec<(String, JobState, i64)>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -344,14 +341,9 @@ impl Queue for Postgres {
         })
     }
 
-    fn cancel_job(
-        &self,
-        id: i64,
-        now: i64,
-        reason: String,
-        actor: String,
-    ) -> BoxFuture<Result<Job>> {
+    fn cancel_job(&self, id: i64, reason: String, by: Stamp) -> Fut<Job> {
         let me = self.clone();
+        let Stamp { actor, now } = by;
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
@@ -361,14 +353,9 @@ impl Queue for Postgres {
         })
     }
 
-    fn cancel_request(
-        &self,
-        request_id: String,
-        now: i64,
-        comment: String,
-        actor: String,
-    ) -> BoxFuture<Result<usize>> {
+    fn cancel_request(&self, request_id: String, comment: String, by: Stamp) -> Fut<usize> {
         let me = self.clone();
+        let Stamp { actor, now } = by;
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
@@ -378,15 +365,13 @@ impl Queue for Postgres {
         })
     }
 
-    fn retry_job(
-        &self,
-        id: i64,
-        now: i64,
-        max_attempts: u32,
-        identity: Option<provd_connector_core::Identity>,
-        actor: String,
-    ) -> BoxFuture<Result<Job>> {
+    fn retry_job(&self, id: i64, retry: Retry, by: Stamp) -> Fut<Job> {
         let me = self.clone();
+        let Stamp { actor, now } = by;
+        let Retry {
+            max_attempts,
+            identity,
+        } = retry;
         Box::pin(async move {
             let identity = identity.as_ref().map(to_json).transpose()?;
             let mut c = me.client().await?;
@@ -420,7 +405,12 @@ impl Queue for Postgres {
                     guarded(n, || operator::retry_raced(id))?;
                 }
             }
-            event(&tx, now, "job_retry_requested", &j, &actor, retry.data).await?;
+            super::audit::append(
+                &tx,
+                now,
+                &Event::of_job("job_retry_requested", &j, &actor, retry.data),
+            )
+            .await?;
             let j = get(&tx, id).await?.ok_or_else(|| operator::no_job(id))?;
             tx.commit().await?;
             Ok(j)

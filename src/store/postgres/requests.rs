@@ -4,29 +4,17 @@
 use super::Postgres;
 use super::accept::{accept_in, lock_all, lock_names};
 use crate::model::Snapshot;
+use crate::store::Result;
 use crate::store::accept::{Accepted, Replay};
-use crate::store::jobs::{AttemptError, JobState};
-use crate::store::roles::{Accept, BoxFuture, Requests};
+use crate::store::roles::{Accept, Fut, Requests};
 use crate::store::status::{StatusJob, StatusQuery, StatusRow};
-use crate::store::{Result, StoreError};
 
 async fn accept_one(tx: &super::Tx<'_>, a: &Accept) -> Result<Replay> {
-    let key = a.idempotency_key.as_deref();
-    accept_in(
-        tx,
-        &a.request,
-        &a.body,
-        &a.requester,
-        key,
-        &a.ctx,
-        a.now,
-        None,
-    )
-    .await
+    accept_in(tx, &a.submission()).await
 }
 
 impl Requests for Postgres {
-    fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
+    fn by_idempotency_key(&self, key: String) -> Fut<Option<Accepted>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -37,7 +25,7 @@ impl Requests for Postgres {
         })
     }
 
-    fn accept_all(&self, batch: Vec<Accept>) -> BoxFuture<Result<Vec<Result<Replay>>>> {
+    fn accept_all(&self, batch: Vec<Accept>) -> Fut<Vec<Result<Replay>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -66,7 +54,7 @@ impl Requests for Postgres {
         })
     }
 
-    fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>> {
+    fn snapshot(&self, identities: Vec<String>) -> Fut<Snapshot> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -77,7 +65,7 @@ impl Requests for Postgres {
         })
     }
 
-    fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>> {
+    fn status(&self, q: StatusQuery) -> Fut<Vec<StatusRow>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -108,32 +96,16 @@ impl Requests for Postgres {
                 let item: i64 = r.get(0);
                 let mut carried = Vec::new();
                 for j in &c.query(&jobs_of, &[&item]).await? {
-                    let job_id: i64 = j.get(0);
-                    let state = JobState::parse(j.get(1));
-                    let last_error =
-                        if matches!(state, Some(JobState::Failed) | Some(JobState::Retrying)) {
-                            let errs: Vec<AttemptError> = serde_json::from_str(j.get(2))
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                            errs.last().map(|e| e.message.clone())
-                        } else {
-                            None
-                        };
-                    let open_tasks = if state == Some(JobState::Manual) {
-                        c.query(&tasks_of, &[&job_id])
+                    let mut job = StatusJob::from_row(j.get(0), j.get(1), j.get(2), j.get(3))?;
+                    if job.waits_on_tasks() {
+                        job.open_tasks = c
+                            .query(&tasks_of, &[&job.id])
                             .await?
                             .iter()
                             .map(|t| (t.get(0), t.get(1)))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    carried.push(StatusJob {
-                        id: job_id,
-                        state,
-                        last_error,
-                        updated_at: j.get(3),
-                        open_tasks,
-                    });
+                            .collect();
+                    }
+                    carried.push(job);
                 }
                 out.push(StatusRow {
                     request_id: r.get(1),
@@ -158,7 +130,7 @@ impl Requests for Postgres {
         })
     }
 
-    fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>> {
+    fn request_origin(&self, id: String) -> Fut<Option<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -169,7 +141,7 @@ impl Requests for Postgres {
         })
     }
 
-    fn request_exists(&self, id: String) -> BoxFuture<Result<bool>> {
+    fn request_exists(&self, id: String) -> Fut<bool> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

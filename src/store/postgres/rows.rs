@@ -3,7 +3,6 @@
 use tokio_postgres::Row;
 
 use super::Tx;
-use crate::store::events::Event;
 use crate::store::jobs::Job;
 use crate::store::{Result, StoreError};
 
@@ -22,17 +21,6 @@ pub(super) async fn get(tx: &Tx<'_>, id: i64) -> Result<Option<Job>> {
         .query_opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), &[&id])
         .await?;
     row.as_ref().map(job).transpose()
-}
-
-pub(super) async fn event(
-    tx: &Tx<'_>,
-    now: i64,
-    kind: &str,
-    job: &Job,
-    actor: &str,
-    data: serde_json::Value,
-) -> Result<()> {
-    super::audit::append(tx, now, &Event::of_job(kind, job, actor, data)).await
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {

@@ -7,11 +7,11 @@ use jiff::Timestamp;
 use super::Postgres;
 use crate::clock::to_ms;
 use crate::config::ItemType;
+use crate::store::StoreError;
 use crate::store::accept::{Accepted, Context, Replay};
-use crate::store::roles::{BoxFuture, Schedule};
+use crate::store::roles::{Fut, Schedule};
 use crate::store::rules::events;
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
-use crate::store::{Result, StoreError};
 
 fn fired(r: &tokio_postgres::Row, now: Option<i64>) -> Option<Fired> {
     let remove_at: i64 = r.get(4);
@@ -28,7 +28,7 @@ fn fired(r: &tokio_postgres::Row, now: Option<i64>) -> Option<Fired> {
 }
 
 impl Schedule for Postgres {
-    fn assignments(&self, identity: Option<String>) -> BoxFuture<Result<Vec<Assignment>>> {
+    fn assignments(&self, identity: Option<String>) -> Fut<Vec<Assignment>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -59,7 +59,7 @@ impl Schedule for Postgres {
         })
     }
 
-    fn next_removal(&self) -> BoxFuture<Result<Option<i64>>> {
+    fn next_removal(&self) -> Fut<Option<i64>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -73,7 +73,7 @@ impl Schedule for Postgres {
         })
     }
 
-    fn fire(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+    fn fire(&self, now: i64, limit: usize) -> Fut<Vec<Fired>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -103,7 +103,7 @@ impl Schedule for Postgres {
         })
     }
 
-    fn unplanned(&self, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+    fn unplanned(&self, limit: usize) -> Fut<Vec<Fired>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -120,12 +120,7 @@ impl Schedule for Postgres {
         })
     }
 
-    fn plan_fired(
-        &self,
-        removals: Vec<Removal>,
-        ctx: Context,
-        now: Timestamp,
-    ) -> BoxFuture<Result<Vec<Planned>>> {
+    fn plan_fired(&self, due: Vec<Removal>, ctx: Context, now: Timestamp) -> Fut<Vec<Planned>> {
         let me = self.clone();
         Box::pin(async move {
             let now_ms = to_ms(now);
@@ -133,7 +128,7 @@ impl Schedule for Postgres {
             let tx = c.transaction().await?;
             me.fenced(&tx).await?;
             // The identities first (as every accept locks them), all at once, then the rows.
-            let names: Vec<String> = removals
+            let names: Vec<String> = due
                 .iter()
                 .flat_map(|r| {
                     super::accept::lock_names(Some(&r.key), std::slice::from_ref(&r.fired.identity))
@@ -141,7 +136,8 @@ impl Schedule for Postgres {
                 .collect();
             super::accept::lock_all(&tx, &names).await?;
             let mut out = Vec::new();
-            for removal in &removals {
+            let from = crate::model::Requester::schedule();
+            for removal in &due {
                 let f = &removal.fired;
                 let pending: Option<i64> = tx
                     .query_opt(
@@ -183,17 +179,7 @@ impl Schedule for Postgres {
                     request_id,
                     job_ids,
                     ..
-                }) = super::accept::accept_in(
-                    &tx,
-                    &removal.request,
-                    &removal.body,
-                    &crate::model::Requester::schedule(),
-                    Some(&removal.key),
-                    &ctx,
-                    now,
-                    Some(f.assignment),
-                )
-                .await?
+                }) = super::accept::accept_in(&tx, &removal.submission(&from, &ctx, now)).await?
                 {
                     planned.request_id = Some(request_id);
                     planned.jobs = job_ids.len();

@@ -5,10 +5,10 @@
 use futures_util::future::try_join_all;
 
 use super::Tx;
-use super::rows::{event, get};
+use super::rows::get;
 use crate::store::events::Event;
-use crate::store::jobs::{AttemptError, Job, JobState};
-use crate::store::rules::manual;
+use crate::store::jobs::{Job, JobState};
+use crate::store::rules::manual::{self, Verdict};
 use crate::store::rules::operator::{self, guarded};
 use crate::store::{Result, StoreError};
 
@@ -173,7 +173,12 @@ pub(super) async fn cancel_in(
         &[&now, &reason, &id],
     )
     .await?;
-    event(tx, now, "job_canceled", &job, actor, cancel.data).await?;
+    super::audit::append(
+        tx,
+        now,
+        &Event::of_job("job_canceled", &job, actor, cancel.data),
+    )
+    .await?;
     settle(tx, id, now, JobState::Canceled).await?;
     Ok(job)
 }
@@ -223,15 +228,14 @@ pub(super) async fn cancel_request(
 pub(super) async fn finish_manual(
     tx: &Tx<'_>,
     job_id: i64,
+    verdict: Verdict,
     now: i64,
-    to: JobState,
-    error: Option<AttemptError>,
     actor: &str,
 ) -> Result<JobState> {
     let job = get(tx, job_id)
         .await?
         .ok_or_else(|| operator::no_job(job_id))?;
-    let Some(end) = manual::end_manual(&job, to, error)? else {
+    let Some(end) = manual::end_manual(&job, verdict)? else {
         return Ok(job.state);
     };
     let n = tx
@@ -258,7 +262,7 @@ pub(super) async fn finish_manual(
         )
         .await?;
     }
-    event(tx, now, end.kind, &job, actor, end.data).await?;
+    super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data)).await?;
     settle(tx, job_id, now, end.state).await?;
     Ok(end.state)
 }

@@ -3,7 +3,7 @@
 use super::{Postgres, Tx};
 use crate::store::jobs::JobState;
 use crate::store::mail::MailMark;
-use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
+use crate::store::roles::{Fut, OpenTasks, Tasks};
 use crate::store::rules::manual::{self, Answer, TaskRow};
 use crate::store::rules::operator::guarded;
 use crate::store::rules::states::parse_stored;
@@ -98,9 +98,7 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
         .await?
         .get(0);
     let job_state = match manual::job_after_answer(task, status, open, resolved_by, note, now) {
-        Some((to, error)) => {
-            super::settle::finish_manual(tx, job_id, now, to, error, resolved_by).await?
-        }
+        Some(v) => super::settle::finish_manual(tx, job_id, v, now, resolved_by).await?,
         None => JobState::Manual,
     };
     Ok(Resolved::Applied {
@@ -110,7 +108,7 @@ pub(super) async fn resolve_in(tx: &Tx<'_>, a: &TaskAnswer, now: i64) -> Result<
 }
 
 impl Tasks for Postgres {
-    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> BoxFuture<Result<Vec<Result<()>>>> {
+    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> Fut<Vec<Result<()>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -121,7 +119,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn tasks(&self, f: TaskFilter) -> BoxFuture<Result<Vec<Task>>> {
+    fn tasks(&self, f: TaskFilter) -> Fut<Vec<Task>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -147,7 +145,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn open_task_count(&self) -> BoxFuture<Result<i64>> {
+    fn open_task_count(&self) -> Fut<i64> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -159,11 +157,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn resolve_tasks(
-        &self,
-        rows: Vec<TaskAnswer>,
-        now: i64,
-    ) -> BoxFuture<Result<Vec<Result<Resolved>>>> {
+    fn resolve_tasks(&self, rows: Vec<TaskAnswer>, now: i64) -> Fut<Vec<Result<Resolved>>> {
         let me = self.clone();
         Box::pin(async move {
             let mut out = Vec::with_capacity(rows.len());
@@ -191,7 +185,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>> {
+    fn task_brief(&self, task: i64) -> Fut<Option<TaskBrief>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -205,7 +199,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>> {
+    fn overdue_tasks(&self, source: String, older_than: i64) -> Fut<Vec<Overdue>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -229,7 +223,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn mail_marks(&self) -> BoxFuture<Result<Vec<MailMark>>> {
+    fn mail_marks(&self) -> Fut<Vec<MailMark>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -251,7 +245,7 @@ impl Tasks for Postgres {
         })
     }
 
-    fn set_mail_mark(&self, m: MailMark, now: i64) -> BoxFuture<Result<()>> {
+    fn set_mail_mark(&self, m: MailMark, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

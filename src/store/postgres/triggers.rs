@@ -1,25 +1,22 @@
 //! SailPoint trigger invocations on PostgreSQL (same rules as SQLite's `store/triggers.rs`).
 
-use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::Postgres;
 use crate::store::Result;
 use crate::store::events::Event;
-use crate::store::roles::{BoxFuture, Triggers};
-use crate::store::rules::events::trigger_callback;
-use crate::store::triggers::{Answer, COLUMNS, Invocation, decision_event};
+use crate::store::roles::{Fut, Stamp, Triggers};
+use crate::store::rules::events;
+use crate::store::triggers::{
+    Answer, COLUMNS, CallbackEnd, Invocation, TriggerEvent, decision_event,
+};
 
 fn row(r: &Row) -> Result<Invocation> {
     crate::store::triggers::invocation_from(r)
 }
 
 impl Triggers for Postgres {
-    fn record_invocation(
-        &self,
-        inv: Invocation,
-        actor: String,
-    ) -> BoxFuture<Result<(Invocation, bool)>> {
+    fn record_invocation(&self, inv: Invocation, actor: String) -> Fut<(Invocation, bool)> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -62,7 +59,7 @@ impl Triggers for Postgres {
         })
     }
 
-    fn invocation(&self, id: String) -> BoxFuture<Result<Option<Invocation>>> {
+    fn invocation(&self, id: String) -> Fut<Option<Invocation>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -76,7 +73,7 @@ impl Triggers for Postgres {
         })
     }
 
-    fn due_invocations(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Invocation>>> {
+    fn due_invocations(&self, now: i64, limit: usize) -> Fut<Vec<Invocation>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -93,13 +90,7 @@ impl Triggers for Postgres {
         })
     }
 
-    fn answer_invocation(
-        &self,
-        inv: Invocation,
-        a: Answer,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn answer_invocation(&self, inv: Invocation, a: Answer, by: Stamp) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -111,21 +102,15 @@ impl Triggers for Postgres {
                 )
                 .await?;
             if n > 0 {
-                let event = Event {
-                    kind: "trigger_decision",
-                    identity: inv.identity.as_deref(),
-                    data: decision_event(&inv, &a),
-                    actor: &actor,
-                    ..Default::default()
-                };
-                super::audit::append(&tx, now, &event).await?;
+                let event = events::trigger_decision(&inv, &a, &by.actor);
+                super::audit::append(&tx, by.now, &event).await?;
             }
             tx.commit().await?;
             Ok(())
         })
     }
 
-    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> BoxFuture<Result<()>> {
+    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -138,14 +123,7 @@ impl Triggers for Postgres {
         })
     }
 
-    fn finish_invocation(
-        &self,
-        inv: Invocation,
-        state: &'static str,
-        error: Option<String>,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn finish_invocation(&self, inv: Invocation, end: CallbackEnd, by: Stamp) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -154,38 +132,25 @@ impl Triggers for Postgres {
                 .execute(
                     "UPDATE trigger_invocations SET state = $1, attempts = attempts + 1, last_error = $2, done_at = $3, sealed_secret = NULL
                      WHERE id = $4 AND state = 'pending'",
-                    &[&state, &error, &now, &inv.id],
+                    &[&end.state, &end.error, &by.now, &inv.id],
                 )
                 .await?;
             if n > 0 {
-                let event = trigger_callback(&inv, state, error.as_deref(), &actor);
-                super::audit::append(&tx, now, &event).await?;
+                let event = events::trigger_callback(&inv, &end, &by.actor);
+                super::audit::append(&tx, by.now, &event).await?;
             }
             tx.commit().await?;
             Ok(())
         })
     }
 
-    fn trigger_event(
-        &self,
-        kind: &'static str,
-        identity: Option<String>,
-        data: Value,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn trigger_event(&self, entry: TriggerEvent, by: Stamp) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
-            let event = Event {
-                kind,
-                identity: identity.as_deref(),
-                data,
-                actor: &actor,
-                ..Default::default()
-            };
-            super::audit::append(&tx, now, &event).await?;
+            let event = events::trigger_event(&entry, &by.actor);
+            super::audit::append(&tx, by.now, &event).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -1,14 +1,13 @@
 //! Upstream checkpoints and pulled requests, on PostgreSQL.
 
 use super::Postgres;
-use crate::store::Result;
 use crate::store::jobs::AttemptError;
-use crate::store::roles::{BoxFuture, JobOutcome, Upstream};
+use crate::store::roles::{Fut, JobOutcome, Upstream};
 use crate::store::rules::events;
-use crate::store::upstream::{Health, Pulled, Unwritten};
+use crate::store::upstream::{Health, Outcome, Pulled, Unwritten};
 
 impl Upstream for Postgres {
-    fn upstream_cursor(&self, name: String) -> BoxFuture<Result<Option<String>>> {
+    fn upstream_cursor(&self, name: String) -> Fut<Option<String>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -22,7 +21,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> BoxFuture<Result<()>> {
+    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let mut c = me.client().await?;
@@ -40,27 +39,21 @@ impl Upstream for Postgres {
         })
     }
 
-    fn set_upstream_health(
-        &self,
-        name: String,
-        healthy: bool,
-        error: Option<String>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn set_upstream_health(&self, name: String, error: Option<String>, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
             c.execute(
                 "INSERT INTO upstream_state (name, healthy, last_error, last_poll_at, updated_at) VALUES ($1, $2, $3, $4, $4)
                  ON CONFLICT (name) DO UPDATE SET healthy = $2, last_error = $3, last_poll_at = $4, updated_at = $4",
-                &[&name, &i64::from(healthy), &error, &now],
+                &[&name, &i64::from(error.is_none()), &error, &now],
             )
             .await?;
             Ok(())
         })
     }
 
-    fn upstream_health(&self) -> BoxFuture<Result<Vec<Health>>> {
+    fn upstream_health(&self) -> Fut<Vec<Health>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -82,7 +75,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn upstream_seen(&self, name: String, id: String) -> BoxFuture<Result<bool>> {
+    fn upstream_seen(&self, name: String, id: String) -> Fut<bool> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -96,21 +89,10 @@ impl Upstream for Postgres {
         })
     }
 
-    fn record_upstream(
-        &self,
-        name: String,
-        id: String,
-        request_id: Option<String>,
-        reason: Option<String>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn record_upstream(&self, name: String, id: String, outcome: Outcome, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
-            let outcome = if request_id.is_some() {
-                "accepted"
-            } else {
-                "rejected"
-            };
+            let (request_id, reason) = outcome.columns();
             let actor = format!("upstream:{name}");
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
@@ -119,11 +101,11 @@ impl Upstream for Postgres {
                 .execute(
                     "INSERT INTO upstream_requests (upstream, upstream_id, request_id, outcome, reason, received_at)
                      VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-                    &[&name, &id, &request_id, &outcome, &reason, &now],
+                    &[&name, &id, &request_id, &outcome.as_str(), &reason, &now],
                 )
                 .await?;
             if n > 0 && request_id.is_none() {
-                let event = events::upstream_rejected(&name, &id, reason.as_deref(), &actor);
+                let event = events::upstream_rejected(&name, &id, reason, &actor);
                 super::audit::append(&tx, now, &event).await?;
             }
             tx.commit().await?;
@@ -131,7 +113,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn unwritten(&self, name: String) -> BoxFuture<Result<Vec<Unwritten>>> {
+    fn unwritten(&self, name: String) -> Fut<Vec<Unwritten>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -154,13 +136,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn mark_written(
-        &self,
-        name: String,
-        id: String,
-        message: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn mark_written(&self, name: String, id: String, message: String, now: i64) -> Fut<()> {
         let me = self.clone();
         Box::pin(async move {
             let actor = format!("upstream:{name}");
@@ -180,7 +156,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn upstream_request(&self, id: String) -> BoxFuture<Result<Option<Pulled>>> {
+    fn upstream_request(&self, id: String) -> Fut<Option<Pulled>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;
@@ -200,7 +176,7 @@ impl Upstream for Postgres {
         })
     }
 
-    fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>> {
+    fn request_jobs(&self, request_id: String) -> Fut<Vec<JobOutcome>> {
         let me = self.clone();
         Box::pin(async move {
             let c = me.client().await?;

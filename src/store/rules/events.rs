@@ -10,7 +10,7 @@ use crate::store::events::Event;
 use crate::store::evidence::SnapshotMeta;
 use crate::store::jobs::Job;
 use crate::store::schedule::Fired;
-use crate::store::triggers::Invocation;
+use crate::store::triggers::{Answer, CallbackEnd, Invocation, TriggerEvent};
 
 /// A claim: the attempt it starts, who holds the lease, and its fencing epoch.
 pub fn job_running(job: &Job, owner: &str) -> Value {
@@ -146,17 +146,34 @@ pub fn upstream_written_back<'a>(name: &str, id: &str, message: &str, actor: &'a
     }
 }
 
-/// A trigger's callback delivered or given up (`state`).
-pub fn trigger_callback<'a>(
-    inv: &'a Invocation,
-    state: &str,
-    error: Option<&str>,
-    actor: &'a str,
-) -> Event<'a> {
+/// A trigger's callback delivered or given up.
+pub fn trigger_callback<'a>(inv: &'a Invocation, end: &CallbackEnd, actor: &'a str) -> Event<'a> {
     Event {
         kind: "trigger_callback",
         identity: inv.identity.as_deref(),
-        data: json!({ "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "outcome": state, "attempts": inv.attempts + 1, "error": error }),
+        data: json!({ "trigger": inv.trigger, "accessRequestId": inv.access_request_id, "outcome": end.state, "attempts": inv.attempts + 1, "error": end.error }),
+        actor,
+        ..Default::default()
+    }
+}
+
+/// An invocation's answer decided after it was stored.
+pub fn trigger_decision<'a>(inv: &'a Invocation, a: &Answer, actor: &'a str) -> Event<'a> {
+    Event {
+        kind: "trigger_decision",
+        identity: inv.identity.as_deref(),
+        data: crate::store::triggers::decision_event(inv, a),
+        actor,
+        ..Default::default()
+    }
+}
+
+/// An event of a trigger's own.
+pub fn trigger_event<'a>(e: &'a TriggerEvent, actor: &'a str) -> Event<'a> {
+    Event {
+        kind: e.kind,
+        identity: e.identity.as_deref(),
+        data: e.data.clone(),
         actor,
         ..Default::default()
     }

@@ -96,6 +96,13 @@ pub fn end_raced(job: i64) -> StoreError {
     ))
 }
 
+/// Where a manual job goes once its tasks decide it, and the error a failed task gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub to: JobState,
+    pub error: Option<AttemptError>,
+}
+
 /// How the job goes after one of its tasks closed as `status`, with `open` tasks left:
 /// a failed task fails it (the owner's note its error), the last done task ends it
 /// well; None: it waits on the others.
@@ -106,13 +113,16 @@ pub fn job_after_answer(
     resolved_by: &str,
     note: &str,
     now: i64,
-) -> Option<(JobState, Option<AttemptError>)> {
+) -> Option<Verdict> {
     match status {
-        TaskStatus::Failed => Some((
-            JobState::Failed,
-            Some(task_error(task, resolved_by, note, now)),
-        )),
-        _ if open == 0 => Some((JobState::Succeeded, None)),
+        TaskStatus::Failed => Some(Verdict {
+            to: JobState::Failed,
+            error: Some(task_error(task, resolved_by, note, now)),
+        }),
+        _ if open == 0 => Some(Verdict {
+            to: JobState::Succeeded,
+            error: None,
+        }),
         _ => None,
     }
 }
@@ -152,11 +162,8 @@ pub struct ManualEnd {
 
 /// How `job` ends with its tasks, moving to `to`; None when it no longer waits on them
 /// (canceled, or ended by another answer): nothing to write.
-pub fn end_manual(
-    job: &Job,
-    to: JobState,
-    error: Option<AttemptError>,
-) -> Result<Option<ManualEnd>> {
+pub fn end_manual(job: &Job, verdict: Verdict) -> Result<Option<ManualEnd>> {
+    let Verdict { to, error } = verdict;
     if job.state != JobState::Manual {
         return Ok(None);
     }
@@ -266,11 +273,14 @@ mod tests {
         assert_eq!(job_after_answer(1, Done, 1, "o", "", 0), None);
         assert_eq!(
             job_after_answer(1, Done, 0, "o", "", 0),
-            Some((JobState::Succeeded, None))
+            Some(Verdict {
+                to: JobState::Succeeded,
+                error: None
+            })
         );
         let failed = job_after_answer(1, Failed, 3, "o", "gone", 0);
         assert_eq!(
-            failed.map(|(s, e)| (s, e.map(|e| e.message))),
+            failed.map(|v| (v.to, v.error.map(|e| e.message))),
             Some((JobState::Failed, Some("gone".into())))
         );
     }

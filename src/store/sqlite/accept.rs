@@ -5,12 +5,10 @@ use super::Sqlite;
 use crate::clock::to_ms;
 use crate::config::ItemType;
 use crate::model::{AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
-use crate::model::{Requester, ValidRequest};
 use crate::store::accept::*;
 use crate::store::events::Event;
 use crate::store::roles::Accept;
 use crate::store::{Result, StoreError};
-use jiff::Timestamp;
 use provd_connector_core::Operation;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -79,61 +77,24 @@ impl Sqlite {
     pub fn accept_all(&self, batch: &[Accept]) -> Result<Vec<Result<Replay>>> {
         self.with(|c| {
             crate::store::sqlite::each_in_savepoint(c, batch, |tx, a| {
-                let key = a.idempotency_key.as_deref();
-                accept_in(
-                    tx,
-                    &a.request,
-                    &a.body,
-                    &a.requester,
-                    key,
-                    &a.ctx,
-                    a.now,
-                    None,
-                )
+                accept_in(tx, &a.submission())
             })
         })
     }
 }
 
 /// Plans and writes a request inside the caller's (immediate) transaction.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn accept_in(
-    tx: &Connection,
-    req: &ValidRequest,
-    body: &str,
-    from: &Requester,
-    idempotency_key: Option<&str>,
-    ctx: &Context,
-    now: Timestamp,
-    include: Option<i64>,
-) -> Result<Replay> {
-    if let Some(key) = idempotency_key
+pub(crate) fn accept_in(tx: &Connection, s: &Submission<'_>) -> Result<Replay> {
+    if let Some(key) = s.idempotency_key
         && let Some(found) = lookup_key(tx, key)?
     {
         return Ok(Replay::Replayed(found));
     }
-    let snap = snapshot(tx, &req.requested_for, include)?;
-    let request_id = crate::store::new_request_id(now);
-    let (plan, response) = (ctx.decide)(req, &snap, &request_id);
-    let (job_ids, removals) = write(
-        tx,
-        req,
-        body,
-        from,
-        idempotency_key,
-        ctx,
-        &plan,
-        &request_id,
-        &response,
-        now,
-    )?;
-    Ok(Replay::New(Accepted {
-        request_id,
-        response,
-        job_ids,
-        body: None,
-        removals,
-    }))
+    let snap = snapshot(tx, &s.request.requested_for, s.include)?;
+    let request_id = crate::store::new_request_id(s.now);
+    let (plan, response) = (s.ctx.decide)(s.request, &snap, &request_id);
+    let written = write(tx, s, &plan, &request_id, &response)?;
+    Ok(Accepted::stored(request_id, response, written))
 }
 
 fn lookup_key(c: &Connection, key: &str) -> Result<Option<Accepted>> {
@@ -160,16 +121,20 @@ fn lookup_key(c: &Connection, key: &str) -> Result<Option<Accepted>> {
 #[allow(clippy::too_many_arguments)]
 fn write(
     tx: &Connection,
-    req: &ValidRequest,
-    body: &str,
-    from: &Requester,
-    idempotency_key: Option<&str>,
-    ctx: &Context,
+    s: &Submission<'_>,
     plan: &Plan,
     request_id: &str,
     response: &Value,
-    now: Timestamp,
 ) -> Result<(Vec<i64>, Vec<RemovalChange>)> {
+    let Submission {
+        request: req,
+        body,
+        requester: from,
+        idempotency_key,
+        ctx,
+        now,
+        ..
+    } = *s;
     let now_ms = to_ms(now);
     let mut removals = Vec::new();
     tx.prepare_cached(

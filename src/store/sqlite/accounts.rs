@@ -1,7 +1,7 @@
 //! Imported identities on SQLite.
 
 use super::Sqlite;
-use crate::store::roles::{Accounts, BoxFuture};
+use crate::store::roles::{Accounts, Fut, Stamp};
 use crate::store::{Result, StoreError};
 use provd_connector_core::Identity;
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ impl Sqlite {
 }
 
 impl Accounts for Sqlite {
-    fn identities(&self, ids: Vec<String>) -> BoxFuture<Result<BTreeMap<String, Identity>>> {
+    fn identities(&self, ids: Vec<String>) -> Fut<BTreeMap<String, Identity>> {
         blocking!(self, |s| {
             let mut out = BTreeMap::new();
             for id in ids {
@@ -63,25 +63,20 @@ impl Accounts for Sqlite {
             Ok(out)
         })
     }
-    fn identity_ids(&self) -> BoxFuture<Result<Vec<String>>> {
+    fn identity_ids(&self) -> Fut<Vec<String>> {
         blocking!(self, |s| s.identity_ids())
     }
-    fn import_identities(
-        &self,
-        identities: Vec<Identity>,
-        now: i64,
-        actor: String,
-    ) -> BoxFuture<Result<usize>> {
-        blocking!(self, |s| s.import_identities(&identities, now, &actor))
+    fn import_identities(&self, identities: Vec<Identity>, by: Stamp) -> Fut<usize> {
+        blocking!(self, |s| s.import_identities(
+            &identities,
+            by.now,
+            &by.actor
+        ))
     }
-    fn identity_by_attribute(
-        &self,
-        attr: String,
-        value: String,
-    ) -> BoxFuture<Result<Option<String>>> {
+    fn identity_by_attribute(&self, attr: String, value: String) -> Fut<Option<String>> {
         blocking!(self, |s| s.identity_by_attribute(&attr, &value))
     }
-    fn native_id(&self, identity: String, source: String) -> BoxFuture<Result<Option<String>>> {
+    fn native_id(&self, identity: String, source: String) -> Fut<Option<String>> {
         blocking!(self, |s| s.native_id(&identity, &source))
     }
 }

@@ -1,35 +1,35 @@
 //! The store itself on SQLite: versions, health, integrity.
 
 use super::Sqlite;
-use crate::store::roles::{Admin, BoxFuture};
-use crate::store::{Result, StoreError};
+use crate::store::StoreError;
+use crate::store::roles::{Admin, Fut};
 use std::collections::BTreeMap;
 
 impl Admin for Sqlite {
-    fn schema_version(&self) -> BoxFuture<Result<(i64, i64)>> {
+    fn schema_version(&self) -> Fut<(i64, i64)> {
         blocking!(self, |s| s.schema_version())
     }
-    fn row_counts(&self) -> BoxFuture<Result<BTreeMap<&'static str, i64>>> {
+    fn row_counts(&self) -> Fut<BTreeMap<&'static str, i64>> {
         blocking!(self, |s| s.row_counts())
     }
-    fn ping(&self) -> BoxFuture<Result<()>> {
+    fn ping(&self) -> Fut<()> {
         blocking!(self, |s| s.ping())
     }
-    fn probe_write(&self, now: i64) -> BoxFuture<Result<()>> {
+    fn probe_write(&self, now: i64) -> Fut<()> {
         blocking!(self, |s| s.probe_write(now))
     }
-    fn check_free_space(&self) -> BoxFuture<Result<()>> {
+    fn check_free_space(&self) -> Fut<()> {
         blocking!(self, |s| s.check_free_space())
     }
-    fn quick_check(&self) -> BoxFuture<Result<()>> {
+    fn quick_check(&self) -> Fut<()> {
         blocking!(self, |s| s.quick_check())
     }
-    fn analyze_stale(&self, _share: f64) -> BoxFuture<Result<Vec<String>>> {
+    fn analyze_stale(&self, _share: f64) -> Fut<Vec<String>> {
         // SQLite's plans do not hinge on gathered statistics the way PostgreSQL's do
         // (and the hot statements pin theirs, see `open_existing`).
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn store_id(&self) -> BoxFuture<Result<String>> {
+    fn store_id(&self) -> Fut<String> {
         blocking!(self, |s| s.with(|c| Ok(c.query_row(
             crate::store::STORE_ID_SQL,
             [],

@@ -2,9 +2,9 @@
 //! and removals.
 
 use super::Sqlite;
-use crate::store::audit::{AccessQuery, AuditQuery, Holding, RemovalRow};
+use crate::store::audit::{AccessQuery, AuditQuery, EventWindow, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
-use crate::store::roles::{Audit, BoxFuture};
+use crate::store::roles::{Audit, Fut};
 use crate::store::{Result, StoreError};
 
 use rusqlite::{Connection, params};
@@ -109,20 +109,9 @@ impl Sqlite {
         self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
     }
 
-    /// Up to `limit` events after `after`, oldest first.
-    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
-        self.events_between(after, i64::MAX, None, limit)
-    }
-
     /// Up to `limit` events with `after < id <= upto` that `writer` did not write, oldest
     /// first (what the running agent must log for other processes).
-    pub fn events_between(
-        &self,
-        after: i64,
-        upto: i64,
-        not_by: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
+    pub fn events_between(&self, w: &EventWindow) -> Result<Vec<StoredEvent>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, at, kind, request_id, job_id, source, identity_id, data, writer, actor
@@ -130,7 +119,7 @@ impl Sqlite {
                  ORDER BY id LIMIT ?4",
             )?;
             let rows = st
-                .query_map(params![after, upto, not_by, limit as i64], stored)?
+                .query_map(params![w.after, w.upto, w.not_by, w.limit.min(i64::MAX as usize) as i64], stored)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
@@ -156,33 +145,19 @@ pub(crate) fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
 }
 
 impl Audit for Sqlite {
-    fn holdings(&self, q: AccessQuery) -> BoxFuture<Result<Vec<Holding>>> {
+    fn holdings(&self, q: AccessQuery) -> Fut<Vec<Holding>> {
         blocking!(self, |s| s.holdings(&q))
     }
-    fn removals(&self, since: i64, until: i64, limit: usize) -> BoxFuture<Result<Vec<RemovalRow>>> {
+    fn removals(&self, since: i64, until: i64, limit: usize) -> Fut<Vec<RemovalRow>> {
         blocking!(self, |s| s.removals(since, until, limit))
     }
-    fn audit(&self, q: AuditQuery) -> BoxFuture<Result<Vec<StoredEvent>>> {
+    fn audit(&self, q: AuditQuery) -> Fut<Vec<StoredEvent>> {
         blocking!(self, |s| s.audit(&q))
     }
-    fn last_event_id(&self) -> BoxFuture<Result<i64>> {
+    fn last_event_id(&self) -> Fut<i64> {
         blocking!(self, |s| s.last_event_id())
     }
-    fn events_after(&self, after: i64, limit: usize) -> BoxFuture<Result<Vec<StoredEvent>>> {
-        blocking!(self, |s| s.events_after(after, limit))
-    }
-    fn events_between(
-        &self,
-        after: i64,
-        upto: i64,
-        not_by: Option<String>,
-        limit: usize,
-    ) -> BoxFuture<Result<Vec<StoredEvent>>> {
-        blocking!(self, |s| s.events_between(
-            after,
-            upto,
-            not_by.as_deref(),
-            limit
-        ))
+    fn events_between(&self, window: EventWindow) -> Fut<Vec<StoredEvent>> {
+        blocking!(self, |s| s.events_between(&window))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Sqlite;
 use crate::store::evidence::{SeenRow, SnapshotMeta};
-use crate::store::roles::{BoxFuture, Evidence};
+use crate::store::roles::{Evidence, Fut};
 use crate::store::{Result, StoreError};
 
 use crate::store::rules::events::{self as rules, Verify};
@@ -60,15 +60,15 @@ impl Sqlite {
     }
 
     /// Records a snapshot in one transaction: it replaces the source's seen accounts, and
-    /// every task in `verify` is verified (an open one resolved as VERIFIED, which ends
+    /// every task in `tasks` is verified (an open one resolved as VERIFIED, which ends
     /// its job when no task is left open). Returns the snapshot's id.
     pub fn record_snapshot(
         &self,
         meta: &SnapshotMeta,
         rows: &[SeenRow],
-        verify: &[i64],
-        now: i64,
+        tasks: &[i64],
     ) -> Result<i64> {
+        let now = meta.taken_at;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
@@ -87,7 +87,7 @@ impl Sqlite {
                 }
             }
             let by = rules::snapshot_by(meta, id);
-            for task in verify {
+            for task in tasks {
                 let status: Option<String> = tx
                     .prepare_cached("SELECT status FROM tasks WHERE id = ? AND verified_at IS NULL")?
                     .query_row([task], |r| r.get(0))
@@ -103,7 +103,7 @@ impl Sqlite {
                 tx.prepare_cached("UPDATE tasks SET verified_at = ?, verified_by = ? WHERE id = ?")?
                     .execute(params![now, by, task])?;
             }
-            super::audit::append(&tx, now, &rules::accounts_snapshot(id, meta, verify.len()))?;
+            super::audit::append(&tx, now, &rules::accounts_snapshot(id, meta, tasks.len()))?;
             tx.commit()?;
             Ok(id)
         })
@@ -111,22 +111,16 @@ impl Sqlite {
 }
 
 impl Evidence for Sqlite {
-    fn managed_accounts(&self, source: String) -> BoxFuture<Result<Vec<(String, String)>>> {
+    fn managed_accounts(&self, source: String) -> Fut<Vec<(String, String)>> {
         blocking!(self, |s| s.managed_accounts(&source))
     }
-    fn last_snapshot(&self, source: String) -> BoxFuture<Result<Option<SnapshotMeta>>> {
+    fn last_snapshot(&self, source: String) -> Fut<Option<SnapshotMeta>> {
         blocking!(self, |s| s.last_snapshot(&source))
     }
-    fn seen_accounts(&self, source: String) -> BoxFuture<Result<Vec<SeenRow>>> {
+    fn seen_accounts(&self, source: String) -> Fut<Vec<SeenRow>> {
         blocking!(self, |s| s.seen_accounts(&source))
     }
-    fn record_snapshot(
-        &self,
-        meta: SnapshotMeta,
-        rows: Vec<SeenRow>,
-        verify: Vec<i64>,
-        now: i64,
-    ) -> BoxFuture<Result<i64>> {
-        blocking!(self, |s| s.record_snapshot(&meta, &rows, &verify, now))
+    fn record_snapshot(&self, meta: SnapshotMeta, rows: Vec<SeenRow>, tasks: Vec<i64>) -> Fut<i64> {
+        blocking!(self, |s| s.record_snapshot(&meta, &rows, &tasks))
     }
 }

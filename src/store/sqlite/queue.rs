@@ -2,10 +2,9 @@
 //! job reads. The rules they follow are `store::rules`'; the row types `store::jobs`.
 
 use super::Sqlite;
-use crate::store::jobs::{Finish, Job, JobFilter, JobState, Moved};
-use crate::store::roles::{BoxFuture, Claim, Queue};
+use crate::store::jobs::{Finish, Job, JobFilter, JobState, Moved, Retry};
+use crate::store::roles::{Claim, Fut, Queue, Stamp};
 use crate::store::{Result, StoreError};
-use provd_connector_core::Identity;
 
 use super::settle::settle;
 use crate::model::agent_actor;
@@ -36,13 +35,15 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
             return Err(lost(job.id));
         }
         record_ops(tx, job, &f.ops, now, &actor)?;
-        return event(
+        return super::audit::append(
             tx,
             now,
-            "job_released",
-            job,
-            &actor,
-            crate::store::rules::released_event(job, error),
+            &Event::of_job(
+                "job_released",
+                job,
+                &actor,
+                crate::store::rules::released_event(job, error),
+            ),
         );
     }
     let Some(row) = crate::store::rules::end_row(job, &f.ending, now)? else {
@@ -60,7 +61,7 @@ fn end_in(tx: &Connection, f: &Finish) -> Result<()> {
         return Err(lost(job.id));
     }
     record_ops(tx, job, &f.ops, now, &actor)?;
-    event(tx, now, row.kind, job, &actor, row.data)?;
+    super::audit::append(tx, now, &Event::of_job(row.kind, job, &actor, row.data))?;
     if state.is_final() {
         settle(tx, job.id, now)?;
     }
@@ -83,27 +84,18 @@ fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64, actor: &st
             )?
             .execute(params![job.identity_id, job.source, native, job.id, now])?;
         }
-        event(
+        super::audit::append(
             tx,
             now,
-            "connector_call",
-            job,
-            actor,
-            crate::store::rules::call_event(job, op),
+            &Event::of_job(
+                "connector_call",
+                job,
+                actor,
+                crate::store::rules::call_event(job, op),
+            ),
         )?;
     }
     Ok(())
-}
-
-pub(crate) fn event(
-    conn: &Connection,
-    now: i64,
-    kind: &str,
-    job: &Job,
-    actor: &str,
-    data: serde_json::Value,
-) -> Result<()> {
-    super::audit::append(conn, now, &Event::of_job(kind, job, actor, data))
 }
 
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Job>> {
@@ -176,7 +168,7 @@ impl Sqlite {
                 .query_map(params![owner, lease_until, now, skip, only_source, limit as i64], from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for job in &jobs {
-                event(&tx, now, "job_running", job, &actor, crate::store::rules::events::job_running(job, owner))?;
+                super::audit::append(&tx, now, &Event::of_job("job_running", job, &actor, crate::store::rules::events::job_running(job, owner)))?;
             }
             tx.commit()?;
             Ok(jobs)
@@ -313,7 +305,7 @@ impl Sqlite {
                 )?
                 .execute(params![now, job.id, owner])?;
             if n > 0 {
-                event(&tx, now, "job_released", job, &agent_actor(owner), crate::store::rules::events::released_at_shutdown())?;
+                super::audit::append(&tx, now, &Event::of_job("job_released", job, &agent_actor(owner), crate::store::rules::events::released_at_shutdown()))?;
             }
             tx.commit()?;
             Ok(())
@@ -354,7 +346,7 @@ impl Sqlite {
                      WHERE id = ? AND state = 'running' AND lease_owner IS ?",
                 )?
                 .execute(params![errors, now, job.id, job.lease_owner])?;
-                event(&tx, now, "job_lease_expired", &job, &actor, crate::store::rules::events::lease_expired(&job))?;
+                super::audit::append(&tx, now, &Event::of_job("job_lease_expired", &job, &actor, crate::store::rules::events::lease_expired(&job)))?;
                 moved.push(Moved {
                     job_id: job.id,
                     request_id: job.request_id.clone(),
@@ -381,13 +373,13 @@ impl Sqlite {
 }
 
 impl Queue for Sqlite {
-    fn job(&self, id: i64) -> BoxFuture<Result<Option<Job>>> {
+    fn job(&self, id: i64) -> Fut<Option<Job>> {
         blocking!(self, |s| s.job(id))
     }
-    fn jobs(&self, filter: JobFilter) -> BoxFuture<Result<Vec<Job>>> {
+    fn jobs(&self, filter: JobFilter) -> Fut<Vec<Job>> {
         blocking!(self, |s| s.jobs(&filter))
     }
-    fn claim(&self, c: Claim) -> BoxFuture<Result<Vec<Job>>> {
+    fn claim(&self, c: Claim) -> Fut<Vec<Job>> {
         blocking!(self, |s| s.claim(
             &c.owner,
             c.limit,
@@ -397,75 +389,40 @@ impl Queue for Sqlite {
             c.only_source.as_deref()
         ))
     }
-    fn next_due(&self) -> BoxFuture<Result<Option<i64>>> {
+    fn next_due(&self) -> Fut<Option<i64>> {
         blocking!(self, |s| s.next_due())
     }
-    fn finish_all(&self, items: Vec<Finish>) -> BoxFuture<Result<Vec<Result<()>>>> {
+    fn finish_all(&self, items: Vec<Finish>) -> Fut<Vec<Result<()>>> {
         blocking!(self, |s| s.finish_all(&items))
     }
-    fn renew(
-        &self,
-        owner: String,
-        jobs: Vec<(i64, i64)>,
-        until: i64,
-    ) -> BoxFuture<Result<Vec<i64>>> {
+    fn renew(&self, owner: String, jobs: Vec<(i64, i64)>, until: i64) -> Fut<Vec<i64>> {
         blocking!(self, |s| s.renew(&owner, &jobs, until))
     }
-    fn release(&self, job: Job, owner: String, now: i64) -> BoxFuture<Result<()>> {
+    fn release(&self, job: Job, owner: String, now: i64) -> Fut<()> {
         blocking!(self, |s| s.release(&job, &owner, now))
     }
-    fn expire_leases(
-        &self,
-        now: i64,
-        all_but: Option<String>,
-        by: String,
-    ) -> BoxFuture<Result<Vec<Moved>>> {
+    fn expire_leases(&self, now: i64, all_but: Option<String>, by: String) -> Fut<Vec<Moved>> {
         blocking!(self, |s| s.expire_leases(now, all_but.as_deref(), &by))
     }
     /// Alone on its file, start-up takes back every foreign lease anyway.
-    fn reclaim(&self, _name: String, me: String, now: i64) -> BoxFuture<Result<Vec<Moved>>> {
+    fn reclaim(&self, _name: String, me: String, now: i64) -> Fut<Vec<Moved>> {
         blocking!(self, |s| s.expire_leases(now, Some(&me), &me))
     }
-    fn job_counts(&self) -> BoxFuture<Result<Vec<(String, JobState, i64)>>> {
+    fn job_counts(&self) -> Fut<Vec<(String, JobState, i64)>> {
         blocking!(self, |s| s.job_counts())
     }
-    fn cancel_job(
-        &self,
-        id: i64,
-        now: i64,
-        reason: String,
-        actor: String,
-    ) -> BoxFuture<Result<Job>> {
-        blocking!(self, |s| s.cancel_job(id, now, &reason, &actor))
+    fn cancel_job(&self, id: i64, reason: String, by: Stamp) -> Fut<Job> {
+        blocking!(self, |s| s.cancel_job(id, by.now, &reason, &by.actor))
     }
-    fn cancel_request(
-        &self,
-        request_id: String,
-        now: i64,
-        comment: String,
-        actor: String,
-    ) -> BoxFuture<Result<usize>> {
+    fn cancel_request(&self, request_id: String, comment: String, by: Stamp) -> Fut<usize> {
         blocking!(self, |s| s.cancel_request(
             &request_id,
-            now,
+            by.now,
             &comment,
-            &actor
+            &by.actor
         ))
     }
-    fn retry_job(
-        &self,
-        id: i64,
-        now: i64,
-        max_attempts: u32,
-        identity: Option<Identity>,
-        actor: String,
-    ) -> BoxFuture<Result<Job>> {
-        blocking!(self, |s| s.retry_job(
-            id,
-            now,
-            max_attempts,
-            identity.as_ref(),
-            &actor
-        ))
+    fn retry_job(&self, id: i64, retry: Retry, by: Stamp) -> Fut<Job> {
+        blocking!(self, |s| s.retry_job(id, &retry, &by))
     }
 }

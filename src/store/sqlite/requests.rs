@@ -3,12 +3,10 @@
 use super::Sqlite;
 use crate::model::Snapshot;
 use crate::store::accept::{Accepted, Replay};
-use crate::store::jobs::JobState;
-use crate::store::roles::{Accept, BoxFuture, Requests};
+use crate::store::roles::{Accept, Fut, Requests};
 use crate::store::status::{StatusQuery, StatusRow};
 use crate::store::{Result, StoreError};
 
-use crate::store::jobs::AttemptError;
 use crate::store::status::*;
 use rusqlite::{Connection, params};
 
@@ -108,30 +106,15 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut carried = Vec::with_capacity(jobs.len());
         for (job_id, st, errs, updated, _source) in jobs {
-            let state = JobState::parse(&st);
-            let last_error = if matches!(state, Some(JobState::Failed) | Some(JobState::Retrying)) {
-                let errs: Vec<AttemptError> =
-                    serde_json::from_str(&errs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                errs.last().map(|e| e.message.clone())
-            } else {
-                None
-            };
-            let open_tasks = if state == Some(JobState::Manual) {
-                tasks_of
+            let mut job = StatusJob::from_row(job_id, &st, &errs, updated)?;
+            if job.waits_on_tasks() {
+                job.open_tasks = tasks_of
                     .query_map([job_id], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            } else {
-                Vec::new()
-            };
-            carried.push(StatusJob {
-                id: job_id,
-                state,
-                last_error,
-                updated_at: updated,
-                open_tasks,
-            });
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+            }
+            carried.push(job);
         }
         out.push(StatusRow {
             item_id,
@@ -185,22 +168,22 @@ impl Sqlite {
 }
 
 impl Requests for Sqlite {
-    fn by_idempotency_key(&self, key: String) -> BoxFuture<Result<Option<Accepted>>> {
+    fn by_idempotency_key(&self, key: String) -> Fut<Option<Accepted>> {
         blocking!(self, |s| s.by_idempotency_key(&key))
     }
-    fn accept_all(&self, batch: Vec<Accept>) -> BoxFuture<Result<Vec<Result<Replay>>>> {
+    fn accept_all(&self, batch: Vec<Accept>) -> Fut<Vec<Result<Replay>>> {
         blocking!(self, |s| s.accept_all(&batch))
     }
-    fn snapshot(&self, identities: Vec<String>) -> BoxFuture<Result<Snapshot>> {
+    fn snapshot(&self, identities: Vec<String>) -> Fut<Snapshot> {
         blocking!(self, |s| s.snapshot(&identities))
     }
-    fn status(&self, q: StatusQuery) -> BoxFuture<Result<Vec<StatusRow>>> {
+    fn status(&self, q: StatusQuery) -> Fut<Vec<StatusRow>> {
         blocking!(self, |s| s.status(&q))
     }
-    fn request_origin(&self, id: String) -> BoxFuture<Result<Option<String>>> {
+    fn request_origin(&self, id: String) -> Fut<Option<String>> {
         blocking!(self, |s| s.request_origin(&id))
     }
-    fn request_exists(&self, id: String) -> BoxFuture<Result<bool>> {
+    fn request_exists(&self, id: String) -> Fut<bool> {
         blocking!(self, |s| s.request_exists(&id))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Sqlite;
 use crate::store::accept::{Accepted, Context, Replay};
-use crate::store::roles::{BoxFuture, Schedule};
+use crate::store::roles::{Fut, Schedule};
 use crate::store::schedule::{Assignment, Fired, Planned, Removal};
 use crate::store::{Result, StoreError};
 use jiff::Timestamp;
@@ -117,6 +117,7 @@ impl Sqlite {
         self.with_redoable(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::new();
+            let from = crate::model::Requester::schedule();
             for removal in removals {
                 let f = &removal.fired;
                 let pending: Option<i64> = tx
@@ -142,7 +143,7 @@ impl Sqlite {
                     continue;
                 }
                 if let Replay::New(Accepted { request_id, job_ids, .. }) =
-                    super::accept::accept_in(&tx, &removal.request, &removal.body, &crate::model::Requester::schedule(), Some(&removal.key), ctx, now, Some(f.assignment))?
+                    super::accept::accept_in(&tx, &removal.submission(&from, ctx, now))?
                 {
                     planned.request_id = Some(request_id);
                     planned.jobs = job_ids.len();
@@ -157,24 +158,19 @@ impl Sqlite {
 }
 
 impl Schedule for Sqlite {
-    fn assignments(&self, identity: Option<String>) -> BoxFuture<Result<Vec<Assignment>>> {
+    fn assignments(&self, identity: Option<String>) -> Fut<Vec<Assignment>> {
         blocking!(self, |s| s.assignments(identity.as_deref()))
     }
-    fn next_removal(&self) -> BoxFuture<Result<Option<i64>>> {
+    fn next_removal(&self) -> Fut<Option<i64>> {
         blocking!(self, |s| s.next_removal())
     }
-    fn fire(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+    fn fire(&self, now: i64, limit: usize) -> Fut<Vec<Fired>> {
         blocking!(self, |s| s.fire(now, limit))
     }
-    fn unplanned(&self, limit: usize) -> BoxFuture<Result<Vec<Fired>>> {
+    fn unplanned(&self, limit: usize) -> Fut<Vec<Fired>> {
         blocking!(self, |s| s.unplanned(limit))
     }
-    fn plan_fired(
-        &self,
-        removals: Vec<Removal>,
-        ctx: Context,
-        now: Timestamp,
-    ) -> BoxFuture<Result<Vec<Planned>>> {
-        blocking!(self, |s| s.plan_fired(&removals, &ctx, now))
+    fn plan_fired(&self, due: Vec<Removal>, ctx: Context, now: Timestamp) -> Fut<Vec<Planned>> {
+        blocking!(self, |s| s.plan_fired(&due, &ctx, now))
     }
 }

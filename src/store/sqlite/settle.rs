@@ -3,13 +3,12 @@
 //! `store::rules`'; this file writes what they decide.
 
 use super::Sqlite;
-use super::queue::{event, get};
+use super::queue::get;
 use crate::store::events::Event;
-use crate::store::jobs::{AttemptError, Job, JobState};
-use crate::store::rules::manual;
+use crate::store::jobs::{Job, JobState, Retry};
+use crate::store::rules::manual::{self, Verdict};
 use crate::store::rules::operator::{self, RetryMove, guarded};
-use crate::store::{Result, StoreError};
-use provd_connector_core::Identity;
+use crate::store::{Result, Stamp, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 impl Sqlite {
@@ -68,21 +67,17 @@ impl Sqlite {
     /// history) and runs again with the identity as it is now (`identity`), so that a job
     /// that failed on a missing attribute can succeed once the attribute is imported. A
     /// retrying one runs now.
-    pub fn retry_job(
-        &self,
-        id: i64,
-        now: i64,
-        max_attempts: u32,
-        identity: Option<&Identity>,
-        actor: &str,
-    ) -> Result<Job> {
-        let identity = identity
+    pub fn retry_job(&self, id: i64, retry: &Retry, by: &Stamp) -> Result<Job> {
+        let (now, actor) = (by.now, by.actor.as_str());
+        let identity = retry
+            .identity
+            .as_ref()
             .map(|i| serde_json::to_string(i).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let job = get(&tx, id)?.ok_or_else(|| operator::no_job(id))?;
-            let retry = operator::retry(&job, max_attempts)?;
+            let retry = operator::retry(&job, retry.max_attempts)?;
             match retry.how {
                 RetryMove::Requeue { max_attempts } => {
                     let n = tx.prepare_cached(
@@ -101,7 +96,7 @@ impl Sqlite {
                     guarded(n as u64, || operator::retry_raced(id))?;
                 }
             }
-            event(&tx, now, "job_retry_requested", &job, actor, retry.data)?;
+            super::audit::append(&tx, now, &Event::of_job("job_retry_requested", &job, actor, retry.data))?;
             let job = get(&tx, id)?.ok_or_else(|| operator::no_job(id))?;
             tx.commit()?;
             Ok(job)
@@ -121,7 +116,11 @@ fn cancel_in(tx: &Connection, id: i64, now: i64, reason: &str, actor: &str) -> R
     guarded(n as u64, || operator::cancel_raced(id))?;
     tx.prepare_cached("UPDATE tasks SET status = 'canceled', resolved_at = ?, note = ? WHERE job_id = ? AND status = 'open'")?
         .execute(params![now, reason, id])?;
-    event(tx, now, "job_canceled", &job, actor, cancel.data)?;
+    super::audit::append(
+        tx,
+        now,
+        &Event::of_job("job_canceled", &job, actor, cancel.data),
+    )?;
     settle(tx, id, now)?;
     Ok(job)
 }
@@ -183,13 +182,12 @@ fn unsettle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
 pub(crate) fn finish_manual(
     tx: &Connection,
     job_id: i64,
+    verdict: Verdict,
     now: i64,
-    to: JobState,
-    error: Option<AttemptError>,
     actor: &str,
 ) -> Result<JobState> {
     let job = get(tx, job_id)?.ok_or_else(|| operator::no_job(job_id))?;
-    let Some(end) = manual::end_manual(&job, to, error)? else {
+    let Some(end) = manual::end_manual(&job, verdict)? else {
         return Ok(job.state);
     };
     let n = tx
@@ -209,7 +207,7 @@ pub(crate) fn finish_manual(
         )?
         .execute(params![now, job_id])?;
     }
-    event(tx, now, end.kind, &job, actor, end.data)?;
+    super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data))?;
     settle(tx, job_id, now)?;
     Ok(end.state)
 }

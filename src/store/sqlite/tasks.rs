@@ -4,7 +4,7 @@
 use super::Sqlite;
 use crate::store::jobs::JobState;
 use crate::store::mail::MailMark;
-use crate::store::roles::{BoxFuture, OpenTasks, Tasks};
+use crate::store::roles::{Fut, OpenTasks, Tasks};
 use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
 use crate::store::{Result, StoreError};
 
@@ -231,7 +231,7 @@ pub(crate) fn resolve_in(
         |r| r.get(0),
     )?;
     let job_state = match manual::job_after_answer(task, status, open, resolved_by, note, now) {
-        Some((to, error)) => super::settle::finish_manual(tx, job_id, now, to, error, resolved_by)?,
+        Some(v) => super::settle::finish_manual(tx, job_id, v, now, resolved_by)?,
         None => JobState::Manual,
     };
     Ok(Resolved::Applied {
@@ -308,32 +308,28 @@ impl Sqlite {
 }
 
 impl Tasks for Sqlite {
-    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> BoxFuture<Result<Vec<Result<()>>>> {
+    fn open_tasks_all(&self, batch: Vec<OpenTasks>) -> Fut<Vec<Result<()>>> {
         blocking!(self, |s| s.open_tasks_all(&batch))
     }
-    fn tasks(&self, filter: TaskFilter) -> BoxFuture<Result<Vec<Task>>> {
+    fn tasks(&self, filter: TaskFilter) -> Fut<Vec<Task>> {
         blocking!(self, |s| s.tasks(&filter))
     }
-    fn open_task_count(&self) -> BoxFuture<Result<i64>> {
+    fn open_task_count(&self) -> Fut<i64> {
         blocking!(self, |s| s.open_task_count())
     }
-    fn resolve_tasks(
-        &self,
-        rows: Vec<TaskAnswer>,
-        now: i64,
-    ) -> BoxFuture<Result<Vec<Result<Resolved>>>> {
+    fn resolve_tasks(&self, rows: Vec<TaskAnswer>, now: i64) -> Fut<Vec<Result<Resolved>>> {
         blocking!(self, |s| s.resolve_tasks(&rows, now))
     }
-    fn task_brief(&self, task: i64) -> BoxFuture<Result<Option<TaskBrief>>> {
+    fn task_brief(&self, task: i64) -> Fut<Option<TaskBrief>> {
         blocking!(self, |s| s.task_brief(task))
     }
-    fn overdue_tasks(&self, source: String, older_than: i64) -> BoxFuture<Result<Vec<Overdue>>> {
+    fn overdue_tasks(&self, source: String, older_than: i64) -> Fut<Vec<Overdue>> {
         blocking!(self, |s| s.overdue_tasks(&source, older_than))
     }
-    fn mail_marks(&self) -> BoxFuture<Result<Vec<MailMark>>> {
+    fn mail_marks(&self) -> Fut<Vec<MailMark>> {
         blocking!(self, |s| s.mail_marks())
     }
-    fn set_mail_mark(&self, mark: MailMark, now: i64) -> BoxFuture<Result<()>> {
+    fn set_mail_mark(&self, mark: MailMark, now: i64) -> Fut<()> {
         blocking!(self, |s| s.set_mail_mark(&mark, now))
     }
 }

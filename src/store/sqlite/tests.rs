@@ -127,8 +127,7 @@ async fn a_store_reopened_on_the_same_file_sees_what_was_committed() {
                 id: "u9".into(),
                 attributes: Default::default(),
             }],
-            7,
-            "cli:test".into(),
+            crate::store::Stamp::new("cli:test", 7),
         )
         .await
         .unwrap();

@@ -1,14 +1,14 @@
 //! SailPoint trigger invocations on SQLite.
 
 use super::Sqlite;
-use crate::store::roles::{BoxFuture, Triggers};
-use crate::store::triggers::{Answer, Invocation};
+use crate::store::roles::{Fut, Stamp, Triggers};
+use crate::store::rules::events;
+use crate::store::triggers::{Answer, CallbackEnd, Invocation, TriggerEvent};
 use crate::store::{Result, StoreError};
 
 use crate::store::events::Event;
 use crate::store::triggers::*;
 use rusqlite::{OptionalExtension, Row, params};
-use serde_json::Value;
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Invocation> {
     invocation_from(r).map_err(super::cells::driver_error)
@@ -68,13 +68,7 @@ impl Sqlite {
     }
 
     /// Records the answer of an invocation decided late, with its event.
-    pub fn answer_invocation(
-        &self,
-        inv: &Invocation,
-        a: &Answer,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
+    pub fn answer_invocation(&self, inv: &Invocation, a: &Answer, by: &Stamp) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx
@@ -83,8 +77,7 @@ impl Sqlite {
                 )?
                 .execute(params![a.approved, a.comment, a.approver, a.rule, inv.id])?;
             if n > 0 {
-                let event = Event { kind: "trigger_decision", identity: inv.identity.as_deref(), data: decision_event(inv, a), actor, ..Default::default() };
-                super::audit::append(&tx, now, &event)?;
+                super::audit::append(&tx, by.now, &events::trigger_decision(inv, a, &by.actor))?;
             }
             tx.commit()?;
             Ok(())
@@ -104,14 +97,7 @@ impl Sqlite {
 
     /// The callback went (`delivered`) or its deadline passed (`expired`): recorded with
     /// an event. The sealed secret is dropped: nothing will need it again.
-    pub fn finish_invocation(
-        &self,
-        inv: &Invocation,
-        state: &str,
-        error: Option<&str>,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
+    pub fn finish_invocation(&self, inv: &Invocation, end: &CallbackEnd, by: &Stamp) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx
@@ -119,10 +105,9 @@ impl Sqlite {
                     "UPDATE trigger_invocations SET state = ?, attempts = attempts + 1, last_error = ?, done_at = ?, sealed_secret = NULL
                      WHERE id = ? AND state = 'pending'",
                 )?
-                .execute(params![state, error, now, inv.id])?;
+                .execute(params![end.state, end.error, by.now, inv.id])?;
             if n > 0 {
-                let event = crate::store::rules::events::trigger_callback(inv, state, error, actor);
-                super::audit::append(&tx, now, &event)?;
+                super::audit::append(&tx, by.now, &events::trigger_callback(inv, end, &by.actor))?;
             }
             tx.commit()?;
             Ok(())
@@ -130,83 +115,31 @@ impl Sqlite {
     }
 
     /// An event of a trigger's own (denied items of a decision, …).
-    pub fn trigger_event(
-        &self,
-        kind: &str,
-        identity: Option<&str>,
-        data: &Value,
-        actor: &str,
-        now: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            let event = Event {
-                kind,
-                identity,
-                data: data.clone(),
-                actor,
-                ..Default::default()
-            };
-            super::audit::append(c, now, &event)
-        })
+    pub fn trigger_event(&self, e: &TriggerEvent, by: &Stamp) -> Result<()> {
+        self.with(|c| super::audit::append(c, by.now, &events::trigger_event(e, &by.actor)))
     }
 }
 
 impl Triggers for Sqlite {
-    fn record_invocation(
-        &self,
-        inv: Invocation,
-        actor: String,
-    ) -> BoxFuture<Result<(Invocation, bool)>> {
+    fn record_invocation(&self, inv: Invocation, actor: String) -> Fut<(Invocation, bool)> {
         blocking!(self, |s| s.record_invocation(&inv, &actor))
     }
-    fn invocation(&self, id: String) -> BoxFuture<Result<Option<Invocation>>> {
+    fn invocation(&self, id: String) -> Fut<Option<Invocation>> {
         blocking!(self, |s| s.invocation(&id))
     }
-    fn due_invocations(&self, now: i64, limit: usize) -> BoxFuture<Result<Vec<Invocation>>> {
+    fn due_invocations(&self, now: i64, limit: usize) -> Fut<Vec<Invocation>> {
         blocking!(self, |s| s.due_invocations(now, limit))
     }
-    fn answer_invocation(
-        &self,
-        inv: Invocation,
-        answer: Answer,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
-        blocking!(self, |s| s.answer_invocation(&inv, &answer, &actor, now))
+    fn answer_invocation(&self, inv: Invocation, answer: Answer, by: Stamp) -> Fut<()> {
+        blocking!(self, |s| s.answer_invocation(&inv, &answer, &by))
     }
-    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> BoxFuture<Result<()>> {
+    fn retry_invocation(&self, id: String, next_at: i64, error: String) -> Fut<()> {
         blocking!(self, |s| s.retry_invocation(&id, next_at, &error))
     }
-    fn finish_invocation(
-        &self,
-        inv: Invocation,
-        state: &'static str,
-        error: Option<String>,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
-        blocking!(self, |s| s.finish_invocation(
-            &inv,
-            state,
-            error.as_deref(),
-            &actor,
-            now
-        ))
+    fn finish_invocation(&self, inv: Invocation, end: CallbackEnd, by: Stamp) -> Fut<()> {
+        blocking!(self, |s| s.finish_invocation(&inv, &end, &by))
     }
-    fn trigger_event(
-        &self,
-        kind: &'static str,
-        identity: Option<String>,
-        data: serde_json::Value,
-        actor: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
-        blocking!(self, |s| s.trigger_event(
-            kind,
-            identity.as_deref(),
-            &data,
-            &actor,
-            now
-        ))
+    fn trigger_event(&self, entry: TriggerEvent, by: Stamp) -> Fut<()> {
+        blocking!(self, |s| s.trigger_event(&entry, &by))
     }
 }

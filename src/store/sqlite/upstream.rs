@@ -1,8 +1,8 @@
 //! Upstream bookkeeping on SQLite: cursors, health, pulled requests, write-backs.
 
 use super::Sqlite;
-use crate::store::roles::{BoxFuture, JobOutcome, Upstream};
-use crate::store::upstream::{Health, Pulled, Unwritten};
+use crate::store::roles::{Fut, JobOutcome, Upstream};
+use crate::store::upstream::{Health, Outcome, Pulled, Unwritten};
 use crate::store::{Result, StoreError};
 
 use crate::store::rules::events as rules;
@@ -31,19 +31,13 @@ impl Sqlite {
         })
     }
 
-    pub fn set_upstream_health(
-        &self,
-        name: &str,
-        healthy: bool,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<()> {
+    pub fn set_upstream_health(&self, name: &str, error: Option<&str>, now: i64) -> Result<()> {
         self.with(|c| {
             c.prepare_cached(
                 "INSERT INTO upstream_state (name, healthy, last_error, last_poll_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT(name) DO UPDATE SET healthy = ?2, last_error = ?3, last_poll_at = ?4, updated_at = ?4",
             )?
-            .execute(params![name, healthy, error, now])?;
+            .execute(params![name, error.is_none(), error, now])?;
             Ok(())
         })
     }
@@ -77,19 +71,8 @@ impl Sqlite {
     }
 
     /// Records a pulled request (once: a second record of the same id changes nothing).
-    pub fn record_upstream(
-        &self,
-        name: &str,
-        id: &str,
-        request_id: Option<&str>,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<()> {
-        let outcome = if request_id.is_some() {
-            "accepted"
-        } else {
-            "rejected"
-        };
+    pub fn record_upstream(&self, name: &str, id: &str, outcome: &Outcome, now: i64) -> Result<()> {
+        let (request_id, reason) = outcome.columns();
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx
@@ -97,7 +80,7 @@ impl Sqlite {
                     "INSERT OR IGNORE INTO upstream_requests (upstream, upstream_id, request_id, outcome, reason, received_at)
                      VALUES (?,?,?,?,?,?)",
                 )?
-                .execute(params![name, id, request_id, outcome, reason, now])?;
+                .execute(params![name, id, request_id, outcome.as_str(), reason, now])?;
             if n > 0 && request_id.is_none() {
                 super::audit::append(
                     &tx,
@@ -186,64 +169,38 @@ impl Sqlite {
 }
 
 impl Upstream for Sqlite {
-    fn upstream_cursor(&self, name: String) -> BoxFuture<Result<Option<String>>> {
+    fn upstream_cursor(&self, name: String) -> Fut<Option<String>> {
         blocking!(self, |s| s.upstream_cursor(&name))
     }
-    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> BoxFuture<Result<()>> {
+    fn set_upstream_cursor(&self, name: String, cursor: String, now: i64) -> Fut<()> {
         blocking!(self, |s| s.set_upstream_cursor(&name, &cursor, now))
     }
-    fn set_upstream_health(
-        &self,
-        name: String,
-        healthy: bool,
-        error: Option<String>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn set_upstream_health(&self, name: String, error: Option<String>, now: i64) -> Fut<()> {
         blocking!(self, |s| s.set_upstream_health(
             &name,
-            healthy,
             error.as_deref(),
             now
         ))
     }
-    fn upstream_health(&self) -> BoxFuture<Result<Vec<Health>>> {
+    fn upstream_health(&self) -> Fut<Vec<Health>> {
         blocking!(self, |s| s.upstream_health())
     }
-    fn upstream_seen(&self, name: String, id: String) -> BoxFuture<Result<bool>> {
+    fn upstream_seen(&self, name: String, id: String) -> Fut<bool> {
         blocking!(self, |s| s.upstream_seen(&name, &id))
     }
-    fn record_upstream(
-        &self,
-        name: String,
-        id: String,
-        request_id: Option<String>,
-        reason: Option<String>,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
-        blocking!(self, |s| s.record_upstream(
-            &name,
-            &id,
-            request_id.as_deref(),
-            reason.as_deref(),
-            now
-        ))
+    fn record_upstream(&self, name: String, id: String, outcome: Outcome, now: i64) -> Fut<()> {
+        blocking!(self, |s| s.record_upstream(&name, &id, &outcome, now))
     }
-    fn unwritten(&self, name: String) -> BoxFuture<Result<Vec<Unwritten>>> {
+    fn unwritten(&self, name: String) -> Fut<Vec<Unwritten>> {
         blocking!(self, |s| s.unwritten(&name))
     }
-    fn mark_written(
-        &self,
-        name: String,
-        id: String,
-        message: String,
-        now: i64,
-    ) -> BoxFuture<Result<()>> {
+    fn mark_written(&self, name: String, id: String, message: String, now: i64) -> Fut<()> {
         blocking!(self, |s| s.mark_written(&name, &id, &message, now))
     }
-    fn upstream_request(&self, id: String) -> BoxFuture<Result<Option<Pulled>>> {
+    fn upstream_request(&self, id: String) -> Fut<Option<Pulled>> {
         blocking!(self, |s| s.upstream_request(&id))
     }
-    fn request_jobs(&self, request_id: String) -> BoxFuture<Result<Vec<JobOutcome>>> {
+    fn request_jobs(&self, request_id: String) -> Fut<Vec<JobOutcome>> {
         blocking!(self, |s| s.request_jobs(&request_id))
     }
 }
