@@ -84,14 +84,16 @@ pub(super) async fn put(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let identity = Identity { id, attributes };
+    let id = identity.id.clone();
     let config = state.live.get();
-    let identities = [identity];
+    let now = to_ms(state.clock.now());
     let applied = match apply(
         &config,
         &*state.store,
         &state.intake,
-        &identities,
-        &config.identities,
+        vec![identity],
+        false,
+        Stamp::new(token.clone(), now),
         confirm,
     )
     .await
@@ -106,16 +108,6 @@ pub(super) async fn put(
         }
         Err(e) => return internal(e),
     };
-    let now = to_ms(state.clock.now());
-    let [identity] = identities;
-    let id = identity.id.clone();
-    if let Err(e) = state
-        .store
-        .import_identities(vec![identity], Stamp::new(token.clone(), now))
-        .await
-    {
-        return super::store_failed(e);
-    }
     tracing::info!(identity = %id, actor = %token, lifecycle_requests = applied.requests, "identity updated");
     let change = applied.changes.first().map(|c| {
         json!({ "from": c.from, "to": c.to,

@@ -100,7 +100,14 @@ pub(super) async fn import(
     let ids = read(config, file)?;
     let store = open(config).await?;
     let intake = super::commands::cli_intake(config, &store);
-    let applied = match apply(config, &*store, &intake, &ids, &config.identities, confirm).await {
+    let by = Stamp::new(super::actor(), to_ms(clock.now()));
+    // identities.csv's rows first: an edited row of it imported here is diffed against the
+    // row as applied, not against the edited file (issue 33).
+    crate::lifecycle::apply::seed(config, &*store, by.clone())
+        .await
+        .map_err(failed)?;
+    let n = ids.len();
+    let applied = match apply(config, &*store, &intake, ids, false, by, confirm).await {
         Ok(a) => a,
         Err(e @ ApplyError::Held { .. }) => {
             return Err(CliError::Invalid(format!(
@@ -109,10 +116,6 @@ pub(super) async fn import(
         }
         Err(e) => return Err(failed(e)),
     };
-    let n = store
-        .import_identities(ids, Stamp::new(super::actor(), to_ms(clock.now())))
-        .await
-        .map_err(failed)?;
     println!("{n} identities imported");
     for c in &applied.changes {
         println!("{}", describe(c));

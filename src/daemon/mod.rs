@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::intake::Intake;
 use crate::intake::spool::{self, Taken};
-use crate::store::{Store, StoreError};
+use crate::store::{Stamp, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -163,6 +163,16 @@ pub async fn run(
     let intake = Intake::new(current.clone(), store.clone(), clock.clone())
         .waking(wake.clone())
         .waking_on_removals(schedule_wake.clone());
+    // identities.csv against the store: rows it has never seen become the base of later
+    // edits, rows edited while the agent was stopped are applied now (issue 33).
+    let by = Stamp::new(crate::model::agent_actor(&config.agent.name), now);
+    match file_changes(&config, None, &store, &intake, by).await {
+        Err(crate::lifecycle::apply::ApplyError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "identities.csv: changes not applied (import the identities with `provd identities import --confirm` to let a held change through)")
+        }
+        Ok(()) => {}
+    }
     // SailPoint triggers: their ASYNC secrets are sealed under a key beside the store.
     let triggers = if config.triggers.is_empty() {
         None
@@ -288,6 +298,7 @@ pub async fn run(
             store: store.clone(),
             keyring,
             intake: intake.clone(),
+            clock: clock.clone(),
         },
         stopped(),
     ));
@@ -474,7 +485,11 @@ async fn reload(path: &std::path::Path, current: &crate::config::Live, what: &Re
                     .count();
             // identities.csv's lifecycle changes are planned before the new file is in
             // force; a mass change holds the whole reload.
-            if let Err(e) = csv_changes(&old, &config, what).await {
+            let by = Stamp::new(
+                crate::model::agent_actor(&config.agent.name),
+                crate::clock::to_ms(what.clock.now()),
+            );
+            if let Err(e) = file_changes(&config, Some(&old), &what.store, &what.intake, by).await {
                 tracing::error!(error = %e, "new configuration refused; the previous one stays in force (import the identities with `provd identities import --confirm` to let a held change through)");
                 return;
             }
@@ -504,39 +519,19 @@ struct Reloadable {
     keyring: Arc<api::auth::Keyring>,
     /// Where identities.csv's lifecycle changes go.
     intake: Intake,
+    clock: SharedClock,
 }
 
-/// The lifecycle changes of identities.csv's rows that changed (identities imported into
-/// the store are the store's: their rows are ignored, as everywhere).
-async fn csv_changes(
-    old: &Config,
-    new: &Config,
-    what: &Reloadable,
+/// identities.csv's rows applied against the store (`before`: the file as it was, at a
+/// reload); a held mass change is logged and waits for `identities import --confirm`.
+async fn file_changes(
+    config: &Config,
+    before: Option<&Config>,
+    store: &Store,
+    intake: &Intake,
+    by: Stamp,
 ) -> Result<(), crate::lifecycle::apply::ApplyError> {
-    let changed: Vec<provd_connector_core::Identity> = new
-        .identities
-        .values()
-        .filter(|i| old.identities.get(&i.id) != Some(*i))
-        .cloned()
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let ids = changed.iter().map(|i| i.id.clone()).collect();
-    let imported = what.store.identities(ids).await?;
-    let changed: Vec<_> = changed
-        .into_iter()
-        .filter(|i| !imported.contains_key(&i.id))
-        .collect();
-    let applied = crate::lifecycle::apply::apply(
-        new,
-        &*what.store,
-        &what.intake,
-        &changed,
-        &old.identities,
-        false,
-    )
-    .await?;
+    let applied = crate::lifecycle::apply::file(config, before, &**store, intake, by).await?;
     if !applied.changes.is_empty() {
         tracing::info!(
             identities = applied.changes.len(),

@@ -1,9 +1,15 @@
-//! Applying identity changes: read what each identity was and holds, diff, hold a mass
-//! change unless confirmed, hand the requests to the intake. Callers store the identities
-//! afterwards: should they fail between the two, the change is found and made again the
-//! next time (every operation is idempotent, a duplicate grant is reported as existing).
+//! Applying identity changes, whatever brought them (identities.csv at start or SIGHUP,
+//! `identities import`, `PUT /identities/v1`): read what each identity was as the store
+//! last applied it and what it holds, diff, hold a mass change unless confirmed, hand the
+//! requests to the intake, then store the identities as applied. Should the agent stop
+//! between the two, the change is found and made again the next time (every operation is
+//! idempotent, a duplicate grant is reported as existing).
+//!
+//! The store is the base of every diff (issue 33): identities.csv's rows are stored as
+//! applied (`from_file`) the first time the agent or the CLI sees them, so that an edit of
+//! the file is diffed against what was applied, never against the edited file itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use provd_connector_core::Identity;
 
@@ -11,9 +17,9 @@ use super::{Change, Sync, change, state_name, summary};
 use crate::config::{Config, ItemType};
 use crate::intake::{Intake, SubmitError};
 use crate::model::Requester;
-use crate::store::StoreError;
 use crate::store::audit::AccessQuery;
 use crate::store::roles::{Accounts, Audit};
+use crate::store::{Stamp, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -93,17 +99,21 @@ pub async fn plan(
     Ok(out)
 }
 
-/// Plans and submits the changes `identities` bring (see [`plan`] for `csv_before`);
-/// `confirm` lets a mass change through.
+/// Plans and submits the changes `identities` bring, then stores them as applied
+/// (`from_file`: as identities.csv's rows); `confirm` lets a mass change through.
 pub async fn apply(
     config: &Config,
     store: &(impl Accounts + Audit + ?Sized),
     intake: &Intake,
-    identities: &[Identity],
-    csv_before: &BTreeMap<String, Identity>,
+    identities: Vec<Identity>,
+    from_file: bool,
+    by: Stamp,
     confirm: bool,
 ) -> Result<Applied, ApplyError> {
-    let changes = plan(config, store, identities, csv_before).await?;
+    if identities.is_empty() {
+        return Ok(Applied::default());
+    }
+    let changes = plan(config, store, &identities, &config.identities).await?;
     let accounts: usize = changes.iter().map(Change::removals).sum();
     let max = config.lifecycle.max_changes;
     if accounts > max && !confirm {
@@ -132,8 +142,55 @@ pub async fn apply(
             requests += 1;
         }
         tracing::info!(identity = %c.identity, from = c.from.as_deref().unwrap_or(""), to = c.to.as_deref().unwrap_or(""),
-            revoked = c.revoke.len(), granted = c.grant.len(), account_operations = c.accounts.len(), actor = "lifecycle",
+            revoked = c.revoke.len(), granted = c.grant.len(), account_operations = c.accounts.len(), actor = %by.actor,
             "lifecycle change planned");
     }
+    store.import_identities(identities, from_file, by).await?;
     Ok(Applied { changes, requests })
+}
+
+/// identities.csv against the store: rows the store has never seen are stored as they
+/// are (the base later edits are diffed against: nothing is planned for them, as for any
+/// row present when the agent first started), and rows that differ from the version last
+/// applied from the file, or (`before`, at a reload) from the file as it was, are applied.
+pub async fn file(
+    config: &Config,
+    before: Option<&Config>,
+    store: &(impl Accounts + Audit + ?Sized),
+    intake: &Intake,
+    by: Stamp,
+) -> Result<Applied, ApplyError> {
+    let (seen, applied) = seed(config, store, by.clone()).await?;
+    let edited: Vec<Identity> = config
+        .identities
+        .values()
+        .filter(|row| seen.contains(&row.id))
+        .filter(|row| {
+            applied.get(&row.id).is_some_and(|a| a != *row)
+                || before.is_some_and(|b| b.identities.get(&row.id) != Some(*row))
+        })
+        .cloned()
+        .collect();
+    apply(config, store, intake, edited, true, by, false).await
+}
+
+/// Stores identities.csv's rows the store has never seen; returns the ids it had before
+/// and its rows last applied from the file.
+pub async fn seed(
+    config: &Config,
+    store: &(impl Accounts + Audit + ?Sized),
+    by: Stamp,
+) -> Result<(BTreeSet<String>, BTreeMap<String, Identity>), StoreError> {
+    let seen: BTreeSet<String> = store.identity_ids().await?.into_iter().collect();
+    let new: Vec<Identity> = config
+        .identities
+        .values()
+        .filter(|row| !seen.contains(&row.id))
+        .cloned()
+        .collect();
+    if !new.is_empty() {
+        tracing::info!(identities = new.len(), actor = %by.actor, "identities.csv: rows stored as the base of later changes");
+        store.import_identities(new, true, by).await?;
+    }
+    Ok((seen, store.file_identities().await?))
 }

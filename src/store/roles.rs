@@ -221,7 +221,17 @@ pub trait Accounts: Send + Sync {
     /// The imported identities among `ids`.
     fn identities(&self, ids: Vec<String>) -> Fut<BTreeMap<String, Identity>>;
     fn identity_ids(&self) -> Fut<Vec<String>>;
-    fn import_identities(&self, identities: Vec<Identity>, by: Stamp) -> Fut<usize>;
+    /// Stores identities as applied, all or nothing. `from_file`: they are rows of
+    /// identities.csv as the agent applied them (the base its next edit is diffed
+    /// against); false: imported or changed through the API, CLI or an upstream.
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        from_file: bool,
+        by: Stamp,
+    ) -> Fut<usize>;
+    /// The stored identities that are identities.csv's rows as last applied.
+    fn file_identities(&self) -> Fut<BTreeMap<String, Identity>>;
     /// The identity whose attribute `attr` is `value` (upstream correlation).
     fn identity_by_attribute(&self, attr: String, value: String) -> Fut<Option<String>>;
     /// The account's native id on a source, if provd knows it.

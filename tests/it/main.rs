@@ -13,6 +13,7 @@ mod hardening;
 mod hardening2;
 mod hardening_ops;
 mod harness;
+mod holdings;
 mod httpservers;
 mod intake;
 mod joiners;

@@ -39,7 +39,8 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     let n = s
         .import_identities(
             vec![person("u2", "b@x"), person("u1", "a@x")],
-            Stamp::new("cli:op", 1_000),
+            true,
+            Stamp::new("agent:a", 1_000),
         )
         .await?;
     assert_eq!(n, 2);
@@ -55,10 +56,23 @@ pub(super) async fn accounts(store: Store) -> Outcome {
         s.identity_by_attribute("mail".into(), "zz".into()).await?,
         None
     );
-    // A second import replaces what it names, whole.
-    s.import_identities(vec![person("u1", "new@x")], Stamp::new("cli:op", 1_001))
-        .await?;
+    assert_eq!(
+        s.file_identities().await?.keys().collect::<Vec<_>>(),
+        ["u1", "u2"],
+        "both stored as identities.csv's rows"
+    );
+    // A second import replaces what it names, whole, and it is no longer the file's row.
+    s.import_identities(
+        vec![person("u1", "new@x")],
+        false,
+        Stamp::new("cli:op", 1_001),
+    )
+    .await?;
     assert_eq!(s.identity("u1".into()).await?, Some(person("u1", "new@x")));
+    assert_eq!(
+        s.file_identities().await?.keys().collect::<Vec<_>>(),
+        ["u2"]
+    );
     // The account a job created is known by its native id from then on.
     assert_eq!(s.native_id("u1".into(), "flat".into()).await?, None);
     f.grant("u1", "ap-remote", 2_000).await?;

@@ -41,7 +41,12 @@ impl Accounts for Postgres {
         })
     }
 
-    fn import_identities(&self, identities: Vec<Identity>, by: Stamp) -> Fut<usize> {
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        from_file: bool,
+        by: Stamp,
+    ) -> Fut<usize> {
         let me = self.clone();
         let Stamp { actor, now } = by;
         Box::pin(async move {
@@ -49,18 +54,39 @@ impl Accounts for Postgres {
             let tx = c.transaction().await?;
             let st = tx
                 .prepare(
-                    "INSERT INTO identities (id, attributes, updated_at) VALUES ($1,$2,$3)
-                     ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+                    "INSERT INTO identities (id, attributes, updated_at, from_file) VALUES ($1,$2,$3,$4)
+                     ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at,
+                        from_file = excluded.from_file",
                 )
                 .await?;
             for i in &identities {
                 let attrs = crate::store::rules::identity_attributes(i)?;
-                tx.execute(&st, &[&i.id, &attrs, &now]).await?;
+                tx.execute(&st, &[&i.id, &attrs, &now, &i64::from(from_file)])
+                    .await?;
             }
             let event = events::identities_imported(identities.len(), &actor);
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
             Ok(identities.len())
+        })
+    }
+
+    fn file_identities(&self) -> Fut<BTreeMap<String, Identity>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, attributes FROM identities WHERE from_file = 1",
+                    &[],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    Ok((id.clone(), identity(id, r.get(1))?))
+                })
+                .collect()
         })
     }
 

@@ -279,4 +279,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
     INSERT INTO store_identity (id, store_id) VALUES (1, md5(random()::TEXT || clock_timestamp()::TEXT));
     "#,
+    // 14: as SQLite's 14.
+    r#"
+    ALTER TABLE identities ADD COLUMN from_file BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];

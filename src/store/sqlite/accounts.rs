@@ -31,17 +31,24 @@ impl Sqlite {
         })
     }
 
-    pub fn import_identities(&self, ids: &[Identity], now_ms: i64, actor: &str) -> Result<usize> {
+    pub fn import_identities(
+        &self,
+        ids: &[Identity],
+        from_file: bool,
+        by: &Stamp,
+    ) -> Result<usize> {
+        let (now_ms, actor) = (by.now, by.actor.as_str());
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut stmt = tx.prepare(
-                    "INSERT INTO identities (id, attributes, updated_at) VALUES (?,?,?)
-                     ON CONFLICT(id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+                    "INSERT INTO identities (id, attributes, updated_at, from_file) VALUES (?,?,?,?)
+                     ON CONFLICT(id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at,
+                        from_file = excluded.from_file",
                 )?;
                 for i in ids {
                     let attrs = crate::store::rules::identity_attributes(i)?;
-                    stmt.execute(params![i.id, attrs, now_ms])?;
+                    stmt.execute(params![i.id, attrs, now_ms, from_file])?;
                 }
             }
             super::audit::append(&tx, now_ms, &crate::store::rules::events::identities_imported(ids.len(), actor))?;
@@ -66,12 +73,24 @@ impl Accounts for Sqlite {
     fn identity_ids(&self) -> Fut<Vec<String>> {
         blocking!(self, |s| s.identity_ids())
     }
-    fn import_identities(&self, identities: Vec<Identity>, by: Stamp) -> Fut<usize> {
-        blocking!(self, |s| s.import_identities(
-            &identities,
-            by.now,
-            &by.actor
-        ))
+    fn import_identities(
+        &self,
+        identities: Vec<Identity>,
+        from_file: bool,
+        by: Stamp,
+    ) -> Fut<usize> {
+        blocking!(self, |s| s.import_identities(&identities, from_file, &by))
+    }
+    fn file_identities(&self) -> Fut<BTreeMap<String, Identity>> {
+        blocking!(self, |s| s.with(|c| {
+            let rows = c
+                .prepare_cached("SELECT id, attributes FROM identities WHERE from_file = 1")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, a)| Ok((id.clone(), crate::store::rules::stored_identity(id, &a)?)))
+                .collect()
+        }))
     }
     fn identity_by_attribute(&self, attr: String, value: String) -> Fut<Option<String>> {
         blocking!(self, |s| s.identity_by_attribute(&attr, &value))

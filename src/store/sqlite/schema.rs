@@ -365,4 +365,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE store_identity (id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL);
     INSERT INTO store_identity (id, store_id) VALUES (1, lower(hex(randomblob(16))));
     "#,
+    // 14: which stored identities are identities.csv's rows as the agent last applied
+    // them (issue 33): an edit of the file is diffed against them, not against the file.
+    r#"
+    ALTER TABLE identities ADD COLUMN from_file INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

@@ -127,6 +127,7 @@ async fn a_store_reopened_on_the_same_file_sees_what_was_committed() {
                 id: "u9".into(),
                 attributes: Default::default(),
             }],
+            false,
             crate::store::Stamp::new("cli:test", 7),
         )
         .await
@@ -151,7 +152,9 @@ fn the_log_is_folded_into_the_file_off_the_writers_path() {
                 attributes: [("note".to_string(), format!("{big}{i}"))].into(),
             })
             .collect();
-        store.import_identities(&ids, 1, "cli:test").unwrap();
+        store
+            .import_identities(&ids, false, &crate::store::Stamp::new("cli:test", 1))
+            .unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
