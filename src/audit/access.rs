@@ -1,11 +1,12 @@
 //! `provd access list` / `GET /access/v1`: what each identity holds now, one row per item
 //! and source; and `provd access removals`: the removals removeDates caused, how late.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339_ms;
+use crate::config::{Catalog, ItemType};
 use crate::model::Granted;
 use crate::store::audit::{Holding, RemovalRow};
 use crate::store::rules::AssignmentState;
@@ -45,21 +46,55 @@ pub fn state(h: &Holding) -> &'static str {
     }
 }
 
+/// Whether holding `h` (which granted `granted`) gives `item`: it is that item, or the
+/// item is part of it (an access profile of a role, an entitlement of either, as the
+/// catalog says or as it was granted). Asking by a role, an access profile or an
+/// entitlement so finds the same people (DESIGN §21; issue 33 finding 4).
+pub fn gives(h: &Holding, granted: &[Granted], item: &str, catalog: &Catalog) -> bool {
+    h.item_id == item
+        || ItemType::parse(&h.item_type)
+            .is_some_and(|ty| catalog.closure(ty, &h.item_id).contains(item))
+        || granted.iter().any(|g| g.id == item)
+}
+
+/// The entitlements `item` grants (whatever kind of item it is), by id.
+fn entitlements_in(catalog: &Catalog, item: &str) -> BTreeSet<String> {
+    [
+        ItemType::Entitlement,
+        ItemType::AccessProfile,
+        ItemType::Role,
+    ]
+    .into_iter()
+    .flat_map(|ty| catalog.expand(ty, item))
+    .map(|e| e.id.clone())
+    .chain(std::iter::once(item.to_string()))
+    .collect()
+}
+
 /// Holdings as rows, one per source each touches; with `source`, only that source's;
-/// with `item`, only that catalog item's. An item with nothing to provision (all of it
-/// already held) shows once, source `-`.
+/// with `item`, only the holdings that give it ([`gives`]), showing of a larger item only
+/// what `item` grants. An item with nothing to provision (all of it already held) shows
+/// once, source `-`.
 pub fn rows(
     holdings: &[Holding],
     source: Option<&str>,
     item: Option<&str>,
-    catalog: &crate::config::Catalog,
+    catalog: &Catalog,
 ) -> Vec<AccessRow> {
     let mut out = Vec::new();
-    for h in holdings
-        .iter()
-        .filter(|h| item.is_none_or(|i| i == h.item_id))
-    {
-        let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
+    let wanted = item.map(|i| entitlements_in(catalog, i));
+    for h in holdings {
+        let mut granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
+        if let Some(i) = item {
+            if !gives(h, &granted, i, catalog) {
+                continue;
+            }
+            if h.item_id != i
+                && let Some(w) = &wanted
+            {
+                granted.retain(|g| w.contains(&g.id));
+            }
+        }
         let accounts: BTreeMap<String, String> = h
             .accounts
             .as_deref()
@@ -287,6 +322,52 @@ mod tests {
         assert_eq!(csv.len(), COLUMNS.len());
         let values = COLUMNS.iter().position(|c| *c == "values").unwrap();
         assert_eq!(csv[values], "cn=vpn;cn=vpn2");
+    }
+
+    /// Issue 33 finding 4: "who has vpn?" found only those granted `vpn` itself, never
+    /// those who got it through a role or an access profile.
+    #[test]
+    fn asking_by_a_role_a_profile_or_an_entitlement_finds_the_same_people() {
+        let file: crate::config::files::CatalogFile = toml::from_str(
+            r#"
+            [[entitlement]]
+            id = "vpn"
+            source = "corp"
+            attribute = "groups"
+            value = "cn=vpn"
+            [[entitlement]]
+            id = "wiki"
+            source = "wiki"
+            attribute = "role"
+            value = "editor"
+            [[access_profile]]
+            id = "ap-remote"
+            entitlements = ["vpn"]
+            [[role]]
+            id = "eng"
+            access_profiles = ["ap-remote"]
+            entitlements = ["wiki"]
+            "#,
+        )
+        .unwrap();
+        let sources = BTreeSet::from(["corp".to_string(), "wiki".to_string()]);
+        let (catalog, problems) = Catalog::build(file, &sources);
+        assert!(problems.is_empty(), "{problems:?}");
+        let held = [holding("active", None)];
+        for item in ["eng", "ap-remote", "vpn", "wiki"] {
+            let found = rows(&held, None, Some(item), &catalog);
+            assert!(!found.is_empty(), "asking by {item} finds ada");
+            assert!(found.iter().all(|r| r.identity == "ada"));
+        }
+        // Asked by an entitlement, a role's row shows that entitlement, not the rest.
+        let vpn = rows(&held, None, Some("vpn"), &catalog);
+        assert_eq!(vpn.len(), 1);
+        assert_eq!(
+            (vpn[0].source.as_str(), vpn[0].item_id.as_str()),
+            ("corp", "eng")
+        );
+        assert_eq!(vpn[0].values, vec!["cn=vpn"]);
+        assert!(rows(&held, None, Some("nothing"), &catalog).is_empty());
     }
 
     #[test]
