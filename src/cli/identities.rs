@@ -64,7 +64,7 @@ pub(super) async fn preview(config: &Config, file: &Path) -> Result<(), CliError
             .snapshot(vec![c.identity.clone()])
             .await
             .map_err(failed)?;
-        for request in c.requests() {
+        for request in c.requests(None) {
             let plan = crate::plan::plan(&request, &config.catalog, &snapshot, &config.rules);
             super::commands::print_plan(&plan);
         }

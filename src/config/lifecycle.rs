@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::catalog::{Catalog, ItemType};
+use super::duration::Dur;
 
 /// The identity attribute that names the state.
 pub const STATE_ATTRIBUTE: &str = "lifecycleState";
@@ -18,14 +19,32 @@ pub struct LifecycleFile {
     /// The states, by name.
     #[serde(default)]
     pub state: Vec<StateSection>,
-    /// One import or reload that would disable or delete more accounts than this is held
-    /// until confirmed (`--confirm`, `Provd-Confirm: true`).
+    /// More account disables and deletes than this within `guard_window`, whatever
+    /// brought them (imports, PUTs, reloads), are held until confirmed (`--confirm`,
+    /// `Provd-Confirm: true`).
     #[serde(default = "default_max_changes")]
     pub max_changes: usize,
+    /// How far back the guard counts (DESIGN §21): five leaver PUTs in a row are one
+    /// burst, not five small changes.
+    #[serde(default = "default_guard_window")]
+    pub guard_window: Dur,
+    /// Identity attributes whose values an `identity_changed` event records; any other
+    /// changed attribute is named without its value (personal data stays out of the
+    /// audit trail unless asked for).
+    #[serde(default = "default_audit_values")]
+    pub audit_values: Vec<String>,
 }
 
 fn default_max_changes() -> usize {
     25
+}
+
+fn default_guard_window() -> Dur {
+    Dur(std::time::Duration::from_secs(600))
+}
+
+fn default_audit_values() -> Vec<String> {
+    vec![STATE_ATTRIBUTE.to_string()]
 }
 
 /// `[[state]]`.
@@ -107,6 +126,8 @@ pub struct State {
 pub struct Lifecycle {
     pub states: BTreeMap<String, State>,
     pub max_changes: usize,
+    pub guard_window: std::time::Duration,
+    pub audit_values: BTreeSet<String>,
 }
 
 impl Lifecycle {
@@ -213,6 +234,8 @@ pub fn build(
         Lifecycle {
             states,
             max_changes: file.max_changes,
+            guard_window: file.guard_window.0,
+            audit_values: file.audit_values.into_iter().collect(),
         },
         problems,
     )

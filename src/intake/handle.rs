@@ -109,6 +109,9 @@ impl Intake {
                 "source": source, "op": op.kind().as_str() })).collect::<Vec<_>>(),
             "repairs": request.repairs.iter().map(|(source, op)| serde_json::json!({
                 "source": source, "op": op.kind().as_str() })).collect::<Vec<_>>(),
+            // A lifecycle request's `cause` (its identity_changed event) stays with it
+            // even when it has no item to carry it.
+            "clientMetadata": request.client_metadata,
         })
         .to_string()
         .into_bytes();

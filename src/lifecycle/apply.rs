@@ -17,18 +17,21 @@ use super::{Change, Sync, change, state_name, summary};
 use crate::config::{Config, ItemType};
 use crate::intake::{Intake, SubmitError};
 use crate::model::Requester;
-use crate::store::audit::AccessQuery;
+use crate::store::audit::{AccessQuery, AuditQuery};
 use crate::store::roles::{Accounts, Audit};
 use crate::store::{Stamp, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// More accounts would be disabled or deleted than `max_changes`: nothing was done.
+    /// More accounts would be disabled or deleted within the guard's window than
+    /// `max_changes`: nothing was done.
     #[error(
-        "held: this change would disable or delete {accounts} accounts, more than lifecycle max_changes ({max}): {summary}; nothing was changed. Confirm it to go ahead."
+        "held: this change would disable or delete {accounts} accounts ({recent} more were within the last {window}), more than lifecycle max_changes ({max}): {summary}; nothing was changed. Confirm it to go ahead."
     )]
     Held {
         accounts: usize,
+        recent: usize,
+        window: String,
         max: usize,
         summary: String,
     },
@@ -50,32 +53,61 @@ pub struct Applied {
     pub requests: usize,
 }
 
-/// What each of `identities` was before (the store's imported identity, else the one in
-/// `csv_before`, i.e. `identities.csv` before this change) and what it holds, diffed into
-/// changes.
+/// What each of `identities` was before (the store's identity, else the one in
+/// `csv_before`, i.e. `identities.csv` as it was) and what it holds, diffed into changes.
 pub async fn plan(
     config: &Config,
     store: &(impl Accounts + Audit + ?Sized),
     identities: &[Identity],
     csv_before: &BTreeMap<String, Identity>,
 ) -> Result<Vec<Change>, StoreError> {
+    Ok(diff(config, store, identities, csv_before).await?.0)
+}
+
+/// [`plan`]'s changes, with each identity as it was before (None: new).
+async fn diff(
+    config: &Config,
+    store: &(impl Accounts + Audit + ?Sized),
+    identities: &[Identity],
+    csv_before: &BTreeMap<String, Identity>,
+) -> Result<(Vec<Change>, BTreeMap<String, Identity>), StoreError> {
     let sync: Sync = config
         .sources
         .values()
         .filter(|s| !s.sync.is_empty())
         .map(|s| (s.id.clone(), s.sync.clone()))
         .collect();
-    if config.lifecycle.states.is_empty() && sync.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids: Vec<String> = identities.iter().map(|i| i.id.clone()).collect();
-    let stored = store.identities(ids).await?;
+    let mut before = store.identities(ids).await?;
+    for i in identities {
+        if let (false, Some(row)) = (before.contains_key(&i.id), csv_before.get(&i.id)) {
+            before.insert(i.id.clone(), row.clone());
+        }
+    }
+    if config.lifecycle.states.is_empty() && sync.is_empty() {
+        return Ok((Vec::new(), before));
+    }
+    let moving: Vec<String> = identities
+        .iter()
+        .filter(|new| {
+            state_name(&config.lifecycle, before.get(&new.id))
+                != state_name(&config.lifecycle, Some(new))
+        })
+        .map(|i| i.id.clone())
+        .collect();
+    let accounts = if moving.is_empty() {
+        BTreeMap::new()
+    } else {
+        store.account_sources(moving).await?
+    };
+    let none = BTreeSet::new();
     let mut out = Vec::new();
     for new in identities {
-        let old = stored.get(&new.id).or_else(|| csv_before.get(&new.id));
+        let old = before.get(&new.id);
+        let has = accounts.get(&new.id).unwrap_or(&none);
         // Cheap first: most imports change no state, and need no look at holdings.
-        if state_name(&config.lifecycle, old) == state_name(&config.lifecycle, Some(new)) {
-            let c = change(&config.lifecycle, &sync, old, new, &[]);
+        if !accounts.contains_key(&new.id) {
+            let c = change(&config.lifecycle, &sync, old, new, &[], has);
             if !c.is_empty() {
                 out.push(c);
             }
@@ -91,12 +123,43 @@ pub async fn plan(
             .filter(|h| h.state != crate::store::rules::AssignmentState::Revoking)
             .filter_map(|h| ItemType::parse(&h.item_type).map(|ty| (ty, h.item_id)))
             .collect();
-        let c = change(&config.lifecycle, &sync, old, new, &held);
+        let c = change(&config.lifecycle, &sync, old, new, &held, has);
         if !c.is_empty() {
             out.push(c);
         }
     }
-    Ok(out)
+    Ok((out, before))
+}
+
+/// `10m`, `90s`: the window as an operator would write it.
+fn window_text(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Account disables and deletes that identity changes brought within the guard's window
+/// before `now` (each `identity_changed` event says how many).
+async fn recent_removals(
+    config: &Config,
+    store: &(impl Accounts + Audit + ?Sized),
+    now: i64,
+) -> Result<usize, StoreError> {
+    let window = i64::try_from(config.lifecycle.guard_window.as_millis()).unwrap_or(i64::MAX);
+    let events = store
+        .audit(AuditQuery {
+            kinds: vec!["identity_changed".into()],
+            since: Some(now.saturating_sub(window)),
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await?;
+    Ok(events
+        .iter()
+        .filter_map(|e| e.data["accountRemovals"].as_u64())
+        .map(|n| n as usize)
+        .sum())
 }
 
 /// Plans and submits the changes `identities` bring, then stores them as applied
@@ -113,24 +176,47 @@ pub async fn apply(
     if identities.is_empty() {
         return Ok(Applied::default());
     }
-    let changes = plan(config, store, &identities, &config.identities).await?;
+    let (changes, before) = diff(config, store, &identities, &config.identities).await?;
     let accounts: usize = changes.iter().map(Change::removals).sum();
     let max = config.lifecycle.max_changes;
-    if accounts > max && !confirm {
-        return Err(ApplyError::Held {
-            accounts,
-            max,
-            summary: summary(&changes),
-        });
+    if accounts > 0 && !confirm {
+        let recent = recent_removals(config, store, by.now).await?;
+        if accounts + recent > max {
+            return Err(ApplyError::Held {
+                accounts,
+                recent,
+                window: window_text(config.lifecycle.guard_window),
+                max,
+                summary: summary(&changes),
+            });
+        }
+    }
+    // Each identity that changed at all is an event naming it, its changed fields and
+    // the actor; the requests its change causes carry the event's id (issue 33, 7).
+    let mut causes: BTreeMap<&str, i64> = BTreeMap::new();
+    for new in &identities {
+        let old = before.get(&new.id);
+        if old == Some(new) {
+            continue;
+        }
+        let c = changes.iter().find(|c| c.identity == new.id);
+        let mut data = super::changed_fields(old, new, &config.lifecycle.audit_values);
+        data["from"] = serde_json::json!(c.and_then(|c| c.from.clone()));
+        data["to"] = serde_json::json!(c.and_then(|c| c.to.clone()));
+        data["accountRemovals"] = serde_json::json!(c.map_or(0, Change::removals));
+        let id = store
+            .identity_changed(new.id.clone(), data, by.clone())
+            .await?;
+        causes.insert(new.id.as_str(), id);
     }
     let by_id: BTreeMap<&str, &Identity> = identities.iter().map(|i| (i.id.as_str(), i)).collect();
-    let from = Requester::lifecycle();
+    let from = Requester::lifecycle_as(&by.actor);
     let mut requests = 0;
     for c in &changes {
         let Some(identity) = by_id.get(c.identity.as_str()) else {
             continue;
         };
-        for request in c.requests() {
+        for request in c.requests(causes.get(c.identity.as_str()).copied()) {
             let ids = BTreeMap::from([(c.identity.clone(), (*identity).clone())]);
             intake
                 .submit_valid(request, ids, &from, None)

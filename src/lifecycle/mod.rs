@@ -46,8 +46,12 @@ impl Change {
     }
 
     /// The requests the change is made of: a revoke (with disables and deletes), then a
-    /// grant (with enables); either may be missing.
-    pub fn requests(&self) -> Vec<ValidRequest> {
+    /// grant (with enables); either may be missing. `cause`: the `identity_changed`
+    /// event they come from, in each request's and item's client metadata.
+    pub fn requests(&self, cause: Option<i64>) -> Vec<ValidRequest> {
+        let metadata: BTreeMap<String, String> = cause
+            .map(|c| BTreeMap::from([("cause".to_string(), c.to_string())]))
+            .unwrap_or_default();
         let comment = format!(
             "lifecycle: {} -> {}",
             self.from.as_deref().unwrap_or("(none)"),
@@ -59,7 +63,7 @@ impl Change {
             comment: Some(comment.clone()),
             start_at: None,
             remove_at: None,
-            client_metadata: Default::default(),
+            client_metadata: metadata.clone(),
         };
         // Disables and deletes go with the revoke; enables and updates with the grant.
         let ops = |grant: bool| -> Vec<(String, Operation)> {
@@ -81,7 +85,7 @@ impl Change {
                 request_type: RequestType::Revoke,
                 requested_for: vec![self.identity.clone()],
                 items: self.revoke.iter().map(|(ty, id)| item(*ty, id)).collect(),
-                client_metadata: Default::default(),
+                client_metadata: metadata.clone(),
                 account_ops: revoke_ops,
                 repairs: Vec::new(),
             });
@@ -95,7 +99,7 @@ impl Change {
                     .iter()
                     .map(|p| item(ItemType::AccessProfile, p))
                     .collect(),
-                client_metadata: Default::default(),
+                client_metadata: metadata.clone(),
                 account_ops: grant_ops,
                 repairs: Vec::new(),
             });
@@ -147,15 +151,41 @@ pub fn updates(sync: &Sync, old: Option<&Identity>, new: &Identity) -> Vec<(Stri
         .collect()
 }
 
+/// What an `identity_changed` event says of the attributes: the name of each one that
+/// changed (added, changed or removed), and the new value of those in `values` (the
+/// configured allow-list; a removed one is null).
+pub fn changed_fields(
+    old: Option<&Identity>,
+    new: &Identity,
+    values: &BTreeSet<String>,
+) -> serde_json::Value {
+    let empty = BTreeMap::new();
+    let before = old.map_or(&empty, |o| &o.attributes);
+    let names: BTreeSet<&String> = before
+        .keys()
+        .chain(new.attributes.keys())
+        .filter(|k| before.get(*k) != new.attributes.get(*k))
+        .collect();
+    let shown: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .filter(|k| values.contains(k.as_str()))
+        .map(|k| ((*k).clone(), serde_json::json!(new.attributes.get(*k))))
+        .collect();
+    serde_json::json!({ "fields": names, "values": shown })
+}
+
 /// What the change from `old` (None: a new identity) to `new` means, given the items the
-/// identity holds now (`held`: live assignments): the state's consequences, and attribute
-/// sync. Nothing changed: nothing.
+/// identity holds now (`held`: live assignments) and the sources it has an account on
+/// (`accounts`: a state's account actions touch only those; an account that does not
+/// exist is neither disabled nor counted by the guard): the state's consequences, and
+/// attribute sync. Nothing changed: nothing.
 pub fn change(
     lifecycle: &Lifecycle,
     sync: &Sync,
     old: Option<&Identity>,
     new: &Identity,
     held: &[(ItemType, String)],
+    accounts: &BTreeSet<String>,
 ) -> Change {
     let (from, to) = (state_name(lifecycle, old), state_name(lifecycle, Some(new)));
     let mut c = Change {
@@ -197,14 +227,19 @@ pub fn change(
             .filter(|p| !held_set.contains(&(ItemType::AccessProfile, p.as_str())))
             .cloned()
             .collect();
-        c.accounts.extend(s.accounts.iter().map(|(src, a)| {
-            let op = match a {
-                AccountAction::Enable => Operation::EnableAccount,
-                AccountAction::Disable => Operation::DisableAccount,
-                AccountAction::Delete => Operation::DeleteAccount,
-            };
-            (src.clone(), op)
-        }));
+        c.accounts.extend(
+            s.accounts
+                .iter()
+                .filter(|(src, _)| accounts.contains(*src))
+                .map(|(src, a)| {
+                    let op = match a {
+                        AccountAction::Enable => Operation::EnableAccount,
+                        AccountAction::Disable => Operation::DisableAccount,
+                        AccountAction::Delete => Operation::DeleteAccount,
+                    };
+                    (src.clone(), op)
+                }),
+        );
     }
     c.revoke = revoke.into_iter().collect();
     c
@@ -234,6 +269,11 @@ mod tests {
     use super::*;
     use crate::config::files::CatalogFile;
     use crate::config::lifecycle::{LifecycleFile, build};
+
+    /// Every source has an account.
+    fn all() -> BTreeSet<String> {
+        BTreeSet::from(["corp".to_string(), "wiki".to_string()])
+    }
 
     fn lifecycle() -> Lifecycle {
         let cat: CatalogFile = toml::from_str(
@@ -285,16 +325,77 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_change_names_every_field_and_shows_only_allowed_values() {
+        let old = Identity {
+            id: "ada".into(),
+            attributes: BTreeMap::from([
+                ("lifecycleState".into(), "active".into()),
+                ("lastName".into(), "Byron".into()),
+                ("phone".into(), "123".into()),
+            ]),
+        };
+        let mut new = old.clone();
+        new.attributes
+            .insert("lifecycleState".into(), "leaver".into());
+        new.attributes.insert("lastName".into(), "Lovelace".into());
+        new.attributes.remove("phone");
+        let allowed = BTreeSet::from(["lifecycleState".to_string(), "phone".to_string()]);
+        let v = changed_fields(Some(&old), &new, &allowed);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "fields": ["lastName", "lifecycleState", "phone"],
+                "values": { "lifecycleState": "leaver", "phone": null },
+            })
+        );
+        let joiner = changed_fields(None, &old, &allowed);
+        assert_eq!(joiner["fields"].as_array().unwrap().len(), 3);
+        assert!(
+            changed_fields(Some(&old), &old, &allowed)["fields"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn account_actions_touch_only_sources_with_an_account() {
+        let l = lifecycle();
+        let leaver = change(
+            &l,
+            &Sync::new(),
+            Some(&who("active")),
+            &who("leaver"),
+            &[],
+            &BTreeSet::from(["corp".to_string()]),
+        );
+        assert_eq!(
+            leaver.accounts,
+            vec![("corp".to_string(), Operation::DisableAccount)]
+        );
+        assert_eq!(leaver.removals(), 1);
+        let none = change(
+            &l,
+            &Sync::new(),
+            Some(&who("active")),
+            &who("leaver"),
+            &[],
+            &BTreeSet::new(),
+        );
+        assert_eq!(none.removals(), 0);
+    }
+
+    #[test]
     fn a_joiner_gets_birthright_and_a_leaver_loses_everything() {
         let l = lifecycle();
-        let joiner = change(&l, &Sync::new(), None, &who("active"), &[]);
+        let joiner = change(&l, &Sync::new(), None, &who("active"), &[], &all());
         assert_eq!(joiner.grant, ["ap-base"]);
         assert_eq!(
             joiner.accounts.len(),
             2,
             "enable everywhere (planned where accounts exist)"
         );
-        let reqs = joiner.requests();
+        let reqs = joiner.requests(None);
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].request_type, RequestType::Grant);
 
@@ -305,6 +406,7 @@ mod tests {
             Some(&who("active")),
             &who("leaver"),
             &held,
+            &all(),
         );
         assert_eq!(
             leaver.revoke,
@@ -312,7 +414,7 @@ mod tests {
         );
         assert!(leaver.grant.is_empty());
         assert_eq!(leaver.removals(), 2);
-        let reqs = leaver.requests();
+        let reqs = leaver.requests(None);
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].request_type, RequestType::Revoke);
         assert_eq!(
@@ -340,6 +442,7 @@ mod tests {
             Some(&who("active")),
             &who("contractor"),
             &[ap("ap-base")],
+            &all(),
         );
         assert!(mover.revoke.is_empty(), "ap-base is birthright in both");
         assert_eq!(mover.grant, ["ap-contractor"]);
@@ -349,10 +452,21 @@ mod tests {
             Some(&who("contractor")),
             &who("active"),
             &[ap("ap-base"), ap("ap-contractor")],
+            &all(),
         );
         assert_eq!(back.revoke, [ap("ap-contractor")]);
         assert!(back.grant.is_empty(), "held already");
-        assert!(change(&l, &Sync::new(), Some(&who("active")), &who("active"), &[]).is_empty());
+        assert!(
+            change(
+                &l,
+                &Sync::new(),
+                Some(&who("active")),
+                &who("active"),
+                &[],
+                &all()
+            )
+            .is_empty()
+        );
         // A state provd does not know is no state: leaving `active` for it revokes.
         let unknown = change(
             &l,
@@ -360,6 +474,7 @@ mod tests {
             Some(&who("active")),
             &who("sabbatical"),
             &[ap("ap-base")],
+            &all(),
         );
         assert_eq!(
             (unknown.to, unknown.revoke.clone()),
@@ -372,12 +487,20 @@ mod tests {
                 &Sync::new(),
                 Some(&who("contractor")),
                 &who("active"),
-                &[]
+                &[],
+                &all()
             )
             .revoke
             .is_empty()
         );
-        let rehire = change(&l, &Sync::new(), Some(&who("leaver")), &who("active"), &[]);
+        let rehire = change(
+            &l,
+            &Sync::new(),
+            Some(&who("leaver")),
+            &who("active"),
+            &[],
+            &all(),
+        );
         assert_eq!(rehire.grant, ["ap-base"]);
         assert_eq!(rehire.removals(), 0);
         assert_eq!(
@@ -386,7 +509,8 @@ mod tests {
                 &Sync::new(),
                 Some(&who("active")),
                 &who("leaver"),
-                &[]
+                &[],
+                &all()
             )]),
             "1 identities entering `leaver`: 2 accounts disabled or deleted"
         );
@@ -434,10 +558,10 @@ mod tests {
             updates(&sync, None, &new).is_empty(),
             "a joiner's accounts are made new"
         );
-        let c = change(&lifecycle(), &sync, Some(&old), &new, &[]);
-        assert_eq!(c.requests().len(), 1);
+        let c = change(&lifecycle(), &sync, Some(&old), &new, &[], &all());
+        assert_eq!(c.requests(None).len(), 1);
         assert_eq!(
-            c.requests()[0].request_type,
+            c.requests(None)[0].request_type,
             RequestType::Grant,
             "updates go with grants"
         );

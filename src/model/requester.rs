@@ -46,6 +46,12 @@ impl Requester {
         Self::of("lifecycle", "lifecycle".into())
     }
 
+    /// A lifecycle change made by `actor` (a token, `cli:USER`, `agent:NAME` for
+    /// identities.csv): the request keeps who made the change (DESIGN §21).
+    pub fn lifecycle_as(actor: &str) -> Self {
+        Self::of("lifecycle", actor.to_string())
+    }
+
     /// A removal fired by a removeDate.
     pub fn schedule() -> Self {
         Self::of("schedule", "schedule".into())

@@ -9,7 +9,7 @@
 //! planning fired removals, a group of attempt ends, an import of task answers) is one
 //! method, so that no caller ever holds a transaction open across an await.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -232,6 +232,11 @@ pub trait Accounts: Send + Sync {
     ) -> Fut<usize>;
     /// The stored identities that are identities.csv's rows as last applied.
     fn file_identities(&self) -> Fut<BTreeMap<String, Identity>>;
+    /// Records an identity's change (`identity_changed`, data as the lifecycle stage
+    /// shapes it); returns the event's id, the `cause` its requests carry.
+    fn identity_changed(&self, identity: String, data: serde_json::Value, by: Stamp) -> Fut<i64>;
+    /// Per identity among `ids`, the sources it has an account on (made or being made).
+    fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>>;
     /// The identity whose attribute `attr` is `value` (upstream correlation).
     fn identity_by_attribute(&self, attr: String, value: String) -> Fut<Option<String>>;
     /// The account's native id on a source, if provd knows it.

@@ -111,3 +111,101 @@ async fn a_leaver_edited_into_identities_csv_loses_access_however_the_edit_is_ap
     .await;
     disabled(&slapd, ADA, true).await;
 }
+
+/// Findings 7 and 8: leaver PUTs one after the other are one burst for the guard, which
+/// counts only accounts that exist; each change is an event naming the identity, its
+/// changed fields and who made it, and the requests it causes carry that actor and the
+/// event's id. Before, each PUT passed the guard alone (counted on every configured
+/// source, account or not), the trail said `lifecycle` and the import event named no one.
+#[tokio::test]
+async fn leaver_puts_in_a_row_are_one_burst_and_each_change_names_who_made_it() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let lifecycle = env.path().join("lifecycle.toml");
+    let text = std::fs::read_to_string(&lifecycle).unwrap();
+    std::fs::write(
+        &lifecycle,
+        text.replace("max_changes = 25", "max_changes = 3"),
+    )
+    .unwrap();
+    let agent = env.start().await;
+    let people = ["p0", "p1", "p2", "p3"];
+    for p in people {
+        let rid = submit(&env, grant(p, "ENTITLEMENT", "ent-vpn"));
+        settled(&env, &rid).await;
+    }
+    let put = |id: &str, confirm: bool| {
+        let n = &id[1..];
+        let body = serde_json::json!({ "firstName": "P", "lastName": n,
+            "email": format!("{id}@example.com"), "lifecycleState": "leaver" });
+        let mut req = agent
+            .http
+            .put(format!("{}/identities/v1/{id}", agent.base))
+            .bearer_auth(env.token())
+            .body(body.to_string());
+        if confirm {
+            req = req.header("Provd-Confirm", "true");
+        }
+        async move { req.send().await.unwrap() }
+    };
+    // One account each (corp): three pass, the fourth within the window is held.
+    for p in &people[..3] {
+        assert_eq!(put(p, false).await.status(), 200, "{p}");
+    }
+    let held = put("p3", false).await;
+    assert_eq!(held.status(), 409);
+    let text = held.text().await.unwrap();
+    assert!(
+        text.contains("disable or delete 1 accounts (3 more were within the last 10m)"),
+        "{text}"
+    );
+    assert_eq!(put("p3", true).await.status(), 200);
+    for p in people {
+        let dn = format!("uid={p},ou=people,dc=example,dc=com");
+        disabled(&slapd, &dn, true).await;
+    }
+
+    // The trail: who changed p0, what changed, and the requests it caused.
+    let events = env.events();
+    let changed = events
+        .iter()
+        .find(|e| e.kind == "identity_changed" && e.identity.as_deref() == Some("p0"))
+        .expect("p0's change is an event");
+    let token_name = changed.actor.clone().unwrap();
+    assert!(!token_name.starts_with("agent:") && token_name != "lifecycle");
+    assert_eq!(changed.data["values"]["lifecycleState"], "leaver");
+    assert_eq!(
+        changed.data["fields"],
+        serde_json::json!(["lifecycleState"])
+    );
+    assert_eq!(
+        (changed.data["from"].as_str(), changed.data["to"].as_str()),
+        (Some("active"), Some("leaver"))
+    );
+    assert_eq!(changed.data["accountRemovals"], 1);
+    let queued: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.kind == "job_queued" && e.identity.as_deref() == Some("p0") && e.id > changed.id
+        })
+        .collect();
+    assert_eq!(queued.len(), 1, "one disable, on corp");
+    assert_eq!(queued[0].actor.as_deref(), Some(token_name.as_str()));
+    let cause = format!(r#""cause":"{}""#, changed.id);
+    assert!(
+        env.store_text().contains(&cause),
+        "the request carries {cause}"
+    );
+    let trail = env.cli(&["audit", "--identity", "p0", "--format", "json"]);
+    let trail: serde_json::Value = serde_json::from_slice(&trail.stdout).unwrap();
+    assert!(
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "identity_changed"),
+        "{trail}"
+    );
+}

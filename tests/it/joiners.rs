@@ -331,13 +331,15 @@ async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
             .all(|h| h["state"] == "removal_scheduled"),
         "only the badge revoke waits on its owner: {held}"
     );
-    // Every lifecycle request names its requester.
+    // Every lifecycle request names its requester: who made the change (DESIGN §21).
     let trail = env.cli(&["audit", "--kind", "request_accepted", "--format", "csv"]);
     let trail = String::from_utf8(trail.stdout).unwrap();
-    assert!(
-        trail.lines().filter(|l| l.contains(",lifecycle,")).count() >= 4,
-        "{trail}"
-    );
+    let lifecycle: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.contains(r#"""origin"":""lifecycle"""#))
+        .collect();
+    assert!(lifecycle.len() >= 4, "{trail}");
+    assert!(lifecycle.iter().all(|l| l.contains(",cli:")), "{trail}");
 }
 
 #[tokio::test]
@@ -345,7 +347,19 @@ async fn a_mass_leave_is_held_until_confirmed() {
     let slapd = Slapd::start().await;
     let scim = Scim::start(TOKEN).await;
     let env = setup(&slapd, &scim);
+    // A guard of 2: three of the hundred leavers have an account (on corp).
+    let lifecycle = env.path().join("lifecycle.toml");
+    let text = std::fs::read_to_string(&lifecycle).unwrap();
+    std::fs::write(
+        &lifecycle,
+        text.replace("max_changes = 25", "max_changes = 2"),
+    )
+    .unwrap();
     let _agent = env.start().await;
+    for p in ["p0", "p1", "p2"] {
+        let rid = crate::flow::submit(&env, crate::flow::grant(p, "ENTITLEMENT", "ent-vpn"));
+        crate::flow::settled(&env, &rid).await;
+    }
     let mut file = String::from("id,firstName,lastName,email,lifecycleState\n");
     for i in 0..100 {
         file.push_str(&format!("p{i},P,{i},p{i}@example.com,leaver\n"));
@@ -355,8 +369,12 @@ async fn a_mass_leave_is_held_until_confirmed() {
     let out = env.cli(&["identities", "import", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
+    // Only accounts that exist are counted (issue 33, finding 8: the guard counted a
+    // disable on every configured source, account or not).
     assert!(
-        err.contains("held") && err.contains("100 identities entering `leaver`"),
+        err.contains("held")
+            && err.contains("disable or delete 3 accounts")
+            && err.contains("3 identities entering `leaver`"),
         "{err}"
     );
     assert!(err.contains("--confirm"), "{err}");
@@ -380,8 +398,8 @@ async fn a_mass_leave_is_held_until_confirmed() {
     );
     assert_eq!(
         env.count("requests") - before,
-        100,
-        "one revoke (with its disables) each"
+        3,
+        "one revoke (with its disable) for each leaver with an account"
     );
 }
 

@@ -87,6 +87,24 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     s.succeed(job, "a".into(), 2_002, vec![created]).await?;
     let native = s.native_id("u1".into(), "flat".into()).await?;
     assert_eq!(native.as_deref(), Some("uid=u1"));
+    let sources = s.account_sources(vec!["u1".into(), "u2".into()]).await?;
+    assert_eq!(sources["u1"].iter().collect::<Vec<_>>(), ["flat"]);
+    assert!(sources.get("u2").is_none_or(|s| s.is_empty()));
+    // An identity's change is an event of its own, whose id its requests carry.
+    let data = serde_json::json!({ "changed": { "lifecycleState": "leaver" } });
+    let id = s
+        .identity_changed("u1".into(), data.clone(), Stamp::new("cli:op", 2_003))
+        .await?;
+    let found = s.events_after(id - 1, 1).await?;
+    assert_eq!(
+        (
+            found[0].id,
+            found[0].kind.as_str(),
+            found[0].identity.as_deref()
+        ),
+        (id, "identity_changed", Some("u1"))
+    );
+    assert_eq!(found[0].data, data);
     let managed = s.managed_accounts("flat".into()).await?;
     assert_eq!(managed, [("u1".to_string(), "uid=u1".to_string())]);
     // What a plan is made against: u1's held item and account; nothing of u2's.

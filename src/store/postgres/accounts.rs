@@ -1,6 +1,8 @@
 //! Imported identities and the accounts provd made, on PostgreSQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
 
 use provd_connector_core::Identity;
 
@@ -68,6 +70,38 @@ impl Accounts for Postgres {
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
             Ok(identities.len())
+        })
+    }
+
+    fn identity_changed(&self, identity: String, data: Value, by: Stamp) -> Fut<i64> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            let e = events::identity_changed(&identity, data, &by.actor);
+            super::audit::append(&tx, by.now, &e).await?;
+            let id: i64 = tx.query_one("SELECT lastval()", &[]).await?.get(0);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT identity_id, source FROM accounts WHERE identity_id = ANY($1)",
+                    &[&ids],
+                )
+                .await?;
+            let mut out: BTreeMap<String, BTreeSet<String>> =
+                ids.into_iter().map(|i| (i, BTreeSet::new())).collect();
+            for r in &rows {
+                out.entry(r.get(0)).or_default().insert(r.get(1));
+            }
+            Ok(out)
         })
     }
 

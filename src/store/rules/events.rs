@@ -37,6 +37,18 @@ pub fn identities_imported(count: usize, actor: &str) -> Event<'_> {
     }
 }
 
+/// An identity changed (DESIGN §21): `data` says which attributes, the state left and
+/// entered and the account disables and deletes it brought (what the guard counts).
+pub fn identity_changed<'a>(identity: &'a str, data: Value, actor: &'a str) -> Event<'a> {
+    Event {
+        kind: "identity_changed",
+        identity: Some(identity),
+        data,
+        actor,
+        ..Default::default()
+    }
+}
+
 /// Who writes the removal schedule's events.
 pub const SCHEDULE: &str = "schedule";
 

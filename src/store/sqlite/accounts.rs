@@ -4,7 +4,8 @@ use super::Sqlite;
 use crate::store::roles::{Accounts, Fut, Stamp};
 use crate::store::{Result, StoreError};
 use provd_connector_core::Identity;
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -80,6 +81,26 @@ impl Accounts for Sqlite {
         by: Stamp,
     ) -> Fut<usize> {
         blocking!(self, |s| s.import_identities(&identities, from_file, &by))
+    }
+    fn identity_changed(&self, identity: String, data: Value, by: Stamp) -> Fut<i64> {
+        blocking!(self, |s| s.with(|c| {
+            let e = crate::store::rules::events::identity_changed(&identity, data, &by.actor);
+            super::audit::append(c, by.now, &e)?;
+            Ok(c.last_insert_rowid())
+        }))
+    }
+    fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>> {
+        blocking!(self, |s| s.with(|c| {
+            let mut st = c.prepare_cached("SELECT source FROM accounts WHERE identity_id = ?")?;
+            let mut out = BTreeMap::new();
+            for id in ids {
+                let sources = st
+                    .query_map([&id], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<BTreeSet<_>>>()?;
+                out.insert(id, sources);
+            }
+            Ok(out)
+        }))
     }
     fn file_identities(&self) -> Fut<BTreeMap<String, Identity>> {
         blocking!(self, |s| s.with(|c| {
