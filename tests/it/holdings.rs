@@ -209,3 +209,106 @@ async fn leaver_puts_in_a_row_are_one_burst_and_each_change_names_who_made_it() 
         "{trail}"
     );
 }
+
+/// A SCIM server whose search lags its writes, as some do: the next `hide` filtered user
+/// searches find nothing; every other call goes to the real server behind unchanged.
+struct Lagging {
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lagging {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn lagging(behind: String, hide: usize) -> Lagging {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let left = Arc::new(AtomicUsize::new(hide));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v2", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (left, behind) = (left.clone(), behind.clone());
+        async move {
+            let uri = req.uri().clone();
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let search = req.method() == axum::http::Method::GET
+                && path.starts_with("/v2/Users?filter=");
+            if search
+                && left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                let empty = serde_json::json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                    "totalResults": 0, "Resources": [] });
+                return axum::response::IntoResponse::into_response(axum::Json(empty));
+            }
+            let url = format!("{}{}", behind.trim_end_matches("/v2"), path);
+            let mut out = crate::harness::client().request(req.method().clone(), url);
+            for (k, v) in req.headers() {
+                if k != "host" && k != "content-length" {
+                    out = out.header(k, v);
+                }
+            }
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let r = out.body(body).send().await.unwrap();
+            let status = r.status();
+            let kind = r.headers().get("content-type").cloned();
+            let bytes = r.bytes().await.unwrap();
+            let mut resp = axum::response::Response::new(axum::body::Body::from(bytes));
+            *resp.status_mut() = status;
+            if let Some(k) = kind {
+                resp.headers_mut().insert("content-type", k);
+            }
+            resp
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Lagging { base, task }
+}
+
+/// Finding 9: a user the server already has (made by an attempt whose answer was lost)
+/// that its lagging search does not find yet: the create's 409 is retried, and the
+/// next attempt links the user. Before, the job failed for good.
+#[tokio::test]
+async fn a_create_that_meets_a_lagging_search_is_retried_and_links_the_user() {
+    let scim = Scim::start(TOKEN).await;
+    let eng = scim.group("engineers").await;
+    let made = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "ada", "displayName": "Ada Lovelace" }),
+        )
+        .await;
+    let ada_id = made["id"].as_str().unwrap().to_string();
+    // The create's lookup and the lookup after its 409 both find nothing.
+    let proxy = lagging(scim.base(), 2).await;
+    let saas = format!(
+        "id = \"saas\"\ntype = \"scim\"\nowner = \"saas@example.com\"\nbase_url = \"{}\"\n\
+         token_file = \"../scim-token\"\n[account]\ncorrelation = \"userName\"\n\
+         [account.attributes]\nuserName = \"{{id}}\"\ndisplayName = \"{{firstName}} {{lastName}}\"\n",
+        proxy.base
+    );
+    let catalog = "[[entitlement]]\nid = \"ent-eng\"\nsource = \"saas\"\nattribute = \"groups\"\nvalue = \"engineers\"\n";
+    let env = crate::flow::custom_env(&[("saas.toml", saas)], catalog);
+    std::fs::write(env.path().join("scim-token"), format!("{TOKEN}\n")).unwrap();
+    let _agent = env.start().await;
+    let rid = submit(&env, grant("ada", "ENTITLEMENT", "ent-eng"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.state.as_str(), "succeeded", "{:?}", job.errors);
+    assert_eq!(job.attempt, 2, "one retry: {:?}", job.errors);
+    assert_eq!(job.errors[0].class, "retryable");
+    assert!(
+        job.errors[0].message.contains("may lag"),
+        "{:?}",
+        job.errors
+    );
+    assert_eq!(scim.members(&eng).await, vec![ada_id]);
+}

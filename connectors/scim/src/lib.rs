@@ -17,7 +17,9 @@ use std::sync::Mutex;
 use provd_connector_core::http::Method;
 use provd_connector_core::http::{HttpClient, Response, split_settings, url_encode};
 use provd_connector_core::template::{self, TemplateError};
-use provd_connector_core::{BoxFuture, Connector, ConnectorError, Entitlement, Identity, Outcome};
+use provd_connector_core::{
+    BoxFuture, Connector, ConnectorError, Entitlement, ErrorClass, Identity, Outcome,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -218,6 +220,18 @@ impl ScimConnector {
             if let Some(id) = self.find_user(identity).await? {
                 return Ok(Outcome::Correlated { native_id: id });
             }
+            // The server says the user exists and its search does not find it: a search
+            // index that lags the writes (a user made a moment ago, by a lost attempt of
+            // ours or by someone else). A later attempt finds and links it (issue 33, 9).
+            return Err(ConnectorError::new(
+                ErrorClass::Retryable,
+                Some("409".into()),
+                format!(
+                    "create user: HTTP 409, but no user with {} = {:?} is found yet (the server's search may lag its writes)",
+                    self.s.account.correlation,
+                    self.correlation_value(identity)?
+                ),
+            ));
         }
         Err(r.error("create user"))
     }
