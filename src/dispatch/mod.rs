@@ -10,6 +10,7 @@ mod failure;
 mod heartbeat;
 mod leases;
 mod manual;
+mod owner;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,8 +48,10 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    /// The store as dispatch uses it: the queue (manual tasks go through `opener`).
+    /// The store as dispatch uses it: the queue (manual tasks go through `opener`), and
+    /// the accounts, to never link one person's account to another (`owner`).
     queue: Arc<dyn Queue>,
+    accounts: Arc<dyn crate::store::roles::Accounts>,
     live: Arc<crate::config::Live>,
     connectors: std::sync::RwLock<Arc<Connectors>>,
     clock: SharedClock,
@@ -99,6 +102,7 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 opener: manual::opener(store.as_tasks(), store.writers()),
                 queue: store.as_queue(),
+                accounts: store.as_accounts(),
                 live,
                 connectors: std::sync::RwLock::new(Arc::new(connectors)),
                 clock,
@@ -445,6 +449,12 @@ impl Dispatcher {
             crate::metrics::call(&job.source, started.elapsed());
             match result {
                 Ok(outcome) => {
+                    if let Outcome::Correlated { native_id } = &outcome
+                        && let Some(err) =
+                            owner::taken(me.accounts.as_ref(), &job, native_id).await?
+                    {
+                        return self.failed_attempt(&job, Some(source), &err, records);
+                    }
                     if let Some(n) = outcome.native_id() {
                         native = Some(n.to_string());
                     }

@@ -235,6 +235,9 @@ pub trait Accounts: Send + Sync {
     /// Records an identity's change (`identity_changed`, data as the lifecycle stage
     /// shapes it); returns the event's id, the `cause` its requests carry.
     fn identity_changed(&self, identity: String, data: serde_json::Value, by: Stamp) -> Fut<i64>;
+    /// The identities whose account on `source` is `native_id`, compared as directories
+    /// compare names (without regard to letter case).
+    fn account_owners(&self, source: String, native_id: String) -> Fut<Vec<String>>;
     /// Per identity among `ids`, the sources it has an account on (made or being made).
     fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>>;
     /// The identity whose attribute `attr` is `value` (upstream correlation).

@@ -312,3 +312,59 @@ async fn a_create_that_meets_a_lagging_search_is_retried_and_links_the_user() {
     );
     assert_eq!(scim.members(&eng).await, vec![ada_id]);
 }
+
+/// Finding 10: two identity ids that differ only in letter case meet on a directory,
+/// which compares `uid=ADA` and `uid=ada` as one name. The second person's create finds
+/// the first one's entry; it must not be linked to them. Before, ADA's create linked
+/// ada's account: ADA's grants landed on ada, and ADA's leaver would disable ada.
+#[tokio::test]
+async fn a_second_person_never_gets_the_first_ones_account() {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let corp: Vec<_> = crate::joiners::sources(&slapd, &scim)
+        .into_iter()
+        .filter(|(f, _)| *f == "corp.toml")
+        .collect();
+    let catalog = "[[entitlement]]\nid = \"ent-vpn\"\nsource = \"corp\"\nattribute = \"groups\"\nvalue = \"cn=vpn,ou=groups,dc=example,dc=com\"\n";
+    let env = crate::flow::custom_env(&corp, catalog);
+    std::fs::write(
+        env.path().join("ldap-password"),
+        format!("{}\n", crate::slapd::PASSWORD),
+    )
+    .unwrap();
+    let ids = env.path().join("identities.csv");
+    let mut text = std::fs::read_to_string(&ids).unwrap();
+    text.push_str("ADA,Ada,King,ada.king@example.com\n");
+    std::fs::write(&ids, text).unwrap();
+    let _agent = env.start().await;
+    let first = submit(&env, grant("ada", "ENTITLEMENT", "ent-vpn"));
+    crate::flow::all_succeeded(&settled(&env, &first).await);
+    let second = submit(&env, grant("ADA", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &second).await;
+    assert_eq!(jobs[0].state.as_str(), "failed");
+    let error = &jobs[0].errors.last().unwrap().message;
+    assert!(
+        error.contains("is ada's") && error.contains("not linked to ADA"),
+        "{error}"
+    );
+    // ada's account is hers alone: ADA holds no account, and the group one member.
+    let store = env.store();
+    let owners = crate::harness::wait(store.account_owners("corp".into(), ADA.into())).unwrap();
+    assert_eq!(owners, ["ada"]);
+    let people: Vec<String> = slapd
+        .values(VPN, "member")
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with("uid="))
+        .collect();
+    assert_eq!(people, [ADA]);
+    let out = env.cli(&["access", "list", "--identity", "ADA", "--format", "json"]);
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        held.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["account"].is_null() && h["state"] != "active"),
+        "{held}"
+    );
+}

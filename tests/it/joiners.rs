@@ -14,7 +14,7 @@ pub(crate) const VPN: &str = "cn=vpn,ou=groups,dc=example,dc=com";
 pub(crate) const GIT: &str = "cn=git,ou=groups,dc=example,dc=com";
 pub(crate) const ADA: &str = "uid=ada,ou=people,dc=example,dc=com";
 
-fn sources(slapd: &Slapd, scim: &Scim) -> Vec<(&'static str, String)> {
+pub(crate) fn sources(slapd: &Slapd, scim: &Scim) -> Vec<(&'static str, String)> {
     vec![
         (
             "corp.toml",

@@ -87,6 +87,13 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     s.succeed(job, "a".into(), 2_002, vec![created]).await?;
     let native = s.native_id("u1".into(), "flat".into()).await?;
     assert_eq!(native.as_deref(), Some("uid=u1"));
+    let owners = s.account_owners("flat".into(), "UID=U1".into()).await?;
+    assert_eq!(owners, ["u1"], "names compared without regard to case");
+    assert!(
+        s.account_owners("flat".into(), "uid=u2".into())
+            .await?
+            .is_empty()
+    );
     let sources = s.account_sources(vec!["u1".into(), "u2".into()]).await?;
     assert_eq!(sources["u1"].iter().collect::<Vec<_>>(), ["flat"]);
     assert!(sources.get("u2").is_none_or(|s| s.is_empty()));

@@ -86,6 +86,20 @@ impl Accounts for Postgres {
         })
     }
 
+    fn account_owners(&self, source: String, native_id: String) -> Fut<Vec<String>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let c = me.client().await?;
+            let rows = c
+                .query(
+                    "SELECT identity_id FROM accounts WHERE source = $1 AND lower(native_id) = lower($2) ORDER BY identity_id",
+                    &[&source, &native_id],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>> {
         let me = self.clone();
         Box::pin(async move {

@@ -89,6 +89,17 @@ impl Accounts for Sqlite {
             Ok(c.last_insert_rowid())
         }))
     }
+    fn account_owners(&self, source: String, native_id: String) -> Fut<Vec<String>> {
+        blocking!(self, |s| {
+            s.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT identity_id FROM accounts WHERE source = ? AND lower(native_id) = lower(?) ORDER BY identity_id",
+            )?
+            .query_map([&source, &native_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        })
+    }
     fn account_sources(&self, ids: Vec<String>) -> Fut<BTreeMap<String, BTreeSet<String>>> {
         blocking!(self, |s| s.with(|c| {
             let mut st = c.prepare_cached("SELECT source FROM accounts WHERE identity_id = ?")?;
