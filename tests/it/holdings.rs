@@ -368,3 +368,52 @@ async fn a_second_person_never_gets_the_first_ones_account() {
         "{held}"
     );
 }
+
+/// Finding 2: a rehire soon after provd deleted the person's accounts gets new ones.
+/// Before, provd still took the deleted accounts for theirs: no create was planned, the
+/// member add met `noSuchObject` (SCIM: no such user) and the grant failed for good.
+#[tokio::test]
+async fn a_rehire_after_provds_own_delete_gets_new_accounts() {
+    use crate::joiners::{do_tasks, import, open_tasks, quiet, scim_user};
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let eng = scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let _agent = env.start().await;
+    let out = import(&env, "active", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    open_tasks(&env, 2).await;
+    do_tasks(&env).await;
+    member(&slapd, GIT, ADA, true).await;
+    let first = scim_user(&scim).await.expect("ada on saas")["id"].clone();
+
+    // Purged: every grant revoked, the LDAP entry and the SCIM user deleted.
+    let out = import(&env, "purged", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    open_tasks(&env, 1).await;
+    do_tasks(&env).await;
+    eventually(15, "ada's entry deleted", || async {
+        slapd
+            .search("ou=people,dc=example,dc=com", "(uid=ada)")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(scim_user(&scim).await.is_none());
+
+    // Rehired at once: new accounts, the birthright on them, nothing failed.
+    let out = import(&env, "active", false);
+    assert!(out.status.success(), "{out:?}");
+    quiet(&env).await;
+    member(&slapd, GIT, ADA, true).await;
+    member(&slapd, VPN, ADA, true).await;
+    let again = scim_user(&scim).await.expect("ada on saas again");
+    assert_ne!(again["id"], first, "a new SCIM user");
+    assert_eq!(
+        scim.members(&eng).await,
+        vec![again["id"].as_str().unwrap().to_string()]
+    );
+}

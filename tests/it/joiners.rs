@@ -122,7 +122,7 @@ pub(crate) fn setup(slapd: &Slapd, scim: &Scim) -> Env {
 }
 
 /// `provd identities import` of ada in `state`; the command's output.
-fn import(env: &Env, state: &str, confirm: bool) -> std::process::Output {
+pub(crate) fn import(env: &Env, state: &str, confirm: bool) -> std::process::Output {
     import_as(env, "Lovelace", state, confirm)
 }
 
@@ -146,7 +146,7 @@ fn import_as(env: &Env, last: &str, state: &str, confirm: bool) -> std::process:
 }
 
 /// Waits until no job is queued, running or retrying (manual ones wait on their owner).
-async fn quiet(env: &Env) {
+pub(crate) async fn quiet(env: &Env) {
     let store = env.store();
     eventually(30, "every job ended or waiting on tasks", || {
         let busy = wait(store.job_counts())
@@ -170,7 +170,7 @@ async fn quiet(env: &Env) {
 }
 
 /// Waits for at least `n` open manual tasks.
-async fn open_tasks(env: &Env, n: i64) {
+pub(crate) async fn open_tasks(env: &Env, n: i64) {
     eventually(10, "the badge tasks", || {
         let open = wait(env.store().open_task_count()).unwrap();
         async move { (open >= n).then_some(()) }
@@ -191,7 +191,7 @@ pub(crate) async fn member(slapd: &Slapd, group: &str, dn: &str, yes: bool) {
 }
 
 /// The open manual tasks' operations; answers them all as done.
-async fn do_tasks(env: &Env) -> Vec<String> {
+pub(crate) async fn do_tasks(env: &Env) -> Vec<String> {
     let store = env.store();
     let tasks = wait(store.tasks(provd::store::tasks::TaskFilter {
         open_only: true,
@@ -212,7 +212,7 @@ async fn do_tasks(env: &Env) -> Vec<String> {
     ops
 }
 
-async fn scim_user(scim: &Scim) -> Option<Value> {
+pub(crate) async fn scim_user(scim: &Scim) -> Option<Value> {
     let r = scim.get("/Users?filter=userName%20eq%20%22ada%22").await;
     r["Resources"].as_array().and_then(|a| a.first().cloned())
 }

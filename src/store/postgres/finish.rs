@@ -88,6 +88,22 @@ async fn record_accounts(tx: &Tx<'_>, held: &[&Finish]) -> Result<u64> {
             rows.push((identity, source, native, f.job.id, f.now));
         }
     }
+    let deleted: Vec<(&str, &str)> = held
+        .iter()
+        .filter(|f| crate::store::rules::deletes_account(&f.job, &f.ops))
+        .map(|f| (f.job.identity_id.as_str(), f.job.source.as_str()))
+        .collect();
+    if !deleted.is_empty() {
+        let identity: Vec<&str> = deleted.iter().map(|d| d.0).collect();
+        let source: Vec<&str> = deleted.iter().map(|d| d.1).collect();
+        exec(
+            tx,
+            "DELETE FROM accounts WHERE (identity_id, source) IN
+               (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))",
+            &[&identity, &source],
+        )
+        .await?;
+    }
     if rows.is_empty() {
         return Ok(0);
     }

@@ -262,6 +262,13 @@ pub(super) async fn finish_manual(
         )
         .await?;
     }
+    if end.forget_account {
+        tx.execute(
+            "DELETE FROM accounts WHERE identity_id = $1 AND source = $2",
+            &[&job.identity_id, &job.source],
+        )
+        .await?;
+    }
     super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data)).await?;
     settle(tx, job_id, now, end.state).await?;
     Ok(end.state)

@@ -155,6 +155,9 @@ pub struct ManualEnd {
     /// A job that succeeded made its account: the pending account becomes active, its
     /// native id the one the tasks named.
     pub activate_account: bool,
+    /// A job that succeeded deleted its account: provd forgets it (see
+    /// [`super::deletes_account`]).
+    pub forget_account: bool,
     /// The event: its kind (`job_` and the state) and data.
     pub kind: &'static str,
     pub data: Value,
@@ -187,6 +190,10 @@ pub fn end_manual(job: &Job, verdict: Verdict) -> Result<Option<ManualEnd>> {
         } as i64,
         cancel_open_tasks: (to == JobState::Failed).then_some("the job failed"),
         activate_account: succeeded,
+        forget_account: succeeded
+            && job
+                .ops
+                .contains(&provd_connector_core::Operation::DeleteAccount),
         kind: job_event(to),
         data: json!({ "by": "manual tasks", "error": error }),
     }))

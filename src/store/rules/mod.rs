@@ -139,6 +139,15 @@ pub fn disposition(item: &PlannedItem) -> (&'static str, Option<&str>) {
 
 /// The audit event of one connector call. `nativeId` names the account the call worked
 /// on: the one it created, or the existing account an entitlement went to.
+/// Whether an attempt's calls deleted the job's account. provd forgets an account it
+/// deleted (its row goes), so that a later grant — a rehire — creates a new one instead
+/// of adding to one that is gone, and drift does not report it missing (DESIGN §21;
+/// issue 33, finding 2).
+pub fn deletes_account(job: &Job, ops: &[OpRecord]) -> bool {
+    ops.iter()
+        .any(|r| job.ops.get(r.index) == Some(&provd_connector_core::Operation::DeleteAccount))
+}
+
 pub fn call_event(job: &Job, op: &OpRecord) -> serde_json::Value {
     let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
     serde_json::json!({ "op": kind, "index": op.index, "outcome": op.outcome,

@@ -207,6 +207,10 @@ pub(crate) fn finish_manual(
         )?
         .execute(params![now, job_id])?;
     }
+    if end.forget_account {
+        tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
+            .execute(params![job.identity_id, job.source])?;
+    }
     super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data))?;
     settle(tx, job_id, now)?;
     Ok(end.state)
