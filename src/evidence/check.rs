@@ -29,10 +29,26 @@ pub struct Grant {
     pub identity: String,
     /// The identity's account key on the source, when known.
     pub account: Option<String>,
+    /// The key the identity's attributes give now, where it differs from `account`: a
+    /// mover whose key attribute attribute sync changed (issue 33, finding 3). The
+    /// account is the same; a snapshot may show it under either key.
+    pub alias: Option<String>,
     pub attribute: String,
     pub value: String,
     /// Provisioned (not still pending): only those can be missing.
     pub active: bool,
+}
+
+impl Grant {
+    /// The key `seen` shows the account under: its recorded key, else its alias, else
+    /// (shown under neither) the recorded key.
+    pub fn key_in<'a>(&'a self, seen: &BTreeMap<String, Seen>) -> Option<&'a str> {
+        let account = self.account.as_deref()?;
+        match &self.alias {
+            Some(alias) if !seen.contains_key(account) && seen.contains_key(alias) => Some(alias),
+            _ => Some(account),
+        }
+    }
 }
 
 /// A disagreement between a snapshot and the grants.
@@ -57,7 +73,9 @@ pub fn drift(
 ) -> Vec<Drift> {
     let mut out = Vec::new();
     for g in grants.iter().filter(|g| g.active) {
-        let Some(account) = &g.account else { continue };
+        let Some(account) = g.key_in(seen) else {
+            continue;
+        };
         if !seen
             .get(account)
             .is_some_and(|r| r.has(&g.attribute, &g.value))
@@ -66,7 +84,7 @@ pub fn drift(
                 source: source.into(),
                 kind: "missing",
                 identity: Some(g.identity.clone()),
-                account: account.clone(),
+                account: account.to_string(),
                 attribute: g.attribute.clone(),
                 value: g.value.clone(),
             });
@@ -74,7 +92,7 @@ pub fn drift(
     }
     let owner: BTreeMap<&str, &str> = grants
         .iter()
-        .filter_map(|g| g.account.as_deref().map(|a| (a, g.identity.as_str())))
+        .filter_map(|g| g.key_in(seen).map(|a| (a, g.identity.as_str())))
         .collect();
     for (account, row) in seen {
         for (attribute, value) in &row.values {
@@ -86,7 +104,7 @@ pub fn drift(
                 continue;
             };
             let granted = grants.iter().any(|g| {
-                g.account.as_deref() == Some(account.as_str())
+                g.key_in(seen) == Some(account.as_str())
                     && &g.attribute == attr
                     && &g.value == value
             });
@@ -162,6 +180,7 @@ mod tests {
         let grant = |who: &str, acc: &str, v: &str, active| Grant {
             identity: who.into(),
             account: Some(acc.into()),
+            alias: None,
             attribute: "groups".into(),
             value: v.into(),
             active,
@@ -191,5 +210,26 @@ mod tests {
         );
         assert_eq!(d[1].identity.as_deref(), Some("ada"));
         assert_eq!(d[2].identity, None, "an account provd does not know");
+    }
+
+    /// Issue 33, finding 3: a mover's account renamed by attribute sync is shown under
+    /// its new key; it is the same account, neither missing nor unexpected.
+    #[test]
+    fn a_renamed_account_is_matched_under_its_new_key() {
+        let known: BTreeSet<_> = [("groups".to_string(), "VIEW".to_string())].into();
+        let moved = Grant {
+            identity: "ada".into(),
+            account: Some("ada@old".into()),
+            alias: Some("ada@new".into()),
+            attribute: "groups".into(),
+            value: "VIEW".into(),
+            active: true,
+        };
+        let s: BTreeMap<_, _> = [seen("ada@new", &["VIEW"], false)].into();
+        assert!(drift("flat", std::slice::from_ref(&moved), &s, &known).is_empty());
+        assert_eq!(moved.key_in(&s), Some("ada@new"));
+        // Shown under neither: missing under the key provd recorded.
+        let d = drift("flat", &[moved], &BTreeMap::new(), &known);
+        assert_eq!((d[0].kind, d[0].account.as_str()), ("missing", "ada@old"));
     }
 }

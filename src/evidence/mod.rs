@@ -101,14 +101,14 @@ pub async fn grants(
             .unwrap_or_default();
         for g in granted.into_iter().filter(|g| g.source == source.id) {
             let identity = dir.lookup(&h.identity);
+            let recorded = accounts.get(&source.id).map(String::as_str);
+            let account = account_key(source, recorded, identity.as_ref(), &h.identity);
+            // The key the identity's attributes give now (a mover renamed by sync).
+            let now = account_key(source, None, identity.as_ref(), &h.identity);
             out.push(Grant {
                 identity: h.identity.clone(),
-                account: Some(account_key(
-                    source,
-                    accounts.get(&source.id).map(String::as_str),
-                    identity.as_ref(),
-                    &h.identity,
-                )),
+                alias: (now != account).then_some(now),
+                account: Some(account),
                 attribute: g.attribute,
                 value: g.value,
                 active: h.state == AssignmentState::Active,

@@ -417,3 +417,72 @@ async fn a_rehire_after_provds_own_delete_gets_new_accounts() {
         vec![again["id"].as_str().unwrap().to_string()]
     );
 }
+
+/// Finding 3: a mover on a manual source keyed by e-mail. Attribute sync changes the
+/// address, the owner renames the account and the next export shows the new one: it is
+/// the same account. Before, provd reported the old address missing and the new one
+/// unexpected, and opened a CREATE_ACCOUNT for the old address.
+#[tokio::test]
+async fn a_mover_renamed_by_sync_keeps_one_account_on_a_manual_source() {
+    use crate::joiners::{do_tasks, open_tasks};
+    let env = Env::new();
+    let path = env.path().join("sources/flat.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "native_id = \"{email}\"\n",
+        "native_id = \"{email}\"\nsync = [\"email\"]\n",
+    ) + "[export]\nkey = \"employee_id\"\nentitlements = { column = \"roles\" }\n";
+    std::fs::write(&path, text).unwrap();
+    let agent = env.start().await;
+    submit(&env, grant("ada", "ENTITLEMENT", "ent-view"));
+    open_tasks(&env, 2).await;
+    assert_eq!(do_tasks(&env).await, ["CREATE_ACCOUNT", "ADD_ENTITLEMENT"]);
+
+    // She moves: a new address, synced to the source as a task its owner does.
+    let moved = serde_json::json!({ "firstName": "Ada", "lastName": "Lovelace",
+        "email": "ada.lovelace@example.com" });
+    let r = agent
+        .http
+        .put(format!("{}/identities/v1/ada", agent.base))
+        .bearer_auth(env.token())
+        .body(moved.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    open_tasks(&env, 1).await;
+    assert_eq!(do_tasks(&env).await, ["UPDATE_ACCOUNT"]);
+
+    // The owner's export shows the account under its new address.
+    let file = env.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "employee_id,name,roles\r\nada.lovelace@example.com,Ada,VIEW\r\nsvc@example.com,Service,\r\n",
+    )
+    .unwrap();
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "flat",
+        file.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("drift: 0 missing, 0 unexpected; 0 repair request(s) made"),
+        "{said}"
+    );
+    let creates = crate::harness::wait(
+        env.store()
+            .tasks(provd::store::tasks::TaskFilter::default()),
+    )
+    .unwrap()
+    .into_iter()
+    .filter(|t| t.operation == "CREATE_ACCOUNT")
+    .count();
+    assert_eq!(creates, 1, "no second account for the mover");
+}
