@@ -25,7 +25,7 @@ pub struct AccessRow {
     pub account: Option<String>,
     /// The values granted there (group DNs, role names …).
     pub values: Vec<String>,
-    /// `pending`, `active` or `removal_scheduled`.
+    /// `pending`, `active`, `failed` or `removal_scheduled`, on this source ([`state`]).
     pub state: &'static str,
     /// Pending: since requested; active: since granted.
     pub since: i64,
@@ -35,14 +35,20 @@ pub struct AccessRow {
     pub requester: String,
 }
 
-/// `pending` until the grant's jobs succeed; `removal_scheduled` once a removeDate is set
-/// or the removal is under way; `active` otherwise.
-pub fn state(h: &Holding) -> &'static str {
-    match h.state {
-        AssignmentState::Pending => "pending",
-        AssignmentState::Revoking => "removal_scheduled",
-        _ if h.remove_at.is_some() => "removal_scheduled",
-        _ => "active",
+/// The holding's state on `source`: `removal_scheduled` once a removeDate is set or the
+/// removal is under way; else as the grant's job there went: `active` once it succeeded
+/// (whatever the grant's other sources did: issue 33, finding 5), `failed`, or `pending`;
+/// a source the grant had no job on (all of it held already) goes with the grant.
+pub fn state(h: &Holding, source: &str) -> &'static str {
+    let scheduled = h.remove_at.is_some();
+    match (h.state, h.job_on(source).as_deref()) {
+        (AssignmentState::Revoking, _) => "removal_scheduled",
+        (_, Some("succeeded")) | (AssignmentState::Active, None) if scheduled => {
+            "removal_scheduled"
+        }
+        (_, Some("succeeded")) | (AssignmentState::Active, None) => "active",
+        (_, Some("failed" | "canceled")) | (AssignmentState::Failed, None) => "failed",
+        _ => "pending",
     }
 }
 
@@ -128,7 +134,7 @@ pub fn rows(
                 source: src.to_string(),
                 account: accounts.get(src).cloned(),
                 values,
-                state: state(h),
+                state: state(h, src),
                 since,
                 until: h.remove_at,
                 request_id: h.request_id.clone(),
@@ -284,6 +290,7 @@ mod tests {
                 {"id":"vpn2","source":"corp","attribute":"groups","value":"cn=vpn2"}]"#
                 .into(),
             accounts: Some(r#"{"corp":"uid=ada,ou=people"}"#.into()),
+            jobs: None,
         }
     }
 
@@ -313,9 +320,15 @@ mod tests {
             &Catalog::default(),
         );
         assert_eq!(only.len(), 1);
-        assert_eq!(state(&holding("pending", Some(5))), "pending");
-        assert_eq!(state(&holding("active", Some(5))), "removal_scheduled");
-        assert_eq!(state(&holding("revoking", None)), "removal_scheduled");
+        assert_eq!(state(&holding("pending", Some(5)), "corp"), "pending");
+        assert_eq!(
+            state(&holding("active", Some(5)), "corp"),
+            "removal_scheduled"
+        );
+        assert_eq!(
+            state(&holding("revoking", None), "corp"),
+            "removal_scheduled"
+        );
         let pending = super::rows(&[holding("pending", None)], None, None, &Catalog::default());
         assert_eq!(pending[0].since, 10);
         let csv = cells(&rows[0]);

@@ -99,6 +99,15 @@ pub async fn grants(
             .as_deref()
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
+        // Held on this source once the grant's job here succeeded, whatever its other
+        // sources did (issue 33, finding 6: a role pending elsewhere hid missing access).
+        let active = match h.job_on(&source.id).as_deref() {
+            Some(state) => state == "succeeded",
+            None => h.state == AssignmentState::Active,
+        };
+        if h.state == AssignmentState::Failed && !active {
+            continue;
+        }
         for g in granted.into_iter().filter(|g| g.source == source.id) {
             let identity = dir.lookup(&h.identity);
             let recorded = accounts.get(&source.id).map(String::as_str);
@@ -111,7 +120,7 @@ pub async fn grants(
                 account: Some(account),
                 attribute: g.attribute,
                 value: g.value,
-                active: h.state == AssignmentState::Active,
+                active,
             });
         }
     }

@@ -120,7 +120,7 @@ async fn diff(
             })
             .await?
             .into_iter()
-            .filter(|h| h.state != crate::store::rules::AssignmentState::Revoking)
+            .filter(|h| h.is_live())
             .filter_map(|h| ItemType::parse(&h.item_type).map(|ty| (ty, h.item_id)))
             .collect();
         let c = change(&config.lifecycle, &sync, old, new, &held, has);

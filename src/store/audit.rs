@@ -44,13 +44,60 @@ pub struct Holding {
     pub entitlements: String,
     /// The identity's accounts: `{source: native id}` JSON.
     pub accounts: Option<String>,
+    /// The state of the grant's job on each source: `{source: job state}` JSON. A grant
+    /// that failed on one source and succeeded on another is held on the second (issue
+    /// 33, finding 5): each source's row says so.
+    pub jobs: Option<String>,
+}
+
+impl Holding {
+    /// Held or being granted: not on its way out, not failed.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.state,
+            AssignmentState::Pending | AssignmentState::Active
+        )
+    }
+
+    /// The grant's job state on `source` (None: it had no job there).
+    pub fn job_on(&self, source: &str) -> Option<String> {
+        let jobs: std::collections::BTreeMap<String, String> = self
+            .jobs
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        jobs.get(source).cloned()
+    }
+}
+
+/// A holding from a row of the holdings query (both backends' columns are these).
+pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holding> {
+    let state = r.text(4)?;
+    Ok(Holding {
+        assignment: r.int(0)?,
+        identity: r.text(1)?,
+        item_type: r.text(2)?,
+        item_id: r.text(3)?,
+        state: super::rules::states::parse_stored(&state, format!("assignment {}", r.int(0)?))?,
+        request_id: r.text(5)?,
+        requester: r.text(6)?,
+        created_at: r.int(7)?,
+        active_at: r.opt_int(8)?,
+        remove_at: r.opt_int(9)?,
+        entitlements: r.text(10)?,
+        accounts: r.opt_text(11)?,
+        jobs: r.opt_text(12)?,
+    })
 }
 
 pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
         COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
-        (SELECT json_object_agg(source, native_id)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
+        (SELECT json_object_agg(source, native_id)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
+        (SELECT json_object_agg(j.source, j.state)::TEXT FROM request_items ri
+            JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
-     WHERE a.state IN ('pending','active','revoking') AND ($1::TEXT IS NULL OR a.identity_id = $1)
+     WHERE a.state IN ('pending','active','revoking','failed') AND ($1::TEXT IS NULL OR a.identity_id = $1)
        AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))
      ORDER BY a.identity_id, a.id LIMIT $3";
 

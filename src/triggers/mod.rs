@@ -320,7 +320,7 @@ pub async fn pre_approve(
             })
             .await?
             .into_iter()
-            .filter(|h| h.state != crate::store::rules::AssignmentState::Revoking)
+            .filter(|h| h.is_live())
             .filter_map(|h| ItemType::parse(&h.item_type).map(|t| (t, h.item_id)))
             .collect();
         let asked: Vec<Asked> = sub

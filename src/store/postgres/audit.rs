@@ -8,7 +8,7 @@ use super::{Postgres, Tx};
 use crate::store::Result;
 use crate::store::audit::{
     AccessQuery, AuditQuery, EventWindow, HOLDINGS_POSTGRES, Holding, Param, RemovalRow, audit_sql,
-    postgres_param, removals_sql,
+    holding_from, postgres_param, removals_sql,
 };
 use crate::store::events::{Event, StoredEvent, actor, writer};
 use crate::store::roles::{Audit, Fut};
@@ -85,23 +85,7 @@ impl Audit for Postgres {
             let rows = c
                 .query(HOLDINGS_POSTGRES, &[&q.identity, &q.after, &q.sql_limit()])
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| Holding {
-                    assignment: r.get(0),
-                    identity: r.get(1),
-                    item_type: r.get(2),
-                    item_id: r.get(3),
-                    state: r.get(4),
-                    request_id: r.get(5),
-                    requester: r.get(6),
-                    created_at: r.get(7),
-                    active_at: r.get(8),
-                    remove_at: r.get(9),
-                    entitlements: r.get(10),
-                    accounts: r.get(11),
-                })
-                .collect())
+            rows.iter().map(holding_from).collect()
         })
     }
 

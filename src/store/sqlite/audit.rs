@@ -14,9 +14,12 @@ use crate::store::audit::*;
 
 pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id,
         COALESCE(r.requester, r.origin, ''), a.created_at, a.active_at, a.remove_at, a.entitlements,
-        (SELECT json_group_object(source, native_id) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
+        (SELECT json_group_object(source, native_id) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
+        (SELECT json_group_object(j.source, j.state) FROM request_items ri
+            JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
-     WHERE a.state IN ('pending','active','revoking') AND (?1 IS NULL OR a.identity_id = ?1)
+     WHERE a.state IN ('pending','active','revoking','failed') AND (?1 IS NULL OR a.identity_id = ?1)
        AND (?2 IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = ?2), ?2))
      ORDER BY a.identity_id, a.id LIMIT ?3";
 
@@ -26,20 +29,7 @@ impl Sqlite {
             let mut st = c.prepare_cached(HOLDINGS_SQLITE)?;
             let rows = st
                 .query_map(params![q.identity, q.after, q.sql_limit()], |r| {
-                    Ok(Holding {
-                        assignment: r.get(0)?,
-                        identity: r.get(1)?,
-                        item_type: r.get(2)?,
-                        item_id: r.get(3)?,
-                        state: r.get(4)?,
-                        request_id: r.get(5)?,
-                        requester: r.get(6)?,
-                        created_at: r.get(7)?,
-                        active_at: r.get(8)?,
-                        remove_at: r.get(9)?,
-                        entitlements: r.get(10)?,
-                        accounts: r.get(11)?,
-                    })
+                    holding_from(r).map_err(super::cells::driver_error)
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
