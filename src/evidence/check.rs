@@ -63,6 +63,44 @@ pub struct Drift {
     pub value: String,
 }
 
+/// What an identity's lifecycle state wants of its account's status on a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantStatus {
+    pub identity: String,
+    pub account: String,
+    /// true: disabled (a leaver); false: enabled.
+    pub disabled: bool,
+}
+
+/// Accounts whose status contradicts what their identity's state wants (DESIGN §21):
+/// `enabled_unexpectedly` (a leaver's account re-enabled by hand) or
+/// `disabled_unexpectedly`. `status`: the status a snapshot tells, per account key
+/// (disabled or not); an account it says nothing of is not judged.
+pub fn status_drift(
+    source: &str,
+    wants: &[WantStatus],
+    status: &BTreeMap<String, bool>,
+) -> Vec<Drift> {
+    wants
+        .iter()
+        .filter_map(|w| {
+            let disabled = *status.get(&w.account)?;
+            (disabled != w.disabled).then(|| Drift {
+                source: source.into(),
+                kind: if disabled {
+                    "disabled_unexpectedly"
+                } else {
+                    "enabled_unexpectedly"
+                },
+                identity: Some(w.identity.clone()),
+                account: w.account.clone(),
+                attribute: "status".into(),
+                value: if disabled { "disabled" } else { "enabled" }.into(),
+            })
+        })
+        .collect()
+}
+
 /// Missing and unexpected access on `source`. Only values the catalog knows on the source
 /// (`known`: (attribute, value)) count as access; other columns are the source's business.
 pub fn drift(
@@ -210,6 +248,34 @@ mod tests {
         );
         assert_eq!(d[1].identity.as_deref(), Some("ada"));
         assert_eq!(d[2].identity, None, "an account provd does not know");
+    }
+
+    /// Issue 33, finding 6: a leaver's account enabled again by hand is drift.
+    #[test]
+    fn a_status_contradicting_the_lifecycle_state_is_drift() {
+        let want = |who: &str, disabled| WantStatus {
+            identity: who.into(),
+            account: format!("uid={who}"),
+            disabled,
+        };
+        let wants = [want("ada", true), want("bob", false), want("cy", true)];
+        let status: BTreeMap<String, bool> = [
+            ("uid=ada".to_string(), false),
+            ("uid=bob".to_string(), false),
+        ]
+        .into();
+        let d = status_drift("corp", &wants, &status);
+        assert_eq!(d.len(), 1, "cy's status is not told: not judged");
+        assert_eq!(
+            (d[0].kind, d[0].identity.as_deref(), d[0].value.as_str()),
+            ("enabled_unexpectedly", Some("ada"), "enabled")
+        );
+        let d = status_drift(
+            "corp",
+            &[want("bob", false)],
+            &[("uid=bob".into(), true)].into(),
+        );
+        assert_eq!(d[0].kind, "disabled_unexpectedly");
     }
 
     /// Issue 33, finding 3: a mover's account renamed by attribute sync is shown under

@@ -127,6 +127,48 @@ pub async fn grants(
     Ok(out)
 }
 
+/// What each identity's lifecycle state wants of its account's status on `source`
+/// (an account action for the source: DISABLE wants it disabled, ENABLE enabled; no
+/// action, DELETE, or a job still under way there: no judgement yet).
+pub async fn status_wants(
+    store: &Store,
+    config: &Config,
+    source: &str,
+) -> Result<Vec<check::WantStatus>, StoreError> {
+    use crate::config::lifecycle::AccountAction;
+    let managed = store.managed_accounts(source.to_string()).await?;
+    let busy: BTreeSet<String> = store
+        .jobs(crate::store::jobs::JobFilter {
+            source: Some(source.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|j| !j.state.is_final())
+        .map(|j| j.identity_id)
+        .collect();
+    let ids = managed.iter().map(|(i, _)| i.clone()).collect();
+    let dir = crate::intake::Directory::load(config, &**store, ids).await?;
+    Ok(managed
+        .into_iter()
+        .filter(|(who, _)| !busy.contains(who))
+        .filter_map(|(who, account)| {
+            let identity = dir.lookup(&who)?;
+            let state = config.lifecycle.state_of(&identity.attributes)?;
+            let disabled = match state.accounts.get(source)? {
+                AccountAction::Disable => true,
+                AccountAction::Enable => false,
+                AccountAction::Delete => return None,
+            };
+            Some(check::WantStatus {
+                identity: who,
+                account,
+                disabled,
+            })
+        })
+        .collect())
+}
+
 /// The (attribute, value) pairs the catalog grants on `source`.
 pub fn known_values(config: &Config, source: &str) -> BTreeSet<(String, String)> {
     config
@@ -313,12 +355,17 @@ pub async fn import(
     let snapshot = store
         .record_snapshot(meta, stored, verified.clone())
         .await?;
-    let drift = check::drift(
+    let mut drift = check::drift(
         source_id,
         &grants(store, config, source).await?,
         &seen,
         &known_values(config, source_id),
     );
+    if export.status.is_some() {
+        let status = seen.iter().map(|(k, s)| (k.clone(), s.disabled)).collect();
+        let wants = status_wants(store, config, source_id).await?;
+        drift.extend(check::status_drift(source_id, &wants, &status));
+    }
     let repairs = repair(store, config, intake, source_id, snapshot, &drift, &seen).await?;
     tracing::info!(source = %source_id, snapshot, rows = seen.len(), verified = verified.len(),
         missing = drift.iter().filter(|d| d.kind == "missing").count(),

@@ -77,6 +77,8 @@ pub async fn reconcile(
         })
         .collect();
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    // The status the connector could tell (None: it cannot, and it is not judged).
+    let mut status: BTreeMap<String, bool> = BTreeMap::new();
     let mut gone = 0;
     for chunk in managed.chunks(CONCURRENCY) {
         let reads = chunk.iter().map(|(who, native)| {
@@ -95,6 +97,9 @@ pub async fn reconcile(
             match r {
                 None => gone += 1,
                 Some(back) => {
+                    if let Some(d) = back.disabled {
+                        status.insert(native.clone(), d);
+                    }
                     seen.insert(
                         native.clone(),
                         Seen {
@@ -133,12 +138,14 @@ pub async fn reconcile(
     let Some(src) = config.sources.get(source) else {
         return Err(EvidenceError::Invalid(format!("no source `{source}`")));
     };
-    let drift = check::drift(
+    let mut drift = check::drift(
         source,
         &grants(store, config, src).await?,
         &seen,
         &known_values(config, source),
     );
+    let wants = super::status_wants(store, config, source).await?;
+    drift.extend(check::status_drift(source, &wants, &status));
     let repairs = if fix {
         repair(store, config, intake, source, snapshot, &drift, &seen).await?
     } else {

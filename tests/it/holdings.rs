@@ -598,3 +598,50 @@ async fn a_done_half_of_a_role_is_checked_while_the_other_half_waits() {
     );
     assert!(said.contains("drift: 1 missing, 0 unexpected"), "{said}");
 }
+
+/// Finding 6 (status): a leaver's account enabled again by hand after provd disabled it
+/// is drift. Before, a read-back compared group values only and found nothing.
+#[tokio::test]
+async fn a_leavers_account_enabled_by_hand_is_reported() {
+    use crate::joiners::{do_tasks, import, open_tasks, quiet};
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let _agent = env.start().await;
+    assert!(import(&env, "active", false).status.success());
+    quiet(&env).await;
+    open_tasks(&env, 2).await;
+    do_tasks(&env).await;
+    assert!(import(&env, "leaver", false).status.success());
+    quiet(&env).await;
+    disabled(&slapd, ADA, true).await;
+    let drift = |source: &str| {
+        let out = env.cli(&["reconcile", "--source", source, "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["identity"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(drift("corp"), [], "disabled as her state wants");
+    // An administrator enables her entry again by hand.
+    slapd.ldapadd(&format!(
+        "dn: {ADA}\nchangetype: modify\ndelete: employeeType\n"
+    ));
+    assert_eq!(
+        drift("corp"),
+        [("enabled_unexpectedly".to_string(), "ada".to_string())]
+    );
+}
