@@ -301,7 +301,16 @@ impl ScimConnector {
         e: &Entitlement,
         add: bool,
     ) -> Result<Outcome, ConnectorError> {
-        let user = self.user_id(identity, native_id).await?;
+        let user = match (add, native_id) {
+            (true, _) | (_, Some(_)) => self.user_id(identity, native_id).await?,
+            // A removal for a user the server does not have: it holds nothing to remove
+            // (a revoke that reached the source before the account, say). provd never
+            // made or linked such a user, so never granted it anything there.
+            (false, None) => match self.find_user(identity).await? {
+                Some(u) => u,
+                None => return Ok(Outcome::Unchanged),
+            },
+        };
         if e.attribute != "groups" {
             return self.user_value(&user, e, add).await;
         }

@@ -1,0 +1,366 @@
+//! The simulated world: its people, catalog and targets, the events of a history, and the
+//! invariants checked at each quiet point.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::flow::custom_env;
+use crate::harness::{Env, wait};
+use crate::httpservers::Scim;
+use crate::slapd::{PASSWORD, Slapd};
+
+const TOKEN: &str = "scim-T0ken-sim-1";
+const PEOPLE: usize = 6;
+/// Requestable items: entitlements on both targets, a profile over two, a role over all.
+const ITEMS: [(&str, &str); 5] = [
+    ("ENTITLEMENT", "ent-vpn"),
+    ("ENTITLEMENT", "ent-git"),
+    ("ENTITLEMENT", "ent-eng"),
+    ("ACCESS_PROFILE", "ap-dev"),
+    ("ROLE", "role-staff"),
+];
+/// Each LDAP group entitlement and its group's DN.
+const GROUPS: [(&str, &str); 2] = [
+    ("ent-vpn", "cn=vpn,ou=groups,dc=example,dc=com"),
+    ("ent-git", "cn=git,ou=groups,dc=example,dc=com"),
+];
+
+const CATALOG: &str = r#"
+[[entitlement]]
+id = "ent-vpn"
+source = "corp"
+attribute = "groups"
+value = "cn=vpn,ou=groups,dc=example,dc=com"
+[[entitlement]]
+id = "ent-git"
+source = "corp"
+attribute = "groups"
+value = "cn=git,ou=groups,dc=example,dc=com"
+[[entitlement]]
+id = "ent-eng"
+source = "saas"
+attribute = "groups"
+value = "engineers"
+[[access_profile]]
+id = "ap-dev"
+entitlements = ["ent-vpn", "ent-eng"]
+[[role]]
+id = "role-staff"
+access_profiles = ["ap-dev"]
+entitlements = ["ent-git"]
+"#;
+
+const LIFECYCLE: &str = r#"
+max_changes = 1000
+[[state]]
+name = "active"
+[[state.account]]
+action = "ENABLE"
+sources = "all"
+[[state]]
+name = "leaver"
+requestable = false
+[[state.account]]
+action = "DISABLE"
+sources = "all"
+"#;
+
+/// One step of a history.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Grant(usize, &'static str),
+    Revoke(usize, &'static str),
+    Leave(usize),
+    Rehire(usize),
+    /// Wait for every job to end, then check the invariants.
+    Quiet,
+}
+
+/// xorshift64*: a history is a function of its seed alone.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+
+/// The history of `seed`: `n` events, ending in a quiet point.
+pub fn history(seed: u64, n: usize) -> Vec<Event> {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut out: Vec<Event> = (0..n.saturating_sub(1))
+        .map(|_| {
+            let who = rng.below(PEOPLE);
+            let item = ITEMS[rng.below(ITEMS.len())].1;
+            match rng.below(12) {
+                0..=4 => Event::Grant(who, item),
+                5..=6 => Event::Revoke(who, item),
+                7 => Event::Leave(who),
+                8 => Event::Rehire(who),
+                _ => Event::Quiet,
+            }
+        })
+        .collect();
+    out.push(Event::Quiet);
+    out
+}
+
+fn item_type(id: &str) -> &'static str {
+    ITEMS
+        .iter()
+        .find(|(_, i)| *i == id)
+        .map_or("ENTITLEMENT", |(t, _)| t)
+}
+
+fn person(i: usize) -> String {
+    format!("p{i}")
+}
+
+/// Runs `events` in a fresh world; the first broken invariant, if any.
+pub async fn run(events: &[Event]) -> Result<(), String> {
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    scim.group("engineers").await;
+    let env = world(&slapd, &scim);
+    let agent = env.start().await;
+    let mut leavers: BTreeSet<usize> = BTreeSet::new();
+    for (step, e) in events.iter().enumerate() {
+        let at = |m: String| format!("step {step} ({e:?}): {m}");
+        match e {
+            Event::Grant(p, item) | Event::Revoke(p, item) => {
+                if leavers.contains(p) && matches!(e, Event::Grant(..)) {
+                    continue; // refused at the door; the model says so
+                }
+                let kind = if matches!(e, Event::Grant(..)) {
+                    "GRANT_ACCESS"
+                } else {
+                    "REVOKE_ACCESS"
+                };
+                let body = json!({ "requestedFor": [person(*p)], "requestType": kind,
+                    "requestedItems": [{ "type": item_type(item), "id": item, "comment": "sim" }] });
+                let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
+                if !out.status.success() {
+                    return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
+                }
+            }
+            Event::Leave(p) | Event::Rehire(p) => {
+                let state = if matches!(e, Event::Leave(_)) {
+                    "leaver"
+                } else {
+                    "active"
+                };
+                let body = json!({ "firstName": "P", "lastName": p.to_string(),
+                    "email": format!("p{p}@example.com"), "lifecycleState": state });
+                let r = agent
+                    .http
+                    .put(format!("{}/identities/v1/{}", agent.base, person(*p)))
+                    .bearer_auth(env.token())
+                    .header("Provd-Confirm", "true")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map_err(|x| at(x.to_string()))?;
+                if r.status() != 200 {
+                    return Err(at(format!("PUT answered {}", r.status())));
+                }
+                if state == "leaver" {
+                    leavers.insert(*p);
+                } else {
+                    leavers.remove(p);
+                }
+            }
+            Event::Quiet => check(&env, &slapd, &scim, &leavers).await.map_err(at)?,
+        }
+    }
+    Ok(())
+}
+
+fn world(slapd: &Slapd, scim: &Scim) -> Env {
+    let corp = format!(
+        "id = \"corp\"\ntype = \"ldap\"\nowner = \"dir@example.com\"\nurl = \"{}\"\n\
+         bind_dn = \"cn=admin,dc=example,dc=com\"\nbind_password_file = \"../ldap-password\"\n\
+         [account]\nnative_id = \"uid={{id}},ou=people,dc=example,dc=com\"\ncorrelation = \"uid\"\n\
+         object_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{id}}\"\n\
+         cn = \"{{firstName}} {{lastName}}\"\nsn = \"{{lastName}}\"\n\
+         [account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n",
+        slapd.url()
+    );
+    let saas = format!(
+        "id = \"saas\"\ntype = \"scim\"\nowner = \"saas@example.com\"\nbase_url = \"{}\"\n\
+         token_file = \"../scim-token\"\n[account]\ncorrelation = \"userName\"\n\
+         [account.attributes]\nuserName = \"{{id}}\"\ndisplayName = \"{{firstName}} {{lastName}}\"\n",
+        scim.base()
+    );
+    let env = custom_env(&[("corp.toml", corp), ("saas.toml", saas)], CATALOG);
+    let d = env.path();
+    std::fs::write(d.join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(d.join("scim-token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(d.join("lifecycle.toml"), LIFECYCLE).unwrap();
+    let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
+    std::fs::write(
+        d.join("provd.toml"),
+        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
+    )
+    .unwrap();
+    let mut ids = String::from("id,firstName,lastName,email,lifecycleState\n");
+    for p in 0..PEOPLE {
+        ids.push_str(&format!("p{p},P,{p},p{p}@example.com,active\n"));
+    }
+    std::fs::write(d.join("identities.csv"), ids).unwrap();
+    env
+}
+
+/// Waits for every job to end, then checks the invariants against the targets.
+async fn check(
+    env: &Env,
+    slapd: &Slapd,
+    scim: &Scim,
+    leavers: &BTreeSet<usize>,
+) -> Result<(), String> {
+    let store = env.store();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = wait(store.job_counts()).map_err(|e| e.to_string())?;
+        let busy: i64 = counts
+            .iter()
+            .filter(|(_, s, _)| matches!(s.as_str(), "queued" | "running" | "retrying"))
+            .map(|(_, _, n)| n)
+            .sum();
+        if busy == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{busy} jobs still busy after 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failed = wait(store.jobs(provd::store::jobs::JobFilter {
+        state: Some(provd::store::JobState::Failed),
+        ..Default::default()
+    }))
+    .map_err(|e| e.to_string())?;
+    if let Some(j) = failed.first() {
+        return Err(format!(
+            "job {} on {} for {} (request {}, ops {:?}) failed: {:?}",
+            j.id, j.source, j.identity_id, j.request_id, j.ops, j.errors
+        ));
+    }
+    // I5: who has each entitlement, as provd says and as each target says.
+    for (ent, dn) in GROUPS {
+        let have: BTreeSet<String> = slapd
+            .values(dn, "member")
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                m.strip_prefix("uid=")
+                    .and_then(|r| r.split(',').next())
+                    .map(str::to_string)
+            })
+            .collect();
+        let said = holders(env, ent)?;
+        if have != said {
+            return Err(format!("I5 {ent}: slapd has {have:?}, provd says {said:?}"));
+        }
+    }
+    let eng = scim
+        .get("/Groups?filter=displayName%20eq%20%22engineers%22")
+        .await;
+    let members: Vec<String> = eng["Resources"][0]["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut users: BTreeMap<String, Value> = BTreeMap::new();
+    for u in scim.get("/Users").await["Resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        users.insert(u["id"].as_str().unwrap_or("").to_string(), u);
+    }
+    let have: BTreeSet<String> = members
+        .iter()
+        .filter_map(|id| {
+            users
+                .get(id)
+                .and_then(|u| u["userName"].as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    let said = holders(env, "ent-eng")?;
+    if have != said {
+        return Err(format!(
+            "I5 ent-eng: SCIM has {have:?}, provd says {said:?}"
+        ));
+    }
+    // I1 (status) and I2, per person and target.
+    for p in 0..PEOPLE {
+        let who = person(p);
+        let leaver = leavers.contains(&p);
+        let dn = format!("uid={who},ou=people,dc=example,dc=com");
+        let filter = format!("(uid={who})");
+        if !slapd
+            .search("ou=people,dc=example,dc=com", &filter)
+            .await
+            .is_empty()
+        {
+            let disabled = slapd
+                .values(&dn, "employeeType")
+                .await
+                .iter()
+                .any(|v| v == "disabled");
+            if disabled != leaver {
+                return Err(format!(
+                    "I1 {who} on corp: disabled {disabled}, leaver {leaver}"
+                ));
+            }
+        }
+        if let Some(u) = users.values().find(|u| u["userName"] == who.as_str()) {
+            let active = u["active"].as_bool().unwrap_or(true);
+            if active == leaver {
+                return Err(format!(
+                    "I1 {who} on saas: active {active}, leaver {leaver}"
+                ));
+            }
+        }
+        for source in ["corp", "saas"] {
+            let Some(native) =
+                wait(store.native_id(who.clone(), source.into())).map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let owners = wait(store.account_owners(source.into(), native.clone()))
+                .map_err(|e| e.to_string())?;
+            if owners != [who.clone()] {
+                return Err(format!("I2 {native} on {source}: linked to {owners:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who provd says holds `item` (active), from `provd access list --item`.
+fn holders(env: &Env, item: &str) -> Result<BTreeSet<String>, String> {
+    let out = env.cli(&["access", "list", "--item", item, "--format", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let rows: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(rows
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["state"] == "active")
+                .filter_map(|r| r["identity"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
