@@ -73,7 +73,8 @@ fn main() {
             std::process::exit(1);
         }
         println!(
-            "sim: seed {seed}: {events} events ok ({:.1} s so far)",
+            "sim: seed {seed}: {events} events ok; drift found and repaired so far: {} ({:.1} s)",
+            world::REPAIRED.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed().as_secs_f64()
         );
     }

@@ -67,6 +67,9 @@ action = "DISABLE"
 sources = "all"
 "#;
 
+/// Drift found (and repaired) across runs: shows the drift check is exercised.
+pub static REPAIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One step of a history.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -74,6 +77,8 @@ pub enum Event {
     Revoke(usize, &'static str),
     Leave(usize),
     Rehire(usize),
+    /// An administrator removes the person from an LDAP group by hand (when a member).
+    HandRemove(usize, &'static str),
     /// Wait for every job to end, then check the invariants.
     Quiet,
 }
@@ -97,11 +102,12 @@ pub fn history(seed: u64, n: usize) -> Vec<Event> {
         .map(|_| {
             let who = rng.below(PEOPLE);
             let item = ITEMS[rng.below(ITEMS.len())].1;
-            match rng.below(12) {
+            match rng.below(13) {
                 0..=4 => Event::Grant(who, item),
                 5..=6 => Event::Revoke(who, item),
                 7 => Event::Leave(who),
                 8 => Event::Rehire(who),
+                9 => Event::HandRemove(who, GROUPS[rng.below(GROUPS.len())].0),
                 _ => Event::Quiet,
             }
         })
@@ -127,7 +133,20 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
     let scim = Scim::start(TOKEN).await;
     scim.group("engineers").await;
     let env = world(&slapd, &scim);
-    let agent = env.start().await;
+    let first = env.start().await;
+    // On PostgreSQL (PROVD_TEST_STORE=postgres) two agents share the store and the work;
+    // identity changes go to each in turn.
+    let second = match env.pg {
+        Some(_) => {
+            let vars = [
+                ("PROVD_AGENT__NAME", "agent-2".to_string()),
+                ("PROVD_AGENT__STATE_DIR", "state-2".to_string()),
+                ("PROVD_AGENT__SPOOL_DIR", "spool-2".to_string()),
+            ];
+            Some(crate::harness::Agent::start_on(&env, crate::harness::free_port(), &vars).await)
+        }
+        None => None,
+    };
     let mut leavers: BTreeSet<usize> = BTreeSet::new();
     for (step, e) in events.iter().enumerate() {
         let at = |m: String| format!("step {step} ({e:?}): {m}");
@@ -149,6 +168,10 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                 }
             }
             Event::Leave(p) | Event::Rehire(p) => {
+                let agent = match &second {
+                    Some(s) if step % 2 == 1 => s,
+                    _ => &first,
+                };
                 let state = if matches!(e, Event::Leave(_)) {
                     "leaver"
                 } else {
@@ -172,6 +195,20 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                     leavers.insert(*p);
                 } else {
                     leavers.remove(p);
+                }
+            }
+            Event::HandRemove(p, ent) => {
+                // Out of band, between provd's own changes.
+                settle(&env).await.map_err(at)?;
+                let dn = GROUPS
+                    .iter()
+                    .find(|(e, _)| e == ent)
+                    .map_or("", |(_, d)| *d);
+                let member = format!("uid={},ou=people,dc=example,dc=com", person(*p));
+                if slapd.values(dn, "member").await.contains(&member) {
+                    slapd.ldapadd(&format!(
+                        "dn: {dn}\nchangetype: modify\ndelete: member\nmember: {member}\n"
+                    ));
                 }
             }
             Event::Quiet => check(&env, &slapd, &scim, &leavers).await.map_err(at)?,
@@ -215,13 +252,8 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
     env
 }
 
-/// Waits for every job to end, then checks the invariants against the targets.
-async fn check(
-    env: &Env,
-    slapd: &Slapd,
-    scim: &Scim,
-    leavers: &BTreeSet<usize>,
-) -> Result<(), String> {
+/// Waits until no job is queued, running or retrying.
+async fn settle(env: &Env) -> Result<(), String> {
     let store = env.store();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -239,6 +271,84 @@ async fn check(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// Who is in each LDAP group entitlement's group on slapd, by identity.
+async fn ldap_members(slapd: &Slapd) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for (ent, dn) in GROUPS {
+        let have: BTreeSet<String> = slapd
+            .values(dn, "member")
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                m.strip_prefix("uid=")
+                    .and_then(|r| r.split(',').next())
+                    .map(str::to_string)
+            })
+            .collect();
+        out.insert(ent, have);
+    }
+    out
+}
+
+/// I1 (drift): a read-back of corp reports exactly where slapd and provd differ (the
+/// hand-made changes, nothing else); `--fix` then repairs what is missing.
+async fn drift_is_the_difference(env: &Env, slapd: &Slapd) -> Result<(), String> {
+    let members = ldap_members(slapd).await;
+    let mut differ: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (ent, dn) in GROUPS {
+        let said = holders(env, ent)?;
+        for who in said.difference(&members[ent]) {
+            differ.insert(("missing".into(), who.clone(), dn.to_string()));
+        }
+        for who in members[ent].difference(&said) {
+            differ.insert(("unexpected".into(), who.clone(), dn.to_string()));
+        }
+    }
+    let out = env.cli(&["reconcile", "--source", "corp", "--format", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let rows: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let reported: BTreeSet<(String, String, String)> = rows
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                    (s("kind"), s("identity"), s("value"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if reported != differ {
+        return Err(format!(
+            "I1 drift: reconcile reports {reported:?}, the targets differ by {differ:?}"
+        ));
+    }
+    if !differ.is_empty() {
+        REPAIRED.fetch_add(differ.len(), std::sync::atomic::Ordering::Relaxed);
+        let out = env.cli(&["reconcile", "--source", "corp", "--fix"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        settle(env).await?;
+    }
+    Ok(())
+}
+
+/// Waits for every job to end, then checks the invariants against the targets.
+async fn check(
+    env: &Env,
+    slapd: &Slapd,
+    scim: &Scim,
+    leavers: &BTreeSet<usize>,
+) -> Result<(), String> {
+    settle(env).await?;
+    drift_is_the_difference(env, slapd).await?;
+    let store = env.store();
     let failed = wait(store.jobs(provd::store::jobs::JobFilter {
         state: Some(provd::store::JobState::Failed),
         ..Default::default()
@@ -251,19 +361,11 @@ async fn check(
         ));
     }
     // I5: who has each entitlement, as provd says and as each target says.
-    for (ent, dn) in GROUPS {
-        let have: BTreeSet<String> = slapd
-            .values(dn, "member")
-            .await
-            .into_iter()
-            .filter_map(|m| {
-                m.strip_prefix("uid=")
-                    .and_then(|r| r.split(',').next())
-                    .map(str::to_string)
-            })
-            .collect();
+    let members = ldap_members(slapd).await;
+    for (ent, _) in GROUPS {
+        let have = &members[ent];
         let said = holders(env, ent)?;
-        if have != said {
+        if *have != said {
             return Err(format!("I5 {ent}: slapd has {have:?}, provd says {said:?}"));
         }
     }
