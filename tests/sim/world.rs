@@ -79,6 +79,8 @@ pub enum Event {
     Rehire(usize),
     /// An administrator removes the person from an LDAP group by hand (when a member).
     HandRemove(usize, &'static str),
+    /// The (first) agent is killed with -9 mid-work and started again.
+    Kill,
     /// Wait for every job to end, then check the invariants.
     Quiet,
 }
@@ -102,12 +104,13 @@ pub fn history(seed: u64, n: usize) -> Vec<Event> {
         .map(|_| {
             let who = rng.below(PEOPLE);
             let item = ITEMS[rng.below(ITEMS.len())].1;
-            match rng.below(13) {
+            match rng.below(14) {
                 0..=4 => Event::Grant(who, item),
                 5..=6 => Event::Revoke(who, item),
                 7 => Event::Leave(who),
                 8 => Event::Rehire(who),
                 9 => Event::HandRemove(who, GROUPS[rng.below(GROUPS.len())].0),
+                10 => Event::Kill,
                 _ => Event::Quiet,
             }
         })
@@ -133,7 +136,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
     let scim = Scim::start(TOKEN).await;
     scim.group("engineers").await;
     let env = world(&slapd, &scim);
-    let first = env.start().await;
+    let mut first = env.start().await;
     // On PostgreSQL (PROVD_TEST_STORE=postgres) two agents share the store and the work;
     // identity changes go to each in turn.
     let second = match env.pg {
@@ -210,6 +213,10 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                         "dn: {dn}\nchangetype: modify\ndelete: member\nmember: {member}\n"
                     ));
                 }
+            }
+            Event::Kill => {
+                first.signal_and_wait("KILL", 10).await;
+                first = env.start().await;
             }
             Event::Quiet => check(&env, &slapd, &scim, &leavers).await.map_err(at)?,
         }
