@@ -73,8 +73,9 @@ fn main() {
             std::process::exit(1);
         }
         println!(
-            "sim: seed {seed}: {events} events ok; drift found and repaired so far: {} ({:.1} s)",
+            "sim: seed {seed}: {events} events ok; so far {} drifts repaired, {} manual tasks done and verified ({:.1} s)",
             world::REPAIRED.load(std::sync::atomic::Ordering::Relaxed),
+            world::ANSWERED.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed().as_secs_f64()
         );
     }

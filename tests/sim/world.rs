@@ -13,11 +13,13 @@ use crate::slapd::{PASSWORD, Slapd};
 
 const TOKEN: &str = "scim-T0ken-sim-1";
 const PEOPLE: usize = 6;
-/// Requestable items: entitlements on both targets, a profile over two, a role over all.
-const ITEMS: [(&str, &str); 5] = [
+/// Requestable items: entitlements on the three targets, a profile over two, a role
+/// over all.
+const ITEMS: [(&str, &str); 6] = [
     ("ENTITLEMENT", "ent-vpn"),
     ("ENTITLEMENT", "ent-git"),
     ("ENTITLEMENT", "ent-eng"),
+    ("ENTITLEMENT", "ent-hq"),
     ("ACCESS_PROFILE", "ap-dev"),
     ("ROLE", "role-staff"),
 ];
@@ -43,13 +45,18 @@ id = "ent-eng"
 source = "saas"
 attribute = "groups"
 value = "engineers"
+[[entitlement]]
+id = "ent-hq"
+source = "badges"
+attribute = "zones"
+value = "HQ"
 [[access_profile]]
 id = "ap-dev"
 entitlements = ["ent-vpn", "ent-eng"]
 [[role]]
 id = "role-staff"
 access_profiles = ["ap-dev"]
-entitlements = ["ent-git"]
+entitlements = ["ent-git", "ent-hq"]
 "#;
 
 const LIFECYCLE: &str = r#"
@@ -69,6 +76,9 @@ sources = "all"
 
 /// Drift found (and repaired) across runs: shows the drift check is exercised.
 pub static REPAIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Manual tasks the owner did and the export verified, across runs.
+pub static ANSWERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One step of a history.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +161,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
         None => None,
     };
     let mut leavers: BTreeSet<usize> = BTreeSet::new();
+    let mut owner = Owner::default();
     for (step, e) in events.iter().enumerate() {
         let at = |m: String| format!("step {step} ({e:?}): {m}");
         match e {
@@ -202,7 +213,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
             }
             Event::HandRemove(p, ent) => {
                 // Out of band, between provd's own changes.
-                settle(&env).await.map_err(at)?;
+                settle(&env, &mut owner).await.map_err(at)?;
                 let dn = GROUPS
                     .iter()
                     .find(|(e, _)| e == ent)
@@ -218,7 +229,9 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                 first.signal_and_wait("KILL", 10).await;
                 first = env.start().await;
             }
-            Event::Quiet => check(&env, &slapd, &scim, &leavers).await.map_err(at)?,
+            Event::Quiet => check(&env, &slapd, &scim, &leavers, &mut owner)
+                .await
+                .map_err(at)?,
         }
     }
     Ok(())
@@ -240,7 +253,20 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
          [account.attributes]\nuserName = \"{{id}}\"\ndisplayName = \"{{firstName}} {{lastName}}\"\n",
         scim.base()
     );
-    let env = custom_env(&[("corp.toml", corp), ("saas.toml", saas)], CATALOG);
+    // A manual source: its owner answers tasks and exports the accounts (see `Owner`).
+    let badges = "id = \"badges\"\ntype = \"manual\"\nowner = \"facilities@example.com\"\n\
+         [account]\nnative_id = \"{email}\"\n\
+         [export]\nkey = \"email\"\nentitlements = { column = \"zones\" }\n\
+         status = { column = \"state\", disabled = [\"disabled\"] }\n"
+        .to_string();
+    let env = custom_env(
+        &[
+            ("corp.toml", corp),
+            ("saas.toml", saas),
+            ("badges.toml", badges),
+        ],
+        CATALOG,
+    );
     let d = env.path();
     std::fs::write(d.join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
     std::fs::write(d.join("scim-token"), format!("{TOKEN}\n")).unwrap();
@@ -259,18 +285,134 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
     env
 }
 
-/// Waits until no job is queued, running or retrying.
-async fn settle(env: &Env) -> Result<(), String> {
+/// The manual source's owner: does what each open task asks on the badge system (this
+/// model of it), answers DONE, and exports the accounts as they really are.
+#[derive(Default)]
+pub struct Owner {
+    /// Account key -> (zones, disabled).
+    accounts: BTreeMap<String, (BTreeSet<String>, bool)>,
+}
+
+impl Owner {
+    fn apply(&mut self, t: &provd::store::tasks::Task) {
+        let key = t.account.clone();
+        match t.operation.as_str() {
+            "CREATE_ACCOUNT" => {
+                self.accounts.entry(key).or_default();
+            }
+            "ADD_ENTITLEMENT" => {
+                self.accounts
+                    .entry(key)
+                    .or_default()
+                    .0
+                    .insert(t.value.clone());
+            }
+            "REMOVE_ENTITLEMENT" => {
+                if let Some(a) = self.accounts.get_mut(&key) {
+                    a.0.remove(&t.value);
+                }
+            }
+            "DISABLE_ACCOUNT" | "ENABLE_ACCOUNT" => {
+                if let Some(a) = self.accounts.get_mut(&key) {
+                    a.1 = t.operation == "DISABLE_ACCOUNT";
+                }
+            }
+            "DELETE_ACCOUNT" => {
+                self.accounts.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    fn export(&self) -> String {
+        let mut text = String::from("email,zones,state\r\n");
+        for (key, (zones, disabled)) in &self.accounts {
+            let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
+            let state = if *disabled { "disabled" } else { "active" };
+            text.push_str(&format!("{key},{},{state}\r\n", zones.join(";")));
+        }
+        text
+    }
+
+    /// Who holds `value` on the badge system, by identity (key `pN@example.com`).
+    fn holders(&self, value: &str) -> BTreeSet<String> {
+        self.accounts
+            .iter()
+            .filter(|(_, (zones, _))| zones.contains(value))
+            .filter_map(|(k, _)| k.split('@').next().map(str::to_string))
+            .collect()
+    }
+}
+
+/// The owner answers every open task, then hands in an export: it must verify every
+/// task just done and show no drift (I6).
+async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
+    let store = env.store();
+    let open = wait(store.tasks(provd::store::tasks::TaskFilter {
+        open_only: true,
+        ..Default::default()
+    }))
+    .map_err(|e| e.to_string())?;
+    if open.is_empty() {
+        return Ok(false);
+    }
+    ANSWERED.fetch_add(open.len(), std::sync::atomic::Ordering::Relaxed);
+    for t in &open {
+        owner.apply(t);
+        let now = jiff::Timestamp::now().as_millisecond();
+        wait(store.resolve_task(
+            t.id,
+            "DONE".into(),
+            "facilities@example.com".into(),
+            String::new(),
+            now,
+        ))
+        .map_err(|e| format!("answering T{}: {e}", t.id))?;
+    }
+    let file = env.path().join("badges-export.csv");
+    std::fs::write(&file, owner.export()).map_err(|e| e.to_string())?;
+    let out = env.cli(&[
+        "accounts",
+        "import",
+        "--source",
+        "badges",
+        "--force",
+        file.to_str().unwrap_or(""),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !said.contains("drift: 0 missing, 0 unexpected") {
+        return Err(format!(
+            "I6: the owner's export after doing every task: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let unverified: Vec<String> = wait(store.tasks(provd::store::tasks::TaskFilter::default()))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|t| t.status == provd::store::rules::TaskStatus::Done && t.verified_at.is_none())
+        .map(|t| format!("T{} {} {} {}", t.id, t.operation, t.account, t.value))
+        .collect();
+    if !unverified.is_empty() {
+        return Err(format!(
+            "I6: done tasks the export does not verify: {unverified:?}\n{said}"
+        ));
+    }
+    Ok(true)
+}
+
+/// Waits until no job is queued, running or retrying, the owner answering tasks meanwhile.
+async fn settle(env: &Env, owner: &mut Owner) -> Result<(), String> {
     let store = env.store();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        let answered = answer(env, owner).await?;
         let counts = wait(store.job_counts()).map_err(|e| e.to_string())?;
         let busy: i64 = counts
             .iter()
             .filter(|(_, s, _)| matches!(s.as_str(), "queued" | "running" | "retrying"))
             .map(|(_, _, n)| n)
             .sum();
-        if busy == 0 {
+        if busy == 0 && !answered {
             break;
         }
         if std::time::Instant::now() > deadline {
@@ -302,7 +444,11 @@ async fn ldap_members(slapd: &Slapd) -> BTreeMap<&'static str, BTreeSet<String>>
 
 /// I1 (drift): a read-back of corp reports exactly where slapd and provd differ (the
 /// hand-made changes, nothing else); `--fix` then repairs what is missing.
-async fn drift_is_the_difference(env: &Env, slapd: &Slapd) -> Result<(), String> {
+async fn drift_is_the_difference(
+    env: &Env,
+    slapd: &Slapd,
+    owner: &mut Owner,
+) -> Result<(), String> {
     let members = ldap_members(slapd).await;
     let mut differ: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (ent, dn) in GROUPS {
@@ -341,7 +487,7 @@ async fn drift_is_the_difference(env: &Env, slapd: &Slapd) -> Result<(), String>
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        settle(env).await?;
+        settle(env, owner).await?;
     }
     Ok(())
 }
@@ -352,9 +498,17 @@ async fn check(
     slapd: &Slapd,
     scim: &Scim,
     leavers: &BTreeSet<usize>,
+    owner: &mut Owner,
 ) -> Result<(), String> {
-    settle(env).await?;
-    drift_is_the_difference(env, slapd).await?;
+    settle(env, owner).await?;
+    drift_is_the_difference(env, slapd, owner).await?;
+    let hq = holders(env, "ent-hq")?;
+    if hq != owner.holders("HQ") {
+        return Err(format!(
+            "I5 ent-hq: the badge system has {:?}, provd says {hq:?}",
+            owner.holders("HQ")
+        ));
+    }
     let store = env.store();
     let failed = wait(store.jobs(provd::store::jobs::JobFilter {
         state: Some(provd::store::JobState::Failed),
@@ -431,6 +585,13 @@ async fn check(
                     "I1 {who} on corp: disabled {disabled}, leaver {leaver}"
                 ));
             }
+        }
+        if let Some((_, disabled)) = owner.accounts.get(&format!("{who}@example.com"))
+            && *disabled != leaver
+        {
+            return Err(format!(
+                "I1 {who} on badges: disabled {disabled}, leaver {leaver}"
+            ));
         }
         if let Some(u) = users.values().find(|u| u["userName"] == who.as_str()) {
             let active = u["active"].as_bool().unwrap_or(true);
