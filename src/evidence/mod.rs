@@ -89,10 +89,10 @@ pub async fn grants(
         .collect();
     let dir = crate::intake::Directory::load(config, &**store, ids).await?;
     let mut out = Vec::new();
-    for h in holdings
-        .iter()
-        .filter(|h| h.state != AssignmentState::Revoking)
-    {
+    // A grant being revoked stays in, never active: its values may still be there until
+    // the removal ends, and are not unexpected meanwhile (drift is judged once a
+    // holding's operations ended: DESIGN §21).
+    for h in &holdings {
         let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
         let accounts: BTreeMap<String, String> = h
             .accounts
@@ -101,10 +101,11 @@ pub async fn grants(
             .unwrap_or_default();
         // Held on this source once the grant's job here succeeded, whatever its other
         // sources did (issue 33, finding 6: a role pending elsewhere hid missing access).
-        let active = match h.job_on(&source.id).as_deref() {
-            Some(state) => state == "succeeded",
-            None => h.state == AssignmentState::Active,
-        };
+        let active = h.state != AssignmentState::Revoking
+            && match h.job_on(&source.id).as_deref() {
+                Some(state) => state == "succeeded",
+                None => h.state == AssignmentState::Active,
+            };
         if h.state == AssignmentState::Failed && !active {
             continue;
         }

@@ -9,10 +9,13 @@
 //!
 //! A failure prints the seed and the shortest prefix of the history that still fails.
 //! `cargo test --test sim` runs the fixed seeds CI runs; `cargo test --test sim --
-//! --seeds 200 --events 500` runs more, `-- --seed 17` one.
+//! --seeds 200 --events 500` runs more, `-- --seed 17` one; `--movers` adds e-mail
+//! changes on the manual source keyed by e-mail (known to fail: issue 33's note).
 //!
-//! Not yet (see issue 33's note): manual sources and owners, removeDates, out-of-band
-//! changes with drift, targets down, agents killed, PostgreSQL with two agents.
+//! Also: a manual source whose owner does each task and exports (I6), hand-made removals
+//! that drift must report exactly (I1), agents killed with -9, and on PostgreSQL
+//! (`PROVD_TEST_STORE=postgres`) two agents. Not yet: removeDates, targets down,
+//! out-of-band adds and enables, the audit-trail invariant (I4).
 
 // Test code built without the test harness (its own `main`, for its own flags), so not
 // under cfg(test): the lints that keep panics out of the agent do not apply to it.
@@ -36,7 +39,9 @@ mod world;
 use world::{Event, history};
 
 /// Seeds and length CI runs (well within its 4 minutes).
-const CI_SEEDS: [u64; 3] = [1, 2, 3];
+/// Seed 2 found a revoke failing before its SCIM user existed; seed 8 a removal under
+/// way reported as unexpected access.
+const CI_SEEDS: [u64; 4] = [1, 2, 3, 8];
 const CI_EVENTS: usize = 30;
 
 fn main() {
@@ -48,6 +53,8 @@ fn main() {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let events = value("--events").map_or(CI_EVENTS, |n| n as usize);
+    // Movers renamed twice before the owner catches up still fail (see issue 33's note).
+    let movers = args.iter().any(|a| a == "--movers");
     let seeds: Vec<u64> = match (value("--seed"), value("--seeds")) {
         (Some(s), _) => vec![s],
         (None, Some(n)) => (1..=n).collect(),
@@ -59,7 +66,7 @@ fn main() {
         .expect("a runtime");
     let started = std::time::Instant::now();
     for seed in seeds {
-        let h = history(seed, events);
+        let h = history(seed, events, movers);
         if let Err(e) = rt.block_on(world::run(&h)) {
             let (short, why) = rt.block_on(shorten(&h, e));
             eprintln!(

@@ -91,6 +91,8 @@ pub enum Event {
     HandRemove(usize, &'static str),
     /// The (first) agent is killed with -9 mid-work and started again.
     Kill,
+    /// The person's e-mail changes (the badge system is keyed by it and syncs it).
+    Move(usize),
     /// Wait for every job to end, then check the invariants.
     Quiet,
 }
@@ -107,20 +109,22 @@ impl Rng {
     }
 }
 
-/// The history of `seed`: `n` events, ending in a quiet point.
-pub fn history(seed: u64, n: usize) -> Vec<Event> {
+/// The history of `seed`: `n` events, ending in a quiet point. `movers`: e-mail changes
+/// too (off by default: issue 33's note says why they still fail).
+pub fn history(seed: u64, n: usize, movers: bool) -> Vec<Event> {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut out: Vec<Event> = (0..n.saturating_sub(1))
         .map(|_| {
             let who = rng.below(PEOPLE);
             let item = ITEMS[rng.below(ITEMS.len())].1;
-            match rng.below(14) {
+            match rng.below(15) {
                 0..=4 => Event::Grant(who, item),
                 5..=6 => Event::Revoke(who, item),
                 7 => Event::Leave(who),
                 8 => Event::Rehire(who),
                 9 => Event::HandRemove(who, GROUPS[rng.below(GROUPS.len())].0),
                 10 => Event::Kill,
+                11 if movers => Event::Move(who),
                 _ => Event::Quiet,
             }
         })
@@ -162,6 +166,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
     };
     let mut leavers: BTreeSet<usize> = BTreeSet::new();
     let mut owner = Owner::default();
+    let mut moves: BTreeMap<usize, u32> = BTreeMap::new();
     for (step, e) in events.iter().enumerate() {
         let at = |m: String| format!("step {step} ({e:?}): {m}");
         match e {
@@ -181,18 +186,26 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                     return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
                 }
             }
-            Event::Leave(p) | Event::Rehire(p) => {
+            Event::Leave(p) | Event::Rehire(p) | Event::Move(p) => {
                 let agent = match &second {
                     Some(s) if step % 2 == 1 => s,
                     _ => &first,
                 };
-                let state = if matches!(e, Event::Leave(_)) {
-                    "leaver"
-                } else {
-                    "active"
+                let state = match e {
+                    Event::Leave(_) => "leaver",
+                    Event::Rehire(_) => "active",
+                    _ if leavers.contains(p) => "leaver",
+                    _ => "active",
+                };
+                if matches!(e, Event::Move(_)) {
+                    *moves.entry(*p).or_default() += 1;
+                }
+                let email = match moves.get(p) {
+                    Some(n) if *n > 0 => format!("p{p}.{n}@example.com"),
+                    _ => format!("p{p}@example.com"),
                 };
                 let body = json!({ "firstName": "P", "lastName": p.to_string(),
-                    "email": format!("p{p}@example.com"), "lifecycleState": state });
+                    "email": email, "lifecycleState": state });
                 let r = agent
                     .http
                     .put(format!("{}/identities/v1/{}", agent.base, person(*p)))
@@ -255,7 +268,7 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
     );
     // A manual source: its owner answers tasks and exports the accounts (see `Owner`).
     let badges = "id = \"badges\"\ntype = \"manual\"\nowner = \"facilities@example.com\"\n\
-         [account]\nnative_id = \"{email}\"\n\
+         [account]\nnative_id = \"{email}\"\nsync = [\"email\"]\n\
          [export]\nkey = \"email\"\nentitlements = { column = \"zones\" }\n\
          status = { column = \"state\", disabled = [\"disabled\"] }\n"
         .to_string();
@@ -291,14 +304,30 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
 pub struct Owner {
     /// Account key -> (zones, disabled).
     accounts: BTreeMap<String, (BTreeSet<String>, bool)>,
+    /// Whose account each is: the owner knows people, whatever key a task names.
+    of: BTreeMap<String, String>,
 }
 
 impl Owner {
     fn apply(&mut self, t: &provd::store::tasks::Task) {
-        let key = t.account.clone();
+        let key = self
+            .of
+            .get(&t.identity_id)
+            .cloned()
+            .unwrap_or_else(|| t.account.clone());
         match t.operation.as_str() {
             "CREATE_ACCOUNT" => {
-                self.accounts.entry(key).or_default();
+                self.accounts.entry(key.clone()).or_default();
+                self.of.insert(t.identity_id.clone(), key);
+            }
+            "UPDATE_ACCOUNT" => {
+                // `email=NEW`: the account is renamed to its new key.
+                if let Some(new) = t.value.split("; ").find_map(|kv| kv.strip_prefix("email="))
+                    && let Some(a) = self.accounts.remove(&key)
+                {
+                    self.accounts.insert(new.to_string(), a);
+                    self.of.insert(t.identity_id.clone(), new.to_string());
+                }
             }
             "ADD_ENTITLEMENT" => {
                 self.accounts
@@ -319,6 +348,7 @@ impl Owner {
             }
             "DELETE_ACCOUNT" => {
                 self.accounts.remove(&key);
+                self.of.remove(&t.identity_id);
             }
             _ => {}
         }
@@ -334,13 +364,21 @@ impl Owner {
         text
     }
 
-    /// Who holds `value` on the badge system, by identity (key `pN@example.com`).
+    /// Who holds `value` on the badge system, by identity.
     fn holders(&self, value: &str) -> BTreeSet<String> {
-        self.accounts
+        self.of
             .iter()
-            .filter(|(_, (zones, _))| zones.contains(value))
-            .filter_map(|(k, _)| k.split('@').next().map(str::to_string))
+            .filter(|(_, key)| {
+                self.accounts
+                    .get(*key)
+                    .is_some_and(|(z, _)| z.contains(value))
+            })
+            .map(|(who, _)| who.clone())
             .collect()
+    }
+
+    fn account_of(&self, who: &str) -> Option<&(BTreeSet<String>, bool)> {
+        self.accounts.get(self.of.get(who)?)
     }
 }
 
@@ -389,7 +427,10 @@ async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
     let unverified: Vec<String> = wait(store.tasks(provd::store::tasks::TaskFilter::default()))
         .map_err(|e| e.to_string())?
         .into_iter()
+        // An export shows no UPDATE_ACCOUNT (DESIGN §17: it carries no attribute columns
+        // here), so those are not asked of it.
         .filter(|t| t.status == provd::store::rules::TaskStatus::Done && t.verified_at.is_none())
+        .filter(|t| t.operation != "UPDATE_ACCOUNT")
         .map(|t| format!("T{} {} {} {}", t.id, t.operation, t.account, t.value))
         .collect();
     if !unverified.is_empty() {
@@ -586,7 +627,7 @@ async fn check(
                 ));
             }
         }
-        if let Some((_, disabled)) = owner.accounts.get(&format!("{who}@example.com"))
+        if let Some((_, disabled)) = owner.account_of(&who)
             && *disabled != leaver
         {
             return Err(format!(
