@@ -15,6 +15,10 @@ pub struct NewTask {
     pub attribute: String,
     pub value: String,
     pub due_at: Option<i64>,
+    /// An UPDATE_ACCOUNT that renames the account (its key is built from an attribute it
+    /// changes): the new key, which becomes the account's native id once the job ends
+    /// well, so that later tasks and evidence name the account as it is now.
+    pub renamed_to: Option<String>,
 }
 
 /// One task as stored.

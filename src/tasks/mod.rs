@@ -56,7 +56,18 @@ pub fn for_job(
                 ),
                 _ => (String::new(), String::new()),
             };
+            // A rename: the key the account has once the owner made this change.
+            let renamed_to = match op {
+                Operation::UpdateAccount { .. } => settings
+                    .account
+                    .as_ref()
+                    .and_then(|a| a.native_id.as_deref())
+                    .and_then(|t| template::fill(t, &job.identity, template::verbatim).ok())
+                    .filter(|key| *key != account),
+                _ => None,
+            };
             NewTask {
+                renamed_to,
                 op_index: i,
                 owner: source.owner.clone(),
                 identity_name: job.identity.display_name(),

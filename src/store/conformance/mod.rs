@@ -460,6 +460,7 @@ async fn open_manual(f: &Fixture, job: &Job, now: i64) -> Result<Vec<i64>, Failu
             attribute: String::new(),
             value: String::new(),
             due_at: None,
+            renamed_to: None,
         })
         .collect();
     f.store
@@ -496,6 +497,7 @@ async fn manual_tasks(store: Store) -> Outcome {
             attribute: String::new(),
             value: String::new(),
             due_at: None,
+            renamed_to: None,
         })
         .collect();
     f.store

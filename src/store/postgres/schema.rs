@@ -283,4 +283,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE identities ADD COLUMN from_file BIGINT NOT NULL DEFAULT 0;
     "#,
+    // 15: as SQLite's 15.
+    r#"
+    ALTER TABLE tasks ADD COLUMN renamed_to TEXT;
+    "#,
 ];

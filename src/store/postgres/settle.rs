@@ -262,6 +262,15 @@ pub(super) async fn finish_manual(
         )
         .await?;
     }
+    if end.rename_account {
+        tx.execute(
+            "UPDATE accounts SET updated_at = $1, native_id = COALESCE((SELECT renamed_to FROM tasks
+                WHERE job_id = $2 AND renamed_to IS NOT NULL ORDER BY op_index DESC LIMIT 1), native_id)
+             WHERE identity_id = $3 AND source = $4",
+            &[&now, &job_id, &job.identity_id, &job.source],
+        )
+        .await?;
+    }
     if end.forget_account {
         tx.execute(
             "DELETE FROM accounts WHERE identity_id = $1 AND source = $2",

@@ -283,8 +283,8 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
         let row = tx
             .query_opt(
                 "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
-                    account, attribute, value, request_id, created_at, due_at, status)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open')
+                    account, attribute, value, request_id, created_at, due_at, status, renamed_to)
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open',$14)
                  ON CONFLICT (job_id, op_index) DO NOTHING RETURNING id",
                 &[
                     &job.id,
@@ -300,6 +300,7 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
                     &job.request_id,
                     &now,
                     &t.due_at,
+                    &t.renamed_to,
                 ],
             )
             .await?;

@@ -158,6 +158,9 @@ pub struct ManualEnd {
     /// A job that succeeded deleted its account: provd forgets it (see
     /// [`super::deletes_account`]).
     pub forget_account: bool,
+    /// A job that succeeded renamed its account: the native id becomes the key its
+    /// UPDATE_ACCOUNT task named (`tasks.renamed_to`).
+    pub rename_account: bool,
     /// The event: its kind (`job_` and the state) and data.
     pub kind: &'static str,
     pub data: Value,
@@ -194,6 +197,11 @@ pub fn end_manual(job: &Job, verdict: Verdict) -> Result<Option<ManualEnd>> {
             && job
                 .ops
                 .contains(&provd_connector_core::Operation::DeleteAccount),
+        rename_account: succeeded
+            && job
+                .ops
+                .iter()
+                .any(|op| matches!(op, provd_connector_core::Operation::UpdateAccount { .. })),
         kind: job_event(to),
         data: json!({ "by": "manual tasks", "error": error }),
     }))

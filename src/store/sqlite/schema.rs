@@ -370,4 +370,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE identities ADD COLUMN from_file INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 15: the key an UPDATE_ACCOUNT task renames its account to (a synced attribute the
+    // key is built from changed), recorded as the account's native id once it is done.
+    r#"
+    ALTER TABLE tasks ADD COLUMN renamed_to TEXT;
+    "#,
 ];

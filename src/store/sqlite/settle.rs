@@ -207,6 +207,14 @@ pub(crate) fn finish_manual(
         )?
         .execute(params![now, job_id])?;
     }
+    if end.rename_account {
+        tx.prepare_cached(
+            "UPDATE accounts SET updated_at = ?1, native_id = COALESCE((SELECT renamed_to FROM tasks
+                WHERE job_id = ?2 AND renamed_to IS NOT NULL ORDER BY op_index DESC LIMIT 1), native_id)
+             WHERE identity_id = ?3 AND source = ?4",
+        )?
+        .execute(params![now, job_id, job.identity_id, job.source])?;
+    }
     if end.forget_account {
         tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
             .execute(params![job.identity_id, job.source])?;

@@ -77,8 +77,8 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
         let inserted = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
-                    account, attribute, value, request_id, created_at, due_at, status)
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open')",
+                    account, attribute, value, request_id, created_at, due_at, status, renamed_to)
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?)",
             )?
             .execute(params![
                 job.id,
@@ -93,7 +93,8 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
                 t.value,
                 job.request_id,
                 now,
-                t.due_at
+                t.due_at,
+                t.renamed_to
             ])?;
         if inserted > 0 {
             opened.push(tx.last_insert_rowid());
