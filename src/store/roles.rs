@@ -224,12 +224,7 @@ pub trait Accounts: Send + Sync {
     /// Stores identities as applied, all or nothing. `from_file`: they are rows of
     /// identities.csv as the agent applied them (the base its next edit is diffed
     /// against); false: imported or changed through the API, CLI or an upstream.
-    fn import_identities(
-        &self,
-        identities: Vec<Identity>,
-        from_file: bool,
-        by: Stamp,
-    ) -> Fut<usize>;
+    fn import_identities(&self, ids: Vec<Identity>, from_file: bool, by: Stamp) -> Fut<usize>;
     /// The stored identities that are identities.csv's rows as last applied.
     fn file_identities(&self) -> Fut<BTreeMap<String, Identity>>;
     /// Records an identity's change (`identity_changed`, data as the lifecycle stage

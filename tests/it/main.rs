@@ -14,6 +14,7 @@ mod hardening2;
 mod hardening_ops;
 mod harness;
 mod holdings;
+mod holdings_state;
 mod httpservers;
 mod intake;
 mod joiners;

@@ -43,12 +43,7 @@ impl Accounts for Postgres {
         })
     }
 
-    fn import_identities(
-        &self,
-        identities: Vec<Identity>,
-        from_file: bool,
-        by: Stamp,
-    ) -> Fut<usize> {
+    fn import_identities(&self, ids: Vec<Identity>, from_file: bool, by: Stamp) -> Fut<usize> {
         let me = self.clone();
         let Stamp { actor, now } = by;
         Box::pin(async move {
@@ -61,15 +56,15 @@ impl Accounts for Postgres {
                         from_file = excluded.from_file",
                 )
                 .await?;
-            for i in &identities {
+            for i in &ids {
                 let attrs = crate::store::rules::identity_attributes(i)?;
                 tx.execute(&st, &[&i.id, &attrs, &now, &i64::from(from_file)])
                     .await?;
             }
-            let event = events::identities_imported(identities.len(), &actor);
+            let event = events::identities_imported(ids.len(), &actor);
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
-            Ok(identities.len())
+            Ok(ids.len())
         })
     }
 

@@ -74,13 +74,8 @@ impl Accounts for Sqlite {
     fn identity_ids(&self) -> Fut<Vec<String>> {
         blocking!(self, |s| s.identity_ids())
     }
-    fn import_identities(
-        &self,
-        identities: Vec<Identity>,
-        from_file: bool,
-        by: Stamp,
-    ) -> Fut<usize> {
-        blocking!(self, |s| s.import_identities(&identities, from_file, &by))
+    fn import_identities(&self, ids: Vec<Identity>, from_file: bool, by: Stamp) -> Fut<usize> {
+        blocking!(self, |s| s.import_identities(&ids, from_file, &by))
     }
     fn identity_changed(&self, identity: String, data: Value, by: Stamp) -> Fut<i64> {
         blocking!(self, |s| s.with(|c| {
