@@ -50,13 +50,7 @@ async fn a_leaver_edited_into_identities_csv_loses_access_however_the_edit_is_ap
     scim.group("engineers").await;
     let env = setup(&slapd, &scim);
     // A guard of 1: one leaver (three sources) is a mass change here.
-    let lifecycle = env.path().join("lifecycle.toml");
-    let text = std::fs::read_to_string(&lifecycle).unwrap();
-    std::fs::write(
-        &lifecycle,
-        text.replace("max_changes = 25", "max_changes = 1"),
-    )
-    .unwrap();
+    crate::joiners::guard_of(&env, 1);
     set_state(&env, "ada", "active");
     set_state(&env, "grace", "active");
     let agent = env.start().await;
@@ -123,13 +117,7 @@ async fn leaver_puts_in_a_row_are_one_burst_and_each_change_names_who_made_it() 
     let scim = Scim::start(TOKEN).await;
     scim.group("engineers").await;
     let env = setup(&slapd, &scim);
-    let lifecycle = env.path().join("lifecycle.toml");
-    let text = std::fs::read_to_string(&lifecycle).unwrap();
-    std::fs::write(
-        &lifecycle,
-        text.replace("max_changes = 25", "max_changes = 3"),
-    )
-    .unwrap();
+    crate::joiners::guard_of(&env, 3);
     let agent = env.start().await;
     let people = ["p0", "p1", "p2", "p3"];
     for p in people {

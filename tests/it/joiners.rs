@@ -121,6 +121,14 @@ pub(crate) fn setup(slapd: &Slapd, scim: &Scim) -> Env {
     env
 }
 
+/// Sets lifecycle.toml's mass-change guard (`max_changes`, 25 in `setup`) to `n`.
+pub(crate) fn guard_of(env: &Env, n: usize) {
+    let lifecycle = env.path().join("lifecycle.toml");
+    let text = std::fs::read_to_string(&lifecycle).unwrap();
+    let text = text.replace("max_changes = 25", &format!("max_changes = {n}"));
+    std::fs::write(&lifecycle, text).unwrap();
+}
+
 /// `provd identities import` of ada in `state`; the command's output.
 pub(crate) fn import(env: &Env, state: &str, confirm: bool) -> std::process::Output {
     import_as(env, "Lovelace", state, confirm)
@@ -348,13 +356,7 @@ async fn a_mass_leave_is_held_until_confirmed() {
     let scim = Scim::start(TOKEN).await;
     let env = setup(&slapd, &scim);
     // A guard of 2: three of the hundred leavers have an account (on corp).
-    let lifecycle = env.path().join("lifecycle.toml");
-    let text = std::fs::read_to_string(&lifecycle).unwrap();
-    std::fs::write(
-        &lifecycle,
-        text.replace("max_changes = 25", "max_changes = 2"),
-    )
-    .unwrap();
+    guard_of(&env, 2);
     let _agent = env.start().await;
     for p in ["p0", "p1", "p2"] {
         let rid = crate::flow::submit(&env, crate::flow::grant(p, "ENTITLEMENT", "ent-vpn"));
@@ -410,13 +412,7 @@ async fn put_a_reloaded_identities_file_and_a_preview_plan_identity_changes_at_o
     scim.group("engineers").await;
     let env = setup(&slapd, &scim);
     // A guard of 1: one leaver (three accounts) is already a mass change here.
-    let lifecycle = env.path().join("lifecycle.toml");
-    let text = std::fs::read_to_string(&lifecycle).unwrap();
-    std::fs::write(
-        &lifecycle,
-        text.replace("max_changes = 25", "max_changes = 1"),
-    )
-    .unwrap();
+    guard_of(&env, 1);
     let agent = env.start().await;
     let put_with = |id: &str, body: Value, confirm: bool| {
         let mut req = agent
