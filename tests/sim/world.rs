@@ -454,7 +454,10 @@ async fn settle(env: &Env, owner: &mut Owner) -> Result<(), String> {
             .filter(|(_, s, _)| matches!(s.as_str(), "queued" | "running" | "retrying"))
             .map(|(_, _, n)| n)
             .sum();
-        if busy == 0 && !answered {
+        // A manual job may have opened its tasks after `answer` looked: quiet only when
+        // nothing is busy and no task is open, read in that order.
+        if busy == 0 && !answered && wait(store.open_task_count()).map_err(|e| e.to_string())? == 0
+        {
             break;
         }
         if std::time::Instant::now() > deadline {
