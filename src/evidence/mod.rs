@@ -128,6 +128,21 @@ pub async fn grants(
     Ok(out)
 }
 
+/// Identities with a job on `source` still under way: a repair would race it, and its
+/// accounts' state is not judged until it ends.
+async fn busy_identities(store: &Store, source: &str) -> Result<BTreeSet<String>, StoreError> {
+    Ok(store
+        .jobs(crate::store::jobs::JobFilter {
+            source: Some(source.to_string()),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|j| !j.state.is_final())
+        .map(|j| j.identity_id)
+        .collect())
+}
+
 /// What each identity's lifecycle state wants of its account's status on `source`
 /// (an account action for the source: DISABLE wants it disabled, ENABLE enabled; no
 /// action, DELETE, or a job still under way there: no judgement yet).
@@ -138,16 +153,7 @@ pub async fn status_wants(
 ) -> Result<Vec<check::WantStatus>, StoreError> {
     use crate::config::lifecycle::AccountAction;
     let managed = store.managed_accounts(source.to_string()).await?;
-    let busy: BTreeSet<String> = store
-        .jobs(crate::store::jobs::JobFilter {
-            source: Some(source.to_string()),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter(|j| !j.state.is_final())
-        .map(|j| j.identity_id)
-        .collect();
+    let busy = busy_identities(store, source).await?;
     let ids = managed.iter().map(|(i, _)| i.clone()).collect();
     let dir = crate::intake::Directory::load(config, &**store, ids).await?;
     Ok(managed
@@ -192,16 +198,7 @@ pub async fn repair(
     missing: &[Drift],
     seen: &BTreeMap<String, Seen>,
 ) -> Result<Vec<String>, EvidenceError> {
-    let busy: BTreeSet<String> = store
-        .jobs(crate::store::jobs::JobFilter {
-            source: Some(source.to_string()),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter(|j| !j.state.is_final())
-        .map(|j| j.identity_id)
-        .collect();
+    let busy = busy_identities(store, source).await?;
     let mut per_identity: BTreeMap<String, Vec<&Drift>> = BTreeMap::new();
     for d in missing.iter().filter(|d| d.kind == "missing") {
         if let Some(who) = &d.identity
