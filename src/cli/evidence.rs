@@ -94,10 +94,9 @@ pub(super) async fn accounts(config: &Config, cmd: &AccountsCommand) -> Result<(
             )
         }
     );
-    let missing = done.drift.iter().filter(|d| d.kind == "missing").count();
     println!(
-        "drift: {missing} missing, {} unexpected; {} repair request(s) made",
-        done.drift.len() - missing,
+        "drift: {}; {} repair request(s) made",
+        crate::evidence::check::summary(&done.drift),
         done.repairs.len()
     );
     if !done.drift.is_empty() {
@@ -156,15 +155,15 @@ pub(super) async fn reconcile(
             EvidenceError::Store(e) => failed(e),
             e => CliError::Failed(e.to_string()),
         })?;
-    let missing = done.drift.iter().filter(|d| d.kind == "missing").count();
     eprintln!(
-        "read-back #{} of {source}: {} account(s) in {} ms, {} gone; drift: {missing} missing, {} unexpected; {} repair request(s) made",
+        "read-back #{} of {source}: {} account(s) in {} ms, {} gone; drift: {}; {} repair request(s) made, {} unmanaged member(s) removed",
         done.snapshot,
         done.accounts,
         done.elapsed.as_millis(),
         done.gone,
-        done.drift.len() - missing,
-        done.repairs.len()
+        crate::evidence::check::summary(&done.drift),
+        done.repairs.len(),
+        done.removed
     );
     print(&done.drift, f)
 }

@@ -325,6 +325,31 @@ pub struct SourceCommon {
     /// drift (DESIGN §17); none, and only `provd reconcile` does.
     #[serde(default)]
     pub reconcile_every: Option<Dur>,
+    /// What a reconcile does about the source's own groups (DESIGN §21).
+    #[serde(default)]
+    pub reconcile: Option<ReconcileSection>,
+}
+
+/// `[reconcile]` of a direct source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSection {
+    /// Members provd does not manage in a group it does: `report` them as drift (the
+    /// default), or also `remove` them when `provd reconcile --fix` runs.
+    #[serde(default)]
+    pub unmanaged_members: UnmanagedMembers,
+}
+
+/// What `provd reconcile --fix` does with an unmanaged member of a managed group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmanagedMembers {
+    /// Reported as drift; never touched (the safe default: provd does not own the group
+    /// alone).
+    #[default]
+    Report,
+    /// Reported, and removed by `--fix`.
+    Remove,
 }
 
 /// The connector part of a `type = "manual"` source.

@@ -63,6 +63,8 @@ pub struct Source {
     pub sync: BTreeMap<String, String>,
     /// How often the agent reconciles this (direct) source (DESIGN §17).
     pub reconcile_every: Option<std::time::Duration>,
+    /// What `provd reconcile --fix` does with unmanaged members (DESIGN §21).
+    pub unmanaged_members: super::files::UnmanagedMembers,
 }
 
 impl Source {
@@ -129,7 +131,14 @@ fn walk(table: &toml::Table, prefix: &str, f: &mut dyn FnMut(&str, &toml::Value)
     }
 }
 
-const COMMON_KEYS: [&str; 5] = ["id", "type", "owner", "retry", "reconcile_every"];
+const COMMON_KEYS: [&str; 6] = [
+    "id",
+    "type",
+    "owner",
+    "retry",
+    "reconcile_every",
+    "reconcile",
+];
 
 /// An "unknown field" error lists only the keys of the part of the file that refused it
 /// (the connector's own); a source file also takes the common keys and, for HTTP
@@ -294,6 +303,13 @@ fn load_one(
             BTreeMap::new()
         }
     };
+    if kind == SourceKind::Manual && common.reconcile.is_some() {
+        problem(
+            "reconcile",
+            "a manual source has no groups provd reads back; its evidence is `provd accounts import`".into(),
+        );
+        ok = false;
+    }
     if kind == SourceKind::Manual && common.reconcile_every.is_some() {
         problem(
             "reconcile_every",
@@ -344,6 +360,10 @@ fn load_one(
         kind,
         owner: common.owner,
         reconcile_every: common.reconcile_every.map(|d| d.0),
+        unmanaged_members: common
+            .reconcile
+            .map(|r| r.unmanaged_members)
+            .unwrap_or_default(),
         file: file.to_path_buf(),
         breaker: breaker_policy(breaker_defaults, &section),
         retry,

@@ -55,12 +55,26 @@ impl Grant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drift {
     pub source: String,
-    /// `missing` (granted, not there) or `unexpected` (there, granted by nothing).
+    /// `missing` (granted, not there), `unexpected` (a managed account holds what
+    /// nothing grants it), `unmanaged_member` (an account provd does not manage holds a
+    /// value it does), `enabled_unexpectedly` or `disabled_unexpectedly` (DESIGN §21).
     pub kind: &'static str,
     pub identity: Option<String>,
     pub account: String,
     pub attribute: String,
     pub value: String,
+}
+
+/// The counts an operator reads first: `N missing, N unexpected, N unmanaged, N status`.
+pub fn summary(drift: &[Drift]) -> String {
+    let count = |kinds: &[&str]| drift.iter().filter(|d| kinds.contains(&d.kind)).count();
+    format!(
+        "{} missing, {} unexpected, {} unmanaged, {} status",
+        count(&["missing"]),
+        count(&["unexpected"]),
+        count(&["unmanaged_member"]),
+        count(&["enabled_unexpectedly", "disabled_unexpectedly"]),
+    )
 }
 
 /// What an identity's lifecycle state wants of its account's status on a source.
@@ -101,13 +115,16 @@ pub fn status_drift(
         .collect()
 }
 
-/// Missing and unexpected access on `source`. Only values the catalog knows on the source
-/// (`known`: (attribute, value)) count as access; other columns are the source's business.
+/// Missing, unexpected and unmanaged access on `source`. Only values the catalog knows on
+/// the source (`known`: (attribute, value)) count as access; other columns are the
+/// source's business. `managed`: the accounts provd manages there (key -> identity), so
+/// that an account with no grant left is still told from one provd never managed.
 pub fn drift(
     source: &str,
     grants: &[Grant],
     seen: &BTreeMap<String, Seen>,
     known: &BTreeSet<(String, String)>,
+    managed: &BTreeMap<String, String>,
 ) -> Vec<Drift> {
     let mut out = Vec::new();
     for g in grants.iter().filter(|g| g.active) {
@@ -147,10 +164,18 @@ pub fn drift(
                     && &g.value == value
             });
             if !granted {
+                let identity = owner
+                    .get(account.as_str())
+                    .copied()
+                    .or_else(|| managed.get(account).map(String::as_str));
                 out.push(Drift {
                     source: source.into(),
-                    kind: "unexpected",
-                    identity: owner.get(account.as_str()).map(|s| s.to_string()),
+                    kind: if identity.is_some() {
+                        "unexpected"
+                    } else {
+                        "unmanaged_member"
+                    },
+                    identity: identity.map(str::to_string),
                     account: account.clone(),
                     attribute: attr.clone(),
                     value: value.clone(),
@@ -231,9 +256,13 @@ mod tests {
         let s: BTreeMap<_, _> = [
             seen("ada@x", &["VIEW", "ADMIN", "LUNCH"], false),
             seen("eve@x", &["ADMIN"], false),
+            seen("cy@x", &["ADMIN"], false),
+            seen("old@x", &["VIEW"], false),
         ]
         .into();
-        let d = drift("payroll", &grants, &s, &known);
+        // old@x: a managed account whose grants were all revoked.
+        let managed = [("old@x".to_string(), "olga".to_string())].into();
+        let d = drift("payroll", &grants, &s, &known, &managed);
         let got: Vec<(&str, &str, &str)> = d
             .iter()
             .map(|d| (d.kind, d.account.as_str(), d.value.as_str()))
@@ -243,11 +272,14 @@ mod tests {
             [
                 ("missing", "bob@x", "VIEW"),
                 ("unexpected", "ada@x", "ADMIN"),
-                ("unexpected", "eve@x", "ADMIN")
+                ("unexpected", "cy@x", "ADMIN"),
+                ("unmanaged_member", "eve@x", "ADMIN"),
+                ("unexpected", "old@x", "VIEW"),
             ]
         );
         assert_eq!(d[1].identity.as_deref(), Some("ada"));
-        assert_eq!(d[2].identity, None, "an account provd does not know");
+        assert_eq!(d[3].identity, None, "an account provd does not manage");
+        assert_eq!(d[4].identity.as_deref(), Some("olga"));
     }
 
     /// Issue 33, finding 6: a leaver's account enabled again by hand is drift.
@@ -292,10 +324,19 @@ mod tests {
             active: true,
         };
         let s: BTreeMap<_, _> = [seen("ada@new", &["VIEW"], false)].into();
-        assert!(drift("flat", std::slice::from_ref(&moved), &s, &known).is_empty());
+        assert!(
+            drift(
+                "flat",
+                std::slice::from_ref(&moved),
+                &s,
+                &known,
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
         assert_eq!(moved.key_in(&s), Some("ada@new"));
         // Shown under neither: missing under the key provd recorded.
-        let d = drift("flat", &[moved], &BTreeMap::new(), &known);
+        let d = drift("flat", &[moved], &BTreeMap::new(), &known, &BTreeMap::new());
         assert_eq!((d[0].kind, d[0].account.as_str()), ("missing", "ada@old"));
     }
 }

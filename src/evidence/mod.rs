@@ -176,6 +176,37 @@ pub async fn status_wants(
         .collect())
 }
 
+/// Everything a snapshot of `source` disagrees with (DESIGN §21): access missing,
+/// unexpected or held by an account provd does not manage, and, where the snapshot can
+/// tell an account's status (`status`: key -> disabled), status the lifecycle does not
+/// want. Import, reconcile and `provd drift` all judge through here.
+pub async fn compare(
+    store: &Store,
+    config: &Config,
+    source: &Source,
+    seen: &BTreeMap<String, Seen>,
+    status: Option<&BTreeMap<String, bool>>,
+) -> Result<Vec<Drift>, StoreError> {
+    let managed: BTreeMap<String, String> = store
+        .managed_accounts(source.id.clone())
+        .await?
+        .into_iter()
+        .map(|(who, key)| (key, who))
+        .collect();
+    let mut drift = check::drift(
+        &source.id,
+        &grants(store, config, source).await?,
+        seen,
+        &known_values(config, &source.id),
+        &managed,
+    );
+    if let Some(status) = status {
+        let wants = status_wants(store, config, &source.id).await?;
+        drift.extend(check::status_drift(&source.id, &wants, status));
+    }
+    Ok(drift)
+}
+
 /// The (attribute, value) pairs the catalog grants on `source`.
 pub fn known_values(config: &Config, source: &str) -> BTreeSet<(String, String)> {
     config
@@ -353,17 +384,11 @@ pub async fn import(
     let snapshot = store
         .record_snapshot(meta, stored, verified.clone())
         .await?;
-    let mut drift = check::drift(
-        source_id,
-        &grants(store, config, source).await?,
-        &seen,
-        &known_values(config, source_id),
-    );
-    if export.status.is_some() {
-        let status = seen.iter().map(|(k, s)| (k.clone(), s.disabled)).collect();
-        let wants = status_wants(store, config, source_id).await?;
-        drift.extend(check::status_drift(source_id, &wants, &status));
-    }
+    let status: Option<BTreeMap<String, bool>> = export
+        .status
+        .as_ref()
+        .map(|_| seen.iter().map(|(k, s)| (k.clone(), s.disabled)).collect());
+    let drift = compare(store, config, source, &seen, status.as_ref()).await?;
     let repairs = repair(store, config, intake, source_id, snapshot, &drift, &seen).await?;
     tracing::info!(source = %source_id, snapshot, rows = seen.len(), verified = verified.len(),
         missing = drift.iter().filter(|d| d.kind == "missing").count(),
@@ -432,12 +457,15 @@ pub async fn drift(
             continue;
         }
         let seen = latest(store, &s.id).await?;
-        out.extend(check::drift(
-            &s.id,
-            &grants(store, config, s).await?,
-            &seen,
-            &known_values(config, &s.id),
-        ));
+        // An export with a status column tells each account's status; a read-back's
+        // stored rows cannot say which status was told (reconcile judges it live).
+        let told = s
+            .manual
+            .as_ref()
+            .and_then(|m| m.export.as_ref()?.status.as_ref());
+        let status: Option<BTreeMap<String, bool>> =
+            told.map(|_| seen.iter().map(|(k, r)| (k.clone(), r.disabled)).collect());
+        out.extend(compare(store, config, s, &seen, status.as_ref()).await?);
     }
     Ok(out)
 }

@@ -3,22 +3,24 @@
 //! what provd granted. `--fix` repairs missing access through the normal queue (never a
 //! direct write); a source with `reconcile_every` is read back on that schedule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use jiff::Timestamp;
-use provd_connector_core::{Connector, Entitlement};
+use provd_connector_core::{Connector, Entitlement, Identity};
 
-use super::check::{self, Drift};
+use super::check::Drift;
 use super::export::Seen;
-use super::{EvidenceError, grants, known_values, repair};
+use super::{EvidenceError, compare, repair};
 use crate::clock::to_ms;
 use crate::config::Config;
+use crate::config::files::UnmanagedMembers;
 use crate::intake::Intake;
-use crate::store::Store;
 use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+use crate::store::rules::events::Note;
+use crate::store::{Stamp, Store};
 
 /// Read-backs under way at once.
 const CONCURRENCY: usize = 8;
@@ -33,7 +35,12 @@ pub struct Reconciled {
     pub elapsed: Duration,
     pub drift: Vec<Drift>,
     pub repairs: Vec<String>,
+    /// Unmanaged members `--fix` took out of their groups.
+    pub removed: usize,
 }
+
+/// The drift kind of someone provd does not manage in a group it does.
+const UNMANAGED: &str = "unmanaged_member";
 
 /// Where a reconcile reads from and writes to.
 pub struct Ctx<'a> {
@@ -116,6 +123,28 @@ pub async fn reconcile(
             }
         }
     }
+    // Members of managed groups that are none of the managed accounts (DESIGN §21): kept
+    // in the snapshot like any account seen, so that `provd drift` shows them too.
+    let known: Vec<(Identity, String)> = managed
+        .iter()
+        .filter_map(|(who, native)| dir.lookup(who).map(|i| (i, native.clone())))
+        .collect();
+    for e in &candidates {
+        let members = connector
+            .unmanaged_members(e, &known)
+            .await
+            .map_err(|err| EvidenceError::Invalid(format!("reading {} members: {err}", e.value)))?;
+        for m in members.into_iter().flatten() {
+            seen.entry(m.clone())
+                .or_insert_with(|| Seen {
+                    key: m,
+                    values: BTreeSet::new(),
+                    disabled: false,
+                })
+                .values
+                .insert((e.attribute.clone(), e.value.clone()));
+        }
+    }
     let mut rows = Vec::with_capacity(seen.len());
     for s in seen.values() {
         rows.push(SeenRow {
@@ -138,18 +167,16 @@ pub async fn reconcile(
     let Some(src) = config.sources.get(source) else {
         return Err(EvidenceError::Invalid(format!("no source `{source}`")));
     };
-    let mut drift = check::drift(
-        source,
-        &grants(store, config, src).await?,
-        &seen,
-        &known_values(config, source),
-    );
-    let wants = super::status_wants(store, config, source).await?;
-    drift.extend(check::status_drift(source, &wants, &status));
-    let repairs = if fix {
-        repair(store, config, intake, source, snapshot, &drift, &seen).await?
+    let drift = compare(store, config, src, &seen, Some(&status)).await?;
+    let (repairs, removed) = if fix {
+        let removed = match src.unmanaged_members {
+            UnmanagedMembers::Remove => remove_unmanaged(ctx, &drift, now).await?,
+            UnmanagedMembers::Report => 0,
+        };
+        let made = repair(store, config, intake, source, snapshot, &drift, &seen).await?;
+        (made, removed)
     } else {
-        Vec::new()
+        (Vec::new(), 0)
     };
     let elapsed = started.elapsed();
     tracing::info!(
@@ -160,7 +187,9 @@ pub async fn reconcile(
         elapsed_ms = elapsed.as_millis() as u64,
         missing = drift.iter().filter(|d| d.kind == "missing").count(),
         unexpected = drift.iter().filter(|d| d.kind == "unexpected").count(),
+        unmanaged = drift.iter().filter(|d| d.kind == UNMANAGED).count(),
         repairs = repairs.len(),
+        removed,
         actor,
         "source reconciled"
     );
@@ -171,7 +200,46 @@ pub async fn reconcile(
         elapsed,
         drift,
         repairs,
+        removed,
     })
+}
+
+/// `--fix` on a source whose `[reconcile] unmanaged_members = "remove"`: takes each
+/// unmanaged member out of its group, one event each; returns how many. A member the
+/// source refuses to let go is logged and left (the rest still go).
+async fn remove_unmanaged(
+    ctx: &Ctx<'_>,
+    drift: &[Drift],
+    now: Timestamp,
+) -> Result<usize, EvidenceError> {
+    let mut removed = 0;
+    for d in drift.iter().filter(|d| d.kind == UNMANAGED) {
+        let e = Entitlement {
+            attribute: d.attribute.clone(),
+            value: d.value.clone(),
+        };
+        match ctx.connector.remove_member(&e, &d.account).await {
+            Ok(_) => {
+                let note = Note::UnmanagedMemberRemoved {
+                    source: d.source.clone(),
+                    member: d.account.clone(),
+                    attribute: d.attribute.clone(),
+                    value: d.value.clone(),
+                };
+                ctx.store
+                    .note(note, Stamp::new(ctx.actor, to_ms(now)))
+                    .await?;
+                tracing::info!(source = %d.source, member = %d.account, value = %d.value,
+                    actor = ctx.actor, "unmanaged member removed");
+                removed += 1;
+            }
+            Err(err) => {
+                tracing::warn!(source = %d.source, member = %d.account, value = %d.value,
+                    error = %err, "unmanaged member not removed");
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// What the scheduled reconciles run with.

@@ -19,6 +19,7 @@ use crate::intake::{Intake, SubmitError};
 use crate::model::Requester;
 use crate::store::audit::{AccessQuery, AuditQuery};
 use crate::store::roles::{Accounts, Audit};
+use crate::store::rules::events::Note;
 use crate::store::{Stamp, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +206,13 @@ pub async fn apply(
         data["to"] = serde_json::json!(c.and_then(|c| c.to.clone()));
         data["accountRemovals"] = serde_json::json!(c.map_or(0, Change::removals));
         let id = store
-            .identity_changed(new.id.clone(), data, by.clone())
+            .note(
+                Note::IdentityChanged {
+                    identity: new.id.clone(),
+                    data,
+                },
+                by.clone(),
+            )
             .await?;
         causes.insert(new.id.as_str(), id);
     }

@@ -227,9 +227,6 @@ pub trait Accounts: Send + Sync {
     fn import_identities(&self, ids: Vec<Identity>, from_file: bool, by: Stamp) -> Fut<usize>;
     /// The stored identities that are identities.csv's rows as last applied.
     fn file_identities(&self) -> Fut<BTreeMap<String, Identity>>;
-    /// Records an identity's change (`identity_changed`, data as the lifecycle stage
-    /// shapes it); returns the event's id, the `cause` its requests carry.
-    fn identity_changed(&self, identity: String, data: serde_json::Value, by: Stamp) -> Fut<i64>;
     /// The identities whose account on `source` is `native_id`, compared as directories
     /// compare names (without regard to letter case).
     fn account_owners(&self, source: String, native_id: String) -> Fut<Vec<String>>;
@@ -321,6 +318,9 @@ pub trait Audit: Send + Sync {
     /// A page of events matching `q`, in id order after `q.after`.
     fn audit(&self, q: AuditQuery) -> Fut<Vec<StoredEvent>>;
     fn last_event_id(&self) -> Fut<i64>;
+    /// Records a note (an identity's change, an unmanaged member removed); returns the
+    /// event's id, the `cause` an identity change's requests carry.
+    fn note(&self, note: super::rules::events::Note, by: Stamp) -> Fut<i64>;
     /// Up to `limit` events after `after`, oldest first.
     fn events_after(&self, after: i64, limit: usize) -> Fut<Vec<StoredEvent>> {
         self.events_between(EventWindow {

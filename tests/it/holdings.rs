@@ -461,7 +461,9 @@ async fn a_mover_renamed_by_sync_keeps_one_account_on_a_manual_source() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains("drift: 0 missing, 0 unexpected; 0 repair request(s) made"),
+        said.contains(
+            "drift: 0 missing, 0 unexpected, 0 unmanaged, 0 status; 0 repair request(s) made"
+        ),
         "{said}"
     );
     let creates = crate::harness::wait(

@@ -166,3 +166,112 @@ async fn a_leavers_account_enabled_by_hand_is_reported() {
         [("enabled_unexpectedly".to_string(), "ada".to_string())]
     );
 }
+
+/// Finding 6: someone provd does not manage, put in a group provd manages. Reported as
+/// `unmanaged_member` on LDAP and SCIM; `--fix` leaves them where the source says
+/// `report` (the default) and takes them out where it says `remove`, with an event.
+#[tokio::test]
+async fn an_unmanaged_member_of_a_managed_group_is_reported_and_removed_only_where_allowed() {
+    use crate::joiners::{VPN, import, quiet};
+    let slapd = Slapd::start().await;
+    let scim = Scim::start(TOKEN).await;
+    let eng = scim.group("engineers").await;
+    let env = setup(&slapd, &scim);
+    let _agent = env.start().await;
+    assert!(import(&env, "active", false).status.success());
+    quiet(&env).await;
+    let mallory = "uid=mallory,ou=people,dc=example,dc=com";
+    slapd.ldapadd(&format!(
+        "dn: {mallory}\nobjectClass: inetOrgPerson\nuid: mallory\ncn: Mallory\nsn: M\n\n\
+         dn: {VPN}\nchangetype: modify\nadd: member\nmember: {mallory}\n"
+    ));
+    let user = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "mallory" }),
+        )
+        .await;
+    let mallory_id = user["id"].as_str().unwrap().to_string();
+    scim.by_hand(
+        "PATCH",
+        &format!("/Groups/{eng}"),
+        Some(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "add", "path": "members", "value": [{ "value": mallory_id }] }]
+        })),
+    )
+    .await;
+    let reconcile = |source: &str, fix: bool| {
+        let mut args = vec!["reconcile", "--source", source, "--format", "json"];
+        if fix {
+            args.push("--fix");
+        }
+        let out = env.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["account"].as_str().unwrap().to_string(),
+                    d["identity"].as_str().map(str::to_string),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let on_corp = [("unmanaged_member".to_string(), mallory.to_string(), None)];
+    let on_saas = [("unmanaged_member".to_string(), mallory_id.clone(), None)];
+    assert_eq!(reconcile("corp", false), on_corp);
+    assert_eq!(reconcile("saas", false), on_saas);
+    // `provd drift` reads the same from the stored read-back.
+    let out = env.cli(&["drift", "--source", "corp", "--format", "json"]);
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stored[0]["kind"], "unmanaged_member", "{stored}");
+    // report (the default): --fix leaves them.
+    assert_eq!(reconcile("corp", true), on_corp);
+    assert!(
+        slapd
+            .values(VPN, "member")
+            .await
+            .iter()
+            .any(|m| m == mallory)
+    );
+    // remove: --fix takes them out, and says so in the audit trail.
+    for file in ["corp.toml", "saas.toml"] {
+        let path = env.path().join("sources").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = format!("reconcile = {{ unmanaged_members = \"remove\" }}\n{text}");
+        std::fs::write(&path, text).unwrap();
+    }
+    assert_eq!(reconcile("corp", true), on_corp, "reported as it was found");
+    assert_eq!(reconcile("saas", true), on_saas);
+    assert!(
+        !slapd
+            .values(VPN, "member")
+            .await
+            .iter()
+            .any(|m| m == mallory)
+    );
+    assert!(!scim.members(&eng).await.contains(&mallory_id));
+    assert!(slapd.values(VPN, "member").await.contains(&ADA.to_string()));
+    assert_eq!(reconcile("corp", false), [], "nothing left to report");
+    let removed: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "unmanaged_member_removed")
+        .map(|e| (e.source.unwrap_or_default(), e.data["member"].clone()))
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            ("corp".to_string(), serde_json::json!(mallory)),
+            ("saas".to_string(), serde_json::json!(mallory_id)),
+        ]
+    );
+}

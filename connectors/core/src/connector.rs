@@ -97,6 +97,37 @@ pub trait Connector: Send + Sync {
         })
     }
 
+    /// The members of a group-like `entitlement` that are none of `managed` (the accounts
+    /// provd manages on the source, with their identities), as the source names them:
+    /// someone provd does not manage in a group it does (DESIGN §21, `unmanaged_member`).
+    /// Members are compared as the source compares them. None: this source cannot list
+    /// members, or the value is not a group (not judged).
+    fn unmanaged_members<'a>(
+        &'a self,
+        entitlement: &'a Entitlement,
+        managed: &'a [(Identity, String)],
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ConnectorError>> {
+        let _ = (entitlement, managed);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Takes `member` (as [`Connector::unmanaged_members`] named it) out of the group
+    /// `entitlement`: `provd reconcile --fix` where the source says `unmanaged_members =
+    /// "remove"`.
+    fn remove_member<'a>(
+        &'a self,
+        entitlement: &'a Entitlement,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        let _ = (entitlement, member);
+        Box::pin(async {
+            Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "this source's connector cannot remove group members",
+            ))
+        })
+    }
+
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
 

@@ -51,9 +51,33 @@ pub fn split_dn(dn: &str) -> (&str, &str) {
     (dn, "")
 }
 
+/// A DN folded the way the directory compares member values (case-insensitive names and
+/// values, no spaces around the separators), so that `uid=A, ou=P` is `uid=a,ou=p`.
+pub fn dn_key(dn: &str) -> String {
+    let mut parts = Vec::new();
+    let mut rest = dn.trim();
+    while !rest.is_empty() {
+        let (rdn, tail) = split_dn(rest);
+        let folded = match rdn.split_once('=') {
+            Some((k, v)) => format!("{}={}", k.trim(), v.trim()),
+            None => rdn.trim().to_string(),
+        };
+        parts.push(folded.to_lowercase());
+        rest = tail;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_fold_as_the_directory_compares_them() {
+        assert_eq!(dn_key("UID=Ada, ou=People ,DC=x"), "uid=ada,ou=people,dc=x");
+        assert_eq!(dn_key("cn=Doe\\, John,ou=p"), "cn=doe\\, john,ou=p");
+        assert_eq!(dn_key(""), "");
+    }
 
     #[test]
     fn dn_specials_are_escaped() {

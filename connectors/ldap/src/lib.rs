@@ -590,6 +590,22 @@ impl Connector for LdapConnector {
         self.scrubbed(self.read_back(identity, native_id, candidates))
     }
 
+    fn unmanaged_members<'a>(
+        &'a self,
+        e: &'a Entitlement,
+        managed: &'a [(Identity, String)],
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ConnectorError>> {
+        self.scrubbed(self.unmanaged(e, managed))
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        e: &'a Entitlement,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        self.scrubbed(self.remove_unmanaged(e, member))
+    }
+
     fn add_entitlement<'a>(
         &'a self,
         identity: &'a Identity,

@@ -7,7 +7,7 @@ use provd_connector_core::{ConnectorError, Entitlement, Identity, ReadBack};
 
 use crate::account::{holds, read};
 use crate::error::{from_ldap, from_result};
-use crate::escape::{filter_value, split_dn};
+use crate::escape::{dn_key, filter_value, split_dn};
 use crate::{LdapConnector, settings};
 
 impl LdapConnector {
@@ -46,6 +46,61 @@ impl LdapConnector {
         tracing::warn!(source = %self.source, identity = %identity.id, native_id = %new,
             "account was gone (deleted out of band): created it again before the change");
         Ok((Some(new), true))
+    }
+
+    /// The members of the group `e` that are none of `managed` (DESIGN §21). The
+    /// placeholder member and the account provd binds as are the connector's own, never
+    /// unmanaged.
+    pub(crate) async fn unmanaged(
+        &self,
+        e: &Entitlement,
+        managed: &[(Identity, String)],
+    ) -> Result<Option<Vec<String>>, ConnectorError> {
+        if e.attribute != "groups" {
+            return Ok(None);
+        }
+        let attr = self.s.groups.member_attribute.clone();
+        let mut known: std::collections::HashSet<String> = managed
+            .iter()
+            .filter_map(|(i, native)| self.member_value(i, Some(native)).ok())
+            .map(|v| dn_key(&v))
+            .collect();
+        known.extend(self.s.groups.placeholder_member.as_deref().map(dn_key));
+        known.insert(dn_key(&self.s.bind_dn));
+        let entry = self
+            .run("read group", |mut ldap| {
+                let (dn, attr) = (e.value.clone(), attr.clone());
+                async move { read(&mut ldap, &dn, vec![attr.as_str()]).await }
+            })
+            .await?;
+        // A group that is not there has no members.
+        let Some(entry) = entry else {
+            return Ok(Some(Vec::new()));
+        };
+        let members = entry
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&attr))
+            .flat_map(|(_, v)| v.iter())
+            .filter(|v| !known.contains(&dn_key(v)))
+            .cloned()
+            .collect();
+        Ok(Some(members))
+    }
+
+    /// Takes a member provd does not manage out of the group `e`.
+    pub(crate) async fn remove_unmanaged(
+        &self,
+        e: &Entitlement,
+        member: &str,
+    ) -> Result<provd_connector_core::Outcome, ConnectorError> {
+        if e.attribute != "groups" {
+            return Err(ConnectorError::permanent(
+                None,
+                format!("`{}` is not a group attribute", e.attribute),
+            ));
+        }
+        self.change_member(&e.value, member, false).await
     }
 
     /// Reads the account back: None when the entry is gone.

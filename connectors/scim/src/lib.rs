@@ -267,6 +267,15 @@ impl ScimConnector {
     }
 
     async fn is_member(&self, group: &str, user: &str) -> Result<bool, ConnectorError> {
+        Ok(self
+            .members(group)
+            .await?
+            .iter()
+            .any(|m| m.get("value").and_then(Value::as_str) == Some(user)))
+    }
+
+    /// The group's `members`, as the server lists them.
+    pub(crate) async fn members(&self, group: &str) -> Result<Vec<Value>, ConnectorError> {
         let r = self
             .http
             .send(
@@ -283,15 +292,11 @@ impl ScimConnector {
             }
             return Err(r.error("read group"));
         }
-        let members = r
-            .body
+        Ok(r.body
             .get("members")
             .and_then(Value::as_array)
             .cloned()
-            .unwrap_or_default();
-        Ok(members
-            .iter()
-            .any(|m| m.get("value").and_then(Value::as_str) == Some(user)))
+            .unwrap_or_default())
     }
 
     async fn membership(
@@ -318,13 +323,23 @@ impl ScimConnector {
         if self.is_member(&group, &user).await? == add {
             return Ok(Outcome::Unchanged);
         }
+        self.patch_member(&group, &user, add).await
+    }
+
+    /// One PATCH of the group `group` (its id): `user` in or out.
+    pub(crate) async fn patch_member(
+        &self,
+        group: &str,
+        user: &str,
+        add: bool,
+    ) -> Result<Outcome, ConnectorError> {
         let body = if add {
             patch("add", "members", Some(json!([{ "value": user }])))
         } else {
             // Some servers refuse the value-list form of remove; the filter form is standard.
             patch(
                 "remove",
-                &format!("members[value eq {}]", resource::filter_literal(&user)),
+                &format!("members[value eq {}]", resource::filter_literal(user)),
                 None,
             )
         };
@@ -332,7 +347,7 @@ impl ScimConnector {
             .http
             .send(
                 Method::PATCH,
-                &format!("{}/{}", self.s.groups_path, url_encode(&group)),
+                &format!("{}/{}", self.s.groups_path, url_encode(group)),
                 Some(&body),
             )
             .await?;
@@ -507,6 +522,22 @@ impl Connector for ScimConnector {
         e: &'a Entitlement,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         Box::pin(self.membership(identity, native_id, e, false))
+    }
+
+    fn unmanaged_members<'a>(
+        &'a self,
+        e: &'a Entitlement,
+        managed: &'a [(Identity, String)],
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ConnectorError>> {
+        Box::pin(self.unmanaged(e, managed))
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        e: &'a Entitlement,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        Box::pin(self.remove_unmanaged(e, member))
     }
 
     fn disable_account<'a>(

@@ -3,7 +3,7 @@
 //! exists: a 404 unlinks it, correlates again, and creates it if nothing correlates.
 
 use provd_connector_core::http::{Method, url_encode};
-use provd_connector_core::{ConnectorError, Entitlement, Identity, ReadBack};
+use provd_connector_core::{ConnectorError, Entitlement, Identity, Outcome, ReadBack};
 use serde_json::Value;
 
 use crate::ScimConnector;
@@ -50,6 +50,51 @@ impl ScimConnector {
         tracing::warn!(identity = %identity.id, old = %id, native_id = %new,
             "SCIM user was gone (deleted out of band): unlinked, correlated or created again");
         Ok((Some(new), true))
+    }
+
+    /// The users in the group `e` (a displayName) that are none of `managed` (DESIGN
+    /// §21); nested groups are the server's structure, not people, and are left out.
+    pub(crate) async fn unmanaged(
+        &self,
+        e: &Entitlement,
+        managed: &[(Identity, String)],
+    ) -> Result<Option<Vec<String>>, ConnectorError> {
+        if e.attribute != "groups" {
+            return Ok(None);
+        }
+        let group = match self.group_id(&e.value).await {
+            Ok(g) => g,
+            Err(err) if err.code.as_deref() == Some("404") => return Ok(Some(Vec::new())),
+            Err(err) => return Err(err),
+        };
+        let known: std::collections::HashSet<&str> =
+            managed.iter().map(|(_, id)| id.as_str()).collect();
+        Ok(Some(
+            self.members(&group)
+                .await?
+                .iter()
+                .filter(|m| m.get("type").and_then(Value::as_str) != Some("Group"))
+                .filter_map(|m| m.get("value").and_then(Value::as_str))
+                .filter(|id| !known.contains(id))
+                .map(str::to_string)
+                .collect(),
+        ))
+    }
+
+    /// Takes a user provd does not manage out of the group `e`.
+    pub(crate) async fn remove_unmanaged(
+        &self,
+        e: &Entitlement,
+        member: &str,
+    ) -> Result<Outcome, ConnectorError> {
+        if e.attribute != "groups" {
+            return Err(ConnectorError::permanent(
+                None,
+                format!("`{}` is not a group attribute", e.attribute),
+            ));
+        }
+        let group = self.group_id(&e.value).await?;
+        self.patch_member(&group, member, false).await
     }
 
     pub(crate) async fn read_back(

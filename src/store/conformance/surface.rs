@@ -13,6 +13,7 @@ use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::jobs::{JobState, OpRecord};
 use crate::store::mail::MailMark;
 use crate::store::rules::TaskStatus;
+use crate::store::rules::events::Note;
 use crate::store::tasks::{Resolved, TaskAnswer, TaskFilter};
 use crate::store::triggers::{Answer, CallbackEnd, Invocation, TriggerEvent};
 use crate::store::{Stamp, Store, StoreError, TABLES};
@@ -100,7 +101,13 @@ pub(super) async fn accounts(store: Store) -> Outcome {
     // An identity's change is an event of its own, whose id its requests carry.
     let data = serde_json::json!({ "changed": { "lifecycleState": "leaver" } });
     let id = s
-        .identity_changed("u1".into(), data.clone(), Stamp::new("cli:op", 2_003))
+        .note(
+            Note::IdentityChanged {
+                identity: "u1".into(),
+                data: data.clone(),
+            },
+            Stamp::new("cli:op", 2_003),
+        )
         .await?;
     let found = s.events_after(id - 1, 1).await?;
     assert_eq!(

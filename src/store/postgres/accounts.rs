@@ -2,8 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
-
 use provd_connector_core::Identity;
 
 use super::Postgres;
@@ -65,19 +63,6 @@ impl Accounts for Postgres {
             super::audit::append(&tx, now, &event).await?;
             tx.commit().await?;
             Ok(ids.len())
-        })
-    }
-
-    fn identity_changed(&self, identity: String, data: Value, by: Stamp) -> Fut<i64> {
-        let me = self.clone();
-        Box::pin(async move {
-            let mut c = me.client().await?;
-            let tx = c.transaction().await?;
-            let e = events::identity_changed(&identity, data, &by.actor);
-            super::audit::append(&tx, by.now, &e).await?;
-            let id: i64 = tx.query_one("SELECT lastval()", &[]).await?.get(0);
-            tx.commit().await?;
-            Ok(id)
         })
     }
 

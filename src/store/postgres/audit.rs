@@ -11,7 +11,8 @@ use crate::store::audit::{
     holding_from, postgres_param, removals_sql,
 };
 use crate::store::events::{Event, StoredEvent, actor, writer};
-use crate::store::roles::{Audit, Fut};
+use crate::store::roles::{Audit, Fut, Stamp};
+use crate::store::rules::events::Note;
 
 pub(super) async fn append(c: &Tx<'_>, at_ms: i64, e: &Event<'_>) -> Result<()> {
     let data = e.data_text();
@@ -141,6 +142,22 @@ impl Audit for Postgres {
         })
     }
 
+    fn note(&self, note: Note, by: Stamp) -> Fut<i64> {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?;
+            let tx = c.transaction().await?;
+            append(
+                &tx,
+                by.now,
+                &crate::store::rules::events::note(&note, &by.actor),
+            )
+            .await?;
+            let id: i64 = tx.query_one("SELECT lastval()", &[]).await?.get(0);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
     fn last_event_id(&self) -> Fut<i64> {
         let me = self.clone();
         Box::pin(async move {

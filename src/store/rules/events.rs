@@ -37,15 +37,44 @@ pub fn identities_imported(count: usize, actor: &str) -> Event<'_> {
     }
 }
 
-/// An identity changed (DESIGN §21): `data` says which attributes, the state left and
-/// entered and the account disables and deletes it brought (what the guard counts).
-pub fn identity_changed<'a>(identity: &'a str, data: Value, actor: &'a str) -> Event<'a> {
-    Event {
-        kind: "identity_changed",
-        identity: Some(identity),
-        data,
-        actor,
-        ..Default::default()
+/// Something a stage did that is an event of its own, not a step of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// An identity changed (DESIGN §21): `data` says which attributes, the state left and
+    /// entered and the account disables and deletes it brought (what the guard counts).
+    IdentityChanged { identity: String, data: Value },
+    /// `provd reconcile --fix` took someone provd does not manage out of a group it
+    /// manages (`[reconcile] unmanaged_members = "remove"`).
+    UnmanagedMemberRemoved {
+        source: String,
+        member: String,
+        attribute: String,
+        value: String,
+    },
+}
+
+/// The event a note is.
+pub fn note<'a>(n: &'a Note, actor: &'a str) -> Event<'a> {
+    match n {
+        Note::IdentityChanged { identity, data } => Event {
+            kind: "identity_changed",
+            identity: Some(identity),
+            data: data.clone(),
+            actor,
+            ..Default::default()
+        },
+        Note::UnmanagedMemberRemoved {
+            source,
+            member,
+            attribute,
+            value,
+        } => Event {
+            kind: "unmanaged_member_removed",
+            source: Some(source),
+            data: json!({ "member": member, "attribute": attribute, "value": value }),
+            actor,
+            ..Default::default()
+        },
     }
 }
 

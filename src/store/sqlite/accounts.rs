@@ -4,7 +4,6 @@ use super::Sqlite;
 use crate::store::roles::{Accounts, Fut, Stamp};
 use crate::store::{Result, StoreError};
 use provd_connector_core::Identity;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{OptionalExtension, params};
@@ -76,13 +75,6 @@ impl Accounts for Sqlite {
     }
     fn import_identities(&self, ids: Vec<Identity>, from_file: bool, by: Stamp) -> Fut<usize> {
         blocking!(self, |s| s.import_identities(&ids, from_file, &by))
-    }
-    fn identity_changed(&self, identity: String, data: Value, by: Stamp) -> Fut<i64> {
-        blocking!(self, |s| s.with(|c| {
-            let e = crate::store::rules::events::identity_changed(&identity, data, &by.actor);
-            super::audit::append(c, by.now, &e)?;
-            Ok(c.last_insert_rowid())
-        }))
     }
     fn account_owners(&self, source: String, native_id: String) -> Fut<Vec<String>> {
         blocking!(self, |s| {

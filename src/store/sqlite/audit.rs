@@ -4,7 +4,8 @@
 use super::Sqlite;
 use crate::store::audit::{AccessQuery, AuditQuery, EventWindow, Holding, RemovalRow};
 use crate::store::events::StoredEvent;
-use crate::store::roles::{Audit, Fut};
+use crate::store::roles::{Audit, Fut, Stamp};
+use crate::store::rules::events::Note;
 use crate::store::{Result, StoreError};
 
 use rusqlite::{Connection, params};
@@ -146,6 +147,16 @@ impl Audit for Sqlite {
     }
     fn last_event_id(&self) -> Fut<i64> {
         blocking!(self, |s| s.last_event_id())
+    }
+    fn note(&self, note: Note, by: Stamp) -> Fut<i64> {
+        blocking!(self, |s| s.with(|c| {
+            append(
+                c,
+                by.now,
+                &crate::store::rules::events::note(&note, &by.actor),
+            )?;
+            Ok(c.last_insert_rowid())
+        }))
     }
     fn events_between(&self, window: EventWindow) -> Fut<Vec<StoredEvent>> {
         blocking!(self, |s| s.events_between(&window))
