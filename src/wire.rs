@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339_ms;
 use crate::clock::to_ms;
 use crate::model::{ItemType, Plan};
-use crate::store::jobs::JobState;
-use crate::store::status::StatusRow;
+use crate::store::StoredEvent;
+use crate::store::jobs::{Job, JobState};
+use crate::store::status::{StatusJob, StatusRow};
 
 /// FNV-1a, 64 bits: a stable content hash (spool idempotency keys, attribute hashes).
 /// Not for anything an attacker must not forge.
@@ -143,6 +144,54 @@ pub fn status_item(row: &StatusRow) -> Value {
         })),
         "grantRequestId": row.grant_request,
     })
+}
+
+/// A request with no item (a lifecycle change's account operations, say) as status rows:
+/// one per job, `type` `ACCOUNT`, named by its operations and source; its requester,
+/// type and `cause` from the request's `request_accepted` event (`accepted`).
+pub fn account_rows(accepted: Option<&StoredEvent>, jobs: &[Job]) -> Vec<StatusRow> {
+    let data = accepted.map(|e| &e.data);
+    let text = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let meta = match data.and_then(|d| d.get("cause")) {
+        Some(cause) => json!({ "cause": cause }),
+        None => json!({}),
+    };
+    jobs.iter()
+        .map(|j| {
+            let ops: Vec<&str> = j.ops.iter().map(|o| o.kind().as_str()).collect();
+            StatusRow {
+                item_id: format!("{}:{}", j.source, ops.join("+")),
+                request_id: j.request_id.clone(),
+                identity: j.identity_id.clone(),
+                item_type: "ACCOUNT".into(),
+                name: format!("{} on {}", ops.join(", "), j.source),
+                disposition: "new".into(),
+                request_type: text("requestType"),
+                received_at: accepted.map_or(j.created_at, |e| e.at),
+                canceled_at: None,
+                assignment_state: None,
+                remove_at: None,
+                client_metadata: meta.to_string(),
+                requester: accepted.and_then(|e| e.actor.clone()).unwrap_or_default(),
+                comment: None,
+                grant_request: None,
+                jobs: vec![StatusJob {
+                    id: j.id,
+                    state: Some(j.state),
+                    last_error: matches!(j.state, JobState::Failed | JobState::Retrying)
+                        .then(|| j.errors.last().map(|e| e.message.clone()))
+                        .flatten(),
+                    updated_at: j.updated_at,
+                    open_tasks: Vec::new(),
+                }],
+            }
+        })
+        .collect()
 }
 
 /// The status items of `rows`, in their order, each with its catalog description (as

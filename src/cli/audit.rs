@@ -9,9 +9,13 @@ use super::commands::{failed, open, print_json};
 use super::{AccessCommand, CliError, Command, TokensCommand};
 use crate::api::token_file::{self, TokenError};
 use crate::audit::{Format, access, table, trail, write_csv};
+use crate::clock::rfc3339_ms;
 use crate::clock::{Clock, SystemClock, to_ms};
 use crate::config::Config;
-use crate::store::audit::AccessQuery;
+use crate::store::audit::{AccessQuery, AuditQuery};
+use crate::store::jobs::JobFilter;
+use crate::store::status::StatusQuery;
+use crate::store::upstream::Pulled;
 use crate::tasks::csv_out::escape_cell;
 
 fn token_err(e: TokenError) -> CliError {
@@ -227,4 +231,75 @@ pub(super) async fn audit(config: &Config, cmd: &Command) -> Result<(), CliError
         writeln!(out, "{}]", if first { "" } else { "\n" }).map_err(failed)?;
     }
     Ok(())
+}
+
+/// `provd status REQUEST`: the request's items (DESIGN §9); an upstream request's id shows
+/// what became of it; a request with no item (a lifecycle change's account operations)
+/// shows one item per job.
+pub(super) async fn status(config: &Config, request_id: &str) -> Result<(), CliError> {
+    let store = open(config).await?;
+    let status_of = |rid: String| StatusQuery {
+        request_id: Some(rid),
+        requested_for: None,
+        limit: 10_000,
+        offset: 0,
+    };
+    if !store
+        .request_exists(request_id.to_string())
+        .await
+        .map_err(failed)?
+    {
+        // An upstream request id: show what became of it.
+        return match store
+            .upstream_request(request_id.to_string())
+            .await
+            .map_err(failed)?
+        {
+            Some(Pulled {
+                request_id: Some(rid),
+                ..
+            }) => print_json(&crate::wire::status_items(
+                &store.status(status_of(rid)).await.map_err(failed)?,
+                &config.catalog,
+            )),
+            Some(Pulled {
+                upstream,
+                reason,
+                received_at,
+                ..
+            }) => print_json(&serde_json::json!([{
+                "id": request_id, "upstream": upstream, "state": "PROVISIONING_FAILED",
+                "created": rfc3339_ms(received_at),
+                "errorMessages": [[{ "locale": "en-US", "localeOrigin": "DEFAULT",
+                    "text": format!("rejected: {}", reason.unwrap_or_default()) }]],
+            }])),
+            None => Err(CliError::Invalid(format!(
+                "no access request `{request_id}`"
+            ))),
+        };
+    }
+    let mut rows = store
+        .status(status_of(request_id.to_string()))
+        .await
+        .map_err(failed)?;
+    if rows.is_empty() {
+        let jobs = store
+            .jobs(JobFilter {
+                request_id: Some(request_id.to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed)?;
+        let accepted = store
+            .audit(AuditQuery {
+                request: Some(request_id.to_string()),
+                kinds: vec!["request_accepted".into()],
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(failed)?;
+        rows = crate::wire::account_rows(accepted.first(), &jobs);
+    }
+    print_json(&crate::wire::status_items(&rows, &config.catalog))
 }

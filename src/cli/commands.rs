@@ -11,7 +11,6 @@ use crate::config::{self, Config};
 use crate::intake::validate::MAX_BODY;
 use crate::intake::{self, SubmitError};
 use crate::store::jobs::{JobFilter, JobState, Retry};
-use crate::store::status::StatusQuery;
 use crate::store::tasks::TaskFilter;
 use crate::store::{Stamp, Store, StoreError};
 
@@ -146,62 +145,7 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             print_plan(&plan);
             Ok(())
         }
-        Command::Status { request_id } => {
-            let config = load(cli)?;
-            let store = open(&config).await?;
-            if !store
-                .request_exists(request_id.clone())
-                .await
-                .map_err(failed)?
-            {
-                // An upstream request id: show what became of it.
-                return match store
-                    .upstream_request(request_id.clone())
-                    .await
-                    .map_err(failed)?
-                {
-                    Some(crate::store::upstream::Pulled {
-                        request_id: Some(rid),
-                        ..
-                    }) => {
-                        let q = StatusQuery {
-                            request_id: Some(rid),
-                            requested_for: None,
-                            limit: 10_000,
-                            offset: 0,
-                        };
-                        print_json(&crate::wire::status_items(
-                            &store.status(q).await.map_err(failed)?,
-                            &config.catalog,
-                        ))
-                    }
-                    Some(crate::store::upstream::Pulled {
-                        upstream,
-                        reason,
-                        received_at,
-                        ..
-                    }) => print_json(&serde_json::json!([{
-                        "id": request_id, "upstream": upstream, "state": "PROVISIONING_FAILED",
-                        "created": rfc3339_ms(received_at),
-                        "errorMessages": [[{ "locale": "en-US", "localeOrigin": "DEFAULT",
-                            "text": format!("rejected: {}", reason.unwrap_or_default()) }]],
-                    }])),
-                    None => Err(CliError::Invalid(format!(
-                        "no access request `{request_id}`"
-                    ))),
-                };
-            }
-            let q = StatusQuery {
-                request_id: Some(request_id.clone()),
-                requested_for: None,
-                limit: 10_000,
-                offset: 0,
-            };
-            print_json(&crate::wire::status_items(
-                &store.status(q).await.map_err(failed)?,
-                &config.catalog,
-            ))
-        }
+        Command::Status { request_id } => super::audit::status(&load(cli)?, request_id).await,
         Command::Accounts(cmd) => super::evidence::accounts(&load(cli)?, cmd).await,
         Command::Reconcile {
             source,

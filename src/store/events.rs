@@ -54,16 +54,22 @@ impl<'a> Event<'a> {
     }
 
     /// A request stored: the first event of every accept, on either store.
+    /// A lifecycle request's `cause` (the identity_changed event's id) is kept in it, so
+    /// that the trail and `provd status` link the request to the change.
     pub fn request_accepted(
         request_id: &'a str,
         from: &'a crate::model::Requester,
-        request_type: &str,
+        req: &crate::model::ValidRequest,
         jobs: usize,
     ) -> Self {
+        let mut data = serde_json::json!({ "origin": from.origin, "requestType": req.request_type.as_str(), "jobs": jobs });
+        if let Some(cause) = req.client_metadata.get("cause") {
+            data["cause"] = cause.as_str().into();
+        }
         Event {
             kind: "request_accepted",
             request_id: Some(request_id),
-            data: serde_json::json!({ "origin": from.origin, "requestType": request_type, "jobs": jobs }),
+            data,
             actor: &from.name,
             ..Default::default()
         }

@@ -196,6 +196,35 @@ async fn leaver_puts_in_a_row_are_one_burst_and_each_change_names_who_made_it() 
             .any(|e| e["kind"] == "identity_changed"),
         "{trail}"
     );
+    // `provd status` of the request the change caused: its one job as an item (before,
+    // a request with no catalog item answered `[]`), with its requester and cause.
+    let request = queued[0].request_id.clone().unwrap();
+    let out = env.cli(&["status", &request]);
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
+    let item = &items[0];
+    assert_eq!(
+        (
+            item["type"].as_str(),
+            item["name"].as_str(),
+            item["state"].as_str(),
+            item["requestedFor"]["id"].as_str(),
+            item["requester"]["id"].as_str(),
+        ),
+        (
+            Some("ACCOUNT"),
+            Some("DISABLE_ACCOUNT on corp"),
+            Some("REQUEST_COMPLETED"),
+            Some("p0"),
+            Some(token_name.as_str()),
+        ),
+        "{item}"
+    );
+    assert_eq!(
+        item["clientMetadata"]["cause"],
+        changed.id.to_string(),
+        "{item}"
+    );
 }
 
 /// A SCIM server whose search lags its writes, as some do: the next `hide` filtered user

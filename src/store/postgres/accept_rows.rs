@@ -444,8 +444,7 @@ fn events<'a>(
     now_ms: i64,
 ) -> Vec<(i64, Event<'a>)> {
     let (plan, request_id, actor) = (w.plan, w.request_id, w.from.name.as_str());
-    let request_type = w.req.request_type.as_str();
-    let accepted = Event::request_accepted(request_id, w.from, request_type, plan.jobs.len());
+    let accepted = Event::request_accepted(request_id, w.from, w.req, plan.jobs.len());
     let queued = plan
         .jobs
         .iter()

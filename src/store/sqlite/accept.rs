@@ -142,8 +142,7 @@ fn write(
          VALUES (?,?,?,?,?,?,?,?)",
     )?
     .execute(params![request_id, idempotency_key, from.origin, from.name, req.request_type.as_str(), body, response.to_string(), now_ms])?;
-    let accepted =
-        Event::request_accepted(request_id, from, req.request_type.as_str(), plan.jobs.len());
+    let accepted = Event::request_accepted(request_id, from, req, plan.jobs.len());
     super::audit::append(tx, now_ms, &accepted)?;
 
     let mut job_ids = Vec::with_capacity(plan.jobs.len());
