@@ -275,6 +275,16 @@ pub async fn run(
         },
         stopped(),
     ));
+    let restore_task = tokio::spawn(crate::evidence::restore::run(
+        crate::evidence::restore::Restorer {
+            store: store.clone(),
+            live: current.clone(),
+            intake: intake.clone(),
+            clock: clock.clone(),
+            leading: leading.clone(),
+        },
+        stopped(),
+    ));
     let mail_task = tokio::spawn(crate::mail::run(
         store.as_tasks(),
         current.clone(),
@@ -311,6 +321,7 @@ pub async fn run(
     let _ = maintain_task.await;
     let _ = mail_task.await;
     let _ = reconcile_task.await;
+    let _ = restore_task.await;
     if let Some(t) = callback_task {
         let _ = t.await;
     }

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod export;
 pub mod reconcile;
+pub mod restore;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -259,30 +260,44 @@ pub async fn repair(
                 }),
             )
         }));
-        let request = ValidRequest {
-            request_type: RequestType::Grant,
-            requested_for: vec![who.clone()],
-            items: Vec::new(),
-            client_metadata: [("repair".to_string(), format!("{source}:#{snapshot}"))].into(),
-            account_ops: Vec::new(),
-            repairs: ops,
-        };
         let key = format!("repair:{source}:{snapshot}:{who}");
-        let replay = intake
-            .submit_valid(
-                request,
-                [(who.clone(), identity)].into(),
-                &Requester::other("evidence"),
-                Some(&key),
-            )
-            .await
-            .map_err(|e| match e {
-                SubmitError::Store(e) => EvidenceError::Store(e),
-                e => EvidenceError::Invalid(e.to_string()),
-            })?;
-        made.push(replay.accepted().request_id.clone());
+        let why = ("repair", format!("{source}:#{snapshot}"));
+        made.push(submit_repair(intake, identity, ops, why, &key).await?);
     }
     Ok(made)
+}
+
+/// One repair request for `identity` (requester `evidence`, `clientMetadata` `why`),
+/// idempotent under `key`; its request id.
+pub(crate) async fn submit_repair(
+    intake: &Intake,
+    identity: provd_connector_core::Identity,
+    ops: Vec<(String, Operation)>,
+    why: (&str, String),
+    key: &str,
+) -> Result<String, EvidenceError> {
+    let who = identity.id.clone();
+    let request = ValidRequest {
+        request_type: RequestType::Grant,
+        requested_for: vec![who.clone()],
+        items: Vec::new(),
+        client_metadata: [(why.0.to_string(), why.1)].into(),
+        account_ops: Vec::new(),
+        repairs: ops,
+    };
+    let replay = intake
+        .submit_valid(
+            request,
+            [(who, identity)].into(),
+            &Requester::other("evidence"),
+            Some(key),
+        )
+        .await
+        .map_err(|e| match e {
+            SubmitError::Store(e) => EvidenceError::Store(e),
+            e => EvidenceError::Invalid(e.to_string()),
+        })?;
+    Ok(replay.accepted().request_id.clone())
 }
 
 /// One export to import, as `provd accounts import` was given it.

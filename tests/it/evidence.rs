@@ -398,6 +398,26 @@ async fn ldap_reconcile_finds_a_deleted_entry_and_a_hand_added_member_and_fix_re
             .any(|e| e["data"]["outcome"] == "recreated"),
         "an audit event says the account was made again: {events}"
     );
+    // Issue 33, finding 5: the new entry had none of bob's groups; the VPN provd granted
+    // him before is planned again (before, it stayed lost while the access list said
+    // active). (The hand-made GIT membership outlived the entry: slapd keeps a deleted
+    // entry's DN in groups, and it names the new entry again.)
+    eventually(20, "bob's VPN membership given back", || async {
+        slapd
+            .values(VPN, "member")
+            .await
+            .iter()
+            .any(|m| m == bob)
+            .then_some(())
+    })
+    .await;
+    let restored: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "request_accepted" && e.actor.as_deref() == Some("evidence"))
+        .collect();
+    assert!(!restored.is_empty());
+    assert!(drift_of(&env, "corp").iter().all(|d| d.0 != "missing"));
 }
 
 #[tokio::test]
