@@ -25,7 +25,8 @@ pub struct AccessRow {
     pub account: Option<String>,
     /// The values granted there (group DNs, role names …).
     pub values: Vec<String>,
-    /// `pending`, `active`, `failed` or `removal_scheduled`, on this source ([`state`]).
+    /// `pending`, `active`, `failed`, `removal_scheduled`, `removing` or `gone`, on this
+    /// source ([`state`]).
     pub state: &'static str,
     /// Pending: since requested; active: since granted.
     pub since: i64,
@@ -35,14 +36,18 @@ pub struct AccessRow {
     pub requester: String,
 }
 
-/// The holding's state on `source`: `removal_scheduled` once a removeDate is set or the
-/// removal is under way; else as the grant's job there went: `active` once it succeeded
+/// The holding's state on `source` (DESIGN §21): a removal under way is `removing` there
+/// until its revoke job there succeeds (`gone`); `removal_scheduled` once a removeDate is
+/// set; else as the grant's job there went: `active` once it succeeded
 /// (whatever the grant's other sources did: issue 33, finding 5), `failed`, or `pending`;
 /// a source the grant had no job on (all of it held already) goes with the grant.
 pub fn state(h: &Holding, source: &str) -> &'static str {
     let scheduled = h.remove_at.is_some();
     match (h.state, h.job_on(source).as_deref()) {
-        (AssignmentState::Revoking, _) => "removal_scheduled",
+        (AssignmentState::Revoking, _) => match h.revoke_on(source).as_deref() {
+            Some("succeeded") => "gone",
+            _ => "removing",
+        },
         (_, Some("succeeded")) | (AssignmentState::Active, None) if scheduled => {
             "removal_scheduled"
         }
@@ -291,6 +296,7 @@ mod tests {
                 .into(),
             accounts: Some(r#"{"corp":"uid=ada,ou=people"}"#.into()),
             jobs: None,
+            revoke_jobs: None,
         }
     }
 
@@ -325,10 +331,12 @@ mod tests {
             state(&holding("active", Some(5)), "corp"),
             "removal_scheduled"
         );
-        assert_eq!(
-            state(&holding("revoking", None), "corp"),
-            "removal_scheduled"
-        );
+        let mut revoking = holding("revoking", None);
+        assert_eq!(state(&revoking, "corp"), "removing");
+        // Two revokes, the first canceled: the later one's job counts.
+        revoking.revoke_jobs = Some(r#"{"corp":"canceled","corp":"succeeded"}"#.into());
+        assert_eq!(state(&revoking, "corp"), "gone");
+        assert_eq!(state(&revoking, "wiki"), "removing");
         let pending = super::rows(&[holding("pending", None)], None, None, &Catalog::default());
         assert_eq!(pending[0].since, 10);
         let csv = cells(&rows[0]);

@@ -152,7 +152,6 @@ pub async fn status_wants(
     config: &Config,
     source: &str,
 ) -> Result<Vec<check::WantStatus>, StoreError> {
-    use crate::config::lifecycle::AccountAction;
     let managed = store.managed_accounts(source.to_string()).await?;
     let busy = busy_identities(store, source).await?;
     let ids = managed.iter().map(|(i, _)| i.clone()).collect();
@@ -161,13 +160,7 @@ pub async fn status_wants(
         .into_iter()
         .filter(|(who, _)| !busy.contains(who))
         .filter_map(|(who, account)| {
-            let identity = dir.lookup(&who)?;
-            let state = config.lifecycle.state_of(&identity.attributes)?;
-            let disabled = match state.accounts.get(source)? {
-                AccountAction::Disable => true,
-                AccountAction::Enable => false,
-                AccountAction::Delete => return None,
-            };
+            let disabled = wants_status(config, &dir.lookup(&who)?, source)?;
             Some(check::WantStatus {
                 identity: who,
                 account,
@@ -175,6 +168,26 @@ pub async fn status_wants(
             })
         })
         .collect())
+}
+
+/// Whether `identity`'s lifecycle state wants its account on `source` disabled (true)
+/// or enabled (false); None: it says nothing of it, or deletes it.
+fn wants_status(
+    config: &Config,
+    identity: &provd_connector_core::Identity,
+    source: &str,
+) -> Option<bool> {
+    use crate::config::lifecycle::AccountAction;
+    match config
+        .lifecycle
+        .state_of(&identity.attributes)?
+        .accounts
+        .get(source)?
+    {
+        AccountAction::Disable => Some(true),
+        AccountAction::Enable => Some(false),
+        AccountAction::Delete => None,
+    }
 }
 
 /// Everything a snapshot of `source` disagrees with (DESIGN §21): access missing,
@@ -248,7 +261,8 @@ pub async fn repair(
             continue;
         };
         let mut ops = Vec::new();
-        if !ds.iter().any(|d| seen.contains_key(&d.account)) {
+        let create = !ds.iter().any(|d| seen.contains_key(&d.account));
+        if create {
             ops.push((source.to_string(), Operation::CreateAccount));
         }
         ops.extend(ds.iter().map(|d| {
@@ -260,6 +274,10 @@ pub async fn repair(
                 }),
             )
         }));
+        // A leaver's account made again is made as the state wants it: disabled.
+        if create && wants_status(config, &identity, source) == Some(true) {
+            ops.push((source.to_string(), Operation::DisableAccount));
+        }
         let key = format!("repair:{source}:{snapshot}:{who}");
         let why = ("repair", format!("{source}:#{snapshot}"));
         made.push(submit_repair(intake, identity, ops, why, &key).await?);

@@ -48,6 +48,9 @@ pub struct Holding {
     /// that failed on one source and succeeded on another is held on the second (issue
     /// 33, finding 5): each source's row says so.
     pub jobs: Option<String>,
+    /// A revoking holding's removal: the state of the revoke's job on each source, the
+    /// latest where there were several (`{source: job state}` JSON).
+    pub revoke_jobs: Option<String>,
 }
 
 impl Holding {
@@ -61,16 +64,26 @@ impl Holding {
 
     /// The grant's job state on `source` (None: it had no job there).
     pub fn job_on(&self, source: &str) -> Option<String> {
-        let jobs: std::collections::BTreeMap<String, String> = self
-            .jobs
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok())
-            .unwrap_or_default();
-        jobs.get(source).cloned()
+        on(self.jobs.as_deref(), source)
+    }
+
+    /// A revoking holding's removal job state on `source` (None: none there, or not
+    /// revoking).
+    pub fn revoke_on(&self, source: &str) -> Option<String> {
+        on(self.revoke_jobs.as_deref(), source)
     }
 }
 
 /// A holding from a row of the holdings query (both backends' columns are these).
+/// `source`'s entry of a `{source: job state}` JSON object; the last one where a source
+/// appears twice (the aggregates list jobs in id order).
+fn on(jobs: Option<&str>, source: &str) -> Option<String> {
+    let jobs: std::collections::BTreeMap<String, String> = jobs
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    jobs.get(source).cloned()
+}
+
 pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holding> {
     let state = r.text(4)?;
     Ok(Holding {
@@ -87,6 +100,7 @@ pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holdin
         entitlements: r.text(10)?,
         accounts: r.opt_text(11)?,
         jobs: r.opt_text(12)?,
+        revoke_jobs: r.opt_text(13)?,
     })
 }
 
@@ -95,7 +109,10 @@ pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_t
         (SELECT json_object_agg(source, native_id)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
         (SELECT json_object_agg(j.source, j.state)::TEXT FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
-            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id)
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id),
+        (SELECT json_object_agg(j.source, j.state ORDER BY j.id)::TEXT FROM request_items ri
+            JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND ($1::TEXT IS NULL OR a.identity_id = $1)
        AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))

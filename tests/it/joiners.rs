@@ -332,11 +332,25 @@ async fn joiner_leaver_rehire_and_purge_on_ldap_scim_and_a_manual_source() {
     assert!(scim_user(&scim).await.is_none(), "deleted on saas");
     let held = env.cli(&["access", "list", "--identity", "ada", "--format", "json"]);
     let held: Value = serde_json::from_slice(&held.stdout).unwrap();
-    assert!(
-        held.as_array()
-            .unwrap()
-            .iter()
-            .all(|h| h["state"] == "removal_scheduled"),
+    let states: std::collections::BTreeMap<String, String> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["source"].as_str().unwrap().to_string(),
+                h["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("badges".to_string(), "removing".to_string()),
+            ("corp".into(), "gone".into()),
+            ("saas".into(), "gone".into())
+        ]
+        .into(),
         "only the badge revoke waits on its owner: {held}"
     );
     // Every lifecycle request names its requester: who made the change (DESIGN §21).

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::flow::custom_env;
 use crate::harness::{Env, wait};
 use crate::httpservers::Scim;
+use crate::owner::{Owner, answer};
 use crate::slapd::{PASSWORD, Slapd};
 
 const TOKEN: &str = "scim-T0ken-sim-1";
@@ -93,8 +94,57 @@ pub enum Event {
     Kill,
     /// The person's e-mail changes (the badge system is keyed by it and syncs it).
     Move(usize),
+    /// An administrator deletes the person's LDAP entry by hand (when there is one).
+    HandDelete(usize),
+    /// An administrator enables a leaver's LDAP entry again by hand.
+    HandEnable(usize),
+    /// A grant with a removeDate this many seconds ahead (I3).
+    GrantUntil(usize, &'static str, u64),
+    /// slapd stops, and starts again at the next quiet point or hand-made change.
+    Down,
     /// Wait for every job to end, then check the invariants.
     Quiet,
+}
+
+/// Which kinds of events a history draws beyond grants, revokes, leavers, rehires,
+/// hand-made removals and kills. Flags, so that the histories of the seeds that found
+/// earlier bugs stay as they were.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mix {
+    /// E-mail changes on the manual source keyed by e-mail (`--movers`).
+    pub movers: bool,
+    /// Hand-made deletes and enables on slapd, and slapd down a while (`--outside`).
+    pub outside: bool,
+    /// Grants with removeDates (`--dates`).
+    pub dates: bool,
+}
+
+impl Mix {
+    pub const NONE: Mix = Mix {
+        movers: false,
+        outside: false,
+        dates: false,
+    };
+    pub const MOVERS: Mix = Mix {
+        movers: true,
+        ..Mix::NONE
+    };
+    pub const ALL: Mix = Mix {
+        movers: true,
+        outside: true,
+        dates: true,
+    };
+}
+
+/// What the history did that provd is not told of, and what it must have undone.
+#[derive(Default)]
+pub struct Model {
+    pub leavers: BTreeSet<usize>,
+    /// Leavers whose entry an administrator enabled again (drift until a rehire).
+    pub enabled: BTreeSet<usize>,
+    /// Grants due to end: their assignment's request id -> removeDate (ms). A later grant
+    /// of the same item replaces the date, or clears it when it has none (DESIGN §4).
+    pub dated: BTreeMap<String, i64>,
 }
 
 /// xorshift64*: a history is a function of its seed alone.
@@ -112,20 +162,25 @@ impl Rng {
 /// The history of `seed`: `n` events, ending in a quiet point. `movers`: e-mail changes
 /// too (a flag, so that the histories of the seeds that found earlier bugs stay as they
 /// were).
-pub fn history(seed: u64, n: usize, movers: bool) -> Vec<Event> {
+pub fn history(seed: u64, n: usize, mix: Mix) -> Vec<Event> {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let kinds = if mix.outside || mix.dates { 20 } else { 15 };
     let mut out: Vec<Event> = (0..n.saturating_sub(1))
         .map(|_| {
             let who = rng.below(PEOPLE);
             let item = ITEMS[rng.below(ITEMS.len())].1;
-            match rng.below(15) {
+            match rng.below(kinds) {
                 0..=4 => Event::Grant(who, item),
                 5..=6 => Event::Revoke(who, item),
                 7 => Event::Leave(who),
                 8 => Event::Rehire(who),
                 9 => Event::HandRemove(who, GROUPS[rng.below(GROUPS.len())].0),
                 10 => Event::Kill,
-                11 if movers => Event::Move(who),
+                11 if mix.movers => Event::Move(who),
+                15 if mix.outside => Event::HandDelete(who),
+                16 if mix.outside => Event::HandEnable(who),
+                17 if mix.outside => Event::Down,
+                18 | 19 if mix.dates => Event::GrantUntil(who, item, 1 + rng.below(3) as u64),
                 _ => Event::Quiet,
             }
         })
@@ -147,7 +202,7 @@ fn person(i: usize) -> String {
 
 /// Runs `events` in a fresh world; the first broken invariant, if any.
 pub async fn run(events: &[Event]) -> Result<(), String> {
-    let slapd = Slapd::start().await;
+    let mut slapd = Slapd::start().await;
     let scim = Scim::start(TOKEN).await;
     scim.group("engineers").await;
     let env = world(&slapd, &scim);
@@ -165,26 +220,66 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
         }
         None => None,
     };
-    let mut leavers: BTreeSet<usize> = BTreeSet::new();
+    let mut model = Model::default();
     let mut owner = Owner::default();
     let mut moves: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut down = false;
     for (step, e) in events.iter().enumerate() {
         let at = |m: String| format!("step {step} ({e:?}): {m}");
+        // Hand-made changes and checks find slapd up again.
+        if down
+            && matches!(
+                e,
+                Event::Quiet
+                    | Event::HandRemove(..)
+                    | Event::HandDelete(_)
+                    | Event::HandEnable(_)
+                    | Event::Down
+            )
+        {
+            slapd.restart().await;
+            down = false;
+        }
         match e {
-            Event::Grant(p, item) | Event::Revoke(p, item) => {
-                if leavers.contains(p) && matches!(e, Event::Grant(..)) {
+            Event::Grant(p, item) | Event::Revoke(p, item) | Event::GrantUntil(p, item, _) => {
+                let grant = !matches!(e, Event::Revoke(..));
+                if model.leavers.contains(p) && grant {
                     continue; // refused at the door; the model says so
                 }
-                let kind = if matches!(e, Event::Grant(..)) {
+                let kind = if grant {
                     "GRANT_ACCESS"
                 } else {
                     "REVOKE_ACCESS"
                 };
+                let mut it = json!({ "type": item_type(item), "id": item, "comment": "sim" });
+                let due = match e {
+                    Event::GrantUntil(_, _, secs) => {
+                        let due = jiff::Timestamp::now() + Duration::from_secs(*secs);
+                        it["removeDate"] = due.to_string().into();
+                        Some(due.as_millisecond())
+                    }
+                    _ => None,
+                };
                 let body = json!({ "requestedFor": [person(*p)], "requestType": kind,
-                    "requestedItems": [{ "type": item_type(item), "id": item, "comment": "sim" }] });
+                    "requestedItems": [it] });
                 let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
                 if !out.status.success() {
                     return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
+                }
+                if grant {
+                    let answer: Value =
+                        serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
+                    let ids = |k: &str| {
+                        answer[k][0]["accessRequestIds"][0]
+                            .as_str()
+                            .map(str::to_string)
+                    };
+                    if let Some(rid) = ids("newRequests").or_else(|| ids("existingRequests")) {
+                        match due {
+                            Some(due) => model.dated.insert(rid, due),
+                            None => model.dated.remove(&rid),
+                        };
+                    }
                 }
             }
             Event::Leave(p) | Event::Rehire(p) | Event::Move(p) => {
@@ -195,7 +290,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                 let state = match e {
                     Event::Leave(_) => "leaver",
                     Event::Rehire(_) => "active",
-                    _ if leavers.contains(p) => "leaver",
+                    _ if model.leavers.contains(p) => "leaver",
                     _ => "active",
                 };
                 if matches!(e, Event::Move(_)) {
@@ -220,9 +315,11 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                     return Err(at(format!("PUT answered {}", r.status())));
                 }
                 if state == "leaver" {
-                    leavers.insert(*p);
+                    model.leavers.insert(*p);
                 } else {
-                    leavers.remove(p);
+                    model.leavers.remove(p);
+                    // Rehired: provd enables the entry, as the hand did.
+                    model.enabled.remove(p);
                 }
             }
             Event::HandRemove(p, ent) => {
@@ -232,23 +329,60 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                     .iter()
                     .find(|(e, _)| e == ent)
                     .map_or("", |(_, d)| *d);
-                let member = format!("uid={},ou=people,dc=example,dc=com", person(*p));
+                let member = entry(*p);
                 if slapd.values(dn, "member").await.contains(&member) {
                     slapd.ldapadd(&format!(
                         "dn: {dn}\nchangetype: modify\ndelete: member\nmember: {member}\n"
                     ));
                 }
             }
+            Event::HandDelete(p) => {
+                settle(&env, &mut owner).await.map_err(at)?;
+                if exists(&slapd, *p).await {
+                    slapd.ldapadd(&format!("dn: {}\nchangetype: delete\n", entry(*p)));
+                    model.enabled.remove(p);
+                }
+            }
+            Event::HandEnable(p) => {
+                settle(&env, &mut owner).await.map_err(at)?;
+                let disabled = slapd.values(&entry(*p), "employeeType").await;
+                if model.leavers.contains(p) && disabled.iter().any(|v| v == "disabled") {
+                    slapd.ldapadd(&format!(
+                        "dn: {}\nchangetype: modify\ndelete: employeeType\n",
+                        entry(*p)
+                    ));
+                    model.enabled.insert(*p);
+                }
+            }
+            Event::Down => {
+                slapd.stop();
+                down = true;
+            }
             Event::Kill => {
                 first.signal_and_wait("KILL", 10).await;
                 first = env.start().await;
             }
-            Event::Quiet => check(&env, &slapd, &scim, &leavers, &mut owner)
+            Event::Quiet => check(&env, &slapd, &scim, &model, &mut owner)
                 .await
                 .map_err(at)?,
         }
     }
     Ok(())
+}
+
+/// A person's LDAP entry.
+fn entry(p: usize) -> String {
+    format!("uid={},ou=people,dc=example,dc=com", person(p))
+}
+
+async fn exists(slapd: &Slapd, p: usize) -> bool {
+    !slapd
+        .search(
+            "ou=people,dc=example,dc=com",
+            &format!("(uid={})", person(p)),
+        )
+        .await
+        .is_empty()
 }
 
 fn world(slapd: &Slapd, scim: &Scim) -> Env {
@@ -299,149 +433,6 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
     env
 }
 
-/// The manual source's owner: does what each open task asks on the badge system (this
-/// model of it), answers DONE, and exports the accounts as they really are.
-#[derive(Default)]
-pub struct Owner {
-    /// Account key -> (zones, disabled).
-    accounts: BTreeMap<String, (BTreeSet<String>, bool)>,
-    /// Whose account each is: the owner knows people, whatever key a task names.
-    of: BTreeMap<String, String>,
-}
-
-impl Owner {
-    fn apply(&mut self, t: &provd::store::tasks::Task) {
-        let key = self
-            .of
-            .get(&t.identity_id)
-            .cloned()
-            .unwrap_or_else(|| t.account.clone());
-        match t.operation.as_str() {
-            "CREATE_ACCOUNT" => {
-                self.accounts.entry(key.clone()).or_default();
-                self.of.insert(t.identity_id.clone(), key);
-            }
-            "UPDATE_ACCOUNT" => {
-                // `email=NEW`: the account is renamed to its new key.
-                if let Some(new) = t.value.split("; ").find_map(|kv| kv.strip_prefix("email="))
-                    && let Some(a) = self.accounts.remove(&key)
-                {
-                    self.accounts.insert(new.to_string(), a);
-                    self.of.insert(t.identity_id.clone(), new.to_string());
-                }
-            }
-            "ADD_ENTITLEMENT" => {
-                self.accounts
-                    .entry(key)
-                    .or_default()
-                    .0
-                    .insert(t.value.clone());
-            }
-            "REMOVE_ENTITLEMENT" => {
-                if let Some(a) = self.accounts.get_mut(&key) {
-                    a.0.remove(&t.value);
-                }
-            }
-            "DISABLE_ACCOUNT" | "ENABLE_ACCOUNT" => {
-                if let Some(a) = self.accounts.get_mut(&key) {
-                    a.1 = t.operation == "DISABLE_ACCOUNT";
-                }
-            }
-            "DELETE_ACCOUNT" => {
-                self.accounts.remove(&key);
-                self.of.remove(&t.identity_id);
-            }
-            _ => {}
-        }
-    }
-
-    fn export(&self) -> String {
-        let mut text = String::from("email,zones,state\r\n");
-        for (key, (zones, disabled)) in &self.accounts {
-            let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
-            let state = if *disabled { "disabled" } else { "active" };
-            text.push_str(&format!("{key},{},{state}\r\n", zones.join(";")));
-        }
-        text
-    }
-
-    /// Who holds `value` on the badge system, by identity.
-    fn holders(&self, value: &str) -> BTreeSet<String> {
-        self.of
-            .iter()
-            .filter(|(_, key)| {
-                self.accounts
-                    .get(*key)
-                    .is_some_and(|(z, _)| z.contains(value))
-            })
-            .map(|(who, _)| who.clone())
-            .collect()
-    }
-
-    fn account_of(&self, who: &str) -> Option<&(BTreeSet<String>, bool)> {
-        self.accounts.get(self.of.get(who)?)
-    }
-}
-
-/// The owner answers every open task, then hands in an export: it must verify every
-/// task just done and show no drift (I6).
-async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
-    let store = env.store();
-    let open = wait(store.tasks(provd::store::tasks::TaskFilter {
-        open_only: true,
-        ..Default::default()
-    }))
-    .map_err(|e| e.to_string())?;
-    if open.is_empty() {
-        return Ok(false);
-    }
-    ANSWERED.fetch_add(open.len(), std::sync::atomic::Ordering::Relaxed);
-    for t in &open {
-        owner.apply(t);
-        let now = jiff::Timestamp::now().as_millisecond();
-        wait(store.resolve_task(
-            t.id,
-            "DONE".into(),
-            "facilities@example.com".into(),
-            String::new(),
-            now,
-        ))
-        .map_err(|e| format!("answering T{}: {e}", t.id))?;
-    }
-    let file = env.path().join("badges-export.csv");
-    std::fs::write(&file, owner.export()).map_err(|e| e.to_string())?;
-    let out = env.cli(&[
-        "accounts",
-        "import",
-        "--source",
-        "badges",
-        "--force",
-        file.to_str().unwrap_or(""),
-    ]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() || !said.contains("drift: 0 missing, 0 unexpected") {
-        return Err(format!(
-            "I6: the owner's export after doing every task: {said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let unverified: Vec<String> = wait(store.tasks(provd::store::tasks::TaskFilter::default()))
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        // An export shows no UPDATE_ACCOUNT (DESIGN §17: it carries no attribute columns
-        // here), so those are not asked of it.
-        .filter(|t| t.status == provd::store::rules::TaskStatus::Done && t.verified_at.is_none())
-        .filter(|t| t.operation != "UPDATE_ACCOUNT")
-        .map(|t| format!("T{} {} {} {}", t.id, t.operation, t.account, t.value))
-        .collect();
-    if !unverified.is_empty() {
-        return Err(format!(
-            "I6: done tasks the export does not verify: {unverified:?}\n{said}"
-        ));
-    }
-    Ok(true)
-}
-
 /// Waits until no job is queued, running or retrying, the owner answering tasks meanwhile.
 async fn settle(env: &Env, owner: &mut Owner) -> Result<(), String> {
     let store = env.store();
@@ -469,8 +460,15 @@ async fn settle(env: &Env, owner: &mut Owner) -> Result<(), String> {
 }
 
 /// Who is in each LDAP group entitlement's group on slapd, by identity.
+/// A deleted entry's DN left in a group (slapd keeps it) is nobody's membership.
 async fn ldap_members(slapd: &Slapd) -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut out = BTreeMap::new();
+    let people: BTreeSet<String> = slapd
+        .search("ou=people,dc=example,dc=com", "(uid=*)")
+        .await
+        .into_iter()
+        .filter_map(|e| e.attrs.get("uid").and_then(|v| v.first().cloned()))
+        .collect();
     for (ent, dn) in GROUPS {
         let have: BTreeSet<String> = slapd
             .values(dn, "member")
@@ -481,6 +479,7 @@ async fn ldap_members(slapd: &Slapd) -> BTreeMap<&'static str, BTreeSet<String>>
                     .and_then(|r| r.split(',').next())
                     .map(str::to_string)
             })
+            .filter(|uid| people.contains(uid))
             .collect();
         out.insert(ent, have);
     }
@@ -492,6 +491,7 @@ async fn ldap_members(slapd: &Slapd) -> BTreeMap<&'static str, BTreeSet<String>>
 async fn drift_is_the_difference(
     env: &Env,
     slapd: &Slapd,
+    model: &Model,
     owner: &mut Owner,
 ) -> Result<(), String> {
     let members = ldap_members(slapd).await;
@@ -503,6 +503,11 @@ async fn drift_is_the_difference(
         }
         for who in members[ent].difference(&said) {
             differ.insert(("unexpected".into(), who.clone(), dn.to_string()));
+        }
+    }
+    for p in &model.enabled {
+        if exists(slapd, *p).await {
+            differ.insert(("enabled_unexpectedly".into(), person(*p), "enabled".into()));
         }
     }
     let out = env.cli(&["reconcile", "--source", "corp", "--format", "json"]);
@@ -542,11 +547,19 @@ async fn check(
     env: &Env,
     slapd: &Slapd,
     scim: &Scim,
-    leavers: &BTreeSet<usize>,
+    model: &Model,
     owner: &mut Owner,
 ) -> Result<(), String> {
+    // A removeDate falling due while the targets are read would race the reading: the
+    // quiet point waits until the dates near it have passed and their removals fired.
+    let now = jiff::Timestamp::now().as_millisecond();
+    if let Some(last) = model.dated.values().filter(|d| **d > now - 3_000).max() {
+        tokio::time::sleep(Duration::from_millis((last + 1_500 - now).max(0) as u64)).await;
+    }
     settle(env, owner).await?;
-    drift_is_the_difference(env, slapd, owner).await?;
+    let settled = jiff::Timestamp::now().as_millisecond();
+    drift_is_the_difference(env, slapd, model, owner).await?;
+    removed_when_due(env, model, settled)?;
     let hq = holders(env, "ent-hq")?;
     if hq != owner.holders("HQ") {
         return Err(format!(
@@ -572,7 +585,21 @@ async fn check(
         let have = &members[ent];
         let said = holders(env, ent)?;
         if *have != said {
-            return Err(format!("I5 {ent}: slapd has {have:?}, provd says {said:?}"));
+            let rows: Vec<String> = have
+                .symmetric_difference(&said)
+                .map(|who| {
+                    let out = env.cli(&["access", "list", "--identity", who, "--format", "json"]);
+                    let trail = env.cli(&["audit", "--identity", who, "--format", "json"]);
+                    if let Ok(dir) = std::env::var("SIM_DUMP") {
+                        let _ = std::fs::write(format!("{dir}/{who}-trail.json"), &trail.stdout);
+                    }
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+                .collect();
+            return Err(format!(
+                "I5 {ent}: slapd has {have:?}, provd says {said:?}; provd's rows: {}",
+                rows.join("\n")
+            ));
         }
     }
     let eng = scim
@@ -612,7 +639,7 @@ async fn check(
     // I1 (status) and I2, per person and target.
     for p in 0..PEOPLE {
         let who = person(p);
-        let leaver = leavers.contains(&p);
+        let leaver = model.leavers.contains(&p);
         let dn = format!("uid={who},ou=people,dc=example,dc=com");
         let filter = format!("(uid={who})");
         if !slapd
@@ -625,7 +652,7 @@ async fn check(
                 .await
                 .iter()
                 .any(|v| v == "disabled");
-            if disabled != leaver {
+            if disabled != leaver && !model.enabled.contains(&p) {
                 return Err(format!(
                     "I1 {who} on corp: disabled {disabled}, leaver {leaver}"
                 ));
@@ -662,6 +689,30 @@ async fn check(
     Ok(())
 }
 
+/// I3: a grant whose removeDate passed well before the quiet point (`settled`, ms) is
+/// held nowhere: provd's access list has it in no live state.
+fn removed_when_due(env: &Env, model: &Model, settled: i64) -> Result<(), String> {
+    let due: BTreeSet<&str> = model
+        .dated
+        .iter()
+        .filter(|(_, at)| **at + 5_000 <= settled)
+        .map(|(rid, _)| rid.as_str())
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    let out = env.cli(&["access", "list", "--format", "json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let live = ["active", "pending", "removal_scheduled", "removing"];
+    for r in rows.as_array().into_iter().flatten() {
+        let rid = r["requestId"].as_str().unwrap_or("");
+        if due.contains(rid) && live.iter().any(|s| r["state"] == *s) {
+            return Err(format!("I3: held after its removeDate: {r}"));
+        }
+    }
+    Ok(())
+}
+
 /// Who provd says holds `item` (active), from `provd access list --item`.
 fn holders(env: &Env, item: &str) -> Result<BTreeSet<String>, String> {
     let out = env.cli(&["access", "list", "--item", item, "--format", "json"]);
@@ -673,7 +724,11 @@ fn holders(env: &Env, item: &str) -> Result<BTreeSet<String>, String> {
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|r| r["state"] == "active")
+                .filter(|r| {
+                    ["active", "removal_scheduled", "removing"]
+                        .iter()
+                        .any(|s| r["state"] == *s)
+                })
                 .filter_map(|r| r["identity"].as_str().map(str::to_string))
                 .collect()
         })

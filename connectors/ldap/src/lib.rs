@@ -17,6 +17,7 @@ mod pool;
 mod prefetch;
 mod readback;
 pub mod settings;
+mod status;
 mod tls;
 
 use std::collections::HashSet;
@@ -389,68 +390,6 @@ impl LdapConnector {
         } else {
             let dn = self.account_dn(identity, native_id)?;
             self.change_value(&dn, &e.attribute, &e.value, add).await
-        }
-    }
-
-    async fn disable(
-        &self,
-        identity: &Identity,
-        native_id: Option<&str>,
-    ) -> Result<Outcome, ConnectorError> {
-        if self.s.directory == settings::Directory::Ad {
-            return self.disable_ad(identity, native_id).await;
-        }
-        let dn = self.account_dn(identity, native_id)?;
-        let d = self.disable_recipe()?;
-        if let Some(target) = d.move_to {
-            let new_dn = format!("{},{target}", split_dn(&dn).0);
-            return self.move_entry("move account", &dn, &new_dn).await;
-        }
-        let (attr, value) = Self::recipe_value(d)?;
-        let set = Mod::Replace(attr, HashSet::from([value]));
-        self.modify_one("disable account", &dn, set, None).await
-    }
-
-    /// Undoes the `[account.disable]` recipe (a rehire, DESIGN §13): the value it set is
-    /// removed, or the entry moves back to where `native_id`'s template puts it. Active
-    /// Directory: the ACCOUNTDISABLE bit (`account.rs`).
-    async fn enable_generic(
-        &self,
-        identity: &Identity,
-        native_id: Option<&str>,
-    ) -> Result<Outcome, ConnectorError> {
-        if self.s.directory == settings::Directory::Ad {
-            return self.enable(identity, native_id).await;
-        }
-        let dn = self.account_dn(identity, native_id)?;
-        let d = self.disable_recipe()?;
-        if d.move_to.is_some() {
-            let home = self.account_dn(identity, None)?;
-            return self.move_entry("move account back", &dn, &home).await;
-        }
-        let (attr, value) = Self::recipe_value(d)?;
-        // noSuchAttribute (16): not disabled (any more).
-        let unset = Mod::Delete(attr, HashSet::from([value]));
-        self.modify_one("enable account", &dn, unset, Some(16))
-            .await
-    }
-
-    fn disable_recipe(&self) -> Result<settings::DisableSettings, ConnectorError> {
-        self.s.account.disable.clone().ok_or_else(|| {
-            ConnectorError::permanent(
-                Some("unsupported".into()),
-                "no [account.disable] configured for this source",
-            )
-        })
-    }
-
-    fn recipe_value(d: settings::DisableSettings) -> Result<(String, String), ConnectorError> {
-        match (d.attribute, d.value) {
-            (Some(a), Some(v)) => Ok((a, v)),
-            _ => Err(ConnectorError::permanent(
-                None,
-                "[account.disable] needs attribute + value or move_to",
-            )),
         }
     }
 
