@@ -28,6 +28,9 @@ pub struct AccessRow {
     /// `pending`, `active`, `failed`, `removal_scheduled`, `removing` or `gone`, on this
     /// source ([`state`]).
     pub state: &'static str,
+    /// The account's state there as provd last left it: `enabled` or `disabled` (None:
+    /// no account known there).
+    pub account_state: Option<&'static str>,
     /// Pending: since requested; active: since granted.
     pub since: i64,
     /// The removeDate, if one is set.
@@ -138,6 +141,12 @@ pub fn rows(
                 item_description: item_description.map(str::to_string),
                 source: src.to_string(),
                 account: accounts.get(src).cloned(),
+                account_state: accounts
+                    .contains_key(src)
+                    .then(|| match h.account_disabled(src) {
+                        Some(true) => "disabled",
+                        _ => "enabled",
+                    }),
                 values,
                 state: state(h, src),
                 since,
@@ -150,7 +159,7 @@ pub fn rows(
     out
 }
 
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 14] = [
     "identity",
     "item_type",
     "item_id",
@@ -164,6 +173,7 @@ pub const COLUMNS: [&str; 13] = [
     "requester",
     "item_name",
     "item_description",
+    "account_state",
 ];
 
 pub fn cells(r: &AccessRow) -> Vec<String> {
@@ -181,6 +191,7 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.requester.clone(),
         r.item_name.clone(),
         r.item_description.clone().unwrap_or_default(),
+        r.account_state.unwrap_or_default().to_string(),
     ]
 }
 
@@ -193,6 +204,7 @@ pub fn to_json(r: &AccessRow) -> Value {
         "itemDescription": r.item_description,
         "source": r.source,
         "account": r.account,
+        "accountState": r.account_state,
         "values": r.values,
         "state": r.state,
         "since": rfc3339_ms(r.since),
@@ -297,6 +309,7 @@ mod tests {
             accounts: Some(r#"{"corp":"uid=ada,ou=people"}"#.into()),
             jobs: None,
             revoke_jobs: None,
+            disabled: Some(r#"{"corp":1}"#.into()),
         }
     }
 
@@ -319,6 +332,11 @@ mod tests {
         assert_eq!(rows[1].account, None);
         assert_eq!((rows[0].state, rows[0].since), ("active", 20));
         assert_eq!(rows[0].requester, "ci-bot");
+        // A leaver's rows say what became of the account provd disabled.
+        let corp = rows.iter().find(|r| r.source == "corp").unwrap();
+        assert_eq!(corp.account_state, Some("disabled"));
+        let wiki = rows.iter().find(|r| r.source == "wiki").unwrap();
+        assert_eq!(wiki.account_state, None, "no account known there");
         let only = super::rows(
             &[holding("active", None)],
             Some("wiki"),

@@ -51,6 +51,8 @@ pub struct Holding {
     /// A revoking holding's removal: the state of the revoke's job on each source, the
     /// latest where there were several (`{source: job state}` JSON).
     pub revoke_jobs: Option<String>,
+    /// Whether provd last disabled each account: `{source: 0|1}` JSON.
+    pub disabled: Option<String>,
 }
 
 impl Holding {
@@ -65,6 +67,17 @@ impl Holding {
     /// The grant's job state on `source` (None: it had no job there).
     pub fn job_on(&self, source: &str) -> Option<String> {
         on(self.jobs.as_deref(), source)
+    }
+
+    /// Whether the identity's account on `source` was left disabled by provd (None: no
+    /// account known there).
+    pub fn account_disabled(&self, source: &str) -> Option<bool> {
+        let map: std::collections::BTreeMap<String, i64> = self
+            .disabled
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        map.get(source).map(|d| *d != 0)
     }
 
     /// A revoking holding's removal job state on `source` (None: none there, or not
@@ -101,6 +114,7 @@ pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holdin
         accounts: r.opt_text(11)?,
         jobs: r.opt_text(12)?,
         revoke_jobs: r.opt_text(13)?,
+        disabled: r.opt_text(14)?,
     })
 }
 
@@ -112,7 +126,8 @@ pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_t
             WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id),
         (SELECT json_object_agg(j.source, j.state ORDER BY j.id)::TEXT FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
-            WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id)
+            WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id),
+        (SELECT json_object_agg(source, disabled)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND ($1::TEXT IS NULL OR a.identity_id = $1)
        AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))

@@ -137,6 +137,31 @@ async fn a_leavers_account_enabled_by_hand_is_reported() {
     assert!(import(&env, "leaver", false).status.success());
     quiet(&env).await;
     disabled(&slapd, ADA, true).await;
+    // Finding 5: a leaver's rows say the account is disabled (before: `active`, and
+    // nothing of the account); on badges once its owner has done the DISABLE task.
+    let out = env.cli(&["access", "list", "--identity", "ada", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: std::collections::BTreeSet<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().to_string(),
+                r["accountState"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("badges".to_string(), "enabled".to_string()),
+            ("corp".into(), "disabled".into()),
+            ("saas".into(), "disabled".into())
+        ]
+        .into(),
+        "{rows}"
+    );
     let drift = |source: &str| {
         let out = env.cli(&["reconcile", "--source", source, "--format", "json"]);
         assert!(

@@ -665,6 +665,31 @@ async fn check(
                 "I1 {who} on badges: disabled {disabled}, leaver {leaver}"
             ));
         }
+        // The access list's account state is the targets' (slapd's unless enabled by
+        // hand, which drift reports instead).
+        let out = env.cli(&["access", "list", "--identity", &who, "--format", "json"]);
+        let rows: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        for r in rows.as_array().into_iter().flatten() {
+            let said = r["accountState"].as_str();
+            let truth = match r["source"].as_str() {
+                Some("badges") => owner.account_of(&who).map(|(_, d)| *d),
+                Some("corp") if exists(slapd, p).await && !model.enabled.contains(&p) => Some(
+                    slapd
+                        .values(&entry(p), "employeeType")
+                        .await
+                        .iter()
+                        .any(|v| v == "disabled"),
+                ),
+                _ => None,
+            };
+            if let Some(truth) = truth
+                && said != Some(if truth { "disabled" } else { "enabled" })
+            {
+                return Err(format!(
+                    "I1 {who}: the access list says {r}, the target disabled {truth}"
+                ));
+            }
+        }
         if let Some(u) = users.values().find(|u| u["userName"] == who.as_str()) {
             let active = u["active"].as_bool().unwrap_or(true);
             if active == leaver {

@@ -104,23 +104,53 @@ async fn record_accounts(tx: &Tx<'_>, held: &[&Finish]) -> Result<u64> {
         )
         .await?;
     }
+    let written = if rows.is_empty() {
+        0
+    } else {
+        let identity: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let source: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        let native: Vec<&str> = rows.iter().map(|r| r.2).collect();
+        let job: Vec<i64> = rows.iter().map(|r| r.3).collect();
+        let now: Vec<i64> = rows.iter().map(|r| r.4).collect();
+        exec(
+            tx,
+            "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at)
+             SELECT u.identity_id, u.source, u.native_id, 'active', u.job_id, u.now
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
+                  AS u(identity_id, source, native_id, job_id, now)
+             ON CONFLICT (identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
+                updated_at = excluded.updated_at",
+            &[&identity, &source, &native, &job, &now],
+        )
+        .await?
+    };
+    record_status(tx, held).await?;
+    Ok(written)
+}
+
+/// The accounts the held ends' calls disabled or enabled (`rules::status_after`), after
+/// they were written: the later end wins where one account comes twice.
+async fn record_status(tx: &Tx<'_>, held: &[&Finish]) -> Result<u64> {
+    let mut rows: Vec<(&str, &str, i64)> = Vec::new();
+    for f in held {
+        if let Some(disabled) = crate::store::rules::status_after(&f.job, &f.ops) {
+            let (identity, source) = (f.job.identity_id.as_str(), f.job.source.as_str());
+            rows.retain(|r| (r.0, r.1) != (identity, source));
+            rows.push((identity, source, i64::from(disabled)));
+        }
+    }
     if rows.is_empty() {
         return Ok(0);
     }
     let identity: Vec<&str> = rows.iter().map(|r| r.0).collect();
     let source: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let native: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let job: Vec<i64> = rows.iter().map(|r| r.3).collect();
-    let now: Vec<i64> = rows.iter().map(|r| r.4).collect();
+    let disabled: Vec<i64> = rows.iter().map(|r| r.2).collect();
     exec(
         tx,
-        "INSERT INTO accounts (identity_id, source, native_id, state, job_id, updated_at)
-         SELECT u.identity_id, u.source, u.native_id, 'active', u.job_id, u.now
-         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
-              AS u(identity_id, source, native_id, job_id, now)
-         ON CONFLICT (identity_id, source) DO UPDATE SET native_id = excluded.native_id, state = 'active',
-            updated_at = excluded.updated_at",
-        &[&identity, &source, &native, &job, &now],
+        "UPDATE accounts a SET disabled = u.disabled
+         FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS u(identity_id, source, disabled)
+         WHERE a.identity_id = u.identity_id AND a.source = u.source",
+        &[&identity, &source, &disabled],
     )
     .await
 }

@@ -287,4 +287,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN renamed_to TEXT;
     "#,
+    // 16: as SQLite's 16.
+    r#"
+    ALTER TABLE accounts ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];

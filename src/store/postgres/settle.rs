@@ -271,6 +271,13 @@ pub(super) async fn finish_manual(
         )
         .await?;
     }
+    if let Some(disabled) = end.set_disabled {
+        tx.execute(
+            "UPDATE accounts SET disabled = $1 WHERE identity_id = $2 AND source = $3",
+            &[&i64::from(disabled), &job.identity_id, &job.source],
+        )
+        .await?;
+    }
     if end.forget_account {
         tx.execute(
             "DELETE FROM accounts WHERE identity_id = $1 AND source = $2",

@@ -161,6 +161,8 @@ pub struct ManualEnd {
     /// A job that succeeded renamed its account: the native id becomes the key its
     /// UPDATE_ACCOUNT task named (`tasks.renamed_to`).
     pub rename_account: bool,
+    /// A job that succeeded disabled (true) or enabled or made (false) its account.
+    pub set_disabled: Option<bool>,
     /// The event: its kind (`job_` and the state) and data.
     pub kind: &'static str,
     pub data: Value,
@@ -202,6 +204,16 @@ pub fn end_manual(job: &Job, verdict: Verdict) -> Result<Option<ManualEnd>> {
                 .ops
                 .iter()
                 .any(|op| matches!(op, provd_connector_core::Operation::UpdateAccount { .. })),
+        set_disabled: succeeded
+            .then(|| {
+                job.ops.iter().rev().find_map(|op| match op {
+                    provd_connector_core::Operation::DisableAccount => Some(true),
+                    provd_connector_core::Operation::EnableAccount
+                    | provd_connector_core::Operation::CreateAccount => Some(false),
+                    _ => None,
+                })
+            })
+            .flatten(),
         kind: job_event(to),
         data: json!({ "by": "manual tasks", "error": error }),
     }))

@@ -148,6 +148,18 @@ pub fn deletes_account(job: &Job, ops: &[OpRecord]) -> bool {
         .any(|r| job.ops.get(r.index) == Some(&provd_connector_core::Operation::DeleteAccount))
 }
 
+/// What an attempt's calls leave the account's status as (true: disabled), when they say:
+/// the last DISABLE or ENABLE among them, or an account made afresh (enabled).
+pub fn status_after(job: &Job, ops: &[OpRecord]) -> Option<bool> {
+    use provd_connector_core::Operation;
+    ops.iter().rev().find_map(|r| match job.ops.get(r.index)? {
+        Operation::DisableAccount => Some(true),
+        Operation::EnableAccount => Some(false),
+        _ if matches!(r.outcome, "created" | "recreated") => Some(false),
+        _ => None,
+    })
+}
+
 pub fn call_event(job: &Job, op: &OpRecord) -> serde_json::Value {
     let kind = job.ops.get(op.index).map(|o| o.kind().as_str());
     serde_json::json!({ "op": kind, "index": op.index, "outcome": op.outcome,

@@ -22,7 +22,8 @@ pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_typ
         (SELECT json_group_object(source, state) FROM (SELECT j.source, j.state FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
             WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id
-            ORDER BY j.id))
+            ORDER BY j.id)),
+        (SELECT json_group_object(source, disabled) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND (?1 IS NULL OR a.identity_id = ?1)
        AND (?2 IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = ?2), ?2))

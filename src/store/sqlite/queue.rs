@@ -95,6 +95,10 @@ fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64, actor: &st
             ),
         )?;
     }
+    if let Some(disabled) = crate::store::rules::status_after(job, ops) {
+        tx.prepare_cached("UPDATE accounts SET disabled = ? WHERE identity_id = ? AND source = ?")?
+            .execute(params![disabled, job.identity_id, job.source])?;
+    }
     if crate::store::rules::deletes_account(job, ops) {
         tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
             .execute(params![job.identity_id, job.source])?;

@@ -375,4 +375,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN renamed_to TEXT;
     "#,
+    // 16: whether provd's last word on the account was a disable (issue 33, finding 5: a
+    // leaver's rows say their account's state).
+    r#"
+    ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

@@ -215,6 +215,10 @@ pub(crate) fn finish_manual(
         )?
         .execute(params![now, job_id, job.identity_id, job.source])?;
     }
+    if let Some(disabled) = end.set_disabled {
+        tx.prepare_cached("UPDATE accounts SET disabled = ? WHERE identity_id = ? AND source = ?")?
+            .execute(params![disabled, job.identity_id, job.source])?;
+    }
     if end.forget_account {
         tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
             .execute(params![job.identity_id, job.source])?;
