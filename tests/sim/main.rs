@@ -17,9 +17,10 @@
 //!
 //! Also: a manual source whose owner does each task and exports (I6), drift that must
 //! report exactly the hand-made changes (I1), agents killed with -9, and on PostgreSQL
-//! (`PROVD_TEST_STORE=postgres`) two agents. Not yet: startDates, out-of-band adds of
-//! people provd does not manage, owners answering late or failing, the audit-trail
-//! invariant (I4).
+//! (`PROVD_TEST_STORE=postgres`) two agents, and I4: every call provd made belongs to a
+//! request naming its requester, every LDAP membership provd gave has its call on the
+//! trail. Not yet: startDates, out-of-band adds of people provd does not manage, owners
+//! answering late, failing or after a withdrawal.
 
 // Test code built without the test harness (its own `main`, for its own flags), so not
 // under cfg(test): the lints that keep panics out of the agent do not apply to it.

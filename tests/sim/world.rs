@@ -560,6 +560,7 @@ async fn check(
     let settled = jiff::Timestamp::now().as_millisecond();
     drift_is_the_difference(env, slapd, model, owner).await?;
     removed_when_due(env, model, settled)?;
+    trail_names_each_step(env, slapd).await?;
     let hq = holders(env, "ent-hq")?;
     if hq != owner.holders("HQ") {
         return Err(format!(
@@ -708,6 +709,52 @@ async fn check(
                 .map_err(|e| e.to_string())?;
             if owners != [who.clone()] {
                 return Err(format!("I2 {native} on {source}: linked to {owners:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// I4: every call provd made is part of a request whose trail names its requester, and
+/// every LDAP membership provd says it gave has the call that gave it on the trail.
+async fn trail_names_each_step(env: &Env, slapd: &Slapd) -> Result<(), String> {
+    use provd_connector_core::Operation;
+    let store = env.store();
+    let events = wait(store.events_after(0, usize::MAX >> 1)).map_err(|e| e.to_string())?;
+    let requesters: BTreeMap<&str, &str> = events
+        .iter()
+        .filter(|e| e.kind == "request_accepted")
+        .filter_map(|e| Some((e.request_id.as_deref()?, e.actor.as_deref()?)))
+        .collect();
+    let mut jobs: BTreeMap<i64, provd::store::Job> = BTreeMap::new();
+    let mut given: BTreeSet<(String, String)> = BTreeSet::new();
+    for e in events.iter().filter(|e| e.kind == "connector_call") {
+        let rid = e.request_id.as_deref().unwrap_or("");
+        if requesters.get(rid).is_none_or(|a| a.is_empty()) {
+            return Err(format!(
+                "I4: call {} of request {rid} names no requester",
+                e.id
+            ));
+        }
+        let Some(job_id) = e.job_id else { continue };
+        if !jobs.contains_key(&job_id) {
+            let job = wait(store.job(job_id))
+                .map_err(|x| x.to_string())?
+                .ok_or_else(|| format!("I4: event {} names job {job_id}, which is gone", e.id))?;
+            jobs.insert(job_id, job);
+        }
+        let index = e.data["index"].as_u64().unwrap_or(u64::MAX) as usize;
+        if let (Some(Operation::AddEntitlement(ent)), Some(who)) =
+            (jobs[&job_id].ops.get(index), e.identity.as_deref())
+        {
+            given.insert((who.to_string(), ent.value.clone()));
+        }
+    }
+    let members = ldap_members(slapd).await;
+    for (ent, dn) in GROUPS {
+        for who in holders(env, ent)?.intersection(&members[ent]) {
+            if !given.contains(&(who.clone(), dn.to_string())) {
+                return Err(format!("I4: {who} in {dn} with no call on the trail"));
             }
         }
     }
