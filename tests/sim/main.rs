@@ -39,6 +39,7 @@ mod pg_store;
 #[path = "../it/slapd.rs"]
 mod slapd;
 
+mod checks;
 mod owner;
 mod world;
 
