@@ -23,6 +23,14 @@ impl Confirmed {
         }
     }
 
+    /// An operation found the account gone after all (deleted out of band within the
+    /// window): the next look must ask the target.
+    pub fn forget(&self, dn: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&dn.to_ascii_lowercase());
+        }
+    }
+
     pub fn recent(&self, dn: &str) -> bool {
         self.0
             .lock()

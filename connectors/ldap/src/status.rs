@@ -45,8 +45,18 @@ impl LdapConnector {
         }
         // A rehire whose entry was deleted by hand: made again first (DESIGN §21), and
         // made enabled, so the change below finds nothing to undo.
-        let (nid, recreated) = self.ensure_account(identity, native_id).await?;
-        let out = self.enable_entry(identity, nid.as_deref()).await?;
+        let (mut nid, mut recreated) = self.ensure_account(identity, native_id).await?;
+        let out = match self.enable_entry(identity, nid.as_deref()).await {
+            // Deleted after this connector last saw it (its memory of the entry is
+            // recent): looked for again, and made again.
+            Err(e) if e.code.as_deref() == Some("32") && !recreated => {
+                self.confirmed
+                    .forget(&self.account_dn(identity, nid.as_deref())?);
+                (nid, recreated) = self.ensure_account(identity, native_id).await?;
+                self.enable_entry(identity, nid.as_deref()).await?
+            }
+            done => done?,
+        };
         Ok(match (recreated, nid) {
             (true, Some(dn)) => out.after_recreate(dn),
             _ => out,
