@@ -156,7 +156,12 @@ pub async fn run(r: Restorer, stop: impl std::future::Future<Output = ()>) {
                 last.is_some()
             }
             Err(e) => {
-                tracing::error!(error = %e, "restoring recreated accounts failed");
+                // A store that is down is logged once for the whole agent, not per round.
+                let down =
+                    matches!(&e, EvidenceError::Store(s) if crate::logging::store_unavailable(s));
+                if !down {
+                    tracing::error!(error = %e, "restoring recreated accounts failed");
+                }
                 false
             }
         };
