@@ -9,7 +9,8 @@
 //!
 //! A failure prints the seed and the shortest prefix of the history that still fails.
 //! `cargo test --test sim` runs the fixed seeds CI runs; `cargo test --test sim --
-//! --seeds 200 --events 500 --all` runs more, `-- --seed 17` one. Beyond grants,
+//! --seeds 200 --events 500 --all` runs more (`--first 12` starts at seed 12), `-- --seed
+//! 17` one. Beyond grants,
 //! revokes, leavers, rehires, hand-made removals and kills, flags add: `--movers`
 //! (e-mail changes on the manual source keyed by e-mail), `--outside` (entries deleted
 //! and leavers enabled by hand on slapd, slapd down for a while), `--dates` (grants
@@ -76,7 +77,9 @@ fn main() {
     };
     let runs: Vec<(u64, usize, Mix)> = match (value("--seed"), value("--seeds")) {
         (Some(s), _) => vec![(s, events, mix)],
-        (None, Some(n)) => (1..=n).map(|s| (s, events, mix)).collect(),
+        (None, Some(n)) => (value("--first").unwrap_or(1)..=n)
+            .map(|s| (s, events, mix))
+            .collect(),
         (None, None) => CI_RUNS.to_vec(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
