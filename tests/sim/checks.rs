@@ -105,6 +105,11 @@ pub async fn check(
 ) -> Result<(), String> {
     // A removeDate falling due while the targets are read would race the reading: the
     // quiet point waits until the dates near it have passed and their removals fired.
+    // A killed leader's removals fire on another agent within one leader lease (3 s).
+    let now = jiff::Timestamp::now().as_millisecond();
+    if let Some(k) = model.killed_at.filter(|k| *k + 4_000 > now) {
+        tokio::time::sleep(Duration::from_millis((k + 4_000 - now) as u64)).await;
+    }
     let now = jiff::Timestamp::now().as_millisecond();
     if let Some(last) = model.dated.values().filter(|d| **d > now - 3_000).max() {
         tokio::time::sleep(Duration::from_millis((last + 1_500 - now).max(0) as u64)).await;

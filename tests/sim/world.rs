@@ -142,6 +142,9 @@ pub struct Model {
     pub leavers: BTreeSet<usize>,
     /// Leavers whose entry an administrator enabled again (drift until a rehire).
     pub enabled: BTreeSet<usize>,
+    /// When an agent was last killed (ms): the leader's singleton work may wait one leader
+    /// lease for another agent to take it over.
+    pub killed_at: Option<i64>,
     /// Grants due to end: their assignment's request id -> removeDate (ms). A later grant
     /// of the same item replaces the date, or clears it when it has none (DESIGN §4).
     pub dated: BTreeMap<String, i64>,
@@ -359,6 +362,7 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                 down = true;
             }
             Event::Kill => {
+                model.killed_at = Some(jiff::Timestamp::now().as_millisecond());
                 first.signal_and_wait("KILL", 10).await;
                 first = env.start().await;
             }
@@ -422,7 +426,12 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
     let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
     std::fs::write(
         d.join("provd.toml"),
-        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
+        // A short leader lease: after a kill -9 of the leader, removeDates fire again on
+        // the other agent within it (DESIGN §19), well before the next quiet point's reads.
+        conf.replace(
+            "[agent]\n",
+            "[agent]\nlifecycle = \"lifecycle.toml\"\nleader_lease = \"3s\"\n",
+        ),
     )
     .unwrap();
     let mut ids = String::from("id,firstName,lastName,email,lifecycleState\n");
