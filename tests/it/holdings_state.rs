@@ -43,19 +43,11 @@ async fn the_access_list_shows_each_half_of_a_grant_as_it_went() {
         by_source,
         [("corp", "failed"), ("saas", "succeeded")].into()
     );
-    let out = env.cli(&["access", "list", "--identity", "ada", "--format", "json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let states: std::collections::BTreeMap<String, String> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["source"].as_str().unwrap().to_string(),
-                r["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let rows = json_rows(
+        &env,
+        &["access", "list", "--identity", "ada", "--format", "json"],
+    );
+    let states = per_source(&rows, "state");
     assert_eq!(
         states,
         [
@@ -63,7 +55,7 @@ async fn the_access_list_shows_each_half_of_a_grant_as_it_went() {
             ("saas".to_string(), "active".to_string())
         ]
         .into(),
-        "{rows}"
+        "{rows:?}"
     );
 }
 
@@ -139,19 +131,11 @@ async fn a_leavers_account_enabled_by_hand_is_reported() {
     disabled(&slapd, ADA, true).await;
     // Finding 5: a leaver's rows say the account is disabled (before: `active`, and
     // nothing of the account); on badges once its owner has done the DISABLE task.
-    let out = env.cli(&["access", "list", "--identity", "ada", "--format", "json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let states: std::collections::BTreeSet<(String, String)> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["source"].as_str().unwrap().to_string(),
-                r["accountState"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let rows = json_rows(
+        &env,
+        &["access", "list", "--identity", "ada", "--format", "json"],
+    );
+    let states = per_source(&rows, "accountState");
     assert_eq!(
         states,
         [
@@ -160,18 +144,10 @@ async fn a_leavers_account_enabled_by_hand_is_reported() {
             ("saas".into(), "disabled".into())
         ]
         .into(),
-        "{rows}"
+        "{rows:?}"
     );
     let drift = |source: &str| {
-        let out = env.cli(&["reconcile", "--source", source, "--format", "json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
+        json_rows(&env, &["reconcile", "--source", source, "--format", "json"])
             .iter()
             .map(|d| {
                 (
@@ -231,15 +207,7 @@ async fn an_unmanaged_member_of_a_managed_group_is_reported_and_removed_only_whe
         if fix {
             args.push("--fix");
         }
-        let out = env.cli(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
+        json_rows(&env, &args)
             .iter()
             .map(|d| {
                 (
@@ -299,4 +267,31 @@ async fn an_unmanaged_member_of_a_managed_group_is_reported_and_removed_only_whe
             ("saas".to_string(), serde_json::json!(mallory_id)),
         ]
     );
+}
+
+/// A CLI command's JSON array answer (it must succeed).
+fn json_rows(env: &crate::harness::Env, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = env.cli(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// `field` of each access-list row, by its source.
+fn per_source(
+    rows: &[serde_json::Value],
+    field: &str,
+) -> std::collections::BTreeMap<String, String> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().to_string(),
+                r[field].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
 }
