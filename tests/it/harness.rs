@@ -22,6 +22,12 @@ pub fn wait<T: Send + 'static>(f: provd::store::BoxFuture<T>) -> T {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_provd");
 
+/// The binary the harness starts: `PROVD_TEST_BIN` when set (a long simulation runs a
+/// copy, so the tree can be rebuilt meanwhile), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("PROVD_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// Polls `f` until it returns Some, or panics after `secs` with `what`.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
@@ -162,7 +168,7 @@ access_profiles = ["ap-basic"]
     }
 
     pub fn cli_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(self.config())
             .args(args)
@@ -197,7 +203,7 @@ access_profiles = ["ap-basic"]
     /// `provd run` on this environment when it is expected to refuse to start: its exit
     /// code and standard error (it would run for ever otherwise).
     pub fn run_refused(&self) -> (Option<i32>, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["run", "--config"])
             .arg(self.config())
             .env("PROVD_API__LISTEN", format!("127.0.0.1:{}", self.port))
@@ -301,7 +307,7 @@ impl Agent {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = env.path().join(format!("agent-{n}.log"));
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("run")
             .args(args)
             .arg("--config")

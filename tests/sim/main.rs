@@ -10,7 +10,8 @@
 //! A failure prints the seed and the shortest prefix of the history that still fails.
 //! `cargo test --test sim` runs the fixed seeds CI runs; `cargo test --test sim --
 //! --seeds 200 --events 500 --all` runs more (`--first 12` starts at seed 12), `-- --seed
-//! 17` one. Beyond grants,
+//! 17` one; `--jobs 3` runs three seeds at a time (each world has its own servers), and
+//! `PROVD_TEST_BIN` names a copy of the binary to run while the tree is rebuilt. Beyond grants,
 //! revokes, leavers, rehires, hand-made removals and kills, flags add: `--movers`
 //! (e-mail changes on the manual source keyed by e-mail), `--outside` (entries deleted
 //! and leavers enabled by hand on slapd, slapd down for a while), `--dates` (grants
@@ -82,31 +83,59 @@ fn main() {
             .collect(),
         (None, None) => CI_RUNS.to_vec(),
     };
+    let jobs = value("--jobs").map_or(1, |n| n.max(1) as usize);
+    // A world blocks its thread on the CLI it runs: a thread or two each.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2 * jobs.max(2))
         .enable_all()
         .build()
         .expect("a runtime");
     let started = std::time::Instant::now();
-    for (seed, events, mix) in runs {
-        let h = history(seed, events, mix);
-        if let Err(e) = rt.block_on(world::run(&h)) {
-            let (short, why) = rt.block_on(shorten(&h, e));
-            eprintln!(
-                "sim: seed {seed} fails: {why}\nshortest failing history ({} of {} events):",
-                short.len(),
-                h.len()
-            );
-            for (i, ev) in short.iter().enumerate() {
-                eprintln!("  {i:>3} {ev:?}");
+    let failed = rt.block_on(async {
+        let mut running = tokio::task::JoinSet::new();
+        let mut runs = runs.into_iter();
+        loop {
+            while running.len() < jobs {
+                let Some((seed, events, mix)) = runs.next() else {
+                    break;
+                };
+                running.spawn(async move {
+                    let h = history(seed, events, mix);
+                    let outcome = world::run(&h).await;
+                    (seed, h, outcome)
+                });
             }
-            std::process::exit(1);
+            let Some(done) = running.join_next().await else {
+                return None;
+            };
+            let (seed, h, outcome) = done.expect("a world's task");
+            match outcome {
+                Err(e) => {
+                    // The others are dropped with their servers: the failure is what matters.
+                    running.abort_all();
+                    return Some((seed, h, e));
+                }
+                Ok(()) => println!(
+                    "sim: seed {seed}: {} events ok; so far {} drifts repaired, {} manual tasks done and verified ({:.1} s)",
+                    h.len(),
+                    world::REPAIRED.load(std::sync::atomic::Ordering::Relaxed),
+                    world::ANSWERED.load(std::sync::atomic::Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                ),
+            }
         }
-        println!(
-            "sim: seed {seed}: {events} events ok; so far {} drifts repaired, {} manual tasks done and verified ({:.1} s)",
-            world::REPAIRED.load(std::sync::atomic::Ordering::Relaxed),
-            world::ANSWERED.load(std::sync::atomic::Ordering::Relaxed),
-            started.elapsed().as_secs_f64()
+    });
+    if let Some((seed, h, e)) = failed {
+        let (short, why) = rt.block_on(shorten(&h, e));
+        eprintln!(
+            "sim: seed {seed} fails: {why}\nshortest failing history ({} of {} events):",
+            short.len(),
+            h.len()
         );
+        for (i, ev) in short.iter().enumerate() {
+            eprintln!("  {i:>3} {ev:?}");
+        }
+        std::process::exit(1);
     }
 }
 
