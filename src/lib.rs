@@ -12,6 +12,7 @@ pub mod connectors;
 pub mod daemon;
 pub mod dispatch;
 pub mod evidence;
+pub mod holdings;
 pub mod intake;
 pub mod leading;
 pub mod lifecycle;

@@ -99,10 +99,24 @@ pub(super) async fn holdings(
         after,
         limit: Some(limit),
     };
-    let holdings = match state.store.holdings(q).await {
+    let mut holdings = match state.store.holdings(q).await {
         Ok(h) => h,
         Err(e) => return super::store_failed(e),
     };
+    let full = holdings.len() == limit;
+    // A page ends with an identity's last grant: one value wanted by two of its grants
+    // is one holding (DESIGN §21), never half on each page.
+    if let Some(last) = holdings.last().filter(|_| full) {
+        let rest = AccessQuery {
+            identity: Some(last.identity.clone()),
+            after: Some(last.assignment),
+            limit: None,
+        };
+        match state.store.holdings(rest).await {
+            Ok(rest) => holdings.extend(rest),
+            Err(e) => return super::store_failed(e),
+        }
+    }
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let rows = access::rows(
         &holdings,
@@ -111,10 +125,7 @@ pub(super) async fn holdings(
         &state.live.get().catalog,
     );
     // A full page may have more behind it; the cursor is the last holding read.
-    let next = holdings
-        .last()
-        .filter(|_| holdings.len() == limit)
-        .map(|h| h.assignment);
+    let next = holdings.last().filter(|_| full).map(|h| h.assignment);
     let response = if csv {
         csv_response(&access::COLUMNS, rows.iter().map(access::cells))
     } else {

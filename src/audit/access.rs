@@ -1,20 +1,20 @@
 //! `provd access list` / `GET /access/v1`: what each identity holds now, one row per item
 //! and source; and `provd access removals`: the removals removeDates caused, how late.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339_ms;
-use crate::config::{Catalog, ItemType};
-use crate::model::Granted;
+use crate::config::Catalog;
+use crate::holdings::gives;
 use crate::store::audit::{Holding, RemovalRow};
 use crate::store::rules::AssignmentState;
 
-/// One item an identity holds (or is getting, or is losing) on one source.
+/// One holding (DESIGN §21): an entitlement value an identity holds, is getting or is
+/// losing on one source, with the items that want it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessRow {
     pub identity: String,
+    /// The entitlement (for a grant with nothing to provision: the item granted).
     pub item_type: String,
     pub item_id: String,
     /// The catalog's display name and description of the item.
@@ -23,143 +23,64 @@ pub struct AccessRow {
     pub source: String,
     /// The identity's account on the source, when provd knows its native id.
     pub account: Option<String>,
-    /// The values granted there (group DNs, role names …).
+    /// The value held there (group DN, role name …): one, or none for source `-`.
     pub values: Vec<String>,
-    /// `pending`, `active`, `failed`, `removal_scheduled`, `removing` or `gone`, on this
-    /// source ([`state`]).
+    /// `pending`, `active`, `failed`, `removal_scheduled`, `removing` or `gone`
+    /// ([`crate::holdings::derive`]).
     pub state: &'static str,
     /// The account's state there as provd last left it: `enabled` or `disabled` (None:
     /// no account known there).
     pub account_state: Option<&'static str>,
     /// Pending: since requested; active: since granted.
     pub since: i64,
-    /// The removeDate, if one is set.
+    /// The removeDate, if one ends it.
     pub until: Option<i64>,
     pub request_id: String,
     pub requester: String,
+    /// The items that want it, `TYPE:id` (a role, an access profile, the entitlement).
+    pub via: Vec<String>,
 }
 
-/// The holding's state on `source` (DESIGN §21): a removal under way is `removing` there
-/// until its revoke job there succeeds (`gone`); `removal_scheduled` once a removeDate is
-/// set; else as the grant's job there went: `active` once it succeeded
-/// (whatever the grant's other sources did: issue 33, finding 5), `failed`, or `pending`;
-/// a source the grant had no job on (all of it held already) goes with the grant.
-pub fn state(h: &Holding, source: &str) -> &'static str {
-    let scheduled = h.remove_at.is_some();
-    match (h.state, h.job_on(source).as_deref()) {
-        (AssignmentState::Revoking, _) => match h.revoke_on(source).as_deref() {
-            Some("succeeded") => "gone",
-            _ => "removing",
-        },
-        (_, Some("succeeded")) | (AssignmentState::Active, None) if scheduled => {
-            "removal_scheduled"
-        }
-        (_, Some("succeeded")) | (AssignmentState::Active, None) => "active",
-        (_, Some("failed" | "canceled")) | (AssignmentState::Failed, None) => "failed",
-        _ => "pending",
-    }
-}
-
-/// Whether holding `h` (which granted `granted`) gives `item`: it is that item, or the
-/// item is part of it (an access profile of a role, an entitlement of either, as the
-/// catalog says or as it was granted). Asking by a role, an access profile or an
-/// entitlement so finds the same people (DESIGN §21; issue 33 finding 4).
-pub fn gives(h: &Holding, granted: &[Granted], item: &str, catalog: &Catalog) -> bool {
-    h.item_id == item
-        || ItemType::parse(&h.item_type)
-            .is_some_and(|ty| catalog.closure(ty, &h.item_id).contains(item))
-        || granted.iter().any(|g| g.id == item)
-}
-
-/// The entitlements `item` grants (whatever kind of item it is), by id.
-fn entitlements_in(catalog: &Catalog, item: &str) -> BTreeSet<String> {
-    [
-        ItemType::Entitlement,
-        ItemType::AccessProfile,
-        ItemType::Role,
-    ]
-    .into_iter()
-    .flat_map(|ty| catalog.expand(ty, item))
-    .map(|e| e.id.clone())
-    .chain(std::iter::once(item.to_string()))
-    .collect()
-}
-
-/// Holdings as rows, one per source each touches; with `source`, only that source's;
-/// with `item`, only the holdings that give it ([`gives`]), showing of a larger item only
-/// what `item` grants. An item with nothing to provision (all of it already held) shows
-/// once, source `-`.
+/// The holdings of `grants` as rows; with `source`, only that source's; with `item`,
+/// only the holdings that give it ([`gives`]): asking by a role, an access profile or an
+/// entitlement finds the same people (issue 33, finding 4).
 pub fn rows(
-    holdings: &[Holding],
+    grants: &[Holding],
     source: Option<&str>,
     item: Option<&str>,
     catalog: &Catalog,
 ) -> Vec<AccessRow> {
-    let mut out = Vec::new();
-    let wanted = item.map(|i| entitlements_in(catalog, i));
-    for h in holdings {
-        let mut granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
-        if let Some(i) = item {
-            if !gives(h, &granted, i, catalog) {
-                continue;
-            }
-            if h.item_id != i
-                && let Some(w) = &wanted
-            {
-                granted.retain(|g| w.contains(&g.id));
-            }
-        }
-        let accounts: BTreeMap<String, String> = h
-            .accounts
-            .as_deref()
-            .and_then(|a| serde_json::from_str(a).ok())
-            .unwrap_or_default();
-        let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for g in &granted {
-            by_source
-                .entry(g.source.as_str())
-                .or_default()
-                .push(g.value.clone());
-        }
-        if by_source.is_empty() {
-            by_source.insert("-", Vec::new());
-        }
-        let since = match h.state {
-            AssignmentState::Pending => h.created_at,
-            _ => h.active_at.unwrap_or(h.created_at),
-        };
-        let (item_name, item_description) = catalog.describe(&h.item_type, &h.item_id);
-        for (src, values) in by_source {
-            if source.is_some_and(|s| s != src) {
-                continue;
-            }
-            out.push(AccessRow {
-                identity: h.identity.clone(),
-                item_type: h.item_type.clone(),
-                item_id: h.item_id.clone(),
-                item_name: item_name.clone(),
+    crate::holdings::derive(grants)
+        .into_iter()
+        .filter(|h| source.is_none_or(|s| s == h.source))
+        .filter(|h| item.is_none_or(|i| gives(h, i, catalog)))
+        .map(|h| {
+            let (item_name, item_description) = catalog.describe(&h.item_type, &h.item_id);
+            AccessRow {
+                item_name,
                 item_description: item_description.map(str::to_string),
-                source: src.to_string(),
-                account: accounts.get(src).cloned(),
-                account_state: accounts
-                    .contains_key(src)
-                    .then(|| match h.account_disabled(src) {
-                        Some(true) => "disabled",
-                        _ => "enabled",
-                    }),
-                values,
-                state: state(h, src),
-                since,
-                until: h.remove_at,
-                request_id: h.request_id.clone(),
-                requester: h.requester.clone(),
-            });
-        }
-    }
-    out
+                values: (h.source != "-")
+                    .then(|| h.value.clone())
+                    .into_iter()
+                    .collect(),
+                via: h.via.iter().map(ToString::to_string).collect(),
+                identity: h.identity,
+                item_type: h.item_type,
+                item_id: h.item_id,
+                source: h.source,
+                account: h.account,
+                state: h.state,
+                account_state: h.account_state,
+                since: h.since,
+                until: h.until,
+                request_id: h.request_id,
+                requester: h.requester,
+            }
+        })
+        .collect()
 }
 
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "identity",
     "item_type",
     "item_id",
@@ -174,6 +95,7 @@ pub const COLUMNS: [&str; 14] = [
     "item_name",
     "item_description",
     "account_state",
+    "via",
 ];
 
 pub fn cells(r: &AccessRow) -> Vec<String> {
@@ -192,6 +114,7 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.item_name.clone(),
         r.item_description.clone().unwrap_or_default(),
         r.account_state.unwrap_or_default().to_string(),
+        r.via.join(";"),
     ]
 }
 
@@ -211,6 +134,7 @@ pub fn to_json(r: &AccessRow) -> Value {
         "until": r.until.map(rfc3339_ms),
         "requestId": r.request_id,
         "requester": r.requester,
+        "via": r.via,
     })
 }
 
@@ -314,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn one_row_per_source_with_its_values_and_the_state_an_auditor_reads() {
+    fn one_row_per_value_with_its_items_and_the_state_an_auditor_reads() {
         let rows = rows(&[holding("active", None)], None, None, &Catalog::default());
         assert!(
             super::rows(
@@ -325,18 +249,31 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].source, "corp");
-        assert_eq!(rows[0].values, vec!["cn=vpn", "cn=vpn2"]);
+        assert_eq!(rows.len(), 3);
+        let values: Vec<_> = rows
+            .iter()
+            .map(|r| (r.source.as_str(), r.values.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("corp", vec!["cn=vpn".to_string()]),
+                ("corp", vec!["cn=vpn2".to_string()]),
+                ("wiki", vec!["editor".to_string()])
+            ]
+        );
         assert_eq!(rows[0].account.as_deref(), Some("uid=ada,ou=people"));
-        assert_eq!(rows[1].account, None);
+        assert_eq!(
+            (rows[0].item_type.as_str(), rows[0].item_id.as_str()),
+            ("ENTITLEMENT", "vpn")
+        );
+        assert_eq!(rows[0].via, ["ROLE:eng"]);
+        assert_eq!(rows[2].account, None);
         assert_eq!((rows[0].state, rows[0].since), ("active", 20));
         assert_eq!(rows[0].requester, "ci-bot");
         // A leaver's rows say what became of the account provd disabled.
-        let corp = rows.iter().find(|r| r.source == "corp").unwrap();
-        assert_eq!(corp.account_state, Some("disabled"));
-        let wiki = rows.iter().find(|r| r.source == "wiki").unwrap();
-        assert_eq!(wiki.account_state, None, "no account known there");
+        assert_eq!(rows[0].account_state, Some("disabled"));
+        assert_eq!(rows[2].account_state, None, "no account known there");
         let only = super::rows(
             &[holding("active", None)],
             Some("wiki"),
@@ -344,69 +281,16 @@ mod tests {
             &Catalog::default(),
         );
         assert_eq!(only.len(), 1);
-        assert_eq!(state(&holding("pending", Some(5)), "corp"), "pending");
-        assert_eq!(
-            state(&holding("active", Some(5)), "corp"),
-            "removal_scheduled"
-        );
-        let mut revoking = holding("revoking", None);
-        assert_eq!(state(&revoking, "corp"), "removing");
-        // Two revokes, the first canceled: the later one's job counts.
-        revoking.revoke_jobs = Some(r#"{"corp":"canceled","corp":"succeeded"}"#.into());
-        assert_eq!(state(&revoking, "corp"), "gone");
-        assert_eq!(state(&revoking, "wiki"), "removing");
         let pending = super::rows(&[holding("pending", None)], None, None, &Catalog::default());
-        assert_eq!(pending[0].since, 10);
+        assert_eq!((pending[0].state, pending[0].since), ("pending", 10));
         let csv = cells(&rows[0]);
         assert_eq!(csv.len(), COLUMNS.len());
-        let values = COLUMNS.iter().position(|c| *c == "values").unwrap();
-        assert_eq!(csv[values], "cn=vpn;cn=vpn2");
-    }
-
-    /// Issue 33 finding 4: "who has vpn?" found only those granted `vpn` itself, never
-    /// those who got it through a role or an access profile.
-    #[test]
-    fn asking_by_a_role_a_profile_or_an_entitlement_finds_the_same_people() {
-        let file: crate::config::files::CatalogFile = toml::from_str(
-            r#"
-            [[entitlement]]
-            id = "vpn"
-            source = "corp"
-            attribute = "groups"
-            value = "cn=vpn"
-            [[entitlement]]
-            id = "wiki"
-            source = "wiki"
-            attribute = "role"
-            value = "editor"
-            [[access_profile]]
-            id = "ap-remote"
-            entitlements = ["vpn"]
-            [[role]]
-            id = "eng"
-            access_profiles = ["ap-remote"]
-            entitlements = ["wiki"]
-            "#,
-        )
-        .unwrap();
-        let sources = BTreeSet::from(["corp".to_string(), "wiki".to_string()]);
-        let (catalog, problems) = Catalog::build(file, &sources);
-        assert!(problems.is_empty(), "{problems:?}");
-        let held = [holding("active", None)];
-        for item in ["eng", "ap-remote", "vpn", "wiki"] {
-            let found = rows(&held, None, Some(item), &catalog);
-            assert!(!found.is_empty(), "asking by {item} finds ada");
-            assert!(found.iter().all(|r| r.identity == "ada"));
-        }
-        // Asked by an entitlement, a role's row shows that entitlement, not the rest.
-        let vpn = rows(&held, None, Some("vpn"), &catalog);
-        assert_eq!(vpn.len(), 1);
+        let at = |c: &str| COLUMNS.iter().position(|x| *x == c).unwrap();
         assert_eq!(
-            (vpn[0].source.as_str(), vpn[0].item_id.as_str()),
-            ("corp", "eng")
+            (csv[at("values")].as_str(), csv[at("via")].as_str()),
+            ("cn=vpn", "ROLE:eng")
         );
-        assert_eq!(vpn[0].values, vec!["cn=vpn"]);
-        assert!(rows(&held, None, Some("nothing"), &catalog).is_empty());
+        assert_eq!(to_json(&rows[0])["via"][0], "ROLE:eng");
     }
 
     #[test]

@@ -16,10 +16,10 @@ use sha2::{Digest, Sha256};
 use crate::clock::to_ms;
 use crate::config::{Config, Source};
 use crate::intake::{Intake, SubmitError};
-use crate::model::{Granted, RequestType, Requester, ValidRequest};
+use crate::model::{RequestType, Requester, ValidRequest};
 use crate::store::audit::AccessQuery;
 use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
-use crate::store::rules::{AssignmentState, TaskStatus};
+use crate::store::rules::TaskStatus;
 use crate::store::tasks::TaskFilter;
 use crate::store::{Store, StoreError};
 use check::{Drift, Grant};
@@ -89,44 +89,29 @@ pub async fn grants(
         .into_iter()
         .collect();
     let dir = crate::intake::Directory::load(config, &**store, ids).await?;
-    let mut out = Vec::new();
-    // A grant being revoked stays in, never active: its values may still be there until
-    // the removal ends, and are not unexpected meanwhile (drift is judged once a
-    // holding's operations ended: DESIGN §21).
-    for h in &holdings {
-        let granted: Vec<Granted> = serde_json::from_str(&h.entitlements).unwrap_or_default();
-        let accounts: BTreeMap<String, String> = h
-            .accounts
-            .as_deref()
-            .and_then(|a| serde_json::from_str(a).ok())
-            .unwrap_or_default();
-        // Held on this source once the grant's job here succeeded, whatever its other
-        // sources did (issue 33, finding 6: a role pending elsewhere hid missing access).
-        let active = h.state != AssignmentState::Revoking
-            && match h.job_on(&source.id).as_deref() {
-                Some(state) => state == "succeeded",
-                None => h.state == AssignmentState::Active,
-            };
-        if h.state == AssignmentState::Failed && !active {
-            continue;
-        }
-        for g in granted.into_iter().filter(|g| g.source == source.id) {
+    // Every holding on this source (DESIGN §21), whatever its state: one being removed
+    // or whose operation failed may still be seen and is not unexpected meanwhile; only
+    // a held one can be missing (drift is judged once a holding's operations ended).
+    // Held here once its job here succeeded, whatever the grant's other sources did
+    // (issue 33, finding 6: a role pending elsewhere hid missing access).
+    Ok(crate::holdings::derive(&holdings)
+        .into_iter()
+        .filter(|h| h.source == source.id)
+        .map(|h| {
             let identity = dir.lookup(&h.identity);
-            let recorded = accounts.get(&source.id).map(String::as_str);
-            let account = account_key(source, recorded, identity.as_ref(), &h.identity);
+            let account = account_key(source, h.account.as_deref(), identity.as_ref(), &h.identity);
             // The key the identity's attributes give now (a mover renamed by sync).
             let now = account_key(source, None, identity.as_ref(), &h.identity);
-            out.push(Grant {
-                identity: h.identity.clone(),
+            Grant {
                 alias: (now != account).then_some(now),
                 account: Some(account),
-                attribute: g.attribute,
-                value: g.value,
-                active,
-            });
-        }
-    }
-    Ok(out)
+                active: h.is_held(),
+                identity: h.identity,
+                attribute: h.attribute,
+                value: h.value,
+            }
+        })
+        .collect())
 }
 
 /// Identities with a job on `source` still under way: a repair would race it, and its

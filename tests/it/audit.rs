@@ -448,6 +448,12 @@ async fn the_access_list_pages_and_refuses_parameters_it_does_not_know() {
             json!({ "requestedFor": chunk, "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] }),
         );
     }
+    // p06's value is wanted twice, its grants either side of the first page's end: one
+    // holding (DESIGN §21), on one page.
+    crate::flow::submit(
+        &env,
+        json!({ "requestedFor": ["p06"], "requestedItems": [{ "type": "ACCESS_PROFILE", "id": "ap-view" }] }),
+    );
     let agent = env.start().await;
     let token = env.token().to_string();
     let mut url = format!("{}/access/v1?limit=7", agent.base);
@@ -472,6 +478,12 @@ async fn the_access_list_pages_and_refuses_parameters_it_does_not_know() {
             page.iter()
                 .map(|h| h["identity"].as_str().unwrap().to_string()),
         );
+        if let Some(p06) = page.iter().find(|h| h["identity"] == "p06") {
+            assert_eq!(
+                p06["via"],
+                json!(["ACCESS_PROFILE:ap-view", "ENTITLEMENT:ent-view"])
+            );
+        }
         match link {
             Some(l) => {
                 let next = l.trim_start_matches('<').split('>').next().unwrap();

@@ -338,9 +338,16 @@ fn removed_when_due(env: &Env, model: &Model, settled: i64) -> Result<(), String
     let out = env.cli(&["access", "list", "--format", "json"]);
     let rows: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     let live = ["active", "pending", "removal_scheduled", "removing"];
+    // A holding's `until` is set only when every grant that wants it ends (DESIGN §21):
+    // one wanted by an undated grant too stays, rightly.
+    let cutoff = settled - 5_000;
     for r in rows.as_array().into_iter().flatten() {
-        let rid = r["requestId"].as_str().unwrap_or("");
-        if due.contains(rid) && live.iter().any(|s| r["state"] == *s) {
+        let until = r["until"]
+            .as_str()
+            .and_then(|u| u.parse::<jiff::Timestamp>().ok());
+        if until.is_some_and(|u| u.as_millisecond() <= cutoff)
+            && live.iter().any(|s| r["state"] == *s)
+        {
             return Err(format!("I3: held after its removeDate: {r}"));
         }
     }
