@@ -166,3 +166,41 @@ pub(crate) fn job_from(r: &impl Cells, with_epoch: bool) -> Result<Job> {
         },
     })
 }
+
+/// How many assignments a job grants (its grant items'), and how many of them are still
+/// wanted (pending, active or failed): a retry of a grant job none of whose grants is
+/// wanted any more would give the access again (see [`super::rules::operator::retry`]).
+pub(crate) fn grants_of_job_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN a.state IN ('pending','active','failed') THEN 1 ELSE 0 END), 0)
+         FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id
+         JOIN assignments a ON a.id = ri.assignment_id
+         WHERE ij.job_id = {} AND ri.effect = 'grant'",
+        p(1)
+    )
+}
+
+/// The jobs queued after one on the same identity and source, not canceled: `id`,
+/// `operations` (see [`super::rules::operator::retry`]).
+pub(crate) fn later_jobs_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "SELECT id, operations FROM jobs
+         WHERE identity_id = {} AND source = {} AND id > {} AND state <> 'canceled' ORDER BY id",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
+/// Rows of [`later_jobs_sql`] with their operations read.
+pub(crate) fn parse_ops(
+    rows: Vec<(i64, String)>,
+) -> super::Result<Vec<(i64, Vec<provd_connector_core::Operation>)>> {
+    rows.into_iter()
+        .map(|(id, ops)| {
+            serde_json::from_str(&ops)
+                .map(|ops| (id, ops))
+                .map_err(|e| super::StoreError::Corrupt(format!("job {id}: operations: {e}")))
+        })
+        .collect()
+}

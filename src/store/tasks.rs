@@ -4,6 +4,18 @@
 use super::jobs::JobState;
 use super::rules::states::TaskStatus;
 
+/// How both backends open a task: a job retried after its owner answered FAILED already
+/// has a task for the operation (failed, or canceled with the job); it is sent again,
+/// open, as new work. Without this the retried job waited in `manual` with nothing
+/// open for anyone to answer (found by the simulation, issue 33). A done task stays done.
+pub(crate) const OPEN_TASK_CONFLICT: &str = "ON CONFLICT (job_id, op_index) DO UPDATE SET
+        status = 'open', resolution = NULL, resolved_by = NULL, note = NULL, resolved_at = NULL,
+        verified_at = NULL, owner = excluded.owner, identity_name = excluded.identity_name,
+        account = excluded.account, created_at = excluded.created_at, due_at = excluded.due_at,
+        renamed_to = excluded.renamed_to
+     WHERE tasks.status IN ('failed', 'canceled')
+     RETURNING id";
+
 /// A task to open for operation `op_index` of a job.
 #[derive(Debug, Clone)]
 pub struct NewTask {

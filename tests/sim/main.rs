@@ -58,7 +58,7 @@ const CI_RUNS: [(u64, usize, Mix); 6] = [
     (3, 30, Mix::NONE),
     (8, 30, Mix::NONE),
     (4, 45, Mix::MOVERS),
-    (6, 60, Mix::ALL),
+    (6, 60, Mix::FIRST),
 ];
 
 fn main() {
@@ -75,6 +75,9 @@ fn main() {
         movers: flag("--movers"),
         outside: flag("--outside"),
         dates: flag("--dates"),
+        starts: flag("--starts"),
+        strangers: flag("--strangers"),
+        owners: flag("--owners"),
     };
     let runs: Vec<(u64, usize, Mix)> = match (value("--seed"), value("--seeds")) {
         (Some(s), _) => vec![(s, events, mix)],
@@ -116,10 +119,11 @@ fn main() {
                     return Some((seed, h, e));
                 }
                 Ok(()) => println!(
-                    "sim: seed {seed}: {} events ok; so far {} drifts repaired, {} manual tasks done and verified ({:.1} s)",
+                    "sim: seed {seed}: {} events ok; so far {} drifts repaired, {} manual tasks done and verified, {} done after withdrawal ({:.1} s)",
                     h.len(),
                     world::REPAIRED.load(std::sync::atomic::Ordering::Relaxed),
                     world::ANSWERED.load(std::sync::atomic::Ordering::Relaxed),
+                    world::LATE.load(std::sync::atomic::Ordering::Relaxed),
                     started.elapsed().as_secs_f64()
                 ),
             }

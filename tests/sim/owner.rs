@@ -3,6 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use provd::store::rules::TaskStatus;
+use provd::store::tasks::{Task, TaskFilter};
+
 use crate::harness::{Env, wait};
 use crate::world::ANSWERED;
 
@@ -14,6 +17,15 @@ pub struct Owner {
     accounts: BTreeMap<String, (BTreeSet<String>, bool)>,
     /// Whose account each is: the owner knows people, whatever key a task names.
     of: BTreeMap<String, String>,
+    /// Away since the task with this id: the tasks after it are answered on return.
+    pub away: Option<i64>,
+    /// The next task is answered FAILED (and the operator retries its job).
+    pub fail_next: bool,
+    /// Failed jobs provd would not retry: what they granted is no longer wanted.
+    pub moot: BTreeSet<i64>,
+    /// Late answers to withdrawn tasks were given: until provd's undo tasks are done, an
+    /// export shows their effect as unexpected.
+    undoing: bool,
 }
 
 impl Owner {
@@ -88,6 +100,76 @@ impl Owner {
     pub fn account_of(&self, who: &str) -> Option<&(BTreeSet<String>, bool)> {
         self.accounts.get(self.of.get(who)?)
     }
+
+    /// Goes away: the tasks sent from now on wait for [`Owner::come_back`].
+    pub async fn go_away(&mut self, env: &Env) -> Result<(), String> {
+        if self.away.is_none() {
+            let all = wait(env.store().tasks(TaskFilter::default())).map_err(|e| e.to_string())?;
+            self.away = Some(all.iter().map(|t| t.id).max().unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Back: does every task sent while away — those provd withdrew meanwhile too, as
+    /// an owner working from the mail would — and answers them DONE through `tasks
+    /// import`, late. A withdrawn one provd undoes with a task of its own (DESIGN §15);
+    /// what it says cannot be undone that way the owner undoes by hand.
+    pub async fn come_back(&mut self, env: &Env) -> Result<(), String> {
+        let Some(since) = self.away.take() else {
+            return Ok(());
+        };
+        let sent: Vec<Task> = wait(env.store().tasks(TaskFilter::default()))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|t| t.id > since)
+            .filter(|t| matches!(t.status, TaskStatus::Open | TaskStatus::Canceled))
+            .collect();
+        if sent.is_empty() {
+            return Ok(());
+        }
+        ANSWERED.fetch_add(sent.len(), std::sync::atomic::Ordering::Relaxed);
+        let mut csv = String::from("task_id,resolution\n");
+        for t in &sent {
+            self.apply(t);
+            csv.push_str(&format!("{},DONE\n", t.id));
+        }
+        let file = env.path().join("late-answers.csv");
+        std::fs::write(&file, csv).map_err(|e| e.to_string())?;
+        let out = env.cli(&["tasks", "import", file.to_str().unwrap_or("")]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for t in sent.iter().filter(|t| t.status == TaskStatus::Canceled) {
+            crate::world::LATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if said.contains(&format!(
+                "T{} ({}) was done after provd had withdrawn it; provd cannot undo",
+                t.id, t.operation
+            )) {
+                self.undo_by_hand(t);
+            } else if !said.contains(&format!(
+                "T{} was done after provd had withdrawn it: undo requested",
+                t.id
+            )) {
+                return Err(format!(
+                    "late answer to withdrawn T{} {}: {said}",
+                    t.id, t.operation
+                ));
+            }
+        }
+        self.undoing = true;
+        hand_in(env, self, false).await.map(|_| ())
+    }
+
+    /// What provd cannot undo of a withdrawn task, the owner undoes by hand.
+    fn undo_by_hand(&mut self, t: &Task) {
+        if t.operation == "CREATE_ACCOUNT"
+            && let Some(key) = self.of.remove(&t.identity_id)
+        {
+            self.accounts.remove(&key);
+        }
+    }
 }
 
 /// The owner answers every open task, then hands in an export: it must verify every
@@ -102,6 +184,48 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
     if open.is_empty() {
         return Ok(false);
     }
+    if owner.away.is_some() {
+        return Ok(false);
+    }
+    if std::mem::take(&mut owner.fail_next) {
+        // The first open task is answered FAILED (nothing done); the operator retries its
+        // job, which sends the task again.
+        let t = &open[0];
+        let now = jiff::Timestamp::now().as_millisecond();
+        wait(store.resolve_task(
+            t.id,
+            "FAILED".into(),
+            "facilities@example.com".into(),
+            "cannot".into(),
+            now,
+        ))
+        .map_err(|e| format!("answering T{} FAILED: {e}", t.id))?;
+        let failed = wait(store.jobs(provd::store::jobs::JobFilter {
+            state: Some(provd::store::JobState::Failed),
+            source: Some("badges".into()),
+            ..Default::default()
+        }))
+        .map_err(|e| e.to_string())?;
+        let failed: Vec<_> = failed
+            .into_iter()
+            .filter(|j| !owner.moot.contains(&j.id))
+            .collect();
+        for j in failed {
+            let out = env.cli(&["jobs", "retry", &j.id.to_string()]);
+            if String::from_utf8_lossy(&out.stderr).contains(" is moot: ") {
+                owner.moot.insert(j.id);
+                continue;
+            }
+            if !out.status.success() {
+                return Err(format!(
+                    "retrying job {}: {}",
+                    j.id,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        return Ok(true);
+    }
     ANSWERED.fetch_add(open.len(), std::sync::atomic::Ordering::Relaxed);
     for t in &open {
         owner.apply(t);
@@ -115,6 +239,17 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
         ))
         .map_err(|e| format!("answering T{}: {e}", t.id))?;
     }
+    let clean = hand_in(env, owner, !owner.undoing).await?;
+    owner.undoing &= !clean;
+    Ok(true)
+}
+
+/// The owner hands in an export of the badge system: it must verify every task done so
+/// far and, when `clean` (every task answered in time), show no drift (I6). After late
+/// answers to withdrawn tasks their effect shows as unexpected until provd's undo ends.
+/// Whether the export showed no drift.
+async fn hand_in(env: &Env, owner: &Owner, clean: bool) -> Result<bool, String> {
+    let store = env.store();
     let file = env.path().join("badges-export.csv");
     std::fs::write(&file, owner.export()).map_err(|e| e.to_string())?;
     let out = env.cli(&[
@@ -126,7 +261,8 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
         file.to_str().unwrap_or(""),
     ]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() || !said.contains("drift: 0 missing, 0 unexpected") {
+    let no_drift = said.contains("drift: 0 missing, 0 unexpected");
+    if !out.status.success() || (clean && !no_drift) {
         return Err(format!(
             "I6: the owner's export after doing every task: {said}{}",
             String::from_utf8_lossy(&out.stderr)
@@ -146,5 +282,5 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
             "I6: done tasks the export does not verify: {unverified:?}\n{said}"
         ));
     }
-    Ok(true)
+    Ok(no_drift)
 }

@@ -78,6 +78,9 @@ sources = "all"
 /// Drift found (and repaired) across runs: shows the drift check is exercised.
 pub static REPAIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Tasks the owner answered DONE after provd had withdrawn them, across runs.
+pub static LATE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Manual tasks the owner did and the export verified, across runs.
 pub static ANSWERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -102,6 +105,15 @@ pub enum Event {
     GrantUntil(usize, &'static str, u64),
     /// slapd stops, and starts again at the next quiet point or hand-made change.
     Down,
+    /// A grant with a startDate this many seconds ahead.
+    GrantFrom(usize, &'static str, u64),
+    /// An administrator puts someone provd does not manage in an LDAP group by hand.
+    Stranger(&'static str),
+    /// The badge owner goes away: back at the next quiet point or hand-made change, it
+    /// does every task sent meanwhile — withdrawn ones too — and answers them late.
+    OwnerAway,
+    /// The badge owner answers the next task FAILED; the operator retries its job.
+    OwnerFails,
     /// Wait for every job to end, then check the invariants.
     Quiet,
 }
@@ -117,6 +129,12 @@ pub struct Mix {
     pub outside: bool,
     /// Grants with removeDates (`--dates`).
     pub dates: bool,
+    /// Grants with startDates (`--starts`).
+    pub starts: bool,
+    /// People provd does not manage put in its groups by hand (`--strangers`).
+    pub strangers: bool,
+    /// The badge owner answering late, after a withdrawal, or FAILED (`--owners`).
+    pub owners: bool,
 }
 
 impl Mix {
@@ -124,15 +142,26 @@ impl Mix {
         movers: false,
         outside: false,
         dates: false,
+        starts: false,
+        strangers: false,
+        owners: false,
     };
     pub const MOVERS: Mix = Mix {
         movers: true,
         ..Mix::NONE
     };
-    pub const ALL: Mix = Mix {
+    /// The first three flags (what `--all` meant before the last three).
+    pub const FIRST: Mix = Mix {
         movers: true,
         outside: true,
         dates: true,
+        ..Mix::NONE
+    };
+    pub const ALL: Mix = Mix {
+        starts: true,
+        strangers: true,
+        owners: true,
+        ..Mix::FIRST
     };
 }
 
@@ -148,6 +177,9 @@ pub struct Model {
     /// Grants due to end: their assignment's request id -> removeDate (ms). A later grant
     /// of the same item replaces the date, or clears it when it has none (DESIGN §4).
     pub dated: BTreeMap<String, i64>,
+    /// People provd does not manage, put in corp's groups by hand: (entry, group) until
+    /// `reconcile --fix` takes them out (corp says `unmanaged_members = "remove"`).
+    pub strangers: BTreeSet<(String, String)>,
 }
 
 /// xorshift64*: a history is a function of its seed alone.
@@ -167,7 +199,11 @@ impl Rng {
 /// were).
 pub fn history(seed: u64, n: usize, mix: Mix) -> Vec<Event> {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let kinds = if mix.outside || mix.dates { 20 } else { 15 };
+    let kinds = match mix {
+        m if m.starts || m.strangers || m.owners => 28,
+        m if m.outside || m.dates => 20,
+        _ => 15,
+    };
     let mut out: Vec<Event> = (0..n.saturating_sub(1))
         .map(|_| {
             let who = rng.below(PEOPLE);
@@ -184,6 +220,10 @@ pub fn history(seed: u64, n: usize, mix: Mix) -> Vec<Event> {
                 16 if mix.outside => Event::HandEnable(who),
                 17 if mix.outside => Event::Down,
                 18 | 19 if mix.dates => Event::GrantUntil(who, item, 1 + rng.below(3) as u64),
+                20 | 21 if mix.starts => Event::GrantFrom(who, item, 1 + rng.below(3) as u64),
+                22 if mix.strangers => Event::Stranger(GROUPS[rng.below(GROUPS.len())].0),
+                23 if mix.owners => Event::OwnerAway,
+                24 if mix.owners => Event::OwnerFails,
                 _ => Event::Quiet,
             }
         })
@@ -229,22 +269,28 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
     let mut down = false;
     for (step, e) in events.iter().enumerate() {
         let at = |m: String| format!("step {step} ({e:?}): {m}");
-        // Hand-made changes and checks find slapd up again.
-        if down
-            && matches!(
-                e,
-                Event::Quiet
-                    | Event::HandRemove(..)
-                    | Event::HandDelete(_)
-                    | Event::HandEnable(_)
-                    | Event::Down
-            )
-        {
+        // Hand-made changes and checks find slapd up again, and the owner back.
+        let hand = matches!(
+            e,
+            Event::Quiet
+                | Event::HandRemove(..)
+                | Event::HandDelete(_)
+                | Event::HandEnable(_)
+                | Event::Down
+                | Event::Stranger(_)
+        );
+        if down && hand {
             slapd.restart().await;
             down = false;
         }
+        if hand {
+            owner.come_back(&env).await.map_err(at)?;
+        }
         match e {
-            Event::Grant(p, item) | Event::Revoke(p, item) | Event::GrantUntil(p, item, _) => {
+            Event::Grant(p, item)
+            | Event::Revoke(p, item)
+            | Event::GrantUntil(p, item, _)
+            | Event::GrantFrom(p, item, _) => {
                 let grant = !matches!(e, Event::Revoke(..));
                 if model.leavers.contains(p) && grant {
                     continue; // refused at the door; the model says so
@@ -263,6 +309,10 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                     }
                     _ => None,
                 };
+                if let Event::GrantFrom(_, _, secs) = e {
+                    let start = jiff::Timestamp::now() + Duration::from_secs(*secs);
+                    it["startDate"] = start.to_string().into();
+                }
                 let body = json!({ "requestedFor": [person(*p)], "requestType": kind,
                     "requestedItems": [it] });
                 let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
@@ -361,12 +411,27 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                 slapd.stop();
                 down = true;
             }
+            Event::Stranger(ent) => {
+                settle(&env, &mut owner).await.map_err(at)?;
+                let group = GROUPS
+                    .iter()
+                    .find(|(e, _)| e == ent)
+                    .map_or("", |(_, d)| *d);
+                let s = format!("uid=s{step},ou=people,dc=example,dc=com");
+                slapd.ldapadd(&format!(
+                    "dn: {s}\nobjectClass: inetOrgPerson\nuid: s{step}\ncn: S\nsn: {step}\n\n\
+                     dn: {group}\nchangetype: modify\nadd: member\nmember: {s}\n"
+                ));
+                model.strangers.insert((s, group.to_string()));
+            }
+            Event::OwnerAway => owner.go_away(&env).await.map_err(at)?,
+            Event::OwnerFails => owner.fail_next = true,
             Event::Kill => {
                 model.killed_at = Some(jiff::Timestamp::now().as_millisecond());
                 first.signal_and_wait("KILL", 10).await;
                 first = env.start().await;
             }
-            Event::Quiet => crate::checks::check(&env, &slapd, &scim, &model, &mut owner)
+            Event::Quiet => crate::checks::check(&env, &slapd, &scim, &mut model, &mut owner)
                 .await
                 .map_err(at)?,
         }
@@ -396,7 +461,8 @@ fn world(slapd: &Slapd, scim: &Scim) -> Env {
          [account]\nnative_id = \"uid={{id}},ou=people,dc=example,dc=com\"\ncorrelation = \"uid\"\n\
          object_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{id}}\"\n\
          cn = \"{{firstName}} {{lastName}}\"\nsn = \"{{lastName}}\"\n\
-         [account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n",
+         [account.disable]\nattribute = \"employeeType\"\nvalue = \"disabled\"\n\
+         [reconcile]\nunmanaged_members = \"remove\"\n",
         slapd.url()
     );
     let saas = format!(

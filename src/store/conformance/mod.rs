@@ -14,7 +14,7 @@ use fixture::{Fixture, err, fixture};
 
 use super::audit::{AccessQuery, AuditQuery};
 use super::jobs::{Job, JobFilter, JobState, Retry};
-use super::tasks::{NewTask, TaskFilter};
+use super::tasks::{NewTask, TaskAnswer, TaskFilter};
 use super::{BoxFuture, Replay, Stamp, Store, StoreError};
 use crate::model::RequestType;
 
@@ -514,8 +514,68 @@ async fn manual_tasks(store: Store) -> Outcome {
     assert_eq!(rows.len(), 3, "create + two entitlements");
     assert_eq!(rows[0].operation, "CREATE_ACCOUNT");
     assert_eq!(f.store.open_task_count().await?, 3);
-    let twice = f.store.open_tasks(job, "a".into(), tasks, 2_002).await;
+    let twice = f
+        .store
+        .open_tasks(job.clone(), "a".into(), tasks.clone(), 2_002)
+        .await;
     assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    // The owner does the create and fails the first entitlement: the job fails, its last
+    // task is canceled with it. Retried, the job sends the failed and canceled tasks
+    // again, open; the done one stays done (found by the simulation: the retried job
+    // waited in `manual` with nothing open).
+    let answer = |task: i64, resolution: &str| TaskAnswer {
+        task,
+        resolution: resolution.into(),
+        resolved_by: "o@x".into(),
+        note: String::new(),
+    };
+    let out = f
+        .store
+        .resolve_tasks(
+            vec![answer(rows[0].id, "DONE"), answer(rows[1].id, "FAILED")],
+            2_003,
+        )
+        .await?;
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(f.job(job.id).await?.state, JobState::Failed);
+    f.store
+        .retry_job(
+            job.id,
+            Retry {
+                max_attempts: 3,
+                identity: None,
+            },
+            Stamp::new("cli:op", 2_004),
+        )
+        .await?;
+    let again = f.first("a", 2_005).await?;
+    f.store.open_tasks(again, "a".into(), tasks, 2_006).await?;
+    assert_eq!(f.job(job.id).await?.state, JobState::Manual);
+    let open: Vec<i64> = f
+        .store
+        .tasks(TaskFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .await?
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(open, [rows[1].id, rows[2].id], "sent again: {open:?}");
+    // Done this time: the job ends well and the account the tasks named is known.
+    let out = f
+        .store
+        .resolve_tasks(open.iter().map(|t| answer(*t, "DONE")).collect(), 2_007)
+        .await?;
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(f.job(job.id).await?.state, JobState::Succeeded);
+    assert_eq!(
+        f.store
+            .native_id("u1".into(), job.source.clone())
+            .await?
+            .as_deref(),
+        Some("u1")
+    );
     Ok(())
 }
 

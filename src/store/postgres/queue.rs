@@ -377,12 +377,31 @@ impl Queue for Postgres {
             let mut c = me.client().await?;
             let tx = c.transaction().await?;
             let j = get(&tx, id).await?.ok_or_else(|| operator::no_job(id))?;
-            let retry = operator::retry(&j, max_attempts)?;
+            let row = tx
+                .query_one(
+                    &crate::store::jobs::grants_of_job_sql(crate::store::audit::postgres_param),
+                    &[&id],
+                )
+                .await?;
+            let later = tx
+                .query(
+                    &crate::store::jobs::later_jobs_sql(crate::store::audit::postgres_param),
+                    &[&j.identity_id, &j.source, &id],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                .collect();
+            let later = crate::store::jobs::parse_ops(later)?;
+            let retry = operator::retry(&j, max_attempts, (row.get(0), row.get(1)), &later)?;
             // Each UPDATE is guarded by the state read above; one that changed nothing
             // lost a race (a claim took the job meanwhile) and must not be reported, nor
             // leave a `job_retry_requested` event, as if it had happened (issue 32).
             match retry.how {
-                RetryMove::Requeue { max_attempts } => {
+                RetryMove::Requeue {
+                    max_attempts,
+                    pending_account,
+                } => {
                     let n = tx
                         .execute(
                             "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = $1, window_start = NULL,
@@ -394,6 +413,14 @@ impl Queue for Postgres {
                         .await?;
                     guarded(n, || operator::retry_raced(id))?;
                     super::settle::unsettle(&tx, id, now).await?;
+                    if pending_account {
+                        tx.execute(
+                            "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES ($1,$2,'pending',$3,$4)
+                             ON CONFLICT (identity_id, source) DO NOTHING",
+                            &[&j.identity_id, &j.source, &id, &now],
+                        )
+                        .await?;
+                    }
                 }
                 RetryMove::RunNow => {
                     let n = tx

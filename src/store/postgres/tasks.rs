@@ -7,7 +7,9 @@ use crate::store::roles::{Fut, OpenTasks, Tasks};
 use crate::store::rules::manual::{self, Answer, TaskRow};
 use crate::store::rules::operator::guarded;
 use crate::store::rules::states::parse_stored;
-use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::tasks::{
+    OPEN_TASK_CONFLICT, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter,
+};
 use crate::store::{Result, StoreError};
 
 fn task(r: &tokio_postgres::Row) -> Task {
@@ -282,10 +284,9 @@ async fn open_in(tx: &Tx<'_>, o: &OpenTasks) -> Result<()> {
     for t in tasks {
         let row = tx
             .query_opt(
-                "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+                &format!("INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
                     account, attribute, value, request_id, created_at, due_at, status, renamed_to)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open',$14)
-                 ON CONFLICT (job_id, op_index) DO NOTHING RETURNING id",
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'open',$14) {OPEN_TASK_CONFLICT}"),
                 &[
                     &job.id,
                     &(t.op_index as i64),

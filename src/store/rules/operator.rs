@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::states::{JobState, Machine};
 use crate::store::jobs::Job;
 use crate::store::{Result, StoreError};
+use provd_connector_core::Operation;
 
 /// What canceling a job writes: the job (from the state it was read in) to `canceled`,
 /// its open tasks canceled with `reason`, a `job_canceled` event with `data`, and its
@@ -64,8 +65,14 @@ pub fn no_job(id: i64) -> StoreError {
 pub enum RetryMove {
     /// A failed job: back to `queued` with a fresh budget of attempts (counted from zero,
     /// its earlier errors kept), its identity as it is now, and its assignments in
-    /// flight again.
-    Requeue { max_attempts: u32 },
+    /// flight again. `pending_account`: the job makes its account, whose pending row
+    /// the failure dropped; it is pending again, so that a manual job ending well records
+    /// the account its tasks named (found by the simulation, issue 33: a badge account
+    /// made on a retried job was never known to provd).
+    Requeue {
+        max_attempts: u32,
+        pending_account: bool,
+    },
     /// A retrying job: due now rather than at its backoff's end.
     RunNow,
 }
@@ -77,10 +84,47 @@ pub struct Retry {
     pub data: Value,
 }
 
-/// Whether `job` may be retried, and what that writes.
-pub fn retry(job: &Job, max_attempts: u32) -> Result<Retry> {
+/// Whether `job` may be retried, and what that writes. `grants`: how many assignments
+/// the job grants and how many of them are still wanted. A grant job none of whose
+/// grants is wanted any more (revoked, or ended by its removeDate, while it had failed)
+/// is not run again: it would give access nobody wants (found by the simulation, issue
+/// 33: a badge job retried after its removeDate left the zone on the badge). Nor is a
+/// job that disables or enables an account once a `later` job (id, operations) on the
+/// same account set its state: it would undo that (a leaver's failed DISABLE retried
+/// after the rehire's ENABLE disabled the rehired person).
+pub fn retry(
+    job: &Job,
+    max_attempts: u32,
+    grants: (i64, i64),
+    later: &[(i64, Vec<Operation>)],
+) -> Result<Retry> {
+    let moot = |why: String| {
+        StoreError::Conflict(format!(
+            "job {} is moot: {why}; nothing was retried",
+            job.id
+        ))
+    };
+    if job.state.is_final() {
+        if job.kind == "grant" && grants.0 > 0 && grants.1 == 0 {
+            return Err(moot(
+                "the access it granted has been revoked or has ended since; submit a new request if it is still wanted".into(),
+            ));
+        }
+        if job.ops.iter().any(sets_status)
+            && let Some((next, _)) = later.iter().find(|(_, ops)| ops.iter().any(sets_status))
+        {
+            return Err(moot(format!(
+                "job {next} set the account's state since, and running this one again would undo that"
+            )));
+        }
+    }
     let how = match job.state {
-        s if s.can_move(JobState::Queued) && s.is_final() => RetryMove::Requeue { max_attempts },
+        s if s.can_move(JobState::Queued) && s.is_final() => RetryMove::Requeue {
+            max_attempts,
+            pending_account: job
+                .ops
+                .contains(&provd_connector_core::Operation::CreateAccount),
+        },
         JobState::Retrying => RetryMove::RunNow,
         other => {
             return Err(StoreError::Conflict(format!(
@@ -93,6 +137,14 @@ pub fn retry(job: &Job, max_attempts: u32) -> Result<Retry> {
         how,
         data: json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }),
     })
+}
+
+/// An operation that leaves the account enabled, disabled or gone.
+fn sets_status(op: &Operation) -> bool {
+    matches!(
+        op,
+        Operation::DisableAccount | Operation::EnableAccount | Operation::DeleteAccount
+    )
 }
 
 /// What a retry answers when its guarded write matched nothing: a claim took the job
@@ -159,24 +211,56 @@ mod tests {
     #[test]
     fn a_retry_requeues_a_failure_and_hurries_a_backoff() {
         use JobState::*;
-        let r = retry(&job(Failed), 5).map_err(|e| e.to_string());
+        let r = retry(&job(Failed), 5, (1, 1), &[]).map_err(|e| e.to_string());
         assert_eq!(
             r.map(|r| (r.how, r.data)),
             Ok((
-                RetryMove::Requeue { max_attempts: 5 },
+                RetryMove::Requeue {
+                    max_attempts: 5,
+                    pending_account: false
+                },
                 json!({ "from": "failed", "attempts_before": 2, "max_attempts": 5 })
             ))
         );
         assert_eq!(
-            retry(&job(Retrying), 5).ok().map(|r| r.how),
+            retry(&job(Retrying), 5, (0, 0), &[]).ok().map(|r| r.how),
             Some(RetryMove::RunNow)
         );
         for s in [Queued, Running, Manual, Succeeded, Canceled] {
             assert!(
-                matches!(retry(&job(s), 5), Err(StoreError::Conflict(_))),
+                matches!(retry(&job(s), 5, (0, 0), &[]), Err(StoreError::Conflict(_))),
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_failed_grant_nobody_wants_any_more_is_not_run_again() {
+        let mut failed = job(JobState::Failed);
+        failed.kind = "grant".into();
+        let e = retry(&failed, 5, (2, 0), &[]).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("is moot: the access it granted has been revoked")));
+        assert!(
+            retry(&failed, 5, (2, 1), &[]).is_ok(),
+            "one grant still wanted"
+        );
+        failed.kind = "revoke".into();
+        assert!(retry(&failed, 5, (0, 0), &[]).is_ok());
+    }
+
+    #[test]
+    fn a_failed_disable_is_not_run_again_after_a_later_job_set_the_account_state() {
+        let mut failed = job(JobState::Failed);
+        failed.ops = vec![Operation::DisableAccount];
+        let grant = (9, vec![Operation::CreateAccount]);
+        let enable = (12, vec![Operation::EnableAccount]);
+        assert!(retry(&failed, 5, (0, 0), std::slice::from_ref(&grant)).is_ok());
+        let e = retry(&failed, 5, (0, 0), &[grant, enable])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.contains("job 7 is moot: job 12 set the account's state since"))
+        );
     }
 
     #[test]

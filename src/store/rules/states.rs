@@ -214,8 +214,15 @@ impl Machine for TaskStatus {
     const WHAT: &'static str = "task";
     const MOVES: &'static [(Self, Self)] = {
         use TaskStatus::*;
-        // The owner's answer, or the job canceled or failed by another task.
-        &[(Open, Done), (Open, Failed), (Open, Canceled)]
+        // The owner's answer, or the job canceled or failed by another task; a failed
+        // job retried sends its failed and canceled tasks again.
+        &[
+            (Open, Done),
+            (Open, Failed),
+            (Open, Canceled),
+            (Failed, Open),
+            (Canceled, Open),
+        ]
     };
 
     fn as_str(self) -> &'static str {
@@ -320,11 +327,14 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_task_stays_closed() {
+    fn a_done_task_stays_done_and_only_a_retry_reopens_the_others() {
         use TaskStatus::*;
-        for from in [Done, Failed, Canceled] {
+        for to in TaskStatus::ALL {
+            assert!(!Done.can_move(*to), "done → {to}");
+        }
+        for from in [Failed, Canceled] {
             for to in TaskStatus::ALL {
-                assert!(!from.can_move(*to), "{from} → {to}");
+                assert_eq!(from.can_move(*to), *to == Open, "{from} → {to}");
             }
         }
     }

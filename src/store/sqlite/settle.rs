@@ -77,9 +77,22 @@ impl Sqlite {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let job = get(&tx, id)?.ok_or_else(|| operator::no_job(id))?;
-            let retry = operator::retry(&job, retry.max_attempts)?;
+            let grants = tx
+                .prepare_cached(&crate::store::jobs::grants_of_job_sql(crate::store::audit::sqlite_param))?
+                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            let later = tx
+                .prepare_cached(&crate::store::jobs::later_jobs_sql(crate::store::audit::sqlite_param))?
+                .query_map(params![job.identity_id, job.source, id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let later = crate::store::jobs::parse_ops(later)?;
+            let retry = operator::retry(&job, retry.max_attempts, grants, &later)?;
             match retry.how {
-                RetryMove::Requeue { max_attempts } => {
+                RetryMove::Requeue {
+                    max_attempts,
+                    pending_account,
+                } => {
                     let n = tx.prepare_cached(
                         "UPDATE jobs SET state = 'queued', attempt = 0, max_attempts = ?, window_start = NULL,
                             next_attempt_at = NULL, finalized_at = NULL, updated_at = ?,
@@ -89,6 +102,13 @@ impl Sqlite {
                     .execute(params![max_attempts, now, identity, id, job.state.as_str()])?;
                     guarded(n as u64, || operator::retry_raced(id))?;
                     unsettle(&tx, id, now)?;
+                    if pending_account {
+                        tx.prepare_cached(
+                            "INSERT INTO accounts (identity_id, source, state, job_id, updated_at) VALUES (?,?,'pending',?,?)
+                             ON CONFLICT(identity_id, source) DO NOTHING",
+                        )?
+                        .execute(params![job.identity_id, job.source, id, now])?;
+                    }
                 }
                 RetryMove::RunNow => {
                     let n = tx.prepare_cached("UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'retrying'")?

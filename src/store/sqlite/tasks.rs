@@ -5,7 +5,9 @@ use super::Sqlite;
 use crate::store::jobs::JobState;
 use crate::store::mail::MailMark;
 use crate::store::roles::{Fut, OpenTasks, Tasks};
-use crate::store::tasks::{Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter};
+use crate::store::tasks::{
+    OPEN_TASK_CONFLICT, Overdue, Resolved, Task, TaskAnswer, TaskBrief, TaskFilter,
+};
 use crate::store::{Result, StoreError};
 
 use crate::store::rules::manual::{self, TaskRow};
@@ -74,13 +76,13 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
     }
     let mut opened = Vec::new();
     for t in tasks {
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
+        let id: Option<i64> = tx
+            .prepare_cached(&format!(
+                "INSERT INTO tasks (job_id, op_index, source, owner, identity_id, identity_name, operation,
                     account, attribute, value, request_id, created_at, due_at, status, renamed_to)
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?)",
-            )?
-            .execute(params![
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'open',?) {OPEN_TASK_CONFLICT}"
+            ))?
+            .query_row(params![
                 job.id,
                 t.op_index as i64,
                 job.source,
@@ -95,10 +97,9 @@ fn open_in(tx: &Connection, o: &OpenTasks) -> Result<()> {
                 now,
                 t.due_at,
                 t.renamed_to
-            ])?;
-        if inserted > 0 {
-            opened.push(tx.last_insert_rowid());
-        }
+            ], |r| r.get(0))
+            .optional()?;
+        opened.extend(id);
     }
     let actor = crate::model::agent_actor(owner);
     let owner = tasks.first().map(|t| t.owner.as_str());
