@@ -23,6 +23,8 @@ pub struct Owner {
     pub fail_next: bool,
     /// Failed jobs provd would not retry: what they granted is no longer wanted.
     pub moot: BTreeSet<i64>,
+    /// Tasks sent before going away, already worked on: answered on return too.
+    pub late: BTreeSet<i64>,
     /// Late answers to withdrawn tasks were given: until provd's undo tasks are done, an
     /// export shows their effect as unexpected.
     undoing: bool,
@@ -121,9 +123,10 @@ impl Owner {
         let sent: Vec<Task> = wait(env.store().tasks(TaskFilter::default()))
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|t| t.id > since)
+            .filter(|t| t.id > since || self.late.contains(&t.id))
             .filter(|t| matches!(t.status, TaskStatus::Open | TaskStatus::Canceled))
             .collect();
+        self.late.clear();
         if sent.is_empty() {
             return Ok(());
         }

@@ -114,6 +114,9 @@ pub enum Event {
     OwnerAway,
     /// The badge owner answers the next task FAILED; the operator retries its job.
     OwnerFails,
+    /// The operator cancels the newest badge grant waiting on its owner: its tasks are
+    /// withdrawn, though its owner, at work on them, does them and answers late.
+    Withdraw(usize),
     /// Wait for every job to end, then check the invariants.
     Quiet,
 }
@@ -224,6 +227,7 @@ pub fn history(seed: u64, n: usize, mix: Mix) -> Vec<Event> {
                 22 if mix.strangers => Event::Stranger(GROUPS[rng.below(GROUPS.len())].0),
                 23 if mix.owners => Event::OwnerAway,
                 24 if mix.owners => Event::OwnerFails,
+                25 if mix.owners => Event::Withdraw(who),
                 _ => Event::Quiet,
             }
         })
@@ -426,6 +430,94 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
             }
             Event::OwnerAway => owner.go_away(&env).await.map_err(at)?,
             Event::OwnerFails => owner.fail_next = true,
+            Event::Withdraw(p) => {
+                // The person asks for the HQ zone (when not a leaver); once the badge job
+                // waits on its owner, it is withdrawn.
+                let mut rid = None;
+                if !model.leavers.contains(p) {
+                    let body = json!({ "requestedFor": [person(*p)], "requestedItems":
+                        [{ "type": "ENTITLEMENT", "id": "ent-hq", "comment": "sim" }] });
+                    let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
+                    if !out.status.success() {
+                        return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
+                    }
+                    let answer: Value =
+                        serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
+                    rid = ["newRequests", "existingRequests"].iter().find_map(|k| {
+                        answer[k][0]["accessRequestIds"][0]
+                            .as_str()
+                            .map(str::to_string)
+                    });
+                    // A grant again clears a removeDate (DESIGN §4).
+                    if let Some(r) = &rid {
+                        model.dated.remove(r);
+                    }
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let waiting = loop {
+                    let waiting =
+                        crate::harness::wait(env.store().jobs(provd::store::jobs::JobFilter {
+                            state: Some(provd::store::JobState::Manual),
+                            source: Some("badges".into()),
+                            ..Default::default()
+                        }))
+                        .map_err(|x| at(x.to_string()))?;
+                    let busy = match &rid {
+                        Some(r) => {
+                            crate::harness::wait(env.store().jobs(provd::store::jobs::JobFilter {
+                                request_id: Some(r.clone()),
+                                ..Default::default()
+                            }))
+                            .map_err(|x| at(x.to_string()))?
+                            .iter()
+                            .any(|j| {
+                                matches!(
+                                    j.state,
+                                    provd::store::JobState::Queued
+                                        | provd::store::JobState::Running
+                                )
+                            })
+                        }
+                        None => false,
+                    };
+                    if !busy || std::time::Instant::now() > deadline {
+                        break waiting;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                // A grant withdrawn (a lifecycle job canceled would leave a leaver
+                // enabled: that is the operator's doing, not provd's).
+                let grant = |j: &&provd::store::Job| {
+                    j.kind == "grant"
+                        && j.ops.iter().all(|o| {
+                            matches!(
+                                o,
+                                provd_connector_core::Operation::CreateAccount
+                                    | provd_connector_core::Operation::AddEntitlement(_)
+                            )
+                        })
+                };
+                if let Some(j) = waiting.iter().filter(grant).max_by_key(|j| j.id) {
+                    // The owner is at work on its tasks, from the mail, and answers
+                    // later: after provd withdrew them.
+                    let open =
+                        crate::harness::wait(env.store().tasks(provd::store::tasks::TaskFilter {
+                            open_only: true,
+                            source: Some("badges".into()),
+                            ..Default::default()
+                        }))
+                        .map_err(|x| at(x.to_string()))?;
+                    owner.go_away(&env).await.map_err(at)?;
+                    owner.late.extend(
+                        open.iter()
+                            .filter(|t| {
+                                t.identity_id == j.identity_id && t.request_id == j.request_id
+                            })
+                            .map(|t| t.id),
+                    );
+                    let _ = env.cli(&["jobs", "cancel", &j.id.to_string()]);
+                }
+            }
             Event::Kill => {
                 model.killed_at = Some(jiff::Timestamp::now().as_millisecond());
                 first.signal_and_wait("KILL", 10).await;
