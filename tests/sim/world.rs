@@ -271,203 +271,206 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
     let mut owner = Owner::default();
     let mut moves: BTreeMap<usize, u32> = BTreeMap::new();
     let mut down = false;
-    for (step, e) in events.iter().enumerate() {
-        let at = |m: String| format!("step {step} ({e:?}): {m}");
-        // Hand-made changes and checks find slapd up again, and the owner back.
-        let hand = matches!(
-            e,
-            Event::Quiet
-                | Event::HandRemove(..)
-                | Event::HandDelete(_)
-                | Event::HandEnable(_)
-                | Event::Down
-                | Event::Stranger(_)
-        );
-        if down && hand {
-            slapd.restart().await;
-            down = false;
-        }
-        if hand {
-            owner.come_back(&env).await.map_err(at)?;
-        }
-        match e {
-            Event::Grant(p, item)
-            | Event::Revoke(p, item)
-            | Event::GrantUntil(p, item, _)
-            | Event::GrantFrom(p, item, _) => {
-                let grant = !matches!(e, Event::Revoke(..));
-                if model.leavers.contains(p) && grant {
-                    continue; // refused at the door; the model says so
-                }
-                let kind = if grant {
-                    "GRANT_ACCESS"
-                } else {
-                    "REVOKE_ACCESS"
-                };
-                let mut it = json!({ "type": item_type(item), "id": item, "comment": "sim" });
-                let due = match e {
-                    Event::GrantUntil(_, _, secs) => {
-                        let due = jiff::Timestamp::now() + Duration::from_secs(*secs);
-                        it["removeDate"] = due.to_string().into();
-                        Some(due.as_millisecond())
+    // A failure keeps the world's directory (agent logs, store) where SIM_KEEP says.
+    let outcome: Result<(), String> = async {
+        for (step, e) in events.iter().enumerate() {
+            let at = |m: String| format!("step {step} ({e:?}): {m}");
+            // Hand-made changes and checks find slapd up again, and the owner back.
+            let hand = matches!(
+                e,
+                Event::Quiet
+                    | Event::HandRemove(..)
+                    | Event::HandDelete(_)
+                    | Event::HandEnable(_)
+                    | Event::Down
+                    | Event::Stranger(_)
+            );
+            if down && hand {
+                slapd.restart().await;
+                down = false;
+            }
+            if hand {
+                owner.come_back(&env).await.map_err(at)?;
+            }
+            match e {
+                Event::Grant(p, item)
+                | Event::Revoke(p, item)
+                | Event::GrantUntil(p, item, _)
+                | Event::GrantFrom(p, item, _) => {
+                    let grant = !matches!(e, Event::Revoke(..));
+                    if model.leavers.contains(p) && grant {
+                        continue; // refused at the door; the model says so
                     }
-                    _ => None,
-                };
-                if let Event::GrantFrom(_, _, secs) = e {
-                    let start = jiff::Timestamp::now() + Duration::from_secs(*secs);
-                    it["startDate"] = start.to_string().into();
-                }
-                let body = json!({ "requestedFor": [person(*p)], "requestType": kind,
-                    "requestedItems": [it] });
-                let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
-                if !out.status.success() {
-                    return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
-                }
-                if grant {
-                    let answer: Value =
-                        serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
-                    let ids = |k: &str| {
-                        answer[k][0]["accessRequestIds"][0]
-                            .as_str()
-                            .map(str::to_string)
+                    let kind = if grant {
+                        "GRANT_ACCESS"
+                    } else {
+                        "REVOKE_ACCESS"
                     };
-                    if let Some(rid) = ids("newRequests").or_else(|| ids("existingRequests")) {
-                        match due {
-                            Some(due) => model.dated.insert(rid, due),
-                            None => model.dated.remove(&rid),
-                        };
+                    let mut it = json!({ "type": item_type(item), "id": item, "comment": "sim" });
+                    let due = match e {
+                        Event::GrantUntil(_, _, secs) => {
+                            let due = jiff::Timestamp::now() + Duration::from_secs(*secs);
+                            it["removeDate"] = due.to_string().into();
+                            Some(due.as_millisecond())
+                        }
+                        _ => None,
+                    };
+                    if let Event::GrantFrom(_, _, secs) = e {
+                        let start = jiff::Timestamp::now() + Duration::from_secs(*secs);
+                        it["startDate"] = start.to_string().into();
                     }
-                }
-            }
-            Event::Leave(p) | Event::Rehire(p) | Event::Move(p) => {
-                let agent = match &second {
-                    Some(s) if step % 2 == 1 => s,
-                    _ => &first,
-                };
-                let state = match e {
-                    Event::Leave(_) => "leaver",
-                    Event::Rehire(_) => "active",
-                    _ if model.leavers.contains(p) => "leaver",
-                    _ => "active",
-                };
-                if matches!(e, Event::Move(_)) {
-                    *moves.entry(*p).or_default() += 1;
-                }
-                let email = match moves.get(p) {
-                    Some(n) if *n > 0 => format!("p{p}.{n}@example.com"),
-                    _ => format!("p{p}@example.com"),
-                };
-                let body = json!({ "firstName": "P", "lastName": p.to_string(),
-                    "email": email, "lifecycleState": state });
-                let r = agent
-                    .http
-                    .put(format!("{}/identities/v1/{}", agent.base, person(*p)))
-                    .bearer_auth(env.token())
-                    .header("Provd-Confirm", "true")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .map_err(|x| at(x.to_string()))?;
-                if r.status() != 200 {
-                    return Err(at(format!("PUT answered {}", r.status())));
-                }
-                if state == "leaver" {
-                    model.leavers.insert(*p);
-                } else {
-                    model.leavers.remove(p);
-                    // Rehired: provd enables the entry, as the hand did.
-                    model.enabled.remove(p);
-                }
-            }
-            Event::HandRemove(p, ent) => {
-                // Out of band, between provd's own changes.
-                settle(&env, &mut owner).await.map_err(at)?;
-                let dn = GROUPS
-                    .iter()
-                    .find(|(e, _)| e == ent)
-                    .map_or("", |(_, d)| *d);
-                let member = entry(*p);
-                if slapd.values(dn, "member").await.contains(&member) {
-                    slapd.ldapadd(&format!(
-                        "dn: {dn}\nchangetype: modify\ndelete: member\nmember: {member}\n"
-                    ));
-                }
-            }
-            Event::HandDelete(p) => {
-                settle(&env, &mut owner).await.map_err(at)?;
-                if exists(&slapd, *p).await {
-                    slapd.ldapadd(&format!("dn: {}\nchangetype: delete\n", entry(*p)));
-                    model.enabled.remove(p);
-                }
-            }
-            Event::HandEnable(p) => {
-                settle(&env, &mut owner).await.map_err(at)?;
-                let disabled = slapd.values(&entry(*p), "employeeType").await;
-                if model.leavers.contains(p) && disabled.iter().any(|v| v == "disabled") {
-                    slapd.ldapadd(&format!(
-                        "dn: {}\nchangetype: modify\ndelete: employeeType\n",
-                        entry(*p)
-                    ));
-                    model.enabled.insert(*p);
-                }
-            }
-            Event::Down => {
-                slapd.stop();
-                down = true;
-            }
-            Event::Stranger(ent) => {
-                settle(&env, &mut owner).await.map_err(at)?;
-                let group = GROUPS
-                    .iter()
-                    .find(|(e, _)| e == ent)
-                    .map_or("", |(_, d)| *d);
-                let s = format!("uid=s{step},ou=people,dc=example,dc=com");
-                slapd.ldapadd(&format!(
-                    "dn: {s}\nobjectClass: inetOrgPerson\nuid: s{step}\ncn: S\nsn: {step}\n\n\
-                     dn: {group}\nchangetype: modify\nadd: member\nmember: {s}\n"
-                ));
-                model.strangers.insert((s, group.to_string()));
-            }
-            Event::OwnerAway => owner.go_away(&env).await.map_err(at)?,
-            Event::OwnerFails => owner.fail_next = true,
-            Event::Withdraw(p) => {
-                // The person asks for the HQ zone (when not a leaver); once the badge job
-                // waits on its owner, it is withdrawn.
-                let mut rid = None;
-                if !model.leavers.contains(p) {
-                    let body = json!({ "requestedFor": [person(*p)], "requestedItems":
-                        [{ "type": "ENTITLEMENT", "id": "ent-hq", "comment": "sim" }] });
+                    let body = json!({ "requestedFor": [person(*p)], "requestType": kind,
+                        "requestedItems": [it] });
                     let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
                     if !out.status.success() {
                         return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
                     }
-                    let answer: Value =
-                        serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
-                    rid = ["newRequests", "existingRequests"].iter().find_map(|k| {
-                        answer[k][0]["accessRequestIds"][0]
-                            .as_str()
-                            .map(str::to_string)
-                    });
-                    // A grant again clears a removeDate (DESIGN §4).
-                    if let Some(r) = &rid {
-                        model.dated.remove(r);
+                    if grant {
+                        let answer: Value =
+                            serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
+                        let ids = |k: &str| {
+                            answer[k][0]["accessRequestIds"][0]
+                                .as_str()
+                                .map(str::to_string)
+                        };
+                        if let Some(rid) = ids("newRequests").or_else(|| ids("existingRequests")) {
+                            match due {
+                                Some(due) => model.dated.insert(rid, due),
+                                None => model.dated.remove(&rid),
+                            };
+                        }
                     }
                 }
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                let waiting = loop {
-                    let waiting =
-                        crate::harness::wait(env.store().jobs(provd::store::jobs::JobFilter {
-                            state: Some(provd::store::JobState::Manual),
-                            source: Some("badges".into()),
-                            ..Default::default()
-                        }))
+                Event::Leave(p) | Event::Rehire(p) | Event::Move(p) => {
+                    let agent = match &second {
+                        Some(s) if step % 2 == 1 => s,
+                        _ => &first,
+                    };
+                    let state = match e {
+                        Event::Leave(_) => "leaver",
+                        Event::Rehire(_) => "active",
+                        _ if model.leavers.contains(p) => "leaver",
+                        _ => "active",
+                    };
+                    if matches!(e, Event::Move(_)) {
+                        *moves.entry(*p).or_default() += 1;
+                    }
+                    let email = match moves.get(p) {
+                        Some(n) if *n > 0 => format!("p{p}.{n}@example.com"),
+                        _ => format!("p{p}@example.com"),
+                    };
+                    let body = json!({ "firstName": "P", "lastName": p.to_string(),
+                        "email": email, "lifecycleState": state });
+                    let r = agent
+                        .http
+                        .put(format!("{}/identities/v1/{}", agent.base, person(*p)))
+                        .bearer_auth(env.token())
+                        .header("Provd-Confirm", "true")
+                        .body(body.to_string())
+                        .send()
+                        .await
                         .map_err(|x| at(x.to_string()))?;
-                    let busy = match &rid {
-                        Some(r) => {
+                    if r.status() != 200 {
+                        return Err(at(format!("PUT answered {}", r.status())));
+                    }
+                    if state == "leaver" {
+                        model.leavers.insert(*p);
+                    } else {
+                        model.leavers.remove(p);
+                        // Rehired: provd enables the entry, as the hand did.
+                        model.enabled.remove(p);
+                    }
+                }
+                Event::HandRemove(p, ent) => {
+                    // Out of band, between provd's own changes.
+                    settle(&env, &mut owner).await.map_err(at)?;
+                    let dn = GROUPS
+                        .iter()
+                        .find(|(e, _)| e == ent)
+                        .map_or("", |(_, d)| *d);
+                    let member = entry(*p);
+                    if slapd.values(dn, "member").await.contains(&member) {
+                        slapd.ldapadd(&format!(
+                            "dn: {dn}\nchangetype: modify\ndelete: member\nmember: {member}\n"
+                        ));
+                    }
+                }
+                Event::HandDelete(p) => {
+                    settle(&env, &mut owner).await.map_err(at)?;
+                    if exists(&slapd, *p).await {
+                        slapd.ldapadd(&format!("dn: {}\nchangetype: delete\n", entry(*p)));
+                        model.enabled.remove(p);
+                    }
+                }
+                Event::HandEnable(p) => {
+                    settle(&env, &mut owner).await.map_err(at)?;
+                    let disabled = slapd.values(&entry(*p), "employeeType").await;
+                    if model.leavers.contains(p) && disabled.iter().any(|v| v == "disabled") {
+                        slapd.ldapadd(&format!(
+                            "dn: {}\nchangetype: modify\ndelete: employeeType\n",
+                            entry(*p)
+                        ));
+                        model.enabled.insert(*p);
+                    }
+                }
+                Event::Down => {
+                    slapd.stop();
+                    down = true;
+                }
+                Event::Stranger(ent) => {
+                    settle(&env, &mut owner).await.map_err(at)?;
+                    let group = GROUPS
+                        .iter()
+                        .find(|(e, _)| e == ent)
+                        .map_or("", |(_, d)| *d);
+                    let s = format!("uid=s{step},ou=people,dc=example,dc=com");
+                    slapd.ldapadd(&format!(
+                        "dn: {s}\nobjectClass: inetOrgPerson\nuid: s{step}\ncn: S\nsn: {step}\n\n\
+                         dn: {group}\nchangetype: modify\nadd: member\nmember: {s}\n"
+                    ));
+                    model.strangers.insert((s, group.to_string()));
+                }
+                Event::OwnerAway => owner.go_away(&env).await.map_err(at)?,
+                Event::OwnerFails => owner.fail_next = true,
+                Event::Withdraw(p) => {
+                    // The person asks for the HQ zone (when not a leaver); once the badge job
+                    // waits on its owner, it is withdrawn.
+                    let mut rid = None;
+                    if !model.leavers.contains(p) {
+                        let body = json!({ "requestedFor": [person(*p)], "requestedItems":
+                            [{ "type": "ENTITLEMENT", "id": "ent-hq", "comment": "sim" }] });
+                        let out = env.cli_with(&["submit", "-"], Some(body.to_string().as_bytes()));
+                        if !out.status.success() {
+                            return Err(at(String::from_utf8_lossy(&out.stderr).into_owned()));
+                        }
+                        let answer: Value =
+                            serde_json::from_slice(&out.stdout).map_err(|x| at(x.to_string()))?;
+                        rid = ["newRequests", "existingRequests"].iter().find_map(|k| {
+                            answer[k][0]["accessRequestIds"][0]
+                                .as_str()
+                                .map(str::to_string)
+                        });
+                        // A grant again clears a removeDate (DESIGN §4).
+                        if let Some(r) = &rid {
+                            model.dated.remove(r);
+                        }
+                    }
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    let waiting = loop {
+                        let waiting =
                             crate::harness::wait(env.store().jobs(provd::store::jobs::JobFilter {
-                                request_id: Some(r.clone()),
+                                state: Some(provd::store::JobState::Manual),
+                                source: Some("badges".into()),
                                 ..Default::default()
                             }))
+                            .map_err(|x| at(x.to_string()))?;
+                        let busy = match &rid {
+                            Some(r) => crate::harness::wait(env.store().jobs(
+                                provd::store::jobs::JobFilter {
+                                    request_id: Some(r.clone()),
+                                    ..Default::default()
+                                },
+                            ))
                             .map_err(|x| at(x.to_string()))?
                             .iter()
                             .any(|j| {
@@ -476,59 +479,76 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
                                     provd::store::JobState::Queued
                                         | provd::store::JobState::Running
                                 )
-                            })
+                            }),
+                            None => false,
+                        };
+                        if !busy || std::time::Instant::now() > deadline {
+                            break waiting;
                         }
-                        None => false,
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     };
-                    if !busy || std::time::Instant::now() > deadline {
-                        break waiting;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                };
-                // A grant withdrawn (a lifecycle job canceled would leave a leaver
-                // enabled: that is the operator's doing, not provd's).
-                let grant = |j: &&provd::store::Job| {
-                    j.kind == "grant"
-                        && j.ops.iter().all(|o| {
-                            matches!(
-                                o,
-                                provd_connector_core::Operation::CreateAccount
-                                    | provd_connector_core::Operation::AddEntitlement(_)
-                            )
-                        })
-                };
-                if let Some(j) = waiting.iter().filter(grant).max_by_key(|j| j.id) {
-                    // The owner is at work on its tasks, from the mail, and answers
-                    // later: after provd withdrew them.
-                    let open =
-                        crate::harness::wait(env.store().tasks(provd::store::tasks::TaskFilter {
-                            open_only: true,
-                            source: Some("badges".into()),
-                            ..Default::default()
-                        }))
-                        .map_err(|x| at(x.to_string()))?;
-                    owner.go_away(&env).await.map_err(at)?;
-                    owner.late.extend(
-                        open.iter()
-                            .filter(|t| {
-                                t.identity_id == j.identity_id && t.request_id == j.request_id
+                    // A grant withdrawn (a lifecycle job canceled would leave a leaver
+                    // enabled: that is the operator's doing, not provd's).
+                    let grant = |j: &&provd::store::Job| {
+                        j.kind == "grant"
+                            && j.ops.iter().all(|o| {
+                                matches!(
+                                    o,
+                                    provd_connector_core::Operation::CreateAccount
+                                        | provd_connector_core::Operation::AddEntitlement(_)
+                                )
                             })
-                            .map(|t| t.id),
-                    );
-                    let _ = env.cli(&["jobs", "cancel", &j.id.to_string()]);
+                    };
+                    if let Some(j) = waiting.iter().filter(grant).max_by_key(|j| j.id) {
+                        // The owner is at work on its tasks, from the mail, and answers
+                        // later: after provd withdrew them.
+                        let open = crate::harness::wait(env.store().tasks(
+                            provd::store::tasks::TaskFilter {
+                                open_only: true,
+                                source: Some("badges".into()),
+                                ..Default::default()
+                            },
+                        ))
+                        .map_err(|x| at(x.to_string()))?;
+                        owner.go_away(&env).await.map_err(at)?;
+                        owner.late.extend(
+                            open.iter()
+                                .filter(|t| {
+                                    t.identity_id == j.identity_id && t.request_id == j.request_id
+                                })
+                                .map(|t| t.id),
+                        );
+                        let _ = env.cli(&["jobs", "cancel", &j.id.to_string()]);
+                    }
                 }
+                Event::Kill => {
+                    model.killed_at = Some(jiff::Timestamp::now().as_millisecond());
+                    first.signal_and_wait("KILL", 10).await;
+                    first = env.start().await;
+                }
+                Event::Quiet => crate::checks::check(&env, &slapd, &scim, &mut model, &mut owner)
+                    .await
+                    .map_err(at)?,
             }
-            Event::Kill => {
-                model.killed_at = Some(jiff::Timestamp::now().as_millisecond());
-                first.signal_and_wait("KILL", 10).await;
-                first = env.start().await;
-            }
-            Event::Quiet => crate::checks::check(&env, &slapd, &scim, &mut model, &mut owner)
-                .await
-                .map_err(at)?,
+        }
+        Ok(())
+    }
+    .await;
+    if let (Err(e), Ok(keep)) = (&outcome, std::env::var("SIM_KEEP")) {
+        let to = std::path::Path::new(&keep).join(env.path().file_name().unwrap_or_default());
+        let copied = std::process::Command::new("cp")
+            .args([
+                "-r",
+                &env.path().display().to_string(),
+                &to.display().to_string(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if copied {
+            return Err(format!("{e} (the world is kept in {})", to.display()));
         }
     }
-    Ok(())
+    outcome
 }
 
 /// A person's LDAP entry.
