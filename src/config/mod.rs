@@ -13,7 +13,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod policy;
 mod retry;
-mod sources;
+pub(crate) mod sources;
 pub mod trigger;
 
 use std::collections::{BTreeMap, BTreeSet};

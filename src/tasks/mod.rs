@@ -56,14 +56,21 @@ pub fn for_job(
                 ),
                 _ => (String::new(), String::new()),
             };
-            // A rename: the key the account has once the owner made this change.
+            // A rename: the key the account has once the owner made *this* change — the
+            // values the task names, not the identity's newest (a second move queued
+            // behind this one made the first record the second's key while the owner
+            // made the first's: found by the simulation, issue 33).
             let renamed_to = match op {
-                Operation::UpdateAccount { .. } => settings
-                    .account
-                    .as_ref()
-                    .and_then(|a| a.native_id.as_deref())
-                    .and_then(|t| template::fill(t, &job.identity, template::verbatim).ok())
-                    .filter(|key| *key != account),
+                Operation::UpdateAccount { attributes } => {
+                    let mut after = job.identity.clone();
+                    after.attributes.extend(attributes.clone());
+                    settings
+                        .account
+                        .as_ref()
+                        .and_then(|a| a.native_id.as_deref())
+                        .and_then(|t| template::fill(t, &after, template::verbatim).ok())
+                        .filter(|key| *key != account)
+                }
                 _ => None,
             };
             NewTask {
@@ -80,3 +87,6 @@ pub fn for_job(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
