@@ -53,6 +53,39 @@ pub struct Job {
     pub account: Option<String>,
 }
 
+#[cfg(test)]
+impl Job {
+    /// A job of `identity` on `source` in `state`, for unit tests to change what they test.
+    pub fn sample(identity: &str, source: &str, state: JobState) -> Job {
+        Job {
+            id: 7,
+            request_id: "r".into(),
+            identity_id: identity.into(),
+            source: source.into(),
+            kind: "grant".into(),
+            identity: provd_connector_core::Identity {
+                id: identity.into(),
+                attributes: Default::default(),
+            },
+            ops: Vec::new(),
+            ops_done: 0,
+            state,
+            attempt: 2,
+            max_attempts: 3,
+            next_attempt_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            errors: Vec::new(),
+            created_at: 0,
+            window_start: None,
+            updated_at: 0,
+            finalized_at: None,
+            lease_epoch: 0,
+            account: None,
+        }
+    }
+}
+
 /// How one connector call of an attempt went, recorded with the attempt's outcome. The
 /// calls are not committed one by one: every operation is idempotent, so after a crash
 /// the job simply does them again, and the attempt costs one commit instead of one per call.

@@ -23,32 +23,13 @@ fn badges() -> Source {
 }
 
 fn job(email_now: &str, ops: Vec<Operation>) -> Job {
-    Job {
-        id: 79,
-        request_id: "r".into(),
-        identity_id: "p1".into(),
-        source: "badges".into(),
-        kind: "grant".into(),
-        identity: Identity {
-            id: "p1".into(),
-            attributes: [("email".to_string(), email_now.to_string())].into(),
-        },
-        ops,
-        ops_done: 0,
-        state: JobState::Running,
-        attempt: 1,
-        max_attempts: 3,
-        next_attempt_at: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        errors: Vec::new(),
-        created_at: 0,
-        window_start: None,
-        updated_at: 0,
-        finalized_at: None,
-        lease_epoch: 0,
-        account: None,
-    }
+    let mut job = Job::sample("p1", "badges", JobState::Running);
+    job.identity = Identity {
+        id: "p1".into(),
+        attributes: [("email".to_string(), email_now.to_string())].into(),
+    };
+    job.ops = ops;
+    job
 }
 
 /// Found by the simulation (issue 33): a person moved twice before the first rename's

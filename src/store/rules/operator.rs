@@ -165,32 +165,7 @@ mod tests {
     use super::*;
 
     fn job(state: JobState) -> Job {
-        Job {
-            id: 7,
-            request_id: "r".into(),
-            identity_id: "u".into(),
-            source: "s".into(),
-            kind: "grant".into(),
-            identity: provd_connector_core::Identity {
-                id: "u".into(),
-                attributes: Default::default(),
-            },
-            ops: Vec::new(),
-            ops_done: 0,
-            state,
-            attempt: 2,
-            max_attempts: 3,
-            next_attempt_at: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            errors: Vec::new(),
-            created_at: 0,
-            window_start: None,
-            updated_at: 0,
-            finalized_at: None,
-            lease_epoch: 0,
-            account: None,
-        }
+        Job::sample("u", "s", state)
     }
 
     #[test]
