@@ -156,6 +156,22 @@ impl Fixture {
         Ok(r.accepted().request_id.clone())
     }
 
+    /// The operator (`cli:op`) retries job `id` with `max_attempts` at `now`.
+    pub(super) async fn retry(
+        &self,
+        id: i64,
+        max_attempts: u32,
+        now: i64,
+    ) -> Result<Job, StoreError> {
+        let retry = crate::store::jobs::Retry {
+            max_attempts,
+            identity: None,
+        };
+        self.store
+            .retry_job(id, retry, crate::store::Stamp::new("cli:op", now))
+            .await
+    }
+
     pub(super) async fn claim(&self, owner: &str, now: i64) -> Result<Vec<Job>, StoreError> {
         self.claim_until(owner, now, now + 60_000).await
     }

@@ -13,7 +13,7 @@ mod surface;
 use fixture::{Fixture, err, fixture};
 
 use super::audit::{AccessQuery, AuditQuery};
-use super::jobs::{Job, JobFilter, JobState, Retry};
+use super::jobs::{Job, JobFilter, JobState};
 use super::tasks::{NewTask, TaskAnswer, TaskFilter};
 use super::{BoxFuture, Replay, Stamp, Store, StoreError};
 use crate::model::RequestType;
@@ -158,16 +158,7 @@ async fn retried_heads_lane(store: Store) -> Outcome {
         .fail_attempt(first.clone(), "a".into(), 2_001, err(1), None)
         .await?;
     // The operator retries job 1 before job 2 ran: job 1 goes first again.
-    f.store
-        .retry_job(
-            first.id,
-            Retry {
-                max_attempts: 3,
-                identity: None,
-            },
-            Stamp::new("cli:op", 2_002),
-        )
-        .await?;
+    f.retry(first.id, 3, 2_002).await?;
     let next = f.claim("a", 2_003).await?;
     assert_eq!(ids(&next), [first.id]);
     f.succeed(&next[0], "a", 2_004).await?;
@@ -250,16 +241,7 @@ async fn attempt_errors(store: Store) -> Outcome {
     assert_eq!(j.errors.len(), 2);
     assert_eq!(f.state_of(&rid).await?, "PROVISIONING_FAILED");
     assert_eq!(f.assignment_states().await?, ["failed"]);
-    f.store
-        .retry_job(
-            job.id,
-            Retry {
-                max_attempts: 10,
-                identity: None,
-            },
-            Stamp::new("cli:op", 6_000),
-        )
-        .await?;
+    f.retry(job.id, 10, 6_000).await?;
     let j = f.job(job.id).await?;
     // A fresh budget of the source's max_attempts, counted from zero; history kept.
     assert_eq!(
@@ -538,16 +520,7 @@ async fn manual_tasks(store: Store) -> Outcome {
         .await?;
     assert!(out.iter().all(Result::is_ok), "{out:?}");
     assert_eq!(f.job(job.id).await?.state, JobState::Failed);
-    f.store
-        .retry_job(
-            job.id,
-            Retry {
-                max_attempts: 3,
-                identity: None,
-            },
-            Stamp::new("cli:op", 2_004),
-        )
-        .await?;
+    f.retry(job.id, 3, 2_004).await?;
     let again = f.first("a", 2_005).await?;
     f.store.open_tasks(again, "a".into(), tasks, 2_006).await?;
     assert_eq!(f.job(job.id).await?.state, JobState::Manual);
