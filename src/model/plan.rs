@@ -35,6 +35,10 @@ pub enum AssignmentState {
     Pending,
     /// Provisioned.
     Active,
+    /// Its grant ended failed on some source; `entitlements` are only the values it did
+    /// provision (where its job succeeded), which the targets hold (issue 33: a revoke of
+    /// another item must not take them, a new grant need not add them again).
+    Failed,
 }
 
 /// A live assignment of one of the request's identities.
@@ -87,8 +91,9 @@ pub struct PlannedJob {
 /// What an item does to the assignments.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// A new pending assignment.
-    Grant,
+    /// A new pending assignment. `supersedes`: the identity's failed grant of the same
+    /// item, which ends (`removed`): the new grant carries what it half provisioned.
+    Grant { supersedes: Option<i64> },
     /// A duplicate grant: the live assignment's removeDate becomes this one (or none).
     SetRemoveDate {
         assignment: i64,

@@ -10,6 +10,9 @@
 //!   scheduled one.
 //! - A REVOKE removes only what no other live assignment of the identity still grants
 //!   (reference counting); with a removeDate it schedules the removal instead.
+//! - A failed grant still holds what its jobs did provision (the snapshot gives only
+//!   those values): they count as held for both rules above, and a revoke of its item
+//!   takes them. A new grant of its item supersedes it.
 //! - A lifecycle change's account operations (enable, disable, delete) go to the sources
 //!   where the identity has an account.
 
@@ -108,9 +111,13 @@ pub fn plan(
             RequestType::Grant => BTreeSet::new(),
         };
         for item in &req.items {
+            let same = |a: &&&LiveAssignment| a.ty == item.ty && a.item_id == item.id;
+            let failed = live
+                .iter()
+                .find(|a| a.state == AssignmentState::Failed && same(a));
             let holding = live
                 .iter()
-                .find(|a| a.ty == item.ty && a.item_id == item.id);
+                .find(|a| a.state != AssignmentState::Failed && same(a));
             let mut planned = PlannedItem {
                 identity: identity.clone(),
                 item: item.clone(),
@@ -130,12 +137,14 @@ pub fn plan(
                         };
                     } else {
                         planned.entitlements = granted(catalog, item.ty, &item.id);
-                        planned.effect = Effect::Grant;
+                        planned.effect = Effect::Grant {
+                            supersedes: failed.map(|a| a.id),
+                        };
                         // Entitlements another assignment has already provisioned need no
                         // new operation (a manual source's owner would get a pointless task).
                         let active: BTreeSet<&Granted> = live
                             .iter()
-                            .filter(|a| a.state == AssignmentState::Active)
+                            .filter(|a| a.state != AssignmentState::Pending)
                             .flat_map(|a| a.entitlements.iter())
                             .collect();
                         for g in planned.entitlements.iter().filter(|g| !active.contains(g)) {
@@ -155,6 +164,7 @@ pub fn plan(
                 }
                 RequestType::Revoke => {
                     planned.existing = None;
+                    let holding = holding.or(failed);
                     match (item.remove_at, holding) {
                         (Some(at), Some(a)) => {
                             planned.entitlements = a.entitlements.clone();

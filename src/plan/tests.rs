@@ -116,7 +116,7 @@ fn a_role_expands_to_one_job_per_source_with_account_creation_first() {
         ldap.ops,
         [Operation::CreateAccount, add("cn=git"), add("cn=vpn")]
     );
-    assert_eq!(p.items[0].effect, Effect::Grant);
+    assert_eq!(p.items[0].effect, Effect::Grant { supersedes: None });
     assert_eq!(p.items[0].jobs.len(), 2);
 }
 
@@ -570,5 +570,100 @@ fn account_operations_go_where_the_identity_has_an_account_after_its_removals() 
     assert_eq!(
         (p.jobs[0].kind, p.jobs[0].ops.clone()),
         (JobKind::Grant, vec![Operation::EnableAccount])
+    );
+}
+
+/// Issue 33 (simulation seed 24): a role that failed on one source but succeeded on
+/// another holds what it gave there; the snapshot gives only those values.
+fn failed_role_held_on_ldap(cat: &Catalog) -> Snapshot {
+    let mut role = live(1, ItemType::Role, "eng", AssignmentState::Failed, cat);
+    role.entitlements.retain(|g| g.source == "ldap");
+    Snapshot {
+        assignments: vec![
+            role,
+            live(
+                2,
+                ItemType::Entitlement,
+                "vpn",
+                AssignmentState::Active,
+                cat,
+            ),
+        ],
+        accounts: BTreeSet::new(),
+    }
+}
+
+#[test]
+fn a_failed_grant_keeps_what_it_provisioned_when_another_item_is_revoked() {
+    let cat = catalog();
+    let snap = failed_role_held_on_ldap(&cat);
+    let revoke = |ty, id| {
+        plan(
+            &req(RequestType::Revoke, &["u1"], vec![item(ty, id)]),
+            &cat,
+            &snap,
+            &SourceRules::default(),
+        )
+    };
+    let p = revoke(ItemType::Entitlement, "vpn");
+    assert!(
+        p.jobs.is_empty(),
+        "the role's ldap half holds cn=vpn: {p:?}"
+    );
+    assert_eq!(
+        p.items[0].effect,
+        Effect::Revoke {
+            assignment: Some(2)
+        }
+    );
+
+    // Revoking the failed role takes what it gave (not cn=vpn, which the entitlement
+    // still wants; nothing on `flat`, where it gave nothing) and ends it.
+    let p = revoke(ItemType::Role, "eng");
+    assert_eq!(
+        p.items[0].effect,
+        Effect::Revoke {
+            assignment: Some(1)
+        }
+    );
+    assert_eq!(p.jobs.len(), 1, "{p:?}");
+    assert_eq!(
+        (p.jobs[0].source.as_str(), &p.jobs[0].ops[..]),
+        ("ldap", &[remove("cn=git")][..])
+    );
+}
+
+#[test]
+fn a_new_grant_of_a_failed_item_supersedes_it_and_adds_only_what_it_missed() {
+    let cat = catalog();
+    let snap = Snapshot {
+        accounts: [
+            ("u1".to_string(), "ldap".to_string()),
+            ("u1".into(), "flat".into()),
+        ]
+        .into(),
+        ..failed_role_held_on_ldap(&cat)
+    };
+    let p = plan(
+        &req(
+            RequestType::Grant,
+            &["u1"],
+            vec![item(ItemType::Role, "eng")],
+        ),
+        &cat,
+        &snap,
+        &SourceRules::default(),
+    );
+    assert_eq!(
+        p.items[0].effect,
+        Effect::Grant {
+            supersedes: Some(1)
+        }
+    );
+    assert_eq!(p.items[0].existing, None, "a failed grant is no duplicate");
+    assert_eq!(p.jobs.len(), 1, "{p:?}");
+    assert_eq!(
+        (p.jobs[0].source.as_str(), &p.jobs[0].ops[..]),
+        ("flat", &[add("editors")][..])
     );
 }

@@ -12,7 +12,8 @@ use provd_connector_core::Identity;
 use serde_json::Value;
 
 use super::{Result, StoreError};
-use crate::model::{Plan, Snapshot};
+use crate::config::ItemType;
+use crate::model::{AssignmentState, Granted, LiveAssignment, Plan, Snapshot};
 use crate::model::{Requester, ValidRequest};
 
 /// A request on disk.
@@ -111,4 +112,111 @@ pub struct Submission<'a> {
     /// An assignment to count as held although no longer live: the one a removal's revoke
     /// takes away (None for any other request).
     pub include: Option<i64>,
+}
+
+/// A row of a backend's snapshot query: `(id, identity, item type, item id, state,
+/// request id, entitlements JSON, {source: job state} JSON of its grant's jobs)`.
+pub(crate) type SnapshotRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+/// The assignment a snapshot row is to the planner. A failed grant keeps only the values
+/// its jobs did provision (its job on their source succeeded), as `holdings::grant_state`
+/// says it holds them. A revoking one (a removal being planned) counts as active, less
+/// the values its grant's jobs failed to give.
+pub(crate) fn live_assignment(row: SnapshotRow) -> Result<LiveAssignment> {
+    let (id, identity, ty, item_id, state, request_id, ents, jobs) = row;
+    let corrupt = |what: String| StoreError::Corrupt(format!("assignment {id}: {what}"));
+    let ty = ItemType::parse(&ty).ok_or_else(|| corrupt(format!("type {ty}")))?;
+    let mut entitlements: Vec<Granted> =
+        serde_json::from_str(&ents).map_err(|e| corrupt(e.to_string()))?;
+    let jobs: BTreeMap<String, String> = match jobs.as_deref() {
+        Some(j) => serde_json::from_str(j).map_err(|e| corrupt(e.to_string()))?,
+        None => BTreeMap::new(),
+    };
+    let job_on = |g: &Granted| jobs.get(&g.source).map(String::as_str);
+    let state = match state.as_str() {
+        "pending" => AssignmentState::Pending,
+        "failed" => {
+            entitlements.retain(|g| job_on(g) == Some("succeeded"));
+            AssignmentState::Failed
+        }
+        _ => {
+            entitlements.retain(|g| !matches!(job_on(g), Some("failed" | "canceled")));
+            AssignmentState::Active
+        }
+    };
+    Ok(LiveAssignment {
+        id,
+        identity,
+        ty,
+        item_id,
+        state,
+        request_id,
+        entitlements,
+    })
+}
+
+/// A new grant of an item ends the identity's failed grant of it (`Effect::Grant`'s
+/// `supersedes`): parameters (now, assignment).
+pub(crate) fn supersede_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "UPDATE assignments SET state = 'removed', updated_at = {} WHERE id = {} AND state = 'failed'",
+        p(1),
+        p(2)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, jobs: Option<&str>) -> SnapshotRow {
+        let ents = r#"[{"id":"vpn","source":"ldap","attribute":"groups","value":"cn=vpn"},
+                       {"id":"wiki","source":"flat","attribute":"groups","value":"editors"}]"#;
+        let (ty, item) = ("ROLE".to_string(), "eng".to_string());
+        let jobs = jobs.map(String::from);
+        (
+            1,
+            "u1".into(),
+            ty,
+            item,
+            state.into(),
+            "r1".into(),
+            ents.into(),
+            jobs,
+        )
+    }
+
+    fn sources(a: &LiveAssignment) -> Vec<&str> {
+        a.entitlements.iter().map(|g| g.source.as_str()).collect()
+    }
+
+    #[test]
+    fn a_failed_grant_holds_only_where_its_job_succeeded() {
+        let jobs = Some(r#"{"ldap":"succeeded","flat":"failed"}"#);
+        let a = live_assignment(row("failed", jobs)).unwrap();
+        assert_eq!(
+            (a.state, sources(&a)),
+            (AssignmentState::Failed, vec!["ldap"])
+        );
+        let a = live_assignment(row("failed", None)).unwrap();
+        assert!(a.entitlements.is_empty());
+        // A removal of it being planned takes what it gave, not what it failed to give.
+        let a = live_assignment(row("revoking", jobs)).unwrap();
+        assert_eq!(
+            (a.state, sources(&a)),
+            (AssignmentState::Active, vec!["ldap"])
+        );
+        let a = live_assignment(row("active", None)).unwrap();
+        assert_eq!(sources(&a), ["ldap", "flat"]);
+        assert!(live_assignment(row("pending", Some("{"))).is_err());
+    }
 }

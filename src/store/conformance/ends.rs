@@ -154,12 +154,61 @@ pub(super) async fn one_item_two_jobs_in_a_group(store: Store) -> Outcome {
         f.succeed(j, "a", 2_002).await?;
     }
     assert_eq!(states(&f, "u3").await?, ["active"]);
-    // Granted again: decided against what the group wrote (u1 holds it; u2 does not).
-    for (who, jobs) in [("u1", 0), ("u2", 2)] {
+    // Granted again: decided against what the group wrote (u1 holds it; u2 holds its
+    // `flat` half, so only `flat2` is asked again, and the new grant supersedes the
+    // failed one).
+    for (who, jobs) in [("u1", 0), ("u2", 1)] {
         let r = f
             .submit(RequestType::Grant, who, "ap-two", None, None, 3_000)
             .await?;
         assert_eq!(r.accepted().job_ids.len(), jobs, "{who}");
     }
+    assert_eq!(states(&f, "u2").await?, ["removed", "pending"]);
+    Ok(())
+}
+
+/// Issue 33: a grant that failed on one source holds what it gave on the other. Its
+/// removeDate still fires, and the removal takes only that half; a revoke of another item
+/// before it does not take what it still wants.
+pub(super) async fn a_failed_grant_is_removed_where_it_holds(store: Store) -> Outcome {
+    let f = two_sources(store)?;
+    super::lead(&f).await?;
+    f.submit(RequestType::Grant, "u1", "ap-two", None, Some(9_000), 1_000)
+        .await?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    // ap-eng's job waits behind ap-two's in u1's `flat` lane.
+    for at in [2_000, 2_100] {
+        for j in f.claim("a", at).await? {
+            let ending = match j.source.as_str() {
+                "flat2" => Ending::Failed {
+                    error: err(1),
+                    reason: "refused".into(),
+                },
+                _ => Ending::Succeeded,
+            };
+            f.store
+                .finish_all(vec![end(&j, "a", at + 1, ending, None)])
+                .await?;
+        }
+    }
+    assert_eq!(states(&f, "u1").await?, ["failed", "active"]);
+    // ap-eng goes; ap-two's `flat` half still wants VPN.
+    let r = f
+        .submit(RequestType::Revoke, "u1", "ap-eng", None, None, 3_000)
+        .await?;
+    assert_eq!(r.accepted().job_ids.len(), 0, "VPN stays");
+    assert_eq!(f.store.next_removal().await?, Some(9_000));
+    let fired = f.store.fire(9_000, 10).await?;
+    assert_eq!(fired.len(), 1, "a failed grant's removeDate fires");
+    let at = crate::clock::from_ms(9_100);
+    let planned = f
+        .store
+        .plan_fired(super::removals(fired), f.ctx(), at)
+        .await?;
+    assert_eq!(planned[0].jobs, 1, "only where it holds: {planned:?}");
+    let job = f.first("a", 9_200).await?;
+    assert_eq!((job.source.as_str(), job.kind.as_str()), ("flat", "revoke"));
+    f.succeed(&job, "a", 9_300).await?;
+    assert_eq!(states(&f, "u1").await?, ["removed", "removed"]);
     Ok(())
 }

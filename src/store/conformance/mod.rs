@@ -79,6 +79,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("an_item_whose_jobs_end_in_one_group_settles_once", |s| {
         Box::pin(ends::one_item_two_jobs_in_a_group(s))
     }),
+    ("a_failed_grant_is_removed_where_it_holds", |s| {
+        Box::pin(ends::a_failed_grant_is_removed_where_it_holds(s))
+    }),
     ("a_retry_racing_a_claim_moves_the_job_once", |s| {
         Box::pin(races::retry_against_claim(s))
     }),

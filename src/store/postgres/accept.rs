@@ -11,9 +11,8 @@
 use super::accept_rows::{Write, write};
 use super::{Tx, Typed};
 use crate::clock::to_ms;
-use crate::config::ItemType;
-use crate::model::{AssignmentState, Granted, LiveAssignment, Snapshot};
-use crate::store::accept::{Accepted, Replay, Submission};
+use crate::model::Snapshot;
+use crate::store::accept::{Accepted, Replay, Submission, live_assignment};
 use crate::store::{Result, StoreError};
 use tokio_postgres::types::Type;
 
@@ -62,8 +61,14 @@ pub(super) async fn snapshot(
     );
     let (rows, accounts) = futures_util::try_join!(
         super::query_planned(tx,
-            "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
-             WHERE identity_id = ANY($1) AND (state IN ('pending','active') OR id = $2) ORDER BY id",
+            "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id, a.entitlements,
+                CASE WHEN a.state IN ('failed','revoking') THEN
+                  (SELECT json_object_agg(j.source, j.state)::TEXT FROM request_items ri
+                     JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+                     WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id) END
+             FROM assignments a
+             WHERE a.identity_id = ANY($1) AND (a.state IN ('pending','active','failed') OR a.id = $2)
+             ORDER BY a.id",
             live,
         ),
         super::query_planned(
@@ -73,25 +78,16 @@ pub(super) async fn snapshot(
         ),
     )?;
     for r in &rows {
-        let id: i64 = r.get(0);
-        let ty: String = r.get(2);
-        let ty =
-            ItemType::parse(&ty).ok_or_else(|| corrupt(format!("assignment {id}: type {ty}")))?;
-        let entitlements: Vec<Granted> = serde_json::from_str(r.get(6)).map_err(corrupt)?;
-        let state: String = r.get(4);
-        snap.assignments.push(LiveAssignment {
-            id,
-            identity: r.get(1),
-            ty,
-            item_id: r.get(3),
-            state: if state == "active" {
-                AssignmentState::Active
-            } else {
-                AssignmentState::Pending
-            },
-            request_id: r.get(5),
-            entitlements,
-        });
+        snap.assignments.push(live_assignment((
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get(5),
+            r.get(6),
+            r.get(7),
+        ))?);
     }
     for r in &accounts {
         snap.accounts.insert((r.get(0), r.get(1)));

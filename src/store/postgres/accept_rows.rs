@@ -330,7 +330,7 @@ impl<'a> Grants<'a> {
         let grants: Vec<&PlannedItem> = plan
             .items
             .iter()
-            .filter(|i| matches!(i.effect, Effect::Grant))
+            .filter(|i| matches!(i.effect, Effect::Grant { .. }))
             .collect();
         Ok(Self {
             identity_id: grants.iter().map(|i| i.identity.as_str()).collect(),
@@ -385,7 +385,7 @@ fn assignments_of(plan: &Plan, grant_ids: Vec<i64>) -> Vec<Option<i64>> {
     plan.items
         .iter()
         .map(|item| match item.effect {
-            Effect::Grant => new.next(),
+            Effect::Grant { .. } => new.next(),
             Effect::SetRemoveDate { assignment, .. }
             | Effect::ScheduleRemoval { assignment, .. } => Some(assignment),
             Effect::Revoke { assignment } => assignment,
@@ -394,7 +394,8 @@ fn assignments_of(plan: &Plan, grant_ids: Vec<i64>) -> Vec<Option<i64>> {
         .collect()
 }
 
-/// What an item other than a new grant does to its assignment: at most one statement.
+/// What an item does to an existing assignment (a new grant: to the failed one it
+/// supersedes): at most one statement.
 async fn update(
     tx: &Tx<'_>,
     st: &Statements,
@@ -403,6 +404,12 @@ async fn update(
     now_ms: i64,
 ) -> Result<()> {
     match item.effect {
+        Effect::Grant {
+            supersedes: Some(old),
+        } => {
+            let sql = crate::store::accept::supersede_sql(crate::store::audit::postgres_param);
+            tx.execute(sql.as_str(), &[&now_ms, &old]).await?;
+        }
         Effect::SetRemoveDate {
             assignment,
             remove_at,

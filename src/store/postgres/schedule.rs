@@ -65,7 +65,7 @@ impl Schedule for Postgres {
             let c = me.client().await?;
             let row = c
                 .query_one(
-                    "SELECT MIN(remove_at) FROM assignments WHERE remove_at IS NOT NULL AND state IN ('pending','active')",
+                    "SELECT MIN(remove_at) FROM assignments WHERE remove_at IS NOT NULL AND state IN ('pending','active','failed')",
                     &[],
                 )
                 .await?;
@@ -82,7 +82,7 @@ impl Schedule for Postgres {
             let rows = tx
                 .query(
                     "WITH due AS (SELECT id FROM assignments WHERE remove_at IS NOT NULL AND remove_at <= $1
-                                  AND state IN ('pending','active') ORDER BY remove_at, id LIMIT $2
+                                  AND state IN ('pending','active','failed') ORDER BY remove_at, id LIMIT $2
                                   FOR UPDATE SKIP LOCKED)
                      UPDATE assignments a SET state = 'revoking', fired_at = $1, revoke_planned = 0, updated_at = $1
                      FROM due WHERE a.id = due.id

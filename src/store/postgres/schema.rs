@@ -291,4 +291,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0;
     "#,
+    // 17: as SQLite's 17.
+    r#"
+    DROP INDEX assignments_due;
+    CREATE INDEX assignments_due ON assignments(remove_at)
+        WHERE remove_at IS NOT NULL AND state IN ('pending','active','failed');
+    "#,
 ];

@@ -104,7 +104,7 @@ pub fn settled(effect: &str, states: &[JobState]) -> Option<(AssignmentState, As
 /// The effect as recorded on a request item.
 pub fn effect_name(effect: &Effect) -> &'static str {
     match effect {
-        Effect::Grant => "grant",
+        Effect::Grant { .. } => "grant",
         Effect::SetRemoveDate { .. } => "set_remove_date",
         Effect::Revoke { .. } => "revoke",
         Effect::ScheduleRemoval { .. } => "schedule_removal",
@@ -117,7 +117,7 @@ pub fn effect_name(effect: &Effect) -> &'static str {
 pub fn removal_change(item: &PlannedItem, unchanged: bool) -> Option<&'static str> {
     match item.effect {
         _ if unchanged => None,
-        Effect::Grant if item.item.remove_at.is_some() => Some("scheduled"),
+        Effect::Grant { .. } if item.item.remove_at.is_some() => Some("scheduled"),
         Effect::ScheduleRemoval { .. } => Some("scheduled"),
         Effect::SetRemoveDate {
             remove_at: Some(_), ..

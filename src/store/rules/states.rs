@@ -144,7 +144,8 @@ pub enum AssignmentState {
     /// Being taken away: a revoke's jobs are under way.
     Revoking,
     Removed,
-    /// The grant's jobs failed: never held.
+    /// A job of the grant failed: not held where it failed, held where its job
+    /// succeeded (`holdings::grant_state`).
     Failed,
     /// The grant's jobs were canceled before they ran.
     Canceled,
@@ -174,6 +175,10 @@ impl Machine for AssignmentState {
             (Pending, Removed),
             // A failed grant retried by the operator.
             (Failed, Pending),
+            // A failed grant's provisioned half revoked (asked for, or a removeDate come
+            // due); a failed grant with nothing held revoked, or granted again.
+            (Failed, Revoking),
+            (Failed, Removed),
         ]
     };
 

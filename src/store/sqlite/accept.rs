@@ -3,8 +3,7 @@
 
 use super::Sqlite;
 use crate::clock::to_ms;
-use crate::config::ItemType;
-use crate::model::{AssignmentState, Effect, Granted, LiveAssignment, Plan, Snapshot};
+use crate::model::{Effect, Plan, Snapshot};
 use crate::store::accept::*;
 use crate::store::events::Event;
 use crate::store::roles::Accept;
@@ -22,40 +21,30 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 fn snapshot(tx: &Connection, identities: &[String], include: Option<i64>) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
     let mut stmt = tx.prepare_cached(
-        "SELECT id, identity_id, item_type, item_id, state, request_id, entitlements FROM assignments
-         WHERE identity_id = ?1 AND (state IN ('pending','active') OR id = ?2)",
+        "SELECT a.id, a.identity_id, a.item_type, a.item_id, a.state, a.request_id, a.entitlements,
+            CASE WHEN a.state IN ('failed','revoking') THEN
+              (SELECT json_group_object(j.source, j.state) FROM request_items ri
+                 JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+                 WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id) END
+         FROM assignments a
+         WHERE a.identity_id = ?1 AND (a.state IN ('pending','active','failed') OR a.id = ?2)",
     )?;
     let mut acc = tx.prepare_cached("SELECT source FROM accounts WHERE identity_id = ?")?;
     for identity in identities {
         let rows = stmt.query_map(params![identity, include], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
             ))
         })?;
         for row in rows {
-            let (id, identity, ty, item_id, state, request_id, ents) = row?;
-            let ty = ItemType::parse(&ty)
-                .ok_or_else(|| corrupt(format!("assignment {id}: type {ty}")))?;
-            let entitlements: Vec<Granted> = serde_json::from_str(&ents).map_err(corrupt)?;
-            snap.assignments.push(LiveAssignment {
-                id,
-                identity,
-                ty,
-                item_id,
-                state: if state == "active" {
-                    AssignmentState::Active
-                } else {
-                    AssignmentState::Pending
-                },
-                request_id,
-                entitlements,
-            });
+            snap.assignments.push(live_assignment(row?)?);
         }
         for source in acc.query_map([identity], |r| r.get::<_, String>(0))? {
             snap.accounts.insert((identity.clone(), source?));
@@ -257,7 +246,11 @@ fn apply_effect(
     now_ms: i64,
 ) -> Result<Option<i64>> {
     Ok(match item.effect {
-        Effect::Grant => {
+        Effect::Grant { supersedes } => {
+            if let Some(old) = supersedes {
+                tx.prepare_cached(&supersede_sql(crate::store::audit::sqlite_param))?
+                    .execute(params![now_ms, old])?;
+            }
             // Nothing left to provision (another active assignment holds it all): active now.
             let state = if item.jobs.is_empty() {
                 "active"

@@ -55,7 +55,7 @@ impl Sqlite {
     /// The earliest removeDate of a live assignment (indexed: no table scan).
     pub fn next_removal(&self) -> Result<Option<i64>> {
         self.with(|c| {
-            Ok(c.prepare_cached("SELECT MIN(remove_at) FROM assignments WHERE remove_at IS NOT NULL AND state IN ('pending','active')")?
+            Ok(c.prepare_cached("SELECT MIN(remove_at) FROM assignments WHERE remove_at IS NOT NULL AND state IN ('pending','active','failed')")?
                 .query_row([], |r| r.get(0))?)
         })
     }
@@ -68,7 +68,7 @@ impl Sqlite {
                 .prepare_cached(
                     "UPDATE assignments SET state = 'revoking', fired_at = ?1, revoke_planned = 0, updated_at = ?1
                      WHERE id IN (SELECT id FROM assignments WHERE remove_at IS NOT NULL AND remove_at <= ?1
-                                  AND state IN ('pending','active') ORDER BY remove_at, id LIMIT ?2)
+                                  AND state IN ('pending','active','failed') ORDER BY remove_at, id LIMIT ?2)
                      RETURNING id, identity_id, item_type, item_id, remove_at, request_id,
                         (SELECT ri.client_metadata FROM request_items ri WHERE ri.request_id = assignments.request_id
                          AND ri.assignment_id = assignments.id ORDER BY ri.id LIMIT 1)",

@@ -380,4 +380,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 17: a failed grant holds what its jobs did provision, so its removeDate fires too
+    // (issue 33): the scheduler's index takes failed assignments.
+    r#"
+    DROP INDEX assignments_due;
+    CREATE INDEX assignments_due ON assignments(remove_at)
+        WHERE remove_at IS NOT NULL AND state IN ('pending','active','failed');
+    "#,
 ];
