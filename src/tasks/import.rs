@@ -191,39 +191,6 @@ async fn undo_withdrawn(
         .catalog
         .entitlement_for(&t.source, &t.attribute, &t.value)
         .map(|e| e.id.clone());
-    let (request_type, items, ops) = match (t.operation.as_str(), entitlement) {
-        ("ADD_ENTITLEMENT", Some(id)) => (
-            RequestType::Revoke,
-            vec![ValidItem {
-                id,
-                ..item(ItemType::Entitlement)
-            }],
-            vec![],
-        ),
-        ("REMOVE_ENTITLEMENT", Some(id)) => (
-            RequestType::Grant,
-            vec![ValidItem {
-                id,
-                ..item(ItemType::Entitlement)
-            }],
-            vec![],
-        ),
-        ("ENABLE_ACCOUNT", _) => (
-            RequestType::Revoke,
-            vec![],
-            vec![(t.source.clone(), Operation::DisableAccount)],
-        ),
-        ("DISABLE_ACCOUNT", _) => (
-            RequestType::Grant,
-            vec![],
-            vec![(t.source.clone(), Operation::EnableAccount)],
-        ),
-        (op, _) => {
-            return Ok(Err(format!(
-                "task T{task} ({op}) was done after provd had withdrawn it; provd cannot undo that by itself: undo it by hand"
-            )));
-        }
-    };
     let Some(identity) =
         crate::intake::Directory::load(undo.config, &**store, vec![t.identity_id.clone()])
             .await?
@@ -234,14 +201,62 @@ async fn undo_withdrawn(
             t.identity_id
         )));
     };
-    let request = ValidRequest {
-        request_type,
+    let cannot = |op: &str| {
+        Ok(Err(format!(
+            "task T{task} ({op}) was done after provd had withdrawn it; provd cannot undo that by itself: undo it by hand"
+        )))
+    };
+    let mut request = ValidRequest {
+        request_type: RequestType::Grant,
         requested_for: vec![t.identity_id.clone()],
-        items,
+        items: Vec::new(),
         client_metadata: Default::default(),
-        account_ops: ops,
+        account_ops: Vec::new(),
         repairs: Vec::new(),
     };
+    let on = |op| vec![(t.source.clone(), op)];
+    match (t.operation.as_str(), entitlement) {
+        ("ADD_ENTITLEMENT", Some(id)) => {
+            request.request_type = RequestType::Revoke;
+            request.items = vec![ValidItem {
+                id,
+                ..item(ItemType::Entitlement)
+            }];
+        }
+        ("REMOVE_ENTITLEMENT", Some(id)) => {
+            request.items = vec![ValidItem {
+                id,
+                ..item(ItemType::Entitlement)
+            }];
+        }
+        ("ENABLE_ACCOUNT", _) => {
+            request.request_type = RequestType::Revoke;
+            request.account_ops = on(Operation::DisableAccount);
+        }
+        ("DISABLE_ACCOUNT", _) => request.account_ops = on(Operation::EnableAccount),
+        // An account made for a withdrawn grant is deleted — unless a later request made
+        // the person an account there (then it is that one, wanted), or the key it was
+        // made under is no longer the person's (a mover: provd would name another).
+        ("CREATE_ACCOUNT", _) => {
+            let held = store.account_sources(vec![t.identity_id.clone()]).await?;
+            if held
+                .get(&t.identity_id)
+                .is_some_and(|s| s.contains(&t.source))
+            {
+                return Ok(Err(format!(
+                    "task T{task} (CREATE_ACCOUNT) was done after provd had withdrawn it; `{}` has an account there now, wanted: nothing to undo",
+                    t.identity_id
+                )));
+            }
+            let source = undo.config.sources.get(&t.source);
+            if source.map(|s| crate::tasks::account_key(s, &identity)) != Some(t.account.clone()) {
+                return cannot("CREATE_ACCOUNT");
+            }
+            request.request_type = RequestType::Revoke;
+            request.repairs = on(Operation::DeleteAccount);
+        }
+        (op, _) => return cannot(op),
+    }
     let ids = std::collections::BTreeMap::from([(t.identity_id.clone(), identity)]);
     let from = Requester::other(&format!("undo:T{task}"));
     // Keyed: the same file imported again asks for the undo once.

@@ -19,6 +19,18 @@ use crate::model::add;
 use crate::store::Job;
 use crate::store::tasks::NewTask;
 
+/// The key the owner knows `identity`'s account on a manual `source` by, made from its
+/// attributes (`[account] native_id`; else the identity's id).
+pub fn account_key(source: &Source, identity: &provd_connector_core::Identity) -> String {
+    source
+        .manual
+        .as_ref()
+        .and_then(|m| m.account.as_ref())
+        .and_then(|a| a.native_id.as_deref())
+        .and_then(|t| template::fill(t, identity, template::verbatim).ok())
+        .unwrap_or_else(|| identity.id.clone())
+}
+
 /// One task per operation of the job, from operation `job.ops_done` on.
 pub fn for_job(
     job: &Job,
@@ -27,14 +39,9 @@ pub fn for_job(
     now: Timestamp,
 ) -> Vec<NewTask> {
     let settings = source.manual.clone().unwrap_or_default();
-    let account = native_id.map(str::to_string).unwrap_or_else(|| {
-        settings
-            .account
-            .as_ref()
-            .and_then(|a| a.native_id.as_deref())
-            .and_then(|t| template::fill(t, &job.identity, template::verbatim).ok())
-            .unwrap_or_else(|| job.identity.id.clone())
-    });
+    let account = native_id
+        .map(str::to_string)
+        .unwrap_or_else(|| account_key(source, &job.identity));
     let due_at = settings.remind_after.map(|d| to_ms(add(now, d.0)));
     job.ops
         .iter()

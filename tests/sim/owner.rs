@@ -154,6 +154,9 @@ impl Owner {
             } else if !said.contains(&format!(
                 "T{} was done after provd had withdrawn it: undo requested",
                 t.id
+            )) && !said.contains(&format!(
+                "T{} (CREATE_ACCOUNT) was done after provd had withdrawn it; `{}` has an account there now, wanted: nothing to undo",
+                t.id, t.identity_id
             )) {
                 return Err(format!(
                     "late answer to withdrawn T{} {}: {said}",
