@@ -91,7 +91,9 @@ pub struct Retry {
 /// 33: a badge job retried after its removeDate left the zone on the badge). Nor is a
 /// job that disables or enables an account once a `later` job (id, operations) on the
 /// same account set its state: it would undo that (a leaver's failed DISABLE retried
-/// after the rehire's ENABLE disabled the rehired person).
+/// after the rehire's ENABLE disabled the rehired person). Nor a job that removes a value
+/// a `later` job adds again: the value was granted again since, and taking it would leave
+/// the new grant's access gone while provd says it is held.
 pub fn retry(
     job: &Job,
     max_attempts: u32,
@@ -117,6 +119,11 @@ pub fn retry(
                 "job {next} set the account's state since, and running this one again would undo that"
             )));
         }
+        if let Some((next, value)) = regranted(job, later) {
+            return Err(moot(format!(
+                "job {next} granted {value} again since, and running this one again would take it away; revoke what is still unwanted with a new request"
+            )));
+        }
     }
     let how = match job.state {
         s if s.can_move(JobState::Queued) && s.is_final() => RetryMove::Requeue {
@@ -136,6 +143,19 @@ pub fn retry(
     Ok(Retry {
         how,
         data: json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }),
+    })
+}
+
+/// The first later job that adds a value `job` removes, and that value.
+fn regranted(job: &Job, later: &[(i64, Vec<Operation>)]) -> Option<(i64, String)> {
+    job.ops.iter().find_map(|op| {
+        let Operation::RemoveEntitlement(e) = op else {
+            return None;
+        };
+        later.iter().find_map(|(id, ops)| {
+            ops.contains(&Operation::AddEntitlement(e.clone()))
+                .then(|| (*id, format!("{}={}", e.attribute, e.value)))
+        })
     })
 }
 
@@ -236,6 +256,27 @@ mod tests {
         assert!(
             e.is_some_and(|e| e.contains("job 7 is moot: job 12 set the account's state since"))
         );
+    }
+
+    #[test]
+    fn a_failed_removal_is_not_run_again_after_a_later_job_granted_the_value_again() {
+        use provd_connector_core::Entitlement;
+        let group = |v: &str| Entitlement {
+            attribute: "groups".into(),
+            value: v.into(),
+        };
+        let mut failed = job(JobState::Failed);
+        failed.kind = "revoke".into();
+        failed.ops = vec![Operation::RemoveEntitlement(group("cn=vpn"))];
+        let other = (9, vec![Operation::AddEntitlement(group("cn=git"))]);
+        assert!(retry(&failed, 5, (0, 0), std::slice::from_ref(&other)).is_ok());
+        let again = (11, vec![Operation::AddEntitlement(group("cn=vpn"))]);
+        let e = retry(&failed, 5, (0, 0), &[other, again])
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| {
+            e.contains("job 7 is moot: job 11 granted groups=cn=vpn again since")
+        }),);
     }
 
     #[test]
