@@ -213,6 +213,20 @@ pub(crate) fn grants_of_job_sql(p: fn(usize) -> String) -> String {
     )
 }
 
+/// Forgets the account a job deleted (parameters: identity, source, the job's id) — not
+/// one a later job is making (pending, with a larger job id): a grant accepted while the
+/// delete waited in the lane made it, and it is wanted (found by the simulation, issue
+/// 33: a withdrawn grant's account deleted before the new grant's create was done).
+pub(crate) fn forget_account_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "DELETE FROM accounts WHERE identity_id = {} AND source = {}
+         AND NOT (state = 'pending' AND job_id IS NOT NULL AND job_id > {})",
+        p(1),
+        p(2),
+        p(3)
+    )
+}
+
 /// The jobs queued after one on the same identity and source, not canceled: `id`,
 /// `operations` (see [`super::rules::operator::retry`]).
 pub(crate) fn later_jobs_sql(p: fn(usize) -> String) -> String {

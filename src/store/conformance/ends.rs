@@ -212,3 +212,35 @@ pub(super) async fn a_failed_grant_is_removed_where_it_holds(store: Store) -> Ou
     assert_eq!(states(&f, "u1").await?, ["removed", "removed"]);
     Ok(())
 }
+
+/// Issue 33 (simulation): a delete that waited in the lane while a new grant was accepted
+/// does not forget the account that grant is making.
+pub(super) async fn a_delete_keeps_the_account_a_later_job_makes(store: Store) -> Outcome {
+    use crate::store::Stamp;
+    use provd_connector_core::Operation;
+    let f = two_sources(store)?;
+    let first = f
+        .submit(RequestType::Grant, "u1", "ap-eng", None, None, 1_000)
+        .await?;
+    let job = first.accepted().job_ids[0];
+    f.store
+        .cancel_job(job, "withdrawn".into(), Stamp::new("cli:op", 1_100))
+        .await?;
+    let mut delete = f.accept(RequestType::Revoke, "u1", "ap-eng", None, None, 1_200);
+    delete.request.items.clear();
+    delete.request.repairs = vec![("flat".into(), Operation::DeleteAccount)];
+    f.store.accept(delete).await?;
+    f.grant("u1", "ap-eng", 1_300).await?;
+    let b = f.first("a", 2_000).await?;
+    assert_eq!(b.ops, [Operation::DeleteAccount]);
+    f.succeed(&b, "a", 2_001).await?;
+    let c = f.first("a", 2_100).await?;
+    assert_eq!(c.ops[0], Operation::CreateAccount);
+    f.succeed(&c, "a", 2_101).await?;
+    let held = f.store.account_sources(vec!["u1".into()]).await?;
+    assert!(
+        held.get("u1").is_some_and(|s| s.contains("flat")),
+        "the new account is known: {held:?}"
+    );
+    Ok(())
+}

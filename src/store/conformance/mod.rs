@@ -82,6 +82,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("a_failed_grant_is_removed_where_it_holds", |s| {
         Box::pin(ends::a_failed_grant_is_removed_where_it_holds(s))
     }),
+    ("a_delete_keeps_the_account_a_later_job_makes", |s| {
+        Box::pin(ends::a_delete_keeps_the_account_a_later_job_makes(s))
+    }),
     ("a_retry_racing_a_claim_moves_the_job_once", |s| {
         Box::pin(races::retry_against_claim(s))
     }),

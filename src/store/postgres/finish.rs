@@ -88,19 +88,22 @@ async fn record_accounts(tx: &Tx<'_>, held: &[&Finish]) -> Result<u64> {
             rows.push((identity, source, native, f.job.id, f.now));
         }
     }
-    let deleted: Vec<(&str, &str)> = held
+    let deleted: Vec<(&str, &str, i64)> = held
         .iter()
         .filter(|f| crate::store::rules::deletes_account(&f.job, &f.ops))
-        .map(|f| (f.job.identity_id.as_str(), f.job.source.as_str()))
+        .map(|f| (f.job.identity_id.as_str(), f.job.source.as_str(), f.job.id))
         .collect();
     if !deleted.is_empty() {
         let identity: Vec<&str> = deleted.iter().map(|d| d.0).collect();
         let source: Vec<&str> = deleted.iter().map(|d| d.1).collect();
+        let job: Vec<i64> = deleted.iter().map(|d| d.2).collect();
+        // As `forget_account_sql`: not an account a later job is making.
         exec(
             tx,
-            "DELETE FROM accounts WHERE (identity_id, source) IN
-               (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))",
-            &[&identity, &source],
+            "DELETE FROM accounts a USING unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS d(identity_id, source, job_id)
+             WHERE a.identity_id = d.identity_id AND a.source = d.source
+               AND NOT (a.state = 'pending' AND a.job_id IS NOT NULL AND a.job_id > d.job_id)",
+            &[&identity, &source, &job],
         )
         .await?;
     }

@@ -279,11 +279,9 @@ pub(super) async fn finish_manual(
         .await?;
     }
     if end.forget_account {
-        tx.execute(
-            "DELETE FROM accounts WHERE identity_id = $1 AND source = $2",
-            &[&job.identity_id, &job.source],
-        )
-        .await?;
+        let sql = crate::store::jobs::forget_account_sql(crate::store::audit::postgres_param);
+        tx.execute(sql.as_str(), &[&job.identity_id, &job.source, &job.id])
+            .await?;
     }
     super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data)).await?;
     settle(tx, job_id, now, end.state).await?;

@@ -100,8 +100,10 @@ fn record_ops(tx: &Connection, job: &Job, ops: &[OpRecord], now: i64, actor: &st
             .execute(params![disabled, job.identity_id, job.source])?;
     }
     if crate::store::rules::deletes_account(job, ops) {
-        tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
-            .execute(params![job.identity_id, job.source])?;
+        tx.prepare_cached(&crate::store::jobs::forget_account_sql(
+            crate::store::audit::sqlite_param,
+        ))?
+        .execute(params![job.identity_id, job.source, job.id])?;
     }
     Ok(())
 }

@@ -240,8 +240,10 @@ pub(crate) fn finish_manual(
             .execute(params![disabled, job.identity_id, job.source])?;
     }
     if end.forget_account {
-        tx.prepare_cached("DELETE FROM accounts WHERE identity_id = ? AND source = ?")?
-            .execute(params![job.identity_id, job.source])?;
+        tx.prepare_cached(&crate::store::jobs::forget_account_sql(
+            crate::store::audit::sqlite_param,
+        ))?
+        .execute(params![job.identity_id, job.source, job_id])?;
     }
     super::audit::append(tx, now, &Event::of_job(end.kind, &job, actor, end.data))?;
     settle(tx, job_id, now)?;
