@@ -117,9 +117,14 @@ pub(super) async fn holdings(
             Err(e) => return super::store_failed(e),
         }
     }
+    let evidence = match access::evidence(&state.store, &holdings).await {
+        Ok(e) => e,
+        Err(e) => return super::store_failed(e),
+    };
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let rows = access::rows(
         &holdings,
+        &evidence,
         nonempty(&p.source).as_deref(),
         nonempty(&p.item).as_deref(),
         &state.live.get().catalog,

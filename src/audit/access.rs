@@ -1,13 +1,19 @@
 //! `provd access list` / `GET /access/v1`: what each identity holds now, one row per item
 //! and source; and `provd access removals`: the removals removeDates caused, how late.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339_ms;
 use crate::config::Catalog;
+use crate::evidence::export::Seen;
 use crate::holdings::gives;
+use crate::model::Granted;
 use crate::store::audit::{Holding, RemovalRow};
+use crate::store::evidence::SnapshotMeta;
 use crate::store::rules::AssignmentState;
+use crate::store::{Store, StoreError};
 
 /// One holding (DESIGN §21): an entitlement value an identity holds, is getting or is
 /// losing on one source, with the items that want it.
@@ -39,13 +45,41 @@ pub struct AccessRow {
     pub requester: String,
     /// The items that want it, `TYPE:id` (a role, an access profile, the entitlement).
     pub via: Vec<String>,
+    /// When provd last saw it on the source, and by what (`job N`, `export #N`,
+    /// `read-back #N`): the seen side of DESIGN §21.
+    pub seen_at: Option<i64>,
+    pub seen_by: Option<String>,
+}
+
+/// The latest evidence snapshot of each source, with the accounts it showed.
+pub type Evidence = BTreeMap<String, (SnapshotMeta, BTreeMap<String, Seen>)>;
+
+/// The latest evidence snapshot of each source `grants` have values on (none: a source
+/// never exported or read back).
+pub async fn evidence(store: &Store, grants: &[Holding]) -> Result<Evidence, StoreError> {
+    let sources: BTreeSet<String> = grants
+        .iter()
+        .filter_map(|g| serde_json::from_str::<Vec<Granted>>(&g.entitlements).ok())
+        .flatten()
+        .map(|v| v.source)
+        .collect();
+    let mut out = Evidence::new();
+    for source in sources {
+        if let Some(meta) = store.last_snapshot(source.clone()).await? {
+            let seen = crate::evidence::latest(store, &source).await?;
+            out.insert(source, (meta, seen));
+        }
+    }
+    Ok(out)
 }
 
 /// The holdings of `grants` as rows; with `source`, only that source's; with `item`,
 /// only the holdings that give it ([`gives`]): asking by a role, an access profile or an
 /// entitlement finds the same people (issue 33, finding 4).
+/// `evidence` gives each holding its latest sighting ([`crate::holdings::Held::see`]).
 pub fn rows(
     grants: &[Holding],
+    evidence: &Evidence,
     source: Option<&str>,
     item: Option<&str>,
     catalog: &Catalog,
@@ -54,7 +88,15 @@ pub fn rows(
         .into_iter()
         .filter(|h| source.is_none_or(|s| s == h.source))
         .filter(|h| item.is_none_or(|i| gives(h, i, catalog)))
-        .map(|h| {
+        .map(|mut h| {
+            let shown = evidence.get(&h.source).and_then(|(meta, accounts)| {
+                let row = accounts.get(h.account.as_deref()?)?;
+                row.has(&h.attribute, &h.value).then_some(meta)
+            });
+            if let Some(meta) = shown.filter(|_| h.state != "gone") {
+                h.see(&meta.kind, meta.id, meta.as_of);
+            }
+            let (seen_at, seen_by) = h.seen.take().map(|s| (s.at, s.by)).unzip();
             let (item_name, item_description) = catalog.describe(&h.item_type, &h.item_id);
             AccessRow {
                 item_name,
@@ -75,12 +117,14 @@ pub fn rows(
                 until: h.until,
                 request_id: h.request_id,
                 requester: h.requester,
+                seen_at,
+                seen_by,
             }
         })
         .collect()
 }
 
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 17] = [
     "identity",
     "item_type",
     "item_id",
@@ -96,6 +140,8 @@ pub const COLUMNS: [&str; 15] = [
     "item_description",
     "account_state",
     "via",
+    "seen_at",
+    "seen_by",
 ];
 
 pub fn cells(r: &AccessRow) -> Vec<String> {
@@ -115,6 +161,8 @@ pub fn cells(r: &AccessRow) -> Vec<String> {
         r.item_description.clone().unwrap_or_default(),
         r.account_state.unwrap_or_default().to_string(),
         r.via.join(";"),
+        r.seen_at.map(rfc3339_ms).unwrap_or_default(),
+        r.seen_by.clone().unwrap_or_default(),
     ]
 }
 
@@ -135,6 +183,8 @@ pub fn to_json(r: &AccessRow) -> Value {
         "requestId": r.request_id,
         "requester": r.requester,
         "via": r.via,
+        "seenAt": r.seen_at.map(rfc3339_ms),
+        "seenBy": r.seen_by,
     })
 }
 
@@ -234,15 +284,63 @@ mod tests {
             jobs: None,
             revoke_jobs: None,
             disabled: Some(r#"{"corp":1}"#.into()),
+            done: None,
         }
+    }
+
+    /// The seen side (DESIGN §21): a read-back that showed the value on the account is
+    /// when and how it was last seen; a value it did not show keeps its job's sighting.
+    #[test]
+    fn a_holding_is_seen_by_the_latest_snapshot_that_shows_it() {
+        let mut grant = holding("active", None);
+        grant.done = Some(r#"{"corp":[4,15],"wiki":[5,16]}"#.into());
+        let meta = SnapshotMeta {
+            id: 3,
+            source: "corp".into(),
+            kind: "readback".into(),
+            sha256: None,
+            rows: 1,
+            as_of: 50,
+            actor: "agent".into(),
+            taken_at: 51,
+        };
+        let ada = Seen {
+            key: "uid=ada,ou=people".into(),
+            values: [("groups".to_string(), "cn=vpn".to_string())].into(),
+            disabled: false,
+        };
+        let evidence =
+            Evidence::from([("corp".to_string(), (meta, [(ada.key.clone(), ada)].into()))]);
+        let rows = rows(&[grant], &evidence, None, None, &Catalog::default());
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| (r.values[0].as_str(), r.seen_at, r.seen_by.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("cn=vpn", Some(50), Some("read-back #3")),
+                ("cn=vpn2", Some(15), Some("job 4")),
+                ("editor", Some(16), Some("job 5"))
+            ]
+        );
+        let json = to_json(&rows[0]);
+        assert_eq!(json["seenBy"], "read-back #3");
     }
 
     #[test]
     fn one_row_per_value_with_its_items_and_the_state_an_auditor_reads() {
-        let rows = rows(&[holding("active", None)], None, None, &Catalog::default());
+        let rows = rows(
+            &[holding("active", None)],
+            &Evidence::new(),
+            None,
+            None,
+            &Catalog::default(),
+        );
         assert!(
             super::rows(
                 &[holding("active", None)],
+                &Evidence::new(),
                 None,
                 Some("other"),
                 &Catalog::default()
@@ -276,12 +374,19 @@ mod tests {
         assert_eq!(rows[2].account_state, None, "no account known there");
         let only = super::rows(
             &[holding("active", None)],
+            &Evidence::new(),
             Some("wiki"),
             Some("eng"),
             &Catalog::default(),
         );
         assert_eq!(only.len(), 1);
-        let pending = super::rows(&[holding("pending", None)], None, None, &Catalog::default());
+        let pending = super::rows(
+            &[holding("pending", None)],
+            &Evidence::new(),
+            None,
+            None,
+            &Catalog::default(),
+        );
         assert_eq!((pending[0].state, pending[0].since), ("pending", 10));
         let csv = cells(&rows[0]);
         assert_eq!(csv.len(), COLUMNS.len());

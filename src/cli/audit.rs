@@ -102,8 +102,10 @@ pub(super) async fn access(
                 })
                 .await
                 .map_err(failed)?;
+            let evidence = access::evidence(&store, &holdings).await.map_err(failed)?;
             let rows = access::rows(
                 &holdings,
+                &evidence,
                 source.as_deref(),
                 item.as_deref(),
                 &config.catalog,

@@ -54,12 +54,38 @@ pub struct Held {
     /// The grant the state comes from (the earliest that holds it), and who asked for it.
     pub request_id: String,
     pub requester: String,
+    /// The seen side (DESIGN §21): when provd last saw the value on the source, and by
+    /// what. Here the latest job of a grant wanting it that succeeded there; a later
+    /// evidence snapshot that shows it supersedes that ([`Held::see`]).
+    pub seen: Option<Seen>,
+}
+
+/// When and by which evidence a holding was seen on its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub at: i64,
+    /// `job N` (a connector's result, or a manual job's tasks answered), `export #N` or
+    /// `read-back #N` (an evidence snapshot).
+    pub by: String,
 }
 
 impl Held {
     /// Provisioned: seen done on the source and still wanted. Only those can be missing.
     pub fn is_held(&self) -> bool {
         matches!(self.state, "active" | "removal_scheduled")
+    }
+
+    /// An evidence snapshot (`kind` `import` or `readback`, id, as of) showed the value
+    /// on the holding's account: it is the seen side now unless something newer is.
+    pub fn see(&mut self, kind: &str, snapshot: i64, as_of: i64) {
+        if self.seen.as_ref().is_some_and(|s| s.at >= as_of) {
+            return;
+        }
+        let by = match kind {
+            "import" => format!("export #{snapshot}"),
+            _ => format!("read-back #{snapshot}"),
+        };
+        self.seen = Some(Seen { at: as_of, by });
     }
 }
 
@@ -179,6 +205,16 @@ fn combine(reasons: &[Reason<'_>]) -> Option<Held> {
         .unwrap_or_default();
     let account = accounts.get(&value.source).cloned();
     let nothing = value.source == "-";
+    let seen = held
+        .iter()
+        .filter_map(|r| {
+            let (job, at) = r.0.done_on(&value.source)?;
+            Some(Seen {
+                at: at?,
+                by: format!("job {job}"),
+            })
+        })
+        .max_by_key(|s| s.at);
     Some(Held {
         identity: grant.identity.clone(),
         source: value.source.clone(),
@@ -203,6 +239,7 @@ fn combine(reasons: &[Reason<'_>]) -> Option<Held> {
         until,
         request_id: grant.request_id.clone(),
         requester: grant.requester.clone(),
+        seen,
     })
 }
 

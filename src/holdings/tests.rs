@@ -20,6 +20,7 @@ fn grant(id: i64, ty: &str, item: &str, state: &str, values: &[&str]) -> Grant {
         jobs: None,
         revoke_jobs: None,
         disabled: Some(r#"{"corp":1}"#.into()),
+        done: None,
     }
 }
 
@@ -186,4 +187,31 @@ fn a_grant_state_on_each_source_follows_its_jobs_there() {
     revoking.revoke_jobs = Some(r#"{"corp":"canceled","corp":"succeeded"}"#.into());
     assert_eq!(grant_state(&revoking, "corp"), "gone");
     assert_eq!(grant_state(&revoking, "saas"), "removing");
+}
+
+/// The seen side (DESIGN §21): the latest job that gave the value, unless an evidence
+/// snapshot showed it later; a value nothing has given yet is not seen.
+#[test]
+fn a_holding_is_seen_by_the_latest_job_that_gave_it_or_a_later_snapshot() {
+    let mut role = grant(1, "ROLE", "staff", "active", &[VPN, ENG]);
+    role.done = Some(r#"{"corp":[7,1000],"saas":[8,1100]}"#.into());
+    let mut direct = grant(2, "ENTITLEMENT", "vpn", "active", &[VPN]);
+    direct.done = Some(r#"{"corp":[9,2000]}"#.into());
+    let pending = grant(
+        3,
+        "ENTITLEMENT",
+        "eng2",
+        "pending",
+        &[ENG.replace("engineers", "x").as_str()],
+    );
+    let mut held = derive(&[role, direct, pending]);
+    let seen = |h: &Held| h.seen.as_ref().map(|s| (s.at, s.by.clone()));
+    assert_eq!(seen(on(&held, "corp")), Some((2000, "job 9".into())));
+    let x = held.iter().find(|h| h.value == "x").unwrap();
+    assert_eq!(seen(x), None, "pending: not seen yet");
+    let corp = held.iter_mut().find(|h| h.source == "corp").unwrap();
+    corp.see("import", 4, 1500);
+    assert_eq!(seen(corp), Some((2000, "job 9".into())), "an older export");
+    corp.see("readback", 5, 3000);
+    assert_eq!(seen(corp), Some((3000, "read-back #5".into())));
 }

@@ -53,6 +53,9 @@ pub struct Holding {
     pub revoke_jobs: Option<String>,
     /// Whether provd last disabled each account: `{source: 0|1}` JSON.
     pub disabled: Option<String>,
+    /// Where the grant's jobs succeeded: `{source: [job id, ended at]}` JSON — what provd
+    /// saw done there, and when (the seen side of DESIGN §21).
+    pub done: Option<String>,
 }
 
 impl Holding {
@@ -78,6 +81,16 @@ impl Holding {
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default();
         map.get(source).map(|d| *d != 0)
+    }
+
+    /// The grant's job that succeeded on `source`, and when it ended.
+    pub fn done_on(&self, source: &str) -> Option<(i64, Option<i64>)> {
+        let done: std::collections::BTreeMap<String, (i64, Option<i64>)> = self
+            .done
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        done.get(source).copied()
     }
 
     /// A revoking holding's removal job state on `source` (None: none there, or not
@@ -115,6 +128,7 @@ pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holdin
         jobs: r.opt_text(12)?,
         revoke_jobs: r.opt_text(13)?,
         disabled: r.opt_text(14)?,
+        done: r.opt_text(15)?,
     })
 }
 
@@ -127,7 +141,10 @@ pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_t
         (SELECT json_object_agg(j.source, j.state ORDER BY j.id)::TEXT FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
             WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id),
-        (SELECT json_object_agg(source, disabled)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL)
+        (SELECT json_object_agg(source, disabled)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
+        (SELECT json_object_agg(j.source, json_build_array(j.id, j.finalized_at))::TEXT FROM request_items ri
+            JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id AND j.state = 'succeeded')
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND ($1::TEXT IS NULL OR a.identity_id = $1)
        AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))
