@@ -234,14 +234,27 @@ async fn undo_withdrawn(
             request.account_ops = on(Operation::DisableAccount);
         }
         ("DISABLE_ACCOUNT", _) => request.account_ops = on(Operation::EnableAccount),
-        // An account made for a withdrawn grant is deleted — unless a later request made
-        // the person an account there (then it is that one, wanted), or the key it was
-        // made under is no longer the person's (a mover: provd would name another).
+        // An account made for a withdrawn grant is deleted — unless the person has an
+        // account there that provd knows, or a grant still wants a value there (a later
+        // request queued without a create while this one's was pending: then the account
+        // is that one, wanted), or the key it was made under is no longer the person's (a
+        // mover: provd would name another).
         ("CREATE_ACCOUNT", _) => {
             let held = store.account_sources(vec![t.identity_id.clone()]).await?;
-            if held
-                .get(&t.identity_id)
-                .is_some_and(|s| s.contains(&t.source))
+            let grants = store
+                .holdings(crate::store::audit::AccessQuery {
+                    identity: Some(t.identity_id.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            let wanted_there = crate::holdings::derive(&grants).iter().any(|h| {
+                h.source == t.source
+                    && matches!(h.state, "pending" | "active" | "removal_scheduled")
+            });
+            if wanted_there
+                || held
+                    .get(&t.identity_id)
+                    .is_some_and(|s| s.contains(&t.source))
             {
                 return Ok(Err(format!(
                     "task T{task} (CREATE_ACCOUNT) was done after provd had withdrawn it; `{}` has an account there now, wanted: nothing to undo",

@@ -525,3 +525,61 @@ async fn a_task_done_after_it_was_withdrawn_is_undone() {
     let trail = stdout(&env.cli(&["audit", "--kind", "request_accepted", "--format", "csv"]));
     assert!(trail.contains(&format!(",undo:T{},", add.id)), "{trail}");
 }
+
+/// Issue 33 (simulation seed 47): a grant queued behind a withdrawn one was planned
+/// without a create (the account was on its way). The late CREATE is that grant's
+/// account: provd does not ask to delete it.
+#[tokio::test]
+async fn a_late_create_that_a_queued_grant_relies_on_is_not_undone() {
+    let env = Env::new();
+    let _agent = env.start().await;
+    let grant = |id: &str| {
+        submit(
+            &env,
+            json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": id }] }),
+        )
+    };
+    grant("ent-view");
+    open_tasks(&env, 2).await;
+    grant("ent-admin");
+    let store = env.store();
+    let jobs = wait(store.jobs(provd::store::jobs::JobFilter::default())).unwrap();
+    let first = jobs.iter().min_by_key(|j| j.id).unwrap().id;
+    assert!(
+        jobs.iter().all(|j| j.id == first
+            || !j
+                .ops
+                .contains(&provd_connector_core::Operation::CreateAccount)),
+        "the second grant relies on the first one's create: {jobs:?}"
+    );
+    assert!(
+        env.cli(&["jobs", "cancel", &first.to_string()])
+            .status
+            .success()
+    );
+    let tasks = wait(store.tasks(provd::store::tasks::TaskFilter::default())).unwrap();
+    let create = tasks
+        .iter()
+        .find(|t| t.operation == "CREATE_ACCOUNT")
+        .unwrap();
+    let file = env.path().join("late.csv");
+    std::fs::write(&file, format!("task_id,resolution\nT{},DONE\n", create.id)).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "T{} (CREATE_ACCOUNT) was done after provd had withdrawn it; `ada` has an account there now, wanted: nothing to undo",
+            create.id
+        )),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // The queued grant's task goes out; no delete does.
+    open_tasks(&env, 1).await;
+    let open = wait(store.tasks(provd::store::tasks::TaskFilter {
+        open_only: true,
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(open[0].operation, "ADD_ENTITLEMENT", "{open:?}");
+}
