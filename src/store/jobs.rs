@@ -213,6 +213,26 @@ pub(crate) fn grants_of_job_sql(p: fn(usize) -> String) -> String {
     )
 }
 
+/// Hands the account a failed or canceled job was creating to the next live job of its
+/// lane (parameter: the job's id), which was planned without a create because this one's
+/// account was on its way: that job's success makes it known. Found by the simulation
+/// (issue 33, seed 47): a grant withdrawn while a second grant waited behind it left the
+/// second one adding to an account provd then never recorded, so a leaver would not
+/// have disabled it. With no later job the row is dropped as before.
+pub(crate) fn hand_over_account_sql(p: fn(usize) -> String) -> String {
+    let job = p(1);
+    format!(
+        "UPDATE accounts SET job_id = (SELECT MIN(j.id) FROM jobs j
+             WHERE j.identity_id = accounts.identity_id AND j.source = accounts.source
+               AND j.id > {job} AND j.state IN ('queued','retrying','running','manual'))
+         WHERE job_id = {job} AND state = 'pending'
+           AND (SELECT state FROM jobs WHERE id = {job}) IN ('failed','canceled')
+           AND EXISTS (SELECT 1 FROM jobs j
+             WHERE j.identity_id = accounts.identity_id AND j.source = accounts.source
+               AND j.id > {job} AND j.state IN ('queued','retrying','running','manual'))"
+    )
+}
+
 /// Forgets the account a job deleted (parameters: identity, source, the job's id) — not
 /// one a later job is making (pending, with a larger job id): a grant accepted while the
 /// delete waited in the lane made it, and it is wanted (found by the simulation, issue

@@ -244,3 +244,75 @@ pub(super) async fn a_delete_keeps_the_account_a_later_job_makes(store: Store) -
     );
     Ok(())
 }
+
+/// Issue 33 (simulation seed 47): a grant queued behind one whose create was withdrawn
+/// was planned without a create; its success makes the account known.
+pub(super) async fn a_withdrawn_create_hands_its_account_to_the_next_job(store: Store) -> Outcome {
+    use crate::store::Stamp;
+    use provd_connector_core::Operation;
+    let catalog = r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "flat"
+        attribute = "groups"
+        value = "VPN"
+        [[entitlement]]
+        id = "git"
+        source = "flat"
+        attribute = "groups"
+        value = "GIT"
+        [[access_profile]]
+        id = "ap-vpn"
+        entitlements = ["vpn"]
+        [[access_profile]]
+        id = "ap-git"
+        entitlements = ["git"]
+        "#;
+    let f = Fixture::new(store, catalog, &["flat"], &["u1"])?;
+    let first = f
+        .submit(RequestType::Grant, "u1", "ap-vpn", None, None, 1_000)
+        .await?;
+    let second = f
+        .submit(RequestType::Grant, "u1", "ap-git", None, None, 1_100)
+        .await?;
+    let (a, b) = (first.accepted().job_ids[0], second.accepted().job_ids[0]);
+    assert!(!f.job(b).await?.ops.contains(&Operation::CreateAccount));
+    f.store
+        .cancel_job(a, "withdrawn".into(), Stamp::new("cli:op", 1_200))
+        .await?;
+    let job = f.first("a", 2_000).await?;
+    assert_eq!(job.id, b);
+    f.succeed(&job, "a", 2_001).await?;
+    let held = f.store.account_sources(vec!["u1".into()]).await?;
+    assert!(
+        held.get("u1").is_some_and(|s| s.contains("flat")),
+        "the account the second grant used is known: {held:?}"
+    );
+    Ok(())
+}
+
+/// Issue 33 (simulation seed 72): a revoke that fails after its item was granted again
+/// ends (the newer grant holds the access) instead of breaking the unique live grant.
+pub(super) async fn a_failed_revoke_of_an_item_granted_again_ends(store: Store) -> Outcome {
+    let f = two_sources(store)?;
+    f.grant("u1", "ap-eng", 1_000).await?;
+    let g = f.first("a", 1_100).await?;
+    f.succeed(&g, "a", 1_101).await?;
+    f.submit(RequestType::Revoke, "u1", "ap-eng", None, None, 1_200)
+        .await?;
+    f.grant("u1", "ap-eng", 1_300).await?;
+    assert_eq!(states(&f, "u1").await?, ["revoking", "pending"]);
+    let revoke = f.first("a", 2_000).await?;
+    assert_eq!(revoke.kind, "revoke");
+    let failed = Ending::Failed {
+        error: err(1),
+        reason: "refused".into(),
+    };
+    let out = f
+        .store
+        .finish_all(vec![end(&revoke, "a", 2_001, failed, None)])
+        .await?;
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    assert_eq!(states(&f, "u1").await?, ["removed", "pending"]);
+    Ok(())
+}

@@ -85,6 +85,17 @@ pub const CASES: &[(&str, Case)] = &[
     ("a_delete_keeps_the_account_a_later_job_makes", |s| {
         Box::pin(ends::a_delete_keeps_the_account_a_later_job_makes(s))
     }),
+    (
+        "a_withdrawn_create_hands_its_account_to_the_next_job",
+        |s| {
+            Box::pin(ends::a_withdrawn_create_hands_its_account_to_the_next_job(
+                s,
+            ))
+        },
+    ),
+    ("a_failed_revoke_of_an_item_granted_again_ends", |s| {
+        Box::pin(ends::a_failed_revoke_of_an_item_granted_again_ends(s))
+    }),
     ("a_retry_racing_a_claim_moves_the_job_once", |s| {
         Box::pin(races::retry_against_claim(s))
     }),

@@ -21,7 +21,10 @@ const ITEMS: &str = "SELECT ri.id, ri.effect, ri.assignment_id,
     WHERE ij.job_id = $1";
 
 /// After a job ended: move the assignments it granted or revoked, and drop an account it
-/// was to create but did not.
+/// was to create but did not. A failed revoke leaves its access held (`active`) — unless
+/// the item was granted again meanwhile: that newer grant holds it, and the old one ends
+/// `removed` (found by the simulation, issue 33, seed 72: the owner's FAILED answer was
+/// refused by the unique index of live grants).
 /// `state`: the job's state now, when the caller knows it (an account is dropped only
 /// after a failed or canceled job).
 pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) -> Result<()> {
@@ -45,7 +48,11 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
         };
         super::exec(
             tx,
-            "UPDATE assignments SET state = $1, updated_at = $2,
+            "UPDATE assignments SET state = CASE WHEN $1 = 'active' AND EXISTS (SELECT 1 FROM assignments b
+                    WHERE b.identity_id = assignments.identity_id AND b.item_type = assignments.item_type
+                      AND b.item_id = assignments.item_id AND b.id <> assignments.id
+                      AND b.state IN ('pending','active')) THEN 'removed' ELSE $1 END,
+                updated_at = $2,
                 active_at = CASE WHEN $1 = 'active' THEN $2::BIGINT ELSE active_at END
              WHERE id = $3 AND state = $4",
             &[&to.as_str(), &now, &assignment, &from.as_str()],
@@ -56,6 +63,8 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
     if !matches!(state, JobState::Failed | JobState::Canceled) {
         return Ok(());
     }
+    let hand_over = crate::store::jobs::hand_over_account_sql(crate::store::audit::postgres_param);
+    super::exec(tx, &hand_over, &[&job_id]).await?;
     super::exec(
         tx,
         "DELETE FROM accounts WHERE job_id = $1 AND state = 'pending'
