@@ -215,8 +215,34 @@ async fn undo_withdrawn(
         repairs: Vec::new(),
     };
     let on = |op| vec![(t.source.clone(), op)];
+    // What the person's grants want on the task's source now: a late answer gave access
+    // that may be wanted again meanwhile (a later grant), and then there is nothing to
+    // undo — revoking the item would take the newer grant's access away.
+    let grants = store
+        .holdings(crate::store::audit::AccessQuery {
+            identity: Some(t.identity_id.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let wanted: Vec<crate::holdings::Held> = crate::holdings::derive(&grants)
+        .into_iter()
+        .filter(|h| h.source == t.source)
+        .filter(|h| matches!(h.state, "pending" | "active" | "removal_scheduled"))
+        .collect();
+    let nothing = |what: String| {
+        Ok(Err(format!(
+            "task T{task} ({}) was done after provd had withdrawn it; {what}, wanted: nothing to undo",
+            t.operation
+        )))
+    };
     match (t.operation.as_str(), entitlement) {
         ("ADD_ENTITLEMENT", Some(id)) => {
+            if wanted.iter().any(|h| h.value == t.value) {
+                return nothing(format!(
+                    "`{}` is granted {} there now",
+                    t.identity_id, t.value
+                ));
+            }
             request.request_type = RequestType::Revoke;
             request.items = vec![ValidItem {
                 id,
@@ -234,36 +260,30 @@ async fn undo_withdrawn(
             request.account_ops = on(Operation::DisableAccount);
         }
         ("DISABLE_ACCOUNT", _) => request.account_ops = on(Operation::EnableAccount),
-        // An account made for a withdrawn grant is deleted — unless the person has an
-        // account there that provd knows, or a grant still wants a value there (a later
-        // request queued without a create while this one's was pending: then the account
-        // is that one, wanted), or the key it was made under is no longer the person's (a
-        // mover: provd would name another).
+        // An account made for a withdrawn grant is deleted — unless it is the account
+        // provd knows the person by there (a later grant made it under the same key, and
+        // the person may have moved since), or its key is no longer the person's (a
+        // mover: provd would name another account, so the owner removes it by hand), or
+        // the person has an account there or a grant still wants a value there (a later
+        // request queued without a create while this one's was pending: it is that one).
         ("CREATE_ACCOUNT", _) => {
-            let held = store.account_sources(vec![t.identity_id.clone()]).await?;
-            let grants = store
-                .holdings(crate::store::audit::AccessQuery {
-                    identity: Some(t.identity_id.clone()),
-                    ..Default::default()
-                })
+            let known = store
+                .native_id(t.identity_id.clone(), t.source.clone())
                 .await?;
-            let wanted_there = crate::holdings::derive(&grants).iter().any(|h| {
-                h.source == t.source
-                    && matches!(h.state, "pending" | "active" | "removal_scheduled")
-            });
-            if wanted_there
-                || held
-                    .get(&t.identity_id)
-                    .is_some_and(|s| s.contains(&t.source))
-            {
-                return Ok(Err(format!(
-                    "task T{task} (CREATE_ACCOUNT) was done after provd had withdrawn it; `{}` has an account there now, wanted: nothing to undo",
-                    t.identity_id
-                )));
+            if known.as_deref() == Some(t.account.as_str()) {
+                return nothing(format!("`{}` has this account there now", t.identity_id));
             }
             let source = undo.config.sources.get(&t.source);
             if source.map(|s| crate::tasks::account_key(s, &identity)) != Some(t.account.clone()) {
                 return cannot("CREATE_ACCOUNT");
+            }
+            let held = store.account_sources(vec![t.identity_id.clone()]).await?;
+            if !wanted.is_empty()
+                || held
+                    .get(&t.identity_id)
+                    .is_some_and(|s| s.contains(&t.source))
+            {
+                return nothing(format!("`{}` has an account there now", t.identity_id));
             }
             request.request_type = RequestType::Revoke;
             request.repairs = on(Operation::DeleteAccount);

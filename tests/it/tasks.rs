@@ -583,3 +583,43 @@ async fn a_late_create_that_a_queued_grant_relies_on_is_not_undone() {
     .unwrap();
     assert_eq!(open[0].operation, "ADD_ENTITLEMENT", "{open:?}");
 }
+
+/// Issue 33 (simulation seed 84): an ADD answered late after a new grant of the same value
+/// is not undone — the undo's revoke would take the newer grant's access away.
+#[tokio::test]
+async fn a_late_add_of_a_value_granted_again_is_not_undone() {
+    let env = Env::new();
+    let _agent = env.start().await;
+    let body = json!({ "requestedFor": ["ada"], "requestedItems": [{ "type": "ENTITLEMENT", "id": "ent-view" }] });
+    submit(&env, body.clone());
+    open_tasks(&env, 2).await;
+    let store = env.store();
+    let first = wait(store.tasks(provd::store::tasks::TaskFilter::default())).unwrap();
+    let add = first
+        .iter()
+        .find(|t| t.operation == "ADD_ENTITLEMENT")
+        .unwrap()
+        .clone();
+    let job = wait(store.jobs(provd::store::jobs::JobFilter::default())).unwrap()[0].id;
+    assert!(
+        env.cli(&["jobs", "cancel", &job.to_string()])
+            .status
+            .success()
+    );
+    submit(&env, body);
+    open_tasks(&env, 2).await;
+    let file = env.path().join("late.csv");
+    std::fs::write(&file, format!("task_id,resolution\nT{},DONE\n", add.id)).unwrap();
+    let out = env.cli(&["tasks", "import", file.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "T{} (ADD_ENTITLEMENT) was done after provd had withdrawn it; `ada` is granted VIEW there now, wanted: nothing to undo",
+            add.id
+        )),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let access = stdout(&env.cli(&["access", "list", "--identity", "ada", "--format", "csv"]));
+    assert!(access.contains(",VIEW,pending,"), "{access}");
+}
