@@ -221,15 +221,21 @@ pub(crate) fn grants_of_job_sql(p: fn(usize) -> String) -> String {
 /// have disabled it. With no later job the row is dropped as before.
 pub(crate) fn hand_over_account_sql(p: fn(usize) -> String) -> String {
     let job = p(1);
+    // The next live job of the lane that gives access without making the account: one
+    // planned while this one's create was pending (not a revoke, which needs no account,
+    // nor a job that makes its own).
+    let next = format!(
+        "SELECT MIN(j.id) FROM jobs j
+         WHERE j.identity_id = accounts.identity_id AND j.source = accounts.source
+           AND j.id > {job} AND j.state IN ('queued','retrying','running','manual')
+           AND j.kind = 'grant' AND j.operations LIKE '%\"ADD_ENTITLEMENT\"%'
+           AND j.operations NOT LIKE '%\"CREATE_ACCOUNT\"%'"
+    );
     format!(
-        "UPDATE accounts SET job_id = (SELECT MIN(j.id) FROM jobs j
-             WHERE j.identity_id = accounts.identity_id AND j.source = accounts.source
-               AND j.id > {job} AND j.state IN ('queued','retrying','running','manual'))
+        "UPDATE accounts SET job_id = ({next})
          WHERE job_id = {job} AND state = 'pending'
            AND (SELECT state FROM jobs WHERE id = {job}) IN ('failed','canceled')
-           AND EXISTS (SELECT 1 FROM jobs j
-             WHERE j.identity_id = accounts.identity_id AND j.source = accounts.source
-               AND j.id > {job} AND j.state IN ('queued','retrying','running','manual'))"
+           AND ({next}) IS NOT NULL"
     )
 }
 

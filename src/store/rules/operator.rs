@@ -126,11 +126,15 @@ pub fn retry(
         }
     }
     let how = match job.state {
+        // The account it makes, or the one it adds to and that its failure dropped (it
+        // was handed this job by a withdrawn create: found by the simulation, issue 33,
+        // seed 47), is pending again; an account already known stays as it is.
         s if s.can_move(JobState::Queued) && s.is_final() => RetryMove::Requeue {
             max_attempts,
             pending_account: job
                 .ops
-                .contains(&provd_connector_core::Operation::CreateAccount),
+                .iter()
+                .any(|op| matches!(op, Operation::CreateAccount | Operation::AddEntitlement(_))),
         },
         JobState::Retrying => RetryMove::RunNow,
         other => {
@@ -277,6 +281,34 @@ mod tests {
         assert!(e.is_some_and(|e| {
             e.contains("job 7 is moot: job 11 granted groups=cn=vpn again since")
         }),);
+    }
+
+    #[test]
+    fn a_retried_job_that_gives_access_makes_its_account_pending_again() {
+        let mut failed = job(JobState::Failed);
+        failed.ops = vec![Operation::AddEntitlement(
+            provd_connector_core::Entitlement {
+                attribute: "zones".into(),
+                value: "HQ".into(),
+            },
+        )];
+        let how = retry(&failed, 5, (1, 1), &[]).ok().map(|r| r.how);
+        assert_eq!(
+            how,
+            Some(RetryMove::Requeue {
+                max_attempts: 5,
+                pending_account: true
+            })
+        );
+        failed.ops = vec![Operation::DisableAccount];
+        let how = retry(&failed, 5, (0, 0), &[]).ok().map(|r| r.how);
+        assert!(matches!(
+            how,
+            Some(RetryMove::Requeue {
+                pending_account: false,
+                ..
+            })
+        ));
     }
 
     #[test]
