@@ -67,12 +67,16 @@ impl Owner {
                     self.of.insert(t.identity_id.clone(), new.to_string());
                 }
             }
+            // Asked to add to an account the person does not have yet (its create failed
+            // or was withdrawn, and provd handed the account to this grant), the owner
+            // makes it: it is the person's.
             "ADD_ENTITLEMENT" => {
                 self.accounts
-                    .entry(key)
+                    .entry(key.clone())
                     .or_default()
                     .0
                     .insert(t.value.clone());
+                self.of.entry(t.identity_id.clone()).or_insert(key);
             }
             "REMOVE_ENTITLEMENT" => {
                 if let Some(a) = self.accounts.get_mut(&key) {
