@@ -372,13 +372,22 @@ pub async fn import(
             ..Default::default()
         })
         .await?;
+    // The key each identity's account has now: a task names the key of its day.
+    let keys: BTreeMap<String, String> = store
+        .managed_accounts(source_id.to_string())
+        .await?
+        .into_iter()
+        .collect();
     let verified: Vec<i64> = tasks
         .iter()
         .filter(|t| {
             t.verified_at.is_none() && matches!(t.status, TaskStatus::Open | TaskStatus::Done)
         })
         .filter(|t| t.created_at <= as_of_ms)
-        .filter(|t| check::shows(t, &seen, export.status.is_some()))
+        .filter(|t| {
+            let now = keys.get(&t.identity_id).map(String::as_str);
+            check::shows(t, now, &seen, export.status.is_some())
+        })
         .map(|t| t.id)
         .collect();
     let mut stored = Vec::with_capacity(seen.len());
