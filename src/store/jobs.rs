@@ -239,6 +239,28 @@ pub(crate) fn hand_over_account_sql(p: fn(usize) -> String) -> String {
     )
 }
 
+/// The job that holds the pending account of a job's lane, when not that job (parameter:
+/// the job's id): after [`hand_over_account_sql`] moved it, its heir, which then makes the
+/// account first (see [`super::rules::operator::inherit_create`]).
+pub(crate) fn heir_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "SELECT a.job_id FROM jobs d JOIN accounts a
+           ON a.identity_id = d.identity_id AND a.source = d.source
+         WHERE d.id = {} AND a.state = 'pending' AND a.job_id IS NOT NULL AND a.job_id <> d.id",
+        p(1)
+    )
+}
+
+/// Writes an heir's operations (parameters: the operations as JSON, its id), only while
+/// none has run.
+pub(crate) fn inherit_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "UPDATE jobs SET operations = {} WHERE id = {} AND ops_done = 0",
+        p(1),
+        p(2)
+    )
+}
+
 /// Forgets the account a job deleted (parameters: identity, source, the job's id) — not
 /// one a later job is making (pending, with a larger job id): a grant accepted while the
 /// delete waited in the lane made it, and it is wanted (found by the simulation, issue

@@ -246,7 +246,8 @@ pub(super) async fn a_delete_keeps_the_account_a_later_job_makes(store: Store) -
 }
 
 /// Issue 33 (simulation seed 47): a grant queued behind one whose create was withdrawn
-/// was planned without a create; its success makes the account known.
+/// was planned without a create; it now makes the account first (an owner was asked to
+/// add to an account that did not exist), and its success makes the account known.
 pub(super) async fn a_withdrawn_create_hands_its_account_to_the_next_job(store: Store) -> Outcome {
     use crate::store::Stamp;
     use provd_connector_core::Operation;
@@ -282,6 +283,13 @@ pub(super) async fn a_withdrawn_create_hands_its_account_to_the_next_job(store: 
         .await?;
     let job = f.first("a", 2_000).await?;
     assert_eq!(job.id, b);
+    assert_eq!(
+        job.ops.first(),
+        Some(&Operation::CreateAccount),
+        "the heir creates: {:?}",
+        job.ops
+    );
+    assert_eq!(job.ops.len(), 2, "{:?}", job.ops);
     f.succeed(&job, "a", 2_001).await?;
     let held = f.store.account_sources(vec!["u1".into()]).await?;
     assert!(

@@ -20,6 +20,26 @@ const ITEMS: &str = "SELECT ri.id, ri.effect, ri.assignment_id,
                  WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
     WHERE ij.job_id = $1";
 
+/// The heir of an account a failed or canceled job was to create makes it first.
+async fn inherit(tx: &Tx<'_>, job_id: i64) -> Result<()> {
+    let p = crate::store::audit::postgres_param;
+    let heir: Option<i64> = super::query_opt(tx, &crate::store::jobs::heir_sql(p), &[&job_id])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let Some(heir) = heir else {
+        return Ok(());
+    };
+    let (Some(from), Some(heir)) = (get(tx, job_id).await?, get(tx, heir).await?) else {
+        return Ok(());
+    };
+    if let Some(ops) = operator::inherit_create(&from.ops, &heir) {
+        let ops = super::rows::to_json(&ops)?;
+        super::exec(tx, &crate::store::jobs::inherit_sql(p), &[&ops, &heir.id]).await?;
+    }
+    Ok(())
+}
+
 /// After a job ended: move the assignments it granted or revoked, and drop an account it
 /// was to create but did not. A failed revoke leaves its access held (`active`) — unless
 /// the item was granted again meanwhile: that newer grant holds it, and the old one ends
@@ -64,7 +84,9 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
         return Ok(());
     }
     let hand_over = crate::store::jobs::hand_over_account_sql(crate::store::audit::postgres_param);
-    super::exec(tx, &hand_over, &[&job_id]).await?;
+    if super::exec(tx, &hand_over, &[&job_id]).await? > 0 {
+        inherit(tx, job_id).await?;
+    }
     super::exec(
         tx,
         "DELETE FROM accounts WHERE job_id = $1 AND state = 'pending'

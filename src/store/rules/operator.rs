@@ -179,6 +179,28 @@ pub fn retry_raced(id: i64) -> StoreError {
     ))
 }
 
+/// The operations of `heir`, the next job of a lane, once a failed or canceled job (whose
+/// operations were `from`) handed it the account it was to create: the heir was planned
+/// without a create because the account was on its way, so it now makes it first, as
+/// `from` would have (its create and the enable that follows it). Without this an owner
+/// was asked to add to an account that does not exist (found by the simulation, issue
+/// 33). None when nothing changes: `from` made no account, or the heir creates already
+/// or has begun.
+pub fn inherit_create(from: &[Operation], heir: &Job) -> Option<Vec<Operation>> {
+    let start = from.iter().position(|op| *op == Operation::CreateAccount)?;
+    if heir.ops.contains(&Operation::CreateAccount)
+        || heir.ops_done > 0
+        || !matches!(heir.state, JobState::Queued | JobState::Retrying)
+    {
+        return None;
+    }
+    let enable = from.get(start + 1) == Some(&Operation::EnableAccount);
+    let mut ops = vec![Operation::CreateAccount];
+    ops.extend(enable.then_some(Operation::EnableAccount));
+    ops.extend(heir.ops.iter().cloned());
+    Some(ops)
+}
+
 /// A guarded write's outcome: `changed` rows, or the race it lost.
 pub fn guarded(changed: u64, lost: impl FnOnce() -> StoreError) -> Result<()> {
     if changed == 0 { Err(lost()) } else { Ok(()) }
@@ -231,6 +253,34 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn the_heir_of_a_withdrawn_create_makes_the_account_first() {
+        use Operation::*;
+        let add = |v: &str| {
+            AddEntitlement(provd_connector_core::Entitlement {
+                attribute: "groups".into(),
+                value: v.into(),
+            })
+        };
+        let mut heir = job(JobState::Queued);
+        heir.ops = vec![add("B")];
+        let from = [CreateAccount, EnableAccount, add("A")];
+        assert_eq!(
+            inherit_create(&from, &heir),
+            Some(vec![CreateAccount, EnableAccount, add("B")])
+        );
+        assert_eq!(
+            inherit_create(&[CreateAccount, add("A")], &heir),
+            Some(vec![CreateAccount, add("B")])
+        );
+        assert_eq!(inherit_create(&[add("A")], &heir), None, "made no account");
+        heir.state = JobState::Manual;
+        assert_eq!(inherit_create(&from, &heir), None, "has begun");
+        heir.state = JobState::Retrying;
+        heir.ops = vec![CreateAccount, add("B")];
+        assert_eq!(inherit_create(&from, &heir), None, "creates already");
     }
 
     #[test]

@@ -177,15 +177,40 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
         )?
         .execute(params![to.as_str(), now, assignment, from.as_str()])?;
     }
-    tx.prepare_cached(&crate::store::jobs::hand_over_account_sql(
-        crate::store::audit::sqlite_param,
-    ))?
-    .execute(params![job_id])?;
+    let handed = tx
+        .prepare_cached(&crate::store::jobs::hand_over_account_sql(
+            crate::store::audit::sqlite_param,
+        ))?
+        .execute(params![job_id])?;
+    if handed > 0 {
+        inherit(tx, job_id)?;
+    }
     tx.prepare_cached(
         "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
          AND (SELECT state FROM jobs WHERE id = ?1) IN ('failed','canceled')",
     )?
     .execute(params![job_id])?;
+    Ok(())
+}
+
+/// The heir of an account a failed or canceled job was to create makes it first.
+fn inherit(tx: &Connection, job_id: i64) -> Result<()> {
+    let p = crate::store::audit::sqlite_param;
+    let heir: Option<i64> = tx
+        .prepare_cached(&crate::store::jobs::heir_sql(p))?
+        .query_row(params![job_id], |r| r.get(0))
+        .optional()?;
+    let (Some(from), Some(heir)) = (
+        get(tx, job_id)?,
+        heir.map(|h| get(tx, h)).transpose()?.flatten(),
+    ) else {
+        return Ok(());
+    };
+    if let Some(ops) = operator::inherit_create(&from.ops, &heir) {
+        let ops = serde_json::to_string(&ops).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.prepare_cached(&crate::store::jobs::inherit_sql(p))?
+            .execute(params![ops, heir.id])?;
+    }
     Ok(())
 }
 
