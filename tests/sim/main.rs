@@ -13,7 +13,8 @@
 //! 17` one; `--keep-going` prints each failing seed and runs the rest (no
 //! shortening); `--jobs 3` runs three seeds at a time (each world has its own servers), and
 //! `PROVD_TEST_BIN` names a copy of the binary to run while the tree is rebuilt;
-//! `SIM_KEEP=DIR` keeps a failing world's directory (agent logs, SQLite store) in DIR. Beyond grants,
+//! `SIM_KEEP=DIR` keeps a failing world's directory (agent logs, SQLite store, or on
+//! PostgreSQL a `pg_dump` as `store.sql`) in DIR. Beyond grants,
 //! revokes, leavers, rehires, hand-made removals and kills, flags add: `--movers`
 //! (e-mail changes on the manual source keyed by e-mail), `--outside` (entries deleted
 //! and leavers enabled by hand on slapd, slapd down for a while), `--dates` (grants

@@ -544,6 +544,15 @@ pub async fn run(events: &[Event]) -> Result<(), String> {
             ])
             .status()
             .is_ok_and(|s| s.success());
+        // On PostgreSQL the store lives in the cluster's temp dir, gone with it: a dump
+        // (restore with `psql -f store.sql` into an empty database) keeps it.
+        if copied && let Some((_, url)) = &env.pg {
+            let _ = std::process::Command::new("pg_dump")
+                .args(["--no-owner", "-f"])
+                .arg(to.join("store.sql"))
+                .arg(url)
+                .status();
+        }
         if copied {
             return Err(format!("{e} (the world is kept in {})", to.display()));
         }
