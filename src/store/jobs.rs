@@ -275,27 +275,51 @@ pub(crate) fn forget_account_sql(p: fn(usize) -> String) -> String {
     )
 }
 
-/// The jobs queued after one on the same identity and source, not canceled: `id`,
-/// `operations` (see [`super::rules::operator::retry`]).
+/// The jobs of a lane waiting behind one (parameter: its id) that have not begun: `id`,
+/// `operations`. Those [`super::rules::operator::orphaned`] once the job's failure left
+/// the lane no account are canceled.
+pub(crate) fn waiting_behind_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "SELECT l.id, l.operations FROM jobs d JOIN jobs l
+           ON l.identity_id = d.identity_id AND l.source = d.source
+         WHERE d.id = {} AND l.id > d.id AND l.state IN ('queued','retrying') AND l.ops_done = 0
+         ORDER BY l.id",
+        p(1)
+    )
+}
+
+/// The jobs queued after one on the same identity and source: `id`, `operations`,
+/// `state` (see [`super::rules::operator::retry`]).
 pub(crate) fn later_jobs_sql(p: fn(usize) -> String) -> String {
     format!(
-        "SELECT id, operations FROM jobs
-         WHERE identity_id = {} AND source = {} AND id > {} AND state <> 'canceled' ORDER BY id",
+        "SELECT id, operations, state FROM jobs
+         WHERE identity_id = {} AND source = {} AND id > {} ORDER BY id",
         p(1),
         p(2),
         p(3)
     )
 }
 
-/// Rows of [`later_jobs_sql`] with their operations read.
-pub(crate) fn parse_ops(
-    rows: Vec<(i64, String)>,
-) -> super::Result<Vec<(i64, Vec<provd_connector_core::Operation>)>> {
+/// Rows of [`later_jobs_sql`] (`id`, `operations`, `state`) read.
+pub(crate) fn parse_later(
+    rows: Vec<(i64, String, String)>,
+) -> super::Result<Vec<super::rules::operator::Later>> {
     rows.into_iter()
-        .map(|(id, ops)| {
-            serde_json::from_str(&ops)
-                .map(|ops| (id, ops))
-                .map_err(|e| super::StoreError::Corrupt(format!("job {id}: operations: {e}")))
+        .map(|(id, ops, state)| {
+            Ok(super::rules::operator::Later {
+                id,
+                canceled: state == "canceled",
+                ops: parse_ops_of(id, &ops)?,
+            })
         })
         .collect()
+}
+
+/// A job's operations, read from their JSON.
+pub(crate) fn parse_ops_of(
+    id: i64,
+    ops: &str,
+) -> super::Result<Vec<provd_connector_core::Operation>> {
+    serde_json::from_str(ops)
+        .map_err(|e| super::StoreError::Corrupt(format!("job {id}: operations: {e}")))
 }

@@ -299,6 +299,60 @@ pub(super) async fn a_withdrawn_create_hands_its_account_to_the_next_job(store: 
     Ok(())
 }
 
+/// Issue 33 (simulation, PostgreSQL seed 32): a leaver's disable was queued behind the
+/// grant that was to make the account, and the grant failed. The disable has no account
+/// to act on and is canceled (sent out, it asked for a disable nobody could verify); the
+/// grant, retried, would make an enabled account with access for a leaver, so the retry
+/// is refused as moot.
+pub(super) async fn a_disable_behind_a_failed_create_is_canceled_and_the_create_not_retried(
+    store: Store,
+) -> Outcome {
+    use provd_connector_core::Operation;
+    let catalog = r#"
+        [[entitlement]]
+        id = "vpn"
+        source = "flat"
+        attribute = "groups"
+        value = "VPN"
+        [[access_profile]]
+        id = "ap-vpn"
+        entitlements = ["vpn"]
+        "#;
+    let f = Fixture::new(store, catalog, &["flat"], &["u1"])?;
+    let grant = f
+        .submit(RequestType::Grant, "u1", "ap-vpn", None, None, 1_000)
+        .await?;
+    let mut leave = f.accept(RequestType::Revoke, "u1", "ap-vpn", None, None, 1_100);
+    leave.request.items.clear();
+    leave.request.account_ops = vec![("flat".into(), Operation::DisableAccount)];
+    let leave = f.store.accept(leave).await?;
+    let (a, b) = (grant.accepted().job_ids[0], leave.accepted().job_ids[0]);
+    assert_eq!(f.job(b).await?.ops, [Operation::DisableAccount]);
+    let job = f.first("a", 2_000).await?;
+    assert_eq!(job.id, a);
+    let failed = Ending::Failed {
+        error: err(1),
+        reason: "refused".into(),
+    };
+    let out = f
+        .store
+        .finish_all(vec![end(&job, "a", 2_001, failed, None)])
+        .await?;
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    assert_eq!(
+        f.job(b).await?.state,
+        JobState::Canceled,
+        "the orphaned disable"
+    );
+    assert!(f.claim("a", 3_000).await?.is_empty(), "nothing goes out");
+    match f.retry(a, 3, 3_100).await {
+        Err(StoreError::Conflict(m)) if m.contains(&format!("job {b} was to set")) => {}
+        other => return Err(format!("the create was retried: {other:?}").into()),
+    }
+    assert_eq!(f.job(a).await?.state, JobState::Failed);
+    Ok(())
+}
+
 /// Issue 33 (simulation seed 72): a revoke that fails after its item was granted again
 /// ends (the newer grant holds the access) instead of breaking the unique live grant.
 pub(super) async fn a_failed_revoke_of_an_item_granted_again_ends(store: Store) -> Outcome {

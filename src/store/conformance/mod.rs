@@ -93,6 +93,14 @@ pub const CASES: &[(&str, Case)] = &[
             ))
         },
     ),
+    (
+        "a_disable_behind_a_failed_create_is_canceled_and_the_create_not_retried",
+        |s| {
+            Box::pin(
+                ends::a_disable_behind_a_failed_create_is_canceled_and_the_create_not_retried(s),
+            )
+        },
+    ),
     ("a_failed_revoke_of_an_item_granted_again_ends", |s| {
         Box::pin(ends::a_failed_revoke_of_an_item_granted_again_ends(s))
     }),

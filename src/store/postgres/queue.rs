@@ -390,9 +390,15 @@ impl Queue for Postgres {
                 )
                 .await?
                 .iter()
-                .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                    )
+                })
                 .collect();
-            let later = crate::store::jobs::parse_ops(later)?;
+            let later = crate::store::jobs::parse_later(later)?;
             let retry = operator::retry(&j, max_attempts, (row.get(0), row.get(1)), &later)?;
             // Each UPDATE is guarded by the state read above; one that changed nothing
             // lost a race (a claim took the job meanwhile) and must not be reported, nor

@@ -87,13 +87,37 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
     if super::exec(tx, &hand_over, &[&job_id]).await? > 0 {
         inherit(tx, job_id).await?;
     }
-    super::exec(
+    let dropped = super::exec(
         tx,
         "DELETE FROM accounts WHERE job_id = $1 AND state = 'pending'
          AND (SELECT state FROM jobs WHERE id = $1) IN ('failed','canceled')",
         &[&job_id],
     )
     .await?;
+    if dropped > 0 {
+        cancel_orphans(tx, job_id, now).await?;
+    }
+    Ok(())
+}
+
+/// Cancels the jobs waiting behind `job_id` that act only on the account it was to make
+/// and did not ([`operator::orphaned`]).
+async fn cancel_orphans(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+    let sql = crate::store::jobs::waiting_behind_sql(crate::store::audit::postgres_param);
+    for row in super::query(tx, &sql, &[&job_id]).await? {
+        let (id, ops): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        if operator::orphaned(&crate::store::jobs::parse_ops_of(id, &ops)?) {
+            // Boxed: canceling settles the orphan in turn, and that future holds this one.
+            Box::pin(cancel_in(
+                tx,
+                id,
+                now,
+                &operator::orphan_reason(job_id),
+                "provd",
+            ))
+            .await?;
+        }
+    }
     Ok(())
 }
 

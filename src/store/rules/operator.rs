@@ -77,6 +77,27 @@ pub enum RetryMove {
     RunNow,
 }
 
+/// A job queued after the one being retried, on the same identity and source: what a
+/// retry must not undo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Later {
+    pub id: i64,
+    /// Ended `canceled`: it changed nothing on the target, though it says what was wanted.
+    pub canceled: bool,
+    pub ops: Vec<Operation>,
+}
+
+impl Later {
+    /// A later job that was not canceled.
+    pub fn live(id: i64, ops: Vec<Operation>) -> Later {
+        Later {
+            id,
+            canceled: false,
+            ops,
+        }
+    }
+}
+
 /// What a retry writes: the move, and the `job_retry_requested` event's data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
@@ -93,13 +114,12 @@ pub struct Retry {
 /// same account set its state: it would undo that (a leaver's failed DISABLE retried
 /// after the rehire's ENABLE disabled the rehired person). Nor a job that removes a value
 /// a `later` job adds again: the value was granted again since, and taking it would leave
-/// the new grant's access gone while provd says it is held.
-pub fn retry(
-    job: &Job,
-    max_attempts: u32,
-    grants: (i64, i64),
-    later: &[(i64, Vec<Operation>)],
-) -> Result<Retry> {
+/// the new grant's access gone while provd says it is held. Nor a job that makes the
+/// account once a later job — even one canceled because this one's failure left it no
+/// account ([`orphaned`]) — was to set the account's state: the account would be made
+/// in the state this job was planned for (a leaver's failed grant, retried, made an
+/// enabled account with access: found by the simulation, issue 33, PostgreSQL seed 32).
+pub fn retry(job: &Job, max_attempts: u32, grants: (i64, i64), later: &[Later]) -> Result<Retry> {
     let moot = |why: String| {
         StoreError::Conflict(format!(
             "job {} is moot: {why}; nothing was retried",
@@ -112,11 +132,21 @@ pub fn retry(
                 "the access it granted has been revoked or has ended since; submit a new request if it is still wanted".into(),
             ));
         }
+        let live = || later.iter().filter(|l| !l.canceled);
         if job.ops.iter().any(sets_status)
-            && let Some((next, _)) = later.iter().find(|(_, ops)| ops.iter().any(sets_status))
+            && let Some(next) = live().find(|l| l.ops.iter().any(sets_status))
         {
             return Err(moot(format!(
-                "job {next} set the account's state since, and running this one again would undo that"
+                "job {} set the account's state since, and running this one again would undo that",
+                next.id
+            )));
+        }
+        if job.ops.contains(&Operation::CreateAccount)
+            && let Some(next) = later.iter().find(|l| l.ops.iter().any(sets_status))
+        {
+            return Err(moot(format!(
+                "job {} was to set the account's state since, and the account this one makes would not be in it; submit a new request if the access is still wanted",
+                next.id
             )));
         }
         if let Some((next, value)) = regranted(job, later) {
@@ -151,16 +181,42 @@ pub fn retry(
 }
 
 /// The first later job that adds a value `job` removes, and that value.
-fn regranted(job: &Job, later: &[(i64, Vec<Operation>)]) -> Option<(i64, String)> {
+fn regranted(job: &Job, later: &[Later]) -> Option<(i64, String)> {
     job.ops.iter().find_map(|op| {
         let Operation::RemoveEntitlement(e) = op else {
             return None;
         };
-        later.iter().find_map(|(id, ops)| {
-            ops.contains(&Operation::AddEntitlement(e.clone()))
-                .then(|| (*id, format!("{}={}", e.attribute, e.value)))
+        later.iter().filter(|l| !l.canceled).find_map(|l| {
+            l.ops
+                .contains(&Operation::AddEntitlement(e.clone()))
+                .then(|| (l.id, format!("{}={}", e.attribute, e.value)))
         })
     })
+}
+
+/// Whether a job waiting in its lane acts only on an account's state (disable, enable,
+/// update, delete): once the job before it that was to make the account failed or was
+/// canceled, and nothing else will make it, such a job has nothing to act on and is
+/// canceled ([`orphan_reason`]) — the planner plans none of these for someone with no
+/// account. Sent out, it asked an owner to disable an account that did not exist, and
+/// the answer could never be verified (found by the simulation, issue 33, PostgreSQL
+/// seed 32).
+pub fn orphaned(ops: &[Operation]) -> bool {
+    !ops.is_empty()
+        && ops.iter().all(|op| {
+            matches!(
+                op,
+                Operation::DisableAccount
+                    | Operation::EnableAccount
+                    | Operation::DeleteAccount
+                    | Operation::UpdateAccount { .. }
+            )
+        })
+}
+
+/// Why an [`orphaned`] job was canceled: `maker` was to make its account.
+pub fn orphan_reason(maker: i64) -> String {
+    format!("no account to act on: job {maker}, which was to make it, failed or was canceled")
 }
 
 /// An operation that leaves the account enabled, disabled or gone.
@@ -301,8 +357,8 @@ mod tests {
     fn a_failed_disable_is_not_run_again_after_a_later_job_set_the_account_state() {
         let mut failed = job(JobState::Failed);
         failed.ops = vec![Operation::DisableAccount];
-        let grant = (9, vec![Operation::CreateAccount]);
-        let enable = (12, vec![Operation::EnableAccount]);
+        let grant = Later::live(9, vec![Operation::CreateAccount]);
+        let enable = Later::live(12, vec![Operation::EnableAccount]);
         assert!(retry(&failed, 5, (0, 0), std::slice::from_ref(&grant)).is_ok());
         let e = retry(&failed, 5, (0, 0), &[grant, enable])
             .err()
@@ -322,15 +378,54 @@ mod tests {
         let mut failed = job(JobState::Failed);
         failed.kind = "revoke".into();
         failed.ops = vec![Operation::RemoveEntitlement(group("cn=vpn"))];
-        let other = (9, vec![Operation::AddEntitlement(group("cn=git"))]);
+        let other = Later::live(9, vec![Operation::AddEntitlement(group("cn=git"))]);
         assert!(retry(&failed, 5, (0, 0), std::slice::from_ref(&other)).is_ok());
-        let again = (11, vec![Operation::AddEntitlement(group("cn=vpn"))]);
+        let again = Later::live(11, vec![Operation::AddEntitlement(group("cn=vpn"))]);
         let e = retry(&failed, 5, (0, 0), &[other, again])
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| {
             e.contains("job 7 is moot: job 11 granted groups=cn=vpn again since")
         }),);
+    }
+
+    #[test]
+    fn a_failed_create_is_not_run_again_once_a_later_job_was_to_set_the_account_state() {
+        use Operation::*;
+        let mut failed = job(JobState::Failed);
+        failed.ops = vec![CreateAccount, EnableAccount];
+        let other = Later::live(
+            9,
+            vec![UpdateAccount {
+                attributes: Default::default(),
+            }],
+        );
+        assert!(retry(&failed, 5, (1, 1), std::slice::from_ref(&other)).is_ok());
+        let disable = Later {
+            id: 11,
+            canceled: true,
+            ops: vec![DisableAccount],
+        };
+        let e = retry(&failed, 5, (1, 1), &[other, disable])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.contains("job 7 is moot: job 11 was to set the account's state")),
+        );
+    }
+
+    #[test]
+    fn only_a_job_that_acts_on_the_account_alone_is_left_with_nothing_to_act_on() {
+        use Operation::*;
+        let add = AddEntitlement(provd_connector_core::Entitlement {
+            attribute: "zones".into(),
+            value: "HQ".into(),
+        });
+        assert!(orphaned(&[DisableAccount]));
+        assert!(orphaned(&[EnableAccount, DeleteAccount]));
+        assert!(!orphaned(&[]));
+        assert!(!orphaned(&[DisableAccount, add.clone()]), "gives access");
+        assert!(!orphaned(&[CreateAccount, DisableAccount]), "makes its own");
     }
 
     #[test]

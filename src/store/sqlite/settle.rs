@@ -83,10 +83,10 @@ impl Sqlite {
             let later = tx
                 .prepare_cached(&crate::store::jobs::later_jobs_sql(crate::store::audit::sqlite_param))?
                 .query_map(params![job.identity_id, job.source, id], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let later = crate::store::jobs::parse_ops(later)?;
+            let later = crate::store::jobs::parse_later(later)?;
             let retry = operator::retry(&job, retry.max_attempts, grants, &later)?;
             match retry.how {
                 RetryMove::Requeue {
@@ -185,11 +185,34 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
     if handed > 0 {
         inherit(tx, job_id)?;
     }
-    tx.prepare_cached(
-        "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
-         AND (SELECT state FROM jobs WHERE id = ?1) IN ('failed','canceled')",
-    )?
-    .execute(params![job_id])?;
+    let dropped = tx
+        .prepare_cached(
+            "DELETE FROM accounts WHERE job_id = ?1 AND state = 'pending'
+             AND (SELECT state FROM jobs WHERE id = ?1) IN ('failed','canceled')",
+        )?
+        .execute(params![job_id])?;
+    if dropped > 0 {
+        cancel_orphans(tx, job_id, now)?;
+    }
+    Ok(())
+}
+
+/// Cancels the jobs waiting behind `job_id` that act only on the account it was to make
+/// and did not ([`operator::orphaned`]).
+fn cancel_orphans(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
+    let waiting = tx
+        .prepare_cached(&crate::store::jobs::waiting_behind_sql(
+            crate::store::audit::sqlite_param,
+        ))?
+        .query_map([job_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (id, ops) in waiting {
+        if operator::orphaned(&crate::store::jobs::parse_ops_of(id, &ops)?) {
+            cancel_in(tx, id, now, &operator::orphan_reason(job_id), "provd")?;
+        }
+    }
     Ok(())
 }
 
