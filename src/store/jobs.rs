@@ -308,7 +308,9 @@ pub(crate) fn parse_later(
         .map(|(id, ops, state)| {
             Ok(super::rules::operator::Later {
                 id,
-                canceled: state == "canceled",
+                state: JobState::parse(&state).ok_or_else(|| {
+                    super::StoreError::Corrupt(format!("job {id}: state `{state}`"))
+                })?,
                 ops: parse_ops_of(id, &ops)?,
             })
         })

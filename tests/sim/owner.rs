@@ -23,6 +23,9 @@ pub struct Owner {
     pub fail_next: bool,
     /// Failed jobs provd would not retry: what they granted is no longer wanted.
     pub moot: BTreeSet<i64>,
+    /// Failed jobs the operator is to retry once the later job of their lane that is out
+    /// has ended (provd refuses to run two jobs of a lane at once).
+    pub to_retry: BTreeSet<i64>,
     /// Tasks sent before going away, already worked on: answered on return too.
     pub late: BTreeSet<i64>,
     /// Late answers to withdrawn tasks were given: until provd's undo tasks are done, an
@@ -204,6 +207,24 @@ impl Owner {
     }
 }
 
+/// The operator retries the failed jobs waiting for it; true when one was retried or
+/// still waits (a later job of its lane is out).
+fn retry(env: &Env, owner: &mut Owner) -> Result<bool, String> {
+    let waiting = !owner.to_retry.is_empty();
+    for id in std::mem::take(&mut owner.to_retry) {
+        let out = env.cli(&["jobs", "retry", &id.to_string()]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        if said.contains(" is moot: ") {
+            owner.moot.insert(id);
+        } else if said.contains("right now; retry job") {
+            owner.to_retry.insert(id);
+        } else if !out.status.success() {
+            return Err(format!("retrying job {id}: {said}"));
+        }
+    }
+    Ok(waiting)
+}
+
 /// The owner answers every open task, then hands in an export: it must verify every
 /// task just done and show no drift (I6).
 pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
@@ -213,11 +234,12 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
         ..Default::default()
     }))
     .map_err(|e| e.to_string())?;
+    let retried = retry(env, owner)?;
     if open.is_empty() {
-        return Ok(false);
+        return Ok(retried);
     }
     if owner.away.is_some() {
-        return Ok(false);
+        return Ok(retried);
     }
     if std::mem::take(&mut owner.fail_next) {
         // The first open task is answered FAILED (nothing done); the operator retries its
@@ -238,24 +260,13 @@ pub async fn answer(env: &Env, owner: &mut Owner) -> Result<bool, String> {
             ..Default::default()
         }))
         .map_err(|e| e.to_string())?;
-        let failed: Vec<_> = failed
-            .into_iter()
-            .filter(|j| !owner.moot.contains(&j.id))
-            .collect();
-        for j in failed {
-            let out = env.cli(&["jobs", "retry", &j.id.to_string()]);
-            if String::from_utf8_lossy(&out.stderr).contains(" is moot: ") {
-                owner.moot.insert(j.id);
-                continue;
-            }
-            if !out.status.success() {
-                return Err(format!(
-                    "retrying job {}: {}",
-                    j.id,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
+        owner.to_retry.extend(
+            failed
+                .into_iter()
+                .map(|j| j.id)
+                .filter(|id| !owner.moot.contains(id)),
+        );
+        retry(env, owner)?;
         return Ok(true);
     }
     ANSWERED.fetch_add(open.len(), std::sync::atomic::Ordering::Relaxed);

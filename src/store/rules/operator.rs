@@ -82,19 +82,23 @@ pub enum RetryMove {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Later {
     pub id: i64,
-    /// Ended `canceled`: it changed nothing on the target, though it says what was wanted.
-    pub canceled: bool,
+    /// A `canceled` one changed nothing on the target, though it says what was wanted.
+    pub state: JobState,
     pub ops: Vec<Operation>,
 }
 
 impl Later {
-    /// A later job that was not canceled.
+    /// A later job that has ended well.
     pub fn live(id: i64, ops: Vec<Operation>) -> Later {
         Later {
             id,
-            canceled: false,
+            state: JobState::Succeeded,
             ops,
         }
+    }
+
+    fn canceled(&self) -> bool {
+        self.state == JobState::Canceled
     }
 }
 
@@ -132,7 +136,18 @@ pub fn retry(job: &Job, max_attempts: u32, grants: (i64, i64), later: &[Later]) 
                 "the access it granted has been revoked or has ended since; submit a new request if it is still wanted".into(),
             ));
         }
-        let live = || later.iter().filter(|l| !l.canceled);
+        // One job of a lane at a time: requeued now, this one would run beside (or ask
+        // an owner beside) a later one still out, in no order.
+        if let Some(out) = later
+            .iter()
+            .find(|l| matches!(l.state, JobState::Running | JobState::Manual))
+        {
+            return Err(StoreError::Conflict(format!(
+                "job {} of the same identity and source is {} right now; retry job {} once it has ended",
+                out.id, out.state, job.id
+            )));
+        }
+        let live = || later.iter().filter(|l| !l.canceled());
         if job.ops.iter().any(sets_status)
             && let Some(next) = live().find(|l| l.ops.iter().any(sets_status))
         {
@@ -186,7 +201,7 @@ fn regranted(job: &Job, later: &[Later]) -> Option<(i64, String)> {
         let Operation::RemoveEntitlement(e) = op else {
             return None;
         };
-        later.iter().filter(|l| !l.canceled).find_map(|l| {
+        later.iter().filter(|l| !l.canceled()).find_map(|l| {
             l.ops
                 .contains(&Operation::AddEntitlement(e.clone()))
                 .then(|| (l.id, format!("{}={}", e.attribute, e.value)))
@@ -403,7 +418,7 @@ mod tests {
         assert!(retry(&failed, 5, (1, 1), std::slice::from_ref(&other)).is_ok());
         let disable = Later {
             id: 11,
-            canceled: true,
+            state: JobState::Canceled,
             ops: vec![DisableAccount],
         };
         let e = retry(&failed, 5, (1, 1), &[other, disable])
@@ -412,6 +427,33 @@ mod tests {
         assert!(
             e.is_some_and(|e| e.contains("job 7 is moot: job 11 was to set the account's state")),
         );
+    }
+
+    #[test]
+    fn a_failed_job_waits_for_a_later_one_of_its_lane_that_is_out() {
+        let failed = job(JobState::Failed);
+        for state in [JobState::Running, JobState::Manual] {
+            let out = Later {
+                id: 9,
+                state,
+                ops: Vec::new(),
+            };
+            let e = retry(&failed, 5, (0, 0), &[out])
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(
+                e,
+                Some(format!(
+                    "job 9 of the same identity and source is {state} right now; retry job 7 once it has ended"
+                )),
+            );
+        }
+        let queued = Later {
+            id: 9,
+            state: JobState::Queued,
+            ops: Vec::new(),
+        };
+        assert!(retry(&failed, 5, (0, 0), &[queued]).is_ok(), "runs first");
     }
 
     #[test]
