@@ -45,6 +45,7 @@ pub fn line_for(ev: &StoredEvent) -> Option<Line> {
         "job_canceled" => info("job canceled", Some("canceled")),
         "job_queued" => info("job queued", Some("queued")),
         "job_retry_requested" => info("job queued again (retry requested)", Some("queued")),
+        "job_replanned" => info("job replanned: it makes the account first", None),
         "job_manual" => info("job waits on manual tasks", Some("manual")),
         "request_accepted" => info("request accepted", None),
         "request_canceled" => info("request canceled", None),

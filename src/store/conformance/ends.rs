@@ -290,6 +290,11 @@ pub(super) async fn a_withdrawn_create_hands_its_account_to_the_next_job(store: 
         job.ops
     );
     assert_eq!(job.ops.len(), 2, "{:?}", job.ops);
+    assert_eq!(
+        f.events_of(b, "job_replanned").await?,
+        1,
+        "the trail says why"
+    );
     f.succeed(&job, "a", 2_001).await?;
     let held = f.store.account_sources(vec!["u1".into()]).await?;
     assert!(

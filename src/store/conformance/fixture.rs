@@ -233,6 +233,17 @@ impl Fixture {
         Ok(all.into_iter().map(|a| a.state.to_string()).collect())
     }
 
+    /// How many `kind` events the trail holds for `job`.
+    pub(super) async fn events_of(&self, job: i64, kind: &str) -> Result<usize, StoreError> {
+        let q = crate::store::audit::AuditQuery {
+            job: Some(job),
+            kinds: vec![kind.into()],
+            limit: 1000,
+            ..Default::default()
+        };
+        Ok(self.store.audit(q).await?.len())
+    }
+
     pub(super) async fn job(
         &self,
         id: i64,

@@ -7,7 +7,6 @@
 
 use super::fixture::{Fixture, err};
 use super::{Failure, Outcome};
-use crate::store::audit::AuditQuery;
 use crate::store::jobs::{Job, JobState, Retry};
 use crate::store::tasks::Resolved;
 use crate::store::{Stamp, Store, StoreError};
@@ -40,16 +39,6 @@ fn many(store: Store) -> Result<Fixture, Failure> {
 }
 
 /// The events of `kind` about `job`.
-async fn events_of(f: &Fixture, job: i64, kind: &str) -> Result<usize, StoreError> {
-    let q = AuditQuery {
-        job: Some(job),
-        kinds: vec![kind.into()],
-        limit: 1000,
-        ..Default::default()
-    };
-    Ok(f.store.audit(q).await?.len())
-}
-
 /// One job for each of the round's people, granted at `now`.
 async fn grant_all(f: &Fixture, round: i64, now: i64) -> Outcome {
     for i in 0..PEOPLE {
@@ -90,7 +79,7 @@ pub(super) async fn retry_against_claim(store: Store) -> Outcome {
         );
         let claimed = claimed?;
         for (j, r) in jobs.iter().zip(retried) {
-            let events = events_of(&f, j.id, "job_retry_requested").await?;
+            let events = f.events_of(j.id, "job_retry_requested").await?;
             match r {
                 Ok(answer) => {
                     assert_eq!(
@@ -149,7 +138,7 @@ pub(super) async fn cancel_against_claim(store: Store) -> Outcome {
         let claimed = claimed?;
         for (j, c) in jobs.iter().zip(canceled) {
             let was_claimed = claimed.iter().any(|c| c.id == j.id);
-            let events = events_of(&f, j.id, "job_canceled").await?;
+            let events = f.events_of(j.id, "job_canceled").await?;
             match c {
                 Ok(_) => {
                     assert!(!was_claimed, "job {}: canceled and claimed", j.id);
@@ -218,8 +207,8 @@ pub(super) async fn two_answer_one_job(store: Store) -> Outcome {
                 "job {}",
                 job.id
             );
-            assert_eq!(events_of(&f, job.id, "task_resolved").await?, tasks.len());
-            assert_eq!(events_of(&f, job.id, "job_succeeded").await?, 1);
+            assert_eq!(f.events_of(job.id, "task_resolved").await?, tasks.len());
+            assert_eq!(f.events_of(job.id, "job_succeeded").await?, 1);
         }
     }
     Ok(())
@@ -252,8 +241,8 @@ pub(super) async fn cancel_against_last_answer(store: Store) -> Outcome {
         }
         for ((job, _), c) in jobs.iter().zip(canceled) {
             let state = f.job(job.id).await?.state;
-            let ended = events_of(&f, job.id, "job_canceled").await?
-                + events_of(&f, job.id, "job_succeeded").await?;
+            let ended = f.events_of(job.id, "job_canceled").await?
+                + f.events_of(job.id, "job_succeeded").await?;
             assert_eq!(ended, 1, "job {} ended once ({state})", job.id);
             match c {
                 Ok(_) => assert_eq!(state, JobState::Canceled, "job {}", job.id),

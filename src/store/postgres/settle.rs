@@ -21,7 +21,7 @@ const ITEMS: &str = "SELECT ri.id, ri.effect, ri.assignment_id,
     WHERE ij.job_id = $1";
 
 /// The heir of an account a failed or canceled job was to create makes it first.
-async fn inherit(tx: &Tx<'_>, job_id: i64) -> Result<()> {
+async fn inherit(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
     let p = crate::store::audit::postgres_param;
     let heir: Option<i64> = super::query_opt(tx, &crate::store::jobs::heir_sql(p), &[&job_id])
         .await?
@@ -34,8 +34,13 @@ async fn inherit(tx: &Tx<'_>, job_id: i64) -> Result<()> {
         return Ok(());
     };
     if let Some(ops) = operator::inherit_create(&from.ops, &heir) {
-        let ops = super::rows::to_json(&ops)?;
-        super::exec(tx, &crate::store::jobs::inherit_sql(p), &[&ops, &heir.id]).await?;
+        let json = super::rows::to_json(&ops)?;
+        let sql = crate::store::jobs::inherit_sql(p);
+        if super::exec(tx, &sql, &[&json, &heir.id]).await? > 0 {
+            let data = operator::replanned(&from, &ops);
+            let e = Event::of_job("job_replanned", &heir, "provd", data);
+            super::audit::append(tx, now, &e).await?;
+        }
     }
     Ok(())
 }
@@ -85,7 +90,7 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
     }
     let hand_over = crate::store::jobs::hand_over_account_sql(crate::store::audit::postgres_param);
     if super::exec(tx, &hand_over, &[&job_id]).await? > 0 {
-        inherit(tx, job_id).await?;
+        inherit(tx, job_id, now).await?;
     }
     let dropped = super::exec(
         tx,

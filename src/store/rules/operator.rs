@@ -272,6 +272,15 @@ pub fn inherit_create(from: &[Operation], heir: &Job) -> Option<Vec<Operation>> 
     Some(ops)
 }
 
+/// The `job_replanned` event's data once an heir took over a create (see
+/// [`inherit_create`]): the job whose account it makes, and its operations now.
+pub fn replanned(from: &Job, ops: &[Operation]) -> Value {
+    json!({
+        "reason": format!("job {}, which was to make the account, {}", from.id, from.state),
+        "operations": ops,
+    })
+}
+
 /// A guarded write's outcome: `changed` rows, or the race it lost.
 pub fn guarded(changed: u64, lost: impl FnOnce() -> StoreError) -> Result<()> {
     if changed == 0 { Err(lost()) } else { Ok(()) }

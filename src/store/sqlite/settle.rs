@@ -183,7 +183,7 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
         ))?
         .execute(params![job_id])?;
     if handed > 0 {
-        inherit(tx, job_id)?;
+        inherit(tx, job_id, now)?;
     }
     let dropped = tx
         .prepare_cached(
@@ -217,7 +217,7 @@ fn cancel_orphans(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
 }
 
 /// The heir of an account a failed or canceled job was to create makes it first.
-fn inherit(tx: &Connection, job_id: i64) -> Result<()> {
+fn inherit(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
     let p = crate::store::audit::sqlite_param;
     let heir: Option<i64> = tx
         .prepare_cached(&crate::store::jobs::heir_sql(p))?
@@ -230,9 +230,15 @@ fn inherit(tx: &Connection, job_id: i64) -> Result<()> {
         return Ok(());
     };
     if let Some(ops) = operator::inherit_create(&from.ops, &heir) {
-        let ops = serde_json::to_string(&ops).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tx.prepare_cached(&crate::store::jobs::inherit_sql(p))?
-            .execute(params![ops, heir.id])?;
+        let json = serde_json::to_string(&ops).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let n = tx
+            .prepare_cached(&crate::store::jobs::inherit_sql(p))?
+            .execute(params![json, heir.id])?;
+        if n > 0 {
+            let data = operator::replanned(&from, &ops);
+            let e = Event::of_job("job_replanned", &heir, "provd", data);
+            super::audit::append(tx, now, &e)?;
+        }
     }
     Ok(())
 }
