@@ -303,6 +303,7 @@ mod tests {
             as_of: 50,
             actor: "agent".into(),
             taken_at: 51,
+            status_told: false,
         };
         let ada = Seen {
             key: "uid=ada,ou=people".into(),

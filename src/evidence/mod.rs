@@ -407,6 +407,7 @@ pub async fn import(
         as_of: as_of_ms,
         actor: actor.to_string(),
         taken_at: to_ms(now),
+        status_told: export.status.is_some(),
     };
     let snapshot = store
         .record_snapshot(meta, stored, verified.clone())
@@ -480,18 +481,21 @@ pub async fn drift(
         .values()
         .filter(|s| only.is_none_or(|o| o == s.id))
     {
-        if store.last_snapshot(s.id.clone()).await?.is_none() {
+        let Some(meta) = store.last_snapshot(s.id.clone()).await? else {
             continue;
-        }
+        };
         let seen = latest(store, &s.id).await?;
-        // An export with a status column tells each account's status; a read-back's
-        // stored rows cannot say which status was told (reconcile judges it live).
-        let told = s
+        // Each account's status, where the snapshot told it (an export with a status
+        // column, a read-back whose connector reads it). An import recorded before
+        // snapshots said so is judged by the source's export description, as it was then.
+        let exported = s
             .manual
             .as_ref()
-            .and_then(|m| m.export.as_ref()?.status.as_ref());
+            .and_then(|m| m.export.as_ref()?.status.as_ref())
+            .is_some();
+        let told = meta.status_told || (meta.kind == "import" && exported);
         let status: Option<BTreeMap<String, bool>> =
-            told.map(|_| seen.iter().map(|(k, r)| (k.clone(), r.disabled)).collect());
+            told.then(|| seen.iter().map(|(k, r)| (k.clone(), r.disabled)).collect());
         out.extend(compare(store, config, s, &seen, status.as_ref()).await?);
     }
     Ok(out)

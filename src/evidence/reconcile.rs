@@ -162,6 +162,7 @@ pub async fn reconcile(
         as_of: to_ms(now),
         actor: actor.to_string(),
         taken_at: to_ms(now),
+        status_told: !status.is_empty(),
     };
     let snapshot = store.record_snapshot(meta, rows, Vec::new()).await?;
     let Some(src) = config.sources.get(source) else {

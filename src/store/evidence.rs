@@ -15,6 +15,10 @@ pub struct SnapshotMeta {
     pub as_of: i64,
     pub actor: String,
     pub taken_at: i64,
+    /// Whether its rows tell each account's status (an export with a status column, a
+    /// read-back whose connector reads it); if not, their `disabled` says nothing and
+    /// drift does not judge the accounts' state from them.
+    pub status_told: bool,
 }
 
 /// One account as a snapshot showed it; `values` is `[[attribute, value], …]` JSON.

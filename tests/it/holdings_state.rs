@@ -166,6 +166,22 @@ async fn a_leavers_account_enabled_by_hand_is_reported() {
         drift("corp"),
         [("enabled_unexpectedly".to_string(), "ada".to_string())]
     );
+    // `provd drift` says the same from the stored read-back: it once judged a direct
+    // source's account state only live, in reconcile.
+    let stored: Vec<(String, String)> =
+        json_rows(&env, &["drift", "--source", "corp", "--format", "json"])
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["identity"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(
+        stored,
+        [("enabled_unexpectedly".to_string(), "ada".to_string())]
+    );
 }
 
 /// Finding 6: someone provd does not manage, put in a group provd manages. Reported as

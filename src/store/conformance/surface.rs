@@ -325,6 +325,7 @@ pub(super) async fn evidence(store: Store) -> Outcome {
         as_of: 1_900,
         actor: "cli:op".into(),
         taken_at: 2_000,
+        status_told: false,
     };
     let seen = vec![SeenRow {
         account: "u1".into(),

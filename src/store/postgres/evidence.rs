@@ -27,7 +27,7 @@ impl Evidence for Postgres {
             let c = me.client().await?;
             let r = c
                 .query_opt(
-                    "SELECT id, source, kind, sha256, rows, as_of, actor, taken_at FROM account_snapshots
+                    "SELECT id, source, kind, sha256, rows, as_of, actor, taken_at, status_told FROM account_snapshots
                      WHERE source = $1 ORDER BY id DESC LIMIT 1",
                     &[&source],
                 )
@@ -41,6 +41,7 @@ impl Evidence for Postgres {
                 as_of: r.get(5),
                 actor: r.get(6),
                 taken_at: r.get(7),
+                status_told: r.get::<_, i64>(8) != 0,
             }))
         })
     }
@@ -74,9 +75,9 @@ impl Evidence for Postgres {
             let tx = c.transaction().await?;
             let id: i64 = tx
                 .query_one(
-                    "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING id",
-                    &[&meta.source, &meta.kind, &meta.sha256, &meta.rows, &meta.as_of, &meta.actor, &now],
+                    "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at, status_told)
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id",
+                    &[&meta.source, &meta.kind, &meta.sha256, &meta.rows, &meta.as_of, &meta.actor, &now, &i64::from(meta.status_told)],
                 )
                 .await?
                 .get(0);

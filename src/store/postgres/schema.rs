@@ -297,4 +297,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX assignments_due ON assignments(remove_at)
         WHERE remove_at IS NOT NULL AND state IN ('pending','active','failed');
     "#,
+    // 18: as SQLite's 18.
+    r#"
+    ALTER TABLE account_snapshots ADD COLUMN status_told BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];

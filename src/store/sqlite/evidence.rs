@@ -9,7 +9,7 @@ use crate::store::rules::events::{self as rules, Verify};
 use crate::store::rules::states::parse_stored;
 use rusqlite::{OptionalExtension, params};
 
-const META: &str = "id, source, kind, sha256, rows, as_of, actor, taken_at";
+const META: &str = "id, source, kind, sha256, rows, as_of, actor, taken_at, status_told";
 
 impl Sqlite {
     pub fn managed_accounts(&self, source: &str) -> Result<Vec<(String, String)>> {
@@ -37,6 +37,7 @@ impl Sqlite {
                     as_of: r.get(5)?,
                     actor: r.get(6)?,
                     taken_at: r.get(7)?,
+                    status_told: r.get(8)?,
                 })
             })
             .optional()?)
@@ -72,9 +73,9 @@ impl Sqlite {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
-                "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO account_snapshots (source, kind, sha256, rows, as_of, actor, taken_at, status_told) VALUES (?,?,?,?,?,?,?,?)",
             )?
-            .execute(params![meta.source, meta.kind, meta.sha256, meta.rows, meta.as_of, meta.actor, now])?;
+            .execute(params![meta.source, meta.kind, meta.sha256, meta.rows, meta.as_of, meta.actor, now, meta.status_told])?;
             let id = tx.last_insert_rowid();
             tx.prepare_cached("DELETE FROM source_accounts WHERE source = ?")?
                 .execute([&meta.source])?;
