@@ -3,6 +3,9 @@
 //! attribute; `{{` and `}}` stand for literal braces. Filled values go through an escape
 //! function chosen by the connector (RFC 4514 for DNs, JSON or URL encoding for HTTP),
 //! so the template's own text is never escaped, only what came from the identity.
+//! A placeholder may also be an expression with functions ([`expr`]).
+
+mod expr;
 
 use crate::Identity;
 
@@ -26,6 +29,7 @@ enum Piece<'a> {
     Text(&'a str),
     Brace(char),
     Field(&'a str),
+    Expr(Vec<expr::Term>),
 }
 
 fn parse(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
@@ -56,7 +60,11 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
             if name.is_empty() || name.contains('{') {
                 return Err(syntax("an empty or nested placeholder"));
             }
-            pieces.push(Piece::Field(name));
+            if name.contains('(') {
+                pieces.push(Piece::Expr(expr::parse(name).map_err(|r| syntax(&r))?));
+            } else {
+                pieces.push(Piece::Field(name));
+            }
             rest = &tail[end + 1..];
         }
     }
@@ -66,15 +74,27 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     Ok(pieces)
 }
 
-/// The placeholders a template uses, for `provd check`.
+/// The attributes a template reads (its placeholders', its expressions'), for `provd
+/// check`.
 pub fn placeholders(template: &str) -> Result<Vec<String>, TemplateError> {
-    Ok(parse(template)?
-        .into_iter()
-        .filter_map(|p| match p {
-            Piece::Field(name) => Some(name.to_string()),
-            _ => None,
-        })
-        .collect())
+    let mut out = Vec::new();
+    for p in parse(template)? {
+        match p {
+            Piece::Field(name) => out.push(name.to_string()),
+            Piece::Expr(terms) => expr::attributes(&terms, &mut out),
+            Piece::Text(_) | Piece::Brace(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a template asks for a unique value (`unique(…)`): a connector that finds
+/// its value taken tries [`fill_nth`] 2, 3, … instead of linking what it found.
+pub fn is_unique(template: &str) -> Result<bool, TemplateError> {
+    Ok(parse(template)?.iter().any(|p| match p {
+        Piece::Expr(terms) => expr::has_unique(terms),
+        _ => false,
+    }))
 }
 
 /// Fills `template` from `identity`, passing every filled value through `escape`.
@@ -83,6 +103,22 @@ pub fn fill(
     identity: &Identity,
     escape: impl Fn(&str) -> String,
 ) -> Result<String, TemplateError> {
+    fill_nth(template, identity, escape, 1)
+}
+
+/// [`fill`] at the `nth` try of its `unique(…)` values: 1 is the value itself, 2 and on
+/// add that number within the limit (`ada.lovelace2`).
+pub fn fill_nth(
+    template: &str,
+    identity: &Identity,
+    escape: impl Fn(&str) -> String,
+    nth: u32,
+) -> Result<String, TemplateError> {
+    let missing = |attribute: String| TemplateError::MissingAttribute {
+        identity: identity.id.clone(),
+        attribute,
+        template: template.to_string(),
+    };
     let mut out = String::with_capacity(template.len() + 16);
     for piece in parse(template)? {
         match piece {
@@ -91,12 +127,12 @@ pub fn fill(
             Piece::Field(name) => {
                 let value = identity
                     .get(name)
-                    .ok_or_else(|| TemplateError::MissingAttribute {
-                        identity: identity.id.clone(),
-                        attribute: name.to_string(),
-                        template: template.to_string(),
-                    })?;
+                    .ok_or_else(|| missing(name.to_string()))?;
                 out.push_str(&escape(value));
+            }
+            Piece::Expr(terms) => {
+                let value = expr::eval(&terms, identity, nth).map_err(missing)?;
+                out.push_str(&escape(&value));
             }
         }
     }
@@ -160,5 +196,22 @@ mod tests {
             );
         }
         assert_eq!(placeholders("{a} and {b}").unwrap(), vec!["a", "b"]);
+        let e = placeholders("{lower(a}").unwrap_err().to_string();
+        assert!(e.contains("`lower(` is never closed"), "{e}");
+    }
+
+    #[test]
+    fn expressions_fill_escaped_and_name_their_attributes() {
+        let t = "cn={lower(lastName)}-{unique(truncate(firstName, 2), 4)},dc=x";
+        assert_eq!(placeholders(t).unwrap(), ["lastName", "firstName"]);
+        assert!(is_unique(t).unwrap() && !is_unique("{lower(id)}").unwrap());
+        let s = fill(t, &ada(), |v| v.replace(',', "\\,")).unwrap();
+        assert_eq!(s, "cn=lovelace\\, countess-Ad,dc=x");
+        let s = fill_nth(t, &ada(), verbatim, 3).unwrap();
+        assert_eq!(s, "cn=lovelace, countess-Ad3,dc=x");
+        let err = fill("{upper(email)}", &ada(), verbatim).unwrap_err();
+        assert!(
+            matches!(err, TemplateError::MissingAttribute { ref attribute, .. } if attribute == "email")
+        );
     }
 }
