@@ -264,6 +264,14 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
         ));
     }
     if s.directory == Directory::Ad {
+        // The service account's password crosses the wire at every bind, with or without
+        // initial passwords to set: a lax DC would take it in clear (issue 34).
+        if !(s.url.starts_with("ldaps://") || s.starttls) {
+            out.push((
+                "url".into(),
+                "directory = \"ad\" binds with the service account's password: use an ldaps:// url or starttls = true".into(),
+            ));
+        }
         if s.account.disable.is_some() {
             out.push((
                 "account.disable".into(),
@@ -306,12 +314,6 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
             out.push((
                 "account.password.deliver_command".into(),
                 "names no program".into(),
-            ));
-        }
-        if !(s.url.starts_with("ldaps://") || s.starttls) {
-            out.push((
-                "account.password".into(),
-                "AD sets passwords only over TLS: use an ldaps:// url or starttls = true".into(),
             ));
         }
     }
@@ -381,11 +383,33 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "url",
                 "account.disable",
                 "account.attributes.userAccountControl",
                 "account.password.length",
-                "account.password"
             ]
         );
+    }
+
+    /// Issue 34: an AD source on plain ldap:// was accepted when it set no initial
+    /// passwords, and its service password then crossed the wire in clear.
+    #[test]
+    fn an_ad_source_without_tls_is_refused_even_without_passwords_to_set() {
+        let ad = |url: &str, extra: &str| {
+            let text = format!(
+                "url = \"{url}\"\ndirectory = \"ad\"\nbind_dn = \"cn=a\"\nbind_password_env = \"X\"\n{extra}\n[account]\nnative_id = \"CN={{id}},DC=x\"\ncorrelation = \"sAMAccountName\"\nobject_classes = [\"user\"]\n[account.attributes]\nsAMAccountName = \"{{id}}\"\n"
+            );
+            let s: LdapSettings = toml::from_str(&text).unwrap();
+            validate(&s, Path::new("."))
+        };
+        let plain = ad("ldap://dc:389", "");
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert_eq!(plain[0].0, "url");
+        assert!(
+            plain[0].1.contains("ldaps:// url or starttls = true"),
+            "{plain:?}"
+        );
+        assert!(ad("ldaps://dc", "").is_empty());
+        assert!(ad("ldap://dc:389", "starttls = true").is_empty());
     }
 }
