@@ -48,14 +48,19 @@ impl Dispatcher {
         let me = &self.inner;
         let now = me.clock.now();
         let class = source.map_or(err.class, |s| classify::classify(err, &s.retryable_errors));
-        if err.auth {
-            // provd's credentials, not the job: no attempt spent, nothing failed. The
-            // breaker holds every job of the source until it probes again, and the
-            // connector itself refuses to try the same secret more than twice.
-            crate::metrics::attempt(&job.source, "auth");
+        if err.held() {
+            // provd's credentials or the connection's trust, not the job: no attempt
+            // spent, nothing failed. The breaker holds every job of the source until it
+            // probes again, and the connector itself refuses to try the same secret more
+            // than twice.
+            let class = if err.auth { "auth" } else { "held" };
+            crate::metrics::attempt(&job.source, class);
             self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
             let locked = err.message.contains("data 775");
-            if locked {
+            if !err.auth {
+                tracing::error!(source = %job.source, error = %err,
+                    "breaker opened: the source's TLS connection is not trusted (certificate, its name or its CA); jobs wait (no attempts spent) until the fix and a reload (SIGHUP)");
+            } else if locked {
                 tracing::error!(source = %job.source, error = %err,
                     "breaker opened: the service account is LOCKED; unlock it, then reload (SIGHUP)");
             } else {
@@ -65,7 +70,7 @@ impl Dispatcher {
             let error = AttemptError {
                 at: rfc3339_ms(to_ms(now)),
                 attempt: job.attempt,
-                class: "auth".into(),
+                class: class.into(),
                 code: err.code.clone(),
                 message: err.message.clone(),
             };

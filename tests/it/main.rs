@@ -38,3 +38,4 @@ mod slapd;
 mod spreadsheet;
 mod tasks;
 mod triggers;
+mod trust;

@@ -42,6 +42,11 @@ pub struct ConnectorError {
     /// provd's own credentials were refused (LDAP bind 49, HTTP 401/403): the job is not
     /// at fault, so it spends no attempt and does not fail; it waits for the source.
     pub auth: bool,
+    /// The connection's trust failed (TLS handshake, certificate, its name, its CA): a
+    /// configuration or certificate problem, not the job's. Held like `auth` (DESIGN
+    /// §24): no attempt spent, the breaker open, until the fix and a reload; failing every
+    /// job in flight for good, as before, left each needing `jobs retry`.
+    pub trust: bool,
 }
 
 impl ConnectorError {
@@ -61,6 +66,7 @@ impl ConnectorError {
             retry_after: None,
             source_wide: false,
             auth: false,
+            trust: false,
         }
     }
 
@@ -90,6 +96,19 @@ impl ConnectorError {
         self
     }
 
+    /// A TLS trust failure (implies source-wide).
+    pub fn trust_failure(mut self) -> Self {
+        self.source_wide = true;
+        self.trust = true;
+        self
+    }
+
+    /// Whether provd's side holds the job (credentials refused, trust failed) rather than
+    /// the job failing: it waits, spending nothing.
+    pub fn held(&self) -> bool {
+        self.auth || self.trust
+    }
+
     /// The same error with every secret `r` knows scrubbed from its message, and the
     /// message capped; connectors call it on everything a target said.
     pub fn redacted(mut self, r: &crate::redact::Redactor) -> Self {
@@ -103,6 +122,26 @@ impl ConnectorError {
             None => format!("{}: {}", self.class.as_str(), self.message),
         }
     }
+}
+
+/// Whether a TLS error (rustls') is anywhere in `e`'s chain: an untrusted or expired
+/// certificate, a name it does not carry, a failed handshake.
+pub fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// DESIGN §6 rule 2: connection refused, no route, reset, timeout, DNS → retryable.

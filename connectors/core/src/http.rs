@@ -560,6 +560,11 @@ impl HttpClient {
         let e = e.without_url();
         let cause = root_cause(&e);
         let peer = redact::safe_url(url);
+        if crate::error::is_tls(&e) {
+            let msg = format!("{what}: {peer}: TLS: {cause}");
+            return ConnectorError::permanent(Some("tls".into()), redact::cap(&self.redact(&msg)))
+                .trust_failure();
+        }
         let msg = match code {
             "connect" => format!("{what}: cannot connect to {peer}: {cause}"),
             "timeout" => format!("{what}: {peer}: timed out ({cause})"),

@@ -19,6 +19,6 @@ pub mod url_check;
 
 pub use connector::{BoxFuture, Connector, ReadBack, apply};
 pub use error::{
-    ConnectorError, ErrorClass, classify_http_status, classify_io, classify_ldap_code,
+    ConnectorError, ErrorClass, classify_http_status, classify_io, classify_ldap_code, is_tls,
 };
 pub use operation::{Entitlement, Identity, OpKind, Operation, Outcome};

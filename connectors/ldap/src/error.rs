@@ -56,10 +56,11 @@ pub fn from_ldap(what: &str, err: LdapError) -> ConnectorError {
     match err {
         LdapError::LdapResult { result } => from_result(what, &result),
         // tokio-rustls reports a failed handshake (untrusted certificate, wrong name) as an
-        // I/O error; retrying cannot fix a trust problem, and every job would hit it.
+        // I/O error; retrying cannot fix a trust problem, every job would hit it, and none
+        // is at fault: the jobs wait for the fix and a reload.
         LdapError::Io { source } if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
             ConnectorError::permanent(Some("tls".into()), format!("{what}: TLS: {source}"))
-                .source_wide()
+                .trust_failure()
         }
         // Everything else on the wire is a transport failure: refused, reset, DNS, timeout,
         // a connection the server closed.

@@ -33,9 +33,15 @@ pub struct EndRow {
     pub data: Value,
 }
 
-/// The `job_released` event's data: the attempt given back, and why.
+/// The `job_released` event's data: the attempt given back, and why: provd's
+/// credentials refused (`authentication`) or the connection not trusted (`trust`).
 pub fn released_event(job: &Job, error: &AttemptError) -> Value {
-    json!({ "reason": "authentication", "error": error, "attemptRefunded": job.attempt })
+    let reason = if error.class == "auth" {
+        "authentication"
+    } else {
+        "trust"
+    };
+    json!({ "reason": reason, "error": error, "attemptRefunded": job.attempt })
 }
 
 /// The row an end writes; None for [`Ending::Released`] (written differently).
