@@ -23,8 +23,9 @@ pub struct Owner {
     pub fail_next: bool,
     /// Failed jobs provd would not retry: what they granted is no longer wanted.
     pub moot: BTreeSet<i64>,
-    /// Failed jobs the operator is to retry once the later job of their lane that is out
-    /// has ended (provd refuses to run two jobs of a lane at once).
+    /// Failed jobs the operator is to retry once a later job of their lane has ended
+    /// (provd refuses to run two jobs of a lane at once, or an add before a removal of
+    /// its value that waits to run).
     pub to_retry: BTreeSet<i64>,
     /// Tasks sent before going away, already worked on: answered on return too.
     pub late: BTreeSet<i64>,
@@ -216,7 +217,7 @@ fn retry(env: &Env, owner: &mut Owner) -> Result<bool, String> {
         let said = String::from_utf8_lossy(&out.stderr);
         if said.contains(" is moot: ") {
             owner.moot.insert(id);
-        } else if said.contains("right now; retry job") {
+        } else if said.contains(" once it has ended") {
             owner.to_retry.insert(id);
         } else if !out.status.success() {
             return Err(format!("retrying job {id}: {said}"));

@@ -383,9 +383,16 @@ impl Queue for Postgres {
                     &[&id],
                 )
                 .await?;
+            // The lane's later jobs locked, not only read: a claim (FOR UPDATE SKIP
+            // LOCKED) that took one of them before this retry committed would otherwise
+            // leave the lane with two jobs out (simulation seed 55); locked, a claim in
+            // flight is waited for and seen running, and a later one skips them.
             let later = tx
                 .query(
-                    &crate::store::jobs::later_jobs_sql(crate::store::audit::postgres_param),
+                    &format!(
+                        "{} FOR UPDATE",
+                        crate::store::jobs::later_jobs_sql(crate::store::audit::postgres_param)
+                    ),
                     &[&j.identity_id, &j.source, &id],
                 )
                 .await?

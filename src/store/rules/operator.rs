@@ -147,6 +147,16 @@ pub fn retry(job: &Job, max_attempts: u32, grants: (i64, i64), later: &[Later]) 
                 out.id, out.state, job.id
             )));
         }
+        // A later job that removes what this one adds, not run yet, would undo it once
+        // it ran first (PostgreSQL simulation seed 55: a failed badge grant retried while
+        // a role's removal of the same zone waited in the lane; the zone went, the grant
+        // said it was held). Once that job has ended, the add comes after it.
+        if let Some((next, value)) = undone_by(job, later) {
+            return Err(StoreError::Conflict(format!(
+                "job {next} of the same identity and source is to remove {value}, which this one adds; retry job {} once it has ended",
+                job.id
+            )));
+        }
         let live = || later.iter().filter(|l| !l.canceled());
         if job.ops.iter().any(sets_status)
             && let Some(next) = live().find(|l| l.ops.iter().any(sets_status))
@@ -192,6 +202,23 @@ pub fn retry(job: &Job, max_attempts: u32, grants: (i64, i64), later: &[Later]) 
     Ok(Retry {
         how,
         data: json!({ "from": job.state.as_str(), "attempts_before": job.attempt, "max_attempts": max_attempts }),
+    })
+}
+
+/// The first later job, not yet run, that removes a value `job` adds, and that value.
+fn undone_by(job: &Job, later: &[Later]) -> Option<(i64, String)> {
+    job.ops.iter().find_map(|op| {
+        let Operation::AddEntitlement(e) = op else {
+            return None;
+        };
+        later
+            .iter()
+            .filter(|l| matches!(l.state, JobState::Queued | JobState::Retrying))
+            .find_map(|l| {
+                l.ops
+                    .contains(&Operation::RemoveEntitlement(e.clone()))
+                    .then(|| (l.id, format!("{}={}", e.attribute, e.value)))
+            })
     })
 }
 
@@ -463,6 +490,37 @@ mod tests {
             ops: Vec::new(),
         };
         assert!(retry(&failed, 5, (0, 0), &[queued]).is_ok(), "runs first");
+    }
+
+    #[test]
+    fn a_failed_add_waits_for_a_later_removal_of_its_value_to_run() {
+        use provd_connector_core::Entitlement;
+        let hq = Entitlement {
+            attribute: "zones".into(),
+            value: "HQ".into(),
+        };
+        let mut failed = job(JobState::Failed);
+        failed.ops = vec![
+            Operation::CreateAccount,
+            Operation::AddEntitlement(hq.clone()),
+        ];
+        let mut removal = Later {
+            id: 15,
+            state: JobState::Queued,
+            ops: vec![Operation::RemoveEntitlement(hq)],
+        };
+        let e = retry(&failed, 5, (1, 1), std::slice::from_ref(&removal))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e,
+            Some("job 15 of the same identity and source is to remove zones=HQ, which this one adds; retry job 7 once it has ended".into())
+        );
+        removal.state = JobState::Succeeded;
+        assert!(
+            retry(&failed, 5, (1, 1), &[removal]).is_ok(),
+            "the add comes after it"
+        );
     }
 
     #[test]
