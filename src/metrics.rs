@@ -21,6 +21,8 @@ struct Registry {
     attempts: BTreeMap<(String, String), u64>,
     latency: BTreeMap<String, Histogram>,
     breaker: BTreeMap<String, u8>,
+    /// Sources whose jobs are held (credentials refused, TLS not trusted), with why.
+    held: BTreeMap<String, String>,
     polls: BTreeMap<(String, String), u64>,
     auth_failures: u64,
     lease_lost: u64,
@@ -78,7 +80,24 @@ pub fn unverified(source: &str, n: usize) {
 pub fn breaker(source: &str, state: u8) {
     with(|r| {
         r.breaker.insert(source.to_string(), state);
+        // A closed breaker holds nothing.
+        if state == 0 {
+            r.held.remove(source);
+        }
     });
+}
+
+/// The source's jobs are held for `reason` (its breaker open on provd's side of the
+/// connection); cleared when the breaker closes.
+pub fn held(source: &str, reason: &str) {
+    with(|r| {
+        r.held.insert(source.to_string(), reason.to_string());
+    });
+}
+
+/// The sources whose jobs are held, with why (`/readyz`).
+pub fn held_sources() -> BTreeMap<String, String> {
+    REGISTRY.lock().map(|r| r.held.clone()).unwrap_or_default()
 }
 
 /// An upstream poll ended: `ok`, `rate_limited`, `unauthorized` or `error`.

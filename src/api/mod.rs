@@ -537,6 +537,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 "leader": leader.filter(|l| l.expires_at >= now).map(|l| l.holder),
                 "agents": agents.len(),
                 "sources": config.sources.keys().collect::<Vec<_>>(),
+                // Sources whose jobs wait on provd's side (credentials refused, TLS not
+                // trusted), with why: reported, not failed on, as upstreams are.
+                "held": crate::metrics::held_sources(),
                 "upstreams": upstreams,
             }))
             .into_response()

@@ -56,6 +56,7 @@ impl Dispatcher {
             let class = if err.auth { "auth" } else { "held" };
             crate::metrics::attempt(&job.source, class);
             self.breaker(&job.source, |b, p| b.on_source_wide(now, p));
+            crate::metrics::held(&job.source, &err.message);
             let locked = err.message.contains("data 775");
             if !err.auth {
                 tracing::error!(source = %job.source, error = %err,

@@ -53,6 +53,9 @@ async fn a_wrong_tls_server_name_holds_jobs_until_the_fix_and_a_reload() {
             .iter()
             .any(|m| m.contains("ada"))
     );
+    let ready: serde_json::Value = agent.get("/readyz").await.json().await.unwrap();
+    let why = ready["held"]["corp"].as_str().unwrap_or_default();
+    assert!(why.contains("TLS"), "/readyz says why: {ready}");
 
     // The fix and a reload let the job go: no retry command.
     let path = env.path().join("sources/corp.toml");
@@ -66,4 +69,6 @@ async fn a_wrong_tls_server_name_holds_jobs_until_the_fix_and_a_reload() {
             .await
             .contains(&"uid=ada,ou=people,dc=example,dc=com".to_string())
     );
+    let ready: serde_json::Value = agent.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["held"], serde_json::json!({}), "{ready}");
 }
