@@ -421,3 +421,65 @@ async fn a_locked_service_account_is_reported_as_locked() {
     })
     .await;
 }
+
+/// Issue 34, item 2: a `tls_server_name` the DC's certificate does not carry failed every
+/// job for good, each needing `jobs retry` after the fix. Now the jobs are held (no
+/// attempt spent, nothing failed, `/readyz` says why) and finish after the fix and a
+/// reload, with no retry.
+#[tokio::test]
+async fn a_wrong_tls_server_name_holds_jobs_until_the_fix_and_a_reload() {
+    let dc = Dc::get();
+    let ou = dc.ou("T5Staff");
+    let vpn = dc.group("t5vpn", &ou);
+    let env = env(
+        dc,
+        &ou,
+        &vpn,
+        (ADMIN_DN, ADMIN_PASSWORD),
+        "",
+        "t5ada,Ada,Lovelace,ada@example.com\n",
+    );
+    let path = env.path().join("sources/corp-ad.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let right = format!("tls_server_name = \"{DC_NAME}\"");
+    assert!(good.contains(&right));
+    std::fs::write(
+        &path,
+        good.replace(&right, "tls_server_name = \"wrong.example.test\""),
+    )
+    .unwrap();
+    let agent = env.start().await;
+    let rid = submit(&env, grant("t5ada", "ENTITLEMENT", "ent-vpn"));
+    let store = env.store();
+    let released = eventually(60, "the job held for the TLS failure", || {
+        let (store, rid) = (store.clone(), rid.clone());
+        async move {
+            let q = provd::store::audit::AuditQuery {
+                request: Some(rid),
+                kinds: vec!["job_released".into()],
+                limit: 10,
+                ..Default::default()
+            };
+            store.audit(q).await.ok()?.into_iter().next()
+        }
+    })
+    .await;
+    assert_eq!(released.data["reason"], "trust", "{}", released.data);
+    let job = wait(store.job(released.job_id.unwrap())).unwrap().unwrap();
+    assert!(!job.state.is_final() && job.errors.is_empty(), "{job:?}");
+    let ready: serde_json::Value = agent.get("/readyz").await.json().await.unwrap();
+    assert!(
+        ready["held"]["corp-ad"]
+            .as_str()
+            .is_some_and(|w| w.contains("TLS")),
+        "{ready}"
+    );
+    std::fs::write(&path, &good).unwrap();
+    agent.signal("HUP");
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    assert!(
+        dc.values(&vpn, "member")
+            .contains(&format!("CN=Ada Lovelace,{ou}"))
+    );
+}
