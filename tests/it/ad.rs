@@ -483,3 +483,81 @@ async fn a_wrong_tls_server_name_holds_jobs_until_the_fix_and_a_reload() {
             .contains(&format!("CN=Ada Lovelace,{ou}"))
     );
 }
+
+/// Issue 34, item 10: a leaver whose account an administrator deleted by hand failed
+/// (`no account at …`), and so did the rehire after it. The disable now finds it already
+/// so, and the rehire makes the account again, enabled.
+#[tokio::test]
+async fn a_leaver_after_a_manual_delete_succeeds_and_the_rehire_makes_the_account_again() {
+    let dc = Dc::get();
+    let ou = dc.ou("T6Staff");
+    let vpn = dc.group("t6vpn", &ou);
+    let env = env(
+        dc,
+        &ou,
+        &vpn,
+        (ADMIN_DN, ADMIN_PASSWORD),
+        "",
+        "t6ada,Ada,Lovelace,ada@example.com\n",
+    );
+    let d = env.path();
+    std::fs::write(
+        d.join("lifecycle.toml"),
+        "[[state]]\nname = \"active\"\n[[state.account]]\naction = \"ENABLE\"\nsources = \"all\"\n\
+         [[state]]\nname = \"leaver\"\nrequestable = false\n[[state.account]]\naction = \"DISABLE\"\nsources = \"all\"\n",
+    )
+    .unwrap();
+    let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
+    std::fs::write(
+        d.join("provd.toml"),
+        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
+    )
+    .unwrap();
+    let state = |s: &str| {
+        let file = d.join(format!("people-{s}.csv"));
+        std::fs::write(
+            &file,
+            format!("id,firstName,lastName,email,lifecycleState\nt6ada,Ada,Lovelace,ada@example.com,{s}\n"),
+        )
+        .unwrap();
+        let out = env.cli(&["identities", "import", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let _agent = env.start().await;
+    state("active");
+    let rid = submit(&env, grant("t6ada", "ENTITLEMENT", "ent-vpn"));
+    let jobs = settled(&env, &rid).await;
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{:?}", jobs[0].errors);
+    let ada = format!("CN=Ada Lovelace,{ou}");
+    dc.modify(&format!("dn: {ada}\nchangetype: delete\n"))
+        .unwrap();
+    let store = env.store();
+    let ended = |kind: &'static str| {
+        let store = store.clone();
+        async move {
+            eventually(60, kind, || {
+                let store = store.clone();
+                async move {
+                    let jobs = store.jobs(Default::default()).await.ok()?;
+                    let ops = |j: &provd::store::Job| format!("{:?}", j.ops);
+                    let j = jobs.into_iter().find(|j| ops(j).contains(kind))?;
+                    j.state.is_final().then_some(j)
+                }
+            })
+            .await
+        }
+    };
+    state("leaver");
+    let disable = ended("DisableAccount").await;
+    assert_eq!(disable.state.as_str(), "succeeded", "{:?}", disable.errors);
+    state("active");
+    let enable = ended("EnableAccount").await;
+    assert_eq!(enable.state.as_str(), "succeeded", "{:?}", enable.errors);
+    let made = dc.dns(&ou, "(sAMAccountName=t6ada)");
+    assert_eq!(made.len(), 1, "made again: {made:?}");
+    assert_eq!(uac(dc, &made[0]) & 2, 0, "and enabled");
+}

@@ -47,10 +47,11 @@ async fn a_wrong_bind_password_holds_the_jobs_binds_once_and_never_shows_the_pas
         1,
         "one failed bind"
     );
+    // Nothing failed and no attempt error was kept; a probe may have one job out.
     let jobs = wait(store.jobs(Default::default())).unwrap();
     assert!(
         jobs.iter()
-            .all(|j| j.state.as_str() == "queued" && j.errors.is_empty()),
+            .all(|j| matches!(j.state.as_str(), "queued" | "running") && j.errors.is_empty()),
         "{jobs:?}"
     );
     let check = env.cli(&["check", "--connect"]);

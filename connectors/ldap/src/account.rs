@@ -345,7 +345,13 @@ impl LdapConnector {
         native_id: Option<&str>,
     ) -> Result<Outcome, ConnectorError> {
         let dn = self.account_dn(identity, native_id)?;
-        let uac = self.uac(&dn).await?;
+        let uac = match self.uac(&dn).await {
+            // Deleted by hand: nobody can use it, which is what a disable wants (issue
+            // 34: a leaver after a manual delete failed, `no account at …`); the read-back
+            // reports the access missing, and a rehire makes the account again.
+            Err(e) if e.code.as_deref() == Some("32") => return Ok(Outcome::Unchanged),
+            read => read?,
+        };
         if uac & ad::ACCOUNTDISABLE != 0 {
             return Ok(Outcome::Unchanged);
         }

@@ -34,15 +34,13 @@ impl LdapConnector {
 
     /// Undoes the `[account.disable]` recipe (a rehire, DESIGN §13): the value it set is
     /// removed, or the entry moves back to where `native_id`'s template puts it. Active
-    /// Directory: the ACCOUNTDISABLE bit (`account.rs`).
+    /// Directory: the ACCOUNTDISABLE bit (`account.rs`), with a fresh password where
+    /// `[account.password]` is set.
     pub(crate) async fn enable_generic(
         &self,
         identity: &Identity,
         native_id: Option<&str>,
     ) -> Result<Outcome, ConnectorError> {
-        if self.s.directory == settings::Directory::Ad {
-            return self.enable(identity, native_id).await;
-        }
         // A rehire whose entry was deleted by hand: made again first (DESIGN §21), and
         // made enabled, so the change below finds nothing to undo.
         let (mut nid, mut recreated) = self.ensure_account(identity, native_id).await?;
@@ -68,6 +66,11 @@ impl LdapConnector {
         identity: &Identity,
         native_id: Option<&str>,
     ) -> Result<Outcome, ConnectorError> {
+        // AD too: a rehire whose account was deleted by hand failed (`no account at …`,
+        // issue 34); made again above, it is enabled here.
+        if self.s.directory == settings::Directory::Ad {
+            return self.enable(identity, native_id).await;
+        }
         let dn = self.account_dn(identity, native_id)?;
         let d = self.disable_recipe()?;
         if d.move_to.is_some() {
