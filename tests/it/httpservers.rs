@@ -48,7 +48,9 @@ impl Drop for Proc {
 
 async fn wait_http(url: &str, token: Option<&str>) {
     let http = crate::harness::client();
-    eventually(20, url, || {
+    // A Python server starting on a loaded 2-core machine took more than 20 s (a PG
+    // suite beside a long simulation run); the deadline only matters when it never comes.
+    eventually(60, url, || {
         let mut req = http.get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
