@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use provd_connector_core::Connector;
+use provd_connector_core::gate::GateMemory;
 
 use crate::config::{Config, Problem, SourceKind};
 
@@ -42,6 +43,13 @@ fn build_one(
             table, base,
         )?)),
     })
+}
+
+/// Gives every connector's credential gate the store's memory (DESIGN §24).
+pub fn remember_failures(connectors: &Connectors, memory: &Arc<dyn GateMemory>) {
+    for (id, c) in connectors {
+        c.remember_failures(memory.clone(), id);
+    }
 }
 
 /// One connector per direct source; manual sources have none (their operations become

@@ -12,6 +12,7 @@ pub mod connectors;
 pub mod daemon;
 pub mod dispatch;
 pub mod evidence;
+pub mod gate_memory;
 pub mod holdings;
 pub mod intake;
 pub mod leading;

@@ -34,6 +34,24 @@ pub(super) async fn open(config: &Config) -> Result<Store, CliError> {
     crate::store::open(config).await.map_err(failed)
 }
 
+/// Gives the connectors the store's credential gate memory: a command that connects
+/// never binds with a secret the agent (or another command) saw fail twice.
+pub(super) async fn remember_failures(
+    config: &Config,
+    store: &Store,
+    connectors: &crate::connectors::Connectors,
+) -> Result<(), CliError> {
+    let memory = crate::gate_memory::StoreMemory::open(
+        store.clone(),
+        Arc::new(SystemClock),
+        &config.agent.state_dir,
+    )
+    .await
+    .map_err(failed)?;
+    crate::connectors::remember_failures(connectors, &memory);
+    Ok(())
+}
+
 /// The one way in, for a command's requests (submit, lifecycle changes of an import,
 /// undoing withdrawn tasks): the store directly, the configuration as loaded.
 pub(super) fn cli_intake(config: &Config, store: &Store) -> intake::Intake {
@@ -163,6 +181,9 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
         }
         Command::Jobs(cmd) => jobs(cli, cmd, clock).await,
         Command::Tasks(cmd) => tasks(cli, cmd, clock).await,
+        Command::Sources(super::SourcesCommand::Unblock { name }) => {
+            super::sources::unblock(&load(cli)?, name, clock).await
+        }
         Command::Identities(IdentitiesCommand::Import { file, confirm }) => {
             super::identities::import(&load(cli)?, file, *confirm, clock).await
         }
@@ -215,12 +236,17 @@ fn check(cli: &Cli, connect: bool) -> Result<(), CliError> {
             .build()
             .map_err(failed)?;
         let mut bad = Vec::new();
-        for (id, c) in &connectors {
-            match rt.block_on(c.check()) {
-                Ok(()) => println!("{id}: connected"),
-                Err(e) => bad.push(format!("{id}: {e}")),
+        rt.block_on(async {
+            let store = open(&config).await?;
+            remember_failures(&config, &store, &connectors).await?;
+            for (id, c) in &connectors {
+                match c.check().await {
+                    Ok(()) => println!("{id}: connected"),
+                    Err(e) => bad.push(format!("{id}: {e}")),
+                }
             }
-        }
+            Ok::<_, CliError>(())
+        })?;
         if !bad.is_empty() {
             return Err(failed(bad.join("\n")));
         }

@@ -140,6 +140,7 @@ pub(super) async fn reconcile(
         ))
     })?;
     let store = open(config).await?;
+    super::commands::remember_failures(config, &store, &connectors).await?;
     let intake = cli_intake(config, &store);
     let actor = crate::model::Requester::cli(&super::user()).name;
     let ctx = crate::evidence::reconcile::Ctx {

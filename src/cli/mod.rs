@@ -7,6 +7,7 @@ mod commands;
 mod evidence;
 mod identities;
 mod policy;
+mod sources;
 mod task_import;
 mod task_send;
 pub mod text;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Identities.
     #[command(subcommand)]
     Identities(IdentitiesCommand),
+    /// Direct sources' state kept by the agent.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// The store itself.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -309,6 +313,13 @@ pub enum IdentitiesCommand {
         #[arg(long)]
         confirm: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Let the agent try a source's credentials again after they failed twice (DESIGN
+    /// §24): for when the password was fixed on the target, not in provd's file.
+    Unblock { name: String },
 }
 
 /// A failed command; the variant decides the exit code.

@@ -142,6 +142,11 @@ pub async fn run(
                 .join("\n"),
         )
     })?;
+    let gate_memory =
+        crate::gate_memory::StoreMemory::open(store.clone(), clock.clone(), &state_dir)
+            .await
+            .map_err(DaemonError::Config)?;
+    crate::connectors::remember_failures(&connectors, &gate_memory);
 
     let wake = Arc::new(Notify::new());
     let schedule_wake = Arc::new(Notify::new());
@@ -309,6 +314,7 @@ pub async fn run(
             keyring,
             intake: intake.clone(),
             clock: clock.clone(),
+            gate_memory,
         },
         stopped(),
     ));
@@ -507,6 +513,7 @@ async fn reload(path: &std::path::Path, current: &crate::config::Live, what: &Re
             let (sources, entitlements) =
                 (config.sources.len(), config.catalog.entitlement_count());
             current.set(config);
+            crate::connectors::remember_failures(&connectors, &what.gate_memory);
             dispatcher.set_connectors(connectors);
             tracing::info!(
                 sources,
@@ -531,6 +538,8 @@ struct Reloadable {
     /// Where identities.csv's lifecycle changes go.
     intake: Intake,
     clock: SharedClock,
+    /// Every connector's gate is given it, the reloaded ones too.
+    gate_memory: Arc<dyn provd_connector_core::gate::GateMemory>,
 }
 
 /// identities.csv's rows applied against the store (`before`: the file as it was, at a

@@ -15,6 +15,7 @@ use std::pin::Pin;
 
 use jiff::Timestamp;
 use provd_connector_core::Identity;
+use provd_connector_core::gate::{Admit, Remembered};
 
 use super::accept::{Accepted, Context, Replay, Submission};
 use super::audit::{AccessQuery, AuditQuery, EventWindow, Holding, RemovalRow};
@@ -422,6 +423,26 @@ pub trait Evidence: Send + Sync {
     fn record_snapshot(&self, meta: SnapshotMeta, rows: Vec<SeenRow>, tasks: Vec<i64>) -> Fut<i64>;
 }
 
+/// The credential gate's memory (DESIGN §24): per source, the last secret (by keyed
+/// fingerprint) that failed to authenticate, how often, and the target's answer. Every
+/// agent of the store and every start of one sees it; `gate::admit` is its rule.
+pub trait Gates: Send + Sync {
+    /// Decides a try with `fingerprint` on `source` at `now` by `gate::admit`, writing a
+    /// claimed probe's time in the same transaction.
+    fn gate_admit(&self, source: String, fingerprint: u64, now: i64) -> Fut<Admit>;
+    /// Records a failed try (`gate::after_failure`).
+    fn gate_failed(&self, source: String, fingerprint: u64, now: i64, answer: String) -> Fut<()>;
+    /// Forgets the source's record (a good secret; `by` an operator's unblock, with its
+    /// `source_unblocked` audit event when there was a record); whether there was one.
+    fn gate_clear(&self, source: String, by: Option<Stamp>) -> Fut<bool>;
+    /// The source's record, if any.
+    fn gate_record(&self, source: String) -> Fut<Option<Remembered>>;
+    /// The fingerprints' key for every agent of a shared store: `candidate` is stored
+    /// unless a key is there, and the stored one returned. None: the store is one
+    /// agent's (SQLite), whose key is a file in its state directory.
+    fn gate_key(&self, candidate: Vec<u8>) -> Fut<Option<Vec<u8>>>;
+}
+
 /// Everything a store backend is.
 pub trait Backend:
     Queue
@@ -435,6 +456,7 @@ pub trait Backend:
     + Audit
     + Leadership
     + Admin
+    + Gates
 {
 }
 
@@ -450,5 +472,6 @@ impl<T> Backend for T where
         + Audit
         + Leadership
         + Admin
+        + Gates
 {
 }

@@ -38,7 +38,14 @@ sn = "{{lastName}}"
     )
 }
 
-fn env(dc: &Dc, ou: &str, group: &str, bind: (&str, &str), extra: &str, people: &str) -> Env {
+pub(crate) fn env(
+    dc: &Dc,
+    ou: &str,
+    group: &str,
+    bind: (&str, &str),
+    extra: &str,
+    people: &str,
+) -> Env {
     env_with(source(dc, ou, bind.0, extra), group, bind, people)
 }
 

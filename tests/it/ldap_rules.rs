@@ -54,9 +54,15 @@ async fn a_wrong_bind_password_holds_the_jobs_binds_once_and_never_shows_the_pas
             .all(|j| matches!(j.state.as_str(), "queued" | "running") && j.errors.is_empty()),
         "{jobs:?}"
     );
+    // `check --connect` obeys the agent's gate (the store remembers): no second bind.
     let check = env.cli(&["check", "--connect"]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stderr).contains("invalidCredentials"));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("not tried again"));
+    assert_eq!(
+        agent.log_text().matches("LDAP bind refused").count(),
+        1,
+        "one failed bind"
+    );
     // The operator fixes the file: the next probe reads it and every job goes through.
     std::fs::write(env.path().join("ldap-password"), format!("{PASSWORD}\n")).unwrap();
     for rid in &rids {

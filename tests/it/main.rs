@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ad;
+mod ad_gate;
 mod agents;
 mod audit;
 mod crash;

@@ -1,6 +1,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
+use crate::gate::GateMemory;
 use crate::{ConnectorError, Entitlement, Identity, Operation, Outcome};
 
 /// A boxed future, so that connectors can be held as `Arc<dyn Connector>`.
@@ -130,6 +133,13 @@ pub trait Connector: Send + Sync {
 
     /// Connects and authenticates, for `provd check --connect`.
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// Keeps the credential gate's failures in `memory` under `source`, so that they
+    /// outlive this connector (a restart, a reload, `provd check --connect`). Connectors
+    /// without a secret need not implement it.
+    fn remember_failures(&self, memory: Arc<dyn GateMemory>, source: &str) {
+        let _ = (memory, source);
+    }
 
     /// Accounts about to be created: a connector may look up in one round trip what
     /// `create_account` would correlate each with, so that the creates that follow skip

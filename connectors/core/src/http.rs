@@ -270,6 +270,13 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// Keeps the gate of the client's secret (if it has one) in `memory`.
+    pub fn remember_failures(&self, memory: std::sync::Arc<dyn gate::GateMemory>, source: &str) {
+        if let Some(c) = &self.credential {
+            c.gate.remember(memory, source);
+        }
+    }
+
     /// Builds the client; `base` is the directory secret and CA paths are relative to.
     pub fn new(s: &HttpSettings, base: &Path) -> Result<Self, (String, String)> {
         init_tls();
@@ -451,7 +458,7 @@ impl HttpClient {
         if cred.gate.has_failed() {
             self.redactor.add_issued(&secret);
         }
-        let fp = gate::fingerprint(&secret);
+        let fp = cred.gate.fingerprint(&secret);
         let attempt = cred
             .gate
             .enter(fp, Instant::now())
@@ -472,13 +479,13 @@ impl HttpClient {
             _ => None,
         };
         match (refused, attempt) {
-            (Some(answer), Some(a)) => a.failed(Instant::now(), &answer),
+            (Some(answer), Some(a)) => a.failed(Instant::now(), &redact::cap(&answer)).await,
             (Some(answer), None) => {
                 cred.gate
                     .failed_unguarded(fp, Instant::now(), &answer)
                     .await
             }
-            (None, Some(a)) if result.is_ok() => a.succeeded(),
+            (None, Some(a)) if result.is_ok() => a.succeeded().await,
             _ => {}
         }
         result

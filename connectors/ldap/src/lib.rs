@@ -600,6 +600,14 @@ impl Connector for LdapConnector {
         Box::pin(self.prefetch_many(identities))
     }
 
+    fn remember_failures(
+        &self,
+        memory: std::sync::Arc<dyn provd_connector_core::gate::GateMemory>,
+        source: &str,
+    ) {
+        self.pool.remember_failures(memory, source);
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
             let conn = self

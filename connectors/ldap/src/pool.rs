@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use provd_connector_core::ConnectorError;
-use provd_connector_core::gate::{CredentialGate, Secret, fingerprint};
+use provd_connector_core::gate::{CredentialGate, Secret};
 use provd_connector_core::redact::Redactor;
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -77,6 +77,15 @@ impl Pool {
             free: Mutex::new((0..lanes).collect()),
             slots: Arc::new(Semaphore::new(lanes)),
         }
+    }
+
+    /// Keeps the bind gate's failures in `memory` (see `Connector::remember_failures`).
+    pub fn remember_failures(
+        &self,
+        memory: std::sync::Arc<dyn provd_connector_core::gate::GateMemory>,
+        source: &str,
+    ) {
+        self.gate.remember(memory, source);
     }
 
     /// A lane on a bound connection: an open one if there is one, else a new one.
@@ -153,7 +162,7 @@ impl Pool {
         if reread {
             self.redactor.add_issued(&password);
         }
-        let fp = fingerprint(&password);
+        let fp = self.gate.fingerprint(&password);
         // Not verified yet: this bind goes alone; refused: no bind at all.
         let attempt = self
             .gate
@@ -185,15 +194,18 @@ impl Pool {
         match bound.rc {
             0 => {
                 if let Some(a) = attempt {
-                    a.succeeded();
+                    a.succeeded().await;
                 }
                 Ok(ldap)
             }
             49 => {
                 let e = from_result("bind", &bound);
-                let answer = format!("{} {}", bound.rc, bound.text);
+                // Kept in the store: scrubbed like any answer that leaves the connector.
+                let answer = self
+                    .redactor
+                    .redact(&format!("{} {}", bound.rc, bound.text));
                 match attempt {
-                    Some(a) => a.failed(Instant::now(), &answer),
+                    Some(a) => a.failed(Instant::now(), &answer).await,
                     None => {
                         self.gate
                             .failed_unguarded(fp, Instant::now(), &answer)

@@ -399,6 +399,14 @@ impl Connector for RestConnector {
         ))
     }
 
+    fn remember_failures(
+        &self,
+        memory: std::sync::Arc<dyn provd_connector_core::gate::GateMemory>,
+        source: &str,
+    ) {
+        self.http.remember_failures(memory, source);
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
             let empty = Identity {

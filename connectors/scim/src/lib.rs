@@ -573,6 +573,14 @@ impl Connector for ScimConnector {
         Box::pin(self.delete(identity, native_id))
     }
 
+    fn remember_failures(
+        &self,
+        memory: std::sync::Arc<dyn provd_connector_core::gate::GateMemory>,
+        source: &str,
+    ) {
+        self.http.remember_failures(memory, source);
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
             let r = self

@@ -138,6 +138,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("the_leader_lease_and_the_stores_health", |s| {
         Box::pin(surface::leadership_and_admin(s))
     }),
+    ("failed_binds_are_remembered_until_unblocked", |s| {
+        Box::pin(surface::credential_gates(s))
+    }),
 ];
 
 /// The cases to run: all, or (to watch one fail against a backend broken on purpose)

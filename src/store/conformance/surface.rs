@@ -485,3 +485,44 @@ pub(super) async fn leadership_and_admin(store: Store) -> Outcome {
     assert_eq!(s.exclusive(), s.writers() == 1);
     Ok(())
 }
+
+/// The credential gate's memory: two failures of one secret, a probe claimed once, a
+/// changed secret let through, an operator's unblock audited.
+pub(super) async fn credential_gates(store: Store) -> Outcome {
+    use provd_connector_core::gate::{Admit, PROBE_AFTER};
+    let s = store;
+    let src = || "ad".to_string();
+    let probe = PROBE_AFTER.as_millis() as i64;
+    assert_eq!(s.gate_admit(src(), 7, 0).await?, Admit::Go);
+    s.gate_failed(src(), 7, 1_000, "49 data 52e".into()).await?;
+    let r = s.gate_record(src()).await?.ok_or("no record")?;
+    assert_eq!((r.fingerprint, r.failures, r.at_ms), (7, 1, 1_000));
+    assert!(matches!(s.gate_admit(src(), 7, 2_000).await?, Admit::Refuse(ref x) if x.too_soon));
+    let later = 1_000 + probe;
+    assert_eq!(s.gate_admit(src(), 7, later).await?, Admit::Probe);
+    // The probe is claimed: nobody else probes in the same window.
+    assert!(matches!(s.gate_admit(src(), 7, later + 1).await?, Admit::Refuse(ref x) if x.too_soon));
+    s.gate_failed(src(), 7, later + 5, "49 data 52e".into())
+        .await?;
+    let never = s.gate_admit(src(), 7, i64::MAX / 2).await?;
+    assert!(matches!(never, Admit::Refuse(ref x) if x.failures == 2 && !x.too_soon));
+    // Another secret (the file changed) goes; other sources are not concerned.
+    assert_eq!(s.gate_admit(src(), 8, later + 6).await?, Admit::Go);
+    assert_eq!(s.gate_admit("scim".into(), 7, later + 6).await?, Admit::Go);
+    // An operator's unblock forgets it, with an event; clearing nothing writes none.
+    let by = Stamp::new("cli:ops", later + 7);
+    assert!(s.gate_clear(src(), Some(by.clone())).await?);
+    assert!(!s.gate_clear(src(), Some(by)).await?);
+    assert_eq!(count(&s, "source_unblocked").await?, 1);
+    assert_eq!(s.gate_admit(src(), 7, later + 8).await?, Admit::Go);
+    // A good bind clears without an event.
+    s.gate_failed(src(), 9, later + 9, "x".into()).await?;
+    assert!(s.gate_clear(src(), None).await?);
+    assert_eq!(count(&s, "source_unblocked").await?, 1);
+    // The shared key: the first candidate is kept (SQLite keeps none).
+    if let Some(k) = s.gate_key(vec![1; 32]).await? {
+        assert_eq!(k, vec![1; 32]);
+        assert_eq!(s.gate_key(vec![2; 32]).await?, Some(vec![1; 32]));
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod audit;
 mod cells;
 mod evidence;
 mod finish;
+mod gates;
 mod leader;
 mod queue;
 mod requests;

@@ -301,4 +301,18 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE account_snapshots ADD COLUMN status_told BIGINT NOT NULL DEFAULT 0;
     "#,
+    // 19: as SQLite's 19, and the fingerprints' key every agent shares.
+    r#"
+    CREATE TABLE credential_gates (
+        source TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        failures BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        last TEXT NOT NULL
+    );
+    CREATE TABLE gate_key (
+        id BIGINT PRIMARY KEY CHECK (id = 1),
+        key BYTEA NOT NULL
+    );
+    "#,
 ];

@@ -6,6 +6,7 @@
 //! once, as plain functions tested here.
 
 pub mod events;
+pub mod gate;
 pub mod manual;
 pub mod operator;
 pub mod states;

@@ -36,6 +36,7 @@ mod dump;
 mod evidence;
 #[cfg(any(test, feature = "test-support"))]
 mod fixtures;
+mod gates;
 mod leader;
 mod queue;
 mod requests;

@@ -393,4 +393,15 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE account_snapshots ADD COLUMN status_told INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 19: the credential gate's memory (issue 34, finding 1: each restart spent one more
+    // bind with a wrong service password until AD locked the account).
+    r#"
+    CREATE TABLE credential_gates (
+        source TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        last TEXT NOT NULL
+    );
+    "#,
 ];
