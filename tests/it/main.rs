@@ -4,6 +4,7 @@
 
 mod ad;
 mod ad_gate;
+mod ad_names;
 mod agents;
 mod audit;
 mod crash;

@@ -18,6 +18,50 @@ use crate::{LdapConnector, template_error};
 /// AD's limit on a CN's length (its `rangeUpper`).
 const AD_CN_MAX: usize = 64;
 
+/// How many numbered values a `unique(…)` attribute tries (`ada.lovelace` … `ada.lovelace50`)
+/// before the create fails: fifty namesakes in one directory means the template needs
+/// another part, not a longer search.
+const UNIQUE_TRIES: u32 = 50;
+
+/// The first value of `template` (`unique(…)`, DESIGN §24) no entry under `base` holds in
+/// `attr`. The correlation search has just found no account for the identity, so a value
+/// taken is someone else's.
+async fn free_value(
+    ldap: &mut Ldap,
+    base: &str,
+    attr: &str,
+    template: &str,
+    identity: &Identity,
+    ad: bool,
+) -> Result<String, ConnectorError> {
+    let mut first = None;
+    for nth in 1..=UNIQUE_TRIES {
+        let v = template::fill_nth(template, identity, template::verbatim, nth)
+            .map_err(crate::template_error)?;
+        if ad && attr.eq_ignore_ascii_case("sAMAccountName") {
+            ad::check_sam(&v).map_err(|e| ConnectorError::permanent(Some(attr.into()), e))?;
+        }
+        let filter = format!("({attr}={})", filter_value(&v));
+        let r = ldap
+            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| from_ldap("search", e))?;
+        if r.0.iter().all(|e| e.is_ref()) {
+            return Ok(v);
+        }
+        first.get_or_insert(v);
+    }
+    Err(ConnectorError::permanent(
+        Some(attr.into()),
+        format!(
+            "no free {attr}: {} and the next {} numbered values are taken under {base}",
+            first.unwrap_or_default(),
+            UNIQUE_TRIES - 1
+        ),
+    ))
+}
+
 /// Reads one entry's attributes; None when there is no entry at `dn`.
 pub(crate) async fn read(
     ldap: &mut Ldap,
@@ -115,7 +159,13 @@ impl LdapConnector {
             "objectClass".into(),
             self.s.account.object_classes.iter().cloned().collect(),
         )];
+        // `unique(…)` values are chosen once the correlation search found no account.
+        let mut uniques = Vec::new();
         for (name, t) in &self.s.account.attributes {
+            if template::is_unique(t).map_err(template_error)? {
+                uniques.push((name.clone(), t.clone()));
+                continue;
+            }
             let v = template::fill(t, identity, template::verbatim).map_err(template_error)?;
             if self.is_ad() && name.eq_ignore_ascii_case("sAMAccountName") {
                 ad::check_sam(&v)
@@ -138,9 +188,10 @@ impl LdapConnector {
         let id = identity.id.clone();
         let ad = self.is_ad();
         self.run("create account", |mut ldap| {
-            let (dn, attrs, filter, base, corr, value, id) = (
+            let (dn, mut attrs, filter, base, corr, value, id) = (
                 dn.clone(), attrs.clone(), filter.clone(), base.clone(), corr.clone(), value.clone(), id.clone(),
             );
+            let uniques = uniques.clone();
             async move {
                 if search {
                     let r = ldap
@@ -160,6 +211,10 @@ impl LdapConnector {
                             ));
                         }
                     }
+                }
+                for (name, t) in &uniques {
+                    let v = free_value(&mut ldap, &base, name, t, identity, ad).await?;
+                    attrs.push((name.clone(), HashSet::from([v])));
                 }
                 let r = ldap.add(&dn, attrs.clone()).await.map_err(|e| from_ldap("add", e))?;
                 match r.rc {

@@ -233,6 +233,23 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
             out.push((format!("account.attributes.{k}"), e.to_string()));
         }
     }
+    if provd_connector_core::template::is_unique(&s.account.native_id).unwrap_or(false) {
+        out.push((
+            "account.native_id".into(),
+            "unique(…) is for [account.attributes]; a DN taken by a namesake already gets the identity's id beside it".into(),
+        ));
+    }
+    if let Some(t) = s.account.attributes.get(&s.account.correlation)
+        && provd_connector_core::template::is_unique(t).unwrap_or(false)
+    {
+        out.push((
+            "account.correlation".into(),
+            format!(
+                "`{}` is made with unique(…), so a namesake's account would be taken for this identity's; correlate by an attribute that names one person (e.g. employeeID = \"{{id}}\")",
+                s.account.correlation
+            ),
+        ));
+    }
     if !s.account.attributes.contains_key(&s.account.correlation) {
         out.push((
             "account.correlation".into(),
@@ -370,6 +387,24 @@ mod tests {
             keys("[groups]\nmember_attribute = \"members\""),
             ["groups.member_attribute"]
         );
+    }
+
+    /// Issue 34, item 6: a name-based key with `unique(…)` must not be what accounts are
+    /// correlated by, or the second Ada Lovelace would be linked to the first's account.
+    #[test]
+    fn a_unique_value_is_never_the_correlation_key() {
+        let with = |corr: &str| {
+            let text = format!(
+                "url = \"ldap://h:389\"\nbind_dn = \"cn=a\"\nbind_password_env = \"X\"\n[account]\nnative_id = \"uid={{id}},dc=x\"\ncorrelation = \"{corr}\"\nobject_classes = [\"inetOrgPerson\"]\n[account.attributes]\nuid = \"{{unique(lower(ascii(firstName)), 8)}}\"\nemployeeNumber = \"{{id}}\"\n"
+            );
+            let s: LdapSettings = toml::from_str(&text).unwrap();
+            validate(&s, Path::new("."))
+        };
+        let refused = with("uid");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, "account.correlation");
+        assert!(refused[0].1.contains("employeeID"), "{refused:?}");
+        assert!(with("employeeNumber").is_empty());
     }
 
     #[test]
