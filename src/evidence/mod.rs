@@ -247,8 +247,15 @@ pub async fn repair(
         };
         let mut ops = Vec::new();
         let create = !ds.iter().any(|d| seen.contains_key(&d.account));
+        let leaver = wants_status(config, &identity, source) == Some(true);
         if create {
             ops.push((source.to_string(), Operation::CreateAccount));
+            // Made again as a grant makes it (issue 34, finding 3): enabled with a new
+            // password where the source enables what it creates; a leaver's stays
+            // disabled (below).
+            if !leaver && config.rules.enable_after_create.contains(source) {
+                ops.push((source.to_string(), Operation::EnableAccount));
+            }
         }
         ops.extend(ds.iter().map(|d| {
             (
@@ -260,7 +267,7 @@ pub async fn repair(
             )
         }));
         // A leaver's account made again is made as the state wants it: disabled.
-        if create && wants_status(config, &identity, source) == Some(true) {
+        if create && leaver {
             ops.push((source.to_string(), Operation::DisableAccount));
         }
         let key = format!("repair:{source}:{snapshot}:{who}");

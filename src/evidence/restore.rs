@@ -15,7 +15,7 @@ use super::{EvidenceError, grants, submit_repair};
 use crate::clock::to_ms;
 use crate::config::Config;
 use crate::intake::Intake;
-use crate::store::audit::AuditQuery;
+use crate::store::audit::{AccessQuery, AuditQuery};
 use crate::store::{Store, StoredEvent};
 
 /// Events read per round.
@@ -24,12 +24,14 @@ const PAGE: usize = 500;
 /// (each is planned once: its request is idempotent under the event's id).
 const LOOK_BACK: Duration = Duration::from_secs(24 * 3600);
 
-/// An account made again: (the connector call's event id, identity, source).
+/// An account made again: (the connector call's event id, identity, source, and the
+/// operation that found it gone).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Recreated {
     pub event: i64,
     pub identity: String,
     pub source: String,
+    pub op: String,
 }
 
 /// The recreations among connector-call events.
@@ -42,30 +44,48 @@ pub fn recreations(events: &[StoredEvent]) -> Vec<Recreated> {
                 event: e.id,
                 identity: e.identity.clone()?,
                 source: e.source.clone()?,
+                op: e.data["op"].as_str().unwrap_or_default().to_string(),
             })
         })
         .collect()
 }
 
-/// What gives `identity` back its values on `source`: every value granted there that
-/// was provisioned (a pending one is on its way anyway).
-pub fn restore_ops(grants: &[Grant], identity: &str, source: &str) -> Vec<(String, Operation)> {
+/// Whether a recreated account is enabled again first (issue 34, finding 3: a repaired
+/// AD account came back disabled, with no password, and drift read clean). Only on a
+/// source that enables what it creates (`[account.password]`), not when the account's
+/// own enable or disable made it again (the enable sets the password itself; a leaver's
+/// stays disabled), and not when provd's last word on it was a disable.
+pub fn enables(recreated: &Recreated, enable_after_create: bool, left_disabled: bool) -> bool {
+    enable_after_create
+        && !left_disabled
+        && !matches!(recreated.op.as_str(), "ENABLE_ACCOUNT" | "DISABLE_ACCOUNT")
+}
+
+/// What gives `identity` back its values on `source`: ENABLE_ACCOUNT first when
+/// `enable` ([`enables`]), then every value granted there that was provisioned (a
+/// pending one is on its way anyway).
+pub fn restore_ops(
+    grants: &[Grant],
+    identity: &str,
+    source: &str,
+    enable: bool,
+) -> Vec<(String, Operation)> {
     let values: BTreeSet<(&str, &str)> = grants
         .iter()
         .filter(|g| g.identity == identity && g.active)
         .map(|g| (g.attribute.as_str(), g.value.as_str()))
         .collect();
-    values
-        .into_iter()
-        .map(|(attribute, value)| {
-            (
-                source.to_string(),
-                Operation::AddEntitlement(Entitlement {
-                    attribute: attribute.into(),
-                    value: value.into(),
-                }),
-            )
+    let adds = values.into_iter().map(|(attribute, value)| {
+        Operation::AddEntitlement(Entitlement {
+            attribute: attribute.into(),
+            value: value.into(),
         })
+    });
+    enable
+        .then_some(Operation::EnableAccount)
+        .into_iter()
+        .chain(adds)
+        .map(|op| (source.to_string(), op))
         .collect()
 }
 
@@ -80,10 +100,25 @@ pub async fn restore(
     let Some(source) = config.sources.get(&r.source) else {
         return Ok(None);
     };
+    let held = store
+        .holdings(AccessQuery {
+            identity: Some(r.identity.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let left_disabled = held
+        .iter()
+        .any(|h| h.account_disabled(&r.source) == Some(true));
+    let enable = enables(
+        r,
+        config.rules.enable_after_create.contains(&r.source),
+        left_disabled,
+    );
     let ops = restore_ops(
         &grants(store, config, source).await?,
         &r.identity,
         &r.source,
+        enable,
     );
     if ops.is_empty() {
         return Ok(None);
@@ -188,7 +223,7 @@ mod tests {
             job_id: Some(1),
             source: Some("corp".into()),
             identity: Some("ada".into()),
-            data: serde_json::json!({ "outcome": outcome }),
+            data: serde_json::json!({ "outcome": outcome, "op": "ADD_ENTITLEMENT" }),
             writer: None,
             actor: None,
         }
@@ -202,7 +237,8 @@ mod tests {
             [Recreated {
                 event: 2,
                 identity: "ada".into(),
-                source: "corp".into()
+                source: "corp".into(),
+                op: "ADD_ENTITLEMENT".into(),
             }]
         );
     }
@@ -224,14 +260,34 @@ mod tests {
             g("ada", "wiki", false),
             g("bob", "vpn", true),
         ];
-        let ops = restore_ops(&grants, "ada", "corp");
-        let values: Vec<String> = ops
-            .iter()
-            .map(|(s, o)| match o {
-                Operation::AddEntitlement(e) => format!("{s}:{}", e.value),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(values, ["corp:git", "corp:vpn"]);
+        let values = |enable| -> Vec<String> {
+            restore_ops(&grants, "ada", "corp", enable)
+                .iter()
+                .map(|(s, o)| match o {
+                    Operation::AddEntitlement(e) => format!("{s}:{}", e.value),
+                    other => format!("{s}:{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(values(false), ["corp:git", "corp:vpn"]);
+        assert_eq!(values(true), ["corp:EnableAccount", "corp:git", "corp:vpn"]);
+    }
+
+    #[test]
+    fn a_recreated_account_is_enabled_unless_it_is_to_stay_disabled() {
+        let by = |op: &str| Recreated {
+            event: 1,
+            identity: "ada".into(),
+            source: "ad".into(),
+            op: op.into(),
+        };
+        assert!(enables(&by("ADD_ENTITLEMENT"), true, false));
+        assert!(enables(&by("REMOVE_ENTITLEMENT"), true, false));
+        // A source that leaves new accounts disabled; a leaver's account.
+        assert!(!enables(&by("ADD_ENTITLEMENT"), false, false));
+        assert!(!enables(&by("ADD_ENTITLEMENT"), true, true));
+        // The enable sets its password itself; a disable keeps it disabled.
+        assert!(!enables(&by("ENABLE_ACCOUNT"), true, false));
+        assert!(!enables(&by("DISABLE_ACCOUNT"), true, false));
     }
 }

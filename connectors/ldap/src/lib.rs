@@ -367,8 +367,22 @@ impl LdapConnector {
     ) -> Result<Outcome, ConnectorError> {
         if add {
             // An entry deleted by hand is made again first (DESIGN §17).
-            let (nid, recreated) = self.ensure_account(identity, native_id).await?;
-            let out = self.change(identity, nid.as_deref(), e, true).await?;
+            let (mut nid, mut recreated) = self.ensure_account(identity, native_id).await?;
+            let out = match self.change(identity, nid.as_deref(), e, true).await {
+                // Deleted since this connector last saw it (its memory of the entry is
+                // recent; AD then refuses the member: noSuchObject): looked for again,
+                // and made again. A missing group fails the same way the second time.
+                Err(err) if err.code.as_deref() == Some("32") && !recreated => {
+                    self.confirmed
+                        .forget(&self.account_dn(identity, nid.as_deref())?);
+                    (nid, recreated) = self.ensure_account(identity, native_id).await?;
+                    if !recreated {
+                        return Err(err);
+                    }
+                    self.change(identity, nid.as_deref(), e, true).await?
+                }
+                done => done?,
+            };
             return Ok(match (recreated, nid) {
                 (true, Some(dn)) => out.after_recreate(dn),
                 _ => out,
