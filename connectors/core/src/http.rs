@@ -478,8 +478,10 @@ impl HttpClient {
             Err(e) if e.auth => Some(e.message.clone()),
             _ => None,
         };
+        // Kept in the store by a gate memory: scrubbed of every secret this client holds.
+        let refused = refused.map(|a| self.redactor.redact(&redact::cap(&a)));
         match (refused, attempt) {
-            (Some(answer), Some(a)) => a.failed(Instant::now(), &redact::cap(&answer)).await,
+            (Some(answer), Some(a)) => a.failed(Instant::now(), &answer).await,
             (Some(answer), None) => {
                 cred.gate
                     .failed_unguarded(fp, Instant::now(), &answer)
