@@ -8,9 +8,9 @@ use crate::model::RequestType;
 use crate::store::jobs::{Ending, Finish, Job, JobState, OpRecord};
 use crate::store::{Store, StoreError};
 
-/// Two sources: `ap-two` makes one job on each for one item.
-fn two_sources(store: Store) -> Result<Fixture, Failure> {
-    let catalog = r#"
+/// vpn on `flat`, wiki on `flat2`; `ap-eng` holds vpn, `ap-two` both (one item, a job on
+/// each source).
+pub(super) const TWO_SOURCES: &str = r#"
         [[entitlement]]
         id = "vpn"
         source = "flat"
@@ -28,7 +28,9 @@ fn two_sources(store: Store) -> Result<Fixture, Failure> {
         id = "ap-two"
         entitlements = ["vpn", "wiki"]
         "#;
-    Fixture::new(store, catalog, &["flat", "flat2"], &["u1", "u2", "u3"])
+
+fn two_sources(store: Store) -> Result<Fixture, Failure> {
+    Fixture::new(store, TWO_SOURCES, &["flat", "flat2"], &["u1", "u2", "u3"])
 }
 
 fn end(job: &Job, owner: &str, now: i64, ending: Ending, native_id: Option<&str>) -> Finish {

@@ -113,6 +113,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("two_agents_answering_one_job_close_each_task_once", |s| {
         Box::pin(races::two_answer_one_job(s))
     }),
+    (
+        "a_retry_racing_the_end_of_a_sibling_job_settles_once",
+        |s| Box::pin(races::retry_against_a_sibling_end(s)),
+    ),
     ("a_cancel_racing_the_last_answer_ends_the_job_once", |s| {
         Box::pin(races::cancel_against_last_answer(s))
     }),

@@ -7,6 +7,7 @@
 
 use super::fixture::{Fixture, err};
 use super::{Failure, Outcome};
+use crate::model::RequestType;
 use crate::store::jobs::{Job, JobState, Retry};
 use crate::store::tasks::Resolved;
 use crate::store::{Stamp, Store, StoreError};
@@ -41,8 +42,24 @@ fn many(store: Store) -> Result<Fixture, Failure> {
 /// The events of `kind` about `job`.
 /// One job for each of the round's people, granted at `now`.
 async fn grant_all(f: &Fixture, round: i64, now: i64) -> Outcome {
+    grant_all_of(f, round, "ap-vpn", now).await
+}
+
+/// Every job due at `now`, more than one claim's worth.
+async fn claim_all(f: &Fixture, owner: &str, now: i64) -> Result<Vec<Job>, StoreError> {
+    let claim = crate::store::Claim {
+        owner: owner.into(),
+        limit: 100,
+        now,
+        lease_until: now + 600_000,
+        ..Default::default()
+    };
+    f.store.claim(claim).await
+}
+
+async fn grant_all_of(f: &Fixture, round: i64, profile: &str, now: i64) -> Outcome {
     for i in 0..PEOPLE {
-        f.grant(&who(round, i), "ap-vpn", now + i as i64).await?;
+        f.grant(&who(round, i), profile, now + i as i64).await?;
     }
     Ok(())
 }
@@ -251,6 +268,62 @@ pub(super) async fn cancel_against_last_answer(store: Store) -> Outcome {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+    Ok(())
+}
+
+/// Issue 33 (simulation, PostgreSQL seed 92): a role's revoke made two jobs; one failed,
+/// and the operator retried it while the other succeeded. Settled at once, the success
+/// read the failure and put the access back (`active`) while the retry looked for an
+/// `active` access to put in flight again and found none; the retried job's success then
+/// had nothing to remove, and provd said the person held what both targets had taken
+/// away. Whatever the interleaving, the access ends removed.
+pub(super) async fn retry_against_a_sibling_end(store: Store) -> Outcome {
+    let people: Vec<String> = (0..ROUNDS as i64)
+        .flat_map(|r| (0..PEOPLE).map(move |i| who(r, i)))
+        .collect();
+    let people: Vec<&str> = people.iter().map(String::as_str).collect();
+    let f = Fixture::new(store, super::ends::TWO_SOURCES, &["flat", "flat2"], &people)?;
+    for round in 0..ROUNDS as i64 {
+        let t = 1_000_000 * (round + 1);
+        grant_all_of(&f, round, "ap-two", t).await?;
+        for j in claim_all(&f, "a", t + 100).await? {
+            f.succeed(&j, "a", t + 101).await?;
+        }
+        for i in 0..PEOPLE {
+            let who = who(round, i);
+            f.submit(RequestType::Revoke, &who, "ap-two", None, None, t + 200)
+                .await?;
+        }
+        let jobs = claim_all(&f, "a", t + 300).await?;
+        assert_eq!(jobs.len(), 2 * PEOPLE, "two revoke jobs each: {jobs:?}");
+        // Each person's flat2 job fails for good while the flat one runs: nothing settles.
+        let (failing, ok): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.source == "flat2");
+        for j in &failing {
+            f.store
+                .fail_attempt(j.clone(), "a".into(), t + 301, err(1), None)
+                .await?;
+        }
+        let ends = ok.iter().map(|j| f.succeed(j, "a", t + 400));
+        let retries = failing.iter().map(|j| f.retry(j.id, 3, t + 400));
+        let (ended, retried) = tokio::join!(
+            futures_util::future::join_all(ends),
+            futures_util::future::join_all(retries)
+        );
+        ended
+            .into_iter()
+            .chain(retried.into_iter().map(|r| r.map(|_| ())))
+            .try_for_each(|r| r)?;
+        for j in claim_all(&f, "b", t + 500).await? {
+            f.succeed(&j, "b", t + 501).await?;
+        }
+        for i in 0..PEOPLE {
+            let who = who(round, i);
+            let held = f.store.assignments(Some(who.clone())).await?;
+            let held: Vec<String> = held.iter().map(|a| a.state.to_string()).collect();
+            assert_eq!(held, ["removed"], "round {round}: {who}'s access");
         }
     }
     Ok(())

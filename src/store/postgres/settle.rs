@@ -20,6 +20,69 @@ const ITEMS: &str = "SELECT ri.id, ri.effect, ri.assignment_id,
                  WHERE r.id = ij.item_id AND r.assignment_id IS NOT NULL OFFSET 0) ri
     WHERE ij.job_id = $1";
 
+/// Locks assignments, in id order (two settles never wait on each other crosswise).
+const LOCK: &str = "SELECT id FROM assignments WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// The states of all an item's jobs, read through the key as [`ITEMS`] reads them.
+const STATES: &str = "SELECT ARRAY(SELECT (SELECT j.state FROM jobs j WHERE j.id = o.job_id) FROM item_jobs o WHERE o.item_id = $1)";
+
+/// An item to settle: its id, effect, assignment and the states of all its jobs.
+struct Item {
+    id: i64,
+    effect: String,
+    assignment: i64,
+    states: Vec<JobState>,
+}
+
+fn states_of(raw: Vec<String>) -> Vec<JobState> {
+    raw.iter().filter_map(|s| JobState::parse(s)).collect()
+}
+
+impl Item {
+    fn of(row: &tokio_postgres::Row) -> Item {
+        Item {
+            id: row.get(0),
+            effect: row.get(1),
+            assignment: row.get(2),
+            states: states_of(row.get(3)),
+        }
+    }
+}
+
+/// An item carried by several jobs reads its siblings' states again once its assignment
+/// is locked. Under READ COMMITTED two transactions ending (or retrying) sibling jobs at
+/// once each read the other's state from before: a success that read a failure put the
+/// access back (`active`) while the retry of that failure, looking for `active` access to
+/// put in flight again, found none, and the access stayed held for good (issue 33,
+/// simulation seed 92). Locked first, the second reads what the first wrote. An item of
+/// one job needs no lock: its job's own row, guarded, orders its end and its retry.
+async fn hold(tx: &Tx<'_>, items: &mut [Item]) -> Result<()> {
+    let mut shared: Vec<i64> = items
+        .iter()
+        .filter(|i| i.states.len() > 1)
+        .map(|i| i.assignment)
+        .collect();
+    if shared.is_empty() {
+        return Ok(());
+    }
+    shared.sort_unstable();
+    shared.dedup();
+    super::query(tx, LOCK, &[&shared]).await?;
+    let fresh = try_join_all(
+        items
+            .iter()
+            .filter(|i| i.states.len() > 1)
+            .map(|i| async move { super::query(tx, STATES, &[&i.id]).await }),
+    )
+    .await?;
+    for (item, rows) in items.iter_mut().filter(|i| i.states.len() > 1).zip(fresh) {
+        if let Some(row) = rows.first() {
+            item.states = states_of(row.try_get(0)?);
+        }
+    }
+    Ok(())
+}
+
 /// The heir of an account a failed or canceled job was to create makes it first.
 async fn inherit(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
     let p = crate::store::audit::postgres_param;
@@ -60,15 +123,20 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
     // the states of all its jobs: one round trip, not one more per item. Those states are
     // read job by job through the key too (a scalar subquery): joined, the same plan
     // hashed a scan of every job on every end.
-    let items = super::query(tx, ITEMS, &[&job_id]).await?;
-    for row in &items {
-        let (effect, assignment): (String, i64) = (row.get(1), row.get(2));
-        let states: Vec<JobState> = row
-            .get::<_, Vec<String>>(3)
-            .iter()
-            .filter_map(|s| JobState::parse(s))
-            .collect();
-        let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
+    let mut items: Vec<Item> = super::query(tx, ITEMS, &[&job_id])
+        .await?
+        .iter()
+        .map(Item::of)
+        .collect();
+    hold(tx, &mut items).await?;
+    for Item {
+        effect,
+        assignment,
+        states,
+        ..
+    } in &items
+    {
+        let Some((from, to)) = crate::store::rules::settled(effect, states) else {
             continue;
         };
         super::exec(
@@ -80,7 +148,7 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
                 updated_at = $2,
                 active_at = CASE WHEN $1 = 'active' THEN $2::BIGINT ELSE active_at END
              WHERE id = $3 AND state = $4",
-            &[&to.as_str(), &now, &assignment, &from.as_str()],
+            &[&to.as_str(), &now, assignment, &from.as_str()],
         )
         .await?;
     }
@@ -128,6 +196,14 @@ async fn cancel_orphans(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
 
 /// Before a failed job runs again: its assignments are in flight once more.
 pub(super) async fn unsettle(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
+    // The assignments locked first, whatever they will become: a sibling job's settle
+    // then waits, and reads this job as queued again ([`hold`]).
+    tx.query(
+        "SELECT a.id FROM assignments a WHERE a.id IN (SELECT ri.assignment_id FROM request_items ri
+            JOIN item_jobs ij ON ij.item_id = ri.id WHERE ij.job_id = $1) ORDER BY a.id FOR UPDATE",
+        &[&job_id],
+    )
+    .await?;
     // A grant whose item was granted again meanwhile stays failed (the unique index of
     // live assignments would refuse a second one); the newer grant carries it.
     tx.execute(
@@ -165,30 +241,25 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
         Ok::<_, StoreError>(rows.into_iter().map(move |r| (*at, r)))
     }))
     .await?;
-    let items: Vec<(i64, tokio_postgres::Row)> = found.into_iter().flatten().collect();
-    // Each item once, each assignment once (an UPDATE joins a row to one of its matches).
-    let (mut seen, mut moved) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
-    );
+    let mut items: Vec<(i64, Item)> = found
+        .into_iter()
+        .flatten()
+        .map(|(at, row)| (at, Item::of(&row)))
+        .collect();
+    // Each item once (a group may end two of its jobs), then its assignment held.
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|(_, i)| seen.insert(i.id));
+    let (ats, mut held): (Vec<i64>, Vec<Item>) = items.into_iter().unzip();
+    hold(tx, &mut held).await?;
+    // Each assignment once (an UPDATE joins a row to one of its matches).
+    let mut moved = std::collections::HashSet::new();
     let (mut assignment, mut from, mut to, mut now) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (at, row) in &items {
-        let item: i64 = row.get(0);
-        if !seen.insert(item) {
-            continue;
-        }
-        let states: Vec<JobState> = row
-            .get::<_, Vec<String>>(3)
-            .iter()
-            .filter_map(|s| JobState::parse(s))
-            .collect();
-        let effect: String = row.get(1);
-        let id: i64 = row.get(2);
-        if let Some((f, t)) = crate::store::rules::settled(&effect, &states)
-            && moved.insert(id)
+    for (at, item) in ats.iter().zip(&held) {
+        if let Some((f, t)) = crate::store::rules::settled(&item.effect, &item.states)
+            && moved.insert(item.assignment)
         {
-            assignment.push(id);
+            assignment.push(item.assignment);
             from.push(f.as_str());
             to.push(t.as_str());
             now.push(*at);
