@@ -88,7 +88,7 @@ pub(super) fn print_json(v: &impl serde::Serialize) -> Result<(), CliError> {
     Ok(())
 }
 
-fn invalid_request(e: SubmitError) -> CliError {
+pub(super) fn invalid_request(e: SubmitError) -> CliError {
     match e {
         SubmitError::Invalid(inv) => {
             let lines: Vec<String> = inv
@@ -164,6 +164,9 @@ async fn command(cli: &Cli, clock: &SystemClock) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status { request_id } => super::audit::status(&load(cli)?, request_id).await,
+        Command::Accounts(super::AccountsCommand::ResetPassword { source, identity }) => {
+            super::accounts::reset_password(&load(cli)?, source, identity).await
+        }
         Command::Accounts(cmd) => super::evidence::accounts(&load(cli)?, cmd).await,
         Command::Reconcile {
             source,

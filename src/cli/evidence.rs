@@ -47,7 +47,10 @@ pub(super) async fn accounts(config: &Config, cmd: &AccountsCommand) -> Result<(
         file,
         as_of,
         force,
-    } = cmd;
+    } = cmd
+    else {
+        return Err(CliError::Invalid("not an import".into()));
+    };
     let bytes =
         std::fs::read(file).map_err(|e| CliError::Invalid(format!("{}: {e}", file.display())))?;
     let now = SystemClock.now();

@@ -2,6 +2,7 @@
 //! store directly, whether or not the daemon is running.
 //! Exit codes: 0 success, 2 invalid input or usage, 1 anything else.
 
+mod accounts;
 mod audit;
 mod commands;
 mod evidence;
@@ -268,6 +269,14 @@ pub enum AccountsCommand {
         as_of: Option<String>,
         #[arg(long)]
         force: bool,
+    },
+    /// Give IDENTITY's account on the source a new password, delivered and to be changed
+    /// at the next logon (AD with [account.password]; on a manual source, a task for its
+    /// owner). Queued as a request; prints its id and job.
+    ResetPassword {
+        #[arg(long)]
+        source: String,
+        identity: String,
     },
 }
 

@@ -197,6 +197,9 @@ pub struct SourceRules {
     /// Sources that create accounts disabled and make them usable in a second step
     /// (`ENABLE_ACCOUNT`): Active Directory with `[account.password]`.
     pub enable_after_create: BTreeSet<String>,
+    /// Sources where a rehire's ENABLE_ACCOUNT is preceded by a RESET_PASSWORD
+    /// (`[account.password] on_rehire = "reset"`, the default).
+    pub reset_on_rehire: BTreeSet<String>,
 }
 
 /// Where the configuration is: `--config`, else `$PROVD_CONFIG` (clap handles both), else
@@ -510,10 +513,16 @@ impl Config {
             .filter(|s| s.creates_disabled())
             .map(|s| s.id.clone())
             .collect();
+        let reset_on_rehire = sources
+            .values()
+            .filter(|s| s.resets_on_rehire())
+            .map(|s| s.id.clone())
+            .collect();
         Ok(Config {
             rules: SourceRules {
                 disable_on_last,
                 enable_after_create,
+                reset_on_rehire,
             },
             upstreams: file.upstream.clone(),
             store,

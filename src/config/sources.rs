@@ -90,6 +90,19 @@ impl Source {
                 .is_some()
     }
 
+    /// Does a rehire's enable give the account a new delivered password first
+    /// (`[account.password] on_rehire`, default `reset`)?
+    pub fn resets_on_rehire(&self) -> bool {
+        self.creates_disabled()
+            && self
+                .settings
+                .get("account")
+                .and_then(|a| a.get("password"))
+                .and_then(|p| p.get("on_rehire"))
+                .and_then(|v| v.as_str())
+                != Some("keep")
+    }
+
     /// Every `*_file` key must name a readable file and every `*_env` key a set variable.
     /// The contents are never read into an error message.
     pub fn check_secrets(&self) -> Vec<Problem> {

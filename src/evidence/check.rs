@@ -9,7 +9,8 @@ use super::export::{ANY, Seen};
 use crate::store::tasks::Task;
 
 /// Whether `seen` (the source's accounts by key) shows what `task` asked for. DISABLE and
-/// ENABLE need a status column (`has_status`); UPDATE_ACCOUNT is never shown. `now`: the
+/// ENABLE need a status column (`has_status`); UPDATE_ACCOUNT and RESET_PASSWORD are
+/// never shown. `now`: the
 /// key the task's account has now, where a rename done since changed it: the owner may
 /// have done both before one export (a retried task answered with a mover's rename, found
 /// by the simulation, issue 33), and the export shows the account under its new key.

@@ -72,7 +72,9 @@ impl Change {
                 .filter(|(_, op)| {
                     matches!(
                         op,
-                        Operation::EnableAccount | Operation::UpdateAccount { .. }
+                        Operation::EnableAccount
+                            | Operation::UpdateAccount { .. }
+                            | Operation::ResetPassword
                     ) == grant
                 })
                 .cloned()

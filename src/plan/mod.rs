@@ -236,12 +236,23 @@ pub fn plan(
                 continue;
             }
             let kind = match op {
-                Operation::EnableAccount | Operation::UpdateAccount { .. } => JobKind::Grant,
+                Operation::EnableAccount
+                | Operation::UpdateAccount { .. }
+                | Operation::ResetPassword => JobKind::Grant,
                 _ => JobKind::Revoke,
             };
             let j = jobs.job(identity, source, kind, None);
-            if jobs.jobs.get(j).is_some_and(|job| !job.ops.contains(op)) {
-                jobs.push(j, op.clone());
+            // A rehire's account gets a new password before it is usable again (DESIGN
+            // §24): the one it had may be known to whoever used it last.
+            let reset = *op == Operation::EnableAccount && rules.reset_on_rehire.contains(source);
+            for op in reset
+                .then_some(&Operation::ResetPassword)
+                .into_iter()
+                .chain([op])
+            {
+                if jobs.jobs.get(j).is_some_and(|job| !job.ops.contains(op)) {
+                    jobs.push(j, op.clone());
+                }
             }
         }
         for (source, op) in &req.repairs {

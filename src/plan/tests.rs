@@ -571,6 +571,16 @@ fn account_operations_go_where_the_identity_has_an_account_after_its_removals() 
         (p.jobs[0].kind, p.jobs[0].ops.clone()),
         (JobKind::Grant, vec![Operation::EnableAccount])
     );
+    // A rehire on a source that resets passwords (DESIGN §24): a new one first, once.
+    let resets = SourceRules {
+        reset_on_rehire: ["ldap".to_string()].into(),
+        ..Default::default()
+    };
+    let p = plan(&r, &cat, &snap, &resets);
+    assert_eq!(
+        p.jobs[0].ops,
+        [Operation::ResetPassword, Operation::EnableAccount]
+    );
 }
 
 /// Issue 33 (simulation seed 24): a role that failed on one source but succeeded on

@@ -491,6 +491,39 @@ async fn a_wrong_tls_server_name_holds_jobs_until_the_fix_and_a_reload() {
     );
 }
 
+/// Lifecycle states for `env`: `active` enables every account, `leaver` disables it.
+pub(crate) fn with_lifecycle(env: &Env) {
+    let d = env.path();
+    std::fs::write(
+        d.join("lifecycle.toml"),
+        "[[state]]\nname = \"active\"\n[[state.account]]\naction = \"ENABLE\"\nsources = \"all\"\n\
+         [[state]]\nname = \"leaver\"\nrequestable = false\n[[state.account]]\naction = \"DISABLE\"\nsources = \"all\"\n",
+    )
+    .unwrap();
+    let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
+    std::fs::write(
+        d.join("provd.toml"),
+        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
+    )
+    .unwrap();
+}
+
+/// Imports one person (`id,firstName,lastName,email`) in lifecycle state `s`.
+pub(crate) fn set_state(env: &Env, person: &str, s: &str) {
+    let file = env.path().join(format!("people-{s}.csv"));
+    std::fs::write(
+        &file,
+        format!("id,firstName,lastName,email,lifecycleState\n{person},{s}\n"),
+    )
+    .unwrap();
+    let out = env.cli(&["identities", "import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Issue 34, item 10: a leaver whose account an administrator deleted by hand failed
 /// (`no account at …`), and so did the rehire after it. The disable now finds it already
 /// so, and the rehire makes the account again, enabled.
@@ -507,33 +540,8 @@ async fn a_leaver_after_a_manual_delete_succeeds_and_the_rehire_makes_the_accoun
         "",
         "t6ada,Ada,Lovelace,ada@example.com\n",
     );
-    let d = env.path();
-    std::fs::write(
-        d.join("lifecycle.toml"),
-        "[[state]]\nname = \"active\"\n[[state.account]]\naction = \"ENABLE\"\nsources = \"all\"\n\
-         [[state]]\nname = \"leaver\"\nrequestable = false\n[[state.account]]\naction = \"DISABLE\"\nsources = \"all\"\n",
-    )
-    .unwrap();
-    let conf = std::fs::read_to_string(d.join("provd.toml")).unwrap();
-    std::fs::write(
-        d.join("provd.toml"),
-        conf.replace("[agent]\n", "[agent]\nlifecycle = \"lifecycle.toml\"\n"),
-    )
-    .unwrap();
-    let state = |s: &str| {
-        let file = d.join(format!("people-{s}.csv"));
-        std::fs::write(
-            &file,
-            format!("id,firstName,lastName,email,lifecycleState\nt6ada,Ada,Lovelace,ada@example.com,{s}\n"),
-        )
-        .unwrap();
-        let out = env.cli(&["identities", "import", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    with_lifecycle(&env);
+    let state = |s: &str| set_state(&env, "t6ada,Ada,Lovelace,ada@example.com", s);
     let _agent = env.start().await;
     state("active");
     let rid = submit(&env, grant("t6ada", "ENTITLEMENT", "ent-vpn"));

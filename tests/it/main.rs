@@ -5,6 +5,7 @@
 mod ad;
 mod ad_gate;
 mod ad_names;
+mod ad_password;
 mod ad_repair;
 mod agents;
 mod audit;

@@ -66,6 +66,22 @@ pub trait Connector: Send + Sync {
         })
     }
 
+    /// Gives the account a new delivered password (see [`Operation::ResetPassword`]).
+    /// Connectors that manage no passwords need not implement it.
+    fn reset_password<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        let _ = (identity, native_id);
+        Box::pin(async {
+            Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "this source's connector cannot reset passwords",
+            ))
+        })
+    }
+
     /// Sets account attributes (attribute sync, DESIGN §13); an empty value clears one.
     fn update_account<'a>(
         &'a self,
@@ -180,5 +196,6 @@ pub async fn apply(
                 .update_account(identity, native_id, attributes)
                 .await
         }
+        Operation::ResetPassword => connector.reset_password(identity, native_id).await,
     }
 }

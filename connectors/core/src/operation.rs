@@ -68,6 +68,10 @@ pub enum Operation {
     UpdateAccount {
         attributes: std::collections::BTreeMap<String, String>,
     },
+    /// A new password for an existing account, delivered as a new account's is, to be
+    /// changed at the next logon (DESIGN §24): a rehire's, or an operator's `provd
+    /// accounts reset-password`. Needs `[account.password]` (AD) or a source owner.
+    ResetPassword,
 }
 
 /// The kind of an [`Operation`], without its payload.
@@ -80,6 +84,7 @@ pub enum OpKind {
     DeleteAccount,
     EnableAccount,
     UpdateAccount,
+    ResetPassword,
 }
 
 impl OpKind {
@@ -93,6 +98,7 @@ impl OpKind {
             OpKind::DeleteAccount => "DELETE_ACCOUNT",
             OpKind::EnableAccount => "ENABLE_ACCOUNT",
             OpKind::UpdateAccount => "UPDATE_ACCOUNT",
+            OpKind::ResetPassword => "RESET_PASSWORD",
         }
     }
 }
@@ -113,6 +119,7 @@ impl Operation {
             Operation::DeleteAccount => OpKind::DeleteAccount,
             Operation::EnableAccount => OpKind::EnableAccount,
             Operation::UpdateAccount { .. } => OpKind::UpdateAccount,
+            Operation::ResetPassword => OpKind::ResetPassword,
         }
     }
 

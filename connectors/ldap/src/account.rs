@@ -318,10 +318,12 @@ impl LdapConnector {
         )
     }
 
-    /// AD: make a disabled account usable. With `[account.password]`: a fresh random
-    /// password, `pwdLastSet = 0` if it must be changed, delivery, and only then the
-    /// ACCOUNTDISABLE bit off (and PASSWD_NOTREQD). An enabled account is left as it is:
-    /// its owner's password is never reset.
+    /// AD: make a disabled account usable. With `[account.password]`, an account that has
+    /// no password of provd's yet (PASSWD_NOTREQD: made by provd's create) first gets one
+    /// ([`Self::set_password`]), and only then the ACCOUNTDISABLE bit goes (and
+    /// PASSWD_NOTREQD). An account that has a password keeps it: a rehire's new one is
+    /// RESET_PASSWORD's, planned before this where `on_rehire = "reset"`. An enabled
+    /// account is left as it is.
     pub(crate) async fn enable(
         &self,
         identity: &Identity,
@@ -347,6 +349,65 @@ impl LdapConnector {
             .await?;
             return Ok(Outcome::Applied);
         };
+        if uac & ad::PASSWD_NOTREQD != 0 {
+            // Not delivered: the account stays disabled; the next attempt sets a new one.
+            self.set_password(
+                identity,
+                &dn,
+                &p,
+                "initial password",
+                "the account stays disabled",
+            )
+            .await?;
+        }
+        self.modify(
+            "enable account",
+            &dn,
+            vec![Self::set_uac(ad::enabled(uac, true))],
+        )
+        .await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// AD: a new delivered password for an existing account (RESET_PASSWORD, DESIGN §24).
+    pub(crate) async fn reset_ad_password(
+        &self,
+        identity: &Identity,
+        native_id: Option<&str>,
+    ) -> Result<Outcome, ConnectorError> {
+        let Some(p) = self.s.account.password.clone().filter(|_| self.is_ad()) else {
+            return Err(ConnectorError::permanent(
+                Some("unsupported".into()),
+                "resetting passwords needs directory = \"ad\" and [account.password] on this source",
+            ));
+        };
+        let dn = self.account_dn(identity, native_id)?;
+        // Read first: a reset of an account that is gone fails naming it.
+        self.uac(&dn).await?;
+        self.set_password(
+            identity,
+            &dn,
+            &p,
+            "new password",
+            "the old one was replaced",
+        )
+        .await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Sets a fresh random password (and `pwdLastSet = 0` where it must be changed), then
+    /// delivers it. AD's password policy may refuse one (`0000052D`: history, a name
+    /// in it): a second is tried once, then the refusal is permanent with AD's text. A
+    /// failed delivery is retryable: the next attempt sets another password, so none
+    /// that nobody received stays in use longer than the retry.
+    async fn set_password(
+        &self,
+        identity: &Identity,
+        dn: &str,
+        p: &crate::settings::PasswordSettings,
+        what: &str,
+        undelivered: &str,
+    ) -> Result<(), ConnectorError> {
         let sam = self
             .s
             .account
@@ -355,42 +416,50 @@ impl LdapConnector {
             .find(|(k, _)| k.eq_ignore_ascii_case("sAMAccountName"))
             .and_then(|(_, t)| template::fill(t, identity, template::verbatim).ok())
             .unwrap_or_default();
-        let password =
-            ad::random_password(p.length, &sam).map_err(|e| ConnectorError::permanent(None, e))?;
-        let mut mods = vec![Mod::Replace(
-            b"unicodePwd".to_vec(),
-            HashSet::from([ad::unicode_pwd(&password)]),
-        )];
-        if p.must_change {
-            mods.push(Mod::Replace(
-                b"pwdLastSet".to_vec(),
-                HashSet::from([b"0".to_vec()]),
-            ));
-        }
-        self.modify("set initial password", &dn, mods).await?;
+        let mut tries = 0;
+        let password = loop {
+            let password = ad::random_password(p.length, &sam)
+                .map_err(|e| ConnectorError::permanent(None, e))?;
+            let mut mods = vec![Mod::Replace(
+                b"unicodePwd".to_vec(),
+                HashSet::from([ad::unicode_pwd(&password)]),
+            )];
+            if p.must_change {
+                mods.push(Mod::Replace(
+                    b"pwdLastSet".to_vec(),
+                    HashSet::from([b"0".to_vec()]),
+                ));
+            }
+            match self.modify(&format!("set {what}"), dn, mods).await {
+                Ok(()) => break password,
+                Err(e) if ad::policy_refused(&e.message) && tries == 0 => tries += 1,
+                Err(e) if ad::policy_refused(&e.message) => {
+                    return Err(ConnectorError::permanent(
+                        e.code.clone(),
+                        format!(
+                            "{} (AD's password policy refused two fresh passwords)",
+                            e.message
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if let Some(command) = &p.deliver_command {
             let d = ad::Delivery {
                 command,
                 identity,
                 source: &self.source,
-                dn: &dn,
+                dn,
             };
             if let Err(e) = ad::deliver(&d, &password).await {
-                // The account stays disabled; the next attempt sets a new password.
                 return Err(ConnectorError::retryable(
                     Some("delivery".into()),
-                    format!("initial password not delivered, the account stays disabled: {e}"),
+                    format!("{what} not delivered, {undelivered}: {e}"),
                 ));
             }
         }
-        drop(password);
-        self.modify(
-            "enable account",
-            &dn,
-            vec![Self::set_uac(ad::enabled(uac, true))],
-        )
-        .await?;
-        Ok(Outcome::Applied)
+        Ok(())
     }
 
     /// AD: disable by setting the ACCOUNTDISABLE bit, keeping every other bit.

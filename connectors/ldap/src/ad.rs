@@ -25,6 +25,12 @@ pub fn enabled(uac: u32, password_set: bool) -> u32 {
     }
 }
 
+/// AD's refusal of a password by its policy (history, complexity, a name in it): a
+/// constraint violation (19) whose text carries `0000052D`.
+pub fn policy_refused(message: &str) -> bool {
+    message.to_ascii_uppercase().contains("0000052D")
+}
+
 pub fn disabled(uac: u32) -> u32 {
     uac | ACCOUNTDISABLE
 }
@@ -183,6 +189,18 @@ pub async fn deliver(d: &Delivery<'_>, password: &SecretString) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_policy_refusal_is_told_by_its_code() {
+        // Samba's and Windows' texts for a password the policy refuses.
+        assert!(policy_refused(
+            "set new password: constraintViolation (19): 0000052D: Constraint violation - check_password_restrictions: the password does not meet the complexity criteria!"
+        ));
+        assert!(policy_refused("0000052d: AtrErr: DSID-03190F80"));
+        assert!(!policy_refused(
+            "set new password: constraintViolation (19): 00002082: attribute value exists"
+        ));
+    }
 
     #[test]
     fn only_the_disable_and_password_not_required_bits_change() {

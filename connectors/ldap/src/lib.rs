@@ -610,6 +610,14 @@ impl Connector for LdapConnector {
         self.scrubbed(self.update(identity, native_id, attributes))
     }
 
+    fn reset_password<'a>(
+        &'a self,
+        identity: &'a Identity,
+        native_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
+        self.scrubbed(self.reset_ad_password(identity, native_id))
+    }
+
     fn prefetch(&self, identities: Vec<Identity>) -> BoxFuture<'_, ()> {
         Box::pin(self.prefetch_many(identities))
     }

@@ -118,6 +118,19 @@ pub struct PasswordSettings {
     /// Length of a random password (default 20, at least 14).
     #[serde(default = "default_password_length")]
     pub length: usize,
+    /// What a rehire's enable does to the password the account had: `reset` (default: a
+    /// new one is set and delivered first, RESET_PASSWORD) or `keep`.
+    #[serde(default)]
+    pub on_rehire: OnRehire,
+}
+
+/// `[account.password] on_rehire`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRehire {
+    #[default]
+    Reset,
+    Keep,
 }
 
 fn default_true() -> bool {

@@ -252,6 +252,7 @@ pub fn orphaned(ops: &[Operation]) -> bool {
                     | Operation::EnableAccount
                     | Operation::DeleteAccount
                     | Operation::UpdateAccount { .. }
+                    | Operation::ResetPassword
             )
         })
 }
