@@ -85,6 +85,21 @@ fn assignment_state_to_item(state: &str) -> &'static str {
     }
 }
 
+/// The sources where a new grant's jobs ended on an account that is disabled now.
+fn disabled_sources(row: &StatusRow) -> Vec<&str> {
+    if row.request_type != "GRANT_ACCESS" || row.disposition != "new" {
+        return Vec::new();
+    }
+    let mut out: Vec<&str> = row
+        .jobs
+        .iter()
+        .filter(|j| j.account_disabled)
+        .map(|j| j.source.as_str())
+        .collect();
+    out.dedup();
+    out
+}
+
 fn message(text: &str) -> Value {
     json!({ "locale": "en-US", "localeOrigin": "DEFAULT", "text": text })
 }
@@ -99,6 +114,18 @@ pub fn status_item(row: &StatusRow) -> Value {
         item_state(&states, row.canceled_at.is_some())
     };
     let mut errors = Vec::new();
+    // A grant that ended on a disabled account is not usable yet (an AD account made
+    // without `[account.password]`, or disabled since): EXECUTING, and why (issue 34).
+    let disabled = disabled_sources(row);
+    let state = if state == "REQUEST_COMPLETED" && !disabled.is_empty() {
+        errors.push(json!([message(&format!(
+            "the account on {} is disabled: the access cannot be used until it is enabled",
+            disabled.join(", ")
+        ))]));
+        "EXECUTING"
+    } else {
+        state
+    };
     let mut manual = Vec::new();
     let mut modified = row.received_at;
     for job in &row.jobs {
@@ -188,6 +215,8 @@ pub fn account_rows(accepted: Option<&StoredEvent>, jobs: &[Job]) -> Vec<StatusR
                         .flatten(),
                     updated_at: j.updated_at,
                     open_tasks: Vec::new(),
+                    source: j.source.clone(),
+                    account_disabled: false,
                 }],
             }
         })
@@ -237,5 +266,47 @@ mod tests {
             item_state(&[Succeeded, Canceled], true),
             "NOT_ALL_ITEMS_PROVISIONED"
         );
+    }
+
+    /// Issue 34: a grant whose account is disabled read REQUEST_COMPLETED.
+    #[test]
+    fn a_grant_on_a_disabled_account_is_not_complete() {
+        let job = |source: &str, disabled: bool| StatusJob {
+            id: 1,
+            state: Some(Succeeded),
+            last_error: None,
+            updated_at: 0,
+            open_tasks: Vec::new(),
+            source: source.into(),
+            account_disabled: disabled,
+        };
+        let mut row = StatusRow {
+            item_id: "ent-vpn".into(),
+            request_id: "r1".into(),
+            identity: "ada".into(),
+            item_type: "ENTITLEMENT".into(),
+            name: "VPN".into(),
+            disposition: "new".into(),
+            request_type: "GRANT_ACCESS".into(),
+            received_at: 0,
+            canceled_at: None,
+            assignment_state: Some("active".into()),
+            remove_at: None,
+            client_metadata: "{}".into(),
+            requester: "x".into(),
+            comment: None,
+            grant_request: None,
+            jobs: vec![job("corp-ad", true), job("flat", false)],
+        };
+        let item = status_item(&row);
+        assert_eq!(item["state"], "EXECUTING");
+        let said = item["errorMessages"][0][0]["text"].as_str().unwrap();
+        assert!(said.contains("corp-ad is disabled"), "{said}");
+        row.jobs = vec![job("corp-ad", false)];
+        assert_eq!(status_item(&row)["state"], "REQUEST_COMPLETED");
+        // A revoke's end is not about a usable account.
+        row.jobs = vec![job("corp-ad", true)];
+        row.request_type = "REVOKE_ACCESS".into();
+        assert_eq!(status_item(&row)["state"], "REQUEST_COMPLETED");
     }
 }

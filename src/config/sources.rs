@@ -90,6 +90,14 @@ impl Source {
                 .is_some()
     }
 
+    /// Does its connector create accounts disabled and leave them so? (An LDAP source with
+    /// `directory = "ad"` and no `[account.password]`: nobody could log on to them.)
+    pub fn creates_disabled_for_good(&self) -> bool {
+        self.kind == SourceKind::Ldap
+            && self.settings.get("directory").and_then(|v| v.as_str()) == Some("ad")
+            && !self.creates_disabled()
+    }
+
     /// Does a rehire's enable give the account a new delivered password first
     /// (`[account.password] on_rehire`, default `reset`)?
     pub fn resets_on_rehire(&self) -> bool {

@@ -429,6 +429,7 @@ impl Dispatcher {
                     native_id: None,
                     account: native.clone(),
                     detail: Some("the account existed before: left as it is".into()),
+                    disabled: None,
                 });
                 continue;
             }
@@ -480,6 +481,16 @@ impl Dispatcher {
                         native_id: outcome.native_id().map(str::to_string),
                         account: native.clone(),
                         detail: outcome.detail(),
+                        // (An enable that made the account again enabled it too.)
+                        disabled: (source.creates_disabled_for_good()
+                            && *op != Operation::EnableAccount
+                            && matches!(
+                                outcome,
+                                Outcome::Created { .. }
+                                    | Outcome::CreatedElsewhere { .. }
+                                    | Outcome::Recreated { .. }
+                            ))
+                        .then_some(true),
                     });
                 }
                 Err(err) => {

@@ -99,6 +99,10 @@ pub struct OpRecord {
     pub account: Option<String>,
     /// What the audit trail should say beyond the outcome (a DN that was taken).
     pub detail: Option<String>,
+    /// The account's status after the call (true: disabled), where the dispatcher knows
+    /// it better than the operation says: an AD account made without `[account.password]`
+    /// is created disabled and stays so.
+    pub disabled: Option<bool>,
 }
 
 /// How an attempt ended.

@@ -53,12 +53,24 @@ pub struct StatusJob {
     pub updated_at: i64,
     /// Open manual tasks: (owner, created_at).
     pub open_tasks: Vec<(String, i64)>,
+    /// The job's source.
+    pub source: String,
+    /// The person's account on that source is known to be disabled now.
+    pub account_disabled: bool,
 }
 
 impl StatusJob {
     /// A job as its row stores it (`errors`: its attempts' errors, JSON); the caller adds
     /// the open tasks of one that [`StatusJob::waits_on_tasks`].
-    pub fn from_row(id: i64, state: &str, errors: &str, updated_at: i64) -> Result<StatusJob> {
+    /// `source`: the job's; `account_disabled`: its account there is disabled now.
+    pub fn from_row(
+        id: i64,
+        state: &str,
+        errors: &str,
+        updated_at: i64,
+        source: String,
+        account_disabled: bool,
+    ) -> Result<StatusJob> {
         let state = JobState::parse(state);
         let last_error = if matches!(state, Some(JobState::Failed | JobState::Retrying)) {
             let errs: Vec<AttemptError> =
@@ -73,6 +85,8 @@ impl StatusJob {
             last_error,
             updated_at,
             open_tasks: Vec::new(),
+            source,
+            account_disabled,
         })
     }
 

@@ -144,8 +144,22 @@ async fn namesakes_get_two_accounts_existing_ones_are_found_and_ads_answers_are_
         .map(|e| e.data["detail"].to_string())
         .unwrap();
     assert!(detail.contains("belongs to another account"), "{detail}");
-    // Provisioned accounts are created disabled (no [account.password]).
+    // Provisioned accounts are created disabled (no [account.password]), so their grants
+    // are not complete: nobody can use them yet (issue 34). Kate's account was there.
     assert_ne!(uac(dc, &ada) & 0x2, 0);
+    let store = env.store();
+    for (rid, want) in rids
+        .iter()
+        .zip(["EXECUTING", "EXECUTING", "REQUEST_COMPLETED"])
+    {
+        let q = provd::store::status::StatusQuery {
+            request_id: Some(rid.clone()),
+            limit: 10,
+            ..Default::default()
+        };
+        let item = provd::wire::status_item(&store.status(q).await.unwrap()[0]);
+        assert_eq!(item["state"], want, "{item}");
+    }
 
     // sAMAccountName rules are checked before anything is written.
     let rid = submit(&env, grant("j+smith", "ENTITLEMENT", "ent-vpn"));

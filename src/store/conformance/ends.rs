@@ -45,6 +45,7 @@ fn end(job: &Job, owner: &str, now: i64, ending: Ending, native_id: Option<&str>
                 native_id: Some(n.into()),
                 account: None,
                 detail: None,
+                disabled: None,
             })
             .into_iter()
             .collect(),

@@ -84,6 +84,7 @@ pub(super) async fn accounts(store: Store) -> Outcome {
         native_id: Some("uid=u1".into()),
         account: None,
         detail: None,
+        disabled: None,
     };
     s.succeed(job, "a".into(), 2_002, vec![created]).await?;
     let native = s.native_id("u1".into(), "flat".into()).await?;

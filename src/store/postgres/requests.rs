@@ -84,7 +84,9 @@ impl Requests for Postgres {
                 .await?;
             let jobs_of = c
                 .prepare(
-                    "SELECT j.id, j.state, j.errors, j.updated_at FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id
+                    "SELECT j.id, j.state, j.errors, j.updated_at, j.source,
+                        COALESCE((SELECT ac.disabled FROM accounts ac WHERE ac.identity_id = j.identity_id AND ac.source = j.source), 0)
+                     FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id
                      WHERE ij.item_id = $1 ORDER BY j.id",
                 )
                 .await?;
@@ -96,7 +98,15 @@ impl Requests for Postgres {
                 let item: i64 = r.get(0);
                 let mut carried = Vec::new();
                 for j in &c.query(&jobs_of, &[&item]).await? {
-                    let mut job = StatusJob::from_row(j.get(0), j.get(1), j.get(2), j.get(3))?;
+                    let disabled: i64 = j.get(5);
+                    let mut job = StatusJob::from_row(
+                        j.get(0),
+                        j.get(1),
+                        j.get(2),
+                        j.get(3),
+                        j.get(4),
+                        disabled != 0,
+                    )?;
                     if job.waits_on_tasks() {
                         job.open_tasks = c
                             .query(&tasks_of, &[&job.id])

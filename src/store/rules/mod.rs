@@ -160,6 +160,7 @@ pub fn deletes_account(job: &Job, ops: &[OpRecord]) -> bool {
 pub fn status_after(job: &Job, ops: &[OpRecord]) -> Option<bool> {
     use provd_connector_core::Operation;
     ops.iter().rev().find_map(|r| match job.ops.get(r.index)? {
+        _ if r.disabled.is_some() => r.disabled,
         Operation::DisableAccount => Some(true),
         Operation::EnableAccount => Some(false),
         _ if matches!(r.outcome, "created" | "recreated") => Some(false),

@@ -68,7 +68,9 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut jobs_of = c.prepare_cached(
-        "SELECT j.id, j.state, j.errors, j.updated_at, j.source FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id
+        "SELECT j.id, j.state, j.errors, j.updated_at, j.source,
+            COALESCE((SELECT ac.disabled FROM accounts ac WHERE ac.identity_id = j.identity_id AND ac.source = j.source), 0)
+         FROM jobs j JOIN item_jobs ij ON ij.job_id = j.id
          WHERE ij.item_id = ? ORDER BY j.id",
     )?;
     let mut tasks_of = c.prepare_cached(
@@ -101,12 +103,13 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut carried = Vec::with_capacity(jobs.len());
-        for (job_id, st, errs, updated, _source) in jobs {
-            let mut job = StatusJob::from_row(job_id, &st, &errs, updated)?;
+        for (job_id, st, errs, updated, source, disabled) in jobs {
+            let mut job = StatusJob::from_row(job_id, &st, &errs, updated, source, disabled != 0)?;
             if job.waits_on_tasks() {
                 job.open_tasks = tasks_of
                     .query_map([job_id], |r| {
