@@ -156,22 +156,31 @@ pub async fn status_wants(
 }
 
 /// Whether `identity`'s lifecycle state wants its account on `source` disabled (true)
-/// or enabled (false); None: it says nothing of it, or deletes it.
+/// or enabled (false); None: it says nothing of it, or deletes it. Where it says
+/// nothing, a source that enables every account it makes (AD with `[account.password]`)
+/// wants it enabled: a disabled one there is an account nobody can use (issue 34: a
+/// repaired account came back disabled and drift read clean).
 fn wants_status(
     config: &Config,
     identity: &provd_connector_core::Identity,
     source: &str,
 ) -> Option<bool> {
     use crate::config::lifecycle::AccountAction;
-    match config
-        .lifecycle
-        .state_of(&identity.attributes)?
-        .accounts
-        .get(source)?
-    {
-        AccountAction::Disable => Some(true),
-        AccountAction::Enable => Some(false),
-        AccountAction::Delete => None,
+    let enables = || {
+        config
+            .sources
+            .get(source)
+            .is_some_and(|s| s.creates_disabled())
+            .then_some(false)
+    };
+    let Some(state) = config.lifecycle.state_of(&identity.attributes) else {
+        return enables();
+    };
+    match state.accounts.get(source) {
+        Some(AccountAction::Disable) => Some(true),
+        Some(AccountAction::Enable) => Some(false),
+        Some(AccountAction::Delete) => None,
+        None => enables(),
     }
 }
 

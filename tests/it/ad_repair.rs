@@ -125,4 +125,30 @@ async fn a_recreated_account_is_enabled_with_a_newly_delivered_password() {
     assert_eq!(bits & 0x2, 0, "enabled: {bits:#x}");
     let e = dc.bind(&ada, &password()).unwrap_err();
     assert!(e.contains("data 773"), "{e}");
+
+    // Drift compares the enabled state: provd enables every account it makes here, so
+    // one disabled by hand is drift even with no lifecycle state asking (it read clean).
+    let drift = || {
+        let out = env.cli(&["reconcile", "--source", "corp-ad", "--format", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["kind"].as_str().unwrap(),
+                    d["identity"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(drift(), Vec::<String>::new());
+    dc.modify(&format!(
+        "dn: {ada}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {}\n",
+        bits | 0x2
+    ))
+    .unwrap();
+    assert_eq!(drift(), ["disabled_unexpectedly t9ada"]);
 }
