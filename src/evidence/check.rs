@@ -127,6 +127,32 @@ pub fn status_drift(
         .collect()
 }
 
+/// Accounts provd manages, whose status their state wants, that a snapshot able to tell
+/// status does not show at all: deleted out of band. `missing` with attribute
+/// `account` and the status wanted as value. A leaver's disable that found its account
+/// gone succeeded ("already so"); this is where it is told (issue 34, item 10).
+pub fn gone_accounts(
+    source: &str,
+    wants: &[WantStatus],
+    seen: &BTreeMap<String, Seen>,
+) -> Vec<Drift> {
+    wants
+        .iter()
+        .filter(|w| !seen.contains_key(&w.account))
+        .map(|w| Drift {
+            source: source.into(),
+            kind: "missing",
+            identity: Some(w.identity.clone()),
+            account: w.account.clone(),
+            attribute: ACCOUNT.into(),
+            value: if w.disabled { "disabled" } else { "enabled" }.into(),
+        })
+        .collect()
+}
+
+/// The attribute of a drift row about the account itself, not one of its values.
+pub const ACCOUNT: &str = "account";
+
 /// Missing, unexpected and unmanaged access on `source`. Only values the catalog knows on
 /// the source (`known`: (attribute, value)) count as access; other columns are the
 /// source's business. `managed`: the accounts provd manages there (key -> identity), so
@@ -312,6 +338,29 @@ mod tests {
         assert_eq!(d[1].identity.as_deref(), Some("ada"));
         assert_eq!(d[3].identity, None, "an account provd does not manage");
         assert_eq!(d[4].identity.as_deref(), Some("olga"));
+    }
+
+    /// Issue 34, item 10: an account deleted out of band is drift even when nothing but
+    /// its status is wanted (a leaver's).
+    #[test]
+    fn an_account_gone_is_missing() {
+        let want = |who: &str, disabled| WantStatus {
+            identity: who.into(),
+            account: format!("uid={who}"),
+            disabled,
+        };
+        let seen: BTreeMap<String, Seen> = [seen("uid=ada", &[], false)].into();
+        let d = gone_accounts("corp", &[want("ada", false), want("bob", true)], &seen);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (
+                d[0].kind,
+                d[0].account.as_str(),
+                d[0].attribute.as_str(),
+                d[0].value.as_str()
+            ),
+            ("missing", "uid=bob", ACCOUNT, "disabled")
+        );
     }
 
     /// Issue 33, finding 6: a leaver's account enabled again by hand is drift.

@@ -211,6 +211,7 @@ pub async fn compare(
     if let Some(status) = status {
         let wants = status_wants(store, config, &source.id).await?;
         drift.extend(check::status_drift(&source.id, &wants, status));
+        drift.extend(check::gone_accounts(&source.id, &wants, seen));
     }
     Ok(drift)
 }
@@ -257,6 +258,14 @@ pub async fn repair(
         let mut ops = Vec::new();
         let create = !ds.iter().any(|d| seen.contains_key(&d.account));
         let leaver = wants_status(config, &identity, source) == Some(true);
+        let values: Vec<&&Drift> = ds
+            .iter()
+            .filter(|d| d.attribute != check::ACCOUNT)
+            .collect();
+        // A leaver's gone account is reported, not made again only to be disabled.
+        if leaver && values.is_empty() {
+            continue;
+        }
         if create {
             ops.push((source.to_string(), Operation::CreateAccount));
             // Made again as a grant makes it (issue 34, finding 3): enabled with a new
@@ -266,7 +275,7 @@ pub async fn repair(
                 ops.push((source.to_string(), Operation::EnableAccount));
             }
         }
-        ops.extend(ds.iter().map(|d| {
+        ops.extend(values.iter().map(|d| {
             (
                 source.to_string(),
                 Operation::AddEntitlement(Entitlement {

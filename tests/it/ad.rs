@@ -583,6 +583,25 @@ async fn a_leaver_after_a_manual_delete_succeeds_and_the_rehire_makes_the_accoun
     state("leaver");
     let disable = ended("DisableAccount").await;
     assert_eq!(disable.state.as_str(), "succeeded", "{:?}", disable.errors);
+    // …and the account that is gone is drift: nothing else would tell of it.
+    let out = env.cli(&["reconcile", "--source", "corp-ad", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {}",
+                d["kind"], d["identity"], d["attribute"], d["value"]
+            )
+        })
+        .collect();
+    assert!(
+        rows.contains(&r#""missing" "t6ada" "account" "disabled""#.to_string()),
+        "{rows:?}"
+    );
     state("active");
     let enable = ended("EnableAccount").await;
     assert_eq!(enable.state.as_str(), "succeeded", "{:?}", enable.errors);

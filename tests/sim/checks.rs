@@ -67,6 +67,22 @@ async fn drift_is_the_difference(
     for (_, group) in &model.strangers {
         differ.insert(("unmanaged_member".into(), String::new(), group.clone()));
     }
+    // An account provd manages that an administrator deleted is drift of its own, with
+    // the status the person's state wants (issue 34, item 10).
+    let managed = wait(env.store().managed_accounts("corp".into())).map_err(|e| e.to_string())?;
+    for (who, _) in managed {
+        let Some(p) = (0..PEOPLE).find(|p| person(*p) == who) else {
+            continue;
+        };
+        if !exists(slapd, p).await {
+            let want = if model.leavers.contains(&p) {
+                "disabled"
+            } else {
+                "enabled"
+            };
+            differ.insert(("missing".into(), who, want.into()));
+        }
+    }
     let out = env.cli(&["reconcile", "--source", "corp", "--format", "json"]);
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
