@@ -316,7 +316,7 @@ fn load_one(
             }
         }
     }
-    let sync = match take_sync(&mut table) {
+    let mut sync = match take_sync(&mut table) {
         Ok(s) => s,
         Err((key, message)) => {
             problem(&key, message);
@@ -324,6 +324,11 @@ fn load_one(
             BTreeMap::new()
         }
     };
+    if kind == SourceKind::Ldap
+        && let Some(place) = placement(&table)
+    {
+        sync.insert(provd_connector_core::operation::PLACEMENT.into(), place);
+    }
     if kind == SourceKind::Manual && common.reconcile.is_some() {
         problem(
             "reconcile",
@@ -421,6 +426,18 @@ pub fn max_drop(text: &str) -> Result<f64, String> {
         .filter(|n| (0.0..=100.0).contains(n))
         .map(|n| n / 100.0)
         .ok_or_else(|| format!("`{text}`: a share like \"20%\""))
+}
+
+/// An LDAP account's place as one template (its `native_id`, and `[account] ou` where
+/// set): when it renders differently after an identity change, attribute sync's
+/// UPDATE_ACCOUNT carries it and the connector moves or renames the entry (DESIGN §24).
+fn placement(table: &toml::Table) -> Option<String> {
+    let account = table.get("account")?.as_table()?;
+    let dn = account.get("native_id")?.as_str()?;
+    Some(match account.get("ou").and_then(toml::Value::as_str) {
+        Some(ou) => format!("{dn};{ou}"),
+        None => dn.to_string(),
+    })
 }
 
 /// `[account] sync = ["mail", "cn"]` (DESIGN §13), taken out of the connector's settings:

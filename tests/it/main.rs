@@ -4,6 +4,7 @@
 
 mod ad;
 mod ad_gate;
+mod ad_move;
 mod ad_names;
 mod ad_password;
 mod ad_repair;

@@ -12,7 +12,7 @@ pub mod duration;
 mod error;
 pub mod gate;
 pub mod http;
-mod operation;
+pub mod operation;
 pub mod redact;
 pub mod template;
 pub mod url_check;

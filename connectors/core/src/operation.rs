@@ -49,6 +49,11 @@ pub struct Entitlement {
     pub value: String,
 }
 
+/// The UPDATE_ACCOUNT key that says an account's place (its DN on LDAP: the `native_id`
+/// and `[account] ou` templates) renders differently now: the connector moves or renames
+/// it (DESIGN §24). Its value is the new rendering, unescaped: for reading, not writing.
+pub const PLACEMENT: &str = "dn";
+
 /// What provd asks of a target. Names are the CSV contract's `operation` column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "SCREAMING_SNAKE_CASE")]

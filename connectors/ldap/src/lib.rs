@@ -13,6 +13,7 @@ pub mod ad;
 mod error;
 pub mod escape;
 mod members;
+mod placement;
 mod pool;
 mod prefetch;
 mod readback;
@@ -33,7 +34,7 @@ use provd_connector_core::{BoxFuture, Connector, ConnectorError, Entitlement, Id
 use secrecy::SecretString;
 
 use error::{from_ldap, from_result, is_transport};
-use escape::{dn_value, filter_value, split_dn};
+use escape::{filter_value, split_dn};
 use pool::Pool;
 pub use settings::LdapSettings;
 
@@ -208,8 +209,7 @@ impl LdapConnector {
     ) -> Result<String, ConnectorError> {
         match native_id {
             Some(dn) => Ok(dn.to_string()),
-            None => template::fill(&self.s.account.native_id, identity, dn_value)
-                .map_err(template_error),
+            None => self.placed_dn(identity),
         }
     }
 
@@ -462,8 +462,7 @@ impl LdapConnector {
         .await
     }
 
-    /// Attribute sync: each attribute replaced by its new value; an empty one removes the
-    /// attribute (replace with no values: RFC 4511 §4.6, fine when it is absent).
+    /// Attribute sync ([`Self::sync_entry`]).
     async fn update(
         &self,
         identity: &Identity,
@@ -471,6 +470,17 @@ impl LdapConnector {
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> Result<Outcome, ConnectorError> {
         let dn = self.account_dn(identity, native_id)?;
+        self.sync_entry(identity, &dn, attributes).await
+    }
+
+    /// Each attribute replaced by its new value; an empty one removes the attribute
+    /// (replace with no values: RFC 4511 §4.6, fine when it is absent).
+    async fn replace_values(
+        &self,
+        dn: &str,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Outcome, ConnectorError> {
+        let dn = dn.to_string();
         let mods: Vec<Mod<String>> = attributes
             .iter()
             .map(|(k, v)| {

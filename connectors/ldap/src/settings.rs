@@ -86,6 +86,11 @@ pub struct AccountSettings {
     /// it to the domain's root when accounts may already exist in other OUs.
     #[serde(default)]
     pub search_base: Option<String>,
+    /// Where new accounts go, a DN template (`OU={department},OU=Staff,DC=example,DC=com`):
+    /// the first RDN of `native_id` is put under it. An account moves when it renders
+    /// differently after an identity change (DESIGN §24). Default: `native_id` as it is.
+    #[serde(default)]
+    pub ou: Option<String>,
     /// Active Directory only: give new accounts an initial password, then enable them.
     /// Without it accounts are created disabled.
     #[serde(default)]
@@ -240,6 +245,14 @@ pub fn validate(s: &LdapSettings, base: &Path) -> Vec<(String, String)> {
     }
     if let Err(e) = provd_connector_core::template::placeholders(&s.account.native_id) {
         out.push(("account.native_id".into(), e.to_string()));
+    }
+    if let Some(Err(e)) = s
+        .account
+        .ou
+        .as_deref()
+        .map(provd_connector_core::template::placeholders)
+    {
+        out.push(("account.ou".into(), e.to_string()));
     }
     for (k, t) in &s.account.attributes {
         if let Err(e) = provd_connector_core::template::placeholders(t) {
