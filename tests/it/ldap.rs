@@ -475,9 +475,18 @@ pub(crate) async fn connector(
     slapd: &Slapd,
     extra: &str,
 ) -> (tempfile::TempDir, provd_connector_ldap::LdapConnector) {
+    connector_with(slapd, extra, |t| t).await
+}
+
+/// [`connector`] from its source text as `edit` leaves it.
+pub(crate) async fn connector_with(
+    slapd: &Slapd,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, provd_connector_ldap::LdapConnector) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
-    let text = source("c", &slapd.url(), extra).replace("../ldap-password", "pw");
+    let text = edit(source("c", &slapd.url(), extra).replace("../ldap-password", "pw"));
     let mut table: toml::Table = toml::from_str(&text).unwrap();
     for k in ["id", "type", "owner"] {
         table.remove(k);

@@ -103,3 +103,69 @@ async fn a_batch_to_a_missing_group_fails_each_change_with_the_servers_answer() 
         assert_eq!(e.code.as_deref(), Some("32"), "{e:?}");
     }
 }
+
+/// Issue 34, item 5, on slapd without the refint overlay: an account moved to another OU
+/// (its `[account] ou` renders differently) is named by its new DN in its groups; provd
+/// rewrites them, as AD does by itself.
+#[tokio::test]
+async fn a_moved_account_keeps_its_groups_on_openldap() {
+    let slapd = Slapd::start().await;
+    for ou in ["sales", "eng"] {
+        slapd.ldapadd(&format!(
+            "dn: ou={ou},dc=example,dc=com\nobjectClass: organizationalUnit\nou: {ou}\n"
+        ));
+    }
+    let (_d, c) = crate::ldap::connector_with(&slapd, "", |t| {
+        t.replace(
+            "[account]\n",
+            "[account]\nou = \"ou={department},dc=example,dc=com\"\n",
+        )
+    })
+    .await;
+    let mut grace = person("grace");
+    grace.attributes.insert("department".into(), "sales".into());
+    let git = Entitlement {
+        attribute: "groups".into(),
+        value: GIT.into(),
+    };
+    let at_sales = "uid=grace,ou=sales,dc=example,dc=com".to_string();
+    assert_eq!(
+        c.create_account(&grace).await.unwrap(),
+        Outcome::Created {
+            native_id: at_sales.clone()
+        }
+    );
+    c.add_entitlement(&grace, Some(&at_sales), &git)
+        .await
+        .unwrap();
+    grace.attributes.insert("department".into(), "eng".into());
+    let moved: std::collections::BTreeMap<String, String> =
+        [("dn".to_string(), "uid=grace;ou=eng".to_string())].into();
+    let at_eng = "uid=grace,ou=eng,dc=example,dc=com".to_string();
+    let want = Outcome::Moved {
+        native_id: at_eng.clone(),
+    };
+    assert_eq!(
+        c.update_account(&grace, Some(&at_sales), &moved)
+            .await
+            .unwrap(),
+        want
+    );
+    // Sent again (a retried attempt whose answer was lost): the entry is there already.
+    assert_eq!(
+        c.update_account(&grace, Some(&at_sales), &moved)
+            .await
+            .unwrap(),
+        want
+    );
+    let members = slapd.values(GIT, "member").await;
+    assert!(members.contains(&at_eng), "{members:?}");
+    assert!(!members.contains(&at_sales), "{members:?}");
+    // The link holds: the removal finds the account where it went.
+    assert_eq!(
+        c.remove_entitlement(&grace, Some(&at_eng), &git)
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+}

@@ -140,7 +140,7 @@ pub fn rdn_value_len(dn: &str) -> usize {
 }
 
 impl LdapConnector {
-    fn is_ad(&self) -> bool {
+    pub(crate) fn is_ad(&self) -> bool {
         self.s.directory == Directory::Ad
     }
 

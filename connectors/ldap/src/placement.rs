@@ -2,8 +2,9 @@
 //! RDN of the `native_id` template under the rendered OU. When an identity change makes
 //! the placement render differently (a department move, a new surname in the CN), the
 //! attribute sync's UPDATE_ACCOUNT carries [`PLACEMENT`] and one modrdn moves or renames
-//! the entry; provd's link follows the new DN, and AD keeps group memberships pointing
-//! at it (linked attributes; OpenLDAP needs its `refint` overlay for that).
+//! the entry; provd's link follows the new DN. AD keeps group memberships pointing at it
+//! (linked attributes); on other directories provd rewrites them, as OpenLDAP's `refint`
+//! overlay would.
 
 use ldap3::Ldap;
 use provd_connector_core::operation::PLACEMENT;
@@ -12,7 +13,7 @@ use provd_connector_core::{ConnectorError, Identity, Outcome};
 
 use crate::account::{beside, holds, read};
 use crate::error::{from_ldap, from_result};
-use crate::escape::{dn_key, dn_value, split_dn};
+use crate::escape::{dn_key, dn_value, filter_value, split_dn};
 use crate::{LdapConnector, template_error};
 
 /// The account attribute an RDN names (`CN` of `CN=Ada Lovelace,…`).
@@ -82,27 +83,93 @@ impl LdapConnector {
         }
         let corr = self.s.account.correlation.clone();
         let value = self.correlation_value(identity)?;
+        let old = dn.to_string();
         let dn = dn.to_string();
-        self.run("move account", |mut ldap| {
-            let (dn, candidates, corr, value) =
-                (dn.clone(), candidates.clone(), corr.clone(), value.clone());
+        let out = self
+            .run("move account", |mut ldap| {
+                let (dn, candidates, corr, value) =
+                    (dn.clone(), candidates.clone(), corr.clone(), value.clone());
+                async move {
+                    for to in &candidates {
+                        if let Some(out) = move_to(&mut ldap, &dn, to, &corr, &value).await? {
+                            return Ok(out);
+                        }
+                    }
+                    Err(ConnectorError::permanent(
+                        Some("68".into()),
+                        format!(
+                            "cannot move {dn}: {} and {} belong to other accounts",
+                            candidates[0], candidates[1]
+                        ),
+                    ))
+                }
+            })
+            .await?;
+        if let Outcome::Moved { native_id } = &out {
+            self.follow_members(&old, native_id).await?;
+        }
+        Ok(out)
+    }
+
+    /// Groups that name the entry by its old DN name it by its new one. AD does this
+    /// itself, `memberUid` names the account by its key (which does not move), and a
+    /// retried attempt finds the work done ("already so" answers: 20, 16).
+    async fn follow_members(&self, old: &str, new: &str) -> Result<(), ConnectorError> {
+        let attr = self.s.groups.member_attribute.clone();
+        if self.is_ad() || attr == "memberUid" || dn_key(old) == dn_key(new) {
+            return Ok(());
+        }
+        let base = naming_context(new)
+            .or(self.s.account.search_base.clone())
+            .unwrap_or_else(|| split_dn(new).1.to_string());
+        let filter = format!("({attr}={})", filter_value(old));
+        let (old, new) = (old.to_string(), new.to_string());
+        self.run("follow memberships", |mut ldap| {
+            let (base, filter, attr, old, new) = (
+                base.clone(),
+                filter.clone(),
+                attr.clone(),
+                old.clone(),
+                new.clone(),
+            );
             async move {
-                for to in &candidates {
-                    if let Some(out) = move_to(&mut ldap, &dn, to, &corr, &value).await? {
-                        return Ok(out);
+                let (entries, _) = ldap
+                    .search(&base, ldap3::Scope::Subtree, &filter, vec!["1.1"])
+                    .await
+                    .and_then(|r| r.success())
+                    .map_err(|e| from_ldap("search", e))?;
+                for e in entries.into_iter().filter(|e| !e.is_ref()) {
+                    let group = ldap3::SearchEntry::construct(e).dn;
+                    for (m, ok) in [
+                        (ldap3::Mod::Add(attr.clone(), [new.clone()].into()), 20),
+                        (ldap3::Mod::Delete(attr.clone(), [old.clone()].into()), 16),
+                    ] {
+                        let r = ldap
+                            .modify(&group, vec![m])
+                            .await
+                            .map_err(|e| from_ldap("modify", e))?;
+                        if r.rc != 0 && r.rc != ok {
+                            return Err(from_result("modify", &r));
+                        }
                     }
                 }
-                Err(ConnectorError::permanent(
-                    Some("68".into()),
-                    format!(
-                        "cannot move {dn}: {} and {} belong to other accounts",
-                        candidates[0], candidates[1]
-                    ),
-                ))
+                Ok(())
             }
         })
         .await
     }
+}
+
+/// The directory's root under which a DN lies: from its first `dc=` RDN on.
+fn naming_context(dn: &str) -> Option<String> {
+    let mut rest = dn;
+    while !rest.is_empty() {
+        if rdn_type(rest).eq_ignore_ascii_case("dc") {
+            return Some(rest.to_string());
+        }
+        rest = split_dn(rest).1;
+    }
+    None
 }
 
 /// One modrdn of `dn` to `to`; None when `to` is another account's. A retried attempt
@@ -135,6 +202,15 @@ async fn move_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_naming_context_starts_at_the_first_dc() {
+        assert_eq!(
+            naming_context("uid=a,ou=eng,dc=example,dc=com").as_deref(),
+            Some("dc=example,dc=com")
+        );
+        assert_eq!(naming_context("cn=a,o=corp"), None);
+    }
 
     #[test]
     fn the_rdn_type_is_the_first_rdns() {
