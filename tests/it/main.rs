@@ -8,6 +8,7 @@ mod ad_move;
 mod ad_names;
 mod ad_password;
 mod ad_repair;
+mod ad_rights;
 mod agents;
 mod audit;
 mod crash;

@@ -421,6 +421,31 @@ impl Dc {
         .unwrap();
     }
 
+    /// A service account that may manage `ou` only (full control there, inherited by what
+    /// is below), as an AD administrator delegates one; its DN.
+    pub fn delegated(&self, sam: &str, password: &str, ou: &str) -> String {
+        let dn = format!("CN={sam},OU=Service,{BASE}");
+        self.user(&dn, sam, password);
+        let db = self.dir.join("dc/private/sam.ldb");
+        let shown = run(Command::new("samba-tool")
+            .args(["user", "show", sam, "--attributes=objectSid", "-H"])
+            .arg(&db))
+        .unwrap();
+        let sid = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("objectSid: "))
+            .unwrap_or_else(|| panic!("no objectSid in {shown}"))
+            .trim()
+            .to_string();
+        run(Command::new("samba-tool")
+            .args(["dsacl", "set", "-H"])
+            .arg(&db)
+            .arg(format!("--objectdn={ou}"))
+            .arg(format!("--sddl=(A;CI;RPWPCRCCDCLCLORCWOWDSDDTSW;;;{sid})")))
+        .unwrap();
+        dn
+    }
+
     /// A simple bind as `who` with `password`: Ok, or the server's diagnostic (AD's
     /// `data 773` = must change the password, `52e` = wrong password, `775` = locked).
     pub fn bind(&self, who: &str, password: &str) -> Result<(), String> {

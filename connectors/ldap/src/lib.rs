@@ -17,6 +17,7 @@ mod placement;
 mod pool;
 mod prefetch;
 mod readback;
+mod rights;
 pub mod settings;
 mod status;
 mod tls;
@@ -537,6 +538,9 @@ impl Connector for LdapConnector {
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         self.scrubbed(async move {
             let out = self.create(identity).await?;
+            if let (true, Outcome::Correlated { native_id }) = (self.is_ad(), &out) {
+                self.may_manage(native_id).await?;
+            }
             if let Some(dn) = out.native_id() {
                 self.confirmed.note(dn);
             }
