@@ -63,6 +63,43 @@ fn env_with(source: String, group: &str, bind: (&str, &str), people: &str) -> En
     env
 }
 
+/// An env whose source sets initial passwords (`[account.password]`, must change) and
+/// delivers each to a script that appends it, a line each, to `pw-ID` in the returned
+/// directory ([`delivered`]).
+pub(crate) fn delivering(dc: &Dc, ou: &str, group: &str, people: &str) -> (Env, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deliver.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread pw\nprintf '%s\\n' \"$pw\" >> {d}/pw-$1\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = env(
+        dc,
+        ou,
+        group,
+        (ADMIN_DN, ADMIN_PASSWORD),
+        &format!(
+            "[account.password]\ninitial = \"random\"\nmust_change = true\ndeliver_command = [\"{}\", \"{{id}}\"]\n",
+            script.display()
+        ),
+        people,
+    );
+    (env, dir)
+}
+
+/// The passwords delivered to `id` so far, oldest first.
+pub(crate) fn delivered(dir: &tempfile::TempDir, id: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.path().join(format!("pw-{id}")))
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 fn uac(dc: &Dc, dn: &str) -> u32 {
     dc.values(dn, "userAccountControl")
         .first()

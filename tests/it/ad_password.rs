@@ -3,10 +3,10 @@
 //! and a rehire (`on_rehire = "reset"`, the default) now set, deliver and require the
 //! change of a new password, which is nowhere provd writes.
 
-use crate::ad::{env, set_state, with_lifecycle};
+use crate::ad::{delivered, delivering, set_state, with_lifecycle};
 use crate::flow::{grant, settled, submit};
 use crate::harness::eventually;
-use crate::samba::{ADMIN_DN, ADMIN_PASSWORD, Dc};
+use crate::samba::Dc;
 
 const ADA: &str = "t10ada,Ada,Lovelace,ada@example.com";
 
@@ -15,35 +15,9 @@ async fn reset_password_and_a_rehire_deliver_new_passwords() {
     let dc = Dc::get();
     let ou = dc.ou("T10Staff");
     let vpn = dc.group("t10vpn", &ou);
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("deliver.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nread pw\nprintf '%s\\n' \"$pw\" >> {d}/pw-$1\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let env = env(
-        dc,
-        &ou,
-        &vpn,
-        (ADMIN_DN, ADMIN_PASSWORD),
-        &format!(
-            "[account.password]\ninitial = \"random\"\nmust_change = true\ndeliver_command = [\"{}\", \"{{id}}\"]\n",
-            script.display()
-        ),
-        &format!("{ADA}\n"),
-    );
+    let (env, dir) = delivering(dc, &ou, &vpn, &format!("{ADA}\n"));
     with_lifecycle(&env);
-    let delivered = || -> Vec<String> {
-        std::fs::read_to_string(dir.path().join("pw-t10ada"))
-            .map(|s| s.lines().map(str::to_string).collect())
-            .unwrap_or_default()
-    };
+    let delivered = || delivered(&dir, "t10ada");
     let store = env.store();
     // Every job ended and `n` passwords delivered.
     let quiet = |n: usize, what: &'static str| {

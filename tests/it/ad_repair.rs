@@ -3,50 +3,19 @@
 //! PASSWD_NOTREQD and no password, and drift read clean. Now the recreated account goes
 //! through ENABLE_ACCOUNT like a new one: a fresh password is delivered and works.
 
-use crate::ad::env;
+use crate::ad::{delivered, delivering};
 use crate::flow::{grant, settled, submit};
 use crate::harness::eventually;
-use crate::samba::{ADMIN_DN, ADMIN_PASSWORD, Dc};
+use crate::samba::Dc;
 
 #[tokio::test]
 async fn a_recreated_account_is_enabled_with_a_newly_delivered_password() {
     let dc = Dc::get();
     let ou = dc.ou("T9Staff");
     let vpn = dc.group("t9vpn", &ou);
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("deliver.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nread pw\nprintf '%s\\n' \"$pw\" > {d}/pw-$1\necho x >> {d}/count-$1\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let env = env(
-        dc,
-        &ou,
-        &vpn,
-        (ADMIN_DN, ADMIN_PASSWORD),
-        &format!(
-            "[account.password]\ninitial = \"random\"\nmust_change = true\ndeliver_command = [\"{}\", \"{{id}}\"]\n",
-            script.display()
-        ),
-        "t9ada,Ada,Lovelace,ada@example.com\n",
-    );
-    let deliveries = || {
-        std::fs::read_to_string(dir.path().join("count-t9ada"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    };
-    let password = || {
-        std::fs::read_to_string(dir.path().join("pw-t9ada"))
-            .unwrap()
-            .trim_end()
-            .to_string()
-    };
+    let (env, dir) = delivering(dc, &ou, &vpn, "t9ada,Ada,Lovelace,ada@example.com\n");
+    let deliveries = || delivered(&dir, "t9ada").len();
+    let password = || delivered(&dir, "t9ada").pop().unwrap();
     let agent = env.start().await;
     let rid = submit(&env, grant("t9ada", "ENTITLEMENT", "ent-vpn"));
     let jobs = settled(&env, &rid).await;
