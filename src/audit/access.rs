@@ -84,7 +84,9 @@ pub fn rows(
     item: Option<&str>,
     catalog: &Catalog,
 ) -> Vec<AccessRow> {
-    crate::holdings::derive(grants)
+    let derived = crate::holdings::derive(grants);
+    let nested = nested_rows(&derived, evidence, source, item, catalog);
+    derived
         .into_iter()
         .filter(|h| source.is_none_or(|s| s == h.source))
         .filter(|h| item.is_none_or(|i| gives(h, i, catalog)))
@@ -121,7 +123,72 @@ pub fn rows(
                 seen_by,
             }
         })
+        .chain(nested)
         .collect()
+}
+
+/// Catalog groups a read-back saw accounts in only through nesting (DESIGN §24): held,
+/// `via` `group:DN` (the group the account is directly in), wanted by no grant — provd
+/// writes direct membership only. Accounts are named through the holdings that know them.
+fn nested_rows(
+    derived: &[crate::holdings::Held],
+    evidence: &Evidence,
+    source: Option<&str>,
+    item: Option<&str>,
+    catalog: &Catalog,
+) -> Vec<AccessRow> {
+    let owners: BTreeMap<(&str, &str), &str> = derived
+        .iter()
+        .filter_map(|h| {
+            Some((
+                (h.source.as_str(), h.account.as_deref()?),
+                h.identity.as_str(),
+            ))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (src, (meta, accounts)) in evidence {
+        if source.is_some_and(|s| s != src) {
+            continue;
+        }
+        for (key, seen) in accounts {
+            let Some(who) = owners.get(&(src.as_str(), key.as_str())) else {
+                continue;
+            };
+            for ((attribute, value), via) in &seen.nested {
+                let Some(e) = catalog
+                    .entitlements_of(src)
+                    .find(|e| e.attribute == *attribute && e.value == *value)
+                else {
+                    continue;
+                };
+                if item.is_some_and(|i| i != e.id) {
+                    continue;
+                }
+                let (item_name, item_description) = catalog.describe("ENTITLEMENT", &e.id);
+                out.push(AccessRow {
+                    identity: who.to_string(),
+                    item_type: "ENTITLEMENT".into(),
+                    item_id: e.id.clone(),
+                    item_name,
+                    item_description: item_description.map(str::to_string),
+                    source: src.clone(),
+                    account: Some(key.clone()),
+                    values: vec![value.clone()],
+                    state: "active",
+                    account_state: None,
+                    since: meta.as_of,
+                    until: None,
+                    request_id: String::new(),
+                    requester: String::new(),
+                    via: vec![format!("group:{via}")],
+                    seen_at: Some(meta.as_of),
+                    seen_by: Some(format!("read-back #{}", meta.id)),
+                });
+            }
+        }
+    }
+    out
 }
 
 pub const COLUMNS: [&str; 17] = [
@@ -309,6 +376,7 @@ mod tests {
             key: "uid=ada,ou=people".into(),
             values: [("groups".to_string(), "cn=vpn".to_string())].into(),
             disabled: false,
+            nested: Default::default(),
         };
         let evidence =
             Evidence::from([("corp".to_string(), (meta, [(ada.key.clone(), ada)].into()))]);

@@ -75,6 +75,9 @@ pub struct Drift {
     pub account: String,
     pub attribute: String,
     pub value: String,
+    /// `group:DN` for access held only through a nested group (DESIGN §24).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// The counts an operator reads first: `N missing, N unexpected, N unmanaged, N status`.
@@ -122,6 +125,7 @@ pub fn status_drift(
                 account: w.account.clone(),
                 attribute: "status".into(),
                 value: if disabled { "disabled" } else { "enabled" }.into(),
+                via: None,
             })
         })
         .collect()
@@ -146,6 +150,7 @@ pub fn gone_accounts(
             account: w.account.clone(),
             attribute: ACCOUNT.into(),
             value: if w.disabled { "disabled" } else { "enabled" }.into(),
+            via: None,
         })
         .collect()
 }
@@ -180,6 +185,7 @@ pub fn drift(
                 account: account.to_string(),
                 attribute: g.attribute.clone(),
                 value: g.value.clone(),
+                via: None,
             });
         }
     }
@@ -217,6 +223,35 @@ pub fn drift(
                     account: account.clone(),
                     attribute: attr.clone(),
                     value: value.clone(),
+                    via: None,
+                });
+            }
+        }
+        // Held through a nested group (DESIGN §24) by a managed account, and granted by
+        // nothing: unexpected, `via` that group. provd writes direct members only, so
+        // `--fix` leaves it to whoever nested the groups.
+        let Some(identity) = owner
+            .get(account.as_str())
+            .copied()
+            .or_else(|| managed.get(account).map(String::as_str))
+        else {
+            continue;
+        };
+        for ((attribute, value), via) in &row.nested {
+            let granted = grants.iter().any(|g| {
+                g.key_in(seen) == Some(account.as_str())
+                    && &g.attribute == attribute
+                    && &g.value == value
+            });
+            if !granted && known.contains(&(attribute.clone(), value.clone())) {
+                out.push(Drift {
+                    source: source.into(),
+                    kind: "unexpected",
+                    identity: Some(identity.to_string()),
+                    account: account.clone(),
+                    attribute: attribute.clone(),
+                    value: value.clone(),
+                    via: Some(format!("group:{via}")),
                 });
             }
         }
@@ -238,6 +273,7 @@ mod tests {
                     .map(|v| (ANY.to_string(), v.to_string()))
                     .collect(),
                 disabled,
+                nested: Default::default(),
             },
         )
     }
@@ -289,6 +325,45 @@ mod tests {
             "still there, renamed"
         );
         assert!(renamed("DELETE_ACCOUNT", ""), "judged by its own key");
+    }
+
+    /// Issue 34, item 9: membership through a nested group that nothing grants is
+    /// unexpected `via` the group; one granted is not drift, nor is a stranger's.
+    #[test]
+    fn nested_membership_is_unexpected_via_its_group() {
+        let known: BTreeSet<_> = [("groups".to_string(), "cn=all".to_string())].into();
+        let nest = |key: &str| {
+            let (k, mut s) = seen(key, &[], false);
+            s.nested
+                .insert(("groups".into(), "cn=all".into()), "cn=team".into());
+            (k, s)
+        };
+        let grant = Grant {
+            identity: "bob".into(),
+            account: Some("uid=bob".into()),
+            alias: None,
+            attribute: "groups".into(),
+            value: "cn=all".into(),
+            active: true,
+        };
+        let s: BTreeMap<_, _> = [nest("uid=ada"), nest("uid=bob"), nest("uid=eve")].into();
+        let managed = [
+            ("uid=ada".to_string(), "ada".to_string()),
+            ("uid=bob".to_string(), "bob".to_string()),
+        ]
+        .into();
+        let d = drift("corp", &[grant], &s, &known, &managed);
+        let got: Vec<_> = d
+            .iter()
+            .map(|d| (d.kind, d.account.as_str(), d.via.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("missing", "uid=bob", None),
+                ("unexpected", "uid=ada", Some("group:cn=team"))
+            ]
+        );
     }
 
     #[test]

@@ -21,9 +21,51 @@ pub struct Seen {
     /// (attribute, value); attribute [`ANY`] when the column does not say.
     pub values: BTreeSet<(String, String)>,
     pub disabled: bool,
+    /// (attribute, value) held only through a nested group, with that group (the one the
+    /// account is directly in): read from a directory, never written (DESIGN §24).
+    pub nested: BTreeMap<(String, String), String>,
 }
 
 impl Seen {
+    /// The snapshot row's values: `[attribute, value]` each, and `[attribute, value, via]`
+    /// for a nested one. A row of pairs only is what older snapshots hold.
+    pub fn values_json(&self) -> Result<String, String> {
+        let mut out: Vec<Vec<&str>> = self
+            .values
+            .iter()
+            .map(|(a, v)| vec![a.as_str(), v.as_str()])
+            .collect();
+        out.extend(
+            self.nested
+                .iter()
+                .map(|((a, v), via)| vec![a.as_str(), v.as_str(), via.as_str()]),
+        );
+        serde_json::to_string(&out).map_err(|e| e.to_string())
+    }
+
+    /// An account as a snapshot row holds it ([`Seen::values_json`]).
+    pub fn from_row(key: String, values: &str, disabled: bool) -> Result<Seen, String> {
+        let rows: Vec<Vec<String>> = serde_json::from_str(values).map_err(|e| e.to_string())?;
+        let mut seen = Seen {
+            key,
+            values: BTreeSet::new(),
+            disabled,
+            nested: BTreeMap::new(),
+        };
+        for r in rows {
+            match r.as_slice() {
+                [a, v] => {
+                    seen.values.insert((a.clone(), v.clone()));
+                }
+                [a, v, via] => {
+                    seen.nested.insert((a.clone(), v.clone()), via.clone());
+                }
+                _ => return Err(format!("a value of {} is not [attribute, value]", seen.key)),
+            }
+        }
+        Ok(seen)
+    }
+
     /// Whether the account shows `value` in `attribute`.
     pub fn has(&self, attribute: &str, value: &str) -> bool {
         self.values
@@ -143,6 +185,7 @@ pub fn accounts(
             key: k.to_string(),
             values,
             disabled,
+            nested: BTreeMap::new(),
         };
         if out.insert(k.to_string(), seen).is_some() {
             problems.push(format!("{}: key `{k}` appears twice", at(key, &e.key)));
@@ -158,6 +201,25 @@ pub fn accounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 34, item 9: nested values survive the snapshot row; older rows (pairs
+    /// only) still read.
+    #[test]
+    fn a_snapshot_row_keeps_nested_values_and_reads_old_rows() {
+        let mut s = Seen {
+            key: "uid=ada".into(),
+            values: [("groups".to_string(), "cn=vpn".to_string())].into(),
+            disabled: false,
+            nested: BTreeMap::new(),
+        };
+        s.nested
+            .insert(("groups".into(), "cn=all".into()), "cn=team".into());
+        let back = Seen::from_row("uid=ada".into(), &s.values_json().unwrap(), false).unwrap();
+        assert_eq!(back, s);
+        let old = Seen::from_row("uid=ada".into(), r#"[["groups","cn=vpn"]]"#, true).unwrap();
+        assert!(old.has("groups", "cn=vpn") && old.nested.is_empty() && old.disabled);
+        assert!(Seen::from_row("x".into(), r#"[["groups"]]"#, false).is_err());
+    }
 
     fn settings() -> ExportSettings {
         toml::from_str(

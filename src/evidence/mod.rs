@@ -18,7 +18,7 @@ use crate::config::{Config, Source};
 use crate::intake::{Intake, SubmitError};
 use crate::model::{RequestType, Requester, ValidRequest};
 use crate::store::audit::AccessQuery;
-use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::rules::TaskStatus;
 use crate::store::tasks::TaskFilter;
 use crate::store::{Store, StoreError};
@@ -419,7 +419,7 @@ pub async fn import(
     for s in seen.values() {
         stored.push(SeenRow {
             account: s.key.clone(),
-            values: values_json(&s.values)?,
+            values: s.values_json().map_err(EvidenceError::Invalid)?,
             disabled: s.disabled,
         });
     }
@@ -480,16 +480,9 @@ pub async fn latest(store: &Store, source: &str) -> Result<BTreeMap<String, Seen
     let rows = store.seen_accounts(source.to_string()).await?;
     let mut out = BTreeMap::new();
     for r in rows {
-        let values: BTreeSet<(String, String)> = serde_json::from_str(&r.values)
+        let seen = Seen::from_row(r.account.clone(), &r.values, r.disabled)
             .map_err(|e| StoreError::Corrupt(format!("source_accounts {}: {e}", r.account)))?;
-        out.insert(
-            r.account.clone(),
-            Seen {
-                key: r.account,
-                values,
-                disabled: r.disabled,
-            },
-        );
+        out.insert(r.account, seen);
     }
     Ok(out)
 }

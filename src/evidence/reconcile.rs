@@ -18,7 +18,7 @@ use crate::clock::to_ms;
 use crate::config::Config;
 use crate::config::files::UnmanagedMembers;
 use crate::intake::Intake;
-use crate::store::evidence::{SeenRow, SnapshotMeta, values_json};
+use crate::store::evidence::{SeenRow, SnapshotMeta};
 use crate::store::rules::events::Note;
 use crate::store::{Stamp, Store};
 
@@ -117,6 +117,11 @@ pub async fn reconcile(
                                 .map(|e| (e.attribute, e.value))
                                 .collect(),
                             disabled: back.disabled.unwrap_or(false),
+                            nested: back
+                                .nested
+                                .into_iter()
+                                .map(|(e, via)| ((e.attribute, e.value), via))
+                                .collect(),
                         },
                     );
                 }
@@ -140,6 +145,7 @@ pub async fn reconcile(
                     key: m,
                     values: BTreeSet::new(),
                     disabled: false,
+                    nested: Default::default(),
                 })
                 .values
                 .insert((e.attribute.clone(), e.value.clone()));
@@ -149,7 +155,7 @@ pub async fn reconcile(
     for s in seen.values() {
         rows.push(SeenRow {
             account: s.key.clone(),
-            values: values_json(&s.values)?,
+            values: s.values_json().map_err(EvidenceError::Invalid)?,
             disabled: s.disabled,
         });
     }

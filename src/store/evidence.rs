@@ -1,8 +1,6 @@
 //! Evidence (DESIGN §17): the account exports imported (or read back from a direct
 //! source), the accounts the latest one showed, and the tasks whose effect it showed.
 
-use super::{Result, StoreError};
-
 /// One import or read-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotMeta {
@@ -27,9 +25,4 @@ pub struct SeenRow {
     pub account: String,
     pub values: String,
     pub disabled: bool,
-}
-
-/// `[[attribute, value], …]` as stored.
-pub fn values_json(values: &std::collections::BTreeSet<(String, String)>) -> Result<String> {
-    serde_json::to_string(values).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -6,6 +6,7 @@ mod ad;
 mod ad_gate;
 mod ad_move;
 mod ad_names;
+mod ad_nesting;
 mod ad_password;
 mod ad_repair;
 mod ad_rights;

@@ -173,6 +173,9 @@ pub struct ReadBack {
     /// The candidates the account has.
     pub values: Vec<Entitlement>,
     pub disabled: Option<bool>,
+    /// Candidate groups the account is in only through nesting, each with the group it is
+    /// a direct member of on the way (DESIGN §24: read, never written).
+    pub nested: Vec<(Entitlement, String)>,
 }
 
 /// Hands one operation to the method of its kind.

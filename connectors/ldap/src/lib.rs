@@ -13,6 +13,7 @@ pub mod ad;
 mod error;
 pub mod escape;
 mod members;
+mod nesting;
 mod placement;
 mod pool;
 mod prefetch;

@@ -161,7 +161,7 @@ impl LdapConnector {
 }
 
 /// The directory's root under which a DN lies: from its first `dc=` RDN on.
-fn naming_context(dn: &str) -> Option<String> {
+pub(crate) fn naming_context(dn: &str) -> Option<String> {
     let mut rest = dn;
     while !rest.is_empty() {
         if rdn_type(rest).eq_ignore_ascii_case("dc") {

@@ -77,7 +77,7 @@ impl LdapConnector {
         let Some(entry) = entry else {
             return Ok(Some(Vec::new()));
         };
-        let members = entry
+        let members: Vec<String> = entry
             .attrs
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(&attr))
@@ -85,7 +85,31 @@ impl LdapConnector {
             .filter(|v| !known.contains(&dn_key(v)))
             .cloned()
             .collect();
-        Ok(Some(members))
+        if attr == "memberUid" || members.is_empty() {
+            return Ok(Some(members));
+        }
+        // A group nested in the group is how its members hold it (DESIGN §24), not
+        // someone provd does not manage: told apart, never taken out.
+        let people = self
+            .run("read members", |mut ldap| {
+                let members = members.clone();
+                async move {
+                    let mut people = Vec::new();
+                    for m in members {
+                        let r = ldap
+                            .search(&m, Scope::Base, GROUP_CLASSES, vec!["1.1"])
+                            .await
+                            .map_err(|e| from_ldap("read member", e))?;
+                        let group = r.1.rc == 0 && r.0.iter().any(|x| !x.is_ref());
+                        if !group {
+                            people.push(m);
+                        }
+                    }
+                    Ok(people)
+                }
+            })
+            .await?;
+        Ok(Some(people))
     }
 
     /// Takes a member provd does not manage out of the group `e`.
@@ -129,7 +153,12 @@ impl LdapConnector {
             attrs.push("1.1".into());
         }
         let candidates = candidates.to_vec();
+        // Nesting is read under the directory's root, where groups of groups may be.
+        let root = crate::placement::naming_context(&dn)
+            .or(self.s.account.search_base.clone())
+            .unwrap_or_else(|| split_dn(&dn).1.to_string());
         self.run("read account back", |mut ldap| {
+            let root = root.clone();
             let (dn, member, member_attr, attrs, candidates, disable) = (
                 dn.clone(),
                 member.clone(),
@@ -164,6 +193,16 @@ impl LdapConnector {
                         values.push(e.clone());
                     }
                 }
+                let nested = nested(
+                    &mut ldap,
+                    &root,
+                    &member_attr,
+                    &member,
+                    &candidates,
+                    &values,
+                    ad,
+                )
+                .await?;
                 let disabled = if ad {
                     entry
                         .attrs
@@ -182,9 +221,57 @@ impl LdapConnector {
                         None => None,
                     }
                 };
-                Ok(Some(ReadBack { values, disabled }))
+                Ok(Some(ReadBack {
+                    values,
+                    disabled,
+                    nested,
+                }))
             }
         })
         .await
     }
+}
+
+/// Object classes of groups, as a filter.
+const GROUP_CLASSES: &str =
+    "(|(objectClass=group)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))";
+
+/// The candidate groups `member` is in only through nesting, each with the group it is
+/// directly in on the way. AD first asks the DC whether any is (one search); the path,
+/// and all of it elsewhere, comes from walking up ([`crate::nesting::above`]).
+/// `memberUid` groups do not nest.
+async fn nested(
+    ldap: &mut ldap3::Ldap,
+    root: &str,
+    attr: &str,
+    member: &str,
+    candidates: &[Entitlement],
+    direct: &[Entitlement],
+    ad: bool,
+) -> Result<Vec<(Entitlement, String)>, ConnectorError> {
+    let wanted: Vec<&Entitlement> = candidates
+        .iter()
+        .filter(|e| e.attribute == "groups" && !direct.contains(e))
+        .collect();
+    if wanted.is_empty() || attr == "memberUid" {
+        return Ok(Vec::new());
+    }
+    if ad {
+        let chain: Vec<String> = crate::nesting::in_chain(ldap, root, attr, member)
+            .await?
+            .iter()
+            .map(|g| dn_key(g))
+            .collect();
+        if !wanted.iter().any(|e| chain.contains(&dn_key(&e.value))) {
+            return Ok(Vec::new());
+        }
+    }
+    let above = crate::nesting::above(ldap, root, attr, member).await?;
+    Ok(wanted
+        .into_iter()
+        .filter_map(|e| {
+            let via = above.get(&dn_key(&e.value))?;
+            (dn_key(via) != dn_key(&e.value)).then(|| (e.clone(), via.clone()))
+        })
+        .collect())
 }

@@ -105,7 +105,11 @@ impl RestConnector {
                 .and_then(Value::as_bool)
         };
         let disabled = flag(&r.disabled).or_else(|| flag(&r.active).map(|a| !a));
-        Ok(Some(ReadBack { values, disabled }))
+        Ok(Some(ReadBack {
+            values,
+            disabled,
+            nested: Vec::new(),
+        }))
     }
 }
 

@@ -136,6 +136,10 @@ impl ScimConnector {
             }
         }
         let disabled = user.get("active").and_then(Value::as_bool).map(|a| !a);
-        Ok(Some(ReadBack { values, disabled }))
+        Ok(Some(ReadBack {
+            values,
+            disabled,
+            nested: Vec::new(),
+        }))
     }
 }
