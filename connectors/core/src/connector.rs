@@ -58,12 +58,7 @@ pub trait Connector: Send + Sync {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         let _ = (identity, native_id);
-        Box::pin(async {
-            Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "this source's connector cannot enable accounts",
-            ))
-        })
+        unsupported("enable accounts")
     }
 
     /// Gives the account a new delivered password (see [`Operation::ResetPassword`]).
@@ -74,12 +69,7 @@ pub trait Connector: Send + Sync {
         native_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         let _ = (identity, native_id);
-        Box::pin(async {
-            Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "this source's connector cannot reset passwords",
-            ))
-        })
+        unsupported("reset passwords")
     }
 
     /// Sets account attributes (attribute sync, DESIGN §13); an empty value clears one.
@@ -90,12 +80,7 @@ pub trait Connector: Send + Sync {
         attributes: &'a std::collections::BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         let _ = (identity, native_id, attributes);
-        Box::pin(async {
-            Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "this source's connector cannot update accounts",
-            ))
-        })
+        unsupported("update accounts")
     }
 
     /// Reads back what the source holds for an account (DESIGN §17): None when there is
@@ -108,12 +93,7 @@ pub trait Connector: Send + Sync {
         candidates: &'a [Entitlement],
     ) -> BoxFuture<'a, Result<Option<ReadBack>, ConnectorError>> {
         let _ = (identity, native_id, candidates);
-        Box::pin(async {
-            Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "this source's connector cannot read accounts back",
-            ))
-        })
+        unsupported("read accounts back")
     }
 
     /// The members of a group-like `entitlement` that are none of `managed` (the accounts
@@ -139,12 +119,7 @@ pub trait Connector: Send + Sync {
         member: &'a str,
     ) -> BoxFuture<'a, Result<Outcome, ConnectorError>> {
         let _ = (entitlement, member);
-        Box::pin(async {
-            Err(ConnectorError::permanent(
-                Some("unsupported".into()),
-                "this source's connector cannot remove group members",
-            ))
-        })
+        unsupported("remove group members")
     }
 
     /// Connects and authenticates, for `provd check --connect`.
@@ -165,6 +140,16 @@ pub trait Connector: Send + Sync {
         let _ = identities;
         Box::pin(async {})
     }
+}
+
+/// What an operation kind a connector does not implement answers: permanent, naming it.
+fn unsupported<'a, T: Send + 'a>(what: &'static str) -> BoxFuture<'a, Result<T, ConnectorError>> {
+    Box::pin(async move {
+        Err(ConnectorError::permanent(
+            Some("unsupported".into()),
+            format!("this source's connector cannot {what}"),
+        ))
+    })
 }
 
 /// An account as read back from its source.
