@@ -96,7 +96,8 @@ fn disabled_sources(row: &StatusRow) -> Vec<&str> {
         .filter(|j| j.account_disabled)
         .map(|j| j.source.as_str())
         .collect();
-    out.dedup();
+    // One job per source per item, so no source twice; sorted for a stable message.
+    out.sort_unstable();
     out
 }
 
