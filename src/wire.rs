@@ -171,7 +171,22 @@ pub fn status_item(row: &StatusRow) -> Value {
             "created": rfc3339_ms(row.received_at),
         })),
         "grantRequestId": row.grant_request,
+        "cancelable": row.cancelable,
+        "cancelledRequestDetails": cancelled_details(row),
     })
+}
+
+/// `cancelledRequestDetails`: the last cancel's comment, who gave it (as SailPoint's
+/// `OwnerDto`) and when; null for a request nobody canceled.
+fn cancelled_details(row: &StatusRow) -> Value {
+    match (&row.cancel, row.canceled_at) {
+        (Some((comment, actor)), Some(at)) => json!({
+            "comment": comment,
+            "owner": { "type": "IDENTITY", "id": actor, "name": actor },
+            "modified": rfc3339_ms(at),
+        }),
+        _ => Value::Null,
+    }
 }
 
 /// A request with no item (a lifecycle change's account operations, say) as status rows:
@@ -189,6 +204,13 @@ pub fn account_rows(accepted: Option<&StoredEvent>, jobs: &[Job]) -> Vec<StatusR
         Some(cause) => json!({ "cause": cause }),
         None => json!({}),
     };
+    // A cancel of the request stops every job of it that has not started.
+    let open = jobs.iter().any(|j| {
+        matches!(
+            j.state,
+            JobState::Queued | JobState::Retrying | JobState::Manual
+        )
+    });
     jobs.iter()
         .map(|j| {
             let ops: Vec<&str> = j.ops.iter().map(|o| o.kind().as_str()).collect();
@@ -202,6 +224,8 @@ pub fn account_rows(accepted: Option<&StoredEvent>, jobs: &[Job]) -> Vec<StatusR
                 request_type: text("requestType"),
                 received_at: accepted.map_or(j.created_at, |e| e.at),
                 canceled_at: None,
+                cancel: None,
+                cancelable: open,
                 assignment_state: None,
                 remove_at: None,
                 client_metadata: meta.to_string(),
@@ -291,6 +315,8 @@ mod tests {
             request_type: "GRANT_ACCESS".into(),
             received_at: 0,
             canceled_at: None,
+            cancel: None,
+            cancelable: false,
             assignment_state: Some("active".into()),
             remove_at: None,
             client_metadata: "{}".into(),

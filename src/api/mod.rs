@@ -384,6 +384,12 @@ async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             "404 Not found",
             &[format!("accessRequestId: {m}")],
         ),
+        // Nothing left to stop: what the status item's `cancelable: false` announced.
+        Err(StoreError::Conflict(m)) => error(
+            StatusCode::BAD_REQUEST,
+            "400.1 Bad request content",
+            &[format!("accessRequestId: {m}")],
+        ),
         Err(e) => store_failed(e),
     }
 }

@@ -28,6 +28,11 @@ pub struct StatusRow {
     pub request_type: String,
     pub received_at: i64,
     pub canceled_at: Option<i64>,
+    /// The last cancel's comment and who gave it (for `cancelledRequestDetails`).
+    pub cancel: Option<(String, String)>,
+    /// Whether a cancel of the request would be accepted now (some job of it is still
+    /// queued, retrying or waiting on a task: `rules::operator::cancel_request`).
+    pub cancelable: bool,
     /// The assignment's state (for duplicates, what the item's state is).
     pub assignment_state: Option<String>,
     pub remove_at: Option<i64>,
@@ -41,6 +46,26 @@ pub struct StatusRow {
     /// revoke's grant, or what a duplicate found).
     pub grant_request: Option<String>,
     pub jobs: Vec<StatusJob>,
+}
+
+/// The status query's cancel columns, after the row's own (`r` is the request): the last
+/// cancel's comment and actor, and whether a cancel would be accepted. The same words on
+/// both backends; the actor is read from the request's `request_canceled` event, which
+/// has no job (the partial index on PostgreSQL).
+pub const CANCEL_COLUMNS: &str = "r.cancel_comment,
+    CASE WHEN r.canceled_at IS NOT NULL THEN (SELECT e.actor FROM events e
+        WHERE e.request_id = r.id AND e.job_id IS NULL AND e.kind = 'request_canceled'
+        ORDER BY e.id DESC LIMIT 1) END,
+    EXISTS (SELECT 1 FROM jobs cj WHERE cj.request_id = r.id AND cj.state IN ('queued','retrying','manual'))";
+
+/// The cancel details a status row carries, from the columns of [`CANCEL_COLUMNS`].
+pub fn cancel_of(
+    canceled_at: Option<i64>,
+    comment: Option<String>,
+    actor: Option<String>,
+) -> Option<(String, String)> {
+    canceled_at?;
+    Some((comment.unwrap_or_default(), actor.unwrap_or_default()))
 }
 
 /// A job that carries an item.

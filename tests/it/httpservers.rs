@@ -22,6 +22,38 @@ pub fn tool(rel: &str) -> PathBuf {
     p
 }
 
+/// What SailPoint's own Python SDK reads from an `/access-request-status` answer: one
+/// object per item (`id`, `state`, `cancelable`, `cancelled`), parsed by the SDK's
+/// `RequestedItemStatus` model (tests/tools/sailpoint_status.py). Panics with the SDK's
+/// message when it refuses the answer.
+pub fn sailpoint_sdk_reads(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/sailpoint_status.py");
+    let mut child = Command::new(tool("venv/bin/python"))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(status.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the SailPoint SDK refused the status answer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A process killed on drop.
 pub struct Proc {
     child: Option<Child>,

@@ -5,6 +5,7 @@ use crate::harness::wait;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
+use crate::httpservers::sailpoint_sdk_reads;
 
 #[tokio::test]
 async fn sigterm_stops_the_agent_with_exit_0() {
@@ -122,6 +123,18 @@ async fn cancel_stops_what_has_not_been_applied() {
         )
         .await;
     assert_eq!(r.status(), 404);
+    // Issue 35: SailPoint's SDK read `cancelable: false` (the field was missing) while a
+    // cancel was accepted, and found no `cancelledRequestDetails`.
+    let status: Value = agent
+        .get("/access-request-status/v1?requested-for=grace")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let read = sailpoint_sdk_reads(&status);
+    assert_eq!(read[0]["state"], "EXECUTING");
+    assert_eq!(read[0]["cancelable"], true, "{read:?}");
+    assert_eq!(read[0]["cancelled"], Value::Null);
     let r = agent
         .post(
             "/access-requests/v1/cancel",
@@ -136,6 +149,40 @@ async fn cancel_stops_what_has_not_been_applied() {
         .await
         .unwrap();
     assert_eq!(status[0]["state"], "CANCELLED");
+    let read = sailpoint_sdk_reads(&status);
+    assert_eq!(read[0]["state"], "CANCELLED");
+    assert_eq!(read[0]["cancelable"], false, "{read:?}");
+    let cancelled = &read[0]["cancelled"];
+    assert_eq!(cancelled["comment"], "no longer needed");
+    assert_eq!(cancelled["ownerType"], "IDENTITY");
+    assert!(
+        !cancelled["owner"].as_str().unwrap().is_empty(),
+        "{cancelled}"
+    );
+    assert!(cancelled["modified"].as_str().is_some(), "{cancelled}");
+    // A cancel now would stop nothing: refused, naming the field, and nothing changes.
+    let r = agent
+        .post(
+            "/access-requests/v1/cancel",
+            &json!({ "accessRequestId": rid, "comment": "twice" }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains("accessRequestId") && said.contains("nothing left to cancel"),
+        "{said}"
+    );
+    let again: Value = agent
+        .get("/access-request-status/v1?requested-for=grace")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0]["cancelledRequestDetails"]["comment"],
+        "no longer needed"
+    );
     assert!(
         wait(env.store().jobs(Default::default()))
             .unwrap()

@@ -5,6 +5,7 @@ use super::Outcome;
 use super::fixture::{err, fixture};
 use crate::model::RequestType;
 use crate::store::jobs::{Job, JobFilter, JobState};
+use crate::store::status::StatusQuery;
 use crate::store::{Replay, Stamp, Store, StoreError};
 
 fn ids(jobs: &[Job]) -> Vec<i64> {
@@ -255,6 +256,18 @@ pub(super) async fn group(store: Store) -> Outcome {
 pub(super) async fn cancel_request(store: Store) -> Outcome {
     let f = fixture(store)?;
     let rid = f.grant("u1", "ap-eng", 1_000).await?;
+    let row = |rid: String| {
+        let q = StatusQuery {
+            request_id: Some(rid),
+            limit: 10,
+            ..Default::default()
+        };
+        let store = f.store.clone();
+        async move { Ok::<_, StoreError>(store.status(q).await?.remove(0)) }
+    };
+    let before = row(rid.clone()).await?;
+    assert!(before.cancelable, "a queued job can be stopped");
+    assert_eq!(before.cancel, None);
     assert_eq!(
         f.store
             .cancel_request(
@@ -267,6 +280,19 @@ pub(super) async fn cancel_request(store: Store) -> Outcome {
     );
     assert_eq!(f.state_of(&rid).await?, "CANCELLED");
     assert_eq!(f.assignment_states().await?, ["canceled"]);
+    let after = row(rid.clone()).await?;
+    assert!(!after.cancelable);
+    assert_eq!(
+        after.cancel,
+        Some(("not needed".to_string(), "cli:op".to_string()))
+    );
+    // Issue 35: nothing is left to stop, so a second cancel is refused and changes nothing.
+    let again = f
+        .store
+        .cancel_request(rid.clone(), "again".into(), Stamp::new("cli:other", 1_600))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(row(rid.clone()).await?.cancel, after.cancel);
     assert!(f.claim("a", 2_000).await?.is_empty());
     let missing = f
         .store

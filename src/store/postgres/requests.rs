@@ -7,7 +7,7 @@ use crate::model::Snapshot;
 use crate::store::Result;
 use crate::store::accept::{Accepted, Replay};
 use crate::store::roles::{Accept, Fut, Requests};
-use crate::store::status::{StatusJob, StatusQuery, StatusRow};
+use crate::store::status::{CANCEL_COLUMNS, StatusJob, StatusQuery, StatusRow, cancel_of};
 
 async fn accept_one(tx: &super::Tx<'_>, a: &Accept) -> Result<Replay> {
     accept_in(tx, &a.submission()).await
@@ -71,14 +71,14 @@ impl Requests for Postgres {
             let c = me.client().await?;
             let rows = c
                 .query(
-                    "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition,
+                    &format!("SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition,
                             ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at,
                             COALESCE(r.requester, r.origin), ri.comment,
-                            CASE WHEN a.request_id <> ri.request_id THEN a.request_id END
+                            CASE WHEN a.request_id <> ri.request_id THEN a.request_id END, {CANCEL_COLUMNS}
                      FROM request_items ri JOIN requests r ON r.id = ri.request_id
                      LEFT JOIN assignments a ON a.id = ri.assignment_id
                      WHERE ($1::TEXT IS NULL OR ri.request_id = $1) AND ($2::TEXT IS NULL OR ri.identity_id = $2)
-                     ORDER BY r.seq DESC, ri.id LIMIT $3 OFFSET $4",
+                     ORDER BY r.seq DESC, ri.id LIMIT $3 OFFSET $4"),
                     &[&q.request_id, &q.requested_for, &(q.limit as i64), &(q.offset as i64)],
                 )
                 .await?;
@@ -128,6 +128,8 @@ impl Requests for Postgres {
                     request_type: r.get(8),
                     received_at: r.get(9),
                     canceled_at: r.get(10),
+                    cancel: cancel_of(r.get(10), r.get(16), r.get(17)),
+                    cancelable: r.get(18),
                     assignment_state: r.get(11),
                     remove_at: r.get(12),
                     requester: r.get(13),

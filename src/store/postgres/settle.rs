@@ -336,6 +336,7 @@ pub(super) async fn cancel_request(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    operator::cancel_request(request_id, ids.len())?;
     for id in &ids {
         cancel_in(tx, *id, now, comment, actor).await?;
     }

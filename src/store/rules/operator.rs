@@ -50,6 +50,20 @@ pub fn request_canceled(comment: &str, jobs_canceled: usize) -> Value {
     json!({ "comment": comment, "jobsCanceled": jobs_canceled })
 }
 
+/// Whether a request may be canceled: only while one of its jobs can still be stopped
+/// (queued, retrying or waiting on a task). `open` counts those jobs. A request whose
+/// jobs have all ended, or are running right now, has nothing a cancel would stop, so
+/// the cancel is refused rather than recorded as if it had done something; the status
+/// item's `cancelable` says the same thing beforehand (issue 35).
+pub fn cancel_request(request_id: &str, open: usize) -> Result<()> {
+    if open > 0 {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "request `{request_id}` has nothing left to cancel: its jobs have ended or are running right now"
+    )))
+}
+
 /// A request that is not there to cancel.
 pub fn no_request(id: &str) -> StoreError {
     StoreError::NotFound(format!("no access request `{id}`"))

@@ -11,16 +11,16 @@ use crate::store::status::*;
 use rusqlite::{Connection, params};
 
 fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
-    let mut stmt = c.prepare(
+    let mut stmt = c.prepare(&format!(
         "SELECT ri.id, ri.request_id, ri.identity_id, ri.item_type, ri.item_id, ri.name, ri.disposition, ri.assignment_id,
                 ri.client_metadata, r.request_type, r.received_at, r.canceled_at, a.state, a.remove_at,
                 COALESCE(r.requester, r.origin), ri.comment,
-                CASE WHEN a.request_id <> ri.request_id THEN a.request_id END
+                CASE WHEN a.request_id <> ri.request_id THEN a.request_id END, {CANCEL_COLUMNS}
          FROM request_items ri JOIN requests r ON r.id = ri.request_id
          LEFT JOIN assignments a ON a.id = ri.assignment_id
          WHERE (?1 IS NULL OR ri.request_id = ?1) AND (?2 IS NULL OR ri.identity_id = ?2)
-         ORDER BY r.seq DESC, ri.id LIMIT ?3 OFFSET ?4",
-    )?;
+         ORDER BY r.seq DESC, ri.id LIMIT ?3 OFFSET ?4"
+    ))?;
     type RowT = (
         i64,
         String,
@@ -37,6 +37,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         Option<String>,
         Option<i64>,
         (String, Option<String>, Option<String>),
+        (Option<String>, Option<String>, bool),
     );
     let rows: Vec<RowT> = stmt
         .query_map(
@@ -63,6 +64,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
                     r.get(12)?,
                     r.get(13)?,
                     (r.get(14)?, r.get(15)?, r.get(16)?),
+                    (r.get(17)?, r.get(18)?, r.get(19)?),
                 ))
             },
         )?
@@ -93,6 +95,7 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
         a_state,
         remove_at,
         (requester, comment, grant_request),
+        (cancel_comment, canceled_by, cancelable),
     ) in rows
     {
         let jobs = jobs_of
@@ -129,6 +132,8 @@ fn items(c: &Connection, q: &StatusQuery) -> Result<Vec<StatusRow>> {
             request_type: req_type,
             received_at: received,
             canceled_at: canceled,
+            cancel: cancel_of(canceled, cancel_comment, canceled_by),
+            cancelable,
             assignment_state: a_state,
             remove_at,
             client_metadata: meta,

@@ -41,6 +41,7 @@ impl Sqlite {
                 .prepare_cached("SELECT id FROM jobs WHERE request_id = ? AND state IN ('queued','retrying','manual') ORDER BY id")?
                 .query_map([request_id], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            operator::cancel_request(request_id, ids.len())?;
             for id in &ids {
                 cancel_in(&tx, *id, now, comment, actor)?;
             }
