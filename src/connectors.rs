@@ -65,6 +65,7 @@ pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
             }
             Ok(None) => {}
             Err(found) => problems.extend(found.into_iter().map(|(key, message)| Problem {
+                at: None,
                 file: source.file.clone(),
                 key,
                 message,
@@ -74,6 +75,7 @@ pub fn build(config: &Config) -> Result<Connectors, Vec<Problem>> {
     if problems.is_empty() {
         Ok(out)
     } else {
+        crate::config::place(&mut problems);
         Err(problems)
     }
 }

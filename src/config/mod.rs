@@ -10,6 +10,7 @@ pub mod duration;
 pub mod files;
 pub mod identities;
 pub mod lifecycle;
+mod locate;
 pub mod mail;
 pub mod policy;
 mod retry;
@@ -35,16 +36,51 @@ use files::{CatalogFile, ProvdFile};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: PathBuf,
+    /// Line and column in `file` (1-based), once [`place`] found them.
+    pub at: Option<(usize, usize)>,
     pub key: String,
     pub message: String,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.at {
+            write!(f, ":{line}:{column}")?;
+        }
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
+            write!(f, ": {}", self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Gives every problem in a TOML file its line and column: from toml's own error (whose
+/// excerpt is dropped: one problem, one line), else from its key, or the key its message
+/// names, looked up in the file as it is on disk now.
+pub fn place(problems: &mut [Problem]) {
+    let mut texts: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    for p in problems.iter_mut().filter(|p| p.at.is_none()) {
+        if let Some((at, message)) = locate::split_toml_error(&p.message) {
+            p.at = Some(at);
+            p.message = message;
+            continue;
+        }
+        if p.file.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let key = if p.key.is_empty() {
+            locate::key_of_error(&p.message)
+        } else {
+            Some(p.key.clone())
+        };
+        let Some(key) = key else { continue };
+        let text = texts
+            .entry(p.file.clone())
+            .or_insert_with(|| std::fs::read_to_string(&p.file).ok());
+        if let Some(text) = text {
+            p.at = locate::locate(text, &key);
         }
     }
 }
@@ -273,6 +309,7 @@ fn env_overrides() -> std::collections::HashMap<String, String> {
 
 fn read_provd_toml(path: &Path) -> Result<ProvdFile, Problem> {
     let problem = |key: &str, message: String| Problem {
+        at: None,
         file: path.to_path_buf(),
         key: key.to_string(),
         message,
@@ -300,12 +337,21 @@ fn read_provd_toml(path: &Path) -> Result<ProvdFile, Problem> {
 }
 
 impl Config {
-    /// Loads and cross-checks everything, or returns every problem found.
+    /// Loads and cross-checks everything, or returns every problem found, each with its
+    /// line and column where it has one.
     pub fn load(path: &Path) -> Result<Config, Problems> {
+        Self::load_unplaced(path).map_err(|mut found| {
+            place(&mut found.0);
+            found
+        })
+    }
+
+    fn load_unplaced(path: &Path) -> Result<Config, Problems> {
         let mut problems = Vec::new();
         let file = read_provd_toml(path).map_err(|p| Problems(vec![p]))?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let at = |key: &str, message: String| Problem {
+            at: None,
             file: path.to_path_buf(),
             key: key.to_string(),
             message,
@@ -340,13 +386,18 @@ impl Config {
         let breaker = retry::breaker_policy(&BreakerPolicy::default(), &file.retry);
 
         let sources_dir = resolve(&base, &file.agent.sources_dir);
-        let sources = sources::load_dir(&sources_dir, &defaults, &breaker, &mut problems);
+        let (sources, broken_sources) =
+            sources::load_dir(&sources_dir, &defaults, &breaker, &mut problems);
 
         let catalog_path = resolve(&base, &file.agent.catalog);
-        let source_ids: BTreeSet<String> = sources.keys().cloned().collect();
+        // A source whose own file has problems still counts as configured here: its
+        // problems are reported once, not again by every item naming it (issue 35).
+        let mut source_ids: BTreeSet<String> = sources.keys().cloned().collect();
+        source_ids.extend(broken_sources);
         let catalog = match std::fs::read_to_string(&catalog_path) {
             Err(e) => {
                 problems.push(Problem {
+                    at: None,
                     file: catalog_path.clone(),
                     key: String::new(),
                     message: format!("cannot read: {e}"),
@@ -356,6 +407,7 @@ impl Config {
             Ok(text) => match toml::from_str::<CatalogFile>(&text) {
                 Err(e) => {
                     problems.push(Problem {
+                        at: None,
                         file: catalog_path.clone(),
                         key: String::new(),
                         message: e.to_string().trim().to_string(),
@@ -365,6 +417,7 @@ impl Config {
                 Ok(cf) => {
                     let (cat, found) = Catalog::build(cf, &source_ids);
                     problems.extend(found.into_iter().map(|(key, message)| Problem {
+                        at: None,
                         file: catalog_path.clone(),
                         key,
                         message,
@@ -383,7 +436,7 @@ impl Config {
             // Mail goes to the owner: one that is not an address would never hear of its tasks.
             for s in sources.values().filter(|s| s.manual.is_some()) {
                 if !mail::is_address(&s.owner) {
-                    problems.push(Problem {
+                    problems.push(Problem { at: None,
                         file: s.file.clone(),
                         key: "owner".into(),
                         message: format!(
@@ -407,13 +460,11 @@ impl Config {
         let mut triggers = BTreeMap::new();
         for (i, t) in file.trigger.iter().enumerate() {
             match trigger::build(&base, t) {
-                Err((key, message)) => {
-                    problems.push(at(&format!("trigger[{}].{key}", i + 1), message))
-                }
+                Err((key, message)) => problems.push(at(&format!("trigger[{i}].{key}"), message)),
                 Ok(t) => {
                     if triggers.contains_key(&t.name) {
                         problems.push(at(
-                            &format!("trigger[{}].name", i + 1),
+                            &format!("trigger[{i}].name"),
                             format!("`{}` names two triggers", t.name),
                         ));
                     }
@@ -426,6 +477,7 @@ impl Config {
         let identities = match std::fs::File::open(&identities_path) {
             Err(e) => {
                 problems.push(Problem {
+                    at: None,
                     file: identities_path.clone(),
                     key: String::new(),
                     message: format!("cannot read: {e}"),
@@ -435,6 +487,7 @@ impl Config {
             Ok(f) => {
                 let (ids, found) = identities::parse_csv(std::io::BufReader::new(f));
                 problems.extend(found.into_iter().map(|(key, message)| Problem {
+                    at: None,
                     file: identities_path.clone(),
                     key,
                     message,
@@ -446,6 +499,7 @@ impl Config {
         for identity in identities.values() {
             if let Err(message) = lifecycle.check_state(&identity.attributes) {
                 problems.push(Problem {
+                    at: None,
                     file: identities_path.clone(),
                     key: format!("identity `{}`", identity.id),
                     message,
@@ -584,12 +638,14 @@ impl Config {
                 .and_then(|text| bare_tokens_private(path, &text));
             if let Err(message) = read {
                 problems.push(Problem {
+                    at: None,
                     file: self.path.clone(),
                     key: "api.tokens_file".into(),
                     message,
                 });
             }
         }
+        place(&mut problems);
         problems
     }
 }
@@ -631,6 +687,7 @@ fn load_policy(
     problems: &mut Vec<Problem>,
 ) -> policy::Policy {
     let problem = |key: String, message: String| Problem {
+        at: None,
         file: path.to_path_buf(),
         key,
         message,
@@ -665,6 +722,7 @@ fn load_lifecycle(
 ) -> lifecycle::Lifecycle {
     let mut problem = |key: String, message: String| {
         problems.push(Problem {
+            at: None,
             file: path.to_path_buf(),
             key,
             message,

@@ -2,7 +2,7 @@
 //! `[retry]`) are read here; the rest of the file belongs to the source's connector and is
 //! kept as a table for it to read (so that adding a connector does not touch this file).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
@@ -121,6 +121,7 @@ impl Source {
                 let path = self.path(text);
                 if let Err(e) = std::fs::File::open(&path) {
                     out.push(Problem {
+                        at: None,
                         file: self.file.clone(),
                         key: key.to_string(),
                         message: format!("cannot read {}: {e}", path.display()),
@@ -128,6 +129,7 @@ impl Source {
                 }
             } else if key.ends_with("_env") && std::env::var_os(text).is_none() {
                 out.push(Problem {
+                    at: None,
                     file: self.file.clone(),
                     key: key.to_string(),
                     message: format!("environment variable {text} is not set"),
@@ -197,13 +199,16 @@ fn with_valid_keys(msg: &str, kind: SourceKind) -> String {
 }
 
 /// Reads every `*.toml` in `dir` (sorted by name), reporting problems per file and key.
+/// Also returns the ids the files that did not load name (or their file stems, where
+/// not even the id can be read), so that what names those sources is not reported again.
 pub fn load_dir(
     dir: &Path,
     retry_defaults: &RetryPolicy,
     breaker_defaults: &BreakerPolicy,
     problems: &mut Vec<Problem>,
-) -> BTreeMap<String, Source> {
+) -> (BTreeMap<String, Source>, BTreeSet<String>) {
     let mut out: BTreeMap<String, Source> = BTreeMap::new();
+    let mut broken = BTreeSet::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -211,18 +216,24 @@ pub fn load_dir(
             .collect(),
         Err(e) => {
             problems.push(Problem {
+                at: None,
                 file: dir.to_path_buf(),
                 key: String::new(),
                 message: format!("cannot read the sources directory: {e}"),
             });
-            return out;
+            return (out, broken);
         }
     };
     files.sort();
     for file in files {
-        if let Some(source) = load_one(&file, retry_defaults, breaker_defaults, problems) {
+        let Some(source) = load_one(&file, retry_defaults, breaker_defaults, problems) else {
+            broken.insert(named_id(&file));
+            continue;
+        };
+        {
             if let Some(first) = out.get(&source.id) {
                 problems.push(Problem {
+                    at: None,
                     file: file.clone(),
                     key: "id".into(),
                     message: format!(
@@ -236,7 +247,23 @@ pub fn load_dir(
             out.insert(source.id.clone(), source);
         }
     }
-    out
+    (out, broken)
+}
+
+/// The id a source file gives, read as leniently as possible: its `id = "…"` line even
+/// when the rest does not parse, else the file's stem.
+fn named_id(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let given = text.lines().find_map(|l| {
+        let (key, value) = l.split_once('=')?;
+        (key.trim() == "id").then(|| value.trim().trim_matches(['"', '\'']).to_string())
+    });
+    given.filter(|id| !id.is_empty()).unwrap_or_else(|| {
+        file.file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 fn load_one(
@@ -247,6 +274,7 @@ fn load_one(
 ) -> Option<Source> {
     let mut problem = |key: &str, message: String| {
         problems.push(Problem {
+            at: None,
             file: file.to_path_buf(),
             key: key.to_string(),
             message,

@@ -49,7 +49,67 @@ fn an_unknown_key_in_provd_toml_is_named_with_its_file_and_line() {
     let text = p.to_string();
     assert!(text.contains("provd.toml"), "{text}");
     assert!(text.contains("workerz"), "{text}");
-    assert!(text.contains("line 2"), "{text}");
+    assert!(text.contains("provd.toml:2:1: "), "{text}");
+    assert_eq!(text.lines().count(), 1, "one problem, one line: {text}");
+}
+
+/// Issue 35: errors in sources/*.toml named no line, and one bad source made every item
+/// naming it say "not configured" as well.
+#[test]
+fn a_bad_source_file_names_line_and_column_and_nothing_cascades() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path());
+    let d = tmp.path();
+    std::fs::write(
+        d.join("sources/flat.toml"),
+        "id = \"flat\"\ntype = \"manual\"\nowner = \"o@example.com\"\n\n[retry]\nmax_attempts = 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sources/saas.toml"),
+        "id = \"saas\"\ntype = \"scim\"\nowner = \"o\"\nbase_url = \"http://127.0.0.1:1\"\n[account]\ncorrelation = \"userName\"\n  colour = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sources/broken.toml"),
+        "id = \"broken\"\ntype = = \"ldap\"\n",
+    )
+    .unwrap();
+    let mut catalog = String::new();
+    for (i, s) in ["flat", "flat", "saas", "broken", "broken"]
+        .iter()
+        .enumerate()
+    {
+        catalog += &format!(
+            "[[entitlement]]\nid = \"e{i}\"\nsource = \"{s}\"\nattribute = \"g\"\nvalue = \"v{i}\"\n"
+        );
+    }
+    std::fs::write(d.join("catalog.toml"), catalog).unwrap();
+    let Problems(problems) = Config::load(&d.join("provd.toml")).unwrap_err();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 3, "its own problems, no cascade: {text:#?}");
+    let of = |file: &str| {
+        text.iter()
+            .find(|t| t.contains(file))
+            .unwrap_or_else(|| panic!("{file}: {text:#?}"))
+            .clone()
+    };
+    assert!(
+        of("flat.toml").contains("flat.toml:6:1: retry.max_attempts:"),
+        "{text:#?}"
+    );
+    let saas = of("saas.toml");
+    assert!(
+        saas.contains("saas.toml:7:3: ") && saas.contains("colour"),
+        "{saas}"
+    );
+    let broken = of("broken.toml");
+    assert!(broken.contains("broken.toml:2:8: "), "{broken}");
+    assert!(!broken.contains('|'), "no excerpt lines: {broken}");
+    assert!(
+        !text.iter().any(|t| t.contains("not configured")),
+        "{text:#?}"
+    );
 }
 
 #[test]
@@ -227,17 +287,17 @@ fn evidence_settings_are_checked_where_they_belong() {
         .unwrap_err()
         .to_string();
     assert!(
-        text.contains("flat.toml: reconcile_every: a manual source cannot be read back"),
+        text.contains("flat.toml:4:1: reconcile_every: a manual source cannot be read back"),
         "{text}"
     );
     assert!(
         text.contains(
-            "flat.toml: export.attributes: give export.entitlements or export.attributes, not both"
+            "flat.toml:8:1: export.attributes: give export.entitlements or export.attributes, not both"
         ),
         "{text}"
     );
     assert!(
-        text.contains("flat.toml: export.max_drop: `a fifth`: a share like \"20%\""),
+        text.contains("flat.toml:9:1: export.max_drop: `a fifth`: a share like \"20%\""),
         "{text}"
     );
     assert_eq!(max_drop("20%"), Ok(0.2));

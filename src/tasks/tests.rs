@@ -17,7 +17,8 @@ fn badges() -> Source {
         &RetryPolicy::default(),
         &BreakerPolicy::default(),
         &mut problems,
-    );
+    )
+    .0;
     assert!(problems.is_empty(), "{problems:?}");
     sources.remove("badges").unwrap()
 }

@@ -328,7 +328,8 @@ fn mail_needs_owners_that_are_addresses_and_a_clean_url() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("badges.toml: owner: `Facilities team` is not a mail address"),
+        err.contains("badges.toml:")
+            && err.contains(": owner: `Facilities team` is not a mail address"),
         "{err}"
     );
 }

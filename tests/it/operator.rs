@@ -24,7 +24,8 @@ async fn check_reports_problems_with_file_and_key_and_env_overrides_apply() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("provd.toml: agent.workers: must be at least 1"),
+        stderr(&out).contains("provd.toml")
+            && stderr(&out).contains(": agent.workers: must be at least 1"),
         "{}",
         stderr(&out)
     );
@@ -46,7 +47,11 @@ async fn check_reports_problems_with_file_and_key_and_env_overrides_apply() {
         err.contains("extra.toml") && err.contains("unknown field `password`"),
         "{err}"
     );
-    assert!(err.contains("catalog.toml: entitlement[0].source"), "{err}");
+    // Issue 35: file, line and column, like a compiler's error.
+    assert!(
+        err.contains("catalog.toml:3:1: entitlement[0].source"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "a value must not be echoed");
 }
 
