@@ -352,6 +352,7 @@ mod tests {
             revoke_jobs: None,
             disabled: Some(r#"{"corp":1}"#.into()),
             done: None,
+            after_failed_revoke: None,
         }
     }
 

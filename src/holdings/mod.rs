@@ -134,7 +134,10 @@ pub fn derive(grants: &[Grant]) -> Vec<Held> {
                 v.attribute.clone(),
                 v.value.clone(),
             );
-            let state = grant_state(g, &v.source);
+            let state = match grant_state(g, &v.source) {
+                "removing" if g.regranted_on(&v.source, &v.attribute, &v.value) => "gone",
+                s => s,
+            };
             by_value.entry(key).or_default().push((g, state, v));
         }
     }

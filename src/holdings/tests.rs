@@ -21,6 +21,7 @@ fn grant(id: i64, ty: &str, item: &str, state: &str, values: &[&str]) -> Grant {
         revoke_jobs: None,
         disabled: Some(r#"{"corp":1}"#.into()),
         done: None,
+        after_failed_revoke: None,
     }
 }
 
@@ -187,6 +188,38 @@ fn a_grant_state_on_each_source_follows_its_jobs_there() {
     revoking.revoke_jobs = Some(r#"{"corp":"canceled","corp":"succeeded"}"#.into());
     assert_eq!(grant_state(&revoking, "corp"), "gone");
     assert_eq!(grant_state(&revoking, "saas"), "removing");
+}
+
+/// PostgreSQL simulation seed 157: a role's removal of a value failed on a source after
+/// a later grant asked for the value again there; that grant was revoked in turn and the
+/// value went. The role's failed removal is moot, and the value is gone, not `removing`.
+#[test]
+fn a_failed_removal_of_a_value_granted_again_is_no_longer_removing() {
+    let mut role = grant(1, "ROLE", "staff", "revoking", &[VPN, ENG]);
+    role.revoke_jobs = Some(r#"{"corp":"failed","saas":"succeeded"}"#.into());
+    let held = derive(std::slice::from_ref(&role));
+    assert_eq!(on(&held, "corp").state, "removing", "nothing came after it");
+    // A later job of the lane changed something else: still removing.
+    role.after_failed_revoke = Some(
+        r#"{"corp":[[{"op":"ADD_ENTITLEMENT","attribute":"groups","value":"cn=wiki"}]]}"#.into(),
+    );
+    assert_eq!(
+        on(&derive(std::slice::from_ref(&role)), "corp").state,
+        "removing"
+    );
+    // One added the value again: that grant's now, and this removal is moot.
+    role.after_failed_revoke = Some(
+        r#"{"corp":[[{"op":"ADD_ENTITLEMENT","attribute":"groups","value":"cn=vpn"}],[{"op":"REMOVE_ENTITLEMENT","attribute":"groups","value":"cn=vpn"}]]}"#
+            .into(),
+    );
+    assert_eq!(
+        on(&derive(std::slice::from_ref(&role)), "corp").state,
+        "gone"
+    );
+    let direct = grant(2, "ENTITLEMENT", "vpn", "active", &[VPN]);
+    let held = derive(&[role, direct]);
+    assert_eq!(on(&held, "corp").state, "active");
+    assert_eq!(via(on(&held, "corp")), ["ENTITLEMENT:vpn"]);
 }
 
 /// The seen side (DESIGN §21): the latest job that gave the value, unless an evidence

@@ -56,6 +56,9 @@ pub struct Holding {
     /// Where the grant's jobs succeeded: `{source: [job id, ended at]}` JSON — what provd
     /// saw done there, and when (the seen side of DESIGN §21).
     pub done: Option<String>,
+    /// A revoking holding whose removal failed on a source: the operations of every later
+    /// job of that lane that was not canceled (`{source: [[operation…]…]}` JSON).
+    pub after_failed_revoke: Option<String>,
 }
 
 impl Holding {
@@ -98,6 +101,22 @@ impl Holding {
     pub fn revoke_on(&self, source: &str) -> Option<String> {
         on(self.revoke_jobs.as_deref(), source)
     }
+
+    /// Whether a later job of the lane adds `attribute=value` on `source` again after this
+    /// grant's removal of it failed there. The value is then the later grant's: the failed
+    /// removal is moot (`jobs retry` refuses it as such) and no longer says the value is
+    /// being removed (PostgreSQL simulation seed 157: a role's badge zone read `removing`
+    /// for good after the zone, granted again and revoked again, was long gone).
+    pub fn regranted_on(&self, source: &str, attribute: &str, value: &str) -> bool {
+        let later: std::collections::BTreeMap<String, Vec<Vec<serde_json::Value>>> = self
+            .after_failed_revoke
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        later.get(source).into_iter().flatten().flatten().any(|op| {
+            op["op"] == "ADD_ENTITLEMENT" && op["attribute"] == attribute && op["value"] == value
+        })
+    }
 }
 
 /// A holding from a row of the holdings query (both backends' columns are these).
@@ -129,6 +148,7 @@ pub(crate) fn holding_from(r: &impl super::cells::Cells) -> super::Result<Holdin
         revoke_jobs: r.opt_text(13)?,
         disabled: r.opt_text(14)?,
         done: r.opt_text(15)?,
+        after_failed_revoke: r.opt_text(16)?,
     })
 }
 
@@ -144,7 +164,11 @@ pub(crate) const HOLDINGS_POSTGRES: &str = "SELECT a.id, a.identity_id, a.item_t
         (SELECT json_object_agg(source, disabled)::TEXT FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
         (SELECT json_object_agg(j.source, json_build_array(j.id, j.finalized_at))::TEXT FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
-            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id AND j.state = 'succeeded')
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id AND j.state = 'succeeded'),
+        (SELECT json_object_agg(j.source, (SELECT COALESCE(json_agg(l.operations::json ORDER BY l.id), '[]'::json)
+                FROM jobs l WHERE l.identity_id = j.identity_id AND l.source = j.source AND l.id > j.id AND l.state <> 'canceled'))::TEXT
+            FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id AND j.state = 'failed')
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND ($1::TEXT IS NULL OR a.identity_id = $1)
        AND ($2::BIGINT IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = $2), $2))

@@ -386,3 +386,71 @@ pub(super) async fn a_failed_revoke_of_an_item_granted_again_ends(store: Store) 
     assert_eq!(states(&f, "u1").await?, ["removed", "pending"]);
     Ok(())
 }
+
+/// PostgreSQL simulation seed 157: a profile's removeDate removal fails after another
+/// item asked for one of its values again in the same lane. The removal stays owed
+/// (`revoking`, its failed job the operator's to retry; it used to go back to `active`,
+/// fire again at once and be swallowed as a replay of the first removal's request). Both
+/// stores hand the holdings stage the later jobs of that lane, so that the value is the
+/// later grant's, while the value nothing asked for again is still being removed.
+pub(super) async fn a_failed_removal_shows_what_the_lane_did_after_it(store: Store) -> Outcome {
+    let f = super::fixture::fixture(store)?;
+    super::tasks::lead(&f).await?;
+    f.submit(RequestType::Grant, "u1", "ap-eng", None, Some(5_000), 1_000)
+        .await?;
+    let g = f.first("a", 1_100).await?;
+    f.succeed(&g, "a", 1_101).await?;
+    assert_eq!(f.store.fire(5_100, 10).await?.len(), 1);
+    let todo = f.store.unplanned(10).await?;
+    let at = crate::clock::from_ms(5_200);
+    f.store
+        .plan_fired(super::tasks::removals(todo), f.ctx(), at)
+        .await?;
+    f.grant("u1", "ap-remote", 5_300).await?;
+    let revoke = f.first("a", 6_000).await?;
+    assert_eq!(revoke.kind, "revoke");
+    let failed = Ending::Failed {
+        error: err(1),
+        reason: "refused".into(),
+    };
+    let out = f
+        .store
+        .finish_all(vec![end(&revoke, "a", 6_001, failed, None)])
+        .await?;
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    assert!(f.store.fire(7_000, 10).await?.is_empty(), "fired once");
+    let grants = f
+        .store
+        .holdings(crate::store::audit::AccessQuery::default())
+        .await?;
+    let eng = grants
+        .iter()
+        .find(|g| g.item_id == "ap-eng")
+        .ok_or("ap-eng is not listed")?;
+    assert_eq!(
+        states(&f, "u1").await?,
+        ["revoking", "pending"],
+        "{grants:?}"
+    );
+    assert_eq!(eng.revoke_on("flat").as_deref(), Some("failed"));
+    assert!(eng.regranted_on("flat", "groups", "VPN"), "{eng:?}");
+    assert!(!eng.regranted_on("flat", "groups", "GIT"), "{eng:?}");
+    let held = crate::holdings::derive(&grants);
+    let state = |value: &str| {
+        held.iter().find(|h| h.value == value).map(|h| {
+            (
+                h.state,
+                h.via.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+        })
+    };
+    assert_eq!(
+        state("VPN"),
+        Some(("pending", vec!["ACCESS_PROFILE:ap-remote".to_string()]))
+    );
+    assert_eq!(
+        state("GIT"),
+        Some(("removing", vec!["ACCESS_PROFILE:ap-eng".to_string()]))
+    );
+    Ok(())
+}

@@ -104,6 +104,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("a_failed_revoke_of_an_item_granted_again_ends", |s| {
         Box::pin(ends::a_failed_revoke_of_an_item_granted_again_ends(s))
     }),
+    ("a_failed_removal_shows_what_the_lane_did_after_it", |s| {
+        Box::pin(ends::a_failed_removal_shows_what_the_lane_did_after_it(s))
+    }),
     ("a_retry_racing_a_claim_moves_the_job_once", |s| {
         Box::pin(races::retry_against_claim(s))
     }),

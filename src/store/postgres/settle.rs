@@ -112,7 +112,10 @@ async fn inherit(tx: &Tx<'_>, job_id: i64, now: i64) -> Result<()> {
 /// was to create but did not. A failed revoke leaves its access held (`active`) — unless
 /// the item was granted again meanwhile: that newer grant holds it, and the old one ends
 /// `removed` (found by the simulation, issue 33, seed 72: the owner's FAILED answer was
-/// refused by the unique index of live grants).
+/// refused by the unique index of live grants). A failed removal a removeDate fired stays
+/// `revoking`: the removal is still owed and its failed job is the operator's to retry
+/// (back at `active` it fired again at once, and the new removal was swallowed as a
+/// replay of the first one's request: PostgreSQL simulation seed 157).
 /// `state`: the job's state now, when the caller knows it (an account is dropped only
 /// after a failed or canceled job).
 pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) -> Result<()> {
@@ -144,9 +147,10 @@ pub(super) async fn settle(tx: &Tx<'_>, job_id: i64, now: i64, state: JobState) 
             "UPDATE assignments SET state = CASE WHEN $1 = 'active' AND EXISTS (SELECT 1 FROM assignments b
                     WHERE b.identity_id = assignments.identity_id AND b.item_type = assignments.item_type
                       AND b.item_id = assignments.item_id AND b.id <> assignments.id
-                      AND b.state IN ('pending','active')) THEN 'removed' ELSE $1 END,
+                      AND b.state IN ('pending','active')) THEN 'removed'
+                    WHEN $1 = 'active' AND fired_at IS NOT NULL THEN 'revoking' ELSE $1 END,
                 updated_at = $2,
-                active_at = CASE WHEN $1 = 'active' THEN $2::BIGINT ELSE active_at END
+                active_at = CASE WHEN $1 = 'active' AND fired_at IS NULL THEN $2::BIGINT ELSE active_at END
              WHERE id = $3 AND state = $4",
             &[&to.as_str(), &now, assignment, &from.as_str()],
         )
@@ -272,8 +276,13 @@ pub(super) async fn settle_succeeded(tx: &Tx<'_>, jobs: &[(i64, i64)]) -> Result
     // thinks of the array's size.
     super::exec(
         tx,
-        "UPDATE assignments a SET state = u.to_state, updated_at = u.at,
-            active_at = CASE WHEN u.to_state = 'active' THEN u.at ELSE a.active_at END
+        "UPDATE assignments a SET state = CASE WHEN u.to_state = 'active' AND EXISTS (SELECT 1 FROM assignments b
+                    WHERE b.identity_id = a.identity_id AND b.item_type = a.item_type
+                      AND b.item_id = a.item_id AND b.id <> a.id
+                      AND b.state IN ('pending','active')) THEN 'removed'
+                WHEN u.to_state = 'active' AND a.fired_at IS NOT NULL THEN 'revoking' ELSE u.to_state END,
+            updated_at = u.at,
+            active_at = CASE WHEN u.to_state = 'active' AND a.fired_at IS NULL THEN u.at ELSE a.active_at END
          FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS u(id, from_state, to_state, at)
          WHERE a.id = ANY($1) AND a.id = u.id AND a.state = u.from_state",
         &[&assignment, &from, &to, &now],

@@ -100,7 +100,8 @@ pub fn settled(effect: &str, states: &[JobState]) -> Option<(AssignmentState, As
         ("grant", false, true) => (Pending, Canceled),
         ("grant", false, false) => (Pending, Failed),
         ("revoke", true, _) => (Revoking, Removed),
-        // The removal did not (fully) happen: the access is still there.
+        // The removal did not (fully) happen: the access is still there. (The backends
+        // keep one a removeDate fired `revoking`: that removal is still owed.)
         ("revoke", false, _) => (Revoking, Active),
         _ => return None,
     };

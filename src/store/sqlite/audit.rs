@@ -26,7 +26,11 @@ pub(crate) const HOLDINGS_SQLITE: &str = "SELECT a.id, a.identity_id, a.item_typ
         (SELECT json_group_object(source, disabled) FROM accounts WHERE identity_id = a.identity_id AND native_id IS NOT NULL),
         (SELECT json_group_object(j.source, json_array(j.id, j.finalized_at)) FROM request_items ri
             JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
-            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id AND j.state = 'succeeded')
+            WHERE ri.assignment_id = a.id AND ri.request_id = a.request_id AND j.state = 'succeeded'),
+        (SELECT json_group_object(j.source, json((SELECT json_group_array(json(l.operations))
+                FROM jobs l WHERE l.identity_id = j.identity_id AND l.source = j.source AND l.id > j.id AND l.state <> 'canceled')))
+            FROM request_items ri JOIN item_jobs ij ON ij.item_id = ri.id JOIN jobs j ON j.id = ij.job_id
+            WHERE a.state = 'revoking' AND ri.assignment_id = a.id AND ri.request_id <> a.request_id AND j.state = 'failed')
      FROM assignments a LEFT JOIN requests r ON r.id = a.request_id
      WHERE a.state IN ('pending','active','revoking','failed') AND (?1 IS NULL OR a.identity_id = ?1)
        AND (?2 IS NULL OR (a.identity_id, a.id) > ((SELECT identity_id FROM assignments WHERE id = ?2), ?2))

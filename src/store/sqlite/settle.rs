@@ -165,15 +165,16 @@ pub(crate) fn settle(tx: &Connection, job_id: i64, now: i64) -> Result<()> {
         let Some((from, to)) = crate::store::rules::settled(&effect, &states) else {
             continue;
         };
-        // A failed revoke of an item granted again meanwhile: the newer grant holds it
-        // (as PostgreSQL's settle says).
+        // A failed revoke of an item granted again meanwhile: the newer grant holds it;
+        // a failed removeDate removal stays owed (as PostgreSQL's settle says).
         tx.prepare_cached(
             "UPDATE assignments SET state = CASE WHEN ?1 = 'active' AND EXISTS (SELECT 1 FROM assignments b
                     WHERE b.identity_id = assignments.identity_id AND b.item_type = assignments.item_type
                       AND b.item_id = assignments.item_id AND b.id <> assignments.id
-                      AND b.state IN ('pending','active')) THEN 'removed' ELSE ?1 END,
+                      AND b.state IN ('pending','active')) THEN 'removed'
+                    WHEN ?1 = 'active' AND fired_at IS NOT NULL THEN 'revoking' ELSE ?1 END,
                 updated_at = ?2,
-                active_at = CASE WHEN ?1 = 'active' THEN ?2 ELSE active_at END
+                active_at = CASE WHEN ?1 = 'active' AND fired_at IS NULL THEN ?2 ELSE active_at END
              WHERE id = ?3 AND state = ?4",
         )?
         .execute(params![to.as_str(), now, assignment, from.as_str()])?;
