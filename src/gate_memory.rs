@@ -77,6 +77,8 @@ fn file_key(path: &PathBuf) -> Result<Vec<u8>, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let key = fresh_key()?;
+    // Made by `sudo provd check --connect`, the key is still the agent's to read.
+    let owner = crate::ownership::of(path);
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .write(true)
@@ -87,6 +89,7 @@ fn file_key(path: &PathBuf) -> Result<Vec<u8>, String> {
         Ok(mut f) => {
             f.write_all(&key)
                 .and_then(|()| f.sync_all())
+                .and_then(|()| crate::ownership::hand_over(path, owner))
                 .map_err(|e| format!("{shown}: {e}"))?;
             Ok(key)
         }

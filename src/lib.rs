@@ -21,6 +21,7 @@ pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod model;
+pub mod ownership;
 pub mod plan;
 pub mod schedule;
 pub mod store;

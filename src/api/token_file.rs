@@ -176,6 +176,8 @@ fn write_new(path: &Path, text: &str, create_only: bool) -> Result<(), TokenErro
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "tokens".into());
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // `sudo provd tokens add`: the file stays the agent's, with its mode (issue 35).
+    let owner = crate::ownership::of(path);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -184,6 +186,7 @@ fn write_new(path: &Path, text: &str, create_only: bool) -> Result<(), TokenErro
         let mut f = opts.open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        crate::ownership::hand_over(&tmp, owner)?;
         if create_only {
             // A hard link fails if the name exists: never replace a file made meanwhile.
             std::fs::hard_link(&tmp, path)?;

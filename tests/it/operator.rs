@@ -9,6 +9,49 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Issue 35: `sudo provd tokens add` rewrote the tokens file as root's, 0600, and the
+/// agent (running as `provd`) could no longer read it; a CLI command run as root left the
+/// SQLite store's log files root's. Files the CLI writes keep the agent's owner and mode.
+#[test]
+fn files_the_cli_writes_as_root_stay_the_agents() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: nothing to hand over (CI runs this as root)");
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.path().join("tokens");
+    let out = env.cli(&["tokens", "add", "first"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let agent = 65534; // nobody: the agent's user here
+    std::os::unix::fs::chown(&tokens, Some(agent), Some(agent)).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let state = env.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(agent), Some(agent)).unwrap();
+
+    let out = env.cli(&["tokens", "add", "second"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = std::fs::metadata(&tokens).unwrap();
+    assert_eq!((m.uid(), m.gid()), (agent, agent), "the owner is kept");
+    assert_eq!(m.permissions().mode() & 0o777, 0o640, "the mode is kept");
+    assert!(std::fs::read_to_string(&tokens).unwrap().contains("second"));
+
+    let out = env.cli(&["jobs", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["provd.db", "provd.db-wal", "provd.db-shm"] {
+        let path = state.join(name);
+        if let Ok(m) = std::fs::metadata(&path) {
+            assert_eq!(m.uid(), agent, "{} is root's", path.display());
+        }
+    }
+    assert_eq!(
+        std::fs::metadata(state.join("provd.db")).unwrap().uid(),
+        agent
+    );
+}
+
 #[tokio::test]
 async fn check_reports_problems_with_file_and_key_and_env_overrides_apply() {
     let env = Env::new();

@@ -411,6 +411,15 @@ fn create(path: &Path) -> Result<()> {
 /// files the database file's mode, so fixing the main file first covers them too.
 fn private_files(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
+    // A CLI command run with sudo may have made the log files (or the store): they are
+    // the state directory owner's, the agent's user (issue 35).
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let name = name.to_string_lossy();
+        let names = ["", "-wal", "-shm"].map(|s| format!("{name}{s}"));
+        if let Err(e) = crate::ownership::hand_over_in(dir, &names) {
+            tracing::warn!(path = %path.display(), error = %e, "store files could not be given to the state directory's owner");
+        }
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
