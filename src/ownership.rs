@@ -16,6 +16,17 @@ pub struct Owner {
     pub mode: Option<u32>,
 }
 
+impl Owner {
+    /// The same owner, with a mode no more open than `mask` (a secret file is never made
+    /// readable to more people by being rewritten).
+    pub fn at_most(self, mask: u32) -> Owner {
+        Owner {
+            mode: self.mode.map(|m| m & mask),
+            ..self
+        }
+    }
+}
+
 /// The owner of what is written at `path`: the file's own owner, group and mode when it
 /// exists, else its directory's owner and group. None when neither can be read.
 pub fn of(path: &Path) -> Option<Owner> {

@@ -176,8 +176,13 @@ fn write_new(path: &Path, text: &str, create_only: bool) -> Result<(), TokenErro
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "tokens".into());
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    // `sudo provd tokens add`: the file stays the agent's, with its mode (issue 35).
-    let owner = crate::ownership::of(path);
+    // `sudo provd tokens add`: the file stays the agent's, with its mode (issue 35) —
+    // never readable by others, nor by the group while it holds bare tokens.
+    let bare = text
+        .lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#') && l.split_whitespace().count() == 1);
+    let owner = crate::ownership::of(path).map(|o| o.at_most(if bare { 0o600 } else { 0o640 }));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
