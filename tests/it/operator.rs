@@ -25,6 +25,14 @@ fn files_the_cli_writes_as_root_stay_the_agents() {
     let out = env.cli(&["tokens", "add", "first"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let agent = 65534; // nobody: the agent's user here
+    // Hashed tokens only (a bare one keeps the file at 0600, rightly), group-readable.
+    let hashed: String = std::fs::read_to_string(&tokens)
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().count() > 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&tokens, hashed).unwrap();
     std::os::unix::fs::chown(&tokens, Some(agent), Some(agent)).unwrap();
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o640)).unwrap();
     let state = env.path().join("state");
