@@ -178,10 +178,7 @@ fn write_new(path: &Path, text: &str, create_only: bool) -> Result<(), TokenErro
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     // `sudo provd tokens add`: the file stays the agent's, with its mode (issue 35) —
     // never readable by others, nor by the group while it holds bare tokens.
-    let bare = text
-        .lines()
-        .map(str::trim)
-        .any(|l| !l.is_empty() && !l.starts_with('#') && l.split_whitespace().count() == 1);
+    let bare = crate::config::holds_bare_tokens(text);
     let owner = crate::ownership::of(path).map(|o| o.at_most(if bare { 0o600 } else { 0o640 }));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -11,6 +11,8 @@ pub mod files;
 pub mod identities;
 pub mod lifecycle;
 mod locate;
+mod problem;
+pub use problem::{Problem, Problems, place};
 pub mod mail;
 pub mod policy;
 mod retry;
@@ -18,7 +20,6 @@ pub(crate) mod sources;
 pub mod trigger;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,75 +32,6 @@ pub use sources::{Source, SourceKind, max_drop};
 
 use crate::model::{BreakerPolicy, RetryPolicy};
 use files::{CatalogFile, ProvdFile};
-
-/// One problem in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: PathBuf,
-    /// Line and column in `file` (1-based), once [`place`] found them.
-    pub at: Option<(usize, usize)>,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.at {
-            write!(f, ":{line}:{column}")?;
-        }
-        if self.key.is_empty() {
-            write!(f, ": {}", self.message)
-        } else {
-            write!(f, ": {}: {}", self.key, self.message)
-        }
-    }
-}
-
-/// Gives every problem in a TOML file its line and column: from toml's own error (whose
-/// excerpt is dropped: one problem, one line), else from its key, or the key its message
-/// names, looked up in the file as it is on disk now.
-pub fn place(problems: &mut [Problem]) {
-    let mut texts: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
-    for p in problems.iter_mut().filter(|p| p.at.is_none()) {
-        if let Some((at, message)) = locate::split_toml_error(&p.message) {
-            p.at = Some(at);
-            p.message = message;
-            continue;
-        }
-        if p.file.extension().is_none_or(|x| x != "toml") {
-            continue;
-        }
-        let key = if p.key.is_empty() {
-            locate::key_of_error(&p.message)
-        } else {
-            Some(p.key.clone())
-        };
-        let Some(key) = key else { continue };
-        let text = texts
-            .entry(p.file.clone())
-            .or_insert_with(|| std::fs::read_to_string(&p.file).ok());
-        if let Some(text) = text {
-            p.at = locate::locate(text, &key);
-        }
-    }
-}
-
-/// Every problem found; loading fails if there is at least one.
-#[derive(Debug, thiserror::Error)]
-pub struct Problems(pub Vec<Problem>);
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
 
 /// The agent's settings, with paths resolved.
 #[derive(Debug, Clone)]
@@ -752,12 +684,17 @@ fn load_lifecycle(
 
 /// A tokens file with bare tokens (a line of one word) must be readable by its owner
 /// alone: the line is the token. The agent's own loader says the same at start.
+/// Whether a tokens file's text holds a bare token (a line of one word), which must stay
+/// readable by its owner alone.
+pub fn holds_bare_tokens(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#') && l.split_whitespace().count() == 1)
+}
+
 fn bare_tokens_private(path: &std::path::Path, text: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let bare = text
-        .lines()
-        .map(str::trim)
-        .any(|l| !l.is_empty() && !l.starts_with('#') && l.split_whitespace().count() == 1);
+    let bare = holds_bare_tokens(text);
     let mode = std::fs::metadata(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .permissions()
